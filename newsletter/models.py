@@ -1,0 +1,273 @@
+"""Content and its distribution: the publication, articles, comments, sends, posts."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.urls import reverse
+
+
+class Publication(models.Model):
+    """The one publication this site serves (a singleton, pk=1)."""
+
+    class CommentPolicy(models.TextChoices):
+        SIGNED_IN = "signed_in", "Everyone signed in"
+        PAID = "paid", "Paid readers only"
+
+    name = models.CharField(max_length=200, default="Broadside")
+    tagline = models.CharField(max_length=300, blank=True)
+    description = models.TextField(blank=True)
+    logo = models.ImageField(upload_to="publication/", blank=True)
+    sender_name = models.CharField(max_length=200, blank=True)
+    sender_email = models.EmailField(blank=True)
+    reply_to_email = models.EmailField(blank=True)
+    kofi_url = models.URLField("Ko-fi link", blank=True)
+    buymeacoffee_url = models.URLField("Buy Me a Coffee link", blank=True)
+    telegram_channel_url = models.URLField("Telegram channel link", blank=True)
+    footer_text = models.TextField(
+        blank=True, help_text="Shown in the site and email footer (e.g. a postal address)."
+    )
+    comment_policy = models.CharField(
+        max_length=20, choices=CommentPolicy.choices, default=CommentPolicy.SIGNED_IN
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [models.CheckConstraint(condition=Q(pk=1), name="publication_singleton")]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @classmethod
+    def load(cls) -> Publication:
+        publication, _ = cls.objects.get_or_create(pk=1)
+        return publication
+
+
+class Author(models.Model):
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    display_name = models.CharField(max_length=200)
+    slug = models.SlugField(unique=True)
+    bio = models.TextField(blank=True)
+    avatar = models.ImageField(upload_to="authors/", blank=True)
+
+    class Meta:
+        ordering = ["display_name"]
+
+    def __str__(self) -> str:
+        return self.display_name
+
+    def get_absolute_url(self) -> str:
+        return reverse("newsletter:author", kwargs={"slug": self.slug})
+
+
+class Section(models.Model):
+    name = models.CharField(max_length=200)
+    slug = models.SlugField(unique=True)
+    description = models.TextField(blank=True)
+    position = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["position", "name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def get_absolute_url(self) -> str:
+        return reverse("newsletter:section", kwargs={"slug": self.slug})
+
+
+class Article(models.Model):
+    class Status(models.TextChoices):
+        DRAFT = "draft", "Draft"
+        SCHEDULED = "scheduled", "Scheduled"
+        PUBLISHED = "published", "Published"
+
+    class Visibility(models.TextChoices):
+        PUBLIC = "public", "Everyone"
+        SUBSCRIBERS = "subscribers", "Subscribers (signed in)"
+        PAID = "paid", "Paid subscribers"
+
+    class EmailAudience(models.TextChoices):
+        EVERYONE = "everyone", "Every subscriber (free readers get the free part)"
+        PAID = "paid", "Paid subscribers only"
+        NOBODY = "nobody", "Nobody (publish without email)"
+
+    title = models.CharField(max_length=300)
+    slug = models.SlugField(max_length=200, unique=True)
+    subtitle = models.CharField(max_length=500, blank=True)
+    body = models.TextField(blank=True, help_text="Sanitised HTML.")
+    cover_image = models.ImageField(upload_to="covers/", blank=True)
+    cover_caption = models.CharField(max_length=500, blank=True)
+    authors = models.ManyToManyField(Author, blank=True, related_name="articles")
+    section = models.ForeignKey(
+        Section, null=True, blank=True, on_delete=models.SET_NULL, related_name="articles"
+    )
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.DRAFT)
+    publish_at = models.DateTimeField(null=True, blank=True)
+    published_at = models.DateTimeField(null=True, blank=True)
+    visibility = models.CharField(
+        max_length=20, choices=Visibility.choices, default=Visibility.PUBLIC
+    )
+    email_subject = models.CharField(
+        max_length=300, blank=True, help_text="Leave empty to use the title."
+    )
+    email_audience = models.CharField(
+        max_length=20, choices=EmailAudience.choices, default=EmailAudience.EVERYONE
+    )
+    post_to_telegram = models.BooleanField(default=True)
+    comments_enabled = models.BooleanField(default=True)
+    external_id = models.CharField(
+        max_length=200,
+        null=True,
+        blank=True,
+        unique=True,
+        help_text="Where an imported article came from, e.g. substack:12345.",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-published_at", "-created_at"]
+        indexes = [models.Index(fields=["status", "-published_at"])]
+        constraints = [
+            models.CheckConstraint(
+                condition=~Q(status="published") | Q(published_at__isnull=False),
+                name="article_published_has_date",
+            ),
+            models.CheckConstraint(
+                condition=~Q(status="scheduled") | Q(publish_at__isnull=False),
+                name="article_scheduled_has_date",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.title
+
+    def get_absolute_url(self) -> str:
+        return reverse("newsletter:article", kwargs={"slug": self.slug})
+
+    @property
+    def is_published(self) -> bool:
+        return self.status == self.Status.PUBLISHED
+
+
+class Comment(models.Model):
+    class Status(models.TextChoices):
+        VISIBLE = "visible", "Visible"
+        HIDDEN = "hidden", "Hidden"
+
+    article = models.ForeignKey(Article, on_delete=models.CASCADE, related_name="comments")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="comments"
+    )
+    parent = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.CASCADE, related_name="replies"
+    )
+    body = models.TextField()
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.VISIBLE)
+    is_editor_reply = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    edited_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["created_at"]
+        indexes = [models.Index(fields=["article", "status", "created_at"])]
+
+    def __str__(self) -> str:
+        return f"Comment by {self.user} on {self.article}"
+
+
+class EmailSend(models.Model):
+    """The email distribution of one article: at most one per article."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        SENDING = "sending", "Sending"
+        PAUSED = "paused", "Paused"
+        SENT = "sent", "Sent"
+        FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled"
+
+    article = models.OneToOneField(Article, on_delete=models.PROTECT, related_name="email_send")
+    audience = models.CharField(max_length=20, choices=Article.EmailAudience.choices)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED)
+    recipient_count = models.PositiveIntegerField(default=0)
+    sent_count = models.PositiveIntegerField(default=0)
+    failed_count = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"Email send of {self.article}"
+
+
+class Delivery(models.Model):
+    """One email of one send to one subscriber: the outbox and the ledger."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        CLAIMED = "claimed", "Claimed"
+        SENT = "sent", "Sent"
+        FAILED = "failed", "Failed"
+        SKIPPED = "skipped", "Skipped"
+
+    class Segment(models.TextChoices):
+        FREE = "free", "Free"
+        PAID = "paid", "Paid"
+
+    send = models.ForeignKey(EmailSend, on_delete=models.CASCADE, related_name="deliveries")
+    subscriber = models.ForeignKey(
+        "subscriptions.Subscriber", on_delete=models.CASCADE, related_name="deliveries"
+    )
+    segment = models.CharField(max_length=10, choices=Segment.choices, default=Segment.FREE)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.PENDING)
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    provider_message_id = models.CharField(max_length=300, blank=True)
+    last_error = models.TextField(blank=True)
+
+    class Meta:
+        verbose_name_plural = "deliveries"
+        constraints = [
+            models.UniqueConstraint(fields=["send", "subscriber"], name="delivery_once_per_send")
+        ]
+        indexes = [models.Index(fields=["send", "status"])]
+
+    def __str__(self) -> str:
+        return f"Delivery {self.pk} ({self.status})"
+
+
+class TelegramPost(models.Model):
+    """The post of one article to one Telegram chat: at most one per (article, chat)."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        SENT = "sent", "Sent"
+        FAILED = "failed", "Failed"
+
+    article = models.ForeignKey(Article, on_delete=models.CASCADE, related_name="telegram_posts")
+    chat_id = models.CharField(max_length=100)
+    message_id = models.BigIntegerField(null=True, blank=True)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    posted_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["article", "chat_id"], name="telegram_post_once")
+        ]
+
+    def __str__(self) -> str:
+        return f"Telegram post of {self.article} to {self.chat_id}"

@@ -1,0 +1,74 @@
+"""Publishing: the one state change that takes an article to its readers.
+
+`publish_article` is called by the admin actions, the scheduler task and
+`manage.py publish_article`. Distribution (email, Telegram) hangs off it here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.db import transaction
+from django.utils import timezone
+
+from newsletter.models import Article, EmailSend, TelegramPost
+from newsletter.services.sending import create_email_send
+from newsletter.services.telegram_posting import queue_telegram_post
+
+
+class PublishError(Exception):
+    """The article cannot be published as asked; the message says why."""
+
+
+@dataclass(frozen=True)
+class PublishResult:
+    article: Article
+    newly_published: bool
+    email_send: EmailSend | None
+    telegram_post: TelegramPost | None
+
+
+def publish_article(*, article: Article, send_email: bool = True) -> PublishResult:
+    """Publish now. Idempotent: publishing a published article changes and sends nothing.
+
+    `send_email=False` publishes without email ("publish without email").
+    """
+    with transaction.atomic():
+        article = Article.objects.select_for_update().get(pk=article.pk)
+        if article.status == Article.Status.PUBLISHED:
+            return PublishResult(
+                article=article, newly_published=False, email_send=None, telegram_post=None
+            )
+        if not article.title.strip():
+            raise PublishError("An article needs a title before it can be published.")
+        now = timezone.now()
+        article.status = Article.Status.PUBLISHED
+        article.published_at = now
+        if not send_email:
+            article.email_audience = Article.EmailAudience.NOBODY
+        article.save(update_fields=["status", "published_at", "email_audience", "updated_at"])
+        email_send = create_email_send(article=article)
+        telegram_post = queue_telegram_post(article=article)
+    return PublishResult(
+        article=article, newly_published=True, email_send=email_send, telegram_post=telegram_post
+    )
+
+
+def schedule_article(*, article: Article, publish_at: datetime) -> Article:
+    """Schedule a draft for later; the beat task `publish_due_articles` publishes it."""
+    if article.status == Article.Status.PUBLISHED:
+        raise PublishError("This article is already published.")
+    if publish_at <= timezone.now():
+        raise PublishError("Pick a time in the future, or publish now.")
+    article.status = Article.Status.SCHEDULED
+    article.publish_at = publish_at
+    article.save(update_fields=["status", "publish_at", "updated_at"])
+    return article
+
+
+def publish_due_articles(*, now: datetime | None = None) -> list[PublishResult]:
+    """Publish every scheduled article whose time has come, and only those."""
+    now = now or timezone.now()
+    due = Article.objects.filter(status=Article.Status.SCHEDULED, publish_at__lte=now)
+    return [publish_article(article=article) for article in due.order_by("publish_at")]

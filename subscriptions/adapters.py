@@ -1,0 +1,7 @@
+"""django-allauth customisation, in one place."""
+
+from allauth.account.adapter import DefaultAccountAdapter
+
+
+class ReaderAccountAdapter(DefaultAccountAdapter):
+    pass

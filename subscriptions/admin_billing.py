@@ -1,0 +1,1 @@
+"""Admin for plans, memberships, donations and Stripe events; imported by admin.py."""

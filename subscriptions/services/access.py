@@ -1,0 +1,72 @@
+"""Who may read what. The one place that decides whether a reader is paid."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+from django.db.models import Q, QuerySet
+from django.utils import timezone
+
+from subscriptions.models import Membership, Subscriber
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+
+    from newsletter.models import Article
+
+# A reader whose card failed keeps access this long past the end of the paid period
+# while Stripe retries the payment (Stripe's Smart Retries run for about two weeks).
+PAST_DUE_GRACE = timedelta(days=7)
+
+
+def access_granting_memberships(*, now=None) -> QuerySet[Membership]:
+    now = now or timezone.now()
+    return Membership.objects.filter(
+        Q(kind=Membership.Kind.STRIPE, status__in=["active", "trialing"])
+        | Q(
+            kind=Membership.Kind.STRIPE,
+            status="past_due",
+            current_period_end__gt=now - PAST_DUE_GRACE,
+        )
+        | Q(
+            kind__in=[Membership.Kind.COMP, Membership.Kind.GIFT],
+            status=Membership.Status.ACTIVE,
+        )
+        & (Q(expires_at__isnull=True) | Q(expires_at__gt=now))
+    )
+
+
+def paid_subscribers(*, now=None) -> QuerySet[Subscriber]:
+    return Subscriber.objects.filter(
+        pk__in=access_granting_memberships(now=now).values("subscriber_id")
+    )
+
+
+def subscriber_is_paid(*, subscriber: Subscriber | None) -> bool:
+    if subscriber is None or subscriber.pk is None:
+        return False
+    return access_granting_memberships().filter(subscriber=subscriber).exists()
+
+
+def subscriber_for_user(*, user: AbstractBaseUser | AnonymousUser | None) -> Subscriber | None:
+    if user is None or not user.is_authenticated:
+        return None
+    return Subscriber.objects.filter(user_id=user.pk).first()
+
+
+def user_is_paid(*, user: AbstractBaseUser | AnonymousUser | None) -> bool:
+    return subscriber_is_paid(subscriber=subscriber_for_user(user=user))
+
+
+def can_read_full_article(
+    *, user: AbstractBaseUser | AnonymousUser | None, article: Article
+) -> bool:
+    """Whether this reader sees the whole article, including text after the paywall."""
+    if user is not None and user.is_authenticated and getattr(user, "is_staff", False):
+        return True
+    if article.visibility == article.Visibility.PUBLIC:
+        return True
+    if article.visibility == article.Visibility.SUBSCRIBERS:
+        return user is not None and user.is_authenticated
+    return user_is_paid(user=user)

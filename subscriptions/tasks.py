@@ -1,0 +1,1 @@
+"""Celery tasks of the subscriptions app: thin wrappers around services."""
