@@ -1,0 +1,487 @@
+"""The whole product as separate processes, for the browser journeys and bench/load.py.
+
+The site runs under gunicorn and a real `celery worker` against PostgreSQL and a Redis
+broker, exactly as in production; mail goes over SMTP to a capturing server, and the
+Stripe and Telegram APIs are local stand-ins. Every listening socket is bound by this
+process on 127.0.0.1 port 0 before anything starts, so parallel runs never clash and the
+site knows its own URL (gunicorn inherits its socket as `fd://N`).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from email import policy
+from email.message import EmailMessage
+from email.parser import BytesParser
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+REDIS_DB = int(os.environ.get("BROWSER_REDIS_DB", "7"))
+REDIS_URL = os.environ.get("BROWSER_REDIS_URL", f"redis://127.0.0.1:6379/{REDIS_DB}")
+CACHE_KEY_PREFIX = "broadside"
+SECRET_KEY = "e2e-secret-key-not-for-production-0123456789abcdefghijkl"
+STRIPE_SECRET_KEY = "sk_test_broadside_e2e"
+STRIPE_WEBHOOK_SECRET = "whsec_broadside_e2e_0123456789"
+TELEGRAM_BOT_TOKEN = "123456:broadside-e2e"
+TELEGRAM_CHAT_ID = "@broadside_e2e"
+
+
+class HarnessError(RuntimeError):
+    """A process of the stack did not start; the message says which and shows its log."""
+
+
+def bind_loopback() -> socket.socket:
+    """A listening TCP socket on 127.0.0.1 with a port the kernel picked."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(1024)
+    return sock
+
+
+def database_url(name: str) -> str:
+    base = os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/broadside")
+    head, _, _ = base.rpartition("/")
+    return f"{head}/{name}"
+
+
+def redis_client():
+    import redis
+
+    return redis.Redis.from_url(REDIS_URL)
+
+
+def clear_cache_keys() -> None:
+    """Forget cached pages and rate-limit counters; leave the broker's keys alone."""
+    client = redis_client()
+    keys = list(client.scan_iter(match=f"{CACHE_KEY_PREFIX}:*", count=1000))
+    if keys:
+        client.delete(*keys)
+
+
+def flush_redis() -> None:
+    redis_client().flushdb()
+
+
+@dataclass
+class Process:
+    name: str
+    popen: subprocess.Popen
+    log_path: Path
+
+    def log_tail(self, lines: int = 60) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def check_alive(self) -> None:
+        if self.popen.poll() is not None:
+            raise HarnessError(
+                f"{self.name} exited with code {self.popen.returncode}:\n{self.log_tail()}"
+            )
+
+    def stop(self, timeout: float = 10) -> None:
+        if self.popen.poll() is not None:
+            return
+        # The process leads its own group, so this reaches gunicorn's and celery's
+        # children too, and nothing else.
+        try:
+            os.killpg(self.popen.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        try:
+            self.popen.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.popen.pid, signal.SIGKILL)
+            self.popen.wait(timeout=timeout)
+
+
+def manage(env: dict[str, str], *args: str, timeout: float = 300) -> str:
+    result = subprocess.run(
+        [str(BIN / "python"), "manage.py", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise HarnessError(f"manage.py {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+    return result.stdout
+
+
+def wait_until(
+    condition: Callable[[], object], *, timeout: float, interval: float = 0.1, what: str
+) -> object:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"Timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)
+
+
+@dataclass
+class Stack:
+    """A running site: its URL, the processes, and where their logs are."""
+
+    site_url: str
+    env: dict[str, str]
+    workdir: Path
+    processes: list[Process] = field(default_factory=list)
+
+    def logs(self) -> str:
+        return "\n\n".join(
+            f"--- {p.name} ({p.log_path}) ---\n{p.log_tail()}" for p in self.processes
+        )
+
+    def check_alive(self) -> None:
+        for process in self.processes:
+            process.check_alive()
+
+    def stop(self) -> None:
+        for process in reversed(self.processes):
+            process.stop()
+
+
+def stack_env(
+    *,
+    database_name: str,
+    site_url: str,
+    workdir: Path,
+    smtp_port: int | None = None,
+    stripe_api_base: str | None = None,
+    telegram_api_url: str | None = None,
+    extra: dict[str, str] | None = None,
+) -> dict[str, str]:
+    """The production settings module, configured the way an operator would."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("DJANGO_", "PYTEST_", "STRIPE_", "TELEGRAM_", "EMAIL_"))
+        and key not in {"TEST_DATABASE_NAME", "CELERY_BROKER_URL", "REDIS_URL", "DEBUG"}
+    }
+    env.update(
+        {
+            "DJANGO_SETTINGS_MODULE": "config.settings",
+            "PYTHONUNBUFFERED": "1",
+            "DEBUG": "false",
+            "SECRET_KEY": SECRET_KEY,
+            "SITE_URL": site_url,
+            "ALLOWED_HOSTS": "127.0.0.1,localhost",
+            "DATABASE_URL": database_url(database_name),
+            # Short-lived connections: the test process truncates tables between tests.
+            "CONN_MAX_AGE": "0",
+            "CELERY_BROKER_URL": REDIS_URL,
+            "REDIS_URL": REDIS_URL,
+            "VAR_DIR": str(workdir / "var"),
+            "STATIC_ROOT": str(workdir / "static"),
+            "MEDIA_ROOT": str(workdir / "media"),
+            "DEFAULT_FROM_EMAIL": "Broadside <newsletter@broadside.test>",
+            "STRIPE_SECRET_KEY": STRIPE_SECRET_KEY,
+            "STRIPE_PUBLISHABLE_KEY": "pk_test_broadside_e2e",
+            "STRIPE_WEBHOOK_SECRET": STRIPE_WEBHOOK_SECRET,
+            "LOG_LEVEL": "WARNING",
+        }
+    )
+    if smtp_port is not None:
+        env["EMAIL_URL"] = f"smtp://127.0.0.1:{smtp_port}"
+    if stripe_api_base:
+        env["STRIPE_API_BASE"] = stripe_api_base
+    if telegram_api_url:
+        env.update(
+            {
+                "TELEGRAM_API_URL": telegram_api_url,
+                "TELEGRAM_BOT_TOKEN": TELEGRAM_BOT_TOKEN,
+                "TELEGRAM_CHAT_ID": TELEGRAM_CHAT_ID,
+            }
+        )
+    env.update(extra or {})
+    return env
+
+
+def collect_static(env: dict[str, str]) -> None:
+    manage(env, "collectstatic", "--noinput", "-v", "0")
+
+
+def start_gunicorn(
+    *,
+    env: dict[str, str],
+    sock: socket.socket,
+    workdir: Path,
+    workers: int = 2,
+    threads: int = 1,
+) -> Process:
+    log_path = workdir / "gunicorn.log"
+    fd = sock.fileno()
+    popen = subprocess.Popen(
+        [
+            str(BIN / "gunicorn"),
+            "config.wsgi",
+            "--bind",
+            f"fd://{fd}",
+            "--workers",
+            str(workers),
+            "--threads",
+            str(threads),
+            "--timeout",
+            "60",
+            "--graceful-timeout",
+            "5",
+            "--error-logfile",
+            "-",
+            # One control socket per user would clash between parallel stacks.
+            "--no-control-socket",
+        ],
+        cwd=ROOT,
+        env=env,
+        pass_fds=(fd,),
+        stdout=log_path.open("ab"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    process = Process("gunicorn", popen, log_path)
+    host, port = sock.getsockname()
+    health = f"http://{host}:{port}/healthz"
+
+    def healthy() -> bool:
+        process.check_alive()
+        try:
+            with urllib.request.urlopen(health, timeout=2) as response:
+                return response.status == 200
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            return False
+
+    try:
+        wait_until(healthy, timeout=30, what=f"gunicorn to answer {health}")
+    except (TimeoutError, HarnessError) as exc:
+        process.stop()
+        raise HarnessError(f"{exc}\n{process.log_tail()}") from exc
+    return process
+
+
+def start_celery_worker(
+    *, env: dict[str, str], workdir: Path, concurrency: int = 2, name: str = "e2e"
+) -> Process:
+    log_path = workdir / f"celery-{name}.log"
+    popen = subprocess.Popen(
+        [
+            str(BIN / "celery"),
+            "-A",
+            "config",
+            "worker",
+            "--loglevel",
+            "INFO",
+            "--concurrency",
+            str(concurrency),
+            "--hostname",
+            f"{name}-{os.getpid()}@%h",
+            "--without-gossip",
+            "--without-mingle",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log_path.open("ab"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    process = Process("celery worker", popen, log_path)
+
+    def ready() -> bool:
+        process.check_alive()
+        return " ready." in process.log_tail(200)
+
+    try:
+        wait_until(ready, timeout=60, what="the celery worker to be ready")
+    except (TimeoutError, HarnessError) as exc:
+        process.stop()
+        raise HarnessError(f"{exc}\n{process.log_tail()}") from exc
+    return process
+
+
+@contextmanager
+def running_stack(
+    *,
+    database_name: str,
+    workdir: Path,
+    smtp_port: int | None = None,
+    stripe_api_base: str | None = None,
+    telegram_api_url: str | None = None,
+    web_workers: int = 2,
+    web_threads: int = 1,
+    worker_concurrency: int = 2,
+    with_worker: bool = True,
+    extra_env: dict[str, str] | None = None,
+) -> Iterator[Stack]:
+    """gunicorn and a celery worker on an existing, migrated database."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    sock = bind_loopback()
+    host, port = sock.getsockname()
+    site_url = f"http://{host}:{port}"
+    env = stack_env(
+        database_name=database_name,
+        site_url=site_url,
+        workdir=workdir,
+        smtp_port=smtp_port,
+        stripe_api_base=stripe_api_base,
+        telegram_api_url=telegram_api_url,
+        extra=extra_env,
+    )
+    collect_static(env)
+    stack = Stack(site_url=site_url, env=env, workdir=workdir)
+    try:
+        stack.processes.append(
+            start_gunicorn(
+                env=env, sock=sock, workdir=workdir, workers=web_workers, threads=web_threads
+            )
+        )
+        sock.close()  # gunicorn holds its own copy
+        if with_worker:
+            stack.processes.append(
+                start_celery_worker(env=env, workdir=workdir, concurrency=worker_concurrency)
+            )
+        yield stack
+    finally:
+        stack.stop()
+        sock.close()
+
+
+def create_database(name: str) -> None:
+    """A fresh database for a stack that is not driven by pytest (bench/load.py)."""
+    import psycopg
+
+    admin_url = database_url("postgres")
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+
+
+def drop_database(name: str) -> None:
+    import psycopg
+
+    with psycopg.connect(database_url("postgres"), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def migrate(env: dict[str, str]) -> None:
+    # --run-syncdb creates the tables of apps without migrations and applies the
+    # migrations of the others, so this works before and after migrations exist.
+    manage(env, "migrate", "--run-syncdb", "--noinput", "-v", "0")
+
+
+def chromium_path() -> str:
+    path = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+    if not (Path(path).exists() or shutil.which(path)):
+        raise HarnessError(
+            f"Chromium is not installed at {path}. Install Debian's package "
+            "(`apt-get install -y chromium`, as .ci/run does) or set CHROMIUM to its path."
+        )
+    return path
+
+
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+class CapturedMail:
+    """Messages received by the capturing SMTP server, parsed, in arrival order."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self._lock = threading.Lock()
+        self._messages: list[tuple[list[str], EmailMessage]] = []
+
+    def add(self, recipients: list[str], message: EmailMessage) -> None:
+        with self._lock:
+            self._messages.append((recipients, message))
+
+    def clear(self) -> None:
+        with self._lock:
+            self._messages.clear()
+
+    def to(self, address: str) -> list[EmailMessage]:
+        address = address.lower()
+        with self._lock:
+            return [m for rcpts, m in self._messages if address in (r.lower() for r in rcpts)]
+
+    def all(self) -> list[tuple[list[str], EmailMessage]]:
+        with self._lock:
+            return list(self._messages)
+
+    def wait_for(self, *, to: str, subject_contains: str = "", timeout: float = 20) -> EmailMessage:
+        def find() -> EmailMessage | None:
+            for message in self.to(to):
+                if subject_contains.lower() in str(message["Subject"] or "").lower():
+                    return message
+            return None
+
+        found = wait_until(
+            find, timeout=timeout, what=f"an email to {to} about {subject_contains!r}"
+        )
+        assert isinstance(found, EmailMessage)
+        return found
+
+
+def message_text(message: EmailMessage) -> str:
+    part = message.get_body(preferencelist=("plain",))
+    return part.get_content() if part is not None else ""
+
+
+def message_html(message: EmailMessage) -> str:
+    part = message.get_body(preferencelist=("html",))
+    return part.get_content() if part is not None else ""
+
+
+@contextmanager
+def capturing_smtp_server() -> Iterator[tuple[int, CapturedMail]]:
+    """An aiosmtpd server on 127.0.0.1 (kernel-picked port) that keeps what it receives."""
+    from aiosmtpd.controller import Controller
+
+    mailbox = CapturedMail()
+
+    class Handler:
+        async def handle_DATA(self, server, session, envelope):
+            message = BytesParser(policy=policy.default).parsebytes(envelope.content)
+            assert isinstance(message, EmailMessage)
+            mailbox.add(list(envelope.rcpt_tos), message)
+            return "250 Message accepted for delivery"
+
+    sock = bind_loopback()
+
+    class SocketController(Controller):
+        def _create_server(self):
+            return self.loop.create_server(self._factory_invoker, sock=sock)
+
+    controller = SocketController(Handler(), hostname="127.0.0.1", port=sock.getsockname()[1])
+    controller.start()
+    try:
+        yield controller.port, mailbox
+    finally:
+        controller.stop()
+        sock.close()
