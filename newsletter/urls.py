@@ -1,10 +1,23 @@
+from django.contrib.sitemaps.views import sitemap
 from django.urls import path
 
-from newsletter.views import site
+from newsletter.feeds import LatestArticlesFeed
+from newsletter.sitemaps import SITEMAPS
+from newsletter.views import comments, site
 
 app_name = "newsletter"
 
 urlpatterns = [
     path("", site.home, name="home"),
+    path("p/<slug:slug>/", site.article, name="article"),
+    path("p/<slug:slug>/comments/", comments.thread, name="comments"),
+    path("comments/<int:pk>/edit/", comments.edit, name="comment_edit"),
+    path("comments/<int:pk>/delete/", comments.delete, name="comment_delete"),
+    path("account/name/", comments.display_name, name="display_name"),
+    path("s/<slug:slug>/", site.section, name="section"),
+    path("authors/<slug:slug>/", site.author, name="author"),
+    path("feed/", LatestArticlesFeed(), name="feed"),
+    path("sitemap.xml", sitemap, {"sitemaps": SITEMAPS}, name="sitemap"),
+    path("robots.txt", site.robots_txt, name="robots"),
     path("healthz", site.healthz, name="healthz"),
 ]

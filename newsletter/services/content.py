@@ -7,8 +7,15 @@ The paywall marker is a horizontal rule with the class `paywall`
 from __future__ import annotations
 
 import re
+from html import unescape
+from typing import TYPE_CHECKING
 
 import nh3
+from django.utils.html import strip_tags
+from django.utils.text import Truncator
+
+if TYPE_CHECKING:
+    from newsletter.models import Article
 
 PAYWALL_MARKER = '<hr class="paywall">'
 _PAYWALL_RE = re.compile(r"<hr\b[^>]*\bclass=\"[^\"]*\bpaywall\b[^\"]*\"[^>]*>", re.IGNORECASE)
@@ -51,3 +58,32 @@ def split_at_paywall(*, html: str) -> tuple[str, str]:
 
 def has_paywall(*, html: str) -> bool:
     return _PAYWALL_RE.search(html) is not None
+
+
+def free_body(*, article: Article) -> str:
+    """What a reader without access may read: the part before the paywall marker.
+
+    A public article is free in full. A subscribers-only or paid article without a
+    marker has no free part at all: forgetting the marker must never give it away.
+    """
+    if article.visibility == article.Visibility.PUBLIC:
+        return full_body(article=article)
+    if not has_paywall(html=article.body):
+        return ""
+    free, _paid = split_at_paywall(html=article.body)
+    # Re-parsing closes any element the marker was nested in.
+    return sanitize_body(html=free)
+
+
+def full_body(*, article: Article) -> str:
+    """The whole article for readers with access, without the marker itself."""
+    free, paid = split_at_paywall(html=article.body)
+    return free + paid
+
+
+def excerpt(*, article: Article, words: int = 40) -> str:
+    """Plain text safe to show anyone: the subtitle, or the start of the free part."""
+    if article.subtitle.strip():
+        return article.subtitle.strip()
+    text = " ".join(unescape(strip_tags(free_body(article=article))).split())
+    return Truncator(text).words(words, truncate="…")

@@ -2,17 +2,103 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.shortcuts import render
+from django.shortcuts import get_object_or_404, render
+from django.template import loader
+from django.utils.cache import patch_cache_control, patch_vary_headers
+from django.views.decorators.http import require_safe
 
 from config.celery import app as celery_app
-from newsletter.models import Article
+from newsletter import selectors
+from newsletter.models import Article, Author, Section
+from newsletter.services.content import excerpt, free_body, full_body
+from subscriptions.services.access import can_read_full_article
 
 
+def _absolute(url: str) -> str:
+    return url if url.startswith(("http://", "https://")) else f"{settings.SITE_URL}{url}"
+
+
+def _personal(request: HttpRequest, response: HttpResponse) -> HttpResponse:
+    """Keep shared caches (a CDN, a proxy) away from pages rendered for a signed-in reader.
+
+    What a page shows depends on who asks: a paid reader's copy must never be served to
+    anyone else.
+    """
+    patch_vary_headers(response, ["Cookie"])
+    if request.user.is_authenticated:
+        patch_cache_control(response, private=True, no_cache=True)
+    return response
+
+
+@require_safe
 def home(request: HttpRequest) -> HttpResponse:
-    articles = Article.objects.filter(status=Article.Status.PUBLISHED)[:10]
-    return render(request, "newsletter/home.html", {"articles": articles})
+    page = selectors.page_of(
+        articles=selectors.published_articles(), number=request.GET.get("page")
+    )
+    response = render(request, "newsletter/home.html", {"page": page, "articles": page})
+    return _personal(request, response)
+
+
+@require_safe
+def section(request: HttpRequest, slug: str) -> HttpResponse:
+    section = get_object_or_404(Section, slug=slug)
+    page = selectors.page_of(
+        articles=selectors.articles_in_section(section=section), number=request.GET.get("page")
+    )
+    response = render(
+        request, "newsletter/section.html", {"section": section, "page": page, "articles": page}
+    )
+    return _personal(request, response)
+
+
+@require_safe
+def author(request: HttpRequest, slug: str) -> HttpResponse:
+    author = get_object_or_404(Author, slug=slug)
+    page = selectors.page_of(
+        articles=selectors.articles_by_author(author=author), number=request.GET.get("page")
+    )
+    response = render(
+        request, "newsletter/author.html", {"author": author, "page": page, "articles": page}
+    )
+    return _personal(request, response)
+
+
+@require_safe
+def article(request: HttpRequest, slug: str) -> HttpResponse:
+    article = selectors.get_published_article(slug=slug)
+    full = can_read_full_article(user=request.user, article=article)
+    return render_article(request, article=article, full=full)
+
+
+def render_article(
+    request: HttpRequest, *, article: Article, full: bool, preview: str = ""
+) -> HttpResponse:
+    """The article page, as a reader with (`full`) or without access sees it.
+
+    Used by the article view and by the editor's preview in the admin, so that a
+    preview is exactly what readers will get.
+    """
+    locked = not full and article.visibility != Article.Visibility.PUBLIC
+    context = {
+        "article": article,
+        "authors": list(article.authors.all()),
+        "body": full_body(article=article) if full else free_body(article=article),
+        "locked": locked,
+        "excerpt": excerpt(article=article),
+        "canonical_url": _absolute(article.get_absolute_url()),
+        "cover_url": _absolute(article.cover_image.url) if article.cover_image else "",
+        "preview": preview,
+    }
+    response = render(request, "newsletter/article.html", context)
+    return _personal(request, response)
+
+
+@require_safe
+def robots_txt(request: HttpRequest) -> HttpResponse:
+    return render(request, "robots.txt", {"site_url": settings.SITE_URL}, content_type="text/plain")
 
 
 def healthz(request: HttpRequest) -> JsonResponse:
@@ -30,9 +116,11 @@ def healthz(request: HttpRequest) -> JsonResponse:
     except Exception as exc:  # noqa: BLE001
         checks["broker"] = f"error: {exc.__class__.__name__}"
     healthy = all(value == "ok" for value in checks.values())
-    return JsonResponse(
+    response = JsonResponse(
         {"status": "ok" if healthy else "error", **checks}, status=200 if healthy else 503
     )
+    patch_cache_control(response, no_store=True)
+    return response
 
 
 def page_not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
@@ -41,6 +129,4 @@ def page_not_found(request: HttpRequest, exception: Exception | None = None) -> 
 
 def server_error(request: HttpRequest) -> HttpResponse:
     # No context processors here: the database may be what failed.
-    from django.template import loader
-
     return HttpResponse(loader.get_template("500.html").render(), status=500)

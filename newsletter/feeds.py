@@ -1,0 +1,66 @@
+"""The RSS feed: every reader of it is anonymous, so paid articles stop at the paywall."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from django.conf import settings
+from django.contrib.syndication.views import Feed
+from django.http import HttpRequest
+from django.utils.html import escape
+
+from newsletter import selectors
+from newsletter.models import Article, Publication
+from newsletter.services.content import free_body
+
+FEED_LENGTH = 20
+
+
+class LatestArticlesFeed(Feed):
+    def get_object(self, request: HttpRequest, *args, **kwargs) -> Publication:
+        return Publication.load()
+
+    def title(self, obj: Publication) -> str:
+        return obj.name
+
+    def description(self, obj: Publication) -> str:
+        return obj.tagline or obj.description
+
+    def link(self) -> str:
+        return f"{settings.SITE_URL}/"
+
+    def feed_url(self) -> str:
+        return f"{settings.SITE_URL}/feed/"
+
+    def items(self) -> list[Article]:
+        return list(selectors.published_articles()[:FEED_LENGTH])
+
+    def item_title(self, item: Article) -> str:
+        return item.title
+
+    def item_link(self, item: Article) -> str:
+        return f"{settings.SITE_URL}{item.get_absolute_url()}"
+
+    def item_description(self, item: Article) -> str:
+        html = free_body(article=item)
+        if item.visibility != Article.Visibility.PUBLIC:
+            audience = "paid subscribers" if item.visibility == "paid" else "subscribers"
+            html += (
+                f'<p><a href="{escape(self.item_link(item))}">The rest of this article '
+                f"is for {audience}. Read it on the site.</a></p>"
+            )
+        if item.subtitle:
+            html = f"<p><em>{escape(item.subtitle)}</em></p>{html}"
+        return html
+
+    def item_pubdate(self, item: Article) -> datetime | None:
+        return item.published_at
+
+    def item_updateddate(self, item: Article) -> datetime:
+        return item.updated_at
+
+    def item_author_name(self, item: Article) -> str:
+        return ", ".join(author.display_name for author in item.authors.all())
+
+    def item_categories(self, item: Article) -> list[str]:
+        return [item.section.name] if item.section else []

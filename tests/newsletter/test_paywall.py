@@ -1,0 +1,182 @@
+"""Paid content never reaches a reader without access, wherever the article shows up."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from newsletter.models import Article
+from tests.factories import (
+    ArticleFactory,
+    AuthorFactory,
+    MembershipFactory,
+    PublishedArticleFactory,
+    SectionFactory,
+    SubscriberFactory,
+    UserFactory,
+)
+
+pytestmark = pytest.mark.django_db
+
+FREE_TEXT = "The opening argument everyone may read"
+PAID_TEXT = "The confidential scenario only paid readers get"
+PAID_BODY = f'<p>{FREE_TEXT}.</p><hr class="paywall"><p>{PAID_TEXT}.</p>'
+
+
+@pytest.fixture
+def section():
+    return SectionFactory(name="Global geopolitics", slug="global-geopolitics")
+
+
+@pytest.fixture
+def paid_article(section):
+    return PublishedArticleFactory(
+        slug="the-paid-one",
+        subtitle="",
+        body=PAID_BODY,
+        visibility=Article.Visibility.PAID,
+        section=section,
+    )
+
+
+@pytest.fixture
+def free_reader_client(client):
+    user = UserFactory()
+    SubscriberFactory(email=user.email, user=user)
+    client.force_login(user)
+    return client
+
+
+@pytest.fixture
+def paid_reader_client(client):
+    user = UserFactory()
+    MembershipFactory(subscriber=SubscriberFactory(email=user.email, user=user))
+    client.force_login(user)
+    return client
+
+
+@pytest.fixture(params=["anonymous", "free reader"])
+def reader_without_access(request, client):
+    if request.param == "anonymous":
+        return client
+    return request.getfixturevalue("free_reader_client")
+
+
+def test_article_page_stops_at_the_paywall_for_readers_without_access(
+    reader_without_access, paid_article
+):
+    response = reader_without_access.get(paid_article.get_absolute_url())
+    html = response.content.decode()
+    assert response.status_code == 200
+    assert FREE_TEXT in html
+    assert PAID_TEXT not in html
+    assert 'id="paywall"' in html
+
+
+def test_a_signed_in_free_reader_is_offered_the_upgrade(free_reader_client, paid_article):
+    html = free_reader_client.get(paid_article.get_absolute_url()).content.decode()
+    assert 'href="/upgrade/"' in html
+    assert "Upgrade" in html
+
+
+def test_a_paid_reader_reads_the_whole_article_without_the_paywall_box(
+    paid_reader_client, paid_article
+):
+    html = paid_reader_client.get(paid_article.get_absolute_url()).content.decode()
+    assert FREE_TEXT in html
+    assert PAID_TEXT in html
+    assert 'id="paywall"' not in html
+
+
+def test_a_paid_article_without_a_marker_shows_nothing_of_its_body(client):
+    article = PublishedArticleFactory(
+        subtitle="", body=f"<p>{PAID_TEXT}</p>", visibility=Article.Visibility.PAID
+    )
+    html = client.get(article.get_absolute_url()).content.decode()
+    assert PAID_TEXT not in html
+    assert 'id="paywall"' in html
+
+
+def test_a_subscribers_only_article_opens_to_any_signed_in_reader(free_reader_client, client):
+    article = PublishedArticleFactory(body=PAID_BODY, visibility=Article.Visibility.SUBSCRIBERS)
+    assert PAID_TEXT in free_reader_client.get(article.get_absolute_url()).content.decode()
+    free_reader_client.logout()
+    assert PAID_TEXT not in client.get(article.get_absolute_url()).content.decode()
+
+
+@pytest.mark.parametrize("path", ["/", "/s/global-geopolitics/", "/authors/the-writer/"])
+def test_article_lists_show_only_the_free_part(reader_without_access, paid_article, path):
+    paid_article.authors.add(AuthorFactory(slug="the-writer"))
+    html = reader_without_access.get(path).content.decode()
+    assert paid_article.title in html
+    assert FREE_TEXT in html  # the excerpt comes from the free part
+    assert PAID_TEXT not in html
+
+
+def test_lists_show_no_paid_text_even_to_a_paid_reader(paid_reader_client, paid_article):
+    # Lists are the same for everyone: they show excerpts, never bodies.
+    html = paid_reader_client.get("/").content.decode()
+    assert PAID_TEXT not in html
+
+
+def test_feed_cuts_paid_articles_at_the_paywall(paid_article, paid_reader_client):
+    # Even a signed-in paid reader gets the anonymous feed: feeds are shared and cached.
+    body = paid_reader_client.get("/feed/").content.decode()
+    assert FREE_TEXT in body
+    assert PAID_TEXT not in body
+    assert "The rest of this article is for paid subscribers" in body
+
+
+def test_sitemap_lists_the_article_without_its_text(client, paid_article):
+    body = client.get("/sitemap.xml").content.decode()
+    assert "/p/the-paid-one/" in body
+    assert PAID_TEXT not in body
+
+
+def test_meta_tags_never_carry_paid_text(client):
+    # No subtitle: the description falls back to the body, and must stop at the marker.
+    article = PublishedArticleFactory(
+        subtitle="", body=PAID_BODY, visibility=Article.Visibility.PAID
+    )
+    html = client.get(article.get_absolute_url()).content.decode()
+    head = html.split("</head>")[0]
+    assert f'<meta property="og:description" content="{FREE_TEXT}.">' in head
+    assert PAID_TEXT not in head
+
+
+def test_a_paid_readers_visit_does_not_leak_into_an_anonymous_response(client, paid_article):
+    user = UserFactory()
+    MembershipFactory(subscriber=SubscriberFactory(email=user.email, user=user))
+    client.force_login(user)
+    paid = client.get(paid_article.get_absolute_url())
+    assert PAID_TEXT in paid.content.decode()
+    # Downstream caches must not keep or share the paid reader's copy.
+    assert "private" in paid["Cache-Control"]
+    assert "Cookie" in paid["Vary"]
+
+    client.logout()
+    anonymous = client.get(paid_article.get_absolute_url())
+    assert PAID_TEXT not in anonymous.content.decode()
+    assert "Cookie" in anonymous["Vary"]
+
+
+@pytest.mark.parametrize(
+    "status, publish_at",
+    [(Article.Status.DRAFT, None), (Article.Status.SCHEDULED, timedelta(hours=2))],
+)
+def test_drafts_and_scheduled_articles_are_unreachable_for_readers(
+    free_reader_client, status, publish_at
+):
+    article = ArticleFactory(
+        slug="not-yet",
+        title="Not yet out",
+        status=status,
+        publish_at=timezone.now() + publish_at if publish_at else None,
+    )
+    assert free_reader_client.get("/p/not-yet/").status_code == 404
+    for path in ("/", "/feed/", "/sitemap.xml"):
+        body = free_reader_client.get(path).content.decode()
+        assert article.title not in body
+        assert "/p/not-yet/" not in body
