@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.db import models
-from django.db.models import Q
+from django.db.models import F, Q
+from django.db.models.functions import Length
+from django.db.models.lookups import GreaterThan, LessThanOrEqual
 from django.urls import reverse
 
 
@@ -30,6 +32,11 @@ class Publication(models.Model):
     )
     comment_policy = models.CharField(
         max_length=20, choices=CommentPolicy.choices, default=CommentPolicy.SIGNED_IN
+    )
+    comment_digest_enabled = models.BooleanField(
+        "email authors a digest of new comments",
+        default=False,
+        help_text="Each article's authors get one email an hour listing its new comments.",
     )
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -155,10 +162,14 @@ class Article(models.Model):
         return self.status == self.Status.PUBLISHED
 
 
+COMMENT_MAX_LENGTH = 5000
+
+
 class Comment(models.Model):
     class Status(models.TextChoices):
         VISIBLE = "visible", "Visible"
         HIDDEN = "hidden", "Hidden"
+        DELETED = "deleted", "Deleted by its writer"
 
     article = models.ForeignKey(Article, on_delete=models.CASCADE, related_name="comments")
     user = models.ForeignKey(
@@ -172,10 +183,33 @@ class Comment(models.Model):
     is_editor_reply = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
     edited_at = models.DateTimeField(null=True, blank=True)
+    authors_notified_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the article's authors got this in a digest."
+    )
 
     class Meta:
         ordering = ["created_at"]
-        indexes = [models.Index(fields=["article", "status", "created_at"])]
+        indexes = [
+            models.Index(fields=["article", "status", "created_at"]),
+            models.Index(fields=["-created_at"], name="comment_recent_idx"),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(status__in=["visible", "hidden", "deleted"]),
+                name="comment_status_valid",
+            ),
+            models.CheckConstraint(
+                condition=~Q(parent=F("id")), name="comment_not_its_own_parent"
+            ),
+            models.CheckConstraint(
+                condition=Q(status="deleted")
+                | (
+                    Q(GreaterThan(Length("body"), 0))
+                    & Q(LessThanOrEqual(Length("body"), COMMENT_MAX_LENGTH))
+                ),
+                name="comment_body_length",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"Comment by {self.user} on {self.article}"
@@ -201,6 +235,9 @@ class EmailSend(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    last_activity_at = models.DateTimeField(
+        null=True, blank=True, help_text="When a worker last claimed or finished a chunk."
+    )
 
     class Meta:
         ordering = ["-created_at"]
@@ -232,6 +269,9 @@ class Delivery(models.Model):
     claimed_at = models.DateTimeField(null=True, blank=True)
     sent_at = models.DateTimeField(null=True, blank=True)
     attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(
+        null=True, blank=True, help_text="A temporary failure is retried from this time."
+    )
     provider_message_id = models.CharField(max_length=300, blank=True)
     last_error = models.TextField(blank=True)
 
@@ -240,7 +280,8 @@ class Delivery(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["send", "subscriber"], name="delivery_once_per_send")
         ]
-        indexes = [models.Index(fields=["send", "status"])]
+        # Workers claim pending rows of a send in id order straight from this index.
+        indexes = [models.Index(fields=["send", "status", "id"])]
 
     def __str__(self) -> str:
         return f"Delivery {self.pk} ({self.status})"
@@ -251,23 +292,58 @@ class TelegramPost(models.Model):
 
     class Status(models.TextChoices):
         PENDING = "pending", "Pending"
+        SENDING = "sending", "Sending"
         SENT = "sent", "Sent"
         FAILED = "failed", "Failed"
+
+    class Kind(models.TextChoices):
+        PHOTO = "photo", "Photo with caption"
+        TEXT = "text", "Text"
 
     article = models.ForeignKey(Article, on_delete=models.CASCADE, related_name="telegram_posts")
     chat_id = models.CharField(max_length=100)
     message_id = models.BigIntegerField(null=True, blank=True)
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.PENDING)
+    kind = models.CharField(max_length=10, choices=Kind.choices, blank=True, default="")
     attempts = models.PositiveIntegerField(default=0)
     last_error = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    claimed_at = models.DateTimeField(null=True, blank=True)
     posted_at = models.DateTimeField(null=True, blank=True)
+    edited_at = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["article", "chat_id"], name="telegram_post_once")
+            models.UniqueConstraint(fields=["article", "chat_id"], name="telegram_post_once"),
+            models.CheckConstraint(
+                condition=~Q(status="sent") | Q(message_id__isnull=False),
+                name="telegram_post_sent_has_message_id",
+            ),
         ]
 
     def __str__(self) -> str:
         return f"Telegram post of {self.article} to {self.chat_id}"
+
+
+class CommentBan(models.Model):
+    """A reader who may no longer comment. They still read the discussion."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="comment_ban"
+    )
+    reason = models.CharField(max_length=500, blank=True)
+    banned_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"Comment ban of {self.user}"

@@ -2,9 +2,36 @@
 
 from celery import shared_task
 
-from newsletter.services import publishing
+from newsletter.services import comments, publishing, telegram_posting
 
 
 @shared_task
 def publish_due_articles() -> int:
     return len(publishing.publish_due_articles())
+
+
+@shared_task
+def send_comment_digests() -> int:
+    return comments.send_comment_digests()
+
+
+@shared_task(bind=True, max_retries=10)
+def post_article_to_telegram(self, telegram_post_id: int) -> None:
+    """Post an article to the channel once; safe to deliver twice (the row is claimed)."""
+    try:
+        telegram_posting.send_telegram_post(
+            telegram_post_id=telegram_post_id, last_attempt=self.request.retries >= self.max_retries
+        )
+    except telegram_posting.RetryLater as exc:
+        raise self.retry(countdown=exc.countdown) from exc
+
+
+@shared_task(bind=True, max_retries=5)
+def update_telegram_post(self, telegram_post_id: int) -> None:
+    """Edit the article's Telegram post to match the article."""
+    try:
+        telegram_posting.update_telegram_post(
+            telegram_post_id=telegram_post_id, last_attempt=self.request.retries >= self.max_retries
+        )
+    except telegram_posting.RetryLater as exc:
+        raise self.retry(countdown=exc.countdown) from exc

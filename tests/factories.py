@@ -6,7 +6,7 @@ import factory
 from django.contrib.auth import get_user_model
 from django.utils import timezone
 
-from newsletter.models import Article, Author, Section
+from newsletter.models import Article, Author, Comment, Section
 from subscriptions.models import Membership, Plan, Subscriber
 
 
@@ -54,6 +54,15 @@ class ArticleFactory(factory.django.DjangoModelFactory):
 class PublishedArticleFactory(ArticleFactory):
     status = Article.Status.PUBLISHED
     published_at = factory.LazyFunction(timezone.now)
+
+
+class CommentFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Comment
+
+    article = factory.SubFactory(PublishedArticleFactory)
+    user = factory.SubFactory(UserFactory)
+    body = factory.Sequence(lambda n: f"Comment number {n}.")
 
 
 class SubscriberFactory(factory.django.DjangoModelFactory):

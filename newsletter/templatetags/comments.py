@@ -1,0 +1,47 @@
+"""Template tags of the discussion: `{% comment_thread article %}` and comment counts."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+from django import template
+
+from newsletter.forms_comments import CommentForm
+from newsletter.models import Article, Comment
+from newsletter.services import comments as comment_service
+
+register = template.Library()
+
+
+@register.inclusion_tag("comments/thread.html", takes_context=True)
+def comment_thread(context: template.Context, article: Article) -> dict[str, Any]:
+    """The whole discussion under an article, as the reader of the page may see it."""
+    request = context.get("request")
+    user = getattr(request, "user", None)
+    order = comment_service.Order.parse(request.GET.get("order") if request else None)
+    thread = comment_service.comment_thread(article=article, user=user, order=order)
+    path = f"/p/{article.slug}/"
+    back = quote(f"{path}#comments")
+    return {
+        "thread": thread,
+        "article": article,
+        "user": user,
+        "form": CommentForm(),
+        "post_url": f"{path}comments/",
+        "login_url": f"/accounts/login/?next={back}",
+        "name_url": f"/account/name/?next={back}",
+        "viewer_name": comment_service.display_name(user=user)
+        if user is not None and user.is_authenticated
+        else "",
+        "access": thread.access.value,
+    }
+
+
+@register.simple_tag
+def comment_count(article: Article) -> int:
+    """Visible comments of an article: the `with_comment_counts` annotation when present."""
+    annotated = getattr(article, "comment_count", None)
+    if annotated is not None:
+        return int(annotated)
+    return Comment.objects.filter(article=article, status=Comment.Status.VISIBLE).count()
