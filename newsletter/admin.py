@@ -1,6 +1,277 @@
 """The editor's admin for publishing."""
 
-from django.contrib import admin  # noqa: F401
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404, redirect
+from django.urls import URLPattern, path, reverse
+from django.utils import timezone
+from django.utils.html import format_html
+from django.views.decorators.http import require_POST
+
+from newsletter.forms import ArticleAdminForm, ScheduleForm
+from newsletter.models import Article, Author, Publication, Section
+from newsletter.services.content import has_paywall
+from newsletter.services.publishing import (
+    PublishError,
+    publish_article,
+    schedule_article,
+    unschedule_article,
+)
+from newsletter.views.site import render_article
+
+
+@admin.register(Publication)
+class PublicationAdmin(admin.ModelAdmin):
+    """The one publication: the list goes straight to its settings."""
+
+    fieldsets = [
+        (None, {"fields": ["name", "tagline", "description", "logo", "footer_text"]}),
+        ("Sender", {"fields": ["sender_name", "sender_email", "reply_to_email"]}),
+        (
+            "Support and channels",
+            {"fields": ["kofi_url", "buymeacoffee_url", "telegram_channel_url"]},
+        ),
+        ("Comments", {"fields": ["comment_policy"]}),
+    ]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        publication = Publication.load()
+        return redirect("admin:newsletter_publication_change", publication.pk)
+
+
+@admin.register(Author)
+class AuthorAdmin(admin.ModelAdmin):
+    list_display = ["display_name", "slug", "user"]
+    search_fields = ["display_name", "slug", "user__username", "user__email"]
+    prepopulated_fields = {"slug": ["display_name"]}
+    autocomplete_fields = ["user"]
+
+
+@admin.register(Section)
+class SectionAdmin(admin.ModelAdmin):
+    list_display = ["name", "slug", "position"]
+    list_editable = ["position"]
+    search_fields = ["name"]
+    prepopulated_fields = {"slug": ["name"]}
+
+
+@admin.register(Article)
+class ArticleAdmin(admin.ModelAdmin):
+    form = ArticleAdminForm
+    change_form_template = "admin/newsletter/article/change_form.html"
+    list_display = ["title", "status_label", "visibility", "section", "when"]
+    list_filter = ["status", "visibility", "section", "published_at", "publish_at"]
+    list_select_related = ["section"]
+    search_fields = ["title", "subtitle", "slug", "body"]
+    date_hierarchy = "published_at"
+    prepopulated_fields = {"slug": ["title"]}
+    autocomplete_fields = ["authors", "section"]
+    save_on_top = True
+    # Status and dates change only through the publishing service (the actions and
+    # the buttons on the article page), never by editing the fields.
+    readonly_fields = ["status", "published_at", "created_at", "updated_at"]
+    fieldsets = [
+        (None, {"fields": ["title", "slug", "subtitle", "body"]}),
+        ("Cover", {"fields": ["cover_image", "cover_caption"]}),
+        (
+            "Publishing",
+            {
+                "fields": [
+                    "status",
+                    "publish_at",
+                    "published_at",
+                    "visibility",
+                    "section",
+                    "authors",
+                ]
+            },
+        ),
+        (
+            "Distribution",
+            {"fields": ["email_subject", "email_audience", "post_to_telegram", "comments_enabled"]},
+        ),
+        (
+            "Record",
+            {"fields": ["external_id", "created_at", "updated_at"], "classes": ["collapse"]},
+        ),
+    ]
+    actions = ["publish_now", "schedule_selected", "unschedule_selected"]
+
+    class Media:
+        css = {"all": ["newsletter/prose/editor.css"]}
+
+    def get_fieldsets(self, request: HttpRequest, obj: Article | None = None) -> Any:
+        # Read-only fields that other features add (send progress, Telegram status) show
+        # up without each of them having to edit the fieldsets.
+        fieldsets: list[Any] = list(super().get_fieldsets(request, obj))
+        listed = {name for _title, options in fieldsets for name in options["fields"]}
+        extra = [name for name in self.get_readonly_fields(request, obj) if name not in listed]
+        if extra:
+            fieldsets.append(("Distribution status", {"fields": extra}))
+        return fieldsets
+
+    @admin.display(description="Status", ordering="status")
+    def status_label(self, obj: Article) -> str:
+        return obj.get_status_display()
+
+    @admin.display(description="Published / scheduled for", ordering="published_at")
+    def when(self, obj: Article) -> Any:
+        if obj.status == Article.Status.PUBLISHED:
+            return obj.published_at
+        if obj.status == Article.Status.SCHEDULED:
+            return obj.publish_at
+        return "—"
+
+    def save_model(self, request: HttpRequest, obj: Article, form: Any, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        if obj.visibility != Article.Visibility.PUBLIC and not has_paywall(html=obj.body):
+            self.message_user(
+                request,
+                "This article has no paywall marker, so readers without access see only "
+                "its title and subtitle. Insert the paywall (lock button) to give them a "
+                "free opening.",
+                messages.WARNING,
+            )
+
+    # --- Publishing: every path goes through newsletter.services.publishing ----------
+
+    @admin.action(description="Publish now")
+    def publish_now(self, request: HttpRequest, queryset: QuerySet[Article]) -> None:
+        published = 0
+        for article in queryset:
+            try:
+                published += publish_article(article=article).newly_published
+            except PublishError as exc:
+                self.message_user(request, f"{article}: {exc}", messages.ERROR)
+        if published:
+            self.message_user(request, f"Published {published} article(s).", messages.SUCCESS)
+
+    @admin.action(description="Schedule at their 'publish at' time")
+    def schedule_selected(self, request: HttpRequest, queryset: QuerySet[Article]) -> None:
+        scheduled = 0
+        for article in queryset:
+            if article.publish_at is None:
+                self.message_user(request, f"{article}: set 'Publish at' first.", messages.ERROR)
+                continue
+            try:
+                schedule_article(article=article, publish_at=article.publish_at)
+            except PublishError as exc:
+                self.message_user(request, f"{article}: {exc}", messages.ERROR)
+            else:
+                scheduled += 1
+        if scheduled:
+            self.message_user(request, f"Scheduled {scheduled} article(s).", messages.SUCCESS)
+
+    @admin.action(description="Unschedule (back to draft)")
+    def unschedule_selected(self, request: HttpRequest, queryset: QuerySet[Article]) -> None:
+        for article in queryset.filter(status=Article.Status.SCHEDULED):
+            unschedule_article(article=article)
+            self.message_user(request, f"{article} is a draft again.", messages.SUCCESS)
+
+    def get_urls(self) -> list[URLPattern]:
+        view = self.admin_site.admin_view
+        own = [
+            ("preview", self.preview_view),
+            ("publish", self.publish_view),
+            ("schedule", self.schedule_view),
+        ]
+        return [
+            *(
+                path(f"<int:object_id>/{name}/", view(func), name=f"newsletter_article_{name}")
+                for name, func in own
+            ),
+            *super().get_urls(),
+        ]
+
+    def _article_for_change(self, request: HttpRequest, object_id: int) -> Article:
+        article = get_object_or_404(Article, pk=object_id)
+        if not self.has_change_permission(request, article):
+            raise PermissionDenied
+        return article
+
+    def _back_to(self, article: Article) -> HttpResponseRedirect:
+        return redirect("admin:newsletter_article_change", article.pk)
+
+    def preview_view(self, request: HttpRequest, object_id: int) -> HttpResponse:
+        """The article as readers will see it, published or not: free or paid view."""
+        article = get_object_or_404(Article, pk=object_id)
+        if not self.has_view_permission(request, article):
+            raise PermissionDenied
+        as_paid = request.GET.get("as") == "paid"
+        label = "what a reader with access sees" if as_paid else "what a reader without access sees"
+        return render_article(request, article=article, full=as_paid, preview=label)
+
+    def publish_view(self, request: HttpRequest, object_id: int) -> HttpResponse:
+        return require_POST(self._publish)(request, object_id)
+
+    def _publish(self, request: HttpRequest, object_id: int) -> HttpResponse:
+        article = self._article_for_change(request, object_id)
+        try:
+            result = publish_article(article=article)
+        except PublishError as exc:
+            self.message_user(request, str(exc), messages.ERROR)
+            return self._back_to(article)
+        if result.newly_published:
+            self.message_user(
+                request,
+                format_html(
+                    'Published. <a href="{}">View it on the site</a>.',
+                    article.get_absolute_url(),
+                ),
+                messages.SUCCESS,
+            )
+        else:
+            self.message_user(request, "This article was already published.", messages.INFO)
+        return self._back_to(article)
+
+    def schedule_view(self, request: HttpRequest, object_id: int) -> HttpResponse:
+        return require_POST(self._schedule)(request, object_id)
+
+    def _schedule(self, request: HttpRequest, object_id: int) -> HttpResponse:
+        article = self._article_for_change(request, object_id)
+        form = ScheduleForm(request.POST)
+        if not form.is_valid():
+            self.message_user(request, "Pick a date and time to schedule.", messages.ERROR)
+            return self._back_to(article)
+        try:
+            schedule_article(article=article, publish_at=form.cleaned_data["publish_at"])
+        except PublishError as exc:
+            self.message_user(request, str(exc), messages.ERROR)
+        else:
+            when = timezone.localtime(article.publish_at).strftime("%Y-%m-%d %H:%M %Z")
+            self.message_user(request, f"Scheduled for {when}.", messages.SUCCESS)
+        return self._back_to(article)
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        extra_context = {
+            **(extra_context or {}),
+            "schedule_form": ScheduleForm(),
+            "preview_url": reverse("admin:newsletter_article_preview", args=[object_id])
+            if object_id.isdigit()
+            else "",
+        }
+        return super().change_view(request, object_id, form_url, extra_context)
+
 
 # Admin modules of the distribution and discussion features register themselves here.
-from newsletter import admin_comments, admin_sending, admin_telegram  # noqa: F401
+from newsletter import admin_comments, admin_sending, admin_telegram  # noqa: E402, F401

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -15,6 +16,8 @@ from django.utils import timezone
 from newsletter.models import Article, EmailSend, TelegramPost
 from newsletter.services.sending import create_email_send
 from newsletter.services.telegram_posting import queue_telegram_post
+
+logger = logging.getLogger(__name__)
 
 
 class PublishError(Exception):
@@ -67,8 +70,28 @@ def schedule_article(*, article: Article, publish_at: datetime) -> Article:
     return article
 
 
+def unschedule_article(*, article: Article) -> Article:
+    """Take a scheduled article back to draft; its publish time is kept for next time."""
+    if article.status != Article.Status.SCHEDULED:
+        raise PublishError("Only a scheduled article can be unscheduled.")
+    article.status = Article.Status.DRAFT
+    article.save(update_fields=["status", "updated_at"])
+    return article
+
+
 def publish_due_articles(*, now: datetime | None = None) -> list[PublishResult]:
     """Publish every scheduled article whose time has come, and only those."""
     now = now or timezone.now()
     due = Article.objects.filter(status=Article.Status.SCHEDULED, publish_at__lte=now)
-    return [publish_article(article=article) for article in due.order_by("publish_at")]
+    results = []
+    for article in due.order_by("publish_at"):
+        try:
+            result = publish_article(article=article)
+        except PublishError as exc:
+            # One unpublishable article must not hold back the others; it stays
+            # scheduled and is retried on the next run, after the editor fixes it.
+            logger.error("Could not publish scheduled article %s: %s", article.pk, exc)
+            continue
+        if result.newly_published:
+            results.append(result)
+    return results

@@ -1,0 +1,199 @@
+"""The editor's admin: write with the editor, preview, publish and schedule."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.urls import reverse
+from django.utils import timezone
+
+from newsletter.models import Article, Publication
+from tests.factories import ArticleFactory, AuthorFactory, SectionFactory, StaffUserFactory
+
+pytestmark = pytest.mark.django_db
+
+PASSWORD = "a-long-editor-password-42"
+
+
+@pytest.fixture
+def editor_client(client):
+    editor = StaffUserFactory(username="editor")
+    editor.set_password(PASSWORD)
+    editor.save()
+    assert client.login(username="editor", password=PASSWORD)
+    return client
+
+
+def _add_form_data(**overrides):
+    data = {
+        "title": "Why the strait matters",
+        "slug": "why-the-strait-matters",
+        "subtitle": "Shipping, insurance and the coming winter",
+        "body": (
+            "<p>Free analysis for everyone.</p>"
+            '<hr class="paywall">'
+            '<p onclick="steal()">Paid scenarios.</p><script>alert(1)</script>'
+        ),
+        "cover_caption": "",
+        "publish_at": "",
+        "visibility": "paid",
+        "section": "",
+        "email_subject": "",
+        "email_audience": "everyone",
+        "post_to_telegram": "on",
+        "comments_enabled": "on",
+        "external_id": "",
+    }
+    data.update(overrides)
+    return data
+
+
+def test_an_editor_writes_previews_and_publishes_an_article(editor_client, client):
+    add_url = reverse("admin:newsletter_article_add")
+    page = editor_client.get(add_url)
+    assert page.status_code == 200
+    html = page.content.decode()
+    # The rich-text editor, with the paywall button's module, is on the form.
+    assert "data-django-prose-editor-configurable" in html
+    assert "newsletter/prose/paywall.js" in html
+
+    section = SectionFactory()
+    author = AuthorFactory()
+    response = editor_client.post(
+        add_url, _add_form_data(section=section.pk, authors=[author.pk]), follow=True
+    )
+    assert response.status_code == 200
+    article = Article.objects.get(slug="why-the-strait-matters")
+    assert article.status == Article.Status.DRAFT
+    assert article.published_at is None
+    assert list(article.authors.all()) == [author]
+    # Sanitised on the way in, the paywall marker kept in its one spelling.
+    assert "<script" not in article.body
+    assert "onclick" not in article.body
+    assert '<hr class="paywall">' in article.body
+
+    # Readers cannot see a draft; the editor can preview it both ways.
+    assert client.get("/p/why-the-strait-matters/").status_code == 404
+    preview_url = reverse("admin:newsletter_article_preview", args=[article.pk])
+    free_view = editor_client.get(preview_url, {"as": "free"}).content.decode()
+    assert "Free analysis for everyone." in free_view
+    assert "Paid scenarios." not in free_view
+    assert 'id="paywall"' in free_view
+    paid_view = editor_client.get(preview_url, {"as": "paid"}).content.decode()
+    assert "Paid scenarios." in paid_view
+    assert 'id="paywall"' not in paid_view
+
+    publish_url = reverse("admin:newsletter_article_publish", args=[article.pk])
+    assert editor_client.get(publish_url).status_code == 405  # only a POST publishes
+    response = editor_client.post(publish_url, follow=True)
+    assert "Published." in response.content.decode()
+    article.refresh_from_db()
+    assert article.status == Article.Status.PUBLISHED
+    assert article.published_at is not None
+    assert client.get("/p/why-the-strait-matters/").status_code == 200
+
+
+def test_the_change_form_offers_preview_publish_and_schedule_for_a_draft(editor_client):
+    article = ArticleFactory()
+    html = editor_client.get(
+        reverse("admin:newsletter_article_change", args=[article.pk])
+    ).content.decode()
+    assert reverse("admin:newsletter_article_preview", args=[article.pk]) in html
+    assert reverse("admin:newsletter_article_publish", args=[article.pk]) in html
+    assert reverse("admin:newsletter_article_schedule", args=[article.pk]) in html
+
+
+def test_an_editor_schedules_an_article_from_its_page(editor_client):
+    article = ArticleFactory()
+    when = (timezone.now() + timedelta(days=1)).replace(second=0, microsecond=0)
+    editor_client.post(
+        reverse("admin:newsletter_article_schedule", args=[article.pk]),
+        {"publish_at": when.strftime("%Y-%m-%dT%H:%M")},
+    )
+    article.refresh_from_db()
+    assert article.status == Article.Status.SCHEDULED
+    assert article.publish_at == when
+
+
+def test_scheduling_in_the_past_is_refused_with_a_message(editor_client):
+    article = ArticleFactory()
+    past = timezone.now() - timedelta(hours=1)
+    response = editor_client.post(
+        reverse("admin:newsletter_article_schedule", args=[article.pk]),
+        {"publish_at": past.strftime("%Y-%m-%dT%H:%M")},
+        follow=True,
+    )
+    assert "Pick a time in the future" in response.content.decode()
+    article.refresh_from_db()
+    assert article.status == Article.Status.DRAFT
+
+
+def test_list_actions_publish_schedule_and_unschedule(editor_client):
+    changelist = reverse("admin:newsletter_article_changelist")
+    to_publish = ArticleFactory()
+    to_schedule = ArticleFactory(publish_at=timezone.now() + timedelta(hours=3))
+    editor_client.post(changelist, {"action": "publish_now", "_selected_action": [to_publish.pk]})
+    editor_client.post(
+        changelist, {"action": "schedule_selected", "_selected_action": [to_schedule.pk]}
+    )
+    to_publish.refresh_from_db()
+    to_schedule.refresh_from_db()
+    assert to_publish.status == Article.Status.PUBLISHED
+    assert to_schedule.status == Article.Status.SCHEDULED
+
+    editor_client.post(
+        changelist, {"action": "unschedule_selected", "_selected_action": [to_schedule.pk]}
+    )
+    to_schedule.refresh_from_db()
+    assert to_schedule.status == Article.Status.DRAFT
+
+
+def test_the_article_list_filters_by_status_and_searches(editor_client):
+    ArticleFactory(title="Draft about grain corridors")
+    ArticleFactory(title="Published about ports", status="published", published_at=timezone.now())
+    changelist = reverse("admin:newsletter_article_changelist")
+    html = editor_client.get(changelist, {"status__exact": "draft"}).content.decode()
+    assert "Draft about grain corridors" in html
+    assert "Published about ports" not in html
+    html = editor_client.get(changelist, {"q": "ports"}).content.decode()
+    assert "Published about ports" in html
+    assert "Draft about grain corridors" not in html
+
+
+def test_a_second_paywall_marker_is_refused(editor_client):
+    body = '<p>a</p><hr class="paywall"><p>b</p><hr class="paywall"><p>c</p>'
+    response = editor_client.post(
+        reverse("admin:newsletter_article_add"), _add_form_data(body=body)
+    )
+    assert response.status_code == 200
+    assert "only one paywall marker" in response.content.decode()
+    assert not Article.objects.exists()
+
+
+def test_the_status_cannot_be_set_through_the_form(editor_client):
+    article = ArticleFactory(slug="stays-a-draft")
+    editor_client.post(
+        reverse("admin:newsletter_article_change", args=[article.pk]),
+        _add_form_data(slug="stays-a-draft", status="published", published_at="2020-01-01"),
+    )
+    article.refresh_from_db()
+    assert article.status == Article.Status.DRAFT
+    assert article.published_at is None
+
+
+def test_the_publication_is_edited_as_one_page(editor_client):
+    response = editor_client.get(reverse("admin:newsletter_publication_changelist"))
+    publication = Publication.load()
+    assert response.status_code == 302
+    assert response["Location"] == reverse(
+        "admin:newsletter_publication_change", args=[publication.pk]
+    )
+    assert editor_client.get(reverse("admin:newsletter_publication_add")).status_code == 403
+
+
+def test_readers_cannot_reach_the_preview(client):
+    article = ArticleFactory()
+    response = client.get(reverse("admin:newsletter_article_preview", args=[article.pk]))
+    assert response.status_code == 302
+    assert "/admin/login/" in response["Location"]
