@@ -10,6 +10,8 @@ from pathlib import Path
 import environ
 from celery.schedules import crontab
 from django.core.exceptions import ImproperlyConfigured
+from django_prose_editor.config import html_tags
+from js_asset import static_lazy
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 env = environ.Env()
@@ -171,6 +173,15 @@ STORAGES = {
 SERVE_MEDIA = env.bool("SERVE_MEDIA", default=True)
 
 # --- Email --------------------------------------------------------------------------
+# The article editor's paywall button (newsletter/static/newsletter/prose/paywall.js):
+# inserts the marker <hr class="paywall"> that ends the free part of an article.
+DJANGO_PROSE_EDITOR_EXTENSIONS = [
+    {
+        "js": [static_lazy("newsletter/prose/paywall.js")],
+        "extensions": {"Paywall": html_tags(["hr"], {"hr": ["class"]})},
+    }
+]
+
 
 DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", default="Broadside <newsletter@localhost>")
 SERVER_EMAIL = env("SERVER_EMAIL", default=DEFAULT_FROM_EMAIL)
