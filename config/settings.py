@@ -237,6 +237,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "subscriptions.tasks.expire_memberships",
         "schedule": crontab(minute=15),
     },
+    "send-comment-digests": {
+        "task": "newsletter.tasks.send_comment_digests",
+        "schedule": crontab(minute=5),
+    },
 }
 
 # --- Integrations -------------------------------------------------------------------

@@ -37,7 +37,7 @@ class PublicationAdmin(admin.ModelAdmin):
             "Support and channels",
             {"fields": ["kofi_url", "buymeacoffee_url", "telegram_channel_url"]},
         ),
-        ("Comments", {"fields": ["comment_policy"]}),
+        ("Comments", {"fields": ["comment_policy", "comment_digest_enabled"]}),
     ]
 
     def has_add_permission(self, request: HttpRequest) -> bool:

@@ -400,6 +400,7 @@ def comment_thread(
     article: Article,
     user: AbstractBaseUser | AnonymousUser | None,
     order: Order = Order.OLDEST,
+    publication: Publication | None = None,
 ) -> Thread:
     """The discussion under an article as this reader sees it, in a bounded number of queries.
 
@@ -436,7 +437,7 @@ def comment_thread(
         article=article,
         comments=shown,
         count=count,
-        access=comment_access(user=user, article=article),
+        access=comment_access(user=user, article=article, publication=publication),
         order=order,
         viewer_is_staff=viewer_is_staff,
     )

@@ -8,7 +8,7 @@ from urllib.parse import quote
 from django import template
 
 from newsletter.forms_comments import CommentForm
-from newsletter.models import Article, Comment
+from newsletter.models import Article, Comment, Publication
 from newsletter.services import comments as comment_service
 
 register = template.Library()
@@ -20,7 +20,13 @@ def comment_thread(context: template.Context, article: Article) -> dict[str, Any
     request = context.get("request")
     user = getattr(request, "user", None)
     order = comment_service.Order.parse(request.GET.get("order") if request else None)
-    thread = comment_service.comment_thread(article=article, user=user, order=order)
+    publication = context.get("publication")
+    thread = comment_service.comment_thread(
+        article=article,
+        user=user,
+        order=order,
+        publication=publication if isinstance(publication, Publication) else None,
+    )
     path = f"/p/{article.slug}/"
     back = quote(f"{path}#comments")
     return {

@@ -1,0 +1,518 @@
+from datetime import timedelta
+
+import pytest
+from django.core import mail
+from django.db import connection
+from django.test import Client
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from newsletter.models import Article, Comment, CommentBan, Publication
+from newsletter.services import comments as comment_service
+from tests.factories import (
+    AuthorFactory,
+    CommentFactory,
+    MembershipFactory,
+    PublishedArticleFactory,
+    StaffUserFactory,
+    SubscriberFactory,
+    UserFactory,
+)
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def article():
+    return PublishedArticleFactory(slug="the-long-war")
+
+
+@pytest.fixture
+def reader():
+    return UserFactory(first_name="Ada")
+
+
+@pytest.fixture
+def paid_reader():
+    user = UserFactory(first_name="Paying Pat")
+    MembershipFactory(subscriber=SubscriberFactory(user=user, email=user.email))
+    return user
+
+
+@pytest.fixture
+def reader_client(client, reader):
+    client.force_login(reader)
+    return client
+
+
+@pytest.fixture
+def paid_policy():
+    publication = Publication.load()
+    publication.comment_policy = Publication.CommentPolicy.PAID
+    publication.save()
+    return publication
+
+
+def post_comment(client, article, body="A thoughtful remark.", **extra):
+    return client.post(f"/p/{article.slug}/comments/", {"body": body, **extra})
+
+
+def thread_html(client, article, query=""):
+    response = client.get(f"/p/{article.slug}/{query}")
+    assert response.status_code == 200
+    return response.content.decode()
+
+
+# --- Permissions ---------------------------------------------------------------------------
+
+
+def test_anonymous_readers_see_comments_and_an_invitation_but_cannot_post(client, article):
+    CommentFactory(article=article, body="Visible to everyone")
+
+    html = thread_html(client, article)
+
+    assert "Visible to everyone" in html
+    assert "/accounts/login/?next=" in html
+    assert 'href="/subscribe/"' in html
+    assert 'name="body"' not in html
+
+    response = post_comment(client, article)
+    assert response.status_code == 302
+    assert response["Location"].startswith("/accounts/login/")
+    assert Comment.objects.filter(body="A thoughtful remark.").count() == 0
+
+
+def test_a_free_reader_comments_when_everyone_signed_in_may(reader_client, reader, article):
+    response = post_comment(reader_client, article, body="First!")
+
+    comment = Comment.objects.get()
+    assert (comment.user, comment.article, comment.body) == (reader, article, "First!")
+    assert not comment.is_editor_reply
+    assert response.status_code == 302
+    assert response["Location"] == f"/p/{article.slug}/#comment-{comment.pk}"
+    html = thread_html(reader_client, article)
+    assert "First!" in html and "Ada" in html
+    assert "1 comment" in html
+
+
+def test_a_free_reader_is_invited_to_upgrade_when_only_paid_readers_comment(
+    reader_client, article, paid_policy
+):
+    html = thread_html(reader_client, article)
+    assert 'href="/upgrade/"' in html
+    assert "Post comment" not in html
+
+    response = post_comment(reader_client, article)
+
+    assert response.status_code == 403
+    assert "paid subscribers" in response.content.decode()
+    assert not Comment.objects.exists()
+
+
+def test_a_paid_reader_comments_when_only_paid_readers_may(
+    client, paid_reader, article, paid_policy
+):
+    client.force_login(paid_reader)
+
+    assert "Post comment" in thread_html(client, article)
+    response = post_comment(client, article, body="Worth every penny.")
+
+    assert response.status_code == 302
+    assert Comment.objects.get().user == paid_reader
+
+
+def test_a_free_reader_cannot_join_the_discussion_of_a_paid_article(reader_client, article):
+    article.visibility = Article.Visibility.PAID
+    article.save()
+
+    response = post_comment(reader_client, article)
+
+    assert response.status_code == 403
+    assert not Comment.objects.exists()
+
+
+def test_a_banned_reader_sees_the_discussion_but_cannot_comment(reader_client, reader, article):
+    CommentFactory(article=article, body="Earlier words")
+    comment_service.ban_commenter(user=reader, reason="Abuse")
+
+    html = thread_html(reader_client, article)
+    assert "Earlier words" in html
+    assert "can no longer comment" in html
+    assert "Post comment" not in html
+
+    response = post_comment(reader_client, article)
+    assert response.status_code == 403
+    assert Comment.objects.count() == 1
+
+
+def test_a_closed_article_keeps_its_comments_but_takes_no_new_ones(reader_client, article):
+    CommentFactory(article=article, body="Said before closing")
+    article.comments_enabled = False
+    article.save()
+
+    html = thread_html(reader_client, article)
+    assert "Said before closing" in html
+    assert "Comments are closed" in html
+    assert "Post comment" not in html
+
+    response = post_comment(reader_client, article)
+    assert response.status_code == 403
+    assert Comment.objects.count() == 1
+
+
+def test_drafts_have_no_discussion(reader_client):
+    draft = PublishedArticleFactory(status=Article.Status.DRAFT, published_at=None)
+
+    assert reader_client.get(f"/p/{draft.slug}/comments/").status_code == 404
+    assert post_comment(reader_client, draft).status_code == 404
+
+
+def test_posting_without_a_csrf_token_is_refused(reader, article):
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(reader)
+
+    response = post_comment(client, article)
+
+    assert response.status_code == 403
+    assert not Comment.objects.exists()
+
+
+def test_a_filled_honeypot_posts_nothing(reader_client, article):
+    response = post_comment(reader_client, article, website="http://spam.example")
+
+    assert response.status_code == 302
+    assert not Comment.objects.exists()
+
+
+# --- Bodies and escaping -------------------------------------------------------------------
+
+
+def test_hostile_input_is_shown_as_text_and_links_are_marked_as_user_content(
+    reader_client, reader, article
+):
+    reader.first_name = '<img src=x onerror="alert(1)">'
+    reader.save()
+    hostile = (
+        "<script>alert('x')</script> <b>bold</b> <a href=\"javascript:alert(1)\">click</a>\n"
+        "See https://example.org/report?a=1&b=2 and javascript:alert(2)"
+    )
+
+    post_comment(reader_client, article, body=hostile)
+    html = thread_html(reader_client, article)
+
+    assert "<script>alert" not in html
+    assert "&lt;script&gt;alert('x')&lt;/script&gt;" in html
+    assert "<b>bold</b>" not in html and "&lt;b&gt;bold&lt;/b&gt;" in html
+    assert '<a href="javascript:' not in html
+    assert '&lt;a href="javascript:alert(1)"&gt;click&lt;/a&gt;' in html
+    assert "<img src=x" not in html and "&lt;img src=x" in html
+    assert '<a href="https://example.org/report?a=1&amp;b=2" rel="nofollow ugc noopener">' in html
+
+
+def test_paragraphs_and_line_breaks_of_a_comment_are_kept():
+    html = comment_service.render_comment_body(body="One\nline\n\nTwo")
+    assert html == "<p>One<br>line</p>\n\n<p>Two</p>"
+
+
+def test_empty_and_overlong_comments_are_refused(reader_client, article):
+    assert post_comment(reader_client, article, body="   ").status_code == 400
+    too_long = "x" * (comment_service.MAX_LENGTH + 1)
+    response = post_comment(reader_client, article, body=too_long)
+    assert response.status_code == 400
+    assert too_long in response.content.decode()  # the reader's text is not lost
+    assert not Comment.objects.exists()
+
+
+# --- Replies, order, editors ---------------------------------------------------------------
+
+
+def test_replies_are_one_level_deep(reader_client, reader, article):
+    top = CommentFactory(article=article)
+    reply = CommentFactory(article=article, parent=top)
+
+    post_comment(reader_client, article, body="Answering the reply", parent=reply.pk)
+
+    answer = Comment.objects.get(body="Answering the reply")
+    assert answer.parent == top
+
+
+def test_a_reply_must_answer_a_comment_of_the_same_article(reader_client, article):
+    elsewhere = CommentFactory()
+
+    response = post_comment(reader_client, article, body="Lost reply", parent=elsewhere.pk)
+
+    assert response.status_code == 400
+    assert not Comment.objects.filter(body="Lost reply").exists()
+
+
+def test_comments_read_oldest_first_or_newest_first(client, article):
+    now = timezone.now()
+    old = CommentFactory(article=article, body="Older words")
+    new = CommentFactory(article=article, body="Newer words")
+    Comment.objects.filter(pk=old.pk).update(created_at=now - timedelta(hours=2))
+    Comment.objects.filter(pk=new.pk).update(created_at=now - timedelta(hours=1))
+
+    oldest = thread_html(client, article)
+    newest = thread_html(client, article, "?order=newest")
+
+    assert oldest.index("Older words") < oldest.index("Newer words")
+    assert newest.index("Newer words") < newest.index("Older words")
+
+
+def test_editors_replies_are_marked_and_signed_with_their_author_name(client, article):
+    editor = StaffUserFactory()
+    AuthorFactory(user=editor, display_name="Maria Editor")
+    top = CommentFactory(article=article)
+    client.force_login(editor)
+
+    post_comment(client, article, body="Thanks for reading.", parent=top.pk)
+
+    reply = Comment.objects.get(body="Thanks for reading.")
+    assert reply.is_editor_reply
+    html = thread_html(Client(), article)
+    assert "Maria Editor" in html
+    assert 'class="comment-badge">Editor<' in html
+
+
+# --- Edit and delete window ----------------------------------------------------------------
+
+
+def test_a_reader_edits_their_comment_within_the_window(reader_client, reader, article):
+    comment = CommentFactory(article=article, user=reader, body="Tpyo")
+
+    assert reader_client.get(f"/comments/{comment.pk}/edit/").status_code == 200
+    response = reader_client.post(f"/comments/{comment.pk}/edit/", {"body": "Typo"})
+
+    assert response.status_code == 302
+    comment.refresh_from_db()
+    assert comment.body == "Typo"
+    assert comment.edited_at is not None
+    assert "(edited)" in thread_html(reader_client, article)
+
+
+def test_edits_and_deletes_are_refused_once_the_window_has_passed(reader_client, reader, article):
+    comment = CommentFactory(article=article, user=reader, body="Set in stone")
+    Comment.objects.filter(pk=comment.pk).update(
+        created_at=timezone.now() - comment_service.EDIT_WINDOW - timedelta(seconds=1)
+    )
+
+    assert f"/comments/{comment.pk}/edit/" not in thread_html(reader_client, article)
+    assert reader_client.get(f"/comments/{comment.pk}/edit/").status_code == 403
+    assert reader_client.post(f"/comments/{comment.pk}/edit/", {"body": "X"}).status_code == 403
+    assert reader_client.post(f"/comments/{comment.pk}/delete/").status_code == 403
+    comment.refresh_from_db()
+    assert comment.body == "Set in stone"
+    assert comment.status == Comment.Status.VISIBLE
+
+
+def test_readers_cannot_touch_other_readers_comments(reader_client, article):
+    someone_else = CommentFactory(article=article, body="Not yours")
+
+    assert (
+        reader_client.post(f"/comments/{someone_else.pk}/edit/", {"body": "Mine"}).status_code
+        == 404
+    )
+    assert reader_client.post(f"/comments/{someone_else.pk}/delete/").status_code == 404
+    someone_else.refresh_from_db()
+    assert someone_else.body == "Not yours"
+
+
+def test_deleting_a_comment_with_replies_leaves_a_placeholder(reader_client, reader, article):
+    lonely = CommentFactory(article=article, user=reader, body="Nobody answered")
+    answered = CommentFactory(article=article, user=reader, body="Somebody answered")
+    CommentFactory(article=article, parent=answered, body="The answer")
+
+    assert reader_client.post(f"/comments/{lonely.pk}/delete/").status_code == 302
+    assert reader_client.post(f"/comments/{answered.pk}/delete/").status_code == 302
+
+    assert not Comment.objects.filter(pk=lonely.pk).exists()
+    answered.refresh_from_db()
+    assert (answered.status, answered.body) == (Comment.Status.DELETED, "")
+    html = thread_html(reader_client, article)
+    assert "Somebody answered" not in html
+    assert "deleted by its writer" in html
+    assert "The answer" in html
+
+
+# --- Rate limit ----------------------------------------------------------------------------
+
+
+def test_a_reader_posting_too_fast_is_stopped_and_others_are_not(reader_client, article):
+    for n in range(comment_service.RATE_LIMIT_COUNT):
+        assert post_comment(reader_client, article, body=f"Comment {n}").status_code == 302
+
+    response = post_comment(reader_client, article, body="One too many")
+
+    assert response.status_code == 429
+    assert "too fast" in response.content.decode()
+    assert not Comment.objects.filter(body="One too many").exists()
+
+    other = Client()
+    other.force_login(UserFactory())
+    assert post_comment(other, article, body="Someone else").status_code == 302
+
+
+# --- Moderation ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def admin_client_():
+    client = Client()
+    client.force_login(StaffUserFactory())
+    return client
+
+
+def admin_action(client, action, comments):
+    return client.post(
+        "/admin/newsletter/comment/",
+        {"action": action, "_selected_action": [c.pk for c in comments]},
+    )
+
+
+def test_hiding_a_comment_removes_it_from_readers_and_counts(admin_client_, client, article):
+    abusive = CommentFactory(article=article, body="Something abusive")
+    CommentFactory(article=article, body="Something civil")
+
+    assert admin_action(admin_client_, "hide", [abusive]).status_code == 302
+
+    html = thread_html(client, article)
+    assert "Something abusive" not in html
+    assert "Something civil" in html
+    assert "1 comment" in html
+    counted = comment_service.with_comment_counts(Article.objects.filter(pk=article.pk)).get()
+    assert counted.comment_count == 1
+    # Editors still see it, marked, so they can change their mind.
+    assert "Hidden from readers" in thread_html(admin_client_, article)
+
+    admin_action(admin_client_, "unhide", [abusive])
+    assert "Something abusive" in thread_html(client, article)
+
+
+def test_a_hidden_comment_keeps_its_visible_replies_under_a_placeholder(client, article):
+    top = CommentFactory(article=article, body="Removed words", status=Comment.Status.HIDDEN)
+    CommentFactory(article=article, parent=top, body="A civil reply")
+
+    html = thread_html(client, article)
+
+    assert "Removed words" not in html
+    assert "removed by a moderator" in html
+    assert "A civil reply" in html
+
+
+def test_banning_from_the_queue_stops_the_writer_and_can_hide_their_comments(
+    admin_client_, reader, reader_client, article
+):
+    troll = CommentFactory(article=article, user=reader, body="Troll words")
+    CommentFactory(article=article, user=reader, body="More troll words")
+
+    admin_action(admin_client_, "ban_writers_and_hide", [troll])
+
+    assert CommentBan.objects.filter(user=reader).exists()
+    assert set(Comment.objects.values_list("status", flat=True)) == {"hidden"}
+    assert post_comment(reader_client, article).status_code == 403
+
+
+def test_the_moderation_queue_lists_recent_comments_with_filters(admin_client_, article):
+    CommentFactory(article=article, body="<i>queued</i> words")
+    CommentFactory(article=article, body="Hidden words", status=Comment.Status.HIDDEN)
+
+    everything = admin_client_.get("/admin/newsletter/comment/").content.decode()
+    hidden = admin_client_.get("/admin/newsletter/comment/?status=hidden").content.decode()
+
+    assert "&lt;i&gt;queued&lt;/i&gt; words" in everything
+    assert "Hidden words" in everything
+    assert "Hidden words" in hidden and "queued" not in hidden
+
+
+# --- Counts and queries --------------------------------------------------------------------
+
+
+def test_comment_counts_for_a_list_of_articles_take_one_query(django_assert_num_queries):
+    articles = PublishedArticleFactory.create_batch(3)
+    for n, article in enumerate(articles):
+        CommentFactory.create_batch(n, article=article)
+    CommentFactory(article=articles[0], status=Comment.Status.HIDDEN)
+
+    with django_assert_num_queries(1):
+        counted = list(comment_service.with_comment_counts(Article.objects.order_by("pk")))
+
+    assert [a.comment_count for a in counted] == [0, 1, 2]
+
+
+def test_the_article_page_needs_no_more_queries_for_fifty_comments_than_for_one(
+    client, paid_reader, article, django_assert_max_num_queries
+):
+    client.force_login(paid_reader)
+    first = CommentFactory(article=article)
+    thread_html(client, article)  # warm up: the first request creates the publication row
+
+    with CaptureQueriesContext(connection) as one:
+        thread_html(client, article)
+
+    readers = UserFactory.create_batch(10)
+    for n in range(49):
+        CommentFactory(article=article, user=readers[n % 10], parent=first if n % 3 else None)
+    with django_assert_max_num_queries(len(one.captured_queries)):
+        html = thread_html(client, article)
+    assert "50 comments" in html
+
+
+# --- Display name --------------------------------------------------------------------------
+
+
+def test_a_reader_chooses_the_name_shown_with_their_comments(reader_client, reader, article):
+    response = reader_client.post(
+        "/account/name/", {"name": "  Ada   Lovelace ", "next": f"/p/{article.slug}/#comments"}
+    )
+
+    assert response.status_code == 302
+    assert response["Location"] == f"/p/{article.slug}/#comments"
+    reader.refresh_from_db()
+    assert reader.first_name == "Ada Lovelace"
+
+
+def test_the_name_form_does_not_redirect_off_site(reader_client):
+    response = reader_client.post(
+        "/account/name/", {"name": "Ada", "next": "https://evil.example/"}
+    )
+    assert response["Location"] == "/account/"
+
+
+# --- Digest to authors ---------------------------------------------------------------------
+
+
+def test_authors_get_no_digest_unless_the_publication_switches_it_on(article):
+    article.authors.add(AuthorFactory(user=StaffUserFactory()))
+    CommentFactory(article=article)
+
+    assert comment_service.send_comment_digests() == 0
+    assert mail.outbox == []
+
+
+def test_authors_get_each_new_comment_once_in_a_digest(article):
+    publication = Publication.load()
+    publication.comment_digest_enabled = True
+    publication.save()
+    author_user = StaffUserFactory(email="writer@example.com")
+    article.authors.add(AuthorFactory(user=author_user))
+    article.body = '<p>Free part.</p><hr class="paywall"><p>Secret paid analysis.</p>'
+    article.save()
+    CommentFactory(article=article, body="Great piece <b>really</b>")
+    CommentFactory(article=article, user=author_user, body="My own reply")
+    CommentFactory(article=article, body="Removed", status=Comment.Status.HIDDEN)
+
+    assert comment_service.send_comment_digests() == 1
+
+    (message,) = mail.outbox
+    assert message.to == ["writer@example.com"]
+    assert "1 new comment" in message.subject
+    assert "Great piece <b>really</b>" in message.body
+    html = message.alternatives[0][0]
+    assert "Great piece &lt;b&gt;really&lt;/b&gt;" in html
+    for part in (message.body, html):
+        assert "My own reply" not in part
+        assert "Removed" not in part
+        assert "Secret paid analysis" not in part
+
+    assert comment_service.send_comment_digests() == 0
+    assert len(mail.outbox) == 1
