@@ -138,6 +138,7 @@ ACCOUNT_LOGIN_BY_CODE_ENABLED = True
 ACCOUNT_LOGIN_BY_CODE_REQUIRED = False
 ACCOUNT_EMAIL_VERIFICATION_BY_CODE_ENABLED = True
 ACCOUNT_LOGOUT_ON_GET = False
+ACCOUNT_FORMS = {"request_login_code": "subscriptions.adapters.ReaderRequestLoginCodeForm"}
 ACCOUNT_RATE_LIMITS = {
     "login": "30/m/ip",
     "login_failed": "10/m/ip,5/5m/key",
@@ -172,7 +173,6 @@ STORAGES = {
 }
 SERVE_MEDIA = env.bool("SERVE_MEDIA", default=True)
 
-# --- Email --------------------------------------------------------------------------
 # The article editor's paywall button (newsletter/static/newsletter/prose/paywall.js):
 # inserts the marker <hr class="paywall"> that ends the free part of an article.
 DJANGO_PROSE_EDITOR_EXTENSIONS = [
@@ -182,6 +182,7 @@ DJANGO_PROSE_EDITOR_EXTENSIONS = [
     }
 ]
 
+# --- Email --------------------------------------------------------------------------
 
 DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", default="Broadside <newsletter@localhost>")
 SERVER_EMAIL = env("SERVER_EMAIL", default=DEFAULT_FROM_EMAIL)
@@ -202,6 +203,14 @@ else:
     EMAIL_BACKEND = "django.core.mail.backends.filebased.EmailBackend"
     EMAIL_FILE_PATH = str(VAR_DIR / "mail")
 EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=30)
+# Newsletter sends: deliveries per claimed chunk, chunks of one send in flight at once
+# (raise with the number of worker processes), and how long a claim may stay unfinished
+# before the sweeper hands it to another worker.
+EMAIL_SEND_CHUNK_SIZE = env.int("EMAIL_SEND_CHUNK_SIZE", default=200)
+EMAIL_SEND_PARALLELISM = env.int("EMAIL_SEND_PARALLELISM", default=4)
+EMAIL_CLAIM_TIMEOUT = env.int("EMAIL_CLAIM_TIMEOUT", default=600)
+EMAIL_SWEEP_INTERVAL = env.float("EMAIL_SWEEP_INTERVAL", default=60.0)
+EMAIL_UNSUBSCRIBE_MAILTO = env("EMAIL_UNSUBSCRIBE_MAILTO", default="")
 
 # --- Celery -------------------------------------------------------------------------
 
@@ -219,7 +228,9 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
 else:
     # Redis redelivers unacknowledged tasks after this long; keep it above the longest
     # task so an acks_late task is not run twice while still running.
-    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=3600)
+    }
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
@@ -237,9 +248,17 @@ CELERY_BEAT_SCHEDULE = {
         "task": "subscriptions.tasks.expire_memberships",
         "schedule": crontab(minute=15),
     },
+    "retry-stripe-events": {
+        "task": "subscriptions.tasks.retry_stripe_events",
+        "schedule": 60.0,
+    },
     "send-comment-digests": {
         "task": "newsletter.tasks.send_comment_digests",
         "schedule": crontab(minute=5),
+    },
+    "sweep-email-sends": {
+        "task": "newsletter.tasks.sweep_email_sends",
+        "schedule": EMAIL_SWEEP_INTERVAL,
     },
 }
 
@@ -253,6 +272,7 @@ STRIPE_API_BASE = env("STRIPE_API_BASE", default="")
 TELEGRAM_BOT_TOKEN = env("TELEGRAM_BOT_TOKEN", default="")
 TELEGRAM_CHAT_ID = env("TELEGRAM_CHAT_ID", default="")
 TELEGRAM_API_URL = env("TELEGRAM_API_URL", default="https://api.telegram.org")
+TELEGRAM_TIMEOUT = env.float("TELEGRAM_TIMEOUT", default=15.0)  # seconds per Bot API call
 
 # --- Security -----------------------------------------------------------------------
 
@@ -273,4 +293,6 @@ LOGGING = {
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO")},
+    # httpx logs every request URL at INFO, and Bot API URLs carry the bot token.
+    "loggers": {"httpx": {"level": "WARNING"}, "httpcore": {"level": "WARNING"}},
 }

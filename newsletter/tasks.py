@@ -2,12 +2,32 @@
 
 from celery import shared_task
 
-from newsletter.services import comments, publishing, telegram_posting
+from newsletter.services import comments, publishing, sending, telegram_posting
 
 
 @shared_task
 def publish_due_articles() -> int:
     return len(publishing.publish_due_articles())
+
+
+@shared_task
+def start_email_send(email_send_id: int) -> int:
+    """Start a send's parallel chunk chains (queued when the article is published)."""
+    return sending.start_send(email_send_id=email_send_id)
+
+
+@shared_task
+def send_email_chunk(email_send_id: int) -> int:
+    """Email one claimed chunk, then queue the next; safe to run twice (claims are rows)."""
+    result = sending.send_chunk(email_send_id=email_send_id)
+    sending.continue_send(email_send_id=email_send_id, result=result)
+    return result.sent
+
+
+@shared_task
+def sweep_email_sends() -> int:
+    """Periodic: return stale claims to pending, restart stalled sends, retry when due."""
+    return len(sending.sweep_email_sends().restarted)
 
 
 @shared_task

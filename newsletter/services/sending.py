@@ -1,10 +1,651 @@
-"""Email sends: from a published article to one Delivery per eligible subscriber."""
+"""Email sends: from a published article to exactly one email per eligible subscriber.
+
+The `Delivery` table is the outbox and the ledger. Publishing inserts one pending row
+per reader in one statement. Workers then repeatedly claim a chunk of pending rows
+(`SELECT ... FOR UPDATE SKIP LOCKED`, so any number of worker processes on any number
+of machines share a send), re-check each reader at claim time, render the email once
+per segment, and hand the chunk to the email backend over one connection, marking each
+delivery sent in its own commit right after the server accepted it.
+
+Exactly once: a delivery is handed to the mail server only while this worker holds its
+claim, and marked sent immediately afterwards. The one window for a duplicate is a
+worker dying after the server accepted a message and before that commit (a few
+milliseconds per message): the sweeper then returns the claim to pending and the message
+goes out again. A worker stops sending from a chunk well before its claims could be
+considered stale, so a slow worker never races the sweeper.
+"""
 
 from __future__ import annotations
 
-from newsletter.models import Article, EmailSend
+import logging
+import smtplib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from anymail.exceptions import AnymailError, AnymailRecipientsRefused
+from django.conf import settings
+from django.core.mail import get_connection
+from django.db import connection as db_connection
+from django.db import transaction
+from django.db.models import Count, F, Max, Min, Q
+from django.utils import timezone
+
+from newsletter.models import Article, Delivery, EmailSend, Publication
+from newsletter.services.email_rendering import (
+    Reader,
+    RenderedArticleEmail,
+    personalise,
+    render_article_email,
+)
+from subscriptions.models import Subscriber
+from subscriptions.services.access import paid_subscribers
+
+logger = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 5
+# Temporary failures are retried after 1, 4, 16 and 64 minutes, then recorded as failed.
+RETRY_BASE = timedelta(minutes=1)
+
+ACTIVE_SEND_STATUSES = (EmailSend.Status.QUEUED, EmailSend.Status.SENDING)
+
+
+class SendError(Exception):
+    """The send cannot do what was asked; the message says why."""
+
+
+# --- Publishing: the send and its deliveries ---------------------------------------
+
+
+def audience(*, article: Article) -> Any:
+    """Subscribers an article is emailed to, annotated with their segment (free/paid)."""
+    from django.db.models import Case, Value, When
+
+    paid_ids = paid_subscribers().values("pk")
+    readers = Subscriber.objects.filter(status=Subscriber.Status.ACTIVE)
+    if article.email_audience == Article.EmailAudience.PAID:
+        readers = readers.filter(pk__in=paid_ids)
+    return readers.annotate(
+        segment=Case(
+            When(pk__in=paid_ids, then=Value(Delivery.Segment.PAID.value)),
+            default=Value(Delivery.Segment.FREE.value),
+        )
+    )
 
 
 def create_email_send(*, article: Article) -> EmailSend | None:
-    """Create the article's EmailSend and its deliveries (email delivery issue)."""
-    return None
+    """Create the article's send and one pending delivery per reader; queue it on commit.
+
+    Called inside `publish_article`'s transaction. Returns None when the article goes
+    to nobody. An article has at most one send (a OneToOne), so publishing again never
+    emails anyone twice.
+    """
+    if article.email_audience == Article.EmailAudience.NOBODY:
+        return None
+    existing = EmailSend.objects.filter(article=article).first()
+    if existing is not None:
+        return existing
+    with transaction.atomic():
+        email_send = EmailSend.objects.create(article=article, audience=article.email_audience)
+        created = _insert_deliveries(email_send=email_send, article=article)
+        email_send.recipient_count = created
+        if created == 0:
+            email_send.status = EmailSend.Status.SENT
+            email_send.finished_at = timezone.now()
+        email_send.save(update_fields=["recipient_count", "status", "finished_at"])
+    if created:
+        transaction.on_commit(lambda: _queue_start(email_send.pk))
+    return email_send
+
+
+def _insert_deliveries(*, email_send: EmailSend, article: Article) -> int:
+    """One INSERT ... SELECT: no rows travel through Python (100k rows in seconds)."""
+    readers = audience(article=article).order_by("id").values_list("id", "segment")
+    select_sql, params = readers.query.sql_with_params()
+    table = Delivery._meta.db_table
+    sql = (
+        f"INSERT INTO {table} "  # noqa: S608 (table name from model meta, values as params)
+        "(send_id, subscriber_id, segment, status, attempts, provider_message_id, last_error) "
+        f"SELECT %s, s.id, s.segment, %s, 0, '', '' FROM ({select_sql}) AS s"
+    )
+    with db_connection.cursor() as cursor:
+        cursor.execute(sql, [email_send.pk, Delivery.Status.PENDING, *params])
+        return max(cursor.rowcount, 0)
+
+
+def _queue_start(email_send_id: int) -> None:
+    from newsletter import tasks
+
+    tasks.start_email_send.delay(email_send_id)
+
+
+def _queue_chunks(email_send_id: int, count: int) -> None:
+    from newsletter import tasks
+
+    for _ in range(count):
+        tasks.send_email_chunk.delay(email_send_id)
+
+
+# --- Workers: starting, claiming, sending -------------------------------------------
+
+
+def start_send(*, email_send_id: int) -> int:
+    """Mark the send as sending and start its parallel chunk chains. Safe to repeat."""
+    now = timezone.now()
+    EmailSend.objects.filter(pk=email_send_id, status=EmailSend.Status.QUEUED).update(
+        status=EmailSend.Status.SENDING, started_at=now, last_activity_at=now
+    )
+    if not EmailSend.objects.filter(pk=email_send_id, status=EmailSend.Status.SENDING).exists():
+        return 0
+    pending = Delivery.objects.filter(send_id=email_send_id, status=Delivery.Status.PENDING)
+    chunks = -(-pending.count() // settings.EMAIL_SEND_CHUNK_SIZE)
+    chains = min(settings.EMAIL_SEND_PARALLELISM, chunks)
+    if chains == 0:
+        finish_send_if_done(email_send_id=email_send_id)
+    _queue_chunks(email_send_id, chains)
+    return chains
+
+
+@dataclass
+class ChunkResult:
+    claimed: int = 0
+    sent: int = 0
+    failed: int = 0
+    retrying: int = 0
+    skipped: int = 0
+    released: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Claimed:
+    pk: int
+    segment: str
+    subscriber_id: int
+    email: str
+    name: str
+
+
+def claim_chunk(
+    *, email_send_id: int, size: int | None = None, now: datetime | None = None
+) -> tuple[datetime, list[_Claimed], int]:
+    """Claim up to `size` due pending deliveries of a sending send.
+
+    Returns the claim time (it also identifies the claim), the claimed deliveries of
+    readers still active, and how many were skipped because the reader is not.
+    """
+    size = size or settings.EMAIL_SEND_CHUNK_SIZE
+    now = now or timezone.now()
+    with transaction.atomic():
+        if not EmailSend.objects.filter(pk=email_send_id, status=EmailSend.Status.SENDING).exists():
+            return now, [], 0
+        ids = list(
+            Delivery.objects.select_for_update(skip_locked=True)
+            .filter(send_id=email_send_id, status=Delivery.Status.PENDING)
+            .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
+            .order_by("id")
+            .values_list("id", flat=True)[:size]
+        )
+        if not ids:
+            return now, [], 0
+        rows = list(
+            Delivery.objects.filter(pk__in=ids).values_list(
+                "pk",
+                "segment",
+                "subscriber_id",
+                "subscriber__email",
+                "subscriber__name",
+                "subscriber__status",
+            )
+        )
+        active = [r for r in rows if r[5] == Subscriber.Status.ACTIVE]
+        inactive = [r for r in rows if r[5] != Subscriber.Status.ACTIVE]
+        Delivery.objects.filter(pk__in=[r[0] for r in active]).update(
+            status=Delivery.Status.CLAIMED, claimed_at=now, attempts=F("attempts") + 1
+        )
+        for status in {r[5] for r in inactive}:
+            Delivery.objects.filter(pk__in=[r[0] for r in inactive if r[5] == status]).update(
+                status=Delivery.Status.SKIPPED, last_error=f"The reader is {status}."
+            )
+        EmailSend.objects.filter(pk=email_send_id).update(last_activity_at=now)
+    claimed = [
+        _Claimed(pk=r[0], segment=r[1], subscriber_id=r[2], email=r[3], name=r[4]) for r in active
+    ]
+    return now, claimed, len(inactive)
+
+
+def _classify(exc: BaseException) -> tuple[bool, str]:
+    """(permanent?, message) for one failed message. 5xx is permanent, 4xx temporary."""
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        code, reply = next(iter(exc.recipients.values()))
+        return code >= 500, f"{code} {reply.decode(errors='replace')}"
+    if isinstance(exc, smtplib.SMTPResponseException):
+        error = exc.smtp_error
+        reason = error.decode(errors="replace") if isinstance(error, bytes) else str(error)
+        return exc.smtp_code >= 500, f"{exc.smtp_code} {reason}"
+    if isinstance(exc, AnymailRecipientsRefused):
+        return True, str(exc)
+    return False, f"{type(exc).__name__}: {exc}"
+
+
+def _is_connection_error(exc: BaseException) -> bool:
+    return isinstance(exc, smtplib.SMTPServerDisconnected | OSError) or (
+        isinstance(exc, AnymailError) and not isinstance(exc, AnymailRecipientsRefused)
+    )
+
+
+def retry_delay(attempts: int) -> timedelta:
+    return RETRY_BASE * (4 ** max(attempts - 1, 0))
+
+
+_render_cache: dict[tuple[int, str, str, str], RenderedArticleEmail] = {}
+
+
+def _rendered(
+    *, email_send: EmailSend, segment: str, publication: Publication
+) -> RenderedArticleEmail:
+    """Render once per segment; reused across chunks until the article is edited."""
+    article = email_send.article
+    key = (email_send.pk, segment, article.updated_at.isoformat(), str(publication.updated_at))
+    if key not in _render_cache:
+        if len(_render_cache) >= 8:
+            _render_cache.clear()
+        _render_cache[key] = render_article_email(
+            article=article, segment=segment, publication=publication
+        )
+    return _render_cache[key]
+
+
+def _mark_sent(*, pk: int, claimed_at: datetime, provider_message_id: str) -> bool:
+    """Commit one delivery as sent, only while this worker still holds its claim."""
+    return bool(
+        Delivery.objects.filter(
+            pk=pk, status=Delivery.Status.CLAIMED, claimed_at=claimed_at
+        ).update(
+            status=Delivery.Status.SENT,
+            sent_at=timezone.now(),
+            provider_message_id=provider_message_id[:300],
+            last_error="",
+            next_attempt_at=None,
+        )
+    )
+
+
+def send_chunk(
+    *,
+    email_send_id: int,
+    size: int | None = None,
+    connection_factory: Callable[[], Any] = get_connection,
+) -> ChunkResult:
+    """Claim one chunk of a send and email it over one connection."""
+    result = ChunkResult()
+    claimed_at, claimed, result.skipped = claim_chunk(email_send_id=email_send_id, size=size)
+    result.claimed = len(claimed) + result.skipped
+    if not claimed:
+        _record_chunk(email_send_id=email_send_id, result=result)
+        return result
+    email_send = EmailSend.objects.select_related("article").get(pk=email_send_id)
+    publication = Publication.load()
+    # Stop well before the sweeper may consider these claims stale and hand them on.
+    deadline = time.monotonic() + settings.EMAIL_CLAIM_TIMEOUT / 2
+    failures: list[tuple[_Claimed, bool, str]] = []
+    connection = connection_factory()
+    try:
+        connection.open()
+    except Exception as exc:  # noqa: BLE001 (any backend's failure to connect is temporary)
+        failures = [(d, False, f"{type(exc).__name__}: {exc}") for d in claimed]
+        claimed = []
+    try:
+        for index, delivery in enumerate(claimed):
+            if time.monotonic() > deadline:
+                result.released = _release(claimed[index:], claimed_at=claimed_at)
+                break
+            rendered = _rendered(
+                email_send=email_send, segment=delivery.segment, publication=publication
+            )
+            message = personalise(
+                rendered=rendered,
+                reader=Reader(
+                    subscriber_id=delivery.subscriber_id, email=delivery.email, name=delivery.name
+                ),
+                send_id=email_send_id,
+            )
+            try:
+                connection.send_messages([message])
+            except Exception as exc:  # noqa: BLE001 (recorded per delivery, below)
+                permanent, error = _classify(exc)
+                failures.append((delivery, permanent, error))
+                if _is_connection_error(exc):
+                    # The server may or may not have taken this one; retrying it is the
+                    # documented duplicate window. Reconnect for the rest of the chunk.
+                    connection.close()
+                    try:
+                        connection.open()
+                    except Exception as reopen_exc:  # noqa: BLE001
+                        error = f"{type(reopen_exc).__name__}: {reopen_exc}"
+                        failures.extend((d, False, error) for d in claimed[index + 1 :])
+                        break
+                continue
+            status = getattr(message, "anymail_status", None)
+            provider_id = getattr(status, "message_id", None) or message.extra_headers.get(
+                "Message-ID", ""
+            )
+            if _mark_sent(pk=delivery.pk, claimed_at=claimed_at, provider_message_id=provider_id):
+                result.sent += 1
+    finally:
+        connection.close()
+    _record_failures(failures, claimed_at=claimed_at, result=result)
+    _record_chunk(email_send_id=email_send_id, result=result)
+    return result
+
+
+def _release(deliveries: list[_Claimed], *, claimed_at: datetime) -> int:
+    return Delivery.objects.filter(
+        pk__in=[d.pk for d in deliveries], status=Delivery.Status.CLAIMED, claimed_at=claimed_at
+    ).update(status=Delivery.Status.PENDING, attempts=F("attempts") - 1)
+
+
+def _record_failures(
+    failures: list[tuple[_Claimed, bool, str]], *, claimed_at: datetime, result: ChunkResult
+) -> None:
+    if not failures:
+        return
+    now = timezone.now()
+    attempts = dict(
+        Delivery.objects.filter(pk__in=[d.pk for d, _, _ in failures]).values_list("pk", "attempts")
+    )
+    for delivery, permanent, error in failures:
+        tries = attempts.get(delivery.pk, MAX_ATTEMPTS)
+        mine = Delivery.objects.filter(
+            pk=delivery.pk, status=Delivery.Status.CLAIMED, claimed_at=claimed_at
+        )
+        if permanent or tries >= MAX_ATTEMPTS:
+            mine.update(status=Delivery.Status.FAILED, last_error=error, next_attempt_at=None)
+            result.failed += 1
+        else:
+            mine.update(
+                status=Delivery.Status.PENDING,
+                last_error=error,
+                next_attempt_at=now + retry_delay(tries),
+            )
+            result.retrying += 1
+        result.errors.append(f"{delivery.email}: {error}")
+    logger.warning("Send chunk had %d failed deliveries: %s", len(failures), result.errors[:5])
+
+
+def _record_chunk(*, email_send_id: int, result: ChunkResult) -> None:
+    if result.sent or result.failed:
+        EmailSend.objects.filter(pk=email_send_id).update(
+            sent_count=F("sent_count") + result.sent,
+            failed_count=F("failed_count") + result.failed,
+            last_activity_at=timezone.now(),
+        )
+
+
+def continue_send(*, email_send_id: int, result: ChunkResult) -> bool:
+    """After a chunk: queue the next one while there was work, or finish the send."""
+    if result.claimed:
+        _queue_chunks(email_send_id, 1)
+        return True
+    finish_send_if_done(email_send_id=email_send_id)
+    return False
+
+
+def finish_send_if_done(*, email_send_id: int) -> bool:
+    """Close a send once no delivery is pending or claimed; counters from the ledger."""
+    with transaction.atomic():
+        email_send = EmailSend.objects.select_for_update().filter(pk=email_send_id).first()
+        if email_send is None or email_send.status != EmailSend.Status.SENDING:
+            return False
+        counts = delivery_counts(email_send_id=email_send_id)
+        if counts.get(Delivery.Status.PENDING, 0) or counts.get(Delivery.Status.CLAIMED, 0):
+            return False
+        sent = counts.get(Delivery.Status.SENT, 0)
+        failed = counts.get(Delivery.Status.FAILED, 0)
+        email_send.sent_count = sent
+        email_send.failed_count = failed
+        email_send.status = (
+            EmailSend.Status.FAILED if failed and not sent else EmailSend.Status.SENT
+        )
+        email_send.finished_at = timezone.now()
+        email_send.save(update_fields=["sent_count", "failed_count", "status", "finished_at"])
+    return True
+
+
+def delivery_counts(*, email_send_id: int) -> dict[str, int]:
+    rows = (
+        Delivery.objects.filter(send_id=email_send_id)
+        .values_list("status")
+        .annotate(n=Count("id"))
+        .order_by()
+    )
+    return dict(rows)
+
+
+# --- The sweeper --------------------------------------------------------------------
+
+
+@dataclass
+class SweepResult:
+    released: int = 0
+    restarted: list[int] = field(default_factory=list)
+    finished: list[int] = field(default_factory=list)
+
+
+def sweep_email_sends(*, now: datetime | None = None) -> SweepResult:
+    """Periodic: return stale claims to pending and restart stalled sends.
+
+    A claim is stale when its worker died (kill -9, lost machine): after
+    EMAIL_CLAIM_TIMEOUT its deliveries go back to pending. A send with due pending
+    deliveries and no chunk in flight (its chain ended after a crash, or retries came
+    due) gets its chains restarted. Extra chains are harmless: claims never overlap.
+    """
+    now = now or timezone.now()
+    result = SweepResult()
+    stale_before = now - timedelta(seconds=settings.EMAIL_CLAIM_TIMEOUT)
+    idle_before = now - timedelta(seconds=settings.EMAIL_SWEEP_INTERVAL)
+    for email_send in EmailSend.objects.filter(status__in=ACTIVE_SEND_STATUSES):
+        released = Delivery.objects.filter(
+            send=email_send, status=Delivery.Status.CLAIMED, claimed_at__lt=stale_before
+        ).update(status=Delivery.Status.PENDING)
+        result.released += released
+        if email_send.status == EmailSend.Status.QUEUED:
+            if email_send.created_at < idle_before:
+                start_send(email_send_id=email_send.pk)
+                result.restarted.append(email_send.pk)
+            continue
+        if Delivery.objects.filter(send=email_send, status=Delivery.Status.CLAIMED).exists():
+            continue
+        due = Delivery.objects.filter(
+            Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now),
+            send=email_send,
+            status=Delivery.Status.PENDING,
+        ).exists()
+        idle = email_send.last_activity_at is None or email_send.last_activity_at < idle_before
+        if due and (idle or released):
+            chunks = -(-due_count(email_send_id=email_send.pk, now=now) // _chunk_size())
+            _queue_chunks(email_send.pk, min(settings.EMAIL_SEND_PARALLELISM, chunks))
+            result.restarted.append(email_send.pk)
+        elif not due and finish_send_if_done(email_send_id=email_send.pk):
+            result.finished.append(email_send.pk)
+    return result
+
+
+def _chunk_size() -> int:
+    return max(1, settings.EMAIL_SEND_CHUNK_SIZE)
+
+
+def due_count(*, email_send_id: int, now: datetime) -> int:
+    return Delivery.objects.filter(
+        Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now),
+        send_id=email_send_id,
+        status=Delivery.Status.PENDING,
+    ).count()
+
+
+# --- Editors' controls --------------------------------------------------------------
+
+
+def pause_send(*, email_send: EmailSend) -> EmailSend:
+    """Workers stop claiming; chunks already claimed finish."""
+    updated = EmailSend.objects.filter(pk=email_send.pk, status__in=ACTIVE_SEND_STATUSES).update(
+        status=EmailSend.Status.PAUSED
+    )
+    if not updated:
+        raise SendError(
+            f"Only a queued or sending send can be paused (this one is {email_send.status})."
+        )
+    email_send.refresh_from_db()
+    return email_send
+
+
+def resume_send(*, email_send: EmailSend) -> EmailSend:
+    updated = EmailSend.objects.filter(pk=email_send.pk, status=EmailSend.Status.PAUSED).update(
+        status=EmailSend.Status.QUEUED
+    )
+    if not updated:
+        raise SendError("Only a paused send can be resumed.")
+    transaction.on_commit(lambda: _queue_start(email_send.pk))
+    email_send.refresh_from_db()
+    return email_send
+
+
+def cancel_send(*, email_send: EmailSend) -> EmailSend:
+    """Stop for good: deliveries not yet claimed are skipped."""
+    with transaction.atomic():
+        updated = EmailSend.objects.filter(
+            pk=email_send.pk,
+            status__in=[*ACTIVE_SEND_STATUSES, EmailSend.Status.PAUSED],
+        ).update(status=EmailSend.Status.CANCELLED, finished_at=timezone.now())
+        if not updated:
+            raise SendError("Only a queued, sending or paused send can be cancelled.")
+        Delivery.objects.filter(send=email_send, status=Delivery.Status.PENDING).update(
+            status=Delivery.Status.SKIPPED, last_error="The send was cancelled."
+        )
+    email_send.refresh_from_db()
+    return email_send
+
+
+def retry_failed_deliveries(*, email_send: EmailSend) -> int:
+    """Give failed deliveries another go (e.g. after fixing the mail server settings)."""
+    with transaction.atomic():
+        email_send = EmailSend.objects.select_for_update().get(pk=email_send.pk)
+        if email_send.status in (EmailSend.Status.CANCELLED, EmailSend.Status.PAUSED):
+            raise SendError(f"Resume the send first (it is {email_send.status}).")
+        count = Delivery.objects.filter(send=email_send, status=Delivery.Status.FAILED).update(
+            status=Delivery.Status.PENDING, attempts=0, next_attempt_at=None
+        )
+        if count:
+            EmailSend.objects.filter(pk=email_send.pk).update(
+                status=EmailSend.Status.QUEUED, finished_at=None, failed_count=0
+            )
+            transaction.on_commit(lambda: _queue_start(email_send.pk))
+    return count
+
+
+def send_test_email(*, article: Article, to_email: str) -> None:
+    """Email the paid readers' version of an article (draft or not) to one address."""
+    if not to_email:
+        raise SendError("Your user account has no email address to send the test to.")
+    subscriber = Subscriber.objects.filter(email__iexact=to_email).first()
+    rendered = render_article_email(article=article, segment=Delivery.Segment.PAID)
+    message = personalise(
+        rendered=rendered,
+        reader=Reader(
+            subscriber_id=subscriber.pk if subscriber else None,
+            email=to_email,
+            name=subscriber.name if subscriber else "",
+        ),
+        send_id=0,
+        subject_prefix="[Test] ",
+    )
+    message.send()
+
+
+# --- Progress -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SendProgress:
+    email_send_id: int
+    article_title: str
+    status: str
+    recipients: int
+    pending: int
+    claimed: int
+    sent: int
+    failed: int
+    skipped: int
+    rate_per_minute: float
+    started_at: datetime | None
+    finished_at: datetime | None
+    last_sent_at: datetime | None
+    recent_errors: list[tuple[str, str]]
+
+    @property
+    def done(self) -> int:
+        return self.sent + self.failed + self.skipped
+
+    @property
+    def percent(self) -> float:
+        return 100.0 * self.done / self.recipients if self.recipients else 100.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.email_send_id,
+            "status": self.status,
+            "recipients": self.recipients,
+            "pending": self.pending,
+            "claimed": self.claimed,
+            "sent": self.sent,
+            "failed": self.failed,
+            "skipped": self.skipped,
+            "percent": round(self.percent, 1),
+            "rate_per_minute": round(self.rate_per_minute, 1),
+            "started_at": self.started_at.isoformat() if self.started_at else None,
+            "finished_at": self.finished_at.isoformat() if self.finished_at else None,
+            "recent_errors": [{"email": e, "error": m} for e, m in self.recent_errors],
+        }
+
+
+def send_progress(*, email_send: EmailSend, now: datetime | None = None) -> SendProgress:
+    """Live counts from the ledger; the rate is over the last minute of sending."""
+    now = now or timezone.now()
+    email_send = EmailSend.objects.select_related("article").get(pk=email_send.pk)
+    counts = delivery_counts(email_send_id=email_send.pk)
+    sent_rows = Delivery.objects.filter(send=email_send, status=Delivery.Status.SENT)
+    window = sent_rows.aggregate(
+        recent=Count("id", filter=Q(sent_at__gte=now - timedelta(minutes=1))),
+        first=Min("sent_at"),
+        last=Max("sent_at"),
+    )
+    rate = float(window["recent"])
+    if email_send.status != EmailSend.Status.SENDING and window["first"] and window["last"]:
+        # A finished send: its average rate over the whole send.
+        minutes = max((window["last"] - window["first"]).total_seconds() / 60, 1 / 60)
+        rate = counts.get(Delivery.Status.SENT, 0) / minutes
+    errors = list(
+        Delivery.objects.filter(send=email_send)
+        .exclude(last_error="")
+        .filter(status__in=[Delivery.Status.FAILED, Delivery.Status.PENDING])
+        .order_by("-pk")
+        .values_list("subscriber__email", "last_error")[:10]
+    )
+    return SendProgress(
+        email_send_id=email_send.pk,
+        article_title=email_send.article.title,
+        status=email_send.status,
+        recipients=email_send.recipient_count,
+        pending=counts.get(Delivery.Status.PENDING, 0),
+        claimed=counts.get(Delivery.Status.CLAIMED, 0),
+        sent=counts.get(Delivery.Status.SENT, 0),
+        failed=counts.get(Delivery.Status.FAILED, 0),
+        skipped=counts.get(Delivery.Status.SKIPPED, 0),
+        rate_per_minute=rate,
+        started_at=email_send.started_at,
+        finished_at=email_send.finished_at,
+        last_sent_at=window["last"],
+        recent_errors=errors,
+    )

@@ -1,0 +1,211 @@
+"""A real SMTP server (aiosmtpd) that captures every message, for tests and benchmarks.
+
+    server = FakeSMTPServer().start()       # binds 127.0.0.1 on a free port
+    server.refuse("a@example.com", code=550)            # always refuse this recipient
+    server.refuse("b@example.com", code=451, times=1)   # refuse once, then accept
+    ... point EMAIL_HOST/EMAIL_PORT (or EMAIL_URL=server.url) at it ...
+    server.messages   # CapturedMessage(mail_from, rcpt_tos, data, message)
+    server.stop()
+
+Run it as a process (the benchmark's sink): `python -m tests.fakes.smtp --count-only`
+prints the port, then the number of messages received every time it is asked on stdin.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import email
+import email.message
+import email.policy
+import logging
+import socket
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+logging.getLogger("mail.log").setLevel(logging.WARNING)
+
+
+@dataclass(frozen=True)
+class CapturedMessage:
+    mail_from: str
+    rcpt_tos: tuple[str, ...]
+    data: bytes
+
+    @property
+    def message(self) -> email.message.EmailMessage:
+        parsed = email.message_from_bytes(self.data, policy=email.policy.default)
+        assert isinstance(parsed, email.message.EmailMessage)
+        return parsed
+
+
+@dataclass
+class _Refusal:
+    code: int
+    text: str
+    times: int | None
+
+
+class _Handler:
+    def __init__(self, server: FakeSMTPServer) -> None:
+        self.server = server
+
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: Any
+    ) -> str:
+        answer = self.server._answer_for(address)
+        if answer is not None:
+            return answer
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        self.server._capture(envelope)
+        return "250 Message accepted for delivery"
+
+
+class FakeSMTPServer:
+    """aiosmtpd on its own event loop thread; bind to port 0 and read `port`."""
+
+    def __init__(
+        self, host: str = "127.0.0.1", port: int = 0, *, keep_messages: bool = True
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.keep_messages = keep_messages
+        self.messages: list[CapturedMessage] = []
+        self.received = 0
+        self.connections = 0
+        self.refused: list[tuple[str, int]] = []
+        self._refusals: dict[str, _Refusal] = {}
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._server: asyncio.Server | None = None
+
+    @property
+    def url(self) -> str:
+        return f"smtp://{self.host}:{self.port}"
+
+    def refuse(self, address: str, *, code: int = 550, text: str = "", times: int | None = None):
+        """Answer RCPT TO for this address with `code` (`times` times, or always)."""
+        text = text or ("Mailbox unavailable" if code >= 500 else "Try again later")
+        with self._lock:
+            self._refusals[address.lower()] = _Refusal(code=code, text=text, times=times)
+        return self
+
+    def _answer_for(self, address: str) -> str | None:
+        with self._lock:
+            refusal = self._refusals.get(address.lower())
+            if refusal is None:
+                return None
+            if refusal.times is not None:
+                if refusal.times <= 0:
+                    return None
+                refusal.times -= 1
+            self.refused.append((address, refusal.code))
+            return f"{refusal.code} {refusal.text}"
+
+    def _capture(self, envelope: Envelope) -> None:
+        with self._lock:
+            self.received += 1
+            if self.keep_messages:
+                data = envelope.content
+                assert isinstance(data, bytes)
+                self.messages.append(
+                    CapturedMessage(
+                        mail_from=str(envelope.mail_from),
+                        rcpt_tos=tuple(envelope.rcpt_tos),
+                        data=data,
+                    )
+                )
+
+    def recipients(self) -> list[str]:
+        with self._lock:
+            return [rcpt for m in self.messages for rcpt in m.rcpt_tos]
+
+    def clear(self) -> None:
+        with self._lock:
+            self.messages.clear()
+            self.received = 0
+            self.connections = 0
+            self.refused.clear()
+
+    def wait_for(self, count: int, timeout: float = 10.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.received >= count:
+                return True
+            time.sleep(0.01)
+        return self.received >= count
+
+    def start(self) -> FakeSMTPServer:
+        ready = threading.Event()
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.host, self.port))
+        self.port = sock.getsockname()[1]
+
+        def run() -> None:
+            loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(loop)
+            self._loop = loop
+            handler = _Handler(self)
+
+            server = self
+
+            class CountingSMTP(SMTP):
+                def connection_made(self, transport: Any) -> None:
+                    with server._lock:
+                        server.connections += 1
+                    super().connection_made(transport)
+
+            def factory() -> SMTP:
+                return CountingSMTP(handler, hostname="fake-smtp.test", loop=loop)
+
+            self._server = loop.run_until_complete(loop.create_server(factory, sock=sock))
+            ready.set()
+            loop.run_forever()
+            self._server.close()
+            loop.run_until_complete(self._server.wait_closed())
+            loop.close()
+
+        self._thread = threading.Thread(target=run, name="fake-smtp", daemon=True)
+        self._thread.start()
+        if not ready.wait(10):
+            raise RuntimeError("The fake SMTP server did not start.")
+        return self
+
+    def stop(self) -> None:
+        if self._loop is not None and self._thread is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(10)
+        self._loop = None
+        self._thread = None
+
+    def __enter__(self) -> FakeSMTPServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--count-only", action="store_true", help="do not keep messages")
+    args = parser.parse_args()
+    server = FakeSMTPServer(port=args.port, keep_messages=not args.count_only).start()
+    print(server.port, flush=True)
+    for _line in sys.stdin:  # each line asks for the count so far; EOF stops the server
+        print(server.received, flush=True)
+    server.stop()
+
+
+if __name__ == "__main__":
+    main()

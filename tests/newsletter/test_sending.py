@@ -1,0 +1,397 @@
+from datetime import timedelta
+
+import pytest
+from django.core import mail
+from django.utils import timezone
+
+from newsletter import tasks
+from newsletter.models import Article, Delivery, EmailSend
+from newsletter.services import sending
+from newsletter.services.publishing import publish_article
+from subscriptions.models import Membership, Subscriber
+from tests.factories import ArticleFactory, MembershipFactory, SubscriberFactory
+from tests.fakes.smtp import FakeSMTPServer
+
+pytestmark = pytest.mark.django_db
+
+PAYWALLED_BODY = '<p>Free opening.</p><hr class="paywall"><p>Paid analysis.</p>'
+
+
+@pytest.fixture
+def smtp_server(settings):
+    server = FakeSMTPServer().start()
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST = server.host
+    settings.EMAIL_PORT = server.port
+    settings.EMAIL_USE_TLS = False
+    settings.EMAIL_USE_SSL = False
+    settings.EMAIL_HOST_USER = ""
+    settings.EMAIL_HOST_PASSWORD = ""
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def readers():
+    """Two free readers, one paid reader, and addresses that must never get email."""
+    free = SubscriberFactory.create_batch(2)
+    paid = MembershipFactory(subscriber__email="paid@example.com").subscriber
+    ineligible = [
+        SubscriberFactory(email=f"{status}@example.com", status=status)
+        for status in ("pending", "unsubscribed", "bounced", "complained")
+    ]
+    return {"free": free, "paid": paid, "ineligible": ineligible}
+
+
+def mark_sending(email_send):
+    """What start_send does, without queueing chunk tasks (tests run chunks by hand)."""
+    EmailSend.objects.filter(pk=email_send.pk).update(
+        status=EmailSend.Status.SENDING, started_at=timezone.now()
+    )
+
+
+def publish(article, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        result = publish_article(article=article)
+    return result, callbacks
+
+
+def test_publishing_creates_one_pending_delivery_per_active_subscriber_with_its_segment(
+    readers, django_capture_on_commit_callbacks
+):
+    article = ArticleFactory(body=PAYWALLED_BODY, visibility=Article.Visibility.PAID)
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        result = publish_article(article=article)
+
+    email_send = result.email_send
+    assert email_send is not None
+    assert email_send.status == EmailSend.Status.QUEUED
+    assert email_send.recipient_count == 3
+    segments = dict(email_send.deliveries.values_list("subscriber__email", "segment"))
+    assert segments == {
+        readers["free"][0].email: "free",
+        readers["free"][1].email: "free",
+        "paid@example.com": "paid",
+    }
+    assert set(email_send.deliveries.values_list("status", flat=True)) == {"pending"}
+    assert len(callbacks) == 1  # the work is queued only once the transaction commits
+
+
+def test_paid_audience_narrows_the_send_to_paid_readers(readers):
+    MembershipFactory(subscriber__email="lapsed@example.com", status=Membership.Status.CANCELED)
+    article = ArticleFactory(email_audience=Article.EmailAudience.PAID)
+
+    email_send = publish_article(article=article).email_send
+
+    assert email_send is not None
+    emails = list(email_send.deliveries.values_list("subscriber__email", flat=True))
+    assert emails == ["paid@example.com"]
+
+
+def test_publishing_without_email_creates_no_send(readers):
+    article = ArticleFactory()
+    result = publish_article(article=article, send_email=False)
+
+    assert result.email_send is None
+    assert not EmailSend.objects.exists()
+    assert not Delivery.objects.exists()
+
+
+def test_publishing_twice_never_creates_a_second_send(readers):
+    article = ArticleFactory()
+    first = publish_article(article=article).email_send
+    assert first is not None
+
+    publish_article(article=article)
+    again = sending.create_email_send(article=Article.objects.get(pk=article.pk))
+
+    assert EmailSend.objects.count() == 1
+    assert again == first
+    assert Delivery.objects.count() == 3
+
+
+def test_a_send_to_an_empty_list_is_finished_at_once():
+    email_send = publish_article(article=ArticleFactory()).email_send
+
+    assert email_send is not None
+    assert email_send.recipient_count == 0
+    assert email_send.status == EmailSend.Status.SENT
+
+
+def test_publishing_emails_every_eligible_reader_once_and_finishes_the_send(
+    readers, settings, django_capture_on_commit_callbacks
+):
+    settings.EMAIL_SEND_CHUNK_SIZE = 1  # several chunks, chained through the tasks
+    article = ArticleFactory(body=PAYWALLED_BODY, visibility=Article.Visibility.PAID)
+
+    result, _ = publish(article, django_capture_on_commit_callbacks)
+
+    recipients = sorted(m.to[0] for m in mail.outbox)
+    assert recipients == sorted([r.email for r in readers["free"]] + ["paid@example.com"])
+    email_send = EmailSend.objects.get(pk=result.email_send.pk)
+    assert email_send.status == EmailSend.Status.SENT
+    assert (email_send.sent_count, email_send.failed_count) == (3, 0)
+    assert email_send.started_at is not None and email_send.finished_at is not None
+    assert set(email_send.deliveries.values_list("status", flat=True)) == {"sent"}
+    assert all(d.provider_message_id.startswith("<broadside.") for d in email_send.deliveries.all())
+
+
+def test_free_readers_get_the_text_before_the_paywall_and_paid_readers_all_of_it(
+    readers, django_capture_on_commit_callbacks
+):
+    article = ArticleFactory(body=PAYWALLED_BODY, visibility=Article.Visibility.PAID)
+    publish(article, django_capture_on_commit_callbacks)
+
+    by_recipient = {m.to[0]: m for m in mail.outbox}
+    paid = by_recipient["paid@example.com"]
+    free = by_recipient[readers["free"][0].email]
+    for message in (paid, free):
+        assert "Free opening." in message.body
+        assert "Free opening." in message.alternatives[0][0]
+    assert "Paid analysis." in paid.body
+    assert "Paid analysis." in paid.alternatives[0][0]
+    assert "Paid analysis." not in free.body
+    assert "Paid analysis." not in free.alternatives[0][0]
+    assert "/upgrade/" in free.alternatives[0][0]
+    assert "/upgrade/" not in paid.alternatives[0][0]
+
+
+def test_unsubscribe_mid_send_skips_the_readers_remaining_delivery(readers):
+    email_send = publish_article(article=ArticleFactory()).email_send
+    leaver = readers["free"][1]
+    Subscriber.objects.filter(pk=leaver.pk).update(status=Subscriber.Status.UNSUBSCRIBED)
+    mark_sending(email_send)
+
+    result = sending.send_chunk(email_send_id=email_send.pk)
+
+    assert (result.sent, result.skipped) == (2, 1)
+    assert leaver.email not in [m.to[0] for m in mail.outbox]
+    skipped = Delivery.objects.get(send=email_send, subscriber=leaver)
+    assert skipped.status == Delivery.Status.SKIPPED
+    assert "unsubscribed" in skipped.last_error
+
+
+def test_a_chunk_goes_out_over_one_smtp_connection(readers, smtp_server):
+    email_send = publish_article(article=ArticleFactory()).email_send
+    mark_sending(email_send)
+
+    result = sending.send_chunk(email_send_id=email_send.pk)
+
+    assert result.sent == 3
+    assert smtp_server.received == 3
+    assert smtp_server.connections == 1
+
+
+def test_recipients_the_server_refuses_permanently_fail_and_the_rest_are_delivered(
+    readers, smtp_server
+):
+    refused = readers["free"][0].email
+    smtp_server.refuse(refused, code=550, text="No such mailbox")
+    email_send = publish_article(article=ArticleFactory()).email_send
+    mark_sending(email_send)
+
+    result = sending.send_chunk(email_send_id=email_send.pk)
+    sending.continue_send(email_send_id=email_send.pk, result=result)
+
+    assert (result.sent, result.failed) == (2, 1)
+    assert sorted(smtp_server.recipients()) == sorted(
+        [readers["free"][1].email, "paid@example.com"]
+    )
+    failed = Delivery.objects.get(send=email_send, subscriber__email=refused)
+    assert failed.status == Delivery.Status.FAILED
+    assert failed.last_error.startswith("550")
+    assert "No such mailbox" in failed.last_error
+    email_send.refresh_from_db()
+    assert email_send.status == EmailSend.Status.SENT
+    assert (email_send.sent_count, email_send.failed_count) == (2, 1)
+
+
+def test_a_temporary_refusal_is_retried_with_backoff_and_then_delivered(readers, smtp_server):
+    greylisted = readers["free"][0].email
+    smtp_server.refuse(greylisted, code=451, text="Greylisted, try later", times=1)
+    email_send = publish_article(article=ArticleFactory()).email_send
+    mark_sending(email_send)
+
+    first = sending.send_chunk(email_send_id=email_send.pk)
+
+    assert (first.sent, first.retrying, first.failed) == (2, 1, 0)
+    waiting = Delivery.objects.get(send=email_send, subscriber__email=greylisted)
+    assert waiting.status == Delivery.Status.PENDING
+    assert waiting.attempts == 1
+    assert "451" in waiting.last_error
+    assert waiting.next_attempt_at > timezone.now() + timedelta(seconds=30)
+    # Not due yet: nothing is claimed and the send is not finished.
+    assert sending.send_chunk(email_send_id=email_send.pk).claimed == 0
+    assert not sending.finish_send_if_done(email_send_id=email_send.pk)
+
+    # When it comes due, the sweeper restarts the send and the retry goes out.
+    later = timezone.now() + timedelta(minutes=2)
+    EmailSend.objects.filter(pk=email_send.pk).update(last_activity_at=later - timedelta(hours=1))
+    swept = sending.sweep_email_sends(now=later)
+    assert swept.restarted == [email_send.pk]
+    Delivery.objects.filter(pk=waiting.pk).update(next_attempt_at=timezone.now())
+    tasks.send_email_chunk.delay(email_send.pk)
+
+    waiting.refresh_from_db()
+    assert waiting.status == Delivery.Status.SENT
+    assert waiting.attempts == 2
+    assert smtp_server.recipients().count(greylisted) == 1
+    email_send.refresh_from_db()
+    assert email_send.status == EmailSend.Status.SENT
+
+
+def test_a_mail_server_that_is_down_leaves_the_chunk_to_retry(readers, settings):
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST = "127.0.0.1"
+    settings.EMAIL_PORT = 9  # nothing listens on the discard port
+    settings.EMAIL_TIMEOUT = 2
+    email_send = publish_article(article=ArticleFactory()).email_send
+    mark_sending(email_send)
+
+    result = sending.send_chunk(email_send_id=email_send.pk)
+
+    assert (result.sent, result.retrying) == (0, 3)
+    statuses = set(email_send.deliveries.values_list("status", flat=True))
+    assert statuses == {Delivery.Status.PENDING}
+    assert all(d.next_attempt_at for d in email_send.deliveries.all())
+
+
+def test_temporary_failures_become_permanent_after_the_last_attempt(readers, smtp_server):
+    stubborn = readers["free"][0].email
+    smtp_server.refuse(stubborn, code=452, text="Mailbox full")
+    email_send = publish_article(article=ArticleFactory()).email_send
+    mark_sending(email_send)
+    Delivery.objects.filter(subscriber__email=stubborn).update(attempts=sending.MAX_ATTEMPTS - 1)
+
+    result = sending.send_chunk(email_send_id=email_send.pk)
+
+    assert result.failed == 1
+    delivery = Delivery.objects.get(subscriber__email=stubborn)
+    assert delivery.status == Delivery.Status.FAILED
+    assert delivery.attempts == sending.MAX_ATTEMPTS
+
+
+def test_stale_claims_of_a_dead_worker_go_back_to_pending_and_are_sent_once(readers, settings):
+    email_send = publish_article(article=ArticleFactory()).email_send
+    mark_sending(email_send)
+    # A worker claims the chunk, then dies before sending anything.
+    claimed_at, claimed, _ = sending.claim_chunk(email_send_id=email_send.pk)
+    assert len(claimed) == 3
+    assert sending.send_chunk(email_send_id=email_send.pk).claimed == 0  # nothing left to claim
+
+    swept_early = sending.sweep_email_sends(now=claimed_at + timedelta(seconds=10))
+    assert swept_early.released == 0
+    later = claimed_at + timedelta(seconds=settings.EMAIL_CLAIM_TIMEOUT + 1)
+    swept = sending.sweep_email_sends(now=later)
+
+    assert swept.released == 3
+    assert swept.restarted == [email_send.pk]
+    assert sorted(m.to[0] for m in mail.outbox) == sorted(
+        [r.email for r in readers["free"]] + ["paid@example.com"]
+    )
+    email_send.refresh_from_db()
+    assert email_send.status == EmailSend.Status.SENT
+
+
+def test_a_worker_whose_claim_was_handed_on_does_not_record_it_as_its_own(readers):
+    email_send = publish_article(article=ArticleFactory()).email_send
+    mark_sending(email_send)
+    claimed_at, claimed, _ = sending.claim_chunk(email_send_id=email_send.pk)
+    Delivery.objects.filter(send=email_send).update(claimed_at=claimed_at + timedelta(seconds=1))
+
+    assert not sending._mark_sent(
+        pk=claimed[0].pk, claimed_at=claimed_at, provider_message_id="<x@y>"
+    )
+    assert Delivery.objects.get(pk=claimed[0].pk).status == Delivery.Status.CLAIMED
+
+
+def test_a_worker_releases_what_it_cannot_send_before_its_claim_goes_stale(readers, settings):
+    settings.EMAIL_CLAIM_TIMEOUT = 0
+    email_send = publish_article(article=ArticleFactory()).email_send
+    mark_sending(email_send)
+
+    result = sending.send_chunk(email_send_id=email_send.pk)
+
+    assert (result.sent, result.released) == (0, 3)
+    assert mail.outbox == []
+    pending = email_send.deliveries.filter(status=Delivery.Status.PENDING)
+    assert pending.count() == 3
+    assert set(pending.values_list("attempts", flat=True)) == {0}
+
+
+def test_pausing_stops_workers_claiming_and_resuming_finishes_the_send(
+    readers, django_capture_on_commit_callbacks
+):
+    email_send = publish_article(article=ArticleFactory()).email_send
+    mark_sending(email_send)
+    sending.pause_send(email_send=email_send)
+
+    assert sending.send_chunk(email_send_id=email_send.pk).claimed == 0
+    assert mail.outbox == []
+
+    with django_capture_on_commit_callbacks(execute=True):
+        sending.resume_send(email_send=email_send)
+
+    assert len(mail.outbox) == 3
+    email_send.refresh_from_db()
+    assert email_send.status == EmailSend.Status.SENT
+
+
+def test_cancelling_skips_every_delivery_not_yet_sent(readers):
+    email_send = publish_article(article=ArticleFactory()).email_send
+    mark_sending(email_send)
+
+    sending.cancel_send(email_send=email_send)
+
+    assert sending.send_chunk(email_send_id=email_send.pk).claimed == 0
+    assert mail.outbox == []
+    assert set(email_send.deliveries.values_list("status", flat=True)) == {"skipped"}
+    with pytest.raises(sending.SendError):
+        sending.pause_send(email_send=email_send)
+
+
+def test_retrying_failed_deliveries_sends_them_again(
+    readers, smtp_server, django_capture_on_commit_callbacks
+):
+    refused = readers["free"][0].email
+    smtp_server.refuse(refused, code=550, times=1)
+    email_send = publish_article(article=ArticleFactory()).email_send
+    with django_capture_on_commit_callbacks(execute=True):
+        tasks.start_email_send.delay(email_send.pk)
+    email_send.refresh_from_db()
+    assert email_send.failed_count == 1
+
+    with django_capture_on_commit_callbacks(execute=True):
+        assert sending.retry_failed_deliveries(email_send=email_send) == 1
+
+    assert smtp_server.recipients().count(refused) == 1
+    email_send.refresh_from_db()
+    assert email_send.status == EmailSend.Status.SENT
+    assert (email_send.sent_count, email_send.failed_count) == (3, 0)
+
+
+def test_progress_counts_the_ledger_and_reports_recent_errors(readers, smtp_server):
+    smtp_server.refuse(readers["free"][0].email, code=550, text="Unknown user")
+    email_send = publish_article(article=ArticleFactory()).email_send
+    mark_sending(email_send)
+    sending.send_chunk(email_send_id=email_send.pk, size=2)
+
+    progress = sending.send_progress(email_send=email_send)
+
+    assert (progress.sent, progress.failed, progress.pending) == (1, 1, 1)
+    assert progress.rate_per_minute == 1
+    assert progress.recent_errors == [(readers["free"][0].email, "550 Unknown user")]
+    assert progress.as_dict()["percent"] == pytest.approx(66.7)
+
+
+def test_test_email_goes_only_to_the_editor_with_the_whole_article(readers):
+    article = ArticleFactory(body=PAYWALLED_BODY, visibility=Article.Visibility.PAID)
+
+    sending.send_test_email(article=article, to_email="editor@example.com")
+
+    assert [m.to for m in mail.outbox] == [["editor@example.com"]]
+    assert mail.outbox[0].subject.startswith("[Test] ")
+    assert "Paid analysis." in mail.outbox[0].body
+    assert not EmailSend.objects.exists()
+    article.refresh_from_db()
+    assert article.status == Article.Status.DRAFT
