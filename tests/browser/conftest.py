@@ -18,6 +18,8 @@ from django.db import connection
 from playwright.sync_api import Browser, Page, sync_playwright
 
 from tests.browser import harness
+from tests.fakes.stripe_api import FakeStripeAPI
+from tests.fakes.telegram_api import FakeTelegramAPI
 
 ARTIFACTS = harness.ROOT / "test-artifacts"
 
@@ -28,6 +30,8 @@ class Site:
 
     url: str
     mail: harness.CapturedMail
+    stripe: FakeStripeAPI
+    telegram: FakeTelegramAPI
     stack: harness.Stack
 
     def link(self, path: str) -> str:
@@ -35,9 +39,7 @@ class Site:
 
 
 @pytest.fixture(scope="package")
-def e2e_stack(
-    django_db_setup, django_db_blocker, tmp_path_factory
-) -> Iterator[tuple[harness.Stack, harness.CapturedMail]]:
+def e2e_stack(django_db_setup, django_db_blocker, tmp_path_factory) -> Iterator[Site]:
     with django_db_blocker.unblock():
         database_name = connection.settings_dict["NAME"]
         connection.close()
@@ -45,22 +47,34 @@ def e2e_stack(
     harness.flush_redis()
     with (
         harness.capturing_smtp_server() as (smtp_port, mail),
+        FakeStripeAPI(webhook_secret=harness.STRIPE_WEBHOOK_SECRET) as stripe_api,
+        FakeTelegramAPI(
+            token=harness.TELEGRAM_BOT_TOKEN, chats=[harness.TELEGRAM_CHAT_ID]
+        ) as telegram_api,
         harness.running_stack(
-            database_name=database_name, workdir=workdir, smtp_port=smtp_port
+            database_name=database_name,
+            workdir=workdir,
+            smtp_port=smtp_port,
+            stripe_api_base=stripe_api.url,
+            telegram_api_url=telegram_api.url,
         ) as stack,
     ):
-        yield stack, mail
+        # Stripe's checkout page delivers its signed webhooks to the site, as Stripe does.
+        stripe_api.webhook_url = f"{stack.site_url}/stripe/webhook/"
+        yield Site(
+            url=stack.site_url, mail=mail, stripe=stripe_api, telegram=telegram_api, stack=stack
+        )
     harness.flush_redis()
 
 
 @pytest.fixture
-def site(e2e_stack, transactional_db) -> Iterator[Site]:
-    stack, mail = e2e_stack
-    stack.check_alive()
-    mail.clear()
+def site(e2e_stack: Site, transactional_db) -> Iterator[Site]:
+    e2e_stack.stack.check_alive()
+    e2e_stack.mail.clear()
+    e2e_stack.telegram.reset()
     harness.clear_cache_keys()
-    yield Site(url=stack.site_url, mail=mail, stack=stack)
-    stack.check_alive()
+    yield e2e_stack
+    e2e_stack.stack.check_alive()
 
 
 @pytest.fixture(scope="package")

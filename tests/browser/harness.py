@@ -9,6 +9,7 @@ site knows its own URL (gunicorn inherits its socket as `fd://N`).
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import signal
@@ -380,10 +381,19 @@ def drop_database(name: str) -> None:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+def has_migrations() -> bool:
+    return all(
+        any((ROOT / app / "migrations").glob("0*.py")) for app in ("newsletter", "subscriptions")
+    )
+
+
 def migrate(env: dict[str, str]) -> None:
-    # --run-syncdb creates the tables of apps without migrations and applies the
-    # migrations of the others, so this works before and after migrations exist.
-    manage(env, "migrate", "--run-syncdb", "--noinput", "-v", "0")
+    """Create the schema: from the migrations once they exist, from the models until then."""
+    if has_migrations():
+        manage(env, "migrate", "--noinput", "-v", "0")
+    else:
+        syncdb_env = {**env, "DJANGO_SETTINGS_MODULE": "tests.browser.syncdb_settings"}
+        manage(syncdb_env, "migrate", "--run-syncdb", "--noinput", "-v", "0")
 
 
 def chromium_path() -> str:
@@ -463,6 +473,7 @@ def capturing_smtp_server() -> Iterator[tuple[int, CapturedMail]]:
     """An aiosmtpd server on 127.0.0.1 (kernel-picked port) that keeps what it receives."""
     from aiosmtpd.controller import Controller
 
+    logging.getLogger("mail.log").setLevel(logging.WARNING)
     mailbox = CapturedMail()
 
     class Handler:

@@ -1,0 +1,354 @@
+"""Load on the running product, on loopback: pages, a signup burst, webhook deliveries.
+
+    .venv/bin/python bench/load.py [--duration 5] [--connections 32]
+                                   [--signups 500] [--webhooks 1000]
+
+Starts the same stack as the browser journeys (gunicorn, a celery worker, Redis db 7,
+a capturing SMTP server, the Stripe stand-in) on a database of its own
+(`bench_broadside_load`, created, migrated and dropped here) and prints:
+
+1. requests/second for the home page and an article page, each as a ratio to a static
+   file served by the same gunicorn (wrk when installed, else a small threaded client);
+2. a burst of concurrent signups from many loopback addresses (127.0.0.x) plus one
+   address that goes over its limit: status codes, 5xx count, duplicate subscribers,
+   confirmation emails per address, 429s where the limit says and nowhere else;
+3. webhook deliveries with 20% duplicates, signed with the stripe library's scheme:
+   answer latency, and whether every event was applied exactly once.
+
+Figures are printed, never asserted; the exit code is non-zero only when the stack
+cannot start or a correctness check (no 5xx, no duplicates, each event once) fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections import Counter
+from contextlib import ExitStack
+from http.client import HTTPConnection
+from pathlib import Path
+from urllib.parse import urlsplit
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.browser import harness  # noqa: E402
+
+DATABASE = "bench_broadside_load"
+FAILURES: list[str] = []
+
+
+def check(condition: bool, message: str) -> None:
+    print(f"  {'ok  ' if condition else 'FAIL'} {message}")
+    if not condition:
+        FAILURES.append(message)
+
+
+# --- setup ------------------------------------------------------------------------------
+
+
+def setup_django(env: dict[str, str]) -> None:
+    for key in ("DATABASE_URL", "SECRET_KEY", "DEBUG", "VAR_DIR", "STRIPE_WEBHOOK_SECRET"):
+        os.environ[key] = env[key]
+    os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings"
+    os.environ["CONN_MAX_AGE"] = "0"
+    os.environ["LOG_LEVEL"] = "WARNING"
+    import django
+
+    django.setup()
+
+
+def seed_content() -> dict[str, str]:
+    from django.utils import timezone
+
+    from newsletter.models import Article, Author, Publication, Section
+
+    Publication.objects.update_or_create(
+        pk=1,
+        defaults={
+            "name": "The Meridian",
+            "tagline": "Geopolitics, weekly",
+            "description": "Independent analysis of the world's flashpoints.",
+        },
+    )
+    author = Author.objects.create(display_name="Ines Calloway", slug="ines-calloway")
+    section = Section.objects.create(name="Global geopolitics", slug="global-geopolitics")
+    paragraph = (
+        "<p>Shipping through the strait fell by a third in a month, and insurers "
+        "repriced war risk twice in a week. What follows is a close reading of who "
+        "gains, who loses, and what the ministries are not saying in public.</p>"
+    )
+    slug = ""
+    for number in range(12):
+        article = Article.objects.create(
+            title=f"Straits under pressure, part {number + 1}",
+            slug=f"straits-under-pressure-{number + 1}",
+            subtitle="Why the chokepoints matter again",
+            body=paragraph * 20,
+            section=section,
+            status=Article.Status.PUBLISHED,
+            published_at=timezone.now(),
+        )
+        article.authors.add(author)
+        slug = article.slug
+    return {"article_path": f"/p/{slug}/"}
+
+
+# --- 1. pages -----------------------------------------------------------------------------
+
+
+def wrk(url: str, *, duration: int, connections: int, threads: int) -> tuple[float, int, int]:
+    """(requests/second, requests, non-2xx/3xx responses) measured by wrk."""
+    result = subprocess.run(
+        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency", url],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", result.stdout).group(1))  # type: ignore[union-attr]
+    total = int(re.search(r"(\d+) requests in", result.stdout).group(1))  # type: ignore[union-attr]
+    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", result.stdout)
+    return rate, total, int(bad.group(1)) if bad else 0
+
+
+def python_load(
+    url: str, *, duration: int, connections: int, threads: int
+) -> tuple[float, int, int]:
+    """The same measurement without wrk: keep-alive connections, one per thread."""
+    parts = urlsplit(url)
+    counts = Counter[str]()
+    lock = threading.Lock()
+    stop_at = time.monotonic() + duration
+
+    def run() -> None:
+        conn = HTTPConnection(parts.hostname, parts.port, timeout=30)
+        done = bad = 0
+        while time.monotonic() < stop_at:
+            conn.request("GET", parts.path or "/")
+            response = conn.getresponse()
+            response.read()
+            done += 1
+            bad += response.status >= 400
+        conn.close()
+        with lock:
+            counts["done"] += done
+            counts["bad"] += bad
+
+    started = time.monotonic()
+    workers = [threading.Thread(target=run) for _ in range(connections)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    elapsed = time.monotonic() - started
+    return counts["done"] / elapsed, counts["done"], counts["bad"]
+
+
+def measure_pages(site_url: str, article_path: str, *, duration: int, connections: int) -> None:
+    tool = wrk if shutil.which("wrk") else python_load
+    print(f"\n1. Pages ({tool.__name__}, {connections} connections, {duration}s each)")
+    static_path = "/static/css/site.css"
+    with urllib.request.urlopen(f"{site_url}/") as response:  # warm up, and find the file
+        html = response.read().decode()
+    hashed = re.search(r'href="(/static/css/site\.[0-9a-f]+\.css)"', html)
+    if hashed:
+        static_path = hashed.group(1)
+    results = {}
+    for name, path in (("static file", static_path), ("home", "/"), ("article", article_path)):
+        rate, total, bad = tool(
+            f"{site_url}{path}", duration=duration, connections=connections, threads=2
+        )
+        results[name] = rate
+        print(f"  {name:<12} {path:<45} {rate:9.1f} req/s  ({total} requests, {bad} errors)")
+        check(bad == 0, f"{name}: every response was 2xx/3xx")
+    for name in ("home", "article"):
+        print(f"  {name} / static file ratio: {results[name] / results['static file']:.3f}")
+
+
+# --- 2. signup burst ---------------------------------------------------------------------
+
+
+async def signup_burst(
+    site_url: str, *, total: int, per_ip_limit: int, over_limit: int
+) -> tuple[Counter[int], dict[str, list[int]], float]:
+    """`total` signups at once: most from addresses within the limit, some from one over it."""
+    import httpx
+
+    within = total - over_limit
+    ips_within = max(1, -(-within // per_ip_limit))  # ceil
+    plan: list[tuple[str, str]] = []  # (source ip, email)
+    distinct = int(within * 0.8)
+    emails = [f"reader{n}@burst.example" for n in range(distinct)]
+    # One in five repeats an address already in the burst, in other letter case.
+    emails += [random.choice(emails[:distinct]).upper() for _ in range(within - distinct)]
+    random.shuffle(emails)
+    for index, email in enumerate(emails):
+        plan.append((f"127.0.1.{index // per_ip_limit + 1}", email))
+    assert ips_within < 250
+    plan += [("127.0.2.1", f"eager{n}@burst.example") for n in range(over_limit)]
+
+    clients: dict[str, httpx.AsyncClient] = {}
+    tokens: dict[str, str] = {}
+    limits = httpx.Limits(max_connections=per_ip_limit + over_limit)
+    for ip in {ip for ip, _ in plan}:
+        client = httpx.AsyncClient(
+            base_url=site_url,
+            transport=httpx.AsyncHTTPTransport(local_address=ip, limits=limits),
+            timeout=120,
+        )
+        response = await client.get("/subscribe/")
+        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', response.text)
+        assert token, f"no CSRF token in /subscribe/ ({response.status_code})"
+        clients[ip], tokens[ip] = client, token.group(1)
+
+    async def post(ip: str, email: str) -> tuple[str, int]:
+        response = await clients[ip].post(
+            "/subscribe/",
+            data={"email": email, "csrfmiddlewaretoken": tokens[ip]},
+            headers={"Referer": f"{site_url}/subscribe/"},
+        )
+        return ip, response.status_code
+
+    started = time.monotonic()
+    answers = await asyncio.gather(*(post(ip, email) for ip, email in plan))
+    elapsed = time.monotonic() - started
+    for client in clients.values():
+        await client.aclose()
+    statuses = Counter(status for _, status in answers)
+    by_ip: dict[str, list[int]] = {}
+    for ip, status in answers:
+        by_ip.setdefault(ip, []).append(status)
+    return statuses, by_ip, elapsed
+
+
+def measure_signups(site_url: str, mail: harness.CapturedMail, *, total: int) -> None:
+    from django.db import connection
+
+    from subscriptions.models import Subscriber
+    from subscriptions.views.signup import SIGNUPS_PER_IP
+
+    over_limit = max(SIGNUPS_PER_IP * 3, total // 10)
+    print(
+        f"\n2. Signup burst: {total} POST /subscribe/ at once, {total - over_limit} from "
+        f"addresses within the limit ({SIGNUPS_PER_IP} per address), {over_limit} from one "
+        "address; one in five repeats an address"
+    )
+    harness.clear_cache_keys()
+    statuses, by_ip, elapsed = asyncio.run(
+        signup_burst(site_url, total=total, per_ip_limit=SIGNUPS_PER_IP, over_limit=over_limit)
+    )
+    print(f"  answered in {elapsed:.2f}s ({total / elapsed:.1f} signups/s): {dict(statuses)}")
+    errors = sum(count for status, count in statuses.items() if status >= 500)
+    check(errors == 0, f"no 5xx answers ({errors})")
+    eager = by_ip.pop("127.0.2.1")
+    check(
+        eager.count(429) == over_limit - SIGNUPS_PER_IP and eager.count(200) == SIGNUPS_PER_IP,
+        f"the address over its limit got {eager.count(200)} x 200 and {eager.count(429)} x 429 "
+        f"(limit {SIGNUPS_PER_IP})",
+    )
+    others_429 = sum(statuses.count(429) for statuses in by_ip.values())
+    check(others_429 == 0, f"addresses within the limit got no 429 ({others_429})")
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM (SELECT lower(email) FROM subscriptions_subscriber "
+            "GROUP BY lower(email) HAVING count(*) > 1) AS dupes"
+        )
+        duplicates = cursor.fetchone()[0]
+    accepted = Subscriber.objects.filter(email__endswith="@burst.example").count()
+    print(f"  subscribers stored: {accepted}")
+    check(duplicates == 0, f"no duplicate subscribers ({duplicates})")
+    harness.wait_until(
+        lambda: len(mail.all()) >= accepted, timeout=60, what="the confirmation emails"
+    )
+    per_address = Counter(rcpt.lower() for rcpts, _ in mail.all() for rcpt in rcpts)
+    check(
+        len(per_address) == accepted and max(per_address.values()) == 1,
+        f"one confirmation email per stored subscriber ({len(mail.all())} emails, "
+        f"{len(per_address)} addresses, at most {max(per_address.values())} each)",
+    )
+
+
+# --- 3. webhooks ---------------------------------------------------------------------------
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=int, default=5, help="seconds per page measured")
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--signups", type=int, default=500)
+    parser.add_argument("--webhooks", type=int, default=1000)
+    parser.add_argument("--web-workers", type=int, default=2 * (os.cpu_count() or 1) + 1)
+    args = parser.parse_args()
+
+    workdir = Path(os.environ.get("BENCH_WORKDIR", "/tmp")) / f"broadside-load-{os.getpid()}"
+    print(
+        f"Broadside load on loopback: {os.cpu_count()} CPUs, gunicorn with "
+        f"{args.web_workers} sync workers, PostgreSQL, Redis ({harness.REDIS_URL})"
+    )
+    harness.create_database(DATABASE)
+    try:
+        with ExitStack() as stack:
+            smtp_port, mail = stack.enter_context(harness.capturing_smtp_server())
+            from tests.fakes.stripe_api import FakeStripeAPI
+
+            stripe_api = stack.enter_context(
+                FakeStripeAPI(webhook_secret=harness.STRIPE_WEBHOOK_SECRET)
+            )
+            env = harness.stack_env(
+                database_name=DATABASE,
+                site_url="http://127.0.0.1",
+                workdir=workdir,
+                smtp_port=smtp_port,
+                stripe_api_base=stripe_api.url,
+            )
+            workdir.mkdir(parents=True, exist_ok=True)
+            harness.migrate(env)
+            setup_django(env)
+            paths = seed_content()
+            harness.flush_redis()
+            site = stack.enter_context(
+                harness.running_stack(
+                    database_name=DATABASE,
+                    workdir=workdir,
+                    smtp_port=smtp_port,
+                    stripe_api_base=stripe_api.url,
+                    web_workers=args.web_workers,
+                    # Production's persistent connections (the harness's default is 0).
+                    extra_env={"CONN_MAX_AGE": "60"},
+                )
+            )
+            stripe_api.webhook_url = f"{site.site_url}/stripe/webhook/"
+            measure_pages(
+                site.site_url,
+                paths["article_path"],
+                duration=args.duration,
+                connections=args.connections,
+            )
+            measure_signups(site.site_url, mail, total=args.signups)
+            site.check_alive()
+    finally:
+        if "django.db" in sys.modules:
+            from django.db import connections
+
+            connections.close_all()
+        harness.drop_database(DATABASE)
+        harness.flush_redis()
+        shutil.rmtree(workdir, ignore_errors=True)
+    if FAILURES:
+        print(f"\n{len(FAILURES)} check(s) failed:", *FAILURES, sep="\n  ")
+        return 1
+    print("\nAll checks passed.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
