@@ -1,7 +1,64 @@
-"""django-allauth customisation, in one place."""
+"""django-allauth customisation, in one place.
+
+Readers sign in by an emailed code. Every reader account is tied to the subscriber
+with the same address: when the address is verified (signup), when they sign in, and
+before a sign-in code is sent to a subscriber who has no account yet
+(`ReaderRequestLoginCodeForm`), so confirmed and imported readers sign in straight away.
+"""
+
+from __future__ import annotations
+
+from typing import Any
 
 from allauth.account.adapter import DefaultAccountAdapter
+from allauth.account.forms import RequestLoginCodeForm
+from allauth.account.models import EmailAddress
+from django.http import HttpRequest
+
+from newsletter.models import Publication
+from subscriptions.models import Subscriber
+from subscriptions.services.accounts import ensure_reader_account, link_reader_account
+from subscriptions.services.notifications import sender_address
 
 
 class ReaderAccountAdapter(DefaultAccountAdapter):
-    pass
+    def get_from_email(self) -> str:
+        return sender_address(Publication.load())
+
+    def format_email_subject(self, subject: str) -> str:
+        return f"[{Publication.load().name}] {subject}"
+
+    def confirm_email(self, request: HttpRequest, email_address: EmailAddress) -> bool:
+        confirmed = super().confirm_email(request, email_address)
+        if confirmed:
+            link_reader_account(
+                user=email_address.user,
+                email=email_address.email,
+                signup=True,
+                ip=request.META.get("REMOTE_ADDR"),
+            )
+        return confirmed
+
+    def login(self, request: HttpRequest, user: Any) -> None:
+        super().login(request, user)
+        if getattr(user, "email", ""):
+            link_reader_account(user=user, email=user.email)
+
+
+class ReaderRequestLoginCodeForm(RequestLoginCodeForm):
+    """Creates the account of a subscriber who has none before the code is sent.
+
+    Only for subscribers who confirmed or were imported: their address is known good.
+    """
+
+    def clean_email(self) -> str:
+        email = self.cleaned_data.get("email") or ""
+        if email:
+            subscriber = (
+                Subscriber.objects.filter(email__iexact=email, user__isnull=True)
+                .exclude(status=Subscriber.Status.PENDING)
+                .first()
+            )
+            if subscriber is not None:
+                ensure_reader_account(subscriber=subscriber)
+        return super().clean_email()

@@ -25,6 +25,9 @@ class Subscriber(models.Model):
     confirmation_sent_at = models.DateTimeField(null=True, blank=True)
     confirmed_at = models.DateTimeField(null=True, blank=True)
     unsubscribed_at = models.DateTimeField(null=True, blank=True)
+    status_reason = models.CharField(
+        max_length=200, blank=True, default="", help_text="Why the status last changed."
+    )
     user = models.OneToOneField(
         settings.AUTH_USER_MODEL,
         null=True,
@@ -115,6 +118,12 @@ class Membership(models.Model):
         null=True, blank=True, help_text="For complimentary and gift memberships."
     )
     reminder_sent_at = models.DateTimeField(null=True, blank=True)
+    imported_from = models.CharField(
+        max_length=100, blank=True, default="", help_text="e.g. substack, for imported members."
+    )
+    canceled_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the membership ended (for churn figures)."
+    )
     stripe_synced_at = models.DateTimeField(
         null=True, blank=True, help_text="Creation time of the newest Stripe state applied."
     )
@@ -155,6 +164,13 @@ class Donation(models.Model):
     )
     stripe_payment_intent_id = models.CharField(max_length=200, blank=True, db_index=True)
     stripe_subscription_id = models.CharField(max_length=100, blank=True, db_index=True)
+    stripe_invoice_id = models.CharField(
+        max_length=200,
+        null=True,
+        blank=True,
+        unique=True,
+        help_text="The invoice paid, for monthly support (one donation per invoice).",
+    )
     thanked_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -181,6 +197,12 @@ class StripeEvent(models.Model):
     processed_at = models.DateTimeField(null=True, blank=True)
     attempts = models.PositiveIntegerField(default=0)
     error = models.TextField(blank=True)
+    next_attempt_at = models.DateTimeField(
+        null=True, blank=True, db_index=True, help_text="When an unprocessed event is retried."
+    )
+    needs_attention = models.BooleanField(
+        default=False, help_text="Flagged for editors, e.g. a payment dispute."
+    )
 
     class Meta:
         ordering = ["-received_at"]

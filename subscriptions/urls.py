@@ -1,5 +1,25 @@
-from django.urls import path  # noqa: F401
+from django.urls import include, path
+
+from subscriptions.views import account, billing, donate, signup, unsubscribe, webhooks
 
 app_name = "subscriptions"
 
-urlpatterns: list = []
+urlpatterns: list = [
+    path("subscribe/", signup.subscribe_view, name="subscribe"),
+    path("subscribe/confirm/<str:token>/", signup.confirm_view, name="confirm"),
+    path("unsubscribe/<str:token>/", unsubscribe.unsubscribe_view, name="unsubscribe"),
+    path("account/", account.account_view, name="account"),
+    path("account/newsletter/", account.newsletter_view, name="account_newsletter"),
+    path("account/export/", account.export_view, name="account_export"),
+    path("account/delete/", account.delete_view, name="account_delete"),
+    # The email provider's tracking webhooks (bounces, complaints), e.g.
+    # /anymail/postmark/tracking/; see subscriptions/views/provider_events.py.
+    path("anymail/", include("anymail.urls")),
+    # Paid plans, billing, donations and Stripe's webhook.
+    path("upgrade/", billing.upgrade_view, name="upgrade"),
+    path("upgrade/success/", billing.upgrade_success_view, name="upgrade_success"),
+    path("account/billing/", billing.billing_view, name="billing"),
+    path("donate/", donate.donate_view, name="donate"),
+    path("donate/thanks/", donate.donate_thanks_view, name="donate_thanks"),
+    path("stripe/webhook/", webhooks.stripe_webhook, name="stripe_webhook"),
+]

@@ -1,0 +1,44 @@
+"""Reader-facing and admin forms of the subscriptions app."""
+
+from __future__ import annotations
+
+from django import forms
+from django.core.exceptions import ValidationError
+
+from subscriptions.services.addresses import InvalidAddress, clean_address
+
+
+class SubscribeForm(forms.Form):
+    email = forms.CharField(max_length=254, widget=forms.EmailInput())
+    # The honeypot: hidden from people by CSS, filled in by form-filling bots.
+    website = forms.CharField(required=False, label="Leave this empty")
+    source = forms.CharField(required=False, max_length=500, widget=forms.HiddenInput())
+
+    def clean_email(self) -> str:
+        try:
+            return clean_address(self.cleaned_data["email"])
+        except InvalidAddress as exc:
+            raise ValidationError(
+                "Please enter a valid email address (%(reason)s).", params={"reason": exc}
+            ) from exc
+
+    @property
+    def is_bot(self) -> bool:
+        return bool(self.data.get("website"))
+
+
+class NewsletterForm(forms.Form):
+    enabled = forms.BooleanField(required=False)
+
+
+class DeleteAccountForm(forms.Form):
+    confirm = forms.BooleanField(
+        required=True, label="I understand that this erases my account and cannot be undone."
+    )
+
+
+class SubscriberImportForm(forms.Form):
+    csv_file = forms.FileField(
+        label="CSV file",
+        help_text="Columns: email (required), name, created_at, status. UTF-8, header row.",
+    )

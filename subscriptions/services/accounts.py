@@ -1,0 +1,296 @@
+"""Reader accounts: the User behind a subscriber, the account page's changes, erasure.
+
+Every confirmed or imported subscriber gets a User with a verified address, so they
+can sign in by emailed code at once; `subscriptions.adapters` links accounts that
+readers create themselves.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+from typing import Any
+
+from allauth.account.models import EmailAddress
+from django.contrib.auth import get_user_model
+from django.contrib.auth.hashers import make_password
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import IntegrityError, models, transaction
+from django.db.models import Q
+from django.db.models.functions import Lower
+from django.utils import timezone
+
+from newsletter.models import Comment, Delivery
+from subscriptions.models import Donation, Membership, Subscriber
+from subscriptions.services.access import subscriber_is_paid
+from subscriptions.services.addresses import suppress, unsuppress
+from subscriptions.services.unsubscribe import unsubscribe_subscriber
+
+# Stripe statuses after which a subscription will not bill again.
+_ENDED_STRIPE_STATUSES = [Membership.Status.CANCELED, Membership.Status.INCOMPLETE_EXPIRED]
+
+
+class AccountError(Exception):
+    """The account change cannot be made; the message says why, for the reader."""
+
+
+def new_username() -> str:
+    # Readers sign in by email; the username only has to be unique.
+    return f"reader-{secrets.token_hex(8)}"
+
+
+def _user_for_email(email: str) -> Any | None:
+    """An existing user who owns this address and has no subscriber of their own."""
+    User = get_user_model()
+    free = Q(subscriber__isnull=True)
+    verified = EmailAddress.objects.filter(email__iexact=email, verified=True).values("user_id")
+    return (
+        User.objects.filter(free & Q(pk__in=verified)).first()
+        or User.objects.filter(free & Q(email__iexact=email)).order_by("pk").first()
+    )
+
+
+def _ensure_verified_address(*, user: Any, email: str) -> None:
+    address = EmailAddress.objects.filter(user=user, email__iexact=email).first()
+    if address is None:
+        try:
+            with transaction.atomic():
+                EmailAddress.objects.create(
+                    user=user,
+                    email=email,
+                    verified=True,
+                    primary=not EmailAddress.objects.filter(user=user, primary=True).exists(),
+                )
+        except IntegrityError:
+            # Another account already holds this address verified; leave it with them.
+            return
+    elif not address.verified:
+        address.verified = True
+        address.save(update_fields=["verified"])
+
+
+def ensure_reader_account(*, subscriber: Subscriber) -> Any:
+    """The subscriber's User, created (or found by address) and linked if need be."""
+    if subscriber.user_id:
+        return subscriber.user
+    with transaction.atomic():
+        user = _user_for_email(subscriber.email)
+        if user is None:
+            User = get_user_model()
+            user = User(username=new_username(), email=subscriber.email)
+            user.set_unusable_password()
+            user.save()
+        _ensure_verified_address(user=user, email=subscriber.email)
+        subscriber.user = user
+        subscriber.save(update_fields=["user", "updated_at"])
+    return user
+
+
+def ensure_reader_accounts(*, subscribers: Sequence[Subscriber]) -> int:
+    """Bulk `ensure_reader_account` for imports: a few queries per batch, not per row.
+
+    Returns how many users were created.
+    """
+    pending = [s for s in subscribers if not s.user_id]
+    if not pending:
+        return 0
+    User = get_user_model()
+    by_email = {s.email.lower(): s for s in pending}
+    emails = list(by_email)
+    verified_owners = dict(
+        EmailAddress.objects.annotate(lower=Lower("email"))
+        .filter(lower__in=emails, verified=True, user__subscriber__isnull=True)
+        .values_list("lower", "user_id")
+    )
+    users = User.objects.in_bulk(set(verified_owners.values()))
+    existing: dict[str, Any] = {
+        email: users[user_id] for email, user_id in verified_owners.items() if user_id in users
+    }
+    for user in (
+        User.objects.annotate(lower=Lower("email"))
+        .filter(lower__in=[e for e in emails if e not in existing], subscriber__isnull=True)
+        .order_by("pk")
+    ):
+        existing.setdefault(user.email.lower(), user)
+    new_users = [
+        User(
+            username=new_username(),
+            email=by_email[email].email,
+            password=make_password(None),
+            date_joined=timezone.now(),
+        )
+        for email in emails
+        if email not in existing
+    ]
+    User.objects.bulk_create(new_users)
+    EmailAddress.objects.bulk_create(
+        [EmailAddress(user=u, email=u.email, verified=True, primary=True) for u in new_users],
+        ignore_conflicts=True,
+    )
+    assignments = dict(existing)
+    assignments.update({u.email.lower(): u for u in new_users})
+    used: set[int] = set()
+    for email, user in assignments.items():
+        if user.pk in used:
+            continue
+        used.add(user.pk)
+        if email in existing:
+            _ensure_verified_address(user=user, email=by_email[email].email)
+        by_email[email].user = user
+    Subscriber.objects.bulk_update([s for s in pending if s.user_id], ["user"])
+    return len(new_users)
+
+
+def link_reader_account(
+    *, user: AbstractBaseUser, email: str, signup: bool = False, ip: str | None = None
+) -> Subscriber | None:
+    """Tie a signed-in reader to the subscriber with their (verified) address.
+
+    On signup (`signup=True`, the address just verified) a reader without a subscriber
+    becomes one, as on Ghost and Substack; they can turn the newsletter off on /account/.
+    """
+    own = Subscriber.objects.filter(user_id=user.pk).first()
+    if own is not None:
+        return own
+    with transaction.atomic():
+        subscriber = Subscriber.objects.select_for_update().filter(email__iexact=email).first()
+        now = timezone.now()
+        if subscriber is None:
+            if not signup:
+                return None
+            subscriber = Subscriber.objects.create(
+                email=email,
+                status=Subscriber.Status.ACTIVE,
+                consent_at=now,
+                consent_ip=ip,
+                consent_source="account signup",
+                confirmed_at=now,
+                user=user,  # type: ignore[misc]
+            )
+            unsuppress(email=email)
+            return subscriber
+        if subscriber.user_id is None:
+            subscriber.user = user  # type: ignore[assignment]
+            fields = ["user", "updated_at"]
+            if signup and subscriber.status == Subscriber.Status.PENDING:
+                # The verified account address is the opt-in the pending link asked for.
+                subscriber.status = Subscriber.Status.ACTIVE
+                subscriber.confirmed_at = now
+                fields += ["status", "confirmed_at"]
+            subscriber.save(update_fields=fields)
+    return subscriber
+
+
+def subscriber_for_account(*, user: AbstractBaseUser) -> Subscriber | None:
+    return Subscriber.objects.filter(user_id=user.pk).first()
+
+
+def set_newsletter_subscription(
+    *, user: AbstractBaseUser, enabled: bool, ip: str | None = None
+) -> Subscriber:
+    """Turn the newsletter on or off from the signed-in account page."""
+    subscriber = subscriber_for_account(user=user)
+    if subscriber is None:
+        email = getattr(user, "email", "")
+        if not email:
+            raise AccountError("Your account has no email address.")
+        subscriber = link_reader_account(user=user, email=email, signup=True, ip=ip)
+        assert subscriber is not None
+    if not enabled:
+        unsubscribe_subscriber(subscriber=subscriber, reason="turned off on the account page")
+        subscriber.refresh_from_db()
+        return subscriber
+    if subscriber.status != Subscriber.Status.ACTIVE:
+        # Signed in through a verified address: that is the confirmation.
+        now = timezone.now()
+        Subscriber.objects.filter(pk=subscriber.pk).update(
+            status=Subscriber.Status.ACTIVE,
+            status_reason="turned on on the account page",
+            consent_at=now,
+            consent_ip=ip,
+            consent_source="account page",
+            confirmed_at=now,
+            unsubscribed_at=None,
+            updated_at=now,
+        )
+        unsuppress(email=subscriber.email)
+        subscriber.refresh_from_db()
+    return subscriber
+
+
+def _row(obj: models.Model, *, exclude: tuple[str, ...] = ()) -> dict[str, Any]:
+    return {
+        field.attname: getattr(obj, field.attname)
+        for field in obj._meta.concrete_fields
+        if field.attname not in exclude
+    }
+
+
+def export_reader_data(*, user: AbstractBaseUser) -> dict[str, Any]:
+    """Everything stored about this reader, for the account page's JSON download."""
+    subscriber = subscriber_for_account(user=user)
+    emails = {getattr(user, "email", "")} | set(
+        EmailAddress.objects.filter(user_id=user.pk).values_list("email", flat=True)
+    )
+    if subscriber is not None:
+        emails.add(subscriber.email)
+    emails.discard("")
+    donations_q = Q(pk__in=[])
+    for email in emails:
+        donations_q |= Q(email__iexact=email)
+    if subscriber is not None:
+        donations_q |= Q(subscriber=subscriber)
+    data: dict[str, Any] = {
+        "exported_at": timezone.now(),
+        "account": _row(user, exclude=("password",)),
+        "email_addresses": [_row(a) for a in EmailAddress.objects.filter(user_id=user.pk)],
+        "subscriber": _row(subscriber) if subscriber else None,
+        "paid": subscriber_is_paid(subscriber=subscriber),
+        "memberships": [],
+        "deliveries": [],
+        "donations": [_row(d) for d in Donation.objects.filter(donations_q)],
+        "comments": [_row(c) for c in Comment.objects.filter(user_id=user.pk)],
+    }
+    if subscriber is not None:
+        data["memberships"] = [_row(m) for m in subscriber.memberships.all()]
+        data["deliveries"] = [
+            {**_row(d), "article_title": d.send.article.title}
+            for d in Delivery.objects.filter(subscriber=subscriber).select_related("send__article")
+        ]
+    return data
+
+
+def delete_reader_account(*, user: AbstractBaseUser) -> None:
+    """Erase the reader's personal data, keeping only a hashed suppression entry.
+
+    Donations stay as anonymous bookkeeping records (amount, currency, date).
+    """
+    subscriber = subscriber_for_account(user=user)
+    if (
+        subscriber is not None
+        and subscriber.memberships.filter(kind=Membership.Kind.STRIPE)
+        .exclude(status__in=_ENDED_STRIPE_STATUSES)
+        .exists()
+    ):
+        raise AccountError(
+            "You have a paid subscription that still renews. Cancel it under Billing "
+            "(/account/billing/) first, then delete your account."
+        )
+    emails = {getattr(user, "email", "")} | set(
+        EmailAddress.objects.filter(user_id=user.pk).values_list("email", flat=True)
+    )
+    if subscriber is not None:
+        emails.add(subscriber.email)
+    emails.discard("")
+    with transaction.atomic():
+        for email in emails:
+            suppress(email=email, reason="account deleted")
+        donations_q = Q(pk__in=[])
+        for email in emails:
+            donations_q |= Q(email__iexact=email)
+        if subscriber is not None:
+            donations_q |= Q(subscriber=subscriber)
+        Donation.objects.filter(donations_q).update(email="", message="", subscriber=None)
+        if subscriber is not None:
+            subscriber.delete()
+        user.delete()

@@ -1,0 +1,31 @@
+"""Fixed-window rate limits kept in the Django cache (Redis in production).
+
+The client address is REMOTE_ADDR. Behind a reverse proxy, have the proxy overwrite
+REMOTE_ADDR (e.g. gunicorn's `--forwarded-allow-ips` with a proxy that sets it, or
+nginx's `real_ip` module) rather than trusting a client-supplied X-Forwarded-For.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from django.core.cache import cache
+from django.http import HttpRequest
+
+
+def client_ip(request: HttpRequest) -> str | None:
+    return request.META.get("REMOTE_ADDR") or None
+
+
+def consume(*, scope: str, key: str, limit: int, period: int) -> bool:
+    """Count one hit of `key` in `scope`; False once more than `limit` fall in one window."""
+    digest = hashlib.sha256(key.encode()).hexdigest()[:32]
+    cache_key = f"ratelimit:{scope}:{digest}"
+    if cache.add(cache_key, 1, timeout=period):
+        return True
+    try:
+        count = cache.incr(cache_key)
+    except ValueError:  # expired between add() and incr()
+        cache.add(cache_key, 1, timeout=period)
+        return True
+    return count <= limit

@@ -1,0 +1,115 @@
+"""Free signup with double opt-in: subscribe, confirm, welcome.
+
+The response to a signup never depends on whether the address is new, pending or
+already active, so the form cannot be used to find out who subscribes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from subscriptions.models import Subscriber
+from subscriptions.services.accounts import ensure_reader_account
+from subscriptions.services.addresses import clean_address, unsuppress
+from subscriptions.services.notifications import send_transactional_email
+from subscriptions.services.tokens import (
+    CONFIRMATION_MAX_AGE,
+    InvalidToken,
+    confirmation_url,
+    read_confirmation_token,
+    unsubscribe_url,
+)
+
+# The same address gets at most one confirmation email per this long.
+CONFIRMATION_RESEND_INTERVAL = timedelta(minutes=5)
+
+# A complained address reported us as spam: never mail it again, not even to confirm.
+_NO_CONFIRMATION = {Subscriber.Status.ACTIVE, Subscriber.Status.COMPLAINED}
+
+
+@dataclass(frozen=True)
+class SignupResult:
+    subscriber: Subscriber
+    confirmation_sent: bool
+
+
+def subscribe(*, email: str, ip: str | None, source: str, name: str = "") -> SignupResult:
+    """Record a signup and send one confirmation email if one is due.
+
+    Raises InvalidAddress for an address we cannot email.
+    """
+    email = clean_address(email)
+    now = timezone.now()
+    with transaction.atomic():
+        subscriber = Subscriber.objects.select_for_update().filter(email__iexact=email).first()
+        if subscriber is None:
+            try:
+                with transaction.atomic():
+                    subscriber = Subscriber.objects.create(
+                        email=email, name=name[:200], status=Subscriber.Status.PENDING
+                    )
+            except IntegrityError:  # the same address signed up at the same moment
+                subscriber = Subscriber.objects.select_for_update().get(email__iexact=email)
+        if subscriber.status in _NO_CONFIRMATION:
+            return SignupResult(subscriber=subscriber, confirmation_sent=False)
+        last = subscriber.confirmation_sent_at
+        if last is not None and now - last < CONFIRMATION_RESEND_INTERVAL:
+            return SignupResult(subscriber=subscriber, confirmation_sent=False)
+        # An unsubscribed or bounced reader opting in again starts over as pending.
+        subscriber.status = Subscriber.Status.PENDING
+        subscriber.consent_at = now
+        subscriber.consent_ip = ip
+        subscriber.consent_source = source[:500]
+        subscriber.confirmation_sent_at = now
+        if name and not subscriber.name:
+            subscriber.name = name[:200]
+        subscriber.save()
+        url = confirmation_url(subscriber_id=subscriber.pk, email=subscriber.email)
+        to = subscriber.email
+        transaction.on_commit(
+            lambda: send_transactional_email(
+                to=to,
+                subject="Confirm your subscription",
+                template="confirm",
+                context={
+                    "confirm_url": url,
+                    "expires_in_days": CONFIRMATION_MAX_AGE // 86400,
+                },
+            )
+        )
+    return SignupResult(subscriber=subscriber, confirmation_sent=True)
+
+
+def confirm_subscriber(*, token: str) -> Subscriber:
+    """Activate the subscriber the link was sent to. Idempotent; raises InvalidToken."""
+    subscriber_id, email = read_confirmation_token(token=token)
+    with transaction.atomic():
+        subscriber = (
+            Subscriber.objects.select_for_update()
+            .filter(pk=subscriber_id, email__iexact=email)
+            .first()
+        )
+        if subscriber is None:
+            raise InvalidToken("This confirmation link is no longer valid.")
+        if subscriber.status == Subscriber.Status.ACTIVE:
+            return subscriber
+        now = timezone.now()
+        subscriber.status = Subscriber.Status.ACTIVE
+        subscriber.status_reason = "confirmed by email"
+        subscriber.confirmed_at = now
+        subscriber.unsubscribed_at = None
+        subscriber.save()
+        unsuppress(email=subscriber.email)
+        ensure_reader_account(subscriber=subscriber)
+        to = subscriber.email
+        context = {"email": to, "unsubscribe_url": unsubscribe_url(subscriber_id=subscriber.pk)}
+        transaction.on_commit(
+            lambda: send_transactional_email(
+                to=to, subject="Welcome aboard", template="welcome", context=context
+            )
+        )
+    return subscriber

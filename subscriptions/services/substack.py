@@ -1,0 +1,384 @@
+"""Import a Substack export (a .zip or its unpacked folder), ARCHITECTURE.md flow 9.
+
+What comes across:
+- `posts.csv` + `posts/<post_id>.html`: published posts are archived as published
+  articles without being emailed or posted again (never through `publish_article`);
+  unpublished ones become drafts with the defaults of a new article. The
+  `paywall-jump` element becomes the paywall marker; images stay where Substack
+  hosts them (nothing is downloaded), with their captions.
+- The subscriber lists, in either of Substack's two layouts:
+  `email, active_subscription, expiry, email_disabled, created_at` and
+  `email, expiry, email_disabled, stripe_connected_customer_id, type`.
+  `email_disabled` readers are imported unsubscribed (never emailed) but can still
+  sign in and read what they paid for.
+
+Memberships: Substack exports no Stripe subscription ids, so no membership can be a
+Stripe one (those need the subscription id). Every paid, comp or gift reader gets a
+membership that grants access until the export's `expiry` (none: no end): kind GIFT
+for gifts and COMP otherwise, `imported_from` `substack:<type>`. A paid reader's
+Stripe customer id is kept on the subscriber, so billing can pick up their Stripe
+subscription when it syncs. Everything is keyed (article `external_id`
+`substack:<post number>`, subscriber address, one imported membership per
+subscriber), so running the import again changes nothing.
+"""
+
+from __future__ import annotations
+
+import re
+import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path, PurePosixPath
+from typing import IO
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+from django.utils.text import slugify
+
+from newsletter.models import Article
+from newsletter.services.content import PAYWALL_MARKER, sanitize_body
+from subscriptions.models import Membership, Subscriber
+from subscriptions.services.addresses import InvalidAddress, clean_address
+from subscriptions.services.imports import (
+    ImportFileError,
+    ImportReport,
+    SubscriberRow,
+    import_subscriber_rows,
+    parse_bool,
+    parse_datetime_value,
+    read_csv,
+)
+
+SOURCE = "substack"
+MAX_POST_BYTES = 20 * 1024 * 1024
+
+_PAYWALL_JUMP_RE = re.compile(
+    r"<(?P<tag>[a-z][a-z0-9]*)\b[^>]*\bclass\s*=\s*[\"'][^\"']*\bpaywall-jump\b[^\"']*[\"'][^>]*>"
+    r"(?:.*?</(?P=tag)\s*>)?",
+    re.IGNORECASE | re.DOTALL,
+)
+
+AUDIENCE_VISIBILITY = {
+    "everyone": Article.Visibility.PUBLIC,
+    "only_free": Article.Visibility.SUBSCRIBERS,
+    "only_paid": Article.Visibility.PAID,
+    "founding": Article.Visibility.PAID,
+}
+
+PAID_FORMAT = "paid subscribers"
+LIST_FORMAT = "email list"
+MEMBERSHIP_KINDS = {
+    "paid": Membership.Kind.COMP,
+    "comp": Membership.Kind.COMP,
+    "gift": Membership.Kind.GIFT,
+}
+
+
+class Export:
+    """Read access to the files of an export, from a zip archive or a folder."""
+
+    def __init__(self, *, files: dict[str, str], zip_file: zipfile.ZipFile | None, root: Path):
+        self.files = files  # export name (posix, relative) -> name in zip or path on disk
+        self.zip_file = zip_file
+        self.root = root
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.files
+
+    def open(self, name: str) -> IO[bytes]:
+        if self.zip_file is not None:
+            return self.zip_file.open(self.files[name])
+        return (self.root / self.files[name]).open("rb")
+
+    def size(self, name: str) -> int:
+        if self.zip_file is not None:
+            return self.zip_file.getinfo(self.files[name]).file_size
+        return (self.root / self.files[name]).stat().st_size
+
+
+def _safe_name(name: str) -> str | None:
+    """The member name as a relative posix path, or None if it tries to leave the export."""
+    if "\\" in name or name.startswith("/") or re.match(r"^[a-zA-Z]:", name):
+        return None
+    parts = PurePosixPath(name).parts
+    if any(part == ".." for part in parts):
+        return None
+    return str(PurePosixPath(*parts)) if parts else None
+
+
+@contextmanager
+def open_export(*, path: Path, report: ImportReport) -> Iterator[Export]:
+    if not path.exists():
+        raise ImportFileError(f"{path}: no such file or folder")
+    raw: dict[str, str] = {}
+    zip_file = None
+    if path.is_dir():
+        for file in sorted(path.rglob("*")):
+            if file.is_file() and not file.is_symlink():
+                raw[file.relative_to(path).as_posix()] = file.relative_to(path).as_posix()
+    else:
+        try:
+            zip_file = zipfile.ZipFile(path)
+        except (zipfile.BadZipFile, OSError) as exc:
+            raise ImportFileError(f"{path}: not a zip archive or folder ({exc})") from None
+        for info in zip_file.infolist():
+            if info.is_dir():
+                continue
+            safe = _safe_name(info.filename)
+            if safe is None:
+                report.reject(
+                    file=info.filename,
+                    line=0,
+                    message="unsafe path in the archive (outside the export); skipped",
+                )
+                continue
+            raw[safe] = info.filename
+    # Some archives wrap everything in one top folder: read posts.csv's folder as the root.
+    candidates = sorted((n for n in raw if PurePosixPath(n).name == "posts.csv"), key=len)
+    prefix = str(PurePosixPath(candidates[0]).parent) + "/" if candidates else ""
+    if prefix == "./":
+        prefix = ""
+    files = {n[len(prefix) :]: target for n, target in raw.items() if n.startswith(prefix)}
+    try:
+        yield Export(files=files, zip_file=zip_file, root=path)
+    finally:
+        if zip_file is not None:
+            zip_file.close()
+
+
+def import_substack(*, path: Path) -> ImportReport:
+    """Import posts and subscribers from a Substack export. Raises ImportFileError."""
+    report = ImportReport()
+    with open_export(path=path, report=report) as export:
+        if "posts.csv" in export:
+            import_posts(export=export, report=report)
+        else:
+            report.warn(file="posts.csv", line=0, message="not in the export; no posts imported")
+        lists = _subscriber_lists(export=export, report=report)
+        for name, layout in sorted(lists, key=lambda item: (item[1] != PAID_FORMAT, item[0])):
+            _import_subscriber_file(export=export, name=name, layout=layout, report=report)
+    return report
+
+
+# --- Posts --------------------------------------------------------------------------
+
+
+def convert_post_body(*, html: str) -> str:
+    """Substack post HTML -> a sanitised article body with our paywall marker."""
+    html = _PAYWALL_JUMP_RE.sub(PAYWALL_MARKER, html, count=1)
+    html = _PAYWALL_JUMP_RE.sub("", html)
+    return sanitize_body(html=html)
+
+
+def _unique_slug(*, slug: str, number: str) -> str:
+    slug = slugify(slug)[:180] or f"post-{number}"
+    if Article.objects.filter(slug=slug).exists():
+        slug = f"{slug}-{number}"
+    return slug
+
+
+def import_posts(*, export: Export, report: ImportReport) -> None:
+    file = "posts.csv"
+    try:
+        with export.open(file) as stream:
+            for line, row in read_csv(
+                stream=stream,
+                file=file,
+                report=report,
+                required=["post_id", "post_date", "is_published", "title"],
+            ):
+                _import_post(export=export, line=line, row=row, report=report)
+    except ImportFileError as exc:
+        report.reject(file=file, line=1, message=str(exc))
+
+
+def _import_post(*, export: Export, line: int, row: dict[str, str], report: ImportReport) -> None:
+    file = "posts.csv"
+    post_id = row["post_id"]
+    number, _, slug = post_id.partition(".")
+    if not number.isdigit():
+        report.reject(file=file, line=line, message=f"post_id {post_id!r} is not <number>.<slug>")
+        return
+    external_id = f"substack:{number}"
+    if Article.objects.filter(external_id=external_id).exists():
+        report.articles_unchanged += 1
+        return
+    try:
+        published = parse_bool(row["is_published"])
+        post_date = parse_datetime_value(row["post_date"])
+    except ValueError as exc:
+        report.reject(file=file, line=line, message=f"bad is_published or post_date ({exc})")
+        return
+    if published and post_date is None:
+        report.reject(file=file, line=line, message="a published post needs a post_date")
+        return
+    audience = (row.get("audience") or "everyone").lower()
+    visibility = AUDIENCE_VISIBILITY.get(audience)
+    if visibility is None:
+        # Unknown audiences are treated as paid, so nothing paid is ever shown for free.
+        visibility = Article.Visibility.PAID
+        report.warn(file=file, line=line, message=f"unknown audience {audience!r}; made paid")
+    html_name = f"posts/{post_id}.html"
+    html = ""
+    if html_name in export:
+        if export.size(html_name) > MAX_POST_BYTES:
+            report.reject(file=html_name, line=0, message="larger than 20 MB; skipped")
+            return
+        with export.open(html_name) as stream:
+            raw = stream.read()
+        try:
+            html = raw.decode("utf-8-sig")
+        except UnicodeDecodeError:
+            report.reject(file=html_name, line=0, message="not UTF-8 text; post skipped")
+            return
+    elif published:
+        report.reject(file=file, line=line, message=f"{html_name} is missing from the export")
+        return
+    else:
+        report.warn(file=file, line=line, message=f"{html_name} is missing; draft left empty")
+    title = row["title"] or ("Untitled draft" if not published else "")
+    if not title:
+        report.reject(file=file, line=line, message="a published post needs a title")
+        return
+    article = Article(
+        title=title[:300],
+        subtitle=row.get("subtitle", "")[:500],
+        body=convert_post_body(html=html),
+        visibility=visibility,
+        external_id=external_id,
+    )
+    if published:
+        assert post_date is not None
+        article.status = Article.Status.PUBLISHED
+        article.published_at = post_date
+        # Archived, not distributed: it already went out from Substack.
+        article.email_audience = Article.EmailAudience.NOBODY
+        article.post_to_telegram = False
+    try:
+        with transaction.atomic():
+            article.slug = _unique_slug(slug=slug or title, number=number)
+            article.save()
+    except IntegrityError as exc:
+        report.reject(file=file, line=line, message=f"could not be saved ({exc})")
+        return
+    report.articles_created += 1
+
+
+# --- Subscribers --------------------------------------------------------------------
+
+
+def _subscriber_lists(*, export: Export, report: ImportReport) -> list[tuple[str, str]]:
+    found = []
+    for name in export.files:
+        if not name.lower().endswith(".csv") or name == "posts.csv" or name.startswith("posts/"):
+            continue
+        with export.open(name) as stream:
+            first = stream.readline().decode("utf-8-sig", errors="replace").lower()
+        columns = {c.strip().strip('"') for c in first.split(",")}
+        if "email" in columns and ({"type", "stripe_connected_customer_id"} & columns):
+            found.append((name, PAID_FORMAT))
+        elif "email" in columns and "active_subscription" in columns:
+            found.append((name, LIST_FORMAT))
+        else:
+            report.warn(file=name, line=1, message="not a subscriber list; skipped")
+    return found
+
+
+def _rows(
+    *, export: Export, name: str, layout: str, report: ImportReport
+) -> Iterator[SubscriberRow]:
+    required = ["email", "expiry", "email_disabled"]
+    required += ["type"] if layout == PAID_FORMAT else ["active_subscription"]
+    with export.open(name) as stream:
+        for line, row in read_csv(stream=stream, file=name, report=report, required=required):
+            try:
+                email = clean_address(row["email"])
+            except InvalidAddress as exc:
+                report.reject(file=name, line=line, message=str(exc))
+                continue
+            try:
+                expiry = parse_datetime_value(row["expiry"])
+                created_at = parse_datetime_value(row.get("created_at", ""))
+            except ValueError:
+                report.reject(file=name, line=line, message="expiry or created_at is not a date")
+                continue
+            try:
+                disabled = parse_bool(row["email_disabled"])
+                if layout == PAID_FORMAT:
+                    kind = row["type"].lower()
+                    if kind not in MEMBERSHIP_KINDS:
+                        raise ValueError(f"type {row['type']!r} is not paid, comp or gift")
+                else:
+                    kind = "paid" if parse_bool(row["active_subscription"]) else ""
+            except ValueError as exc:
+                report.reject(file=name, line=line, message=str(exc))
+                continue
+            yield SubscriberRow(
+                file=name,
+                line=line,
+                email=email,
+                created_at=created_at,
+                status=Subscriber.Status.UNSUBSCRIBED if disabled else Subscriber.Status.ACTIVE,
+                status_reason="email disabled on Substack" if disabled else "",
+                stripe_customer_id=row.get("stripe_connected_customer_id", ""),
+                extra={"kind": kind, "expires_at": expiry},
+            )
+
+
+def _import_subscriber_file(*, export: Export, name: str, layout: str, report: ImportReport):
+    try:
+        import_subscriber_rows(
+            rows=_rows(export=export, name=name, layout=layout, report=report),
+            source=SOURCE,
+            report=report,
+            after_batch=lambda rows, subscribers: _add_memberships(
+                rows=rows, subscribers=subscribers, report=report
+            ),
+        )
+    except ImportFileError as exc:
+        report.reject(file=name, line=1, message=str(exc))
+
+
+def _add_memberships(
+    *, rows: list[SubscriberRow], subscribers: dict[str, Subscriber], report: ImportReport
+) -> None:
+    wanted = [row for row in rows if row.extra.get("kind")]
+    if not wanted:
+        return
+    ids = [subscribers[row.email.lower()].pk for row in wanted]
+    already = set(
+        Membership.objects.filter(
+            subscriber_id__in=ids, imported_from__startswith=SOURCE
+        ).values_list("subscriber_id", flat=True)
+    )
+    now = timezone.now()
+    new = []
+    for row in wanted:
+        subscriber = subscribers[row.email.lower()]
+        if subscriber.pk in already:
+            continue
+        already.add(subscriber.pk)
+        expires_at: datetime | None = row.extra["expires_at"]
+        kind = row.extra["kind"]
+        new.append(
+            Membership(
+                subscriber=subscriber,
+                kind=MEMBERSHIP_KINDS[kind],
+                status=(
+                    Membership.Status.ACTIVE
+                    if expires_at is None or expires_at > now
+                    else Membership.Status.EXPIRED
+                ),
+                expires_at=expires_at,
+                imported_from=f"{SOURCE}:{kind}",
+            )
+        )
+        if row.stripe_customer_id and not subscriber.stripe_customer_id:
+            taken = Subscriber.objects.filter(stripe_customer_id=row.stripe_customer_id).exists()
+            if not taken:
+                Subscriber.objects.filter(pk=subscriber.pk).update(
+                    stripe_customer_id=row.stripe_customer_id
+                )
+    Membership.objects.bulk_create(new)
+    report.memberships_created += len(new)

@@ -1,0 +1,47 @@
+"""Subscribe, and confirm by the emailed link."""
+
+from __future__ import annotations
+
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.views.decorators.http import require_http_methods
+
+from subscriptions.forms import SubscribeForm
+from subscriptions.services.ratelimit import client_ip, consume
+from subscriptions.services.signup import confirm_subscriber, subscribe
+from subscriptions.services.tokens import InvalidToken
+
+# Signups accepted from one IP address per window (a household or office shares one).
+SIGNUPS_PER_IP = 10
+SIGNUP_WINDOW_SECONDS = 60 * 10
+
+
+@require_http_methods(["GET", "POST"])
+def subscribe_view(request: HttpRequest) -> HttpResponse:
+    if request.method == "GET":
+        form = SubscribeForm(initial={"email": request.GET.get("email", "")})
+        return render(request, "subscriptions/subscribe.html", {"form": form})
+    ip = client_ip(request)
+    if not consume(
+        scope="subscribe", key=ip or "unknown", limit=SIGNUPS_PER_IP, period=SIGNUP_WINDOW_SECONDS
+    ):
+        return render(request, "subscriptions/rate_limited.html", status=429)
+    form = SubscribeForm(request.POST)
+    if form.is_bot:
+        # Answer as for a person, so the bot learns nothing; store and send nothing.
+        return render(request, "subscriptions/subscribe_done.html")
+    if not form.is_valid():
+        return render(request, "subscriptions/subscribe.html", {"form": form}, status=400)
+    source = form.cleaned_data["source"] or request.META.get("HTTP_REFERER", "") or request.path
+    subscribe(email=form.cleaned_data["email"], ip=ip, source=source)
+    return render(request, "subscriptions/subscribe_done.html")
+
+
+def confirm_view(request: HttpRequest, token: str) -> HttpResponse:
+    try:
+        subscriber = confirm_subscriber(token=token)
+    except InvalidToken as exc:
+        return render(
+            request, "subscriptions/confirm_invalid.html", {"reason": str(exc)}, status=400
+        )
+    return render(request, "subscriptions/welcome.html", {"subscriber": subscriber})

@@ -1,0 +1,252 @@
+"""Free signup with double opt-in (ARCHITECTURE.md flow 1)."""
+
+from __future__ import annotations
+
+import re
+import time
+from datetime import timedelta
+
+import pytest
+from allauth.account.models import EmailAddress
+from django.core import mail, signing
+from django.test import Client
+from django.utils import timezone
+
+from subscriptions.models import Subscriber, Suppression
+from subscriptions.services.addresses import email_hash
+from subscriptions.services.tokens import make_confirmation_token
+from subscriptions.views import signup as signup_views
+from tests.factories import SubscriberFactory
+
+pytestmark = pytest.mark.django_db
+
+CSRF_RE = re.compile(rb'name="csrfmiddlewaretoken" value="[^"]*"')
+LINK_RE = re.compile(r"http://testserver(/subscribe/confirm/[^/\s]+/)")
+
+
+def post_signup(client: Client, capture, email: str, **extra):
+    with capture(execute=True):
+        return client.post(
+            "/subscribe/",
+            {"email": email, "website": "", "source": "/p/some-article/", **extra},
+            REMOTE_ADDR=extra.pop("ip", "203.0.113.7"),
+        )
+
+
+def confirmation_path(message) -> str:
+    match = LINK_RE.search(message.body)
+    assert match, message.body
+    html = message.alternatives[0][0]
+    assert match.group(1) in html
+    return match.group(1)
+
+
+def test_double_opt_in_through_the_sent_email_activates_the_subscriber(
+    client, django_capture_on_commit_callbacks
+):
+    response = post_signup(client, django_capture_on_commit_callbacks, "New.Reader@Example.COM")
+
+    assert response.status_code == 200
+    assert b"Check your inbox" in response.content
+    subscriber = Subscriber.objects.get()
+    assert subscriber.email == "New.Reader@example.com"
+    assert subscriber.status == Subscriber.Status.PENDING
+    assert subscriber.consent_ip == "203.0.113.7"
+    assert subscriber.consent_source == "/p/some-article/"
+    assert subscriber.consent_at is not None
+    assert subscriber.user is None
+    assert len(mail.outbox) == 1
+    assert mail.outbox[0].to == ["New.Reader@example.com"]
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.get(confirmation_path(mail.outbox[0]))
+
+    assert response.status_code == 200
+    assert b"subscribed" in response.content
+    subscriber.refresh_from_db()
+    assert subscriber.status == Subscriber.Status.ACTIVE
+    assert subscriber.confirmed_at is not None
+    # The confirmed reader can sign in by code at once: account and verified address.
+    assert subscriber.user is not None
+    assert subscriber.user.email == "New.Reader@example.com"
+    assert not subscriber.user.has_usable_password()
+    assert EmailAddress.objects.filter(
+        user=subscriber.user, email__iexact="new.reader@example.com", verified=True
+    ).exists()
+    assert len(mail.outbox) == 2
+    welcome = mail.outbox[1]
+    assert welcome.subject == "Welcome aboard"
+    assert "/unsubscribe/" in welcome.body
+
+
+def test_following_the_link_twice_confirms_once(client, django_capture_on_commit_callbacks):
+    post_signup(client, django_capture_on_commit_callbacks, "twice@example.com")
+    path = confirmation_path(mail.outbox[0])
+    with django_capture_on_commit_callbacks(execute=True):
+        assert client.get(path).status_code == 200
+        assert client.get(path).status_code == 200
+    assert Subscriber.objects.get().status == Subscriber.Status.ACTIVE
+    assert [m.subject for m in mail.outbox].count("Welcome aboard") == 1
+
+
+def test_a_tampered_confirmation_link_is_refused_with_a_clear_page(
+    client, django_capture_on_commit_callbacks
+):
+    post_signup(client, django_capture_on_commit_callbacks, "tamper@example.com")
+    path = confirmation_path(mail.outbox[0])
+    tampered = path[:-3] + ("A" if path[-3] != "A" else "B") + path[-2:]
+
+    response = client.get(tampered)
+
+    assert response.status_code == 400
+    assert b"not valid" in response.content
+    assert Subscriber.objects.get().status == Subscriber.Status.PENDING
+
+
+def test_a_token_for_another_address_is_refused(client):
+    subscriber = SubscriberFactory(email="real@example.com", status=Subscriber.Status.PENDING)
+    token = make_confirmation_token(subscriber_id=subscriber.pk, email="attacker@example.com")
+    response = client.get(f"/subscribe/confirm/{token}/")
+    assert response.status_code == 400
+    subscriber.refresh_from_db()
+    assert subscriber.status == Subscriber.Status.PENDING
+
+
+def test_an_expired_confirmation_link_is_refused_with_a_clear_page(
+    client, django_capture_on_commit_callbacks, monkeypatch
+):
+    post_signup(client, django_capture_on_commit_callbacks, "late@example.com")
+    path = confirmation_path(mail.outbox[0])
+    four_days_later = time.time() + 4 * 24 * 3600
+    monkeypatch.setattr(signing.time, "time", lambda: four_days_later)
+
+    response = client.get(path)
+
+    assert response.status_code == 400
+    assert b"expired" in response.content
+    assert Subscriber.objects.get().status == Subscriber.Status.PENDING
+
+
+def test_repeated_signups_create_no_duplicate_and_send_one_confirmation_per_few_minutes(
+    client, django_capture_on_commit_callbacks
+):
+    for email in ["repeat@example.com", "REPEAT@example.com", "repeat@EXAMPLE.com"]:
+        assert post_signup(client, django_capture_on_commit_callbacks, email).status_code == 200
+    assert Subscriber.objects.count() == 1
+    assert len(mail.outbox) == 1
+
+    Subscriber.objects.update(confirmation_sent_at=timezone.now() - timedelta(minutes=6))
+    post_signup(client, django_capture_on_commit_callbacks, "repeat@example.com")
+
+    assert Subscriber.objects.count() == 1
+    assert len(mail.outbox) == 2
+
+
+def test_new_pending_and_active_addresses_get_the_same_answer(
+    client, django_capture_on_commit_callbacks
+):
+    SubscriberFactory(email="active@example.com", status=Subscriber.Status.ACTIVE)
+    SubscriberFactory(
+        email="pending@example.com",
+        status=Subscriber.Status.PENDING,
+        confirmation_sent_at=timezone.now(),
+    )
+    answers = {
+        email: post_signup(client, django_capture_on_commit_callbacks, email)
+        for email in ["new@example.com", "pending@example.com", "active@example.com"]
+    }
+    bodies = {(r.status_code, CSRF_RE.sub(b"", r.content)) for r in answers.values()}
+    assert len(bodies) == 1
+    # Only the new address got mail; the active one was not told anything.
+    assert [m.to for m in mail.outbox] == [["new@example.com"]]
+    assert Subscriber.objects.get(email="active@example.com").status == "active"
+
+
+def test_the_honeypot_rejects_bots_without_creating_a_subscriber(
+    client, django_capture_on_commit_callbacks
+):
+    response = post_signup(
+        client, django_capture_on_commit_callbacks, "bot@example.com", website="http://spam"
+    )
+    assert response.status_code == 200
+    assert b"Check your inbox" in response.content
+    assert not Subscriber.objects.exists()
+    assert mail.outbox == []
+
+
+def test_the_per_ip_rate_limit_rejects_floods_without_creating_subscribers(
+    client, django_capture_on_commit_callbacks
+):
+    limit = signup_views.SIGNUPS_PER_IP
+    for n in range(limit):
+        response = post_signup(client, django_capture_on_commit_callbacks, f"r{n}@example.com")
+        assert response.status_code == 200
+
+    response = post_signup(client, django_capture_on_commit_callbacks, "one-too-many@example.com")
+
+    assert response.status_code == 429
+    assert b"Too many" in response.content
+    assert not Subscriber.objects.filter(email="one-too-many@example.com").exists()
+    assert Subscriber.objects.count() == limit
+    # Another network is not affected.
+    response = post_signup(
+        client, django_capture_on_commit_callbacks, "neighbour@example.com", ip="198.51.100.1"
+    )
+    assert response.status_code == 200
+    assert Subscriber.objects.filter(email="neighbour@example.com").exists()
+
+
+def test_an_invalid_address_gets_a_clear_error_and_creates_nothing(
+    client, django_capture_on_commit_callbacks
+):
+    for bad in ["not-an-address", "josé@example.com", ""]:
+        response = post_signup(client, django_capture_on_commit_callbacks, bad)
+        assert response.status_code == 400
+        assert b"valid email address" in response.content or b"required" in response.content
+    assert not Subscriber.objects.exists()
+    assert mail.outbox == []
+
+
+def test_an_unsubscribed_reader_can_resubscribe_with_a_fresh_opt_in(
+    client, django_capture_on_commit_callbacks
+):
+    subscriber = SubscriberFactory(
+        email="back@example.com",
+        status=Subscriber.Status.UNSUBSCRIBED,
+        unsubscribed_at=timezone.now(),
+    )
+    post_signup(client, django_capture_on_commit_callbacks, "back@example.com")
+    subscriber.refresh_from_db()
+    assert subscriber.status == Subscriber.Status.PENDING
+    with django_capture_on_commit_callbacks(execute=True):
+        client.get(confirmation_path(mail.outbox[0]))
+    subscriber.refresh_from_db()
+    assert subscriber.status == Subscriber.Status.ACTIVE
+    assert subscriber.unsubscribed_at is None
+
+
+def test_a_complained_address_is_never_sent_a_confirmation(
+    client, django_capture_on_commit_callbacks
+):
+    SubscriberFactory(email="spam-button@example.com", status=Subscriber.Status.COMPLAINED)
+    response = post_signup(client, django_capture_on_commit_callbacks, "spam-button@example.com")
+    assert response.status_code == 200
+    assert mail.outbox == []
+    assert Subscriber.objects.get().status == Subscriber.Status.COMPLAINED
+
+
+def test_confirming_lifts_an_old_suppression_entry(client, django_capture_on_commit_callbacks):
+    Suppression.objects.create(email_hash=email_hash("again@example.com"), reason="deleted")
+    post_signup(client, django_capture_on_commit_callbacks, "again@example.com")
+    with django_capture_on_commit_callbacks(execute=True):
+        client.get(confirmation_path(mail.outbox[0]))
+    assert not Suppression.objects.exists()
+    assert Subscriber.objects.get().status == Subscriber.Status.ACTIVE
+
+
+def test_the_subscribe_page_has_the_form_with_a_honeypot(client):
+    response = client.get("/subscribe/")
+    assert response.status_code == 200
+    assert b'name="email"' in response.content
+    assert b'name="website"' in response.content
+    assert b"csrfmiddlewaretoken" in response.content
