@@ -218,11 +218,30 @@ def stack_env(
     return env
 
 
+def spawn(name: str, args: list[str], *, env: dict[str, str], log_path: Path, **kwargs) -> Process:
+    # Each process leads its own session, so stopping it reaches its children too.
+    popen = subprocess.Popen(
+        args,
+        cwd=ROOT,
+        env=env,
+        stdout=log_path.open("ab"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        **kwargs,
+    )
+    return Process(name, popen, log_path)
+
+
+def spawn_collectstatic(*, env: dict[str, str], workdir: Path) -> Process:
+    args = [str(BIN / "python"), "manage.py", "collectstatic", "--noinput", "-v", "0"]
+    return spawn("collectstatic", args, env=env, log_path=workdir / "collectstatic.log")
+
+
 def collect_static(env: dict[str, str]) -> None:
     manage(env, "collectstatic", "--noinput", "-v", "0")
 
 
-def start_gunicorn(
+def spawn_gunicorn(
     *,
     env: dict[str, str],
     sock: socket.socket,
@@ -230,37 +249,30 @@ def start_gunicorn(
     workers: int = 2,
     threads: int = 1,
 ) -> Process:
-    log_path = workdir / "gunicorn.log"
     fd = sock.fileno()
-    popen = subprocess.Popen(
-        [
-            str(BIN / "gunicorn"),
-            "config.wsgi",
-            "--bind",
-            f"fd://{fd}",
-            "--workers",
-            str(workers),
-            "--threads",
-            str(threads),
-            "--timeout",
-            "60",
-            "--graceful-timeout",
-            "5",
-            "--error-logfile",
-            "-",
-            # One control socket per user would clash between parallel stacks.
-            "--no-control-socket",
-        ],
-        cwd=ROOT,
-        env=env,
-        pass_fds=(fd,),
-        stdout=log_path.open("ab"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    process = Process("gunicorn", popen, log_path)
-    host, port = sock.getsockname()
-    health = f"http://{host}:{port}/healthz"
+    args = [
+        str(BIN / "gunicorn"),
+        "config.wsgi",
+        "--bind",
+        f"fd://{fd}",
+        "--workers",
+        str(workers),
+        "--threads",
+        str(threads),
+        "--timeout",
+        "60",
+        "--graceful-timeout",
+        "5",
+        "--error-logfile",
+        "-",
+        # One control socket per user would clash between parallel stacks.
+        "--no-control-socket",
+    ]
+    return spawn("gunicorn", args, env=env, log_path=workdir / "gunicorn.log", pass_fds=(fd,))
+
+
+def wait_for_gunicorn(process: Process, site_url: str) -> None:
+    health = f"{site_url}/healthz"
 
     def healthy() -> bool:
         process.check_alive()
@@ -270,51 +282,44 @@ def start_gunicorn(
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             return False
 
-    try:
-        wait_until(healthy, timeout=30, what=f"gunicorn to answer {health}")
-    except (TimeoutError, HarnessError) as exc:
-        process.stop()
-        raise HarnessError(f"{exc}\n{process.log_tail()}") from exc
-    return process
+    wait_until(healthy, timeout=60, what=f"gunicorn to answer {health}")
 
 
-def start_celery_worker(
+def spawn_celery_worker(
     *, env: dict[str, str], workdir: Path, concurrency: int = 2, name: str = "e2e"
 ) -> Process:
-    log_path = workdir / f"celery-{name}.log"
-    popen = subprocess.Popen(
-        [
-            str(BIN / "celery"),
-            "-A",
-            "config",
-            "worker",
-            "--loglevel",
-            "INFO",
-            "--concurrency",
-            str(concurrency),
-            "--hostname",
-            f"{name}-{os.getpid()}@%h",
-            "--without-gossip",
-            "--without-mingle",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=log_path.open("ab"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    process = Process("celery worker", popen, log_path)
+    args = [
+        str(BIN / "celery"),
+        "-A",
+        "config",
+        "worker",
+        "--loglevel",
+        "INFO",
+        "--concurrency",
+        str(concurrency),
+        "--hostname",
+        f"{name}-{os.getpid()}@%h",
+        "--without-gossip",
+        "--without-mingle",
+    ]
+    return spawn("celery worker", args, env=env, log_path=workdir / f"celery-{name}.log")
 
+
+def wait_for_celery_worker(process: Process) -> None:
     def ready() -> bool:
         process.check_alive()
         return " ready." in process.log_tail(200)
 
+    wait_until(ready, timeout=60, what="the celery worker to be ready")
+
+
+def wait_for_exit(process: Process, timeout: float = 300) -> None:
     try:
-        wait_until(ready, timeout=60, what="the celery worker to be ready")
-    except (TimeoutError, HarnessError) as exc:
-        process.stop()
-        raise HarnessError(f"{exc}\n{process.log_tail()}") from exc
-    return process
+        code = process.popen.wait(timeout=timeout)
+    except subprocess.TimeoutExpired as exc:
+        raise HarnessError(f"{process.name} did not finish in {timeout:.0f}s") from exc
+    if code != 0:
+        raise HarnessError(f"{process.name} failed ({code}):\n{process.log_tail()}")
 
 
 @contextmanager
@@ -331,7 +336,11 @@ def running_stack(
     with_worker: bool = True,
     extra_env: dict[str, str] | None = None,
 ) -> Iterator[Stack]:
-    """gunicorn and a celery worker on an existing, migrated database."""
+    """gunicorn and a celery worker on an existing, migrated database.
+
+    Static files are collected while both processes boot (only pages, not /healthz,
+    need the manifest), and the stack is handed over once all three are done.
+    """
     workdir.mkdir(parents=True, exist_ok=True)
     sock = bind_loopback()
     host, port = sock.getsockname()
@@ -345,21 +354,27 @@ def running_stack(
         telegram_api_url=telegram_api_url,
         extra=extra_env,
     )
-    collect_static(env)
     stack = Stack(site_url=site_url, env=env, workdir=workdir)
+    collectstatic = spawn_collectstatic(env=env, workdir=workdir)
     try:
-        stack.processes.append(
-            start_gunicorn(
-                env=env, sock=sock, workdir=workdir, workers=web_workers, threads=web_threads
-            )
+        web = spawn_gunicorn(
+            env=env, sock=sock, workdir=workdir, workers=web_workers, threads=web_threads
         )
+        stack.processes.append(web)
         sock.close()  # gunicorn holds its own copy
         if with_worker:
-            stack.processes.append(
-                start_celery_worker(env=env, workdir=workdir, concurrency=worker_concurrency)
-            )
+            worker = spawn_celery_worker(env=env, workdir=workdir, concurrency=worker_concurrency)
+            stack.processes.append(worker)
+        try:
+            wait_for_exit(collectstatic)
+            wait_for_gunicorn(web, site_url)
+            if with_worker:
+                wait_for_celery_worker(worker)
+        except (TimeoutError, HarnessError) as exc:
+            raise HarnessError(f"The stack did not start: {exc}\n\n{stack.logs()}") from exc
         yield stack
     finally:
+        collectstatic.stop()
         stack.stop()
         sock.close()
 
