@@ -1,1 +1,26 @@
 """Celery tasks of the subscriptions app: thin wrappers around services."""
+
+from celery import shared_task
+
+from subscriptions.services import memberships, stripe_events
+
+
+@shared_task(acks_late=True)
+def process_stripe_event(event_id: int) -> bool:
+    """Apply one stored webhook event; failures are recorded on it and retried later."""
+    return stripe_events.process_event(event_id=event_id)
+
+
+@shared_task
+def retry_stripe_events() -> int:
+    """Queue the events whose retry is due (failed ones, or ones never picked up)."""
+    due = stripe_events.claim_due_events()
+    for event_id in due:
+        process_stripe_event.delay(event_id)
+    return len(due)
+
+
+@shared_task
+def expire_memberships() -> dict[str, int]:
+    """End lapsed comp and gift memberships; remind readers a week before."""
+    return memberships.expire_memberships()

@@ -22,3 +22,28 @@ def _isolated_settings(settings, tmp_path):
     celery_app.conf.task_eager_propagates = True
     yield
     cache.clear()
+
+
+@pytest.fixture
+def telegram_api(settings):
+    """A local Telegram Bot API stand-in, with the TELEGRAM_* settings pointing at it."""
+    from tests.fakes.telegram_api import FakeTelegramAPI
+
+    with FakeTelegramAPI(chats=["@broadside", "-1001234567890"], hang_seconds=3) as api:
+        settings.TELEGRAM_BOT_TOKEN = api.token
+        settings.TELEGRAM_CHAT_ID = "@broadside"
+        settings.TELEGRAM_API_URL = api.url
+        settings.TELEGRAM_TIMEOUT = 0.5
+        yield api
+
+
+@pytest.fixture
+def stripe_api(settings):
+    """A local Stripe API stand-in, with the STRIPE_* settings (and a webhook secret) set."""
+    from tests.fakes.stripe_api import FakeStripeAPI
+
+    with FakeStripeAPI() as api:
+        settings.STRIPE_SECRET_KEY = "sk_test_broadside_0123456789"
+        settings.STRIPE_WEBHOOK_SECRET = "whsec_test_broadside_0123456789"
+        settings.STRIPE_API_BASE = api.url
+        yield api

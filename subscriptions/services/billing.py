@@ -1,0 +1,224 @@
+"""Paid plans: Stripe customers, Checkout for a plan, the Customer Portal, plan sync.
+
+Access is never granted here: a Checkout Session only sends the reader to Stripe. The
+membership appears when Stripe's webhook says the subscription exists
+(`subscriptions/services/stripe_events.py`).
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.db.models import QuerySet
+from django.utils import timezone
+
+from newsletter.models import Publication
+from subscriptions import stripe_client
+from subscriptions.models import Plan, Subscriber
+from subscriptions.services.access import subscriber_is_paid
+from subscriptions.services.accounts import link_reader_account
+from subscriptions.services.addresses import clean_address
+from subscriptions.services.memberships import (
+    PURPOSE_KEY,
+    PURPOSE_MEMBERSHIP,
+    SUBSCRIBER_KEY,
+)
+from subscriptions.services.tokens import absolute_url
+
+
+class BillingError(Exception):
+    """Something the reader should be told, in words they can act on."""
+
+
+class SignInRequired(BillingError):
+    """The address belongs to a reader with billing history; they must sign in first."""
+
+
+class AlreadyPaid(BillingError):
+    """The reader already has a paid membership."""
+
+
+@dataclass(frozen=True)
+class CheckoutRedirect:
+    url: str
+    session_id: str
+
+
+def active_plans() -> QuerySet[Plan]:
+    return Plan.objects.filter(active=True, stripe_price_id__isnull=False).exclude(
+        stripe_price_id=""
+    )
+
+
+# --- The reader ----------------------------------------------------------------------
+
+
+def subscriber_for_checkout(*, email: str, user: Any | None = None) -> Subscriber:
+    """Find the reader paying, or record a new pending one (no email is sent for it).
+
+    A signed-in reader is their account's subscriber. Otherwise a reader who already
+    asked for the free newsletter is found, not duplicated; a new address waits as
+    pending, and the completed payment confirms it (`confirm_paying_subscriber`).
+    """
+    if user is not None and user.is_authenticated:
+        linked = link_reader_account(user=user, email=user.email or email, signup=True)
+        if linked is not None:
+            return linked
+    email = clean_address(email)
+    subscriber = Subscriber.objects.filter(email__iexact=email).first()
+    if subscriber is None:
+        try:
+            with transaction.atomic():
+                subscriber = Subscriber.objects.create(
+                    email=email,
+                    status=Subscriber.Status.PENDING,
+                    consent_at=timezone.now(),
+                    consent_source="upgrade",
+                )
+        except IntegrityError:
+            subscriber = Subscriber.objects.get(email__iexact=email)
+    return subscriber
+
+
+def ensure_stripe_customer(*, subscriber: Subscriber) -> str:
+    """The reader's Stripe customer id, created once (the idempotency key is ours)."""
+    if subscriber.stripe_customer_id:
+        return subscriber.stripe_customer_id
+    customer = stripe_client.create_customer(
+        email=subscriber.email,
+        name=subscriber.name,
+        metadata={SUBSCRIBER_KEY: str(subscriber.pk)},
+        idempotency_key=f"broadside-customer-{subscriber.pk}",
+    )
+    updated = Subscriber.objects.filter(pk=subscriber.pk, stripe_customer_id__isnull=True).update(
+        stripe_customer_id=customer["id"]
+    )
+    subscriber.refresh_from_db(fields=["stripe_customer_id"])
+    if not updated and subscriber.stripe_customer_id is None:
+        raise BillingError("We could not set up billing for this address. Please try again.")
+    return subscriber.stripe_customer_id or customer["id"]
+
+
+# --- Checkout and the portal ------------------------------------------------------------
+
+
+def start_plan_checkout(
+    *, plan: Plan, subscriber: Subscriber, signed_in: bool, attempt: str | None = None
+) -> CheckoutRedirect:
+    """Create a Checkout Session (mode=subscription) for this reader and plan.
+
+    A reader who is not signed in but whose address already has a Stripe customer must
+    sign in first: Checkout would otherwise show that customer's saved details to
+    whoever typed the address.
+    """
+    if not plan.active or not plan.stripe_price_id:
+        raise BillingError("This plan is not available. Please choose another one.")
+    if subscriber_is_paid(subscriber=subscriber):
+        raise AlreadyPaid("You already have a paid subscription. Manage it from your account.")
+    if subscriber.stripe_customer_id and not signed_in:
+        raise SignInRequired("Please sign in to continue: this address already has billing.")
+    customer_id = ensure_stripe_customer(subscriber=subscriber)
+    metadata = {PURPOSE_KEY: PURPOSE_MEMBERSHIP, SUBSCRIBER_KEY: str(subscriber.pk)}
+    params: dict[str, Any] = {
+        "mode": "subscription",
+        "customer": customer_id,
+        "client_reference_id": str(subscriber.pk),
+        "line_items": [{"price": plan.stripe_price_id, "quantity": 1}],
+        "metadata": {**metadata, "plan_id": str(plan.pk)},
+        "subscription_data": {"metadata": metadata},
+        "success_url": absolute_url("/upgrade/success/?session_id={CHECKOUT_SESSION_ID}"),
+        "cancel_url": absolute_url("/upgrade/"),
+        "allow_promotion_codes": True,
+    }
+    session = stripe_client.create_checkout_session(
+        params=params,
+        # One session per click: a fresh key per attempt, stable across library retries.
+        idempotency_key=f"broadside-checkout-{subscriber.pk}-{plan.pk}-{attempt or uuid.uuid4()}",
+    )
+    return CheckoutRedirect(url=session["url"], session_id=session["id"])
+
+
+def open_billing_portal(*, subscriber: Subscriber) -> str:
+    """The URL of a Stripe Customer Portal session for this reader."""
+    if not subscriber.stripe_customer_id:
+        raise BillingError("There is no billing account for this address yet.")
+    session = stripe_client.create_portal_session(
+        customer_id=subscriber.stripe_customer_id, return_url=absolute_url("/account/")
+    )
+    return str(session["url"])
+
+
+def checkout_status(*, session_id: str) -> str:
+    """'complete', 'open' or 'expired' for the success page; grants nothing."""
+    try:
+        session = stripe_client.retrieve_checkout_session(session_id)
+    except stripe_client.StripeError:
+        return "unknown"
+    return str(session.get("status") or "unknown")
+
+
+# --- Plans in Stripe ---------------------------------------------------------------------
+
+
+def sync_stripe_plans() -> list[str]:
+    """Create the Stripe product and the prices missing for our plans; store their ids.
+
+    Safe to run again: plans whose price exists and matches are left alone. A plan
+    whose amount, currency or interval was edited gets a new price (Stripe prices are
+    immutable); existing subscribers stay on the old one.
+    """
+    report: list[str] = []
+    product_id = (
+        Plan.objects.exclude(stripe_product_id="").values_list("stripe_product_id", flat=True)
+    ).first()
+    if product_id:
+        try:
+            stripe_client.retrieve_product(product_id)
+        except stripe_client.StripeError:
+            product_id = None
+    for plan in Plan.objects.order_by("pk"):
+        if plan.stripe_price_id and _price_matches(plan):
+            if product_id and plan.stripe_product_id != product_id:
+                Plan.objects.filter(pk=plan.pk).update(stripe_product_id=product_id)
+            report.append(f"{plan.name}: up to date ({plan.stripe_price_id})")
+            continue
+        if not product_id:
+            publication = Publication.load()
+            product = stripe_client.create_product(
+                name=f"{publication.name} paid subscription",
+                metadata={PURPOSE_KEY: PURPOSE_MEMBERSHIP},
+                idempotency_key="broadside-product-membership",
+            )
+            product_id = product["id"]
+            report.append(f"Created product {product_id}")
+        price = stripe_client.create_price(
+            product_id=product_id,
+            amount=plan.amount,
+            currency=plan.currency.lower(),
+            interval=plan.interval,
+            metadata={"plan_id": str(plan.pk)},
+            idempotency_key=(
+                f"broadside-price-{plan.pk}-{plan.amount}-{plan.currency.lower()}-{plan.interval}"
+            ),
+        )
+        Plan.objects.filter(pk=plan.pk).update(
+            stripe_price_id=price["id"], stripe_product_id=product_id
+        )
+        report.append(f"{plan.name}: created price {price['id']}")
+    return report
+
+
+def _price_matches(plan: Plan) -> bool:
+    try:
+        price = stripe_client.retrieve_price(plan.stripe_price_id or "")
+    except stripe_client.StripeError:
+        return False
+    recurring = price.get("recurring") or {}
+    return (
+        price.get("unit_amount") == plan.amount
+        and str(price.get("currency", "")).lower() == plan.currency.lower()
+        and recurring.get("interval") == plan.interval
+    )

@@ -1,0 +1,303 @@
+"""Donations: one-off or monthly support through Stripe Checkout; donors need not subscribe.
+
+The Donation row is created pending with its Checkout Session; Stripe's webhook marks it
+paid (and sends the thank-you email, once), refunded or disputed.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from newsletter.models import Publication
+from subscriptions import stripe_client
+from subscriptions.models import Donation, Plan, Subscriber
+from subscriptions.services.memberships import (
+    PURPOSE_DONATION,
+    PURPOSE_KEY,
+    SUBSCRIBER_KEY,
+    find_subscriber_for_stripe,
+    link_stripe_customer,
+)
+from subscriptions.services.notifications import send_transactional_email
+from subscriptions.services.tokens import absolute_url
+
+logger = logging.getLogger(__name__)
+
+# In the currency's smallest unit (cents).
+PRESET_AMOUNTS = (500, 1000, 2500, 5000)
+MIN_AMOUNT = 100
+MAX_AMOUNT = 1_000_000
+MESSAGE_MAX_LENGTH = 500  # Stripe metadata values hold at most 500 characters.
+DONATION_KEY = "donation_id"
+
+
+class DonationError(Exception):
+    """A donation could not be started; the message is for the donor."""
+
+
+@dataclass(frozen=True)
+class DonationCheckout:
+    url: str
+    donation: Donation
+
+
+def donation_currency() -> str:
+    """Donations are taken in the currency of the paid plans (USD when there are none)."""
+    plan = Plan.objects.filter(active=True).order_by("position", "amount").first()
+    return (plan.currency if plan else "usd").lower()
+
+
+def validate_amount(amount: int) -> None:
+    if amount < MIN_AMOUNT:
+        raise DonationError(f"The smallest donation is {MIN_AMOUNT / 100:.2f}.")
+    if amount > MAX_AMOUNT:
+        raise DonationError(
+            f"The largest donation we take online is {MAX_AMOUNT / 100:,.2f}. "
+            "Please get in touch for larger gifts."
+        )
+
+
+def start_donation_checkout(
+    *,
+    amount: int,
+    recurring: bool,
+    message: str = "",
+    email: str = "",
+    subscriber: Subscriber | None = None,
+    attempt: str | None = None,
+) -> DonationCheckout:
+    """Record a pending donation and create its Checkout Session.
+
+    One-off gifts use mode=payment; monthly support is a subscription with the price
+    given inline (price_data), so no product has to be set up in Stripe first.
+    """
+    validate_amount(amount)
+    message = message.strip()[:MESSAGE_MAX_LENGTH]
+    currency = donation_currency()
+    publication = Publication.load()
+    email = (email or (subscriber.email if subscriber else "")).strip()
+    with transaction.atomic():
+        donation = Donation.objects.create(
+            amount=amount,
+            currency=currency,
+            email=email,
+            subscriber=subscriber,
+            message=message,
+            recurring=recurring,
+        )
+    metadata = {PURPOSE_KEY: PURPOSE_DONATION, DONATION_KEY: str(donation.pk)}
+    if subscriber is not None:
+        metadata[SUBSCRIBER_KEY] = str(subscriber.pk)
+    if message:
+        metadata["message"] = message
+    price_data: dict[str, Any] = {
+        "currency": currency,
+        "unit_amount": amount,
+        "product_data": {
+            "name": (
+                f"Monthly support for {publication.name}"
+                if recurring
+                else f"Donation to {publication.name}"
+            )
+        },
+    }
+    params: dict[str, Any] = {
+        "line_items": [{"price_data": price_data, "quantity": 1}],
+        "metadata": metadata,
+        "client_reference_id": f"donation-{donation.pk}",
+        "success_url": absolute_url("/donate/thanks/?session_id={CHECKOUT_SESSION_ID}"),
+        "cancel_url": absolute_url("/donate/"),
+    }
+    if recurring:
+        price_data["recurring"] = {"interval": "month"}
+        params["mode"] = "subscription"
+        params["subscription_data"] = {"metadata": metadata}
+    else:
+        params["mode"] = "payment"
+        params["submit_type"] = "donate"
+        params["payment_intent_data"] = {"metadata": metadata}
+    if subscriber is not None and subscriber.stripe_customer_id:
+        params["customer"] = subscriber.stripe_customer_id
+    elif email:
+        params["customer_email"] = email
+    try:
+        session = stripe_client.create_checkout_session(
+            params=params,
+            idempotency_key=f"broadside-donation-{donation.pk}-{attempt or uuid.uuid4()}",
+        )
+    except stripe_client.StripeError as exc:
+        donation.delete()
+        raise DonationError(
+            "We could not reach the payment provider. Please try again in a moment."
+        ) from exc
+    Donation.objects.filter(pk=donation.pk).update(stripe_checkout_session_id=session["id"])
+    donation.stripe_checkout_session_id = session["id"]
+    return DonationCheckout(url=session["url"], donation=donation)
+
+
+# --- Applying Stripe's word ------------------------------------------------------------
+
+
+def is_donation_session(session: dict[str, Any]) -> bool:
+    metadata = session.get("metadata") or {}
+    if metadata.get(PURPOSE_KEY) == PURPOSE_DONATION:
+        return True
+    # A one-off payment can only be a donation here: Payment Links for "buy me a coffee"
+    # arrive without our metadata.
+    return session.get("mode") == "payment"
+
+
+def record_paid_donation(*, session: dict[str, Any]) -> Donation | None:
+    """A completed, paid Checkout Session for a donation: mark it paid, thank once.
+
+    `session` is as re-read from Stripe. Call inside a transaction.
+    """
+    if session.get("status") != "complete" or session.get("payment_status") not in (
+        "paid",
+        "no_payment_required",
+    ):
+        return None
+    metadata = session.get("metadata") or {}
+    details = session.get("customer_details") or {}
+    email = details.get("email") or session.get("customer_email") or ""
+    donation = (
+        Donation.objects.select_for_update()
+        .filter(stripe_checkout_session_id=session["id"])
+        .first()
+    )
+    if donation is None and metadata.get(DONATION_KEY, "").isdigit():
+        donation = (
+            Donation.objects.select_for_update()
+            .filter(pk=int(metadata[DONATION_KEY]), stripe_checkout_session_id__isnull=True)
+            .first()
+        )
+    if donation is None:
+        donation = Donation(
+            stripe_checkout_session_id=session["id"],
+            message=str(metadata.get("message", ""))[:MESSAGE_MAX_LENGTH],
+        )
+    donation.stripe_checkout_session_id = session["id"]
+    donation.amount = int(session.get("amount_total") or donation.amount or 0)
+    donation.currency = str(session.get("currency") or donation.currency or "usd")
+    donation.email = email or donation.email
+    donation.recurring = session.get("mode") == "subscription"
+    donation.stripe_payment_intent_id = str(
+        session.get("payment_intent") or donation.stripe_payment_intent_id or ""
+    )
+    donation.stripe_subscription_id = str(
+        session.get("subscription") or donation.stripe_subscription_id or ""
+    )
+    if session.get("invoice") and not donation.stripe_invoice_id:
+        donation.stripe_invoice_id = str(session["invoice"])
+    if donation.subscriber_id is None:
+        donation.subscriber = find_subscriber_for_stripe(
+            subscriber_id=metadata.get(SUBSCRIBER_KEY),
+            customer_id=session.get("customer"),
+            email=donation.email,
+        )
+    if donation.subscriber is not None:
+        link_stripe_customer(subscriber=donation.subscriber, customer_id=session.get("customer"))
+    if donation.status == Donation.Status.PENDING:
+        donation.status = Donation.Status.PAID
+    if donation.amount <= 0:
+        logger.warning("Checkout Session %s has no amount; not recorded", session["id"])
+        return None
+    donation.save()
+    send_donation_thanks(donation=donation)
+    return donation
+
+
+def send_donation_thanks(*, donation: Donation) -> bool:
+    """The thank-you email, at most once per donation."""
+    if not donation.email or donation.status != Donation.Status.PAID:
+        return False
+    claimed = Donation.objects.filter(pk=donation.pk, thanked_at__isnull=True).update(
+        thanked_at=timezone.now()
+    )
+    if not claimed:
+        return False
+    send_transactional_email(
+        to=donation.email,
+        subject="Thank you for your support",
+        template="donation_thanks",
+        context={
+            "donation": donation,
+            "amount": format_amount(donation.amount, donation.currency),
+            "billing_url": absolute_url("/account/billing/"),
+        },
+    )
+    return True
+
+
+def record_recurring_donation_payment(*, invoice: dict[str, Any], subscription_id: str) -> None:
+    """A later month of monthly support was paid: one Donation per invoice."""
+    if invoice.get("billing_reason") == "subscription_create":
+        return  # The first payment is the Checkout Session's donation.
+    first = Donation.objects.filter(stripe_subscription_id=subscription_id).order_by("pk").first()
+    Donation.objects.get_or_create(
+        stripe_invoice_id=invoice["id"],
+        defaults={
+            "amount": int(invoice.get("amount_paid") or 0) or (first.amount if first else 0),
+            "currency": str(invoice.get("currency") or "usd"),
+            "email": invoice.get("customer_email") or (first.email if first else ""),
+            "subscriber": first.subscriber if first else None,
+            "recurring": True,
+            "status": Donation.Status.PAID,
+            "stripe_subscription_id": subscription_id,
+            "stripe_payment_intent_id": invoice_payment_intent(invoice),
+            "thanked_at": timezone.now(),  # Thanked once, for the first month.
+        },
+    )
+
+
+def invoice_payment_intent(invoice: dict[str, Any]) -> str:
+    if invoice.get("payment_intent"):
+        return str(invoice["payment_intent"])
+    for payment in (invoice.get("payments") or {}).get("data", []):
+        intent = (payment.get("payment") or {}).get("payment_intent")
+        if intent:
+            return str(intent)
+    return ""
+
+
+def donation_for_charge(charge: dict[str, Any]) -> Donation | None:
+    intent = charge.get("payment_intent")
+    if intent:
+        found = Donation.objects.select_for_update().filter(stripe_payment_intent_id=intent).first()
+        if found is not None:
+            return found
+    invoice = charge.get("invoice")
+    if invoice:
+        return Donation.objects.select_for_update().filter(stripe_invoice_id=invoice).first()
+    return None
+
+
+def mark_donation_refunded(*, charge: dict[str, Any]) -> Donation | None:
+    donation = donation_for_charge(charge)
+    if donation is None or not charge.get("refunded"):
+        return donation  # A partial refund leaves the donation paid.
+    donation.status = Donation.Status.REFUNDED
+    donation.save(update_fields=["status", "updated_at"])
+    return donation
+
+
+def mark_donation_disputed(*, dispute: dict[str, Any]) -> Donation | None:
+    charge = {"payment_intent": dispute.get("payment_intent"), "invoice": None}
+    donation = donation_for_charge(charge)
+    if donation is not None:
+        donation.status = Donation.Status.DISPUTED
+        donation.save(update_fields=["status", "updated_at"])
+    return donation
+
+
+def format_amount(amount: int, currency: str) -> str:
+    symbols = {"usd": "$", "eur": "€", "gbp": "£"}
+    symbol = symbols.get(currency.lower())
+    value = f"{amount / 100:,.2f}"
+    return f"{symbol}{value}" if symbol else f"{value} {currency.upper()}"

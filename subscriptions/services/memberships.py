@@ -1,0 +1,262 @@
+"""Paid memberships: mirrored from Stripe subscriptions, or granted (comp and gift).
+
+`sync_membership_from_stripe` is the one way a Stripe subscription's state reaches our
+database. It is called with the subscription as just re-read from Stripe (or, failing
+that, as carried by an event) and the time that state was observed; a state older than
+the one already applied is ignored, so duplicated and reordered webhooks converge.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from subscriptions.models import Membership, Plan, Subscriber
+from subscriptions.services.notifications import send_transactional_email
+from subscriptions.services.tokens import absolute_url
+
+logger = logging.getLogger(__name__)
+
+# Metadata we put on Checkout Sessions and subscriptions to say what they pay for.
+PURPOSE_KEY = "broadside_purpose"
+PURPOSE_MEMBERSHIP = "membership"
+PURPOSE_DONATION = "donation"
+SUBSCRIBER_KEY = "subscriber_id"
+
+REMINDER_BEFORE_EXPIRY = timedelta(days=7)
+
+
+def from_timestamp(value: int | float | None) -> datetime | None:
+    return datetime.fromtimestamp(value, tz=UTC) if value else None
+
+
+def lock_stripe_object(object_id: str) -> None:
+    """Serialise work on one Stripe object across workers until the transaction ends."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [object_id])
+
+
+def subscription_purpose(subscription: dict[str, Any]) -> str:
+    return (subscription.get("metadata") or {}).get(PURPOSE_KEY) or PURPOSE_MEMBERSHIP
+
+
+def subscription_period_end(subscription: dict[str, Any]) -> datetime | None:
+    # Since API version 2025-03-31 the period lives on each subscription item.
+    ends = [
+        item.get("current_period_end")
+        for item in (subscription.get("items") or {}).get("data", [])
+        if item.get("current_period_end")
+    ]
+    return from_timestamp(subscription.get("current_period_end") or (max(ends) if ends else None))
+
+
+def subscription_price_id(subscription: dict[str, Any]) -> str | None:
+    items = (subscription.get("items") or {}).get("data", [])
+    if not items:
+        return None
+    price = items[0].get("price") or {}
+    return price.get("id") if isinstance(price, dict) else price
+
+
+# --- Who is this subscription for? ----------------------------------------------------
+
+
+def find_subscriber_for_stripe(
+    *,
+    subscriber_id: str | int | None = None,
+    customer_id: str | None = None,
+    email: str | None = None,
+) -> Subscriber | None:
+    """Our reader, by our own id (metadata), else the Stripe customer, else the email."""
+    if subscriber_id:
+        try:
+            found = Subscriber.objects.filter(pk=int(subscriber_id)).first()
+        except (TypeError, ValueError):
+            found = None
+        if found is not None:
+            return found
+    if customer_id:
+        found = Subscriber.objects.filter(stripe_customer_id=customer_id).first()
+        if found is not None:
+            return found
+    if email:
+        return Subscriber.objects.filter(email__iexact=email.strip()).first()
+    return None
+
+
+def subscriber_from_payment(*, email: str, name: str = "", source: str) -> Subscriber:
+    """The reader behind a payment made outside our pages (a Payment Link, the dashboard).
+
+    Paying for the publication is a clear request to receive it, so a new address is
+    created active; an existing pending one is confirmed.
+    """
+    email = email.strip()
+    subscriber = Subscriber.objects.filter(email__iexact=email).first()
+    if subscriber is None:
+        try:
+            with transaction.atomic():
+                subscriber = Subscriber.objects.create(
+                    email=email,
+                    name=name[:200],
+                    status=Subscriber.Status.ACTIVE,
+                    consent_at=timezone.now(),
+                    consent_source=source,
+                    confirmed_at=timezone.now(),
+                )
+        except IntegrityError:
+            subscriber = Subscriber.objects.get(email__iexact=email)
+    return subscriber
+
+
+def confirm_paying_subscriber(*, subscriber: Subscriber, source: str) -> None:
+    """A pending reader who completed a payment has shown the address is theirs."""
+    if subscriber.status == Subscriber.Status.PENDING:
+        now = timezone.now()
+        Subscriber.objects.filter(pk=subscriber.pk, status=Subscriber.Status.PENDING).update(
+            status=Subscriber.Status.ACTIVE,
+            confirmed_at=now,
+            consent_at=subscriber.consent_at or now,
+            consent_source=subscriber.consent_source or source,
+        )
+        subscriber.refresh_from_db()
+
+
+def link_stripe_customer(*, subscriber: Subscriber, customer_id: str | None) -> None:
+    """Remember the reader's Stripe customer, unless they already have one."""
+    if not customer_id or subscriber.stripe_customer_id:
+        return
+    if Subscriber.objects.filter(stripe_customer_id=customer_id).exists():
+        return
+    Subscriber.objects.filter(pk=subscriber.pk, stripe_customer_id__isnull=True).update(
+        stripe_customer_id=customer_id
+    )
+    subscriber.refresh_from_db(fields=["stripe_customer_id"])
+
+
+# --- Applying Stripe's state -----------------------------------------------------------
+
+
+def sync_membership_from_stripe(
+    *,
+    subscription: dict[str, Any],
+    subscriber: Subscriber,
+    observed_at: datetime,
+) -> Membership | None:
+    """Make our Membership mirror this Stripe subscription, if this state is newer.
+
+    Call inside a transaction holding `lock_stripe_object(subscription id)`.
+    """
+    subscription_id = subscription["id"]
+    membership = (
+        Membership.objects.select_for_update()
+        .filter(stripe_subscription_id=subscription_id)
+        .first()
+    )
+    if membership is None:
+        membership = Membership(
+            kind=Membership.Kind.STRIPE,
+            stripe_subscription_id=subscription_id,
+            subscriber=subscriber,
+        )
+    elif membership.stripe_synced_at and membership.stripe_synced_at > observed_at:
+        logger.info("Ignoring an older state of %s", subscription_id)
+        return membership
+
+    status = subscription.get("status") or Membership.Status.INCOMPLETE
+    if status not in Membership.Status.values:
+        status = Membership.Status.INCOMPLETE
+    price_id = subscription_price_id(subscription)
+    plan = Plan.objects.filter(stripe_price_id=price_id).first() if price_id else None
+
+    membership.status = status
+    membership.plan = plan or membership.plan
+    membership.current_period_end = subscription_period_end(subscription)
+    membership.cancel_at_period_end = bool(
+        subscription.get("cancel_at_period_end") or subscription.get("cancel_at")
+    )
+    if status in (Membership.Status.CANCELED, Membership.Status.INCOMPLETE_EXPIRED):
+        membership.canceled_at = (
+            from_timestamp(subscription.get("ended_at") or subscription.get("canceled_at"))
+            or membership.canceled_at
+            or observed_at
+        )
+    else:
+        membership.canceled_at = None
+    membership.stripe_synced_at = observed_at
+    membership.save()
+    return membership
+
+
+# --- Comp and gift memberships --------------------------------------------------------
+
+
+def grant_membership(
+    *,
+    subscriber: Subscriber,
+    kind: str,
+    expires_at: datetime | None,
+    plan: Plan | None = None,
+) -> Membership:
+    """A complimentary or gift membership (from the admin or a Substack import)."""
+    if kind not in (Membership.Kind.COMP, Membership.Kind.GIFT):
+        raise ValueError("Only complimentary and gift memberships are granted by hand.")
+    return Membership.objects.create(
+        subscriber=subscriber,
+        kind=kind,
+        plan=plan,
+        status=Membership.Status.ACTIVE,
+        expires_at=expires_at,
+    )
+
+
+def expire_memberships(*, now: datetime | None = None) -> dict[str, int]:
+    """Mark lapsed comp/gift memberships expired; remind readers a week before."""
+    now = now or timezone.now()
+    granted = Q(kind__in=[Membership.Kind.COMP, Membership.Kind.GIFT])
+    expired = Membership.objects.filter(
+        granted, status=Membership.Status.ACTIVE, expires_at__lte=now
+    ).update(status=Membership.Status.EXPIRED, canceled_at=now)
+
+    reminded = 0
+    due = Membership.objects.filter(
+        granted,
+        status=Membership.Status.ACTIVE,
+        expires_at__gt=now,
+        expires_at__lte=now + REMINDER_BEFORE_EXPIRY,
+        reminder_sent_at__isnull=True,
+    ).values_list("pk", flat=True)
+    for membership_id in list(due):
+        with transaction.atomic():
+            membership = (
+                Membership.objects.select_for_update(skip_locked=True)
+                .select_related("subscriber")
+                .filter(pk=membership_id, reminder_sent_at__isnull=True)
+                .first()
+            )
+            if membership is None:
+                continue
+            subscriber = membership.subscriber
+            if subscriber.status in (Subscriber.Status.BOUNCED, Subscriber.Status.COMPLAINED):
+                membership.reminder_sent_at = now
+                membership.save(update_fields=["reminder_sent_at", "updated_at"])
+                continue
+            send_transactional_email(
+                to=subscriber.email,
+                subject="Your membership ends soon",
+                template="membership_reminder",
+                context={
+                    "subscriber": subscriber,
+                    "membership": membership,
+                    "upgrade_url": absolute_url("/upgrade/"),
+                },
+            )
+            membership.reminder_sent_at = now
+            membership.save(update_fields=["reminder_sent_at", "updated_at"])
+            reminded += 1
+    return {"expired": expired, "reminded": reminded}

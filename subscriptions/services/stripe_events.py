@@ -1,0 +1,386 @@
+"""Stripe webhooks: verify, record once, then apply in a worker.
+
+Receiving (`receive_webhook`) only verifies the signature, parses the JSON and inserts
+the StripeEvent; its unique `stripe_id` makes a redelivered event a no-op. Processing
+(`process_event`) happens in a Celery task queued on commit. It re-reads the session or
+subscription from Stripe, so whatever order events arrive in, the newest state is what
+gets applied (https://docs.stripe.com/webhooks#event-ordering). A failure is recorded on
+the event (error, attempts) and retried with backoff by `retry_due_events`; editors can
+also retry it from the admin.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from subscriptions import stripe_client
+from subscriptions.models import Membership, StripeEvent, Subscriber
+from subscriptions.services import donations
+from subscriptions.services.memberships import (
+    PURPOSE_DONATION,
+    PURPOSE_KEY,
+    SUBSCRIBER_KEY,
+    confirm_paying_subscriber,
+    find_subscriber_for_stripe,
+    from_timestamp,
+    link_stripe_customer,
+    lock_stripe_object,
+    subscriber_from_payment,
+    subscription_purpose,
+    sync_membership_from_stripe,
+)
+from subscriptions.services.notifications import send_transactional_email
+from subscriptions.services.tokens import absolute_url
+
+logger = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 10
+# If the task queued on commit never ran (the broker was down), the sweeper picks the
+# event up after this long.
+SAFETY_NET_DELAY = timedelta(minutes=5)
+
+
+class WebhookRejected(Exception):
+    """The request is not a genuine, well-formed Stripe event (answer 400)."""
+
+
+@dataclass(frozen=True)
+class Received:
+    event: StripeEvent
+    created: bool
+
+
+def retry_delay(attempts: int) -> timedelta:
+    """1, 2, 4, ... minutes between attempts, at most six hours."""
+    return timedelta(minutes=min(2 ** max(attempts - 1, 0), 360))
+
+
+# --- Receiving ---------------------------------------------------------------------------
+
+
+def receive_webhook(*, payload: bytes, signature_header: str | None) -> Received:
+    """Verify and store one webhook delivery. Raises WebhookRejected on bad input."""
+    try:
+        stripe_client.verify_webhook(payload=payload, signature_header=signature_header)
+    except stripe_client.WebhookSignatureError as exc:
+        raise WebhookRejected(f"Invalid signature: {exc}") from exc
+    try:
+        data = json.loads(payload)
+    except ValueError as exc:
+        raise WebhookRejected("Malformed JSON.") from exc
+    if (
+        not isinstance(data, dict)
+        or data.get("object") != "event"
+        or not isinstance(data.get("id"), str)
+        or not isinstance(data.get("type"), str)
+        or not isinstance(data.get("data"), dict)
+        or not isinstance(data.get("created"), int)
+    ):
+        raise WebhookRejected("Not a Stripe event.")
+    now = timezone.now()
+    try:
+        with transaction.atomic():
+            event = StripeEvent.objects.create(
+                stripe_id=data["id"][:100],
+                type=data["type"][:100],
+                created=from_timestamp(data["created"]) or now,
+                livemode=bool(data.get("livemode")),
+                payload=data,
+                next_attempt_at=now + SAFETY_NET_DELAY,
+            )
+    except IntegrityError:
+        return Received(event=StripeEvent.objects.get(stripe_id=data["id"][:100]), created=False)
+    return Received(event=event, created=True)
+
+
+# --- Processing --------------------------------------------------------------------------
+
+
+def process_event(*, event_id: int) -> bool:
+    """Apply one stored event, once. Returns True when it is (now or already) processed.
+
+    Safe to call concurrently and repeatedly: the event row is locked and its
+    `processed_at` checked inside the same transaction that applies it.
+    """
+    try:
+        with transaction.atomic():
+            event = StripeEvent.objects.select_for_update().filter(pk=event_id).first()
+            if event is None:
+                return False
+            if event.processed_at is not None:
+                return True
+            handler = HANDLERS.get(event.type)
+            if handler is not None:
+                handler(event)
+            now = timezone.now()
+            event.processed_at = now
+            event.attempts += 1
+            event.error = ""
+            event.next_attempt_at = None
+            event.save(
+                update_fields=[
+                    "processed_at",
+                    "attempts",
+                    "error",
+                    "next_attempt_at",
+                    "needs_attention",
+                ]
+            )
+            return True
+    except Exception as exc:
+        logger.exception("Processing Stripe event %s failed", event_id)
+        _record_failure(event_id=event_id, exc=exc)
+        return False
+
+
+def _record_failure(*, event_id: int, exc: BaseException) -> None:
+    with transaction.atomic():
+        event = StripeEvent.objects.select_for_update().filter(pk=event_id).first()
+        if event is None or event.processed_at is not None:
+            return
+        event.attempts += 1
+        event.error = "".join(traceback.format_exception_only(type(exc), exc)).strip()[:4000]
+        event.next_attempt_at = (
+            timezone.now() + retry_delay(event.attempts) if event.attempts < MAX_ATTEMPTS else None
+        )
+        event.save(update_fields=["attempts", "error", "next_attempt_at"])
+
+
+def claim_due_events(*, now: datetime | None = None, limit: int = 100) -> list[int]:
+    """Unprocessed events whose next attempt is due (failed, or never picked up).
+
+    Their next attempt moves on by SAFETY_NET_DELAY, so the next sweep does not queue
+    them again while these attempts run.
+    """
+    now = now or timezone.now()
+    with transaction.atomic():
+        ids = list(
+            StripeEvent.objects.select_for_update(skip_locked=True)
+            .filter(processed_at__isnull=True, next_attempt_at__lte=now, attempts__lt=MAX_ATTEMPTS)
+            .order_by("next_attempt_at")
+            .values_list("pk", flat=True)[:limit]
+        )
+        StripeEvent.objects.filter(pk__in=ids).update(next_attempt_at=now + SAFETY_NET_DELAY)
+    return ids
+
+
+def schedule_retry_now(*, event: StripeEvent) -> None:
+    """An editor asked to retry: give the event fresh attempts, due at once."""
+    StripeEvent.objects.filter(pk=event.pk, processed_at__isnull=True).update(
+        attempts=0, next_attempt_at=timezone.now()
+    )
+
+
+# --- What each event type does ---------------------------------------------------------
+
+
+def _object(event: StripeEvent) -> dict[str, Any]:
+    return dict(event.payload.get("data", {}).get("object") or {})
+
+
+def _current_subscription(subscription_id: str, event: StripeEvent) -> tuple[dict, datetime]:
+    """The subscription as Stripe has it now, or the event's snapshot if Stripe is off."""
+    if stripe_client.is_configured():
+        return stripe_client.retrieve_subscription(subscription_id), timezone.now()
+    snapshot = _object(event)
+    if snapshot.get("object") != "subscription":
+        raise stripe_client.StripeError("STRIPE_SECRET_KEY is not set; cannot re-read Stripe.")
+    return snapshot, event.created
+
+
+def _apply_subscription(
+    *,
+    subscription_id: str,
+    event: StripeEvent,
+    hint_subscriber: Subscriber | None = None,
+) -> Membership | None:
+    lock_stripe_object(subscription_id)
+    subscription, observed_at = _current_subscription(subscription_id, event)
+    if subscription_purpose(subscription) == PURPOSE_DONATION:
+        return None
+    metadata = subscription.get("metadata") or {}
+    existing = (
+        Membership.objects.filter(stripe_subscription_id=subscription_id)
+        .select_related("subscriber")
+        .first()
+    )
+    subscriber = (
+        existing.subscriber
+        if existing
+        else hint_subscriber
+        or find_subscriber_for_stripe(
+            subscriber_id=metadata.get(SUBSCRIBER_KEY), customer_id=subscription.get("customer")
+        )
+    )
+    if subscriber is None:
+        # Made in Stripe's dashboard or through a Payment Link: match by the customer's email.
+        customer = stripe_client.retrieve_customer(str(subscription["customer"]))
+        if not customer.get("email"):
+            raise stripe_client.StripeError(
+                f"Customer {subscription['customer']} has no email; cannot match a reader."
+            )
+        subscriber = subscriber_from_payment(
+            email=customer["email"], name=customer.get("name") or "", source="stripe"
+        )
+    link_stripe_customer(subscriber=subscriber, customer_id=subscription.get("customer"))
+    if subscription.get("status") in ("active", "trialing", "past_due"):
+        confirm_paying_subscriber(subscriber=subscriber, source="stripe")
+    return sync_membership_from_stripe(
+        subscription=subscription, subscriber=subscriber, observed_at=observed_at
+    )
+
+
+def handle_checkout_completed(event: StripeEvent) -> None:
+    snapshot = _object(event)
+    session_id = str(snapshot["id"])
+    lock_stripe_object(session_id)
+    session = (
+        stripe_client.retrieve_checkout_session(session_id)
+        if stripe_client.is_configured()
+        else snapshot
+    )
+    if donations.is_donation_session(session):
+        donations.record_paid_donation(session=session)
+        return
+    if session.get("mode") != "subscription" or not session.get("subscription"):
+        return
+    if session.get("status") != "complete":
+        return
+    metadata = session.get("metadata") or {}
+    details = session.get("customer_details") or {}
+    subscriber = find_subscriber_for_stripe(
+        subscriber_id=session.get("client_reference_id") or metadata.get(SUBSCRIBER_KEY),
+        customer_id=session.get("customer"),
+        email=details.get("email") or session.get("customer_email"),
+    )
+    if subscriber is None and details.get("email"):
+        subscriber = subscriber_from_payment(
+            email=details["email"], name=details.get("name") or "", source="stripe checkout"
+        )
+    if subscriber is None:
+        raise ValueError(f"Checkout Session {session_id} names no reader we can find.")
+    confirm_paying_subscriber(subscriber=subscriber, source="stripe checkout")
+    link_stripe_customer(subscriber=subscriber, customer_id=session.get("customer"))
+    _apply_subscription(
+        subscription_id=str(session["subscription"]), event=event, hint_subscriber=subscriber
+    )
+
+
+def handle_subscription_changed(event: StripeEvent) -> None:
+    _apply_subscription(subscription_id=str(_object(event)["id"]), event=event)
+
+
+def invoice_subscription_id(invoice: dict[str, Any]) -> str | None:
+    # Since API version 2025-03-31 an invoice names its subscription under `parent`.
+    details = (invoice.get("parent") or {}).get("subscription_details") or {}
+    subscription = details.get("subscription") or invoice.get("subscription")
+    if isinstance(subscription, dict):
+        subscription = subscription.get("id")
+    return str(subscription) if subscription else None
+
+
+def _invoice_purpose(invoice: dict[str, Any]) -> str:
+    details = (invoice.get("parent") or {}).get("subscription_details") or {}
+    return (details.get("metadata") or {}).get(PURPOSE_KEY, "")
+
+
+def handle_invoice_paid(event: StripeEvent) -> None:
+    invoice = _object(event)
+    subscription_id = invoice_subscription_id(invoice)
+    if not subscription_id:
+        return
+    if _invoice_purpose(invoice) == PURPOSE_DONATION:
+        donations.record_recurring_donation_payment(
+            invoice=invoice, subscription_id=subscription_id
+        )
+        return
+    if _apply_subscription(subscription_id=subscription_id, event=event) is None:
+        # The subscription says it is a donation even if the invoice did not.
+        donations.record_recurring_donation_payment(
+            invoice=invoice, subscription_id=subscription_id
+        )
+
+
+def handle_invoice_payment_failed(event: StripeEvent) -> None:
+    invoice = _object(event)
+    subscription_id = invoice_subscription_id(invoice)
+    if not subscription_id or _invoice_purpose(invoice) == PURPOSE_DONATION:
+        return
+    membership = _apply_subscription(subscription_id=subscription_id, event=event)
+    if membership is None:
+        return
+    subscriber = membership.subscriber
+    if subscriber.status in (Subscriber.Status.BOUNCED, Subscriber.Status.COMPLAINED):
+        return
+    send_transactional_email(
+        to=subscriber.email,
+        subject="Your payment did not go through",
+        template="payment_failed",
+        context={
+            "subscriber": subscriber,
+            "membership": membership,
+            "amount": donations.format_amount(
+                int(invoice.get("amount_due") or 0), str(invoice.get("currency") or "usd")
+            ),
+            "billing_url": absolute_url("/account/billing/"),
+            "invoice_url": invoice.get("hosted_invoice_url") or "",
+        },
+    )
+
+
+def handle_charge_refunded(event: StripeEvent) -> None:
+    donations.mark_donation_refunded(charge=_object(event))
+
+
+def handle_dispute_created(event: StripeEvent) -> None:
+    dispute = _object(event)
+    donation = donations.mark_donation_disputed(dispute=dispute)
+    event.needs_attention = True
+    editors = (
+        get_user_model()
+        .objects.filter(is_staff=True, is_active=True)
+        .exclude(email="")
+        .values_list("email", flat=True)
+    )
+    amount = donations.format_amount(
+        int(dispute.get("amount") or 0), str(dispute.get("currency") or "usd")
+    )
+    for email in editors:
+        send_transactional_email(
+            to=email,
+            subject=f"A payment of {amount} is disputed",
+            template="dispute_alert",
+            context={
+                "dispute": dispute,
+                "amount": amount,
+                "donation": donation,
+                "admin_url": absolute_url(f"/admin/subscriptions/stripeevent/{event.pk}/change/"),
+            },
+        )
+
+
+HANDLERS: dict[str, Callable[[StripeEvent], None]] = {
+    "checkout.session.completed": handle_checkout_completed,
+    "checkout.session.async_payment_succeeded": handle_checkout_completed,
+    "customer.subscription.created": handle_subscription_changed,
+    "customer.subscription.updated": handle_subscription_changed,
+    "customer.subscription.deleted": handle_subscription_changed,
+    "customer.subscription.paused": handle_subscription_changed,
+    "customer.subscription.resumed": handle_subscription_changed,
+    "invoice.paid": handle_invoice_paid,
+    "invoice.payment_failed": handle_invoice_payment_failed,
+    "charge.refunded": handle_charge_refunded,
+    "charge.dispute.created": handle_dispute_created,
+}
+
+SUPPORTED_EVENT_TYPES = sorted(HANDLERS)

@@ -1,0 +1,166 @@
+"""Upgrade to a paid plan (Stripe Checkout) and manage billing (Stripe Customer Portal)."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Any
+
+from django import forms
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils.http import urlencode
+from django.views.decorators.http import require_http_methods
+
+from subscriptions import stripe_client
+from subscriptions.models import Plan, Subscriber
+from subscriptions.services import billing
+from subscriptions.services.access import subscriber_is_paid
+from subscriptions.services.accounts import subscriber_for_account
+from subscriptions.services.addresses import InvalidAddress
+from subscriptions.services.donations import format_amount
+from subscriptions.services.ratelimit import client_ip, consume
+
+_ATTEMPT = re.compile(r"^[0-9a-f]{32}$")
+
+
+class UpgradeForm(forms.Form):
+    plan = forms.ModelChoiceField(
+        queryset=Plan.objects.none(),
+        empty_label=None,
+        error_messages={"invalid_choice": "Please choose one of the plans shown."},
+    )
+    email = forms.EmailField(required=False, max_length=254)
+    attempt = forms.CharField(required=False, max_length=32, widget=forms.HiddenInput)
+
+    def __init__(self, *args, signed_in: bool, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.signed_in = signed_in
+        self.fields["plan"].queryset = billing.active_plans()  # type: ignore[attr-defined]
+        if not signed_in:
+            self.fields["email"].required = True
+            self.fields["email"].error_messages["required"] = (
+                "Enter your email address: it is where your paid articles will go."
+            )
+
+    def clean_attempt(self) -> str:
+        attempt = self.cleaned_data.get("attempt") or ""
+        return attempt if _ATTEMPT.match(attempt) else uuid.uuid4().hex
+
+
+def _checkout_redirect(url: str) -> HttpResponseRedirect:
+    # 303 See Other: the browser follows a POST's answer with a GET to Stripe.
+    response = HttpResponseRedirect(url)
+    response.status_code = 303
+    return response
+
+
+@require_http_methods(["GET", "POST"])
+def upgrade_view(request: HttpRequest) -> HttpResponse:
+    signed_in = request.user.is_authenticated
+    subscriber = subscriber_for_account(user=request.user) if signed_in else None  # type: ignore[arg-type]
+    if request.method == "POST":
+        form = UpgradeForm(request.POST, signed_in=signed_in)
+        if not consume(scope="upgrade", key=client_ip(request) or "-", limit=20, period=600):
+            messages.error(request, "Too many attempts. Please wait a few minutes.")
+            return render(
+                request,
+                "subscriptions/billing/upgrade.html",
+                _context(form, subscriber),
+                status=429,
+            )
+        if form.is_valid():
+            try:
+                reader = billing.subscriber_for_checkout(
+                    email=form.cleaned_data.get("email") or "", user=request.user
+                )
+                checkout = billing.start_plan_checkout(
+                    plan=form.cleaned_data["plan"],
+                    subscriber=reader,
+                    signed_in=signed_in,
+                    attempt=form.cleaned_data["attempt"],
+                )
+            except InvalidAddress as exc:
+                form.add_error("email", f"Please check your email address: {exc}.")
+            except billing.SignInRequired as exc:
+                messages.info(request, str(exc))
+                login = reverse("account_login")
+                return redirect(f"{login}?{urlencode({'next': '/upgrade/'})}")
+            except billing.AlreadyPaid as exc:
+                messages.info(request, str(exc))
+                return redirect("/account/")
+            except (billing.BillingError, stripe_client.StripeError) as exc:
+                form.add_error(None, f"We could not start the payment: {exc}")
+            else:
+                return _checkout_redirect(checkout.url)
+        return render(
+            request, "subscriptions/billing/upgrade.html", _context(form, subscriber), status=400
+        )
+    form = UpgradeForm(
+        signed_in=signed_in,
+        initial={"attempt": uuid.uuid4().hex, "plan": request.GET.get("plan")},
+    )
+    return render(request, "subscriptions/billing/upgrade.html", _context(form, subscriber))
+
+
+def _context(form: UpgradeForm, subscriber: Subscriber | None) -> dict[str, Any]:
+    chosen = str(form["plan"].value() or "")
+    plans = list(billing.active_plans())
+    options = [
+        {
+            "plan": plan,
+            "price": format_amount(plan.amount, plan.currency),
+            "selected": chosen == str(plan.pk) or (not chosen and index == 0),
+        }
+        for index, plan in enumerate(plans)
+    ]
+    return {
+        "form": form,
+        "plan_options": options,
+        "is_paid": subscriber_is_paid(subscriber=subscriber),
+        "attempt": form["attempt"].value() or uuid.uuid4().hex,
+    }
+
+
+def upgrade_success_view(request: HttpRequest) -> HttpResponse:
+    """Where Checkout returns to. It only reports; the webhook grants access."""
+    session_id = request.GET.get("session_id", "")
+    status = (
+        billing.checkout_status(session_id=session_id)
+        if session_id.startswith("cs_") and stripe_client.is_configured()
+        else "unknown"
+    )
+    return render(request, "subscriptions/billing/upgrade_success.html", {"status": status})
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def billing_view(request: HttpRequest) -> HttpResponse:
+    """GET shows the billing page; POST opens a Stripe Customer Portal session."""
+    subscriber = subscriber_for_account(user=request.user)  # type: ignore[arg-type]
+    if request.method == "POST":
+        if subscriber is None or not subscriber.stripe_customer_id:
+            messages.info(request, "There is no billing account for you yet: choose a plan.")
+            return redirect("/upgrade/")
+        try:
+            url = billing.open_billing_portal(subscriber=subscriber)
+        except (billing.BillingError, stripe_client.StripeError) as exc:
+            messages.error(request, f"We could not open the billing portal: {exc}")
+            return redirect("/account/billing/")
+        return _checkout_redirect(url)
+    memberships = subscriber.memberships.select_related("plan") if subscriber else []
+    donations = subscriber.donations.exclude(status="pending")[:20] if subscriber else []
+    return render(
+        request,
+        "subscriptions/billing/billing.html",
+        {
+            "subscriber": subscriber,
+            "is_paid": subscriber_is_paid(subscriber=subscriber),
+            "memberships": memberships,
+            "donations": donations,
+            "has_billing": bool(subscriber and subscriber.stripe_customer_id),
+        },
+    )

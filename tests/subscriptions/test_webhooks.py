@@ -1,0 +1,326 @@
+"""The Stripe webhook endpoint: verification, the event ledger, ordering, retries."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import timedelta
+
+import pytest
+from django.core import mail
+from django.utils import timezone
+
+from subscriptions.models import Membership, StripeEvent, Subscriber
+from subscriptions.services import stripe_events
+from subscriptions.tasks import retry_stripe_events
+from tests.factories import PlanFactory, SubscriberFactory
+from tests.subscriptions.stripe_support import (
+    WEBHOOK_URL,
+    post_webhook,
+    send_event,
+    signature_for,
+)
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def reader_with_subscription(stripe_api):
+    """A reader with a Stripe customer and an active subscription that we do not know yet."""
+    subscriber = SubscriberFactory(email="reader@example.com")
+    customer = stripe_api.add_customer(email=subscriber.email)
+    Subscriber.objects.filter(pk=subscriber.pk).update(stripe_customer_id=customer["id"])
+    price = stripe_api.add_price(unit_amount=800)
+    PlanFactory(stripe_price_id=price["id"])
+    subscription = stripe_api.add_subscription(customer=customer["id"], price=price["id"])
+    return subscriber, subscription
+
+
+def subscription_event_body(stripe_api, event_type="customer.subscription.created"):
+    sub = stripe_api.add_subscription(
+        customer=stripe_api.add_customer(email="x@example.com")["id"],
+        price=stripe_api.add_price(unit_amount=500)["id"],
+    )
+    return json.dumps(stripe_api.event(event_type, sub))
+
+
+def test_a_bad_signature_is_rejected_and_nothing_is_stored(
+    client, stripe_api, django_capture_on_commit_callbacks
+):
+    body = subscription_event_body(stripe_api)
+    response = post_webhook(
+        client,
+        body,
+        signature=signature_for(body, secret="whsec_someone_else"),
+        capture_on_commit=django_capture_on_commit_callbacks,
+    )
+    assert response.status_code == 400
+    assert StripeEvent.objects.count() == 0
+    assert Membership.objects.count() == 0
+
+
+def test_a_signature_over_a_different_body_is_rejected(
+    client, stripe_api, django_capture_on_commit_callbacks
+):
+    body = subscription_event_body(stripe_api)
+    tampered = body.replace('"active"', '"trialing"')
+    response = post_webhook(
+        client,
+        tampered,
+        signature=signature_for(body),
+        capture_on_commit=django_capture_on_commit_callbacks,
+    )
+    assert response.status_code == 400
+    assert StripeEvent.objects.count() == 0
+
+
+def test_a_stale_timestamp_is_rejected(client, stripe_api, django_capture_on_commit_callbacks):
+    body = subscription_event_body(stripe_api)
+    ten_minutes_ago = int(time.time()) - 600
+    response = post_webhook(
+        client,
+        body,
+        signature=signature_for(body, timestamp=ten_minutes_ago),
+        capture_on_commit=django_capture_on_commit_callbacks,
+    )
+    assert response.status_code == 400
+    assert "tolerance" in response.json()["error"]
+    assert StripeEvent.objects.count() == 0
+
+
+def test_a_missing_signature_header_is_rejected(
+    client, stripe_api, django_capture_on_commit_callbacks
+):
+    body = subscription_event_body(stripe_api)
+    response = post_webhook(
+        client, body, signature=None, capture_on_commit=django_capture_on_commit_callbacks
+    )
+    assert response.status_code == 400
+    assert StripeEvent.objects.count() == 0
+
+
+def test_a_malformed_body_is_rejected_even_when_signed(
+    client, stripe_api, django_capture_on_commit_callbacks
+):
+    for body in ('{"id": "evt_1", "object": "event", ', '["not", "an", "event"]'):
+        response = post_webhook(
+            client,
+            body,
+            signature=signature_for(body),
+            capture_on_commit=django_capture_on_commit_callbacks,
+        )
+        assert response.status_code == 400
+    assert StripeEvent.objects.count() == 0
+
+
+def test_the_webhook_needs_no_csrf_token_and_only_accepts_post(stripe_api, client):
+    from django.test import Client
+
+    csrf_client = Client(enforce_csrf_checks=True)
+    body = subscription_event_body(stripe_api, event_type="balance.available")
+    response = csrf_client.post(
+        WEBHOOK_URL,
+        data=body,
+        content_type="application/json",
+        HTTP_STRIPE_SIGNATURE=signature_for(body),
+    )
+    assert response.status_code == 200
+    assert client.get(WEBHOOK_URL).status_code == 405
+
+
+def test_an_unknown_event_type_is_stored_and_acknowledged(
+    client, stripe_api, django_capture_on_commit_callbacks
+):
+    event = stripe_api.event("payout.paid", {"id": "po_1", "object": "payout", "amount": 100})
+    response = send_event(client, event, capture_on_commit=django_capture_on_commit_callbacks)
+    assert response.status_code == 200
+    stored = StripeEvent.objects.get(stripe_id=event["id"])
+    assert stored.type == "payout.paid"
+    assert stored.payload["data"]["object"]["id"] == "po_1"
+    assert stored.processed_at is not None
+    assert stored.error == ""
+
+
+def test_the_same_event_twice_is_applied_once(
+    client, stripe_api, reader_with_subscription, django_capture_on_commit_callbacks
+):
+    subscriber, subscription = reader_with_subscription
+    event = stripe_api.event("customer.subscription.created", subscription)
+    first = send_event(client, event, capture_on_commit=django_capture_on_commit_callbacks)
+    reads_after_first = len(stripe_api.requests_to("GET", "/v1/subscriptions/"))
+    second = send_event(client, event, capture_on_commit=django_capture_on_commit_callbacks)
+
+    assert first.status_code == second.status_code == 200
+    assert second.json()["duplicate"] is True
+    assert StripeEvent.objects.filter(stripe_id=event["id"]).count() == 1
+    assert StripeEvent.objects.get(stripe_id=event["id"]).attempts == 1
+    # The duplicate did no work: Stripe was not asked again.
+    assert len(stripe_api.requests_to("GET", "/v1/subscriptions/")) == reads_after_first
+    membership = Membership.objects.get(stripe_subscription_id=subscription["id"])
+    assert membership.subscriber == subscriber
+    assert membership.status == Membership.Status.ACTIVE
+
+
+def test_subscription_updated_before_created_converges_to_the_latest_state(
+    client, stripe_api, reader_with_subscription, django_capture_on_commit_callbacks
+):
+    _subscriber, subscription = reader_with_subscription
+    created = stripe_api.event("customer.subscription.created", subscription)
+    later = stripe_api.update_subscription(subscription["id"], cancel_at_period_end=True)
+    updated = stripe_api.event("customer.subscription.updated", later)
+
+    # Stripe delivers the update first, then the (older) creation.
+    send_event(client, updated, capture_on_commit=django_capture_on_commit_callbacks)
+    send_event(client, created, capture_on_commit=django_capture_on_commit_callbacks)
+
+    membership = Membership.objects.get(stripe_subscription_id=subscription["id"])
+    assert membership.status == Membership.Status.ACTIVE
+    assert membership.cancel_at_period_end is True  # the older snapshot did not undo it
+    assert Membership.objects.count() == 1
+
+
+def test_without_an_api_key_an_older_snapshot_does_not_overwrite_a_newer_one(
+    client, stripe_api, reader_with_subscription, settings, django_capture_on_commit_callbacks
+):
+    _subscriber, subscription = reader_with_subscription
+    settings.STRIPE_SECRET_KEY = ""  # processing can only compare event times now
+    now = int(time.time())
+    canceled = dict(subscription, status="canceled", ended_at=now)
+    newer = stripe_api.event("customer.subscription.deleted", canceled, created=now)
+    older = stripe_api.event("customer.subscription.updated", subscription, created=now - 60)
+
+    send_event(client, newer, capture_on_commit=django_capture_on_commit_callbacks)
+    send_event(client, older, capture_on_commit=django_capture_on_commit_callbacks)
+
+    membership = Membership.objects.get(stripe_subscription_id=subscription["id"])
+    assert membership.status == Membership.Status.CANCELED
+    assert StripeEvent.objects.filter(processed_at__isnull=False).count() == 2
+
+
+def test_a_failed_event_is_recorded_and_retried_with_backoff(
+    client, stripe_api, reader_with_subscription, settings, django_capture_on_commit_callbacks
+):
+    _subscriber, subscription = reader_with_subscription
+    event = stripe_api.event("customer.subscription.created", subscription)
+    real_base = settings.STRIPE_API_BASE
+    settings.STRIPE_API_BASE = "http://127.0.0.1:9"  # Stripe unreachable
+
+    response = send_event(client, event, capture_on_commit=django_capture_on_commit_callbacks)
+
+    assert response.status_code == 200  # received; processing failed later
+    stored = StripeEvent.objects.get(stripe_id=event["id"])
+    assert stored.processed_at is None
+    assert stored.attempts == 1
+    assert "StripeError" in stored.error
+    assert stored.next_attempt_at is not None
+    assert stored.next_attempt_at > timezone.now()
+    assert not Membership.objects.exists()
+
+    # Not due yet: the sweeper leaves it alone.
+    assert retry_stripe_events.delay().get() == 0
+
+    settings.STRIPE_API_BASE = real_base
+    StripeEvent.objects.filter(pk=stored.pk).update(
+        next_attempt_at=timezone.now() - timedelta(seconds=1)
+    )
+    assert retry_stripe_events.delay().get() == 1
+
+    stored.refresh_from_db()
+    assert stored.processed_at is not None
+    assert stored.error == ""
+    assert stored.attempts == 2
+    assert Membership.objects.get(stripe_subscription_id=subscription["id"]).status == "active"
+
+
+def test_retry_delays_grow_and_stop_after_the_last_attempt():
+    assert (
+        stripe_events.retry_delay(1) < stripe_events.retry_delay(2) < stripe_events.retry_delay(5)
+    )
+    assert stripe_events.retry_delay(30) == timedelta(hours=6)
+
+
+def test_an_event_that_keeps_failing_stops_being_retried(stripe_api, settings):
+    event = StripeEvent.objects.create(
+        stripe_id="evt_always_fails",
+        type="customer.subscription.updated",
+        created=timezone.now(),
+        payload={"data": {"object": {"id": "sub_does_not_exist", "object": "subscription"}}},
+        next_attempt_at=timezone.now(),
+    )
+    for _ in range(stripe_events.MAX_ATTEMPTS + 2):
+        StripeEvent.objects.filter(pk=event.pk, next_attempt_at__isnull=False).update(
+            next_attempt_at=timezone.now() - timedelta(seconds=1)
+        )
+        retry_stripe_events.delay()
+    event.refresh_from_db()
+    assert event.attempts == stripe_events.MAX_ATTEMPTS
+    assert event.next_attempt_at is None
+    assert "No such subscription" in event.error
+    assert event.processed_at is None
+
+
+def test_an_event_never_picked_up_is_processed_by_the_sweeper(
+    client, stripe_api, reader_with_subscription
+):
+    _subscriber, subscription = reader_with_subscription
+    event = stripe_api.event("customer.subscription.created", subscription)
+    body = json.dumps(event)
+    # Received while the broker was down: no task ran (on-commit callbacks dropped).
+    response = client.post(
+        WEBHOOK_URL,
+        data=body,
+        content_type="application/json",
+        HTTP_STRIPE_SIGNATURE=signature_for(body),
+    )
+    assert response.status_code == 200
+    stored = StripeEvent.objects.get(stripe_id=event["id"])
+    assert stored.processed_at is None
+    assert retry_stripe_events.delay().get() == 0  # the safety net waits a few minutes
+
+    StripeEvent.objects.filter(pk=stored.pk).update(
+        next_attempt_at=timezone.now() - timedelta(seconds=1)
+    )
+    assert retry_stripe_events.delay().get() == 1
+    stored.refresh_from_db()
+    assert stored.processed_at is not None
+    assert Membership.objects.filter(stripe_subscription_id=subscription["id"]).exists()
+
+
+def test_a_subscription_made_in_the_dashboard_is_matched_by_customer_email(
+    client, stripe_api, django_capture_on_commit_callbacks
+):
+    known = SubscriberFactory(email="Known.Reader@example.com")
+    customer = stripe_api.add_customer(email="known.reader@example.com")
+    price = stripe_api.add_price(unit_amount=8000, interval="year")
+    subscription = stripe_api.add_subscription(customer=customer["id"], price=price["id"])
+
+    send_event(
+        client,
+        stripe_api.event("customer.subscription.created", subscription),
+        capture_on_commit=django_capture_on_commit_callbacks,
+    )
+
+    membership = Membership.objects.get(stripe_subscription_id=subscription["id"])
+    assert membership.subscriber == known
+    known.refresh_from_db()
+    assert known.stripe_customer_id == customer["id"]
+
+
+def test_a_payment_from_an_unknown_address_creates_an_active_subscriber(
+    client, stripe_api, django_capture_on_commit_callbacks
+):
+    customer = stripe_api.add_customer(email="new.payer@example.com", name="New Payer")
+    price = stripe_api.add_price(unit_amount=800)
+    subscription = stripe_api.add_subscription(customer=customer["id"], price=price["id"])
+
+    send_event(
+        client,
+        stripe_api.event("customer.subscription.created", subscription),
+        capture_on_commit=django_capture_on_commit_callbacks,
+    )
+
+    subscriber = Subscriber.objects.get(email="new.payer@example.com")
+    assert subscriber.status == Subscriber.Status.ACTIVE
+    assert subscriber.stripe_customer_id == customer["id"]
+    assert subscriber.memberships.get().status == Membership.Status.ACTIVE
+    assert mail.outbox == []
