@@ -1,0 +1,123 @@
+"""Sanitising article bodies and cutting them at the paywall."""
+
+from __future__ import annotations
+
+import pytest
+
+from newsletter.models import Article
+from newsletter.services.content import (
+    PAYWALL_MARKER,
+    excerpt,
+    free_body,
+    full_body,
+    sanitize_body,
+    split_at_paywall,
+)
+
+
+def test_script_tags_are_removed_with_their_content():
+    cleaned = sanitize_body(html="<p>Hello</p><script>alert('x')</script>")
+    assert cleaned == "<p>Hello</p>"
+
+
+@pytest.mark.parametrize(
+    "html",
+    [
+        '<p onclick="steal()">Text</p>',
+        '<img src="https://example.com/a.png" onerror="steal()">',
+        '<a href="https://example.com" onmouseover="steal()">link</a>',
+    ],
+)
+def test_event_handlers_are_removed(html):
+    cleaned = sanitize_body(html=html)
+    assert "steal" not in cleaned
+    assert " on" not in cleaned
+
+
+@pytest.mark.parametrize(
+    "href",
+    ["javascript:alert(1)", "JaVaScRiPt:alert(1)", " javascript:alert(1)", "data:text/html,x"],
+)
+def test_javascript_and_data_urls_are_removed(href):
+    cleaned = sanitize_body(html=f'<a href="{href}">click</a>')
+    assert "alert" not in cleaned
+    assert "data:" not in cleaned
+    assert ">click</a>" in cleaned
+
+
+def test_iframes_styles_and_forms_are_removed():
+    cleaned = sanitize_body(
+        html='<iframe src="https://evil.example"></iframe><style>p{}</style>'
+        '<form action="/x"><input name="a"></form><p style="color:red">Kept</p>'
+    )
+    assert cleaned == "<p>Kept</p>"
+
+
+def test_article_markup_survives_sanitising():
+    html = (
+        "<h2>Heading</h2><p><strong>bold</strong> <em>it</em> "
+        '<a href="https://example.com/x" title="t">link</a></p>'
+        "<blockquote><p>quote</p></blockquote><ul><li>one</li></ul>"
+        '<figure><img src="https://example.com/a.jpg" alt="A"><figcaption>Cap</figcaption></figure>'
+    )
+    cleaned = sanitize_body(html=html)
+    for fragment in ("<h2>Heading</h2>", "<strong>bold</strong>", "<blockquote>", "<figcaption>"):
+        assert fragment in cleaned
+    assert 'rel="noopener noreferrer"' in cleaned
+
+
+@pytest.mark.parametrize(
+    "marker",
+    [
+        '<hr class="paywall">',
+        "<hr class='paywall'>",
+        '<hr class="paywall" id="x">',
+        '<HR CLASS="paywall"/>',
+    ],
+)
+def test_any_spelling_of_the_paywall_marker_is_normalised(marker):
+    cleaned = sanitize_body(html=f"<p>free</p>{marker}<p>paid</p>")
+    assert cleaned == f"<p>free</p>{PAYWALL_MARKER}<p>paid</p>"
+
+
+def test_other_classes_on_rules_are_dropped():
+    assert sanitize_body(html='<hr class="fancy">') == "<hr>"
+
+
+def test_split_at_paywall_separates_free_and_paid_parts():
+    assert split_at_paywall(html=f"<p>a</p>{PAYWALL_MARKER}<p>b</p>") == ("<p>a</p>", "<p>b</p>")
+    assert split_at_paywall(html="<p>a</p>") == ("<p>a</p>", "")
+
+
+def test_the_free_part_of_a_paid_article_stops_at_the_marker():
+    article = Article(visibility="paid", body=f"<p>free</p>{PAYWALL_MARKER}<p>paid</p>")
+    assert free_body(article=article) == "<p>free</p>"
+    assert full_body(article=article) == "<p>free</p><p>paid</p>"
+
+
+def test_a_marker_nested_in_a_quote_leaves_a_well_formed_free_part():
+    article = Article(
+        visibility="paid",
+        body=f"<blockquote><p>free</p>{PAYWALL_MARKER}<p>paid</p></blockquote>",
+    )
+    assert free_body(article=article) == "<blockquote><p>free</p></blockquote>"
+
+
+def test_a_paid_article_without_a_marker_has_no_free_part():
+    article = Article(visibility="paid", subtitle="", body="<p>all paid</p>")
+    assert free_body(article=article) == ""
+    assert excerpt(article=article) == ""
+
+
+def test_a_public_article_is_free_in_full_even_with_a_marker():
+    article = Article(visibility="public", body=f"<p>a</p>{PAYWALL_MARKER}<p>b</p>")
+    assert free_body(article=article) == "<p>a</p><p>b</p>"
+
+
+def test_the_excerpt_prefers_the_subtitle_then_the_free_text():
+    article = Article(
+        visibility="paid", subtitle="", body=f"<p>Tom &amp; Jerry</p>{PAYWALL_MARKER}"
+    )
+    assert excerpt(article=article) == "Tom & Jerry"
+    article.subtitle = "The subtitle"
+    assert excerpt(article=article) == "The subtitle"
