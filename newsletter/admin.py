@@ -14,6 +14,12 @@ from django.utils import timezone
 from django.utils.html import format_html
 from django.views.decorators.http import require_POST
 
+from newsletter.admin_telegram import (
+    TelegramPostInline,
+    repost_to_telegram,
+    telegram_status,
+    update_telegram_post,
+)
 from newsletter.forms import ArticleAdminForm, ScheduleForm
 from newsletter.models import Article, Author, Publication, Section
 from newsletter.services.content import has_paywall
@@ -73,7 +79,7 @@ class SectionAdmin(admin.ModelAdmin):
 class ArticleAdmin(admin.ModelAdmin):
     form = ArticleAdminForm
     change_form_template = "admin/newsletter/article/change_form.html"
-    list_display = ["title", "status_label", "visibility", "section", "when"]
+    list_display = ["title", "status_label", "visibility", "section", "when", telegram_status]
     list_filter = ["status", "visibility", "section", "published_at", "publish_at"]
     list_select_related = ["section"]
     search_fields = ["title", "subtitle", "slug", "body"]
@@ -109,10 +115,21 @@ class ArticleAdmin(admin.ModelAdmin):
             {"fields": ["external_id", "created_at", "updated_at"], "classes": ["collapse"]},
         ),
     ]
-    actions = ["publish_now", "schedule_selected", "unschedule_selected"]
+    actions = [
+        "publish_now",
+        "schedule_selected",
+        "unschedule_selected",
+        repost_to_telegram,
+        update_telegram_post,
+    ]
+    inlines = [TelegramPostInline]
 
     class Media:
         css = {"all": ["newsletter/prose/editor.css"]}
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Article]:
+        # The Telegram column reads each article's posts: one query for the whole page.
+        return super().get_queryset(request).prefetch_related("telegram_posts")
 
     def get_fieldsets(self, request: HttpRequest, obj: Article | None = None) -> Any:
         # Read-only fields that other features add (send progress, Telegram status) show

@@ -171,6 +171,7 @@ class FakeTelegramAPI:
     token: str = "123456:TEST-token"
     chats: list[str] = field(default_factory=lambda: ["@broadside"])
     hang_seconds: float = 5.0
+    answer_delay: float = 0.0  # seconds before every answer, to make calls overlap
 
     def __post_init__(self) -> None:
         self.requests: list[RecordedRequest] = []
@@ -472,6 +473,8 @@ class _Handler(BaseHTTPRequestHandler):
         content_type = self.headers.get("Content-Type", "")
         params, files = _parse_body(content_type, body)
         params = {**dict(parse_qsl(query)), **params}
+        if self.fake.answer_delay:
+            time.sleep(self.fake.answer_delay)
         status, answer = self.fake.handle(method, token, params, files)
         with self.fake._lock:
             self.fake.requests.append(

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import io
+import threading
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.db import connection
 from PIL import Image
 
 from config.celery import app as celery_app
@@ -22,21 +24,11 @@ from newsletter.services.telegram_posting import (
 )
 from newsletter.tasks import post_article_to_telegram
 from tests.factories import ArticleFactory, PublishedArticleFactory
-from tests.fakes.telegram_api import FakeTelegramAPI, parse_html, utf16_length
+from tests.fakes.telegram_api import parse_html, utf16_length
 
 pytestmark = pytest.mark.django_db
 
 CHANNEL = "@broadside"
-
-
-@pytest.fixture
-def telegram_api(settings):
-    with FakeTelegramAPI(chats=[CHANNEL, "-1001234567890"], hang_seconds=3) as api:
-        settings.TELEGRAM_BOT_TOKEN = api.token
-        settings.TELEGRAM_CHAT_ID = CHANNEL
-        settings.TELEGRAM_API_URL = api.url
-        settings.TELEGRAM_TIMEOUT = 0.5
-        yield api
 
 
 @pytest.fixture
@@ -475,3 +467,31 @@ def test_truncating_counts_emoji_as_telegram_does():
     cut = truncate_at_word(text, limit=7)
     assert cut == "\U0001f30d" * 3 + "\u2026"
     assert visible_length(cut) == 7
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_workers_running_the_same_post_at_once_post_it_once(telegram_api):
+    telegram_api.answer_delay = 0.3  # both workers are inside the call at the same time
+    post = TelegramPost.objects.create(article=PublishedArticleFactory(), chat_id=CHANNEL)
+    start = threading.Barrier(2)
+    results: list[TelegramPost | None] = []
+
+    def worker() -> None:
+        start.wait()
+        try:
+            results.append(send_telegram_post(telegram_post_id=post.pk))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=10)
+
+    assert sorted(result is None for result in results) == [False, True]
+    assert len(telegram_api.calls()) == 1
+    assert len(telegram_api.posts()) == 1
+    post.refresh_from_db()
+    assert post.status == TelegramPost.Status.SENT
+    assert post.attempts == 1
