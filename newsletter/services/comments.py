@@ -20,7 +20,7 @@ from django.conf import settings
 from django.core.cache import cache
 from django.core.mail import EmailMultiAlternatives
 from django.db import transaction
-from django.db.models import Count, IntegerField, OuterRef, QuerySet, Subquery
+from django.db.models import Count, Exists, IntegerField, OuterRef, Q, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 from django.template.loader import render_to_string
 from django.utils import timezone
@@ -44,6 +44,8 @@ RATE_LIMIT_COUNT = 5
 RATE_LIMIT_WINDOW = timedelta(minutes=5)
 # The digest only looks this far back, so switching it on does not mail old threads.
 DIGEST_LOOKBACK = timedelta(days=2)
+# Top-level comments per page of a thread (each comes with all its replies).
+THREAD_PAGE_SIZE = 50
 DISPLAY_NAME_MAX_LENGTH = 60
 FALLBACK_DISPLAY_NAME = "A reader"
 LINK_REL = "nofollow ugc noopener"
@@ -375,6 +377,9 @@ class Thread:
     access: CommentAccess
     order: Order
     viewer_is_staff: bool
+    page: int = 1
+    has_previous: bool = False
+    has_more: bool = False
     max_length: int = MAX_LENGTH
 
 
@@ -400,46 +405,61 @@ def comment_thread(
     article: Article,
     user: AbstractBaseUser | AnonymousUser | None,
     order: Order = Order.OLDEST,
+    page: int = 1,
     publication: Publication | None = None,
 ) -> Thread:
-    """The discussion under an article as this reader sees it, in a bounded number of queries.
+    """The discussion under an article as this reader sees it, in three queries.
 
     Readers see visible comments; a hidden or deleted comment that has visible replies
-    stays as a placeholder. Staff also see hidden comments, marked.
+    stays as a placeholder. Staff also see hidden comments, marked. Top-level comments
+    come THREAD_PAGE_SIZE at a time, each with all of its replies.
     """
     viewer_is_staff = bool(user is not None and getattr(user, "is_staff", False))
-    statuses = [Comment.Status.VISIBLE, Comment.Status.HIDDEN, Comment.Status.DELETED]
-    rows = list(
-        Comment.objects.filter(article=article, status__in=statuses)
+    shown_statuses = [Comment.Status.VISIBLE]
+    if viewer_is_staff:
+        shown_statuses.append(Comment.Status.HIDDEN)
+    on_article = Comment.objects.filter(article=article)
+    count = on_article.filter(status=Comment.Status.VISIBLE).count()
+    shown_replies = Comment.objects.filter(parent=OuterRef("pk"), status__in=shown_statuses)
+    sort = ("created_at", "pk") if order is Order.OLDEST else ("-created_at", "-pk")
+    page = max(page, 1)
+    offset = (page - 1) * THREAD_PAGE_SIZE
+    top_level = list(
+        on_article.filter(parent__isnull=True)
+        .filter(Q(status__in=shown_statuses) | Q(Exists(shown_replies)))
         .select_related("user", "user__author")
-        .order_by("created_at", "pk")
+        .order_by(*sort)[offset : offset + THREAD_PAGE_SIZE + 1]
     )
+    has_more = len(top_level) > THREAD_PAGE_SIZE
+    top_level = top_level[:THREAD_PAGE_SIZE]
     now = timezone.now()
     replies: dict[int, list[ThreadComment]] = defaultdict(list)
-    top_level: list[ThreadComment] = []
-    count = 0
-    for comment in rows:
-        if comment.status == Comment.Status.VISIBLE:
-            count += 1
+    if top_level:
+        for reply in (
+            Comment.objects.filter(
+                parent_id__in=[c.pk for c in top_level], status__in=shown_statuses
+            )
+            .select_related("user", "user__author")
+            .order_by("created_at", "pk")
+        ):
+            replies[reply.parent_id].append(  # type: ignore[index]
+                _thread_entry(comment=reply, user=user, now=now, viewer_is_staff=viewer_is_staff)
+            )
+    entries = []
+    for comment in top_level:
         entry = _thread_entry(comment=comment, user=user, now=now, viewer_is_staff=viewer_is_staff)
-        if comment.parent_id is None:
-            top_level.append(entry)
-        elif not entry.is_placeholder:
-            replies[comment.parent_id].append(entry)
-    shown: list[ThreadComment] = []
-    for entry in top_level:
-        entry.replies = replies.get(entry.pk, [])
-        if not entry.is_placeholder or entry.replies:
-            shown.append(entry)
-    if order is Order.NEWEST:
-        shown.reverse()
+        entry.replies = replies.get(comment.pk, [])
+        entries.append(entry)
     return Thread(
         article=article,
-        comments=shown,
+        comments=entries,
         count=count,
         access=comment_access(user=user, article=article, publication=publication),
         order=order,
         viewer_is_staff=viewer_is_staff,
+        page=page,
+        has_previous=page > 1,
+        has_more=has_more,
     )
 
 

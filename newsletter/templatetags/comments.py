@@ -20,11 +20,13 @@ def comment_thread(context: template.Context, article: Article) -> dict[str, Any
     request = context.get("request")
     user = getattr(request, "user", None)
     order = comment_service.Order.parse(request.GET.get("order") if request else None)
+    page = _page_number(request.GET.get("cpage") if request else None)
     publication = context.get("publication")
     thread = comment_service.comment_thread(
         article=article,
         user=user,
         order=order,
+        page=page,
         publication=publication if isinstance(publication, Publication) else None,
     )
     path = f"/p/{article.slug}/"
@@ -42,6 +44,13 @@ def comment_thread(context: template.Context, article: Article) -> dict[str, Any
         else "",
         "access": thread.access.value,
     }
+
+
+def _page_number(value: str | None) -> int:
+    try:
+        return max(int(value or 1), 1)
+    except ValueError:
+        return 1
 
 
 @register.simple_tag

@@ -131,6 +131,18 @@ def test_a_free_reader_cannot_join_the_discussion_of_a_paid_article(reader_clien
     assert not Comment.objects.exists()
 
 
+def test_everyone_who_can_open_a_paid_article_sees_its_discussion(client, article):
+    article.visibility = Article.Visibility.PAID
+    article.body = '<p>Free part.</p><hr class="paywall"><p>Secret paid analysis.</p>'
+    article.save()
+    CommentFactory(article=article, body="Readers talk here")
+
+    html = thread_html(client, article)
+
+    assert "Readers talk here" in html
+    assert "Secret paid analysis" not in html
+
+
 def test_a_banned_reader_sees_the_discussion_but_cannot_comment(reader_client, reader, article):
     CommentFactory(article=article, body="Earlier words")
     comment_service.ban_commenter(user=reader, reason="Abuse")
@@ -257,6 +269,25 @@ def test_comments_read_oldest_first_or_newest_first(client, article):
 
     assert oldest.index("Older words") < oldest.index("Newer words")
     assert newest.index("Newer words") < newest.index("Older words")
+
+
+def test_long_discussions_come_a_page_of_threads_at_a_time(client, article, monkeypatch):
+    monkeypatch.setattr(comment_service, "THREAD_PAGE_SIZE", 3)
+    now = timezone.now()
+    for n in range(5):
+        top = CommentFactory(article=article, body=f"Thread {n}")
+        Comment.objects.filter(pk=top.pk).update(created_at=now - timedelta(minutes=10 - n))
+    CommentFactory(article=article, parent=top, body="Reply on the last thread")
+
+    first = thread_html(client, article)
+    second = thread_html(client, article, "?order=oldest&cpage=2")
+
+    assert "6 comments" in first
+    assert [f"Thread {n}" in first for n in range(5)] == [True, True, True, False, False]
+    assert "cpage=2" in first
+    assert [f"Thread {n}" in second for n in range(5)] == [False, False, False, True, True]
+    assert "Reply on the last thread" in second
+    assert "cpage=1" in second and "cpage=3" not in second
 
 
 def test_editors_replies_are_marked_and_signed_with_their_author_name(client, article):
@@ -516,3 +547,27 @@ def test_authors_get_each_new_comment_once_in_a_digest(article):
 
     assert comment_service.send_comment_digests() == 0
     assert len(mail.outbox) == 1
+
+
+def test_a_digest_gathers_new_comments_of_several_articles_and_skips_old_ones():
+    publication = Publication.load()
+    publication.comment_digest_enabled = True
+    publication.save()
+    author = AuthorFactory(user=StaffUserFactory(email="writer@example.com"))
+    first, second = PublishedArticleFactory.create_batch(2)
+    for article in (first, second):
+        article.authors.add(author)
+    CommentFactory(article=first, body="On the first")
+    CommentFactory(article=second, body="On the second")
+    stale = CommentFactory(article=second, body="Long ago")
+    Comment.objects.filter(pk=stale.pk).update(
+        created_at=timezone.now() - comment_service.DIGEST_LOOKBACK - timedelta(hours=1)
+    )
+
+    assert comment_service.send_comment_digests() == 1
+
+    (message,) = mail.outbox
+    assert message.subject == "2 new comments on 2 of your articles"
+    assert "On the first" in message.body and "On the second" in message.body
+    assert "Long ago" not in message.body
+    assert f"http://testserver/p/{first.slug}/#comments" in message.body
