@@ -145,6 +145,7 @@ class RecordedRequest:
     params: dict[str, Any]
     files: dict[str, UploadedFile]
     answered: int  # the HTTP status answered, 0 when the request was left hanging
+    at: float = field(default_factory=time.monotonic)  # when it arrived
 
 
 @dataclass
@@ -473,12 +474,13 @@ class _Handler(BaseHTTPRequestHandler):
         content_type = self.headers.get("Content-Type", "")
         params, files = _parse_body(content_type, body)
         params = {**dict(parse_qsl(query)), **params}
+        arrived = time.monotonic()
         if self.fake.answer_delay:
             time.sleep(self.fake.answer_delay)
         status, answer = self.fake.handle(method, token, params, files)
         with self.fake._lock:
             self.fake.requests.append(
-                RecordedRequest(method, token, content_type, params, files, status)
+                RecordedRequest(method, token, content_type, params, files, status, arrived)
             )
         if status == 0:
             # Hang: hold the connection without answering until released, then drop it.

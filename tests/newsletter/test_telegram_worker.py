@@ -1,0 +1,164 @@
+"""A real Celery worker posts to the local Bot API stand-in: retry_after waited out,
+a task delivered twice posts once.
+
+Real components: the pytest PostgreSQL database (transactional, so the worker sees the
+rows), Redis database 5 as the broker (flushed before and after), a `celery worker`
+subprocess with two prefork processes, and the stand-in Bot API on loopback.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.db import connection
+
+from config.celery import app as celery_app
+from newsletter.models import TelegramPost
+from newsletter.tasks import post_article_to_telegram
+from tests.factories import PublishedArticleFactory
+from tests.fakes.telegram_api import FakeTelegramAPI
+
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+
+REDIS_URL = "redis://127.0.0.1:6379/5"
+CHANNEL = "@broadside"
+
+
+def _redis_available() -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", 6379), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def redis_broker():
+    if not _redis_available():
+        pytest.skip("Redis is not running on 127.0.0.1:6379 (start it; see README).")
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    client.flushdb()
+    yield REDIS_URL
+    client.flushdb()
+    client.close()
+
+
+@pytest.fixture
+def bot_api():
+    with FakeTelegramAPI(chats=[CHANNEL]) as api:
+        yield api
+
+
+def _database_url() -> str:
+    db = connection.settings_dict
+    auth = db["USER"] + (f":{db['PASSWORD']}" if db["PASSWORD"] else "")
+    return f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
+@pytest.fixture
+def worker(tmp_path, redis_broker, bot_api):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST", "TEST_"))}
+    env.update(
+        DJANGO_SETTINGS_MODULE="config.settings",
+        DATABASE_URL=_database_url(),
+        CELERY_BROKER_URL=redis_broker,
+        SECRET_KEY=settings.SECRET_KEY,
+        DEBUG="false",
+        SITE_URL=settings.SITE_URL,
+        VAR_DIR=str(tmp_path / "var"),
+        CONN_MAX_AGE="0",
+        TELEGRAM_BOT_TOKEN=bot_api.token,
+        TELEGRAM_CHAT_ID=CHANNEL,
+        TELEGRAM_API_URL=bot_api.url,
+        TELEGRAM_TIMEOUT="2",
+    )
+    env.pop("REDIS_URL", None)
+    log = tmp_path / "worker.log"
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "config",
+            "worker",
+            "--pool",
+            "prefork",
+            "--concurrency",
+            "2",
+            "--loglevel",
+            "INFO",
+            "--hostname",
+            "telegram@%h",
+            "--without-gossip",
+            "--without-mingle",
+        ],
+        cwd=Path(settings.BASE_DIR),
+        env=env,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    celery_app.conf.task_always_eager = False
+    yield log
+    celery_app.conf.task_always_eager = True
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(15)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(5)
+
+
+def _queue(post: TelegramPost) -> None:
+    with celery_app.connection_for_write(REDIS_URL) as broker:
+        post_article_to_telegram.apply_async(args=[post.pk], connection=broker)
+
+
+def _wait_until_sent(post: TelegramPost, log: Path, timeout: float = 40) -> TelegramPost:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        post.refresh_from_db()
+        if post.status == TelegramPost.Status.SENT:
+            return post
+        time.sleep(0.05)
+    pytest.fail(f"The post was not sent in time.\n{log.read_text(errors='replace')[-3000:]}")
+
+
+def test_a_real_worker_waits_out_retry_after_before_posting_again(worker, bot_api):
+    bot_api.fail_next("retry_after", retry_after=2)
+    post = TelegramPost.objects.create(article=PublishedArticleFactory(), chat_id=CHANNEL)
+
+    _queue(post)
+    post = _wait_until_sent(post, worker)
+
+    first, second = bot_api.calls()
+    assert (first.answered, second.answered) == (429, 200)
+    assert second.at - first.at >= 2  # Celery's countdown, not a busy loop
+    assert post.attempts == 2
+    assert len(bot_api.posts()) == 1
+
+
+def test_a_task_delivered_twice_to_two_worker_processes_posts_once(worker, bot_api):
+    bot_api.answer_delay = 0.5  # both deliveries are in flight together
+    post = TelegramPost.objects.create(article=PublishedArticleFactory(), chat_id=CHANNEL)
+
+    _queue(post)
+    _queue(post)
+    post = _wait_until_sent(post, worker)
+    time.sleep(1)  # let the second delivery finish too
+
+    assert len(bot_api.calls("sendMessage")) == 1
+    assert len(bot_api.posts()) == 1
+    post.refresh_from_db()
+    assert post.attempts == 1
