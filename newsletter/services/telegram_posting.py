@@ -13,8 +13,9 @@ duplicate in a public channel is worse than a late one. The admin shows such a p
 it. The one other unknown is a call that times out after Telegram received it; it is
 retried, as a timeout almost always means Telegram never answered at all.
 
-Paid content never reaches the channel: the post is built from the free part of the
-body only (before `<hr class="paywall">`), plus "Subscribe to read" for paid articles.
+Paid content never reaches the channel: the post is built from what anyone may read
+(`content.free_body`: the part before `<hr class="paywall">`, nothing at all for a paid
+article without the marker), plus "Subscribe to read".
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from django.utils import timezone
 
 from newsletter import telegram
 from newsletter.models import Article, Publication, TelegramPost
-from newsletter.services.content import split_at_paywall
+from newsletter.services.content import free_body
 
 # Opening lines of the article shown under the title (visible characters).
 EXCERPT_LENGTH = 600
@@ -193,8 +194,9 @@ def render_telegram_post(*, article: Article, limit: int) -> str:
     to the article. Only the excerpt, then the subtitle, then the title are ever cut,
     as plain text before escaping, so a cut never lands inside an entity or a tag.
     """
-    free_html, _paid_html = split_at_paywall(html=article.body)
-    excerpt = truncate_at_word(html_to_text(html_text=free_html), limit=EXCERPT_LENGTH)
+    excerpt = truncate_at_word(
+        html_to_text(html_text=free_body(article=article)), limit=EXCERPT_LENGTH
+    )
     if article.visibility == Article.Visibility.PUBLIC:
         call_to_action = "Read the full article"
     else:

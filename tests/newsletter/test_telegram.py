@@ -233,6 +233,21 @@ def test_a_paid_article_posts_only_its_free_part_and_subscribe_to_read(telegram_
     assert message.entities[-1].url == f"http://testserver/p/{article.slug}/"
 
 
+def test_a_paid_article_without_a_paywall_marker_posts_no_body_at_all(telegram_api, publish):
+    article = ArticleFactory(
+        title="All paid",
+        subtitle="The teaser editors wrote",
+        visibility=Article.Visibility.PAID,
+        body="<p>PAID-ONLY every word of it.</p>",
+    )
+
+    publish(article)
+
+    (message,) = telegram_api.posts()
+    assert "PAID-ONLY" not in message.html
+    assert message.text == "All paid\n\nThe teaser editors wrote\n\nSubscribe to read"
+
+
 def test_a_paid_photo_post_has_no_paid_text_either(telegram_api, publish):
     article = article_with_cover(
         visibility=Article.Visibility.PAID,
