@@ -76,10 +76,6 @@ class CommentAccess(enum.Enum):
     BANNED = "banned"
     CLOSED = "closed"  # comments switched off, or the article is not published
 
-    @property
-    def allowed(self) -> bool:
-        return self is CommentAccess.ALLOWED
-
 
 # --- Who may comment --------------------------------------------------------------------
 
