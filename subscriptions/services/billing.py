@@ -106,19 +106,20 @@ def ensure_stripe_customer(*, subscriber: Subscriber) -> str:
 
 
 def start_plan_checkout(
-    *, plan: Plan, subscriber: Subscriber, signed_in: bool, attempt: str | None = None
+    *, plan: Plan, subscriber: Subscriber, trusted: bool, attempt: str | None = None
 ) -> CheckoutRedirect:
     """Create a Checkout Session (mode=subscription) for this reader and plan.
 
-    A reader who is not signed in but whose address already has a Stripe customer must
-    sign in first: Checkout would otherwise show that customer's saved details to
-    whoever typed the address.
+    `trusted` says the visitor is this reader: signed in, or the same browser that set
+    up their billing a moment ago. Anyone else whose address already has a Stripe
+    customer must sign in first: Checkout would otherwise show that customer's saved
+    details to whoever typed the address.
     """
     if not plan.active or not plan.stripe_price_id:
         raise BillingError("This plan is not available. Please choose another one.")
     if subscriber_is_paid(subscriber=subscriber):
         raise AlreadyPaid("You already have a paid subscription. Manage it from your account.")
-    if subscriber.stripe_customer_id and not signed_in:
+    if subscriber.stripe_customer_id and not trusted:
         raise SignInRequired("Please sign in to continue: this address already has billing.")
     customer_id = ensure_stripe_customer(subscriber=subscriber)
     metadata = {PURPOSE_KEY: PURPOSE_MEMBERSHIP, SUBSCRIBER_KEY: str(subscriber.pk)}

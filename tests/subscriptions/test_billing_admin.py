@@ -1,0 +1,182 @@
+"""Comp and gift memberships, their expiry and reminders, and the editors' billing admin."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.core import mail
+from django.utils import timezone
+
+from subscriptions.models import Donation, Membership, Plan, StripeEvent
+from subscriptions.services import access, memberships, revenue
+from subscriptions.tasks import expire_memberships
+from tests.factories import MembershipFactory, PlanFactory, StaffUserFactory, SubscriberFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def granted(kind="comp", days=30, **kwargs):
+    return memberships.grant_membership(
+        subscriber=kwargs.pop("subscriber", None) or SubscriberFactory(),
+        kind=kind,
+        expires_at=timezone.now() + timedelta(days=days) if days is not None else None,
+    )
+
+
+def test_comp_and_gift_memberships_grant_access_until_they_expire():
+    comp = granted("comp", days=3)
+    gift = granted("gift", days=None)
+    assert access.subscriber_is_paid(subscriber=comp.subscriber)
+    assert access.subscriber_is_paid(subscriber=gift.subscriber)
+    later = timezone.now() + timedelta(days=4)
+    assert comp.subscriber not in access.paid_subscribers(now=later)
+    assert gift.subscriber in access.paid_subscribers(now=later)
+
+
+def test_only_comp_and_gift_memberships_are_granted_by_hand():
+    with pytest.raises(ValueError, match="complimentary and gift"):
+        granted("stripe")
+
+
+def test_the_periodic_task_expires_lapsed_memberships_and_reminds_a_week_before():
+    lapsed = granted("gift", days=30)
+    Membership.objects.filter(pk=lapsed.pk).update(expires_at=timezone.now() - timedelta(hours=1))
+    soon = granted("comp", days=5)
+    later = granted("gift", days=20)
+    endless = granted("comp", days=None)
+
+    result = expire_memberships.delay().get()
+
+    assert result == {"expired": 1, "reminded": 1}
+    lapsed.refresh_from_db()
+    assert lapsed.status == Membership.Status.EXPIRED
+    assert lapsed.canceled_at is not None
+    assert not access.subscriber_is_paid(subscriber=lapsed.subscriber)
+    assert [m.to for m in mail.outbox] == [[soon.subscriber.email]]
+    assert "http://testserver/upgrade/" in mail.outbox[0].body
+    soon.refresh_from_db()
+    assert soon.reminder_sent_at is not None
+    for untouched in (later, endless):
+        untouched.refresh_from_db()
+        assert untouched.reminder_sent_at is None
+        assert untouched.status == Membership.Status.ACTIVE
+
+    # Running again sends nothing new.
+    assert expire_memberships.delay().get() == {"expired": 0, "reminded": 0}
+    assert len(mail.outbox) == 1
+
+
+def test_no_reminder_goes_to_a_bounced_address():
+    bounced = SubscriberFactory(status="bounced")
+    membership = granted("gift", days=2, subscriber=bounced)
+    assert memberships.expire_memberships()["reminded"] == 0
+    assert mail.outbox == []
+    membership.refresh_from_db()
+    assert membership.reminder_sent_at is not None
+
+
+def test_the_revenue_summary_counts_members_mrr_donations_and_churn():
+    now = timezone.now()
+    monthly = PlanFactory(amount=800, interval=Plan.Interval.MONTH)
+    yearly = PlanFactory(amount=12000, interval=Plan.Interval.YEAR)
+    MembershipFactory(plan=monthly)
+    MembershipFactory(plan=yearly)
+    MembershipFactory(plan=monthly, status=Membership.Status.TRIALING)  # not revenue yet
+    gone = MembershipFactory(plan=monthly, status=Membership.Status.CANCELED, canceled_at=now)
+    Membership.objects.filter(pk=gone.pk).update(created_at=now - timedelta(days=90))
+    granted("comp", days=10)
+    Donation.objects.create(amount=2500, status=Donation.Status.PAID)
+    Donation.objects.create(amount=1000, status=Donation.Status.REFUNDED)
+    Donation.objects.create(amount=700, status=Donation.Status.PENDING)
+
+    summary = revenue.revenue_summary(now=now)
+
+    assert summary.paid_members == 4  # two paying, one trialing, one comp
+    assert summary.paying_members == 2
+    assert summary.complimentary_members == 1
+    assert summary.mrr == {"usd": 800 + 1000}
+    assert summary.donations_this_month == {"usd": 2500}
+    assert summary.donation_count_this_month == 1
+    assert summary.churned_this_month == 1
+    assert summary.churn_rate_this_month == 1.0  # the only member at the month's start left
+
+
+@pytest.fixture
+def editor_client(client):
+    client.force_login(StaffUserFactory())
+    return client
+
+
+def test_the_membership_admin_shows_the_revenue_summary(editor_client):
+    MembershipFactory(plan=PlanFactory(amount=800))
+    page = editor_client.get("/admin/subscriptions/membership/")
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert "Monthly recurring revenue" in html
+    assert "$8.00" in html
+    assert (
+        editor_client.get("/admin/subscriptions/membership/?grants_access=yes").status_code == 200
+    )
+
+
+def test_editors_can_filter_flagged_and_failed_events_and_retry_one(editor_client, stripe_api):
+    customer = stripe_api.add_customer(email="retry@example.com")
+    price = stripe_api.add_price(unit_amount=800)
+    subscription = stripe_api.add_subscription(customer=customer["id"], price=price["id"])
+    failed = StripeEvent.objects.create(
+        stripe_id="evt_failed",
+        type="customer.subscription.updated",
+        created=timezone.now(),
+        payload=stripe_api.event("customer.subscription.updated", subscription),
+        attempts=10,
+        error="StripeError: timed out",
+    )
+    StripeEvent.objects.create(
+        stripe_id="evt_dispute",
+        type="charge.dispute.created",
+        created=timezone.now(),
+        payload={},
+        processed_at=timezone.now(),
+        needs_attention=True,
+    )
+
+    failed_page = editor_client.get("/admin/subscriptions/stripeevent/?processing=failed")
+    assert "evt_failed" in failed_page.content.decode()
+    assert "evt_dispute" not in failed_page.content.decode()
+    flagged = editor_client.get("/admin/subscriptions/stripeevent/?needs_attention__exact=1")
+    assert "evt_dispute" in flagged.content.decode()
+    detail = editor_client.get(f"/admin/subscriptions/stripeevent/{failed.pk}/change/")
+    assert detail.status_code == 200
+    assert "timed out" in detail.content.decode()
+
+    response = editor_client.post(
+        "/admin/subscriptions/stripeevent/",
+        {"action": "retry_now", "_selected_action": [failed.pk]},
+    )
+    assert response.status_code == 302
+    failed.refresh_from_db()
+    assert failed.processed_at is not None
+    assert failed.error == ""
+    assert Membership.objects.get(stripe_subscription_id=subscription["id"]).status == "active"
+
+
+def test_the_plan_admin_action_syncs_prices_with_stripe(editor_client, stripe_api):
+    plan = PlanFactory(stripe_price_id=None, amount=900)
+    response = editor_client.post(
+        "/admin/subscriptions/plan/", {"action": "sync_with_stripe", "_selected_action": [plan.pk]}
+    )
+    assert response.status_code == 302
+    plan.refresh_from_db()
+    assert stripe_api.get("price", plan.stripe_price_id)["unit_amount"] == 900
+
+
+def test_stripe_mirrored_fields_are_read_only_in_the_admin(editor_client):
+    membership = MembershipFactory()
+    page = editor_client.get(f"/admin/subscriptions/membership/{membership.pk}/change/")
+    assert page.status_code == 200
+    assert 'name="status"' not in page.content.decode()
+    comp = granted("comp")
+    page = editor_client.get(f"/admin/subscriptions/membership/{comp.pk}/change/")
+    assert 'name="status"' in page.content.decode()
+    assert 'name="expires_at_0"' in page.content.decode()

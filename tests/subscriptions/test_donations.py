@@ -1,0 +1,297 @@
+"""Donations: the form, Checkout in payment and subscription mode, the webhook, refunds."""
+
+from __future__ import annotations
+
+import pytest
+from django.core import mail
+
+from subscriptions.models import Donation, Membership, StripeEvent
+from tests.factories import StaffUserFactory, SubscriberFactory, UserFactory
+from tests.subscriptions.stripe_support import send_event
+
+pytestmark = pytest.mark.django_db
+
+
+def donate(client, **data):
+    form = {"frequency": "once", "amount": "1000", "attempt": "", **data}
+    return client.post("/donate/", form)
+
+
+def session_id_of(response) -> str:
+    return response["Location"].rsplit("/", 1)[-1]
+
+
+def test_the_donate_page_offers_presets_custom_amounts_and_monthly(client):
+    page = client.get("/donate/").content.decode()
+    for label in ("$5.00", "$10.00", "$25.00", "$50.00", "Other amount", "Monthly"):
+        assert label in page
+    assert 'name="message"' in page
+
+
+def test_a_one_off_donation_opens_checkout_in_payment_mode(client, stripe_api):
+    response = donate(client, amount="2500", message="Keep going!", email="fan@example.com")
+
+    assert response.status_code == 303
+    [request] = stripe_api.requests_to("POST", "/v1/checkout/sessions")
+    params = request.params
+    donation = Donation.objects.get()
+    assert params["mode"] == "payment"
+    assert params["submit_type"] == "donate"
+    assert params["customer_email"] == "fan@example.com"
+    [item] = params["line_items"]
+    assert item["price_data"]["unit_amount"] == "2500"
+    assert item["price_data"]["currency"] == "usd"
+    assert "recurring" not in item["price_data"]
+    assert params["metadata"] == {
+        "broadside_purpose": "donation",
+        "donation_id": str(donation.pk),
+        "message": "Keep going!",
+    }
+    assert request.idempotency_key
+    assert donation.status == Donation.Status.PENDING
+    assert donation.amount == 2500
+    assert donation.stripe_checkout_session_id == session_id_of(response)
+
+
+def test_a_monthly_donation_opens_checkout_in_subscription_mode(client, stripe_api):
+    response = donate(client, frequency="monthly", amount="custom", custom_amount="7.50")
+
+    assert response.status_code == 303
+    [request] = stripe_api.requests_to("POST", "/v1/checkout/sessions")
+    params = request.params
+    assert params["mode"] == "subscription"
+    [item] = params["line_items"]
+    assert item["price_data"]["unit_amount"] == "750"
+    assert item["price_data"]["recurring"] == {"interval": "month"}
+    assert params["subscription_data"]["metadata"]["broadside_purpose"] == "donation"
+    assert Donation.objects.get().recurring is True
+
+
+@pytest.mark.parametrize(
+    ("custom", "error"),
+    [
+        ("0.50", "The smallest donation is 1.00."),
+        ("20000", "The largest donation we take online is 10,000.00."),
+        ("ten", "Enter the amount as a number"),
+        ("5.555", "at most two decimals"),
+        ("", "Choose an amount, or enter your own."),
+        ("NaN", "at most two decimals"),
+    ],
+)
+def test_a_bad_custom_amount_gets_a_clear_error_and_no_checkout(client, stripe_api, custom, error):
+    response = donate(client, amount="custom", custom_amount=custom)
+    assert response.status_code == 400
+    assert error in response.content.decode()
+    assert stripe_api.requests_to("POST", "/v1/checkout/sessions") == []
+    assert not Donation.objects.exists()
+
+
+def test_a_too_long_message_is_refused(client, stripe_api):
+    response = donate(client, message="x" * 501)
+    assert response.status_code == 400
+    assert "under 500 characters" in response.content.decode()
+    assert not Donation.objects.exists()
+
+
+def test_a_paid_one_off_donation_is_recorded_and_thanked_once(
+    client, stripe_api, django_capture_on_commit_callbacks
+):
+    response = donate(client, amount="2500", message="For the Balkans coverage")
+    session = stripe_api.complete_checkout(session_id_of(response), email="donor@example.com")
+    event = stripe_api.event("checkout.session.completed", session)
+    send_event(client, event, capture_on_commit=django_capture_on_commit_callbacks)
+    # Redelivered, and delivered again under a new event id (as Stripe may):
+    send_event(client, event, capture_on_commit=django_capture_on_commit_callbacks)
+    again = stripe_api.event("checkout.session.completed", session)
+    send_event(client, again, capture_on_commit=django_capture_on_commit_callbacks)
+
+    donation = Donation.objects.get()
+    assert donation.status == Donation.Status.PAID
+    assert donation.email == "donor@example.com"
+    assert donation.amount == 2500
+    assert donation.recurring is False
+    assert donation.stripe_payment_intent_id == session["payment_intent"]
+    assert donation.subscriber is None  # donors need not be subscribers
+    assert donation.thanked_at is not None
+    assert len(mail.outbox) == 1
+    thanks = mail.outbox[0]
+    assert thanks.to == ["donor@example.com"]
+    assert "$25.00" in thanks.body
+    assert "For the Balkans coverage" in thanks.body
+    assert "For the Balkans coverage" in thanks.alternatives[0][0]
+    assert not Membership.objects.exists()
+
+
+def test_a_donation_by_a_known_reader_is_linked_to_them(
+    client, stripe_api, django_capture_on_commit_callbacks
+):
+    user = UserFactory(email="reader@example.com")
+    subscriber = SubscriberFactory(email=user.email, user=user)
+    client.force_login(user)
+    response = donate(client, amount="500")
+    assert stripe_api.requests_to("POST", "/v1/checkout/sessions")[0].params["metadata"][
+        "subscriber_id"
+    ] == str(subscriber.pk)
+    session = stripe_api.complete_checkout(session_id_of(response))
+    send_event(
+        client,
+        stripe_api.event("checkout.session.completed", session),
+        capture_on_commit=django_capture_on_commit_callbacks,
+    )
+    donation = Donation.objects.get()
+    assert donation.subscriber == subscriber
+    assert donation.email == "reader@example.com"
+
+
+def test_monthly_support_is_recorded_and_each_renewal_adds_a_donation(
+    client, stripe_api, django_capture_on_commit_callbacks
+):
+    response = donate(client, frequency="monthly", amount="1000", email="monthly@example.com")
+    session = stripe_api.complete_checkout(session_id_of(response))
+    subscription = stripe_api.get("subscription", session["subscription"])
+    for event in (
+        stripe_api.event("customer.subscription.created", subscription),
+        stripe_api.event("invoice.paid", stripe_api.get("invoice", session["invoice"])),
+        stripe_api.event("checkout.session.completed", session),
+    ):
+        send_event(client, event, capture_on_commit=django_capture_on_commit_callbacks)
+
+    first = Donation.objects.get()
+    assert first.recurring is True
+    assert first.status == Donation.Status.PAID
+    assert first.stripe_subscription_id == subscription["id"]
+    assert first.stripe_invoice_id == session["invoice"]
+    assert len(mail.outbox) == 1
+    assert "a month" in mail.outbox[0].body
+    assert not Membership.objects.exists()  # support is not a paid membership
+
+    renewal = stripe_api.renew_subscription(subscription["id"])
+    event = stripe_api.event("invoice.paid", renewal)
+    send_event(client, event, capture_on_commit=django_capture_on_commit_callbacks)
+    send_event(client, event, capture_on_commit=django_capture_on_commit_callbacks)
+
+    assert Donation.objects.count() == 2
+    second = Donation.objects.exclude(pk=first.pk).get()
+    assert second.amount == 1000
+    assert second.stripe_invoice_id == renewal["id"]
+    assert second.status == Donation.Status.PAID
+    assert len(mail.outbox) == 1  # thanked once, for the first month
+
+
+def test_a_refund_marks_the_donation_refunded(
+    client, stripe_api, django_capture_on_commit_callbacks
+):
+    response = donate(client, amount="5000")
+    session = stripe_api.complete_checkout(session_id_of(response))
+    send_event(
+        client,
+        stripe_api.event("checkout.session.completed", session),
+        capture_on_commit=django_capture_on_commit_callbacks,
+    )
+    charge = stripe_api.refund_charge(payment_intent=session["payment_intent"])
+    send_event(
+        client,
+        stripe_api.event("charge.refunded", charge),
+        capture_on_commit=django_capture_on_commit_callbacks,
+    )
+    assert Donation.objects.get().status == Donation.Status.REFUNDED
+
+
+def test_a_partial_refund_leaves_the_donation_paid(
+    client, stripe_api, django_capture_on_commit_callbacks
+):
+    response = donate(client, amount="5000")
+    session = stripe_api.complete_checkout(session_id_of(response))
+    send_event(
+        client,
+        stripe_api.event("checkout.session.completed", session),
+        capture_on_commit=django_capture_on_commit_callbacks,
+    )
+    charge = {
+        "id": "ch_partial",
+        "object": "charge",
+        "payment_intent": session["payment_intent"],
+        "amount": 5000,
+        "amount_refunded": 1000,
+        "refunded": False,
+    }
+    send_event(
+        client,
+        stripe_api.event("charge.refunded", charge),
+        capture_on_commit=django_capture_on_commit_callbacks,
+    )
+    assert Donation.objects.get().status == Donation.Status.PAID
+
+
+def test_a_dispute_flags_the_event_and_tells_the_editors(
+    client, stripe_api, django_capture_on_commit_callbacks
+):
+    StaffUserFactory(email="editor@example.com")
+    response = donate(client, amount="5000", email="angry@example.com")
+    session = stripe_api.complete_checkout(session_id_of(response))
+    send_event(
+        client,
+        stripe_api.event("checkout.session.completed", session),
+        capture_on_commit=django_capture_on_commit_callbacks,
+    )
+    mail.outbox.clear()
+    dispute = {
+        "id": "du_1",
+        "object": "dispute",
+        "charge": "ch_x",
+        "payment_intent": session["payment_intent"],
+        "amount": 5000,
+        "currency": "usd",
+        "reason": "fraudulent",
+        "status": "needs_response",
+    }
+    event = stripe_api.event("charge.dispute.created", dispute)
+    send_event(client, event, capture_on_commit=django_capture_on_commit_callbacks)
+
+    assert Donation.objects.get().status == Donation.Status.DISPUTED
+    stored = StripeEvent.objects.get(stripe_id=event["id"])
+    assert stored.needs_attention is True
+    assert [m.to for m in mail.outbox] == [["editor@example.com"]]
+    assert "fraudulent" in mail.outbox[0].body
+    assert f"/admin/subscriptions/stripeevent/{stored.pk}/change/" in mail.outbox[0].body
+
+
+def test_a_payment_link_donation_without_our_metadata_is_recorded(
+    client, stripe_api, settings, django_capture_on_commit_callbacks
+):
+    session = {
+        "id": "cs_from_payment_link",
+        "object": "checkout.session",
+        "mode": "payment",
+        "status": "complete",
+        "payment_status": "paid",
+        "amount_total": 300,
+        "currency": "usd",
+        "customer": None,
+        "customer_details": {"email": "coffee@example.com"},
+        "payment_intent": "pi_link",
+        "metadata": {},
+    }
+    settings.STRIPE_SECRET_KEY = ""  # Stripe cannot be re-read: the snapshot is used
+    send_event(
+        client,
+        stripe_api.event("checkout.session.completed", session),
+        capture_on_commit=django_capture_on_commit_callbacks,
+    )
+    donation = Donation.objects.get()
+    assert donation.amount == 300
+    assert donation.email == "coffee@example.com"
+    assert donation.status == Donation.Status.PAID
+    assert len(mail.outbox) == 1
+
+
+def test_an_unpaid_session_records_nothing(client, stripe_api, django_capture_on_commit_callbacks):
+    response = donate(client, amount="1000")
+    session = stripe_api.get("checkout.session", session_id_of(response))  # still open
+    send_event(
+        client,
+        stripe_api.event("checkout.session.completed", session),
+        capture_on_commit=django_capture_on_commit_callbacks,
+    )
+    assert Donation.objects.get().status == Donation.Status.PENDING
+    assert mail.outbox == []
