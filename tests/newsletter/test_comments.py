@@ -9,6 +9,7 @@ from django.utils import timezone
 
 from newsletter.models import Article, Comment, CommentBan, Publication
 from newsletter.services import comments as comment_service
+from newsletter.tasks import send_comment_digests
 from tests.factories import (
     AuthorFactory,
     CommentFactory,
@@ -455,6 +456,19 @@ def test_the_moderation_queue_lists_recent_comments_with_filters(admin_client_, 
     assert "Hidden words" in hidden and "queued" not in hidden
 
 
+def test_editors_open_a_comment_and_the_list_of_bans(admin_client_, reader, article):
+    comment = CommentFactory(article=article, user=reader)
+    comment_service.ban_commenter(user=reader, reason="Spam links")
+
+    change = admin_client_.get(f"/admin/newsletter/comment/{comment.pk}/change/")
+    bans = admin_client_.get("/admin/newsletter/commentban/")
+
+    assert change.status_code == 200
+    assert comment.body in change.content.decode()
+    assert bans.status_code == 200
+    assert "Spam links" in bans.content.decode()
+
+
 # --- Counts and queries --------------------------------------------------------------------
 
 
@@ -532,7 +546,7 @@ def test_authors_get_each_new_comment_once_in_a_digest(article):
     CommentFactory(article=article, user=author_user, body="My own reply")
     CommentFactory(article=article, body="Removed", status=Comment.Status.HIDDEN)
 
-    assert comment_service.send_comment_digests() == 1
+    assert send_comment_digests.delay().get() == 1
 
     (message,) = mail.outbox
     assert message.to == ["writer@example.com"]
