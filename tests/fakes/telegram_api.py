@@ -46,9 +46,12 @@ FAILURES = {
     "hang": 0,
 }
 
-_ALLOWED_TAGS = {
-    "b", "strong", "i", "em", "u", "ins", "s", "strike", "del", "span", "tg-spoiler", "a",
-    "code", "pre", "blockquote", "tg-emoji",
+# The tags HTML parse mode allows, and the MessageEntity type Telegram reports for each.
+_ENTITY_TYPES = {
+    "b": "bold", "strong": "bold", "i": "italic", "em": "italic", "u": "underline",
+    "ins": "underline", "s": "strikethrough", "strike": "strikethrough",
+    "del": "strikethrough", "span": "spoiler", "tg-spoiler": "spoiler", "a": "text_link",
+    "code": "code", "pre": "pre", "blockquote": "blockquote", "tg-emoji": "custom_emoji",
 }  # fmt: skip
 _TAG_RE = re.compile(
     r"<(/?)([a-zA-Z][a-zA-Z0-9-]*)((?:\s+[a-zA-Z-]+\s*=\s*(?:\"[^\"]*\"|'[^']*'))*)\s*>"
@@ -95,13 +98,15 @@ def parse_html(text: str) -> tuple[str, list[Entity]]:
                     f"Can't find end of the entity starting at byte offset {position}"
                 )
             closing, name, attrs = match.group(1), match.group(2).lower(), match.group(3)
-            if name not in _ALLOWED_TAGS:
+            if name not in _ENTITY_TYPES:
                 raise EntityParseError(f'Unsupported start tag "{name}" at byte offset {position}')
             if closing:
                 if not stack or stack[-1][0] != name:
                     raise EntityParseError(f"Unmatched end tag at byte offset {position}")
                 tag, start, url = stack.pop()
-                entities.append(Entity(type=tag, offset=start, length=offset - start, url=url))
+                entities.append(
+                    Entity(_ENTITY_TYPES[tag], offset=start, length=offset - start, url=url)
+                )
             else:
                 url = ""
                 for attr in _ATTR_RE.finditer(attrs):

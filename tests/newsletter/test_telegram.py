@@ -94,7 +94,7 @@ def test_an_article_without_a_cover_is_posted_as_one_html_text_message(telegram_
     assert text.endswith(f'<a href="http://testserver/p/{article.slug}/">Read the full article</a>')
     (message,) = telegram_api.posts(CHANNEL)
     assert message.text.startswith("Sanctions, a year on\n\nWhat changed\n\nThe opening")
-    assert [e.type for e in message.entities] == ["b", "i", "a"]
+    assert [e.type for e in message.entities] == ["bold", "italic", "text_link"]
     assert post.status == TelegramPost.Status.SENT
     assert post.message_id == message.message_id
     assert post.kind == TelegramPost.Kind.TEXT
@@ -510,3 +510,10 @@ def test_two_workers_running_the_same_post_at_once_post_it_once(telegram_api):
     post.refresh_from_db()
     assert post.status == TelegramPost.Status.SENT
     assert post.attempts == 1
+
+
+@pytest.mark.parametrize("text", ["a < b", "AT&T", "1 > 0", "<b>open", "<script>x</script>"])
+def test_the_stand_in_refuses_unescaped_html_as_telegram_does(telegram_api, text):
+    with pytest.raises(telegram.TelegramPermanentError, match="can't parse entities"):
+        telegram.send_message(chat_id=CHANNEL, text=text)
+    assert telegram_api.posts() == []
