@@ -501,3 +501,29 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
         self.wfile.write(payload)
+
+
+if __name__ == "__main__":
+    # Try the site against it by hand:
+    #   python -m tests.fakes.telegram_api  ->  set the printed TELEGRAM_* variables
+    import argparse
+
+    parser = argparse.ArgumentParser(description="A local stand-in for the Telegram Bot API.")
+    parser.add_argument("--token", default="123456:TEST-token")
+    parser.add_argument("--chat", action="append", default=None, help="a chat id it knows")
+    arguments = parser.parse_args()
+    fake = FakeTelegramAPI(token=arguments.token, chats=arguments.chat or ["@broadside"])
+    with fake:
+        print(f"TELEGRAM_API_URL={fake.url}")
+        print(f"TELEGRAM_BOT_TOKEN={fake.token}")
+        print(f"TELEGRAM_CHAT_ID={fake.chats[0]}", flush=True)
+        shown: set[int] = set()
+        try:
+            while True:
+                time.sleep(1)
+                for message in fake.posts():
+                    if message.message_id not in shown:
+                        shown.add(message.message_id)
+                        print(f"--- {message.message_id} ({message.kind})\n{message.text}")
+        except KeyboardInterrupt:
+            pass
