@@ -116,24 +116,22 @@ def _require_access(*, user: AbstractBaseUser, article: Article) -> None:
     raise CommentNotAllowed(messages[access])
 
 
-def _rate_limit_key(user_id: int) -> str:
-    window = int(RATE_LIMIT_WINDOW.total_seconds())
-    bucket = int(timezone.now().timestamp()) // window
-    return f"comments:rate:{user_id}:{bucket}"
-
-
 def _take_rate_limit_slot(*, user: AbstractBaseUser) -> None:
-    """Fixed-window counter in the shared cache (Redis in production)."""
-    key = _rate_limit_key(int(user.pk))
-    timeout = int(RATE_LIMIT_WINDOW.total_seconds()) + 5
+    """A counter per reader in the shared cache (Redis in production).
+
+    The window opens with the reader's first comment and the counter expires with it;
+    incrementing keeps the expiry, so a burst is cut off and a pause lets them go on.
+    """
+    key = f"comments:rate:{user.pk}"
+    timeout = int(RATE_LIMIT_WINDOW.total_seconds())
     cache.add(key, 0, timeout=timeout)
     try:
         count = cache.incr(key)
-    except ValueError:  # the key expired between add and incr
+    except ValueError:  # the window closed between add and incr
         cache.set(key, 1, timeout=timeout)
         count = 1
     if count > RATE_LIMIT_COUNT:
-        minutes = int(RATE_LIMIT_WINDOW.total_seconds() // 60)
+        minutes = timeout // 60
         raise CommentRateLimited(
             f"You are commenting too fast: at most {RATE_LIMIT_COUNT} comments in "
             f"{minutes} minutes. Please wait a little and try again."

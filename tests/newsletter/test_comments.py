@@ -1,6 +1,7 @@
 from datetime import timedelta
 
 import pytest
+import redis
 from django.core import mail
 from django.db import connection
 from django.test import Client
@@ -21,6 +22,8 @@ from tests.factories import (
 )
 
 pytestmark = pytest.mark.django_db
+
+REDIS_URL = "redis://127.0.0.1:6379/6"
 
 
 @pytest.fixture
@@ -382,6 +385,40 @@ def test_a_reader_posting_too_fast_is_stopped_and_others_are_not(reader_client, 
     other = Client()
     other.force_login(UserFactory())
     assert post_comment(other, article, body="Someone else").status_code == 302
+
+
+@pytest.fixture
+def redis_cache(settings):
+    """The production cache backend, on a Redis database of this file's own."""
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": "test-comments",
+        }
+    }
+    from django.core.cache import cache
+
+    cache.clear()
+    yield cache
+    cache.clear()
+
+
+def test_the_rate_limit_holds_in_redis_and_the_window_expires(reader, article, redis_cache):
+    for n in range(comment_service.RATE_LIMIT_COUNT):
+        comment_service.post_comment(user=reader, article=article, body=f"Comment {n}")
+    with pytest.raises(comment_service.CommentRateLimited):
+        comment_service.post_comment(user=reader, article=article, body="One too many")
+
+    # Counting kept the expiry the first comment set, so the window does close.
+    key = f"comments:rate:{reader.pk}"
+    server = redis.Redis.from_url(REDIS_URL)
+    seconds_left = server.ttl(redis_cache.make_and_validate_key(key))
+    assert 0 < seconds_left <= comment_service.RATE_LIMIT_WINDOW.total_seconds()
+
+    redis_cache.delete(key)  # the window has passed
+    comment_service.post_comment(user=reader, article=article, body="After a pause")
+    assert Comment.objects.filter(user=reader).count() == comment_service.RATE_LIMIT_COUNT + 1
 
 
 # --- Moderation ----------------------------------------------------------------------------
