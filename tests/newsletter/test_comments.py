@@ -4,6 +4,7 @@ import pytest
 import redis
 from django.core import mail
 from django.db import connection
+from django.template.loader import render_to_string
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
@@ -551,6 +552,14 @@ def test_a_reader_chooses_the_name_shown_with_their_comments(reader_client, read
     assert response["Location"] == f"/p/{article.slug}/#comments"
     reader.refresh_from_db()
     assert reader.first_name == "Ada Lovelace"
+
+
+def test_the_account_page_block_shows_the_comment_name_escaped(reader):
+    reader.first_name = "<i>Ada</i>"
+    html = render_to_string("comments/_account_name.html", {"user": reader})
+
+    assert "&lt;i&gt;Ada&lt;/i&gt;" in html
+    assert 'href="/account/name/?next=/account/"' in html
 
 
 def test_the_name_form_does_not_redirect_off_site(reader_client):
