@@ -28,6 +28,7 @@ from typing import Any
 from anymail.exceptions import AnymailError, AnymailRecipientsRefused
 from django.conf import settings
 from django.core.mail import get_connection
+from django.core.mail.backends.smtp import EmailBackend as SMTPBackend
 from django.db import connection as db_connection
 from django.db import transaction
 from django.db.models import Count, F, Max, Min, Q
@@ -258,19 +259,32 @@ def _rendered(
     return _render_cache[key]
 
 
+_MARK_SENT_SQL = (
+    f"UPDATE {Delivery._meta.db_table} SET status = %s, sent_at = %s, "  # noqa: S608
+    "provider_message_id = %s, last_error = '', next_attempt_at = NULL "
+    "WHERE id = %s AND status = %s AND claimed_at = %s"
+)
+
+
 def _mark_sent(*, pk: int, claimed_at: datetime, provider_message_id: str) -> bool:
-    """Commit one delivery as sent, only while this worker still holds its claim."""
-    return bool(
-        Delivery.objects.filter(
-            pk=pk, status=Delivery.Status.CLAIMED, claimed_at=claimed_at
-        ).update(
-            status=Delivery.Status.SENT,
-            sent_at=timezone.now(),
-            provider_message_id=provider_message_id[:300],
-            last_error="",
-            next_attempt_at=None,
+    """Commit one delivery as sent, only while this worker still holds its claim.
+
+    Right after the server accepted the message, in its own commit, as one plain
+    statement: the window between acceptance and commit stays as short as it can be.
+    """
+    with db_connection.cursor() as cursor:
+        cursor.execute(
+            _MARK_SENT_SQL,
+            [
+                Delivery.Status.SENT.value,
+                timezone.now(),
+                provider_message_id[:300],
+                pk,
+                Delivery.Status.CLAIMED.value,
+                claimed_at,
+            ],
         )
-    )
+        return cursor.rowcount == 1
 
 
 def send_chunk(
@@ -292,6 +306,7 @@ def send_chunk(
     deadline = time.monotonic() + settings.EMAIL_CLAIM_TIMEOUT / 2
     failures: list[tuple[_Claimed, bool, str]] = []
     connection = connection_factory()
+    wire = isinstance(connection, SMTPBackend)
     try:
         connection.open()
     except Exception as exc:  # noqa: BLE001 (any backend's failure to connect is temporary)
@@ -311,6 +326,7 @@ def send_chunk(
                     subscriber_id=delivery.subscriber_id, email=delivery.email, name=delivery.name
                 ),
                 send_id=email_send_id,
+                wire=wire,
             )
             try:
                 connection.send_messages([message])

@@ -58,6 +58,7 @@ class _Handler:
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: Any
     ) -> str:
+        await self.server._wait_while_held()
         answer = self.server._answer_for(address)
         if answer is not None:
             return answer
@@ -81,6 +82,8 @@ class FakeSMTPServer:
         self.messages: list[CapturedMessage] = []
         self.received = 0
         self.connections = 0
+        self.held = 0
+        self._hold_after: int | None = None
         self.refused: list[tuple[str, int]] = []
         self._refusals: dict[str, _Refusal] = {}
         self._lock = threading.Lock()
@@ -98,6 +101,29 @@ class FakeSMTPServer:
         with self._lock:
             self._refusals[address.lower()] = _Refusal(code=code, text=text, times=times)
         return self
+
+    def hold_after(self, count: int) -> None:
+        """Once `count` messages are in, keep every RCPT TO waiting until `release()`.
+
+        Freezes all senders at a known point of the SMTP dialogue: before the recipient
+        is accepted, so no message is half-delivered while they wait.
+        """
+        self._hold_after = count
+
+    def release(self) -> None:
+        self._hold_after = None
+
+    async def _wait_while_held(self) -> None:
+        if self._hold_after is None or self.received < self._hold_after:
+            return
+        with self._lock:
+            self.held += 1
+        try:
+            while self._hold_after is not None and self.received >= self._hold_after:
+                await asyncio.sleep(0.01)
+        finally:
+            with self._lock:
+                self.held -= 1
 
     def _answer_for(self, address: str) -> str | None:
         with self._lock:
