@@ -141,6 +141,12 @@ class ArticleAdmin(admin.ModelAdmin):
             fieldsets.append(("Distribution status", {"fields": extra}))
         return fieldsets
 
+    def view_on_site(self, obj: Article) -> str:
+        # A draft has no public page yet: "View on site" opens the paid preview instead.
+        if obj.is_published:
+            return obj.get_absolute_url()
+        return reverse("admin:newsletter_article_preview", args=[obj.pk]) + "?as=paid"
+
     @admin.display(description="Status", ordering="status")
     def status_label(self, obj: Article) -> str:
         return obj.get_status_display()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
@@ -18,11 +19,18 @@ PASSWORD = "a-long-editor-password-42"
 
 @pytest.fixture
 def editor_client(client):
-    editor = StaffUserFactory(username="editor")
-    editor.set_password(PASSWORD)
-    editor.save()
-    assert client.login(username="editor", password=PASSWORD)
+    client.force_login(StaffUserFactory(username="editor"))
     return client
+
+
+def _inline_management_data(page) -> dict[str, str]:
+    """The management forms of whatever inlines the article page has, as the browser sends."""
+    data = {}
+    for inline in page.context["inline_admin_formsets"]:
+        management = inline.formset.management_form
+        for name in management.fields:
+            data[f"{management.prefix}-{name}"] = management[name].value()
+    return data
 
 
 def _add_form_data(**overrides):
@@ -49,7 +57,17 @@ def _add_form_data(**overrides):
     return data
 
 
-def test_an_editor_writes_previews_and_publishes_an_article(editor_client, client):
+def test_an_editor_writes_previews_and_publishes_an_article(client):
+    editor = StaffUserFactory(username="editor")
+    editor.set_password(PASSWORD)
+    editor.save()
+    editor_client = Client()
+    login = editor_client.post(
+        reverse("admin:login"), {"username": "editor", "password": PASSWORD, "next": "/admin/"}
+    )
+    assert login.status_code == 302
+    assert login["Location"] == "/admin/"
+
     add_url = reverse("admin:newsletter_article_add")
     page = editor_client.get(add_url)
     assert page.status_code == 200
@@ -61,7 +79,12 @@ def test_an_editor_writes_previews_and_publishes_an_article(editor_client, clien
     section = SectionFactory()
     author = AuthorFactory()
     response = editor_client.post(
-        add_url, _add_form_data(section=section.pk, authors=[author.pk]), follow=True
+        add_url,
+        {
+            **_add_form_data(section=section.pk, authors=[author.pk]),
+            **_inline_management_data(page),
+        },
+        follow=True,
     )
     assert response.status_code == 200
     article = Article.objects.get(slug="why-the-strait-matters")
@@ -163,8 +186,10 @@ def test_the_article_list_filters_by_status_and_searches(editor_client):
 
 def test_a_second_paywall_marker_is_refused(editor_client):
     body = '<p>a</p><hr class="paywall"><p>b</p><hr class="paywall"><p>c</p>'
+    add_url = reverse("admin:newsletter_article_add")
     response = editor_client.post(
-        reverse("admin:newsletter_article_add"), _add_form_data(body=body)
+        add_url,
+        {**_add_form_data(body=body), **_inline_management_data(editor_client.get(add_url))},
     )
     assert response.status_code == 200
     assert "only one paywall marker" in response.content.decode()
@@ -173,10 +198,15 @@ def test_a_second_paywall_marker_is_refused(editor_client):
 
 def test_the_status_cannot_be_set_through_the_form(editor_client):
     article = ArticleFactory(slug="stays-a-draft")
-    editor_client.post(
-        reverse("admin:newsletter_article_change", args=[article.pk]),
-        _add_form_data(slug="stays-a-draft", status="published", published_at="2020-01-01"),
+    change_url = reverse("admin:newsletter_article_change", args=[article.pk])
+    response = editor_client.post(
+        change_url,
+        {
+            **_add_form_data(slug="stays-a-draft", status="published", published_at="2020-01-01"),
+            **_inline_management_data(editor_client.get(change_url)),
+        },
     )
+    assert response.status_code == 302  # saved: the other fields were accepted
     article.refresh_from_db()
     assert article.status == Article.Status.DRAFT
     assert article.published_at is None
@@ -197,3 +227,16 @@ def test_readers_cannot_reach_the_preview(client):
     response = client.get(reverse("admin:newsletter_article_preview", args=[article.pk]))
     assert response.status_code == 302
     assert "/admin/login/" in response["Location"]
+
+
+def test_view_on_site_opens_the_preview_until_the_article_is_published(editor_client):
+    draft = ArticleFactory(slug="draft-one")
+    html = editor_client.get(
+        reverse("admin:newsletter_article_change", args=[draft.pk])
+    ).content.decode()
+    assert f"/admin/newsletter/article/{draft.pk}/preview/?as=paid" in html
+    published = ArticleFactory(slug="out-one", status="published", published_at=timezone.now())
+    html = editor_client.get(
+        reverse("admin:newsletter_article_change", args=[published.pk])
+    ).content.decode()
+    assert reverse("admin:newsletter_article_publish", args=[published.pk]) not in html
