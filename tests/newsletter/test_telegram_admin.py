@@ -289,3 +289,24 @@ def test_the_link_to_a_message_follows_the_channel_address(chat_id, channel_url,
     post = TelegramPost(article=PublishedArticleFactory(), chat_id=chat_id, message_id=5)
 
     assert telegram_posting.telegram_message_url(telegram_post=post) == expected
+
+
+def test_the_telegram_posts_list_shows_errors_and_reposts_from_there(
+    telegram_api, editor_client, django_capture_on_commit_callbacks
+):
+    article = PublishedArticleFactory(title="From the posts list")
+    post = TelegramPost.objects.create(
+        article=article, chat_id=CHANNEL, status="failed", last_error="sendMessage: 502 Bad Gateway"
+    )
+    posts_list = reverse("admin:newsletter_telegrampost_changelist")
+
+    page = editor_client.get(posts_list).content.decode()
+    assert "Failed: sendMessage: 502 Bad Gateway" in page
+    assert "Telegram posting is off" not in page
+
+    with django_capture_on_commit_callbacks(execute=True):
+        editor_client.post(posts_list, {"action": "repost", ACTION_CHECKBOX_NAME: [post.pk]})
+
+    post.refresh_from_db()
+    assert post.status == TelegramPost.Status.SENT
+    assert telegram_api.posts()[0].text.startswith("From the posts list")
