@@ -29,8 +29,9 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# The files to check are listed in pyproject.toml ([tool.mypy] files).
 typecheck: $(STAMP)
-	$(BIN)/mypy .
+	$(BIN)/mypy
 
 pytest: $(STAMP)
 	@$(BIN)/python -c "import socket,sys; s=socket.socket(); s.settimeout(3); \
