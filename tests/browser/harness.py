@@ -265,6 +265,8 @@ def spawn_gunicorn(
         "5",
         "--error-logfile",
         "-",
+        "--access-logfile",
+        "-",
         # One control socket per user would clash between parallel stacks.
         "--no-control-socket",
     ]

@@ -483,7 +483,7 @@ class FakeStripeAPI:
         params = decode_form(body if method == "POST" else parts.query)
         headers = {k.lower(): v for k, v in handler.headers.items()}
         if parts.path.startswith("/pay/"):
-            self._checkout_page(handler, method, parts.path.removeprefix("/pay/"))
+            self._checkout_page(handler, method, parts.path.removeprefix("/pay/"), body)
             return
         record = RecordedRequest(method, parts.path, params, headers)
         with self._lock:
@@ -672,7 +672,9 @@ class FakeStripeAPI:
 
     # --- the pretend Checkout page, for browser tests ----------------------------------
 
-    def _checkout_page(self, handler: BaseHTTPRequestHandler, method: str, session_id: str) -> None:
+    def _checkout_page(
+        self, handler: BaseHTTPRequestHandler, method: str, session_id: str, body: str
+    ) -> None:
         try:
             with self._lock:
                 session = self._store.get("checkout.session", session_id)
@@ -695,8 +697,7 @@ class FakeStripeAPI:
             handler.end_headers()
             handler.wfile.write(page)
             return
-        length = int(handler.headers.get("Content-Length") or 0)
-        form = decode_form(handler.rfile.read(length).decode() if length else "")
+        form = decode_form(body)  # already read from the socket by _handle
         completed = self.complete_checkout(
             session_id, email=form.get("email") or "payer@example.com"
         )
