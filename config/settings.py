@@ -260,6 +260,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "newsletter.tasks.sweep_email_sends",
         "schedule": EMAIL_SWEEP_INTERVAL,
     },
+    "requeue-stalled-telegram-posts": {
+        "task": "newsletter.tasks.requeue_stalled_telegram_posts",
+        "schedule": 300.0,
+    },
 }
 
 # --- Integrations -------------------------------------------------------------------

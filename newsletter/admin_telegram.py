@@ -34,13 +34,13 @@ def _post_status(post: TelegramPost) -> SafeString:
         return shown
     if post.status == TelegramPost.Status.FAILED:
         return format_html('<span style="color:#ba2121">Failed: {}</span>', post.last_error)
-    if telegram_posting.is_stuck(telegram_post=post):
-        return format_html(
-            '<span style="color:#ba2121">{}</span>',
-            "Stuck: the worker stopped while posting. Check the channel, then repost if "
-            "the post is not there.",
-        )
     if post.status == TelegramPost.Status.SENDING:
+        if telegram_posting.is_stuck(telegram_post=post):
+            return format_html(
+                '<span style="color:#ba2121">{}</span>',
+                "Stuck: the worker stopped while posting. Check the channel, then repost if "
+                "the post is not there.",
+            )
         return format_html("{}", "Posting…")
     if post.last_error:
         return format_html("Queued, retrying after: {}", post.last_error)

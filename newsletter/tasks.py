@@ -46,6 +46,12 @@ def post_article_to_telegram(self, telegram_post_id: int) -> None:
         raise self.retry(countdown=exc.countdown) from exc
 
 
+@shared_task
+def requeue_stalled_telegram_posts() -> int:
+    """Periodic: queue again Telegram posts whose task was lost."""
+    return telegram_posting.requeue_stalled_telegram_posts()
+
+
 @shared_task(bind=True, max_retries=5)
 def update_telegram_post(self, telegram_post_id: int) -> None:
     """Edit the article's Telegram post to match the article."""

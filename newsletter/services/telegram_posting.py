@@ -25,7 +25,7 @@ import ipaddress
 import os
 import re
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from html.parser import HTMLParser
 from urllib.parse import urljoin, urlsplit
 
@@ -47,7 +47,8 @@ ELLIPSIS = "\u2026"
 # Retries of 5xx and timeouts back off from BACKOFF_BASE seconds up to BACKOFF_MAX.
 BACKOFF_BASE = 10
 BACKOFF_MAX = 600
-# A claim older than this belongs to a worker that died (calls time out far sooner).
+# A claim older than this belongs to a worker that died (calls time out far sooner);
+# a post pending this long lost its task (backoff waits are shorter), and is queued again.
 STALE_CLAIM_AFTER = timedelta(minutes=10)
 
 # sendPhoto refusals that are about the photo itself: post as text instead.
@@ -60,6 +61,8 @@ _PHOTO_REFUSALS = (
     "photo_invalid_dimensions",
     "photo_save_file_invalid",
     "there is no photo",
+    "too big",  # over 10 MB uploaded, 5 MB by URL
+    "request entity too large",
 )
 
 
@@ -279,9 +282,12 @@ def queue_telegram_post(*, article: Article) -> TelegramPost | None:
 
 
 def _queue_sending(post: TelegramPost) -> None:
+    _queue_sending_by_id(post.pk)
+
+
+def _queue_sending_by_id(post_id: int) -> None:
     from newsletter.tasks import post_article_to_telegram  # tasks import the services
 
-    post_id = post.pk
     transaction.on_commit(lambda: post_article_to_telegram.delay(post_id))
 
 
@@ -359,13 +365,34 @@ def _fail(post: TelegramPost, error: str) -> TelegramPost:
     return post
 
 
-def is_stuck(*, telegram_post: TelegramPost) -> bool:
-    """A claim left behind by a worker that died: it may or may not have been posted."""
-    return (
-        telegram_post.status == TelegramPost.Status.SENDING
-        and telegram_post.claimed_at is not None
-        and telegram_post.claimed_at < timezone.now() - STALE_CLAIM_AFTER
+def requeue_stalled_telegram_posts(*, now: datetime | None = None) -> int:
+    """Queue again the posts left pending longer than any retry waits (a lost task).
+
+    Safe because of the claim: if the original task turns up too, one of them posts.
+    Posts left "sending" are not touched: they may already be in the channel.
+    """
+    now = now or timezone.now()
+    stalled = TelegramPost.objects.filter(
+        status=TelegramPost.Status.PENDING,
+        message_id__isnull=True,
+        updated_at__lt=now - STALE_CLAIM_AFTER,
     )
+    post_ids = list(stalled.values_list("pk", flat=True)[:500])
+    TelegramPost.objects.filter(pk__in=post_ids).update(updated_at=now)
+    for post_id in post_ids:
+        _queue_sending_by_id(post_id)
+    return len(post_ids)
+
+
+def is_stuck(*, telegram_post: TelegramPost) -> bool:
+    """Sending, but its worker died (it may or may not be in the channel); or pending
+    and its task lost."""
+    stale = timezone.now() - STALE_CLAIM_AFTER
+    if telegram_post.status == TelegramPost.Status.SENDING:
+        return telegram_post.claimed_at is not None and telegram_post.claimed_at < stale
+    if telegram_post.status == TelegramPost.Status.PENDING:
+        return telegram_post.updated_at is not None and telegram_post.updated_at < stale
+    return False
 
 
 # --- What editors can do ------------------------------------------------------------------
@@ -393,8 +420,8 @@ def repost_to_telegram(*, article: Article) -> TelegramPost:
                 raise TelegramPostingError(
                     f"“{article.title}” is already posted; use “update the post” to change it."
                 )
-            if post.status == TelegramPost.Status.PENDING or (
-                post.status == TelegramPost.Status.SENDING and not is_stuck(telegram_post=post)
+            if post.status in (TelegramPost.Status.PENDING, TelegramPost.Status.SENDING) and (
+                not is_stuck(telegram_post=post)
             ):
                 raise TelegramPostingError(f"“{article.title}” is already on its way.")
             post.status = TelegramPost.Status.PENDING

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import io
 import threading
+from datetime import timedelta
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import connection
+from django.utils import timezone
 from PIL import Image
 
 from config.celery import app as celery_app
@@ -22,7 +24,7 @@ from newsletter.services.telegram_posting import (
     truncate_at_word,
     visible_length,
 )
-from newsletter.tasks import post_article_to_telegram
+from newsletter.tasks import post_article_to_telegram, requeue_stalled_telegram_posts
 from tests.factories import ArticleFactory, PublishedArticleFactory
 from tests.fakes.telegram_api import parse_html, utf16_length
 
@@ -324,6 +326,30 @@ def test_a_sent_post_is_never_sent_again_even_if_its_status_was_reset(telegram_a
 
     assert send_telegram_post(telegram_post_id=post.pk) is None
     assert telegram_api.calls() == []
+
+
+def test_a_post_whose_task_was_lost_is_queued_again_and_posted_once(
+    telegram_api, django_capture_on_commit_callbacks
+):
+    lost = TelegramPost.objects.create(article=PublishedArticleFactory(), chat_id=CHANNEL)
+    waiting = TelegramPost.objects.create(article=PublishedArticleFactory(), chat_id=CHANNEL)
+    stuck = TelegramPost.objects.create(
+        article=PublishedArticleFactory(), chat_id=CHANNEL, status="sending"
+    )
+    long_ago = timezone.now() - telegram_posting.STALE_CLAIM_AFTER - timedelta(minutes=1)
+    TelegramPost.objects.filter(pk__in=[lost.pk, stuck.pk]).update(updated_at=long_ago)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        assert requeue_stalled_telegram_posts() == 1
+    with django_capture_on_commit_callbacks(execute=True):
+        assert requeue_stalled_telegram_posts() == 0  # not again until it is stale again
+
+    lost.refresh_from_db()
+    assert lost.status == TelegramPost.Status.SENT
+    assert len(telegram_api.posts()) == 1
+    waiting.refresh_from_db()
+    stuck.refresh_from_db()
+    assert (waiting.status, stuck.status) == ("pending", "sending")
 
 
 # --- Retries and failures ------------------------------------------------------------------

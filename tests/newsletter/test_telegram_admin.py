@@ -174,6 +174,20 @@ def test_repost_refuses_a_draft(telegram_api, run_action):
     assert not TelegramPost.objects.exists()
 
 
+def test_a_queued_post_can_be_reposted_only_once_it_has_waited_too_long(telegram_api, run_action):
+    article = PublishedArticleFactory(title="Waiting")
+    post = TelegramPost.objects.create(article=article, chat_id=CHANNEL)
+
+    assert run_action("repost_to_telegram", article) == ["“Waiting” is already on its way."]
+    long_ago = timezone.now() - telegram_posting.STALE_CLAIM_AFTER - timedelta(seconds=1)
+    TelegramPost.objects.filter(pk=post.pk).update(updated_at=long_ago)
+    run_action("repost_to_telegram", article)
+
+    post.refresh_from_db()
+    assert post.status == TelegramPost.Status.SENT
+    assert len(telegram_api.posts()) == 1
+
+
 def test_a_stuck_post_can_be_reposted_only_once_its_claim_is_stale(telegram_api, run_action):
     article = PublishedArticleFactory(title="Stuck")
     post = TelegramPost.objects.create(
