@@ -14,6 +14,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 from django.views.decorators.http import require_POST
 
+from newsletter.admin_sending import publish_without_email, send_test_email_to_me
 from newsletter.admin_telegram import (
     TelegramPostInline,
     repost_to_telegram,
@@ -121,6 +122,8 @@ class ArticleAdmin(admin.ModelAdmin):
         "unschedule_selected",
         repost_to_telegram,
         update_telegram_post,
+        publish_without_email,
+        send_test_email_to_me,
     ]
     inlines = [TelegramPostInline]
 
