@@ -7,7 +7,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.core.files.base import ContentFile
+from django.db import connection
 from django.test import RequestFactory
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from newsletter.models import Publication
@@ -193,3 +195,22 @@ def test_the_navigation_lists_sections_that_have_articles(client):
 def test_pages_only_answer_reads(client):
     article = PublishedArticleFactory()
     assert client.post(article.get_absolute_url()).status_code == 405
+
+
+def test_list_pages_make_the_same_number_of_queries_however_many_articles(client):
+    section = SectionFactory(slug="busy")
+    author = AuthorFactory(slug="prolific")
+
+    def queries(path: str) -> int:
+        with CaptureQueriesContext(connection) as captured:
+            assert client.get(path).status_code == 200
+        return len(captured)
+
+    for article in _published(2, section=section):
+        article.authors.add(author)
+    client.get("/")  # the first request creates the publication row
+    few = {path: queries(path) for path in ("/", "/s/busy/", "/authors/prolific/")}
+    for article in _published(8, section=section):
+        article.authors.add(author)
+    many = {path: queries(path) for path in ("/", "/s/busy/", "/authors/prolific/")}
+    assert many == few
