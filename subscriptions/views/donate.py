@@ -22,7 +22,9 @@ class DonationForm(forms.Form):
     amount = forms.ChoiceField(required=False, widget=forms.RadioSelect)
     custom_amount = forms.CharField(required=False, max_length=12)
     frequency = forms.ChoiceField(
-        choices=[("once", "Once"), ("monthly", "Monthly")], initial="once"
+        choices=[("once", "Once"), ("monthly", "Monthly")],
+        initial="once",
+        widget=forms.RadioSelect,
     )
     email = forms.EmailField(required=False, max_length=254)
     message = forms.CharField(
