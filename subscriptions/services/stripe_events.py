@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.contrib.auth import get_user_model
-from django.db import IntegrityError, transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from subscriptions import stripe_client
@@ -88,19 +88,42 @@ def receive_webhook(*, payload: bytes, signature_header: str | None) -> Received
     ):
         raise WebhookRejected("Not a Stripe event.")
     now = timezone.now()
-    try:
-        with transaction.atomic():
-            event = StripeEvent.objects.create(
-                stripe_id=data["id"][:100],
-                type=data["type"][:100],
-                created=from_timestamp(data["created"]) or now,
-                livemode=bool(data.get("livemode")),
-                payload=data,
-                next_attempt_at=now + SAFETY_NET_DELAY,
-            )
-    except IntegrityError:
-        return Received(event=StripeEvent.objects.get(stripe_id=data["id"][:100]), created=False)
+    event = StripeEvent(
+        stripe_id=data["id"][:100],
+        type=data["type"][:100],
+        created=from_timestamp(data["created"]) or now,
+        livemode=bool(data.get("livemode")),
+        payload=data,
+        received_at=now,
+        next_attempt_at=now + SAFETY_NET_DELAY,
+    )
+    event.pk = _insert_unless_known(event)
+    if event.pk is None:
+        return Received(event=StripeEvent.objects.get(stripe_id=event.stripe_id), created=False)
     return Received(event=event, created=True)
+
+
+def _insert_unless_known(event: StripeEvent) -> int | None:
+    """INSERT ... ON CONFLICT (stripe_id) DO NOTHING RETURNING id: the new row's id, or None.
+
+    One statement, so in autocommit one round trip and one commit; and a redelivered
+    event raises nothing, so it cannot break a surrounding transaction.
+    """
+    meta = StripeEvent._meta
+    quote = connection.ops.quote_name
+    fields = [f for f in meta.concrete_fields if not f.primary_key]
+    params = [f.get_db_prep_save(f.pre_save(event, add=True), connection) for f in fields]
+    columns = ", ".join(quote(str(f.column)) for f in fields)
+    placeholders = ", ".join(["%s"] * len(fields))
+    # Only our own table and column names are interpolated; every value is a parameter.
+    sql = (
+        f"INSERT INTO {quote(meta.db_table)} ({columns}) VALUES ({placeholders}) "  # noqa: S608
+        f"ON CONFLICT ({quote('stripe_id')}) DO NOTHING RETURNING {quote('id')}"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+    return int(row[0]) if row else None
 
 
 # --- Processing --------------------------------------------------------------------------

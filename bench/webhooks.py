@@ -1,0 +1,441 @@
+"""Signed Stripe events accepted per second by /stripe/webhook/ under gunicorn.
+
+    .venv/bin/python bench/webhooks.py [--events 2000] [--concurrency 8] [--workers 2]
+                                       [--rounds 3]
+
+Starts gunicorn (on 127.0.0.1, a port the kernel picks) with the production settings on
+a PostgreSQL database of its own (`bench_broadside_webhooks`, created from the models
+and dropped at the end) and Celery's broker in Redis database 3 (emptied at the end), so
+each accepted event takes the real path: verify the signature with the stripe library,
+insert the StripeEvent, queue the processing task on commit, answer.
+
+Every delivery is a distinct, freshly signed `customer.subscription.updated` event of
+realistic size. The baseline is a trivial view (`/bench/ping/`, in the bench's own
+URLconf) served by the same gunicorn in the same run, through the same middleware.
+Rounds alternate baseline and webhook; each round's ratio is printed, then the median
+ratio (robust to a machine that other work slows down now and then).
+
+Prints requests/second, latency percentiles and the ratio webhook / trivial view, then
+checks that every accepted event was stored once and queued. Figures are printed,
+never asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from http.client import HTTPConnection
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = ROOT / ".venv" / "bin"
+DATABASE = "bench_broadside_webhooks"
+PG_URL = os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/broadside")
+REDIS_URL = "redis://127.0.0.1:6379/3"
+WEBHOOK_SECRET = "whsec_bench_0123456789abcdef"
+
+
+def database_url(name: str) -> str:
+    base, _, _ = PG_URL.rpartition("/")
+    return f"{base}/{name}"
+
+
+def recreate_database() -> None:
+    import psycopg
+
+    with psycopg.connect(database_url("postgres"), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{DATABASE}"')
+
+
+def drop_database() -> None:
+    import psycopg
+
+    with psycopg.connect(database_url("postgres"), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)')
+
+
+def stored_events() -> int:
+    import psycopg
+
+    with psycopg.connect(database_url(DATABASE)) as conn:
+        row = conn.execute("SELECT count(*) FROM subscriptions_stripeevent").fetchone()
+        return int(row[0]) if row else 0
+
+
+def commit_latency_ms(samples: int = 200) -> float:
+    """Median time of one autocommitted single-row INSERT: the floor under each event."""
+    import psycopg
+
+    with psycopg.connect(database_url(DATABASE), autocommit=True) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS bench_commit (id serial, body text)")
+        timings = []
+        for _ in range(samples):
+            started = time.perf_counter()
+            conn.execute("INSERT INTO bench_commit (body) VALUES (%s)", ["x" * 2000])
+            timings.append((time.perf_counter() - started) * 1000)
+        conn.execute("DROP TABLE bench_commit")
+    return statistics.median(timings)
+
+
+def redis_latency_ms(samples: int = 200) -> float:
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    timings = []
+    for _ in range(samples):
+        started = time.perf_counter()
+        client.lpush("bench:latency", "x" * 1000)
+        timings.append((time.perf_counter() - started) * 1000)
+    client.delete("bench:latency")
+    return statistics.median(timings)
+
+
+def redis_available() -> bool:
+    try:
+        import redis
+
+        return bool(redis.Redis.from_url(REDIS_URL, socket_timeout=1).ping())
+    except Exception:  # noqa: BLE001 - no Redis: fall back to the filesystem broker
+        return False
+
+
+def queued_tasks() -> int:
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    return int(client.llen("celery"))
+
+
+def empty_redis() -> None:
+    import redis
+
+    redis.Redis.from_url(REDIS_URL).flushdb()
+
+
+def environment(var_dir: str, use_redis: bool) -> dict[str, str]:
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("STRIPE_", "CELERY_", "REDIS_", "EMAIL_"))
+    }
+    env.update(
+        {
+            "DJANGO_SETTINGS_MODULE": "bench.webhooks_site",
+            "DATABASE_URL": database_url(DATABASE),
+            "SECRET_KEY": "bench-secret-key-0123456789abcdefghijklmnopqrstuvwxyz",
+            "DEBUG": "false",
+            "ALLOWED_HOSTS": "127.0.0.1,localhost",
+            "SITE_URL": "http://127.0.0.1",
+            "VAR_DIR": var_dir,
+            "LOG_LEVEL": "WARNING",
+            "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET,
+            "STRIPE_SECRET_KEY": "sk_test_bench_not_used",
+            "PYTHONPATH": str(ROOT),
+        }
+    )
+    if use_redis:
+        env["CELERY_BROKER_URL"] = REDIS_URL
+    return env
+
+
+def start_gunicorn(
+    env: dict[str, str], workers: int, threads: int, log: Path
+) -> tuple[subprocess.Popen, str]:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(1024)
+    host, port = sock.getsockname()
+    fd = sock.fileno()
+    process = subprocess.Popen(
+        [
+            str(BIN / "gunicorn"),
+            "config.wsgi",
+            "--bind",
+            f"fd://{fd}",
+            "--workers",
+            str(workers),
+            "--threads",
+            str(threads),
+            "--backlog",
+            "1024",
+            "--error-logfile",
+            str(log),
+            "--no-control-socket",
+        ],
+        cwd=ROOT,
+        env=env,
+        pass_fds=(fd,),
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    sock.close()
+    url = f"http://{host}:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"gunicorn exited; see {log}")
+        try:
+            with urllib.request.urlopen(f"{url}/bench/ping/", timeout=2) as response:
+                if response.status == 200:
+                    return process, url
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"gunicorn did not answer in 60 s; see {log}")
+
+
+def stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+# --- the load ------------------------------------------------------------------------------
+
+_counter = iter(range(1, 10**9))
+_counter_lock = threading.Lock()
+
+
+def subscription_event() -> str:
+    """A distinct customer.subscription.updated event, as Stripe sends it (about 2 KB)."""
+    with _counter_lock:
+        n = next(_counter)
+    now = int(time.time())
+    subscription = {
+        "id": f"sub_bench{n:08d}",
+        "object": "subscription",
+        "customer": f"cus_bench{n:08d}",
+        "status": "active",
+        "cancel_at_period_end": False,
+        "canceled_at": None,
+        "created": now - 86400,
+        "currency": "usd",
+        "metadata": {"broadside_purpose": "membership", "subscriber_id": str(n)},
+        "items": {
+            "object": "list",
+            "data": [
+                {
+                    "id": f"si_bench{n:08d}",
+                    "object": "subscription_item",
+                    "current_period_start": now - 86400,
+                    "current_period_end": now + 29 * 86400,
+                    "quantity": 1,
+                    "price": {
+                        "id": "price_bench_monthly",
+                        "object": "price",
+                        "currency": "usd",
+                        "unit_amount": 800,
+                        "product": "prod_bench",
+                        "recurring": {"interval": "month", "interval_count": 1},
+                        "type": "recurring",
+                    },
+                }
+            ],
+            "has_more": False,
+        },
+    }
+    event = {
+        "id": f"evt_bench{n:08d}_{os.getpid()}",
+        "object": "event",
+        "api_version": "2026-10-28.endive",
+        "created": now,
+        "type": "customer.subscription.updated",
+        "livemode": False,
+        "pending_webhooks": 1,
+        "request": {"id": None, "idempotency_key": None},
+        "data": {"object": subscription, "previous_attributes": {"cancel_at_period_end": True}},
+    }
+    return json.dumps(event)
+
+
+def signed(body: str) -> dict[str, str]:
+    import stripe  # the library's own signing scheme, as Stripe signs
+
+    return {
+        "Content-Type": "application/json",
+        "Stripe-Signature": stripe.WebhookSignature.generate_signature_header(body, WEBHOOK_SECRET),
+    }
+
+
+def run_round(
+    url: str, *, path: str, requests: int, concurrency: int, make_request
+) -> dict[str, float]:
+    """`requests` requests from `concurrency` threads; returns rate and latencies (ms)."""
+    host, port = url.removeprefix("http://").split(":")
+    prepared = [make_request() for _ in range(requests)]
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    lock = threading.Lock()
+    position = iter(range(requests))
+
+    def worker() -> None:
+        local: list[float] = []
+        local_statuses: dict[int, int] = {}
+        while True:
+            with lock:
+                index = next(position, None)
+            if index is None:
+                break
+            method, body, headers = prepared[index]
+            started = time.perf_counter()
+            conn = HTTPConnection(host, int(port), timeout=30)
+            conn.request(method, path, body=body, headers=headers)
+            response = conn.getresponse()
+            response.read()
+            conn.close()
+            local.append((time.perf_counter() - started) * 1000)
+            local_statuses[response.status] = local_statuses.get(response.status, 0) + 1
+        with lock:
+            latencies.extend(local)
+            for status, count in local_statuses.items():
+                statuses[status] = statuses.get(status, 0) + count
+
+    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - started
+    latencies.sort()
+    return {
+        "rate": requests / elapsed,
+        "p50": statistics.median(latencies),
+        "p95": latencies[int(len(latencies) * 0.95) - 1],
+        "ok": statuses.get(200, 0),
+        "errors": requests - statuses.get(200, 0),
+    }
+
+
+def ping_request() -> tuple[str, bytes | None, dict[str, str]]:
+    return "GET", None, {}
+
+
+def webhook_request() -> tuple[str, bytes | None, dict[str, str]]:
+    body = subscription_event()
+    return "POST", body.encode(), signed(body)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--events", type=int, default=2000, help="requests per round")
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--workers", type=int, default=2, help="gunicorn worker processes")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="threads per gunicorn worker (1: sync, as Procfile)"
+    )
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+
+    use_redis = redis_available()
+    print(
+        f"gunicorn workers: {args.workers} x {args.threads} threads, "
+        f"client threads: {args.concurrency}, ",
+        end="",
+    )
+    print(f"{args.events} requests per round, {args.rounds} rounds, ", end="")
+    print(f"broker: {'Redis db 3' if use_redis else 'filesystem'}, CPUs: {os.cpu_count()}")
+    recreate_database()
+    process = None
+    with tempfile.TemporaryDirectory(prefix="bench-webhooks-") as var_dir:
+        env = environment(var_dir, use_redis)
+        try:
+            subprocess.run(
+                [str(BIN / "python"), "manage.py", "migrate", "--run-syncdb", "-v", "0"],
+                cwd=ROOT,
+                env=env,
+                check=True,
+            )
+            if use_redis:
+                empty_redis()
+            process, url = start_gunicorn(
+                env, args.workers, args.threads, Path(var_dir) / "gunicorn.log"
+            )
+            # Warm up both paths (imports, connections, the stripe module).
+            run_round(
+                url, path="/bench/ping/", requests=100, concurrency=4, make_request=ping_request
+            )
+            run_round(
+                url,
+                path="/stripe/webhook/",
+                requests=100,
+                concurrency=4,
+                make_request=webhook_request,
+            )
+            baseline: list[dict[str, float]] = []
+            webhook: list[dict[str, float]] = []
+            for number in range(1, args.rounds + 1):
+                ping = run_round(
+                    url,
+                    path="/bench/ping/",
+                    requests=args.events,
+                    concurrency=args.concurrency,
+                    make_request=ping_request,
+                )
+                hook = run_round(
+                    url,
+                    path="/stripe/webhook/",
+                    requests=args.events,
+                    concurrency=args.concurrency,
+                    make_request=webhook_request,
+                )
+                baseline.append(ping)
+                webhook.append(hook)
+                print(
+                    f"round {number}: trivial view {ping['rate']:7.0f} req/s "
+                    f"(p50 {ping['p50']:.1f} ms, p95 {ping['p95']:.1f} ms) | "
+                    f"webhook {hook['rate']:7.0f} events/s "
+                    f"(p50 {hook['p50']:.1f} ms, p95 {hook['p95']:.1f} ms, "
+                    f"non-200: {hook['errors']:.0f}) | ratio {hook['rate'] / ping['rate']:.2f}"
+                )
+            ratios = [
+                hook["rate"] / ping["rate"] for ping, hook in zip(baseline, webhook, strict=True)
+            ]
+            print()
+            print(f"trivial view:  {statistics.median(r['rate'] for r in baseline):8.0f} req/s")
+            print(
+                f"webhook:       {statistics.median(r['rate'] for r in webhook):8.0f} "
+                "signed events/s accepted (medians over rounds)"
+            )
+            print(
+                f"ratio webhook / trivial view: median {statistics.median(ratios):.2f} "
+                f"(rounds: {', '.join(f'{r:.2f}' for r in ratios)})"
+            )
+            context = f"PostgreSQL INSERT+commit p50 {commit_latency_ms():.2f} ms"
+            if use_redis:
+                context += f", Redis LPUSH p50 {redis_latency_ms():.2f} ms"
+            print(f"same run, for context: {context}")
+            accepted = 100 + sum(int(r["ok"]) for r in webhook)
+            stored = stored_events()
+            print(f"events accepted (200): {accepted}, StripeEvent rows: {stored}", end="")
+            if use_redis:
+                print(f", processing tasks queued: {queued_tasks()}")
+            else:
+                print()
+        finally:
+            if process is not None:
+                stop(process)
+            if use_redis:
+                empty_redis()
+            drop_database()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
