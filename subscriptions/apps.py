@@ -1,4 +1,5 @@
 from django.apps import AppConfig
+from django.core import checks
 
 
 class SubscriptionsConfig(AppConfig):
@@ -6,5 +7,10 @@ class SubscriptionsConfig(AppConfig):
     verbose_name = "Readers and money"
 
     def ready(self) -> None:
+        from subscriptions import stripe_client
+
         # Connects the email provider's bounce/complaint signal receiver.
         from subscriptions.views import provider_events  # noqa: F401
+
+        # Stripe's keys must come together: a misconfiguration fails at start.
+        checks.register(stripe_client.check_settings, checks.Tags.security)

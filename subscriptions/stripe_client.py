@@ -17,6 +17,7 @@ from typing import Any
 
 import stripe
 from django.conf import settings
+from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 
 # How far a webhook's signed timestamp may lag behind our clock (Stripe's default).
@@ -54,6 +55,47 @@ def client() -> stripe.StripeClient:
 
 def is_configured() -> bool:
     return bool(settings.STRIPE_SECRET_KEY)
+
+
+def check_settings(**kwargs: Any) -> list[checks.CheckMessage]:
+    """System check: Stripe's keys belong together and look like Stripe's keys."""
+    found: list[checks.CheckMessage] = []
+    secret, webhook = settings.STRIPE_SECRET_KEY, settings.STRIPE_WEBHOOK_SECRET
+    if secret and not secret.startswith(("sk_", "rk_")):
+        found.append(
+            checks.Error(
+                "STRIPE_SECRET_KEY does not look like a Stripe secret key.",
+                hint="Copy the key starting with sk_live_ or sk_test_ from the Stripe dashboard.",
+                id="subscriptions.E001",
+            )
+        )
+    if secret and not webhook:
+        found.append(
+            checks.Error(
+                "STRIPE_SECRET_KEY is set but STRIPE_WEBHOOK_SECRET is not: every webhook "
+                "would be rejected and nobody would get paid access.",
+                hint="Set STRIPE_WEBHOOK_SECRET to the endpoint's signing secret (whsec_...).",
+                id="subscriptions.E002",
+            )
+        )
+    if webhook and not webhook.startswith("whsec_"):
+        found.append(
+            checks.Error(
+                "STRIPE_WEBHOOK_SECRET does not look like a webhook signing secret.",
+                hint="Copy the signing secret (whsec_...) of the /stripe/webhook/ endpoint.",
+                id="subscriptions.E003",
+            )
+        )
+    if webhook and not secret:
+        found.append(
+            checks.Warning(
+                "STRIPE_WEBHOOK_SECRET is set but STRIPE_SECRET_KEY is not: events are applied "
+                "from their snapshots without re-reading Stripe, and nobody can start a payment.",
+                hint="Set STRIPE_SECRET_KEY.",
+                id="subscriptions.W001",
+            )
+        )
+    return found
 
 
 def _call(method: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:

@@ -239,3 +239,17 @@ def test_sync_stripe_plans_explains_a_missing_key(settings):
     settings.STRIPE_SECRET_KEY = ""
     with pytest.raises(CommandError, match="STRIPE_SECRET_KEY"):
         call_command("sync_stripe_plans")
+
+
+def test_a_half_configured_stripe_fails_the_system_check(settings):
+    from subscriptions.stripe_client import check_settings
+
+    settings.STRIPE_SECRET_KEY = "sk_test_abc"
+    settings.STRIPE_WEBHOOK_SECRET = ""
+    assert [m.id for m in check_settings()] == ["subscriptions.E002"]
+    settings.STRIPE_WEBHOOK_SECRET = "not-a-secret"
+    assert [m.id for m in check_settings()] == ["subscriptions.E003"]
+    settings.STRIPE_WEBHOOK_SECRET = "whsec_abc"
+    assert check_settings() == []
+    settings.STRIPE_SECRET_KEY = ""
+    assert [m.id for m in check_settings()] == ["subscriptions.W001"]
