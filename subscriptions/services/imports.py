@@ -14,12 +14,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 
-from django.db import transaction
+from allauth.account.models import EmailAddress
+from django.contrib.auth import get_user_model
+from django.db import connection, transaction
 from django.db.models.functions import Lower
 from django.utils import timezone
 
 from subscriptions.models import Subscriber
-from subscriptions.services.accounts import ensure_reader_accounts
+from subscriptions.services.accounts import assign_reader_accounts
 from subscriptions.services.addresses import InvalidAddress, clean_address, suppressed_among
 
 BATCH_SIZE = 2000
@@ -217,7 +219,9 @@ def import_subscriber_rows(
     rows and the subscribers (new and existing) by lower-cased address.
     """
     seen: set[str] = set()
-    for batch in batched(rows, batch_size):
+    for number, batch in enumerate(batched(rows, batch_size)):
+        if number % 10 == 1:
+            _refresh_planner_statistics()
         unique: list[SubscriberRow] = []
         for row in batch:
             key = row.email.lower()
@@ -230,6 +234,21 @@ def import_subscriber_rows(
             _import_batch(unique, source=source, report=report, after_batch=after_batch)
 
 
+def _refresh_planner_statistics() -> None:
+    """Let PostgreSQL see the tables grow, so address lookups keep using their indexes.
+
+    Without fresh statistics the planner still believes the freshly filled tables
+    are tiny and scans them whole for every batch, which makes a large import quadratic.
+    """
+    if connection.vendor != "postgresql":
+        return
+    User = get_user_model()
+    tables = [Subscriber._meta.db_table, User._meta.db_table, EmailAddress._meta.db_table]
+    with connection.cursor() as cursor:
+        for table in tables:
+            cursor.execute(f"ANALYZE {connection.ops.quote_name(table)}")
+
+
 def _import_batch(
     rows: list[SubscriberRow],
     *,
@@ -239,9 +258,12 @@ def _import_batch(
 ) -> None:
     emails = [row.email.lower() for row in rows]
     suppressed = suppressed_among(emails=emails)
+    fields = ("pk", "email", "user_id", "stripe_customer_id")
     existing = {
         s.email.lower(): s
-        for s in Subscriber.objects.annotate(lower=Lower("email")).filter(lower__in=emails)
+        for s in Subscriber.objects.annotate(lower=Lower("email"))
+        .filter(lower__in=emails)
+        .only(*fields)
     }
     taken_customers = set(
         Subscriber.objects.filter(
@@ -292,17 +314,17 @@ def _import_batch(
             )
         )
         kept.append(row)
-    # ignore_conflicts: a signup of the same address racing the import keeps its row.
+    report.accounts_created += assign_reader_accounts(subscribers=new)
+    # ignore_conflicts: a signup of the same address racing the import keeps its row
+    # (the account made for it here is found by address at that reader's first sign-in).
     Subscriber.objects.bulk_create(new, ignore_conflicts=True)
     created = {
         s.email.lower(): s
-        for s in Subscriber.objects.annotate(lower=Lower("email")).filter(
-            lower__in=[s.email.lower() for s in new]
-        )
+        for s in Subscriber.objects.annotate(lower=Lower("email"))
+        .filter(lower__in=[s.email.lower() for s in new])
+        .only(*fields)
     }
-    fresh = [s for key, s in created.items() if key not in existing and s.user_id is None]
     report.created += len(new)
-    report.accounts_created += ensure_reader_accounts(subscribers=fresh)
     if after_batch is not None:
         after_batch(kept, {**existing, **created})
 

@@ -280,6 +280,13 @@ def _subscriber_lists(*, export: Export, report: ImportReport) -> list[tuple[str
             found.append((name, PAID_FORMAT))
         elif "email" in columns and "active_subscription" in columns:
             found.append((name, LIST_FORMAT))
+        elif "email" in columns:
+            report.reject(
+                file=name,
+                line=1,
+                message="missing column(s): a subscriber list needs active_subscription "
+                "(email list) or type (paid subscribers); file skipped",
+            )
         else:
             report.warn(file=name, line=1, message="not a subscriber list; skipped")
     return found

@@ -1,0 +1,222 @@
+"""Reader accounts: sign-in by emailed code, the account page, data export, erasure."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+
+import pytest
+from allauth.account.models import EmailAddress
+from django.contrib.auth import get_user_model
+from django.core import mail
+from django.core.management import call_command
+
+from newsletter.models import Comment, Delivery, EmailSend
+from subscriptions.models import Donation, Membership, Subscriber, Suppression
+from subscriptions.services.addresses import email_hash
+from subscriptions.services.imports import import_subscribers_csv
+from subscriptions.services.substack import import_substack
+from tests.factories import (
+    MembershipFactory,
+    PublishedArticleFactory,
+    SubscriberFactory,
+    UserFactory,
+)
+from tests.subscriptions.test_substack import EXPORT
+
+pytestmark = pytest.mark.django_db
+
+CODE_RE = re.compile(r"^\s*([A-Z0-9]{4}-[A-Z0-9]{4})\s*$", re.MULTILINE)
+
+
+def sign_in_by_code(client, email: str):
+    """The reader's sign-in: ask for a code, read it from the email, enter it."""
+    mail.outbox.clear()
+    response = client.post("/accounts/login/code/", {"email": email})
+    assert response.status_code == 302, response.content
+    assert len(mail.outbox) == 1, [m.subject for m in mail.outbox]
+    match = CODE_RE.search(mail.outbox[0].body)
+    assert match, mail.outbox[0].body
+    return client.post("/accounts/login/code/confirm/", {"code": match.group(1)})
+
+
+@pytest.fixture
+def reader(django_user_model):
+    user = UserFactory(email="reader@example.com")
+    EmailAddress.objects.create(user=user, email=user.email, verified=True, primary=True)
+    subscriber = SubscriberFactory(email="reader@example.com", user=user)
+    return subscriber
+
+
+def test_an_imported_paid_subscriber_signs_in_by_code_and_is_paid(client):
+    import_substack(path=EXPORT)
+
+    response = sign_in_by_code(client, "paid.reader@example.com")
+
+    assert response.status_code == 302
+    assert response["Location"] == "/account/"
+    page = client.get("/account/")
+    assert page.status_code == 200
+    assert b"paid subscriber" in page.content
+    assert b"1 January 2030" in page.content
+
+
+def test_a_csv_imported_subscriber_signs_in_by_code_straight_away(client):
+    import_subscribers_csv(stream=io.BytesIO(b"email\nfrom.csv@example.com\n"), file="x.csv")
+    response = sign_in_by_code(client, "From.CSV@example.com")
+    assert response["Location"] == "/account/"
+    assert b"free subscriber" in client.get("/account/").content
+
+
+def test_a_subscriber_without_an_account_gets_one_at_first_sign_in(client):
+    subscriber = SubscriberFactory(email="old.timer@example.com")
+    assert subscriber.user is None
+    response = sign_in_by_code(client, "old.timer@example.com")
+    assert response["Location"] == "/account/"
+    subscriber.refresh_from_db()
+    assert subscriber.user is not None
+    assert subscriber.user.email == "old.timer@example.com"
+
+
+def test_a_pending_address_gets_no_account_from_a_code_request(client):
+    SubscriberFactory(email="unconfirmed@example.com", status=Subscriber.Status.PENDING)
+    client.post("/accounts/login/code/", {"email": "unconfirmed@example.com"})
+    assert not get_user_model().objects.filter(email="unconfirmed@example.com").exists()
+
+
+def test_signing_up_for_an_account_verifies_by_code_and_makes_a_linked_subscriber(client):
+    response = client.post("/accounts/signup/", {"email": "fresh@example.com"})
+    assert response.status_code == 302
+    assert not Subscriber.objects.exists()
+    code = CODE_RE.search(mail.outbox[-1].body)
+    assert code, mail.outbox[-1].body
+
+    response = client.post("/accounts/confirm-email/", {"code": code.group(1)})
+
+    assert response.status_code == 302
+    subscriber = Subscriber.objects.get()
+    assert subscriber.email == "fresh@example.com"
+    assert subscriber.status == Subscriber.Status.ACTIVE
+    assert subscriber.user == get_user_model().objects.get(email="fresh@example.com")
+    assert subscriber.consent_source == "account signup"
+
+
+def test_the_account_page_needs_a_signed_in_reader(client):
+    for path in ["/account/", "/account/export/", "/account/delete/"]:
+        response = client.get(path)
+        assert response.status_code == 302
+        assert response["Location"].startswith("/accounts/login/")
+
+
+def test_the_reader_turns_the_newsletter_off_and_on(client, reader):
+    client.force_login(reader.user)
+    assert b"Turn the newsletter off" in client.get("/account/").content
+
+    client.post("/account/newsletter/", {"enabled": ""})
+    reader.refresh_from_db()
+    assert reader.status == Subscriber.Status.UNSUBSCRIBED
+    assert b"Turn the newsletter on" in client.get("/account/").content
+
+    client.post("/account/newsletter/", {"enabled": "on"})
+    reader.refresh_from_db()
+    assert reader.status == Subscriber.Status.ACTIVE
+    assert reader.consent_source == "account page"
+
+
+def test_the_newsletter_toggle_needs_a_csrf_token(reader):
+    from django.test import Client
+
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(reader.user)
+    assert client.post("/account/newsletter/", {"enabled": ""}).status_code == 403
+    reader.refresh_from_db()
+    assert reader.status == Subscriber.Status.ACTIVE
+
+
+@pytest.fixture
+def rich_reader(reader):
+    article = PublishedArticleFactory(title="The Strait in Winter")
+    send = EmailSend.objects.create(article=article, audience="everyone")
+    Delivery.objects.create(send=send, subscriber=reader, status="sent")
+    MembershipFactory(subscriber=reader)
+    Comment.objects.create(article=article, user=reader.user, body="A sharp piece, thanks.")
+    Donation.objects.create(
+        amount=500, email="reader@example.com", message="Keep going", status="paid"
+    )
+    Subscriber.objects.filter(pk=reader.pk).update(
+        name="Rita Reader", consent_ip="203.0.113.9", stripe_customer_id="cus_rita"
+    )
+    reader.refresh_from_db()
+    return reader
+
+
+def test_the_data_export_contains_everything_stored_about_the_reader(client, rich_reader):
+    client.force_login(rich_reader.user)
+
+    response = client.get("/account/export/")
+
+    assert response.status_code == 200
+    assert response["Content-Disposition"].startswith("attachment;")
+    data = json.loads(response.content)
+    for field in Subscriber._meta.concrete_fields:
+        assert field.attname in data["subscriber"], field.attname
+    assert data["subscriber"]["name"] == "Rita Reader"
+    assert data["subscriber"]["consent_ip"] == "203.0.113.9"
+    assert data["subscriber"]["stripe_customer_id"] == "cus_rita"
+    assert data["account"]["email"] == "reader@example.com"
+    assert "password" not in data["account"]
+    assert [a["email"] for a in data["email_addresses"]] == ["reader@example.com"]
+    assert data["paid"] is True
+    assert [m["stripe_subscription_id"] for m in data["memberships"]] == [
+        Membership.objects.get().stripe_subscription_id
+    ]
+    assert [d["article_title"] for d in data["deliveries"]] == ["The Strait in Winter"]
+    assert [c["body"] for c in data["comments"]] == ["A sharp piece, thanks."]
+    assert [d["message"] for d in data["donations"]] == ["Keep going"]
+
+
+def test_deleting_the_account_leaves_only_the_suppression_entry(client, rich_reader):
+    Membership.objects.update(status=Membership.Status.CANCELED)
+    client.force_login(rich_reader.user)
+    assert client.get("/account/delete/").status_code == 200
+
+    response = client.post("/account/delete/", {"confirm": "on"})
+
+    assert response.status_code == 200
+    assert b"deleted" in response.content
+    assert not Subscriber.objects.exists()
+    assert not get_user_model().objects.exists()
+    assert not EmailAddress.objects.exists()
+    assert not Membership.objects.exists()
+    assert not Comment.objects.exists()
+    assert not Delivery.objects.exists()
+    donation = Donation.objects.get()
+    assert (donation.email, donation.message, donation.amount) == ("", "", 500)
+    assert list(Suppression.objects.values_list("email_hash", "reason")) == [
+        (email_hash("reader@example.com"), "account deleted")
+    ]
+    dump = io.StringIO()
+    call_command("dumpdata", stdout=dump)
+    assert "reader@example.com" not in dump.getvalue().lower()
+    assert "Rita" not in dump.getvalue()
+    # Signed out, and the erased address is never imported again.
+    assert client.get("/account/").status_code == 302
+    report = import_subscribers_csv(stream=io.BytesIO(b"email\nreader@example.com\n"), file="x")
+    assert report.suppressed == 1
+    assert not Subscriber.objects.exists()
+
+
+def test_deleting_is_refused_while_a_stripe_subscription_still_renews(client, rich_reader):
+    client.force_login(rich_reader.user)
+    response = client.post("/account/delete/", {"confirm": "on"}, follow=True)
+    assert b"Cancel it under Billing" in response.content
+    assert Subscriber.objects.filter(pk=rich_reader.pk).exists()
+    assert not Suppression.objects.exists()
+
+
+def test_deleting_needs_the_confirmation_box(client, reader):
+    client.force_login(reader.user)
+    response = client.post("/account/delete/", {})
+    assert response.status_code == 200
+    assert Subscriber.objects.filter(pk=reader.pk).exists()
