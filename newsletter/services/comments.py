@@ -9,6 +9,7 @@ ever reaches a page.
 from __future__ import annotations
 
 import enum
+import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -49,6 +50,8 @@ THREAD_PAGE_SIZE = 50
 DISPLAY_NAME_MAX_LENGTH = 60
 FALLBACK_DISPLAY_NAME = "A reader"
 LINK_REL = "nofollow ugc noopener"
+
+logger = logging.getLogger(__name__)
 
 
 class CommentError(Exception):
@@ -473,7 +476,10 @@ def send_comment_digests(*, now: datetime | None = None) -> int:
 
     Off unless the publication switches it on. Each comment is in at most one digest:
     the rows are locked while the digest is sent and marked in the same transaction,
-    so two overlapping runs do not both mail them. Returns the number of emails sent.
+    so two overlapping runs do not both mail them. An author whose address the mail
+    server refuses misses this digest rather than making the others get it again every
+    run; when no digest at all goes out (the server is down), nothing is marked and the
+    next run tries again. Returns the number of emails sent.
     """
     publication = Publication.load()
     if not publication.comment_digest_enabled:
@@ -516,9 +522,18 @@ def send_comment_digests(*, now: datetime | None = None) -> int:
                     continue
                 _, items = per_recipient.setdefault(recipient.pk, (recipient, []))
                 items.append(_DigestArticle(article=article, comments=theirs))
+        failed = 0
         for recipient, items in per_recipient.values():
-            _send_digest(publication=publication, recipient=recipient, items=items)
-            sent += 1
+            try:
+                _send_digest(publication=publication, recipient=recipient, items=items)
+            except Exception:  # SMTP and ESP backends each raise their own errors
+                logger.exception("Comment digest to %s was not sent", recipient.email)
+                failed += 1
+            else:
+                sent += 1
+        if failed and not sent:
+            transaction.set_rollback(True)
+            return 0
         Comment.objects.filter(pk__in=pending_ids).update(authors_notified_at=now)
     return sent
 

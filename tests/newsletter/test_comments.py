@@ -21,6 +21,7 @@ from tests.factories import (
     SubscriberFactory,
     UserFactory,
 )
+from tests.fakes.smtp import FakeSMTPServer
 
 pytestmark = pytest.mark.django_db
 
@@ -631,3 +632,47 @@ def test_a_digest_gathers_new_comments_of_several_articles_and_skips_old_ones():
     assert "On the first" in message.body and "On the second" in message.body
     assert "Long ago" not in message.body
     assert f"http://testserver/p/{first.slug}/#comments" in message.body
+
+
+@pytest.fixture
+def smtp_server(settings):
+    server = FakeSMTPServer().start()
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST, settings.EMAIL_PORT = server.host, server.port
+    settings.EMAIL_USE_TLS = settings.EMAIL_USE_SSL = False
+    settings.EMAIL_HOST_USER = settings.EMAIL_HOST_PASSWORD = ""
+    yield server
+    server.stop()
+
+
+def test_an_author_whose_address_is_refused_does_not_make_the_others_get_it_again(
+    article, smtp_server
+):
+    publication = Publication.load()
+    publication.comment_digest_enabled = True
+    publication.save()
+    for name in ("Ann", "Bob"):
+        user = StaffUserFactory(email=f"{name.lower()}@example.com")
+        article.authors.add(AuthorFactory(user=user, display_name=name))
+    smtp_server.refuse("bob@example.com", code=550)
+    CommentFactory(article=article, body="Worth a reply")
+
+    assert comment_service.send_comment_digests() == 1
+    assert comment_service.send_comment_digests() == 0
+
+    assert smtp_server.recipients() == ["ann@example.com"]
+    assert [address for address, _code in smtp_server.refused] == ["bob@example.com"]
+
+
+def test_digests_wait_for_the_next_run_when_the_mail_server_refuses_everyone(article, smtp_server):
+    publication = Publication.load()
+    publication.comment_digest_enabled = True
+    publication.save()
+    article.authors.add(AuthorFactory(user=StaffUserFactory(email="ann@example.com")))
+    CommentFactory(article=article, body="Worth a reply")
+    smtp_server.refuse("ann@example.com", code=451, times=1)
+
+    assert comment_service.send_comment_digests() == 0
+    assert comment_service.send_comment_digests() == 1
+
+    assert smtp_server.recipients() == ["ann@example.com"]
