@@ -103,6 +103,14 @@ class MembershipAdmin(admin.ModelAdmin):
         ),
     ]
 
+    def get_changeform_initial_data(self, request: HttpRequest) -> dict[str, Any]:
+        # Memberships added by hand are granted ones; Stripe's arrive by webhook.
+        return {
+            "kind": Membership.Kind.COMP,
+            "status": Membership.Status.ACTIVE,
+            **super().get_changeform_initial_data(request),
+        }
+
     def get_readonly_fields(self, request: HttpRequest, obj: Membership | None = None) -> Any:
         fields = list(super().get_readonly_fields(request, obj))
         if obj is not None and obj.kind == Membership.Kind.STRIPE:

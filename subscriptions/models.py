@@ -136,6 +136,10 @@ class Membership(models.Model):
             models.CheckConstraint(
                 condition=~Q(kind="stripe") | Q(stripe_subscription_id__isnull=False),
                 name="membership_stripe_has_subscription_id",
+                violation_error_message=(
+                    "A Stripe membership comes from Stripe's webhook. To grant one by hand, "
+                    "choose Complimentary or Gift."
+                ),
             ),
         ]
 

@@ -180,3 +180,32 @@ def test_stripe_mirrored_fields_are_read_only_in_the_admin(editor_client):
     page = editor_client.get(f"/admin/subscriptions/membership/{comp.pk}/change/")
     assert 'name="status"' in page.content.decode()
     assert 'name="expires_at_0"' in page.content.decode()
+
+
+def test_an_editor_grants_a_gift_membership_in_the_admin(editor_client):
+    subscriber = SubscriberFactory()
+    add_page = editor_client.get("/admin/subscriptions/membership/add/").content.decode()
+    assert '<option value="comp" selected>' in add_page
+    assert '<option value="active" selected>' in add_page
+
+    expires = timezone.now() + timedelta(days=60)
+    response = editor_client.post(
+        "/admin/subscriptions/membership/add/",
+        {
+            "subscriber": subscriber.pk,
+            "kind": "gift",
+            "status": "active",
+            "expires_at_0": expires.strftime("%Y-%m-%d"),
+            "expires_at_1": "12:00:00",
+        },
+    )
+    assert response.status_code == 302
+    assert access.subscriber_is_paid(subscriber=subscriber)
+
+    refused = editor_client.post(
+        "/admin/subscriptions/membership/add/",
+        {"subscriber": subscriber.pk, "kind": "stripe", "status": "active"},
+    )
+    assert refused.status_code == 200
+    assert "To grant one by hand, choose Complimentary or Gift." in refused.content.decode()
+    assert Membership.objects.count() == 1
