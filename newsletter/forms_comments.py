@@ -7,14 +7,20 @@ from django import forms
 from newsletter.services.comments import DISPLAY_NAME_MAX_LENGTH, MAX_LENGTH
 
 
-class CommentForm(forms.Form):
-    body = forms.CharField(
+def _body_field(*, rows: int, required_message: str) -> forms.CharField:
+    # No max_length here: browsers send each line break as CRLF but count it as one
+    # character against the textarea's maxlength, so the service checks the length
+    # after normalising line breaks (comments.clean_body).
+    return forms.CharField(
         label="Your comment",
-        max_length=MAX_LENGTH,
         strip=True,
-        widget=forms.Textarea(attrs={"rows": 4, "maxlength": MAX_LENGTH}),
-        error_messages={"required": "Write something before posting."},
+        widget=forms.Textarea(attrs={"rows": rows, "maxlength": MAX_LENGTH}),
+        error_messages={"required": required_message},
     )
+
+
+class CommentForm(forms.Form):
+    body = _body_field(rows=4, required_message="Write something before posting.")
     parent = forms.IntegerField(required=False, widget=forms.HiddenInput, min_value=1)
     # Hidden from people (off-screen, skipped by keyboard and screen readers); bots that
     # fill in every field give themselves away.
@@ -25,13 +31,7 @@ class CommentForm(forms.Form):
 
 
 class CommentEditForm(forms.Form):
-    body = forms.CharField(
-        label="Your comment",
-        max_length=MAX_LENGTH,
-        strip=True,
-        widget=forms.Textarea(attrs={"rows": 6, "maxlength": MAX_LENGTH}),
-        error_messages={"required": "Write something, or delete the comment instead."},
-    )
+    body = _body_field(rows=6, required_message="Write something, or delete the comment instead.")
 
 
 class DisplayNameForm(forms.Form):

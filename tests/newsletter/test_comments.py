@@ -241,6 +241,19 @@ def test_empty_and_overlong_comments_are_refused(reader_client, article):
     assert not Comment.objects.exists()
 
 
+def test_a_comment_at_the_limit_counts_line_breaks_as_one_character_as_the_textarea_does(
+    reader_client, article
+):
+    lines = ["x" * 99] * 50
+    # Browsers count a line break as one character against maxlength, then send CRLF.
+    response = post_comment(reader_client, article, body="\r\n".join(lines))
+
+    assert response.status_code == 302
+    comment = Comment.objects.get()
+    assert comment.body == "\n".join(lines)
+    assert len(comment.body) <= comment_service.MAX_LENGTH
+
+
 # --- Replies, order, editors ---------------------------------------------------------------
 
 
