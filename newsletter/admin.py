@@ -205,8 +205,12 @@ class ArticleAdmin(admin.ModelAdmin):
     @admin.action(description="Unschedule (back to draft)")
     def unschedule_selected(self, request: HttpRequest, queryset: QuerySet[Article]) -> None:
         for article in queryset.filter(status=Article.Status.SCHEDULED):
-            unschedule_article(article=article)
-            self.message_user(request, f"{article} is a draft again.", messages.SUCCESS)
+            try:
+                unschedule_article(article=article)
+            except PublishError as exc:  # published by the scheduler in the meantime
+                self.message_user(request, f"{article}: {exc}", messages.ERROR)
+            else:
+                self.message_user(request, f"{article} is a draft again.", messages.SUCCESS)
 
     def get_urls(self) -> list[URLPattern]:
         view = self.admin_site.admin_view
@@ -274,10 +278,11 @@ class ArticleAdmin(admin.ModelAdmin):
             self.message_user(request, "Pick a date and time to schedule.", messages.ERROR)
             return self._back_to(article)
         try:
-            schedule_article(article=article, publish_at=form.cleaned_data["publish_at"])
+            article = schedule_article(article=article, publish_at=form.cleaned_data["publish_at"])
         except PublishError as exc:
             self.message_user(request, str(exc), messages.ERROR)
         else:
+            assert article.publish_at is not None
             when = timezone.localtime(article.publish_at).strftime("%Y-%m-%d %H:%M %Z")
             self.message_user(request, f"Scheduled for {when}.", messages.SUCCESS)
         return self._back_to(article)

@@ -60,23 +60,28 @@ def publish_article(*, article: Article, send_email: bool = True) -> PublishResu
 
 def schedule_article(*, article: Article, publish_at: datetime) -> Article:
     """Schedule a draft for later; the beat task `publish_due_articles` publishes it."""
-    if article.status == Article.Status.PUBLISHED:
-        raise PublishError("This article is already published.")
     if publish_at <= timezone.now():
         raise PublishError("Pick a time in the future, or publish now.")
-    article.status = Article.Status.SCHEDULED
-    article.publish_at = publish_at
-    article.save(update_fields=["status", "publish_at", "updated_at"])
-    return article
+    with transaction.atomic():
+        # Locked, so that a concurrent publish cannot be turned back into a schedule.
+        locked = Article.objects.select_for_update().get(pk=article.pk)
+        if locked.status == Article.Status.PUBLISHED:
+            raise PublishError("This article is already published.")
+        locked.status = Article.Status.SCHEDULED
+        locked.publish_at = publish_at
+        locked.save(update_fields=["status", "publish_at", "updated_at"])
+    return locked
 
 
 def unschedule_article(*, article: Article) -> Article:
     """Take a scheduled article back to draft; its publish time is kept for next time."""
-    if article.status != Article.Status.SCHEDULED:
-        raise PublishError("Only a scheduled article can be unscheduled.")
-    article.status = Article.Status.DRAFT
-    article.save(update_fields=["status", "updated_at"])
-    return article
+    with transaction.atomic():
+        locked = Article.objects.select_for_update().get(pk=article.pk)
+        if locked.status != Article.Status.SCHEDULED:
+            raise PublishError("Only a scheduled article can be unscheduled.")
+        locked.status = Article.Status.DRAFT
+        locked.save(update_fields=["status", "updated_at"])
+    return locked
 
 
 def publish_due_articles(*, now: datetime | None = None) -> list[PublishResult]:

@@ -146,3 +146,15 @@ def test_the_beat_schedule_runs_the_publishing_task_every_minute(settings):
     entry = settings.CELERY_BEAT_SCHEDULE["publish-due-articles"]
     assert entry["task"] == "newsletter.tasks.publish_due_articles"
     assert entry["schedule"] <= 60
+
+
+def test_scheduling_an_outdated_copy_of_a_published_article_is_refused():
+    article = ArticleFactory()
+    stale_copy = Article.objects.get(pk=article.pk)  # e.g. an admin page opened earlier
+    publish_article(article=article)
+
+    with pytest.raises(PublishError, match="already published"):
+        schedule_article(article=stale_copy, publish_at=timezone.now() + timedelta(hours=1))
+    article.refresh_from_db()
+    assert article.status == Article.Status.PUBLISHED
+    assert article.publish_at is None
