@@ -1,3 +1,4 @@
+import re
 from datetime import timedelta
 
 import pytest
@@ -193,6 +194,19 @@ def test_posting_without_a_csrf_token_is_refused(reader, article):
 
     assert response.status_code == 403
     assert not Comment.objects.exists()
+
+
+def test_the_comment_form_on_the_article_page_carries_a_working_csrf_token(reader, article):
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(reader)
+    html = thread_html(client, article)
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', html)
+    assert token is not None
+
+    response = post_comment(client, article, csrfmiddlewaretoken=token.group(1))
+
+    assert response.status_code == 302
+    assert Comment.objects.get().body == "A thoughtful remark."
 
 
 def test_a_filled_honeypot_posts_nothing(reader_client, article):
