@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
+from django.utils import timezone
 from django_prose_editor.fields import ProseEditorFormField
 from django_prose_editor.widgets import AdminProseEditorWidget
 
@@ -84,11 +85,19 @@ class ArticleAdminForm(forms.ModelForm):
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean() or {}
         status = self.instance.status if self.instance.pk else Article.Status.DRAFT
-        if status == Article.Status.SCHEDULED and not cleaned.get("publish_at"):
+        publish_at = cleaned.get("publish_at")
+        if status == Article.Status.SCHEDULED and not publish_at:
             self.add_error(
                 "publish_at",
                 "A scheduled article needs a publish time. Unschedule it to remove the time.",
             )
+        elif (
+            status == Article.Status.SCHEDULED
+            and "publish_at" in self.changed_data
+            and publish_at is not None
+            and publish_at <= timezone.now()
+        ):
+            self.add_error("publish_at", "Pick a time in the future, or publish now.")
         return cleaned
 
 

@@ -240,3 +240,20 @@ def test_view_on_site_opens_the_preview_until_the_article_is_published(editor_cl
         reverse("admin:newsletter_article_change", args=[published.pk])
     ).content.decode()
     assert reverse("admin:newsletter_article_publish", args=[published.pk]) not in html
+
+
+def test_moving_a_scheduled_article_into_the_past_is_refused(editor_client):
+    later = timezone.now() + timedelta(hours=5)
+    article = ArticleFactory(slug="later-on", status="scheduled", publish_at=later)
+    change_url = reverse("admin:newsletter_article_change", args=[article.pk])
+    response = editor_client.post(
+        change_url,
+        {
+            **_add_form_data(slug="later-on", publish_at_0="2020-01-01", publish_at_1="10:00"),
+            **_inline_management_data(editor_client.get(change_url)),
+        },
+    )
+    assert response.status_code == 200
+    assert "Pick a time in the future" in response.content.decode()
+    article.refresh_from_db()
+    assert article.publish_at == later
