@@ -7,6 +7,8 @@ article's page. Every action calls a service in newsletter/services/telegram_pos
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
@@ -71,46 +73,54 @@ def telegram_status(article: Article) -> str:
     return "Posted on publish"
 
 
-@admin.action(description="Post to Telegram (repost after a failure)")
-def repost_to_telegram(
-    modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[Article]
+def _queue_for_each(
+    modeladmin: admin.ModelAdmin,
+    request: HttpRequest,
+    articles: QuerySet[Article],
+    *,
+    queue: Callable[..., TelegramPost],
+    done: str,
 ) -> None:
+    """Run `queue(article=...)` for each article; say why any was refused, and how many went."""
     if not telegram.is_configured():
         modeladmin.message_user(request, TELEGRAM_OFF, messages.ERROR)
         return
     queued = 0
-    for article in queryset:
+    for article in articles:
         try:
-            telegram_posting.repost_to_telegram(article=article)
+            queue(article=article)
         except telegram_posting.TelegramPostingError as exc:
             modeladmin.message_user(request, str(exc), messages.WARNING)
         else:
             queued += 1
     if queued:
-        modeladmin.message_user(
-            request, f"{queued} article(s) queued for posting to Telegram.", messages.SUCCESS
-        )
+        modeladmin.message_user(request, done.format(queued), messages.SUCCESS)
+
+
+@admin.action(description="Post to Telegram (repost after a failure)")
+def repost_to_telegram(
+    modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[Article]
+) -> None:
+    _queue_for_each(
+        modeladmin,
+        request,
+        queryset,
+        queue=telegram_posting.repost_to_telegram,
+        done="{} article(s) queued for posting to Telegram.",
+    )
 
 
 @admin.action(description="Update the Telegram post (title and teaser)")
 def update_telegram_post(
     modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[Article]
 ) -> None:
-    if not telegram.is_configured():
-        modeladmin.message_user(request, TELEGRAM_OFF, messages.ERROR)
-        return
-    queued = 0
-    for article in queryset:
-        try:
-            telegram_posting.request_telegram_update(article=article)
-        except telegram_posting.TelegramPostingError as exc:
-            modeladmin.message_user(request, str(exc), messages.WARNING)
-        else:
-            queued += 1
-    if queued:
-        modeladmin.message_user(
-            request, f"{queued} Telegram post(s) queued for updating.", messages.SUCCESS
-        )
+    _queue_for_each(
+        modeladmin,
+        request,
+        queryset,
+        queue=telegram_posting.request_telegram_update,
+        done="{} Telegram post(s) queued for updating.",
+    )
 
 
 class TelegramPostInline(admin.TabularInline):
