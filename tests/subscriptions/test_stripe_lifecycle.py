@@ -7,6 +7,7 @@ from datetime import timedelta
 
 import pytest
 from django.core import mail
+from django.test import Client
 from django.utils import timezone
 
 from newsletter.models import Article
@@ -191,3 +192,39 @@ def test_a_reader_who_cancels_keeps_access_until_the_period_ends(
     assert membership.cancel_at_period_end is True
     client.force_login(user)
     assert can_read(client, user, paid_article)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_paying_on_the_stand_in_checkout_page_delivers_signed_webhooks_over_http(
+    live_server, stripe_api, settings
+):
+    """The whole flow over real HTTP, as the browser journeys drive it."""
+    import urllib.request
+
+    price = stripe_api.add_price(unit_amount=800)
+    plan = PlanFactory(stripe_price_id=price["id"])
+    stripe_api.webhook_url = f"{live_server.url}/stripe/webhook/"
+    stripe_api.webhook_secret = settings.STRIPE_WEBHOOK_SECRET
+    settings.SITE_URL = live_server.url
+
+    client = Client()
+    response = client.post("/upgrade/", {"plan": plan.pk, "email": "http@example.com"})
+    checkout_url = response["Location"]
+    assert checkout_url.startswith(f"{stripe_api.url}/pay/")
+
+    page = urllib.request.urlopen(checkout_url, timeout=10).read().decode()
+    assert "Pay 8.00 USD" in page
+    paid = urllib.request.urlopen(
+        urllib.request.Request(checkout_url, data=b"email=http%40example.com", method="POST"),
+        timeout=30,
+    )
+    assert paid.url.startswith(f"{live_server.url}/upgrade/success/?session_id=cs_")
+
+    assert [e["type"] for e in stripe_api.delivered_events] == [
+        "checkout.session.completed",
+        "customer.subscription.created",
+        "invoice.paid",
+    ]
+    assert StripeEvent.objects.filter(processed_at__isnull=False).count() == 3
+    subscriber = Subscriber.objects.get(email="http@example.com")
+    assert access.subscriber_is_paid(subscriber=subscriber)
