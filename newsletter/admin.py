@@ -18,6 +18,7 @@ from newsletter.admin_sending import publish_without_email, send_test_email_to_m
 from newsletter.admin_telegram import (
     TelegramPostInline,
     repost_to_telegram,
+    telegram_posts_prefetch,
     telegram_status,
     update_telegram_post,
 )
@@ -132,7 +133,7 @@ class ArticleAdmin(admin.ModelAdmin):
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Article]:
         # The Telegram column reads each article's posts: one query for the whole page.
-        return super().get_queryset(request).prefetch_related("telegram_posts")
+        return super().get_queryset(request).prefetch_related(telegram_posts_prefetch())
 
     def get_fieldsets(self, request: HttpRequest, obj: Article | None = None) -> Any:
         # Read-only fields that other features add (send progress, Telegram status) show

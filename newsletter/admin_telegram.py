@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from django.contrib import admin, messages
-from django.db.models import QuerySet
+from django.db.models import Prefetch, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
@@ -24,7 +24,9 @@ TELEGRAM_OFF = "Telegram posting is off: set TELEGRAM_BOT_TOKEN and TELEGRAM_CHA
 
 def _post_status(post: TelegramPost) -> SafeString:
     if post.status == TelegramPost.Status.SENT:
-        url = telegram_posting.telegram_message_url(telegram_post=post)
+        url = telegram_posting.telegram_message_url(
+            telegram_post=post, channel_url=getattr(post, "channel_url", None)
+        )
         label = "Posted (edited)" if post.edited_at else "Posted"
         shown = (
             format_html('<a href="{}" target="_blank" rel="noopener">{} ↗</a>', url, label)
@@ -49,8 +51,15 @@ def _post_status(post: TelegramPost) -> SafeString:
     return format_html("{}", "Queued")
 
 
+def telegram_posts_prefetch() -> Prefetch:
+    """For ArticleAdmin's queryset: every article's posts, with what links them, at once."""
+    return Prefetch(
+        "telegram_posts", queryset=telegram_posting.with_channel_url(TelegramPost.objects.all())
+    )
+
+
 def _article_post(article: Article) -> TelegramPost | None:
-    # .all() uses the changelist's prefetch_related("telegram_posts") when present.
+    # .all() uses the changelist's telegram_posts_prefetch() when present.
     posts = list(article.telegram_posts.all())
     chat_id = telegram.configured_chat_id()
     for post in posts:
@@ -134,6 +143,9 @@ class TelegramPostInline(admin.TabularInline):
     def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False
 
+    def get_queryset(self, request: HttpRequest) -> QuerySet[TelegramPost]:
+        return telegram_posting.with_channel_url(super().get_queryset(request))
+
     @admin.display(description="Status")
     def status_shown(self, post: TelegramPost) -> str:
         return _post_status(post)
@@ -163,6 +175,9 @@ class TelegramPostAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # posts are made by publishing, or by the article's repost action
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[TelegramPost]:
+        return telegram_posting.with_channel_url(super().get_queryset(request))
 
     def changelist_view(
         self, request: HttpRequest, extra_context: dict[str, object] | None = None

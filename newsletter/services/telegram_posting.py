@@ -31,7 +31,8 @@ from urllib.parse import urljoin, urlsplit
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, QuerySet, Subquery, Value
+from django.db.models.functions import Coalesce
 from django.urls import NoReverseMatch
 from django.utils import timezone
 
@@ -489,24 +490,32 @@ def _update_failed(post: TelegramPost, exc: telegram.TelegramError) -> TelegramP
 _T_ME = re.compile(r"^https?://(?:t\.me|telegram\.me)/(?:s/)?([A-Za-z][A-Za-z0-9_]{3,})/?$")
 
 
-def telegram_message_url(
-    *, telegram_post: TelegramPost, publication: Publication | None = None
-) -> str:
+def telegram_message_url(*, telegram_post: TelegramPost, channel_url: str | None = None) -> str:
     """A t.me link to the posted message, or "" when the chat has no linkable address.
 
     A channel given as @username links publicly; a numeric channel id (-100...) links
-    through the publication's channel link when it is a public t.me/<username>, else
-    through t.me/c/, which opens for members of a private channel.
+    through the publication's channel link (`channel_url`, read from the publication
+    when not given) when it is a public t.me/<username>, else through t.me/c/, which
+    opens for members of a private channel.
     """
     if telegram_post.message_id is None:
         return ""
     chat_id, message_id = telegram_post.chat_id, telegram_post.message_id
     if chat_id.startswith("@"):
         return f"https://t.me/{chat_id[1:]}/{message_id}"
-    publication = publication or Publication.load()
-    match = _T_ME.match(publication.telegram_channel_url or "")
+    if channel_url is None:
+        channel_url = Publication.load().telegram_channel_url
+    match = _T_ME.match(channel_url or "")
     if match and match.group(1).lower() not in {"joinchat", "addlist", "share"}:
         return f"https://t.me/{match.group(1)}/{message_id}"
     if chat_id.startswith("-100"):
         return f"https://t.me/c/{chat_id[4:]}/{message_id}"
     return ""
+
+
+def with_channel_url(posts: QuerySet[TelegramPost]) -> QuerySet[TelegramPost]:
+    """Posts annotated with the publication's channel link (`channel_url`), so that a
+    list of them links every message without a query per row."""
+    # The publication is the row Publication.load() keeps at pk=1.
+    channel_url = Publication.objects.filter(pk=1).values("telegram_channel_url")[:1]
+    return posts.annotate(channel_url=Coalesce(Subquery(channel_url), Value("")))

@@ -92,21 +92,32 @@ def test_the_article_page_shows_its_telegram_post(telegram_api, editor_client):
     assert 'href="https://t.me/broadside/77"' in page
 
 
-def test_the_article_list_needs_no_more_queries_for_more_posted_articles(
-    telegram_api, editor_client, django_assert_max_num_queries
+@pytest.mark.parametrize("chat_id", [CHANNEL, "-1001234567890"])
+@pytest.mark.parametrize("page", [ARTICLES, reverse("admin:newsletter_telegrampost_changelist")])
+def test_the_lists_need_no_more_queries_for_more_posted_articles(
+    telegram_api, settings, editor_client, django_assert_max_num_queries, chat_id, page
 ):
+    # A numeric channel id links through the publication's channel address.
+    settings.TELEGRAM_CHAT_ID = chat_id
+    publication = Publication.load()
+    publication.telegram_channel_url = "https://t.me/broadside_news"
+    publication.save()
     for n in range(3):
         TelegramPost.objects.create(
-            article=PublishedArticleFactory(), chat_id=CHANNEL, status="sent", message_id=n + 1
+            article=PublishedArticleFactory(), chat_id=chat_id, status="sent", message_id=n + 1
         )
     with django_assert_max_num_queries(100) as few:
-        editor_client.get(ARTICLES)
+        editor_client.get(page)
     for n in range(10):
         TelegramPost.objects.create(
-            article=PublishedArticleFactory(), chat_id=CHANNEL, status="sent", message_id=n + 9
+            article=PublishedArticleFactory(), chat_id=chat_id, status="sent", message_id=n + 9
         )
     with django_assert_max_num_queries(len(few.captured_queries)):
-        editor_client.get(ARTICLES)
+        content = editor_client.get(page).content.decode()
+    if chat_id == CHANNEL:
+        assert 'href="https://t.me/broadside/18"' in content
+    else:
+        assert 'href="https://t.me/broadside_news/18"' in content
 
 
 def test_without_a_token_the_admin_says_posting_is_off(settings, editor_client, run_action):
