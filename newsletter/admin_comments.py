@@ -82,11 +82,14 @@ class CommentAdmin(admin.ModelAdmin):
         "edited_at",
         "authors_notified_at",
     ]
+    # Status too: it changes only through the actions, which call the moderation
+    # services (a status typed in here could, say, revive a comment its writer deleted).
     readonly_fields = [
         "article",
         "user",
         "parent",
         "body",
+        "status",
         "is_editor_reply",
         "created_at",
         "edited_at",

@@ -535,6 +535,22 @@ def test_editors_open_a_comment_and_the_list_of_bans(admin_client_, reader, arti
     assert "Spam links" in bans.content.decode()
 
 
+def test_saving_a_comment_in_the_admin_cannot_bring_back_one_its_writer_deleted(
+    admin_client_, reader, article
+):
+    deleted = CommentFactory(article=article, user=reader, body="Taken back")
+    CommentFactory(article=article, parent=deleted, body="An answer")
+    Comment.objects.filter(pk=deleted.pk).update(status=Comment.Status.DELETED, body="")
+
+    response = admin_client_.post(
+        f"/admin/newsletter/comment/{deleted.pk}/change/", {"status": "visible"}
+    )
+
+    assert response.status_code == 302
+    deleted.refresh_from_db()
+    assert (deleted.status, deleted.body) == (Comment.Status.DELETED, "")
+
+
 # --- Counts and queries --------------------------------------------------------------------
 
 
