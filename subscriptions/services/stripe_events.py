@@ -78,6 +78,10 @@ def receive_webhook(*, payload: bytes, signature_header: str | None) -> Received
         data = json.loads(payload)
     except ValueError as exc:
         raise WebhookRejected("Malformed JSON.") from exc
+    if b"\\u0000" in payload:
+        # PostgreSQL's jsonb cannot hold U+0000; a signed event with one in a free-text
+        # field (a customer's name, say) is stored without it rather than refused forever.
+        data = _without_nul(data)
     if (
         not isinstance(data, dict)
         or data.get("object") != "event"
@@ -101,6 +105,16 @@ def receive_webhook(*, payload: bytes, signature_header: str | None) -> Received
     if event.pk is None:
         return Received(event=StripeEvent.objects.get(stripe_id=event.stripe_id), created=False)
     return Received(event=event, created=True)
+
+
+def _without_nul(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.replace("\x00", "")
+    if isinstance(value, dict):
+        return {_without_nul(k): _without_nul(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_nul(v) for v in value]
+    return value
 
 
 def _insert_unless_known(event: StripeEvent) -> int | None:

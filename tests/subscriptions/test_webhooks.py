@@ -324,3 +324,13 @@ def test_a_payment_from_an_unknown_address_creates_an_active_subscriber(
     assert subscriber.stripe_customer_id == customer["id"]
     assert subscriber.memberships.get().status == Membership.Status.ACTIVE
     assert mail.outbox == []
+
+
+def test_a_signed_event_with_a_nul_character_is_stored_without_it(
+    client, stripe_api, django_capture_on_commit_callbacks
+):
+    event = stripe_api.event("customer.updated", {"id": "cus_1", "name": "Bad\u0000Name"})
+    response = send_event(client, event, capture_on_commit=django_capture_on_commit_callbacks)
+    assert response.status_code == 200
+    stored = StripeEvent.objects.get(stripe_id=event["id"])
+    assert stored.payload["data"]["object"]["name"] == "BadName"
