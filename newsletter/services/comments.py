@@ -397,6 +397,34 @@ def _thread_entry(
     )
 
 
+def _is_staff(user: AbstractBaseUser | AnonymousUser | None) -> bool:
+    return bool(user is not None and getattr(user, "is_staff", False))
+
+
+def _shown_statuses(*, viewer_is_staff: bool) -> list[str]:
+    if viewer_is_staff:
+        return [Comment.Status.VISIBLE, Comment.Status.HIDDEN]
+    return [Comment.Status.VISIBLE]
+
+
+def _shown_threads(*, article_id: int, viewer_is_staff: bool) -> QuerySet[Comment]:
+    """The article's top-level comments this viewer sees, or sees as placeholders."""
+    shown_statuses = _shown_statuses(viewer_is_staff=viewer_is_staff)
+    shown_replies = Comment.objects.filter(parent=OuterRef("pk"), status__in=shown_statuses)
+    return Comment.objects.filter(article_id=article_id, parent__isnull=True).filter(
+        Q(status__in=shown_statuses) | Q(Exists(shown_replies))
+    )
+
+
+def thread_page_of(*, comment: Comment, user: AbstractBaseUser | AnonymousUser | None) -> int:
+    """The page of the discussion, oldest first, that shows this comment to this viewer."""
+    top = Comment.objects.only("pk", "created_at").get(pk=comment.parent_id or comment.pk)
+    earlier = _shown_threads(article_id=comment.article_id, viewer_is_staff=_is_staff(user)).filter(
+        Q(created_at__lt=top.created_at) | Q(created_at=top.created_at, pk__lt=top.pk)
+    )
+    return earlier.count() // THREAD_PAGE_SIZE + 1
+
+
 def comment_thread(
     *,
     article: Article,
@@ -411,19 +439,14 @@ def comment_thread(
     stays as a placeholder. Staff also see hidden comments, marked. Top-level comments
     come THREAD_PAGE_SIZE at a time, each with all of its replies.
     """
-    viewer_is_staff = bool(user is not None and getattr(user, "is_staff", False))
-    shown_statuses = [Comment.Status.VISIBLE]
-    if viewer_is_staff:
-        shown_statuses.append(Comment.Status.HIDDEN)
-    on_article = Comment.objects.filter(article=article)
-    count = on_article.filter(status=Comment.Status.VISIBLE).count()
-    shown_replies = Comment.objects.filter(parent=OuterRef("pk"), status__in=shown_statuses)
+    viewer_is_staff = _is_staff(user)
+    shown_statuses = _shown_statuses(viewer_is_staff=viewer_is_staff)
+    count = Comment.objects.filter(article=article, status=Comment.Status.VISIBLE).count()
     sort = ("created_at", "pk") if order is Order.OLDEST else ("-created_at", "-pk")
     page = max(page, 1)
     offset = (page - 1) * THREAD_PAGE_SIZE
     top_level = list(
-        on_article.filter(parent__isnull=True)
-        .filter(Q(status__in=shown_statuses) | Q(Exists(shown_replies)))
+        _shown_threads(article_id=article.pk, viewer_is_staff=viewer_is_staff)
         .select_related("user", "user__author")
         .order_by(*sort)[offset : offset + THREAD_PAGE_SIZE + 1]
     )

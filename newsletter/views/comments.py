@@ -38,6 +38,14 @@ def _published_article(request: HttpRequest, slug: str) -> Article:
     return get_object_or_404(articles, slug=slug)
 
 
+def _comment_location(request: HttpRequest, comment: Comment) -> str:
+    """The comment on the page of the discussion that shows it (a new one can be past
+    the first page of a long discussion)."""
+    page = comment_service.thread_page_of(comment=comment, user=request.user)
+    query = f"?order=oldest&cpage={page}" if page > 1 else ""
+    return f"{article_path(comment.article)}{query}#comment-{comment.pk}"
+
+
 def _error_status(error: comment_service.CommentError) -> int:
     if isinstance(error, comment_service.CommentRateLimited):
         return 429
@@ -70,7 +78,7 @@ def thread(request: HttpRequest, slug: str) -> HttpResponse:
             form.add_error(None, str(error))
             status = _error_status(error)
         else:
-            return HttpResponseRedirect(f"{article_path(article)}#comment-{comment.pk}")
+            return HttpResponseRedirect(_comment_location(request, comment))
     else:
         status = 400
     return render(
@@ -99,7 +107,7 @@ def edit(request: SignedInRequest, pk: int) -> HttpResponse:
                 form.add_error(None, str(error))
                 status = _error_status(error)
             else:
-                return HttpResponseRedirect(f"{article_path(comment.article)}#comment-{comment.pk}")
+                return HttpResponseRedirect(_comment_location(request, comment))
         else:
             status = 400
     else:

@@ -323,6 +323,23 @@ def test_long_discussions_come_a_page_of_threads_at_a_time(client, article, monk
     assert "cpage=1" in second and "cpage=3" not in second
 
 
+def test_after_posting_the_reader_lands_on_the_page_that_shows_their_comment(
+    reader_client, article, monkeypatch
+):
+    monkeypatch.setattr(comment_service, "THREAD_PAGE_SIZE", 2)
+    first = CommentFactory(article=article, body="Thread 0")
+    CommentFactory.create_batch(2, article=article)
+
+    new = post_comment(reader_client, article, body="The newest thread")
+    reply = post_comment(reader_client, article, body="A reply on page one", parent=first.pk)
+
+    posted = Comment.objects.get(body="The newest thread")
+    assert new["Location"] == f"/p/{article.slug}/?order=oldest&cpage=2#comment-{posted.pk}"
+    assert "The newest thread" in thread_html(reader_client, article, "?order=oldest&cpage=2")
+    replied = Comment.objects.get(body="A reply on page one")
+    assert reply["Location"] == f"/p/{article.slug}/#comment-{replied.pk}"
+
+
 def test_editors_replies_are_marked_and_signed_with_their_author_name(client, article):
     editor = StaffUserFactory()
     AuthorFactory(user=editor, display_name="Maria Editor")
