@@ -54,7 +54,8 @@ class DonationForm(forms.Form):
         data = super().clean() or {}
         choice = data.get("amount") or ""
         custom = (data.get("custom_amount") or "").strip().replace(",", "")
-        if choice and choice != "custom":
+        # A typed amount wins over the preselected preset (no script ticks "Other").
+        if choice and choice != "custom" and not custom:
             data["cents"] = int(choice)
             return data
         if not custom:

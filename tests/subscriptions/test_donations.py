@@ -295,3 +295,10 @@ def test_an_unpaid_session_records_nothing(client, stripe_api, django_capture_on
     )
     assert Donation.objects.get().status == Donation.Status.PENDING
     assert mail.outbox == []
+
+
+def test_a_typed_amount_wins_over_the_preselected_preset(client, stripe_api):
+    response = donate(client, amount="1000", custom_amount="15")
+    assert response.status_code == 303
+    [request] = stripe_api.requests_to("POST", "/v1/checkout/sessions")
+    assert request.params["line_items"][0]["price_data"]["unit_amount"] == "1500"
