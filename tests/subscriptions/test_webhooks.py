@@ -334,3 +334,36 @@ def test_a_signed_event_with_a_nul_character_is_stored_without_it(
     assert response.status_code == 200
     stored = StripeEvent.objects.get(stripe_id=event["id"])
     assert stored.payload["data"]["object"]["name"] == "BadName"
+
+
+def test_a_payment_link_checkout_is_matched_to_the_reader_by_email(
+    client, stripe_api, django_capture_on_commit_callbacks
+):
+    from subscriptions import stripe_client
+
+    reader = SubscriberFactory(email="linked@example.com", status=Subscriber.Status.PENDING)
+    price = stripe_api.add_price(unit_amount=800)
+    plan = PlanFactory(stripe_price_id=price["id"])
+    # A Payment Link's session: no customer, no client_reference_id, none of our metadata.
+    session = stripe_client.create_checkout_session(
+        params={
+            "mode": "subscription",
+            "line_items": [{"price": price["id"], "quantity": 1}],
+            "success_url": "https://example.com/thanks",
+        },
+        idempotency_key="payment-link-test",
+    )
+    completed = stripe_api.complete_checkout(session["id"], email="LINKED@example.com")
+
+    send_event(
+        client,
+        stripe_api.event("checkout.session.completed", completed),
+        capture_on_commit=django_capture_on_commit_callbacks,
+    )
+
+    reader.refresh_from_db()
+    assert reader.status == Subscriber.Status.ACTIVE
+    assert reader.stripe_customer_id == completed["customer"]
+    membership = reader.memberships.get()
+    assert membership.plan == plan
+    assert membership.stripe_subscription_id == completed["subscription"]
