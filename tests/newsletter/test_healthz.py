@@ -26,3 +26,9 @@ def test_healthz_answers_503_when_the_broker_is_unreachable(client, monkeypatch)
     assert body["status"] == "error"
     assert body["database"] == "ok"
     assert body["broker"].startswith("error")
+
+
+def test_healthz_answers_plain_http_probes_when_the_site_redirects_to_https(client, settings):
+    settings.SECURE_SSL_REDIRECT = True
+    assert client.get("/").status_code == 301
+    assert client.get("/healthz").status_code == 200
