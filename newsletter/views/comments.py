@@ -7,8 +7,6 @@ error or ask for a confirmation.
 
 from __future__ import annotations
 
-from urllib.parse import quote
-
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.models import User
@@ -177,6 +175,6 @@ def display_name(request: SignedInRequest) -> HttpResponse:
     return render(
         request,
         "comments/display_name.html",
-        {"form": form, "next": next_url, "next_quoted": quote(next_url)},
+        {"form": form, "next": next_url},
         status=status,
     )
