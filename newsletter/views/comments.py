@@ -13,6 +13,7 @@ from django.contrib.auth.models import User
 from django.contrib.auth.views import redirect_to_login
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, render
+from django.utils.cache import patch_cache_control, patch_vary_headers
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_http_methods
 
@@ -57,7 +58,13 @@ def thread(request: HttpRequest, slug: str) -> HttpResponse:
     """GET: the discussion on a page of its own. POST: a new comment or reply."""
     article = _published_article(request, slug)
     if request.method == "GET":
-        return render(request, "comments/thread_page.html", {"article": article})
+        response = render(request, "comments/thread_page.html", {"article": article})
+        patch_vary_headers(response, ["Cookie"])
+        if request.user.is_authenticated:
+            # As on the article page: what shows depends on who asks (editors see hidden
+            # comments), so no shared cache may keep a signed-in reader's copy.
+            patch_cache_control(response, private=True, no_cache=True)
+        return response
     if not request.user.is_authenticated:
         return redirect_to_login(f"{article_path(article)}#comments")
     form = CommentForm(request.POST)

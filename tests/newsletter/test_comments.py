@@ -186,6 +186,17 @@ def test_drafts_have_no_discussion(reader_client):
     assert post_comment(reader_client, draft).status_code == 404
 
 
+def test_the_discussion_page_of_an_editor_stays_out_of_shared_caches(client, article):
+    CommentFactory(article=article, body="Hidden words", status=Comment.Status.HIDDEN)
+    client.force_login(StaffUserFactory())
+
+    response = client.get(f"/p/{article.slug}/comments/")
+
+    assert "Hidden words" in response.content.decode()
+    assert "private" in response["Cache-Control"]
+    assert "Cookie" in response["Vary"]
+
+
 def test_posting_without_a_csrf_token_is_refused(reader, article):
     client = Client(enforce_csrf_checks=True)
     client.force_login(reader)
