@@ -33,7 +33,6 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import F, QuerySet, Subquery, Value
 from django.db.models.functions import Coalesce
-from django.urls import NoReverseMatch
 from django.utils import timezone
 
 from newsletter import telegram
@@ -184,11 +183,7 @@ def html_to_text(*, html_text: str) -> str:
 
 
 def article_url(*, article: Article) -> str:
-    try:
-        path = article.get_absolute_url()
-    except NoReverseMatch:
-        path = f"/p/{article.slug}/"  # the agreed article path, before its URL is routed
-    return f"{settings.SITE_URL}{path}"
+    return f"{settings.SITE_URL}{article.get_absolute_url()}"
 
 
 def render_telegram_post(*, article: Article, limit: int) -> str:
