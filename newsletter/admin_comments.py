@@ -126,12 +126,12 @@ class CommentAdmin(admin.ModelAdmin):
     def kind(self, obj: Comment) -> str:
         return "Reply" if obj.parent_id else "Comment"
 
-    @admin.action(description="Hide selected comments from readers")
+    @admin.action(description="Hide selected comments from readers", permissions=["change"])
     def hide(self, request: HttpRequest, queryset: QuerySet[Comment]) -> None:
         count = comment_service.hide_comments(comments=queryset)
         self.message_user(request, f"Hid {count} comment(s).", messages.SUCCESS)
 
-    @admin.action(description="Show selected comments to readers again")
+    @admin.action(description="Show selected comments to readers again", permissions=["change"])
     def unhide(self, request: HttpRequest, queryset: QuerySet[Comment]) -> None:
         count = comment_service.unhide_comments(comments=queryset)
         self.message_user(request, f"{count} comment(s) visible again.", messages.SUCCESS)
@@ -149,11 +149,11 @@ class CommentAdmin(admin.ModelAdmin):
             banned += 1
         self.message_user(request, f"Banned {banned} reader(s) from commenting.", messages.SUCCESS)
 
-    @admin.action(description="Ban the writers from commenting")
+    @admin.action(description="Ban the writers from commenting", permissions=["change"])
     def ban_writers(self, request: HttpRequest, queryset: QuerySet[Comment]) -> None:
         self._ban(request, queryset, hide=False)
 
-    @admin.action(description="Ban the writers and hide all their comments")
+    @admin.action(description="Ban the writers and hide all their comments", permissions=["change"])
     def ban_writers_and_hide(self, request: HttpRequest, queryset: QuerySet[Comment]) -> None:
         self._ban(request, queryset, hide=True)
 

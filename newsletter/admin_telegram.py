@@ -106,7 +106,7 @@ def _queue_for_each(
         modeladmin.message_user(request, done.format(queued), messages.SUCCESS)
 
 
-@admin.action(description="Post to Telegram (repost after a failure)")
+@admin.action(description="Post to Telegram (repost after a failure)", permissions=["change"])
 def repost_to_telegram(
     modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[Article]
 ) -> None:
@@ -119,7 +119,7 @@ def repost_to_telegram(
     )
 
 
-@admin.action(description="Update the Telegram post (title and teaser)")
+@admin.action(description="Update the Telegram post (title and teaser)", permissions=["change"])
 def update_telegram_post(
     modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[Article]
 ) -> None:
@@ -190,12 +190,12 @@ class TelegramPostAdmin(admin.ModelAdmin):
     def status_shown(self, post: TelegramPost) -> str:
         return _post_status(post)
 
-    @admin.action(description="Repost after a failure")
+    @admin.action(description="Repost after a failure", permissions=["change"])
     def repost(self, request: HttpRequest, queryset: QuerySet[TelegramPost]) -> None:
         articles = Article.objects.filter(pk__in=queryset.values("article_id"))
         repost_to_telegram(self, request, articles)
 
-    @admin.action(description="Update the post (title and teaser)")
+    @admin.action(description="Update the post (title and teaser)", permissions=["change"])
     def update_post(self, request: HttpRequest, queryset: QuerySet[TelegramPost]) -> None:
         articles = Article.objects.filter(pk__in=queryset.values("article_id"))
         update_telegram_post(self, request, articles)

@@ -3,6 +3,7 @@ from datetime import timedelta
 
 import pytest
 import redis
+from django.contrib.auth.models import Permission
 from django.core import mail
 from django.db import connection
 from django.template.loader import render_to_string
@@ -512,6 +513,21 @@ def test_hiding_a_comment_removes_it_from_readers_and_counts(admin_client_, clie
 
     admin_action(admin_client_, "unhide", [abusive])
     assert "Something abusive" in thread_html(client, article)
+
+
+def test_staff_who_may_only_view_comments_cannot_hide_them_or_ban_writers(client, article):
+    viewer = StaffUserFactory(is_superuser=False)
+    viewer.user_permissions.set(Permission.objects.filter(codename="view_comment"))
+    client.force_login(viewer)
+    comment = CommentFactory(article=article)
+
+    for action in ("hide", "ban_writers_and_hide"):
+        admin_action(client, action, [comment])
+
+    assert client.get("/admin/newsletter/comment/").status_code == 200
+    comment.refresh_from_db()
+    assert comment.status == Comment.Status.VISIBLE
+    assert not CommentBan.objects.exists()
 
 
 def test_a_hidden_comment_keeps_its_visible_replies_under_a_placeholder(client, article):

@@ -6,6 +6,7 @@ from datetime import timedelta
 
 import pytest
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+from django.contrib.auth.models import Permission
 from django.urls import reverse
 from django.utils import timezone
 
@@ -130,6 +131,22 @@ def test_without_a_token_the_admin_says_posting_is_off(settings, editor_client, 
     messages = run_action("repost_to_telegram", article)
     assert messages == ["Telegram posting is off: set TELEGRAM_BOT_TOKEN and TELEGRAM_CHAT_ID."]
     assert not TelegramPost.objects.exists()
+
+
+def test_staff_who_may_only_view_articles_cannot_post_to_the_channel(telegram_api, client):
+    viewer = StaffUserFactory(is_superuser=False)
+    viewer.user_permissions.set(
+        Permission.objects.filter(codename__in=["view_article", "view_telegrampost"])
+    )
+    client.force_login(viewer)
+    article = PublishedArticleFactory()
+
+    for action in ("repost_to_telegram", "update_telegram_post"):
+        client.post(ARTICLES, {"action": action, ACTION_CHECKBOX_NAME: [article.pk]})
+
+    assert client.get(ARTICLES).status_code == 200
+    assert not TelegramPost.objects.exists()
+    assert telegram_api.calls() == []
 
 
 # --- Repost after a failure ----------------------------------------------------------------
