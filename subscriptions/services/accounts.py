@@ -267,6 +267,10 @@ def delete_reader_account(*, user: AbstractBaseUser) -> None:
 
     Donations stay as anonymous bookkeeping records (amount, currency, date).
     """
+    if getattr(user, "is_staff", False):
+        raise AccountError(
+            "Editors' accounts are managed in the admin; ask an administrator to remove yours."
+        )
     subscriber = subscriber_for_account(user=user)
     if (
         subscriber is not None

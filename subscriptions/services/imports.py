@@ -16,7 +16,7 @@ from typing import Any
 
 from allauth.account.models import EmailAddress
 from django.contrib.auth import get_user_model
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models.functions import Lower
 from django.utils import timezone
 
@@ -315,16 +315,25 @@ def _import_batch(
         )
         kept.append(row)
     report.accounts_created += assign_reader_accounts(subscribers=new)
-    # ignore_conflicts: a signup of the same address racing the import keeps its row
-    # (the account made for it here is found by address at that reader's first sign-in).
-    Subscriber.objects.bulk_create(new, ignore_conflicts=True)
-    created = {
-        s.email.lower(): s
-        for s in Subscriber.objects.annotate(lower=Lower("email"))
-        .filter(lower__in=[s.email.lower() for s in new])
-        .only(*fields)
-    }
-    report.created += len(new)
+    try:
+        with transaction.atomic():
+            Subscriber.objects.bulk_create(new)
+        created = {s.email.lower(): s for s in new}
+        report.created += len(new)
+    except IntegrityError:
+        # A signup of one of these addresses landed meanwhile: it keeps its row (the
+        # account made here for it is found by address at its first sign-in).
+        for subscriber in new:
+            subscriber.pk = None
+        Subscriber.objects.bulk_create(new, ignore_conflicts=True)
+        created = {
+            s.email.lower(): s
+            for s in Subscriber.objects.annotate(lower=Lower("email"))
+            .filter(lower__in=[s.email.lower() for s in new])
+            .only(*fields)
+        }
+        ours = {s.user_id for s in new}
+        report.created += sum(1 for s in created.values() if s.user_id in ours)
     if after_batch is not None:
         after_batch(kept, {**existing, **created})
 

@@ -8,6 +8,7 @@ nginx's `real_ip` module) rather than trusting a client-supplied X-Forwarded-For
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 
 from django.core.cache import cache
 from django.http import HttpRequest
@@ -15,6 +16,23 @@ from django.http import HttpRequest
 
 def client_ip(request: HttpRequest) -> str | None:
     return request.META.get("REMOTE_ADDR") or None
+
+
+def network_key(ip: str | None) -> str:
+    """What one client is counted as: its IPv4 address, or its IPv6 /64 network.
+
+    One IPv6 customer usually holds a whole /64, so counting single addresses would let
+    them rotate through billions of them.
+    """
+    if not ip:
+        return "unknown"
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return ip
+    if address.version == 6:
+        return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    return str(address)
 
 
 def consume(*, scope: str, key: str, limit: int, period: int) -> bool:

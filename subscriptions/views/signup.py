@@ -7,7 +7,7 @@ from django.shortcuts import render
 from django.views.decorators.http import require_http_methods
 
 from subscriptions.forms import SubscribeForm
-from subscriptions.services.ratelimit import client_ip, consume
+from subscriptions.services.ratelimit import client_ip, consume, network_key
 from subscriptions.services.signup import confirm_subscriber, subscribe
 from subscriptions.services.tokens import InvalidToken
 
@@ -23,7 +23,7 @@ def subscribe_view(request: HttpRequest) -> HttpResponse:
         return render(request, "subscriptions/subscribe.html", {"form": form})
     ip = client_ip(request)
     if not consume(
-        scope="subscribe", key=ip or "unknown", limit=SIGNUPS_PER_IP, period=SIGNUP_WINDOW_SECONDS
+        scope="subscribe", key=network_key(ip), limit=SIGNUPS_PER_IP, period=SIGNUP_WINDOW_SECONDS
     ):
         return render(request, "subscriptions/rate_limited.html", status=429)
     form = SubscribeForm(request.POST)

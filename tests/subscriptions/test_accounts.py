@@ -220,3 +220,30 @@ def test_deleting_needs_the_confirmation_box(client, reader):
     response = client.post("/account/delete/", {})
     assert response.status_code == 200
     assert Subscriber.objects.filter(pk=reader.pk).exists()
+
+
+def test_an_editor_cannot_erase_their_account_from_the_reader_page(client):
+    from tests.factories import StaffUserFactory
+
+    editor = StaffUserFactory()
+    client.force_login(editor)
+    response = client.post("/account/delete/", {"confirm": "on"}, follow=True)
+    assert b"managed in the admin" in response.content
+    assert get_user_model().objects.filter(pk=editor.pk).exists()
+    assert not Suppression.objects.exists()
+
+
+def test_the_sign_in_pages_use_the_site_layout_and_ask_for_no_password(client):
+    SubscriberFactory(email="pages@example.com")
+    login = client.get("/accounts/login/")
+    assert login.status_code == 200
+    assert b'class="site-header"' in login.content
+    assert b'action="/accounts/login/code/"' in login.content
+    assert b'type="password"' not in login.content
+    client.post("/accounts/login/code/", {"email": "pages@example.com"})
+    confirm = client.get("/accounts/login/code/confirm/")
+    assert confirm.status_code == 200
+    assert b'name="code"' in confirm.content
+    assert b'class="site-header"' in confirm.content
+    signup = client.get("/accounts/signup/")
+    assert b'type="password"' not in signup.content

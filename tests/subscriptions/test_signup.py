@@ -250,3 +250,20 @@ def test_the_subscribe_page_has_the_form_with_a_honeypot(client):
     assert b'name="email"' in response.content
     assert b'name="website"' in response.content
     assert b"csrfmiddlewaretoken" in response.content
+
+
+def test_the_rate_limit_counts_an_ipv6_network_as_one_client(
+    client, django_capture_on_commit_callbacks
+):
+    for n in range(signup_views.SIGNUPS_PER_IP):
+        post_signup(
+            client,
+            django_capture_on_commit_callbacks,
+            f"v6-{n}@example.com",
+            ip=f"2001:db8::{n + 1}",
+        )
+    response = post_signup(
+        client, django_capture_on_commit_callbacks, "rotated@example.com", ip="2001:db8::ffff:1"
+    )
+    assert response.status_code == 429
+    assert not Subscriber.objects.filter(email="rotated@example.com").exists()
