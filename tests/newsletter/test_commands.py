@@ -117,3 +117,9 @@ def test_publish_article_command_explains_an_unknown_slug():
     PublishedArticleFactory(slug="exists")
     with pytest.raises(CommandError, match="No article with the slug 'missing'"):
         _run("publish_article", "missing")
+
+
+def test_publish_article_command_reports_the_email_send():
+    SubscriberFactory()
+    ArticleFactory(slug="to-everyone")
+    assert "Email send queued for 1 reader." in _run("publish_article", "to-everyone")

@@ -39,4 +39,5 @@ class Command(BaseCommand):
             )
         )
         if result.email_send is not None:
-            self.stdout.write(f"Email send queued for {result.email_send.recipient_count} readers.")
+            count = result.email_send.recipient_count
+            self.stdout.write(f"Email send queued for {count} reader{'' if count == 1 else 's'}.")
