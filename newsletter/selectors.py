@@ -7,13 +7,17 @@ from django.db.models import QuerySet
 from django.http import Http404
 
 from newsletter.models import Article, Author, Section
+from newsletter.services.comments import with_comment_counts
 
 ARTICLES_PER_PAGE = 10
 
 
 def published_articles() -> QuerySet[Article]:
-    """Articles readers may find: published ones, newest first. Never drafts or scheduled."""
-    return (
+    """Articles readers may find: published ones, newest first. Never drafts or scheduled.
+
+    Each carries `comment_count` (visible comments), counted in the same query.
+    """
+    return with_comment_counts(
         Article.objects.filter(status=Article.Status.PUBLISHED)
         .select_related("section")
         .prefetch_related("authors")

@@ -15,7 +15,12 @@ from django.utils import timezone
 from newsletter.models import Publication
 from newsletter.selectors import ARTICLES_PER_PAGE
 from newsletter.views.site import server_error
-from tests.factories import AuthorFactory, PublishedArticleFactory, SectionFactory
+from tests.factories import (
+    AuthorFactory,
+    CommentFactory,
+    PublishedArticleFactory,
+    SectionFactory,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -214,3 +219,19 @@ def test_list_pages_make_the_same_number_of_queries_however_many_articles(client
         article.authors.add(author)
     many = {path: queries(path) for path in ("/", "/s/busy/", "/authors/prolific/")}
     assert many == few
+
+
+def test_article_lists_show_visible_comment_counts_in_the_same_queries(client):
+    discussed, quiet = _published(2)
+    CommentFactory.create_batch(3, article=discussed)
+    CommentFactory(article=discussed, status="hidden")
+    client.get("/")  # the first request creates the publication row
+    with CaptureQueriesContext(connection) as captured:
+        body = client.get("/").content.decode()
+    assert "3 comments" in body
+    assert "4 comments" not in body
+    CommentFactory.create_batch(5, article=quiet)
+    with CaptureQueriesContext(connection) as again:
+        body = client.get("/").content.decode()
+    assert "5 comments" in body
+    assert len(again) == len(captured)
