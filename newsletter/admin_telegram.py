@@ -168,6 +168,7 @@ class TelegramPostAdmin(admin.ModelAdmin):
         "last_error",
         "created_at",
         "claimed_at",
+        "retry_at",
         "posted_at",
         "edited_at",
     ]

@@ -48,7 +48,8 @@ ELLIPSIS = "\u2026"
 BACKOFF_BASE = 10
 BACKOFF_MAX = 600
 # A claim older than this belongs to a worker that died (calls time out far sooner);
-# a post pending this long lost its task (backoff waits are shorter), and is queued again.
+# a post pending this long after it was due (`retry_at`, or when it was queued) lost its
+# task, and is queued again.
 STALE_CLAIM_AFTER = timedelta(minutes=10)
 
 # sendPhoto refusals that are about the photo itself: post as text instead.
@@ -346,11 +347,13 @@ def _release_or_fail(
 ) -> TelegramPost:
     if last_attempt:
         return _fail(post, f"Gave up after {post.attempts} attempts: {exc.description}")
+    countdown = max(1, countdown)
     post.status = TelegramPost.Status.PENDING
     post.claimed_at = None
+    post.retry_at = timezone.now() + timedelta(seconds=countdown)
     post.last_error = exc.description
-    post.save(update_fields=["status", "claimed_at", "last_error", "updated_at"])
-    raise RetryLater(exc.description, countdown=max(1, countdown))
+    post.save(update_fields=["status", "claimed_at", "retry_at", "last_error", "updated_at"])
+    raise RetryLater(exc.description, countdown=countdown)
 
 
 def _fail(post: TelegramPost, error: str) -> TelegramPost:
@@ -362,19 +365,20 @@ def _fail(post: TelegramPost, error: str) -> TelegramPost:
 
 
 def requeue_stalled_telegram_posts(*, now: datetime | None = None) -> int:
-    """Queue again the posts left pending longer than any retry waits (a lost task).
+    """Queue again the posts left pending well past the time they were due (a lost task).
 
     Safe because of the claim: if the original task turns up too, one of them posts.
-    Posts left "sending" are not touched: they may already be in the channel.
+    A post waiting out a 429's retry_after is not due yet, however long Telegram asked
+    for. Posts left "sending" are not touched: they may already be in the channel.
     """
     now = now or timezone.now()
-    stalled = TelegramPost.objects.filter(
+    stalled = TelegramPost.objects.alias(due_at=Coalesce("retry_at", "updated_at")).filter(
         status=TelegramPost.Status.PENDING,
         message_id__isnull=True,
-        updated_at__lt=now - STALE_CLAIM_AFTER,
+        due_at__lt=now - STALE_CLAIM_AFTER,
     )
     post_ids = list(stalled.values_list("pk", flat=True)[:500])
-    TelegramPost.objects.filter(pk__in=post_ids).update(updated_at=now)
+    TelegramPost.objects.filter(pk__in=post_ids).update(updated_at=now, retry_at=None)
     for post_id in post_ids:
         _queue_sending_by_id(post_id)
     return len(post_ids)
@@ -387,7 +391,8 @@ def is_stuck(*, telegram_post: TelegramPost) -> bool:
     if telegram_post.status == TelegramPost.Status.SENDING:
         return telegram_post.claimed_at is not None and telegram_post.claimed_at < stale
     if telegram_post.status == TelegramPost.Status.PENDING:
-        return telegram_post.updated_at is not None and telegram_post.updated_at < stale
+        due_at = telegram_post.retry_at or telegram_post.updated_at
+        return due_at is not None and due_at < stale
     return False
 
 
@@ -422,10 +427,18 @@ def repost_to_telegram(*, article: Article) -> TelegramPost:
                 raise TelegramPostingError(f"“{article.title}” is already on its way.")
             post.status = TelegramPost.Status.PENDING
             post.claimed_at = None
+            post.retry_at = None
             post.attempts = 0
             post.last_error = ""
             post.save(
-                update_fields=["status", "claimed_at", "attempts", "last_error", "updated_at"]
+                update_fields=[
+                    "status",
+                    "claimed_at",
+                    "retry_at",
+                    "attempts",
+                    "last_error",
+                    "updated_at",
+                ]
             )
         _queue_sending(post)
     return post

@@ -352,6 +352,27 @@ def test_a_post_whose_task_was_lost_is_queued_again_and_posted_once(
     assert (waiting.status, stuck.status) == ("pending", "sending")
 
 
+def test_a_post_waiting_out_a_long_retry_after_is_not_queued_again_before_it_is_due(
+    telegram_api, django_capture_on_commit_callbacks
+):
+    post = TelegramPost.objects.create(article=PublishedArticleFactory(), chat_id=CHANNEL)
+    telegram_api.fail_next("retry_after", retry_after=1800)
+    with pytest.raises(RetryLater):
+        send_telegram_post(telegram_post_id=post.pk)
+    post.refresh_from_db()
+    assert not telegram_posting.is_stuck(telegram_post=post)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        later = timezone.now() + timedelta(minutes=25)
+        assert requeue_stalled_telegram_posts.apply(kwargs={}).get() == 0
+        assert telegram_posting.requeue_stalled_telegram_posts(now=later) == 0
+    assert len(telegram_api.calls()) == 1  # Telegram asked for 30 minutes of quiet
+
+    with django_capture_on_commit_callbacks(execute=True):
+        lost = timezone.now() + timedelta(minutes=30) + telegram_posting.STALE_CLAIM_AFTER
+        assert telegram_posting.requeue_stalled_telegram_posts(now=lost) == 1
+
+
 # --- Retries and failures ------------------------------------------------------------------
 
 
