@@ -247,3 +247,20 @@ def test_the_sign_in_pages_use_the_site_layout_and_ask_for_no_password(client):
     assert b'class="site-header"' in confirm.content
     signup = client.get("/accounts/signup/")
     assert b'type="password"' not in signup.content
+
+
+def test_an_imported_paid_reader_signs_in_and_reads_an_imported_paid_article(client):
+    import_substack(path=EXPORT)
+    paid_text = b"names in the ledger"
+
+    anonymous = client.get("/p/sanctions-ledger/")
+    assert anonymous.status_code == 200
+    assert b"opening about the ledger" in anonymous.content
+    assert paid_text not in anonymous.content
+
+    sign_in_by_code(client, "paid.reader@example.com")
+    assert paid_text in client.get("/p/sanctions-ledger/").content
+
+    client.logout()
+    sign_in_by_code(client, "free.reader@example.com")
+    assert paid_text not in client.get("/p/sanctions-ledger/").content
