@@ -176,7 +176,7 @@ class ArticleAdmin(admin.ModelAdmin):
 
     # --- Publishing: every path goes through newsletter.services.publishing ----------
 
-    @admin.action(description="Publish now")
+    @admin.action(description="Publish now", permissions=["change"])
     def publish_now(self, request: HttpRequest, queryset: QuerySet[Article]) -> None:
         published = 0
         for article in queryset:
@@ -187,7 +187,7 @@ class ArticleAdmin(admin.ModelAdmin):
         if published:
             self.message_user(request, f"Published {published} article(s).", messages.SUCCESS)
 
-    @admin.action(description="Schedule at their 'publish at' time")
+    @admin.action(description="Schedule at their 'publish at' time", permissions=["change"])
     def schedule_selected(self, request: HttpRequest, queryset: QuerySet[Article]) -> None:
         scheduled = 0
         for article in queryset:
@@ -203,7 +203,7 @@ class ArticleAdmin(admin.ModelAdmin):
         if scheduled:
             self.message_user(request, f"Scheduled {scheduled} article(s).", messages.SUCCESS)
 
-    @admin.action(description="Unschedule (back to draft)")
+    @admin.action(description="Unschedule (back to draft)", permissions=["change"])
     def unschedule_selected(self, request: HttpRequest, queryset: QuerySet[Article]) -> None:
         for article in queryset.filter(status=Article.Status.SCHEDULED):
             try:

@@ -5,12 +5,19 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from django.contrib.auth.models import Permission
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
 from newsletter.models import Article, Publication
-from tests.factories import ArticleFactory, AuthorFactory, SectionFactory, StaffUserFactory
+from tests.factories import (
+    ArticleFactory,
+    AuthorFactory,
+    SectionFactory,
+    StaffUserFactory,
+    UserFactory,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -257,3 +264,32 @@ def test_moving_a_scheduled_article_into_the_past_is_refused(editor_client):
     assert "Pick a time in the future" in response.content.decode()
     article.refresh_from_db()
     assert article.publish_at == later
+
+
+def test_staff_allowed_only_to_view_articles_cannot_publish_schedule_or_unschedule(client):
+    viewer = UserFactory(is_staff=True)
+    viewer.user_permissions.add(Permission.objects.get(codename="view_article"))
+    client.force_login(viewer)
+    draft = ArticleFactory(publish_at=timezone.now() + timedelta(hours=3))
+    scheduled = ArticleFactory(status="scheduled", publish_at=timezone.now() + timedelta(hours=3))
+    changelist = reverse("admin:newsletter_article_changelist")
+    assert client.get(changelist).status_code == 200  # they may look
+
+    for action, article in (
+        ("publish_now", draft),
+        ("schedule_selected", draft),
+        ("unschedule_selected", scheduled),
+    ):
+        client.post(changelist, {"action": action, "_selected_action": [article.pk]})
+    when = (timezone.now() + timedelta(days=1)).strftime("%Y-%m-%dT%H:%M")
+    publish = client.post(reverse("admin:newsletter_article_publish", args=[draft.pk]))
+    schedule = client.post(
+        reverse("admin:newsletter_article_schedule", args=[draft.pk]), {"publish_at": when}
+    )
+
+    assert publish.status_code == 403
+    assert schedule.status_code == 403
+    draft.refresh_from_db()
+    scheduled.refresh_from_db()
+    assert draft.status == Article.Status.DRAFT
+    assert scheduled.status == Article.Status.SCHEDULED
