@@ -93,6 +93,10 @@ def staff_client(client):
 
 
 def test_the_admin_imports_a_csv_and_shows_the_bad_rows(staff_client):
+    page = staff_client.get("/admin/subscriptions/subscriber/import/")
+    assert page.status_code == 200
+    assert b'type="file"' in page.content
+    assert b"import/" in staff_client.get("/admin/subscriptions/subscriber/").content
     upload = SimpleUploadedFile("list.csv", GOOD_AND_BAD, content_type="text/csv")
     response = staff_client.post("/admin/subscriptions/subscriber/import/", {"csv_file": upload})
     assert response.status_code == 200
