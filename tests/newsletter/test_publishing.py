@@ -1,9 +1,11 @@
+"""Publishing, scheduling and the scheduler: one service, called from everywhere."""
+
 from datetime import timedelta
 
 import pytest
 from django.utils import timezone
 
-from newsletter.models import Article
+from newsletter.models import Article, Delivery, EmailSend, TelegramPost
 from newsletter.services.publishing import (
     PublishError,
     publish_article,
@@ -11,7 +13,7 @@ from newsletter.services.publishing import (
     schedule_article,
     unschedule_article,
 )
-from tests.factories import ArticleFactory
+from tests.factories import ArticleFactory, SubscriberFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -44,21 +46,23 @@ def test_scheduler_publishes_due_articles_and_only_those():
         assert article.status == status
 
 
-def test_publishing_twice_creates_no_second_send_or_post():
-    from newsletter.models import EmailSend, TelegramPost
-    from tests.factories import SubscriberFactory
-
+def test_publishing_twice_creates_no_second_send_or_post(settings):
+    settings.TELEGRAM_BOT_TOKEN = "123:test-token"
+    settings.TELEGRAM_CHAT_ID = "@channel"
     SubscriberFactory()
     article = ArticleFactory()
     first = publish_article(article=article)
-    sends, posts = EmailSend.objects.count(), TelegramPost.objects.count()
+    assert first.email_send is not None
+    assert first.email_send.recipient_count == 1
+    assert first.telegram_post is not None
 
     again = publish_article(article=first.article)
 
     assert again.email_send is None
     assert again.telegram_post is None
-    assert EmailSend.objects.count() == sends
-    assert TelegramPost.objects.count() == posts
+    assert EmailSend.objects.count() == 1
+    assert Delivery.objects.count() == 1
+    assert TelegramPost.objects.count() == 1
 
 
 def test_publishing_without_email_records_that_nobody_is_emailed():
