@@ -115,6 +115,22 @@ def save_screenshot(page: Page, name: str) -> Path:
     return path
 
 
+def pytest_collection_modifyitems(config, items) -> None:
+    """Journeys flush every table between tests except the content types.
+
+    The server's processes cache content type ids for the life of the process (the
+    admin's log entries point at them); recreating the table would give them new ids
+    and break the next editor journey.
+    """
+    from django.conf import settings
+
+    apps = [app for app in settings.INSTALLED_APPS if app != "django.contrib.contenttypes"]
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(str(item.path)).parents and "site" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.django_db(transaction=True, available_apps=apps))
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item, call):
     report = yield
