@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.conf import settings
 from django.db import connection
+from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, render
 from django.template import loader
@@ -33,37 +36,32 @@ def _personal(request: HttpRequest, response: HttpResponse) -> HttpResponse:
     return response
 
 
+def _article_list(
+    request: HttpRequest, template: str, articles: QuerySet[Article], **context: Any
+) -> HttpResponse:
+    """One page of a list of articles (home, section, author)."""
+    page = selectors.page_of(articles=articles, number=request.GET.get("page"))
+    response = render(request, template, {**context, "page": page, "articles": page})
+    return _personal(request, response)
+
+
 @require_safe
 def home(request: HttpRequest) -> HttpResponse:
-    page = selectors.page_of(
-        articles=selectors.published_articles(), number=request.GET.get("page")
-    )
-    response = render(request, "newsletter/home.html", {"page": page, "articles": page})
-    return _personal(request, response)
+    return _article_list(request, "newsletter/home.html", selectors.published_articles())
 
 
 @require_safe
 def section(request: HttpRequest, slug: str) -> HttpResponse:
     section = get_object_or_404(Section, slug=slug)
-    page = selectors.page_of(
-        articles=selectors.articles_in_section(section=section), number=request.GET.get("page")
-    )
-    response = render(
-        request, "newsletter/section.html", {"section": section, "page": page, "articles": page}
-    )
-    return _personal(request, response)
+    articles = selectors.articles_in_section(section=section)
+    return _article_list(request, "newsletter/section.html", articles, section=section)
 
 
 @require_safe
 def author(request: HttpRequest, slug: str) -> HttpResponse:
     author = get_object_or_404(Author, slug=slug)
-    page = selectors.page_of(
-        articles=selectors.articles_by_author(author=author), number=request.GET.get("page")
-    )
-    response = render(
-        request, "newsletter/author.html", {"author": author, "page": page, "articles": page}
-    )
-    return _personal(request, response)
+    articles = selectors.articles_by_author(author=author)
+    return _article_list(request, "newsletter/author.html", articles, author=author)
 
 
 @require_safe
