@@ -117,10 +117,12 @@ def start_plan_checkout(
     """
     if not plan.active or not plan.stripe_price_id:
         raise BillingError("This plan is not available. Please choose another one.")
-    if subscriber_is_paid(subscriber=subscriber):
+    paid = subscriber_is_paid(subscriber=subscriber)
+    if not trusted and (paid or subscriber.stripe_customer_id):
+        # One answer for both, so the form does not tell strangers who pays.
+        raise SignInRequired("Please sign in with this address to continue.")
+    if paid:
         raise AlreadyPaid("You already have a paid subscription. Manage it from your account.")
-    if subscriber.stripe_customer_id and not trusted:
-        raise SignInRequired("Please sign in to continue: this address already has billing.")
     customer_id = ensure_stripe_customer(subscriber=subscriber)
     metadata = {PURPOSE_KEY: PURPOSE_MEMBERSHIP, SUBSCRIBER_KEY: str(subscriber.pk)}
     params: dict[str, Any] = {

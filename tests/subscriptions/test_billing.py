@@ -253,3 +253,19 @@ def test_a_half_configured_stripe_fails_the_system_check(settings):
     assert check_settings() == []
     settings.STRIPE_SECRET_KEY = ""
     assert [m.id for m in check_settings()] == ["subscriptions.W001"]
+
+
+def test_a_stranger_cannot_tell_a_paid_address_from_one_with_billing(client, stripe_api, plans):
+    monthly, _ = plans
+    comp = SubscriberFactory(email="comp@example.com")
+    MembershipFactory(subscriber=comp, kind=Membership.Kind.COMP, stripe_subscription_id=None)
+    customer = stripe_api.add_customer(email="lapsed@example.com")
+    SubscriberFactory(email="lapsed@example.com", stripe_customer_id=customer["id"])
+
+    answers = []
+    for email in ("comp@example.com", "lapsed@example.com"):
+        response = client.post("/upgrade/", {"plan": monthly.pk, "email": email}, follow=True)
+        messages = [str(m) for m in response.context["messages"]]
+        answers.append((response.redirect_chain, messages))
+    assert answers[0] == answers[1]
+    assert checkout_requests(stripe_api) == []
