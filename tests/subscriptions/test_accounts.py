@@ -124,6 +124,16 @@ def test_the_reader_turns_the_newsletter_off_and_on(client, reader):
     assert reader.consent_source == "account page"
 
 
+def test_the_account_page_shows_the_comment_name_and_links_to_change_it(client, reader):
+    reader.user.first_name = "Ada <Lovelace>"
+    reader.user.save()
+    client.force_login(reader.user)
+    body = client.get("/account/").content.decode()
+    assert "Ada &lt;Lovelace&gt;" in body
+    assert 'href="/account/name/' in body
+    assert client.get("/account/name/").status_code == 200
+
+
 def test_the_newsletter_toggle_needs_a_csrf_token(reader):
     from django.test import Client
 
