@@ -44,6 +44,10 @@ def sections_with_articles() -> QuerySet[Section]:
     return Section.objects.filter(articles__status=Article.Status.PUBLISHED).distinct()
 
 
+def authors_with_articles() -> QuerySet[Author]:
+    return Author.objects.filter(articles__status=Article.Status.PUBLISHED).distinct()
+
+
 def page_of(*, articles: QuerySet[Article], number: str | None) -> Page:
     """One page of a list; a page number that does not exist is a 404, not page one."""
     paginator = Paginator(articles, ARTICLES_PER_PAGE)

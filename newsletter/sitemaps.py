@@ -59,7 +59,7 @@ class AuthorSitemap(_SiteUrlSitemap):
     priority = 0.4
 
     def items(self) -> QuerySet[Author]:
-        return Author.objects.filter(articles__status=Article.Status.PUBLISHED).distinct()
+        return selectors.authors_with_articles()
 
 
 SITEMAPS = {
