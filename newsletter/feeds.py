@@ -44,7 +44,8 @@ class LatestArticlesFeed(Feed):
     def item_description(self, item: Article) -> str:
         html = free_body(article=item)
         if item.visibility != Article.Visibility.PUBLIC:
-            audience = "paid subscribers" if item.visibility == "paid" else "subscribers"
+            paid = item.visibility == Article.Visibility.PAID
+            audience = "paid subscribers" if paid else "subscribers"
             html += (
                 f'<p><a href="{escape(self.item_link(item))}">The rest of this article '
                 f"is for {audience}. Read it on the site.</a></p>"
