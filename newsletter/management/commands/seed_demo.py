@@ -21,9 +21,7 @@ from django.utils import timezone
 from PIL import Image, ImageDraw, ImageFont
 
 from newsletter.models import Article, Author, Publication, Section
-from newsletter.services.content import sanitize_body
-
-PAYWALL = '<hr class="paywall">'
+from newsletter.services.content import PAYWALL_MARKER, sanitize_body
 
 
 @dataclass(frozen=True)
@@ -152,7 +150,7 @@ banks too small to fear losing access to the dollar.</p>
 The sanctioned seller still sells, but for less, and pays more to do it. The question
 for policy is how wide that discount can be pushed, and at what cost to everyone
 else.</p>
-{PAYWALL}
+{PAYWALL_MARKER}
 <h2>Three ways the discount narrows</h2>
 <p>First, the shadow fleet grows until it stops being scarce: every additional tanker
 bought second-hand lowers the premium a sanctioned cargo pays. Second, enforcement
@@ -209,7 +207,7 @@ assumption that the promise holds.</p>
 <p>The volumes tell the story better than the speeches: when the corridor works,
 exports climb back towards their pre-war level within a season, and bread prices in
 importing countries follow them down.</p>
-{PAYWALL}
+{PAYWALL_MARKER}
 <h2>The numbers behind the numbers</h2>
 <p>Roughly two thirds of the cost of a voyage through the corridor is now insurance and
 delay, not fuel. A single incident adds a week of hesitation across the whole fleet.
@@ -258,7 +256,7 @@ patrol that strays, a village that wants its fields back, a commander who was no
 Agreements that last tend to share a few unglamorous features.</p>
 <p>They name who monitors, they say what happens after a violation, and they give both
 sides something to lose by walking away.</p>
-{PAYWALL}
+{PAYWALL_MARKER}
 <h2>The checklist we use</h2>
 <ul><li>A monitoring body with access on both sides and the means to publish what it
 sees.</li><li>A hotline between commanders, tested weekly, not only in a crisis.</li>
