@@ -129,10 +129,24 @@ def test_article_page_links_support_donations_and_telegram(client):
 
 
 def test_article_text_is_escaped_where_it_is_not_html(client):
-    article = PublishedArticleFactory(title="<script>alert(1)</script>", subtitle='"quoted"')
+    attack = '"><script>alert(1)</script>'
+    section = SectionFactory(name=attack, slug="s")
+    article = PublishedArticleFactory(
+        title=attack,
+        subtitle="",  # the excerpt (list cards, meta tags) then comes from the body's text
+        body="<p>&lt;script&gt;alert(2)&lt;/script&gt;</p>",
+        cover_caption=attack,
+        section=section,
+    )
+    article.cover_image.save("cover.jpg", ContentFile(b"\xff\xd8\xff"), save=True)
+    article.authors.add(AuthorFactory(display_name=attack, slug="a"))
+    for path in (article.get_absolute_url(), "/", "/s/s/", "/authors/a/"):
+        html = client.get(path).content.decode()
+        assert "<script>alert" not in html, path
+        assert "&quot;&gt;&lt;script&gt;alert(1)&lt;/script&gt;" in html, path
     html = client.get(article.get_absolute_url()).content.decode()
-    assert "<script>alert(1)</script>" not in html
-    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert 'alt="&quot;&gt;&lt;script&gt;alert(1)&lt;/script&gt;"' in html
+    assert 'content="&lt;script&gt;alert(2)&lt;/script&gt;"' in html  # og/twitter description
 
 
 def test_the_feed_is_valid_rss_of_published_articles_on_the_site_url(client, settings):
