@@ -164,7 +164,14 @@ class ArticleAdmin(admin.ModelAdmin):
         return "—"
 
     def save_model(self, request: HttpRequest, obj: Article, form: Any, change: bool) -> None:
-        super().save_model(request, obj, form, change)
+        if change:
+            # Write only what the form edits. Status and dates belong to the publishing
+            # service: a publish landing during this request (the scheduler, another
+            # editor) must not be turned back into a draft by the page's stale copy.
+            edited = [f.name for f in obj._meta.concrete_fields if f.name in form.fields]
+            obj.save(update_fields=[*edited, "updated_at"])
+        else:
+            super().save_model(request, obj, form, change)
         if obj.visibility != Article.Visibility.PUBLIC and not has_paywall(html=obj.body):
             self.message_user(
                 request,

@@ -10,7 +10,9 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
+from newsletter.forms import ArticleAdminForm
 from newsletter.models import Article, Publication
+from newsletter.services.publishing import publish_article
 from tests.factories import (
     ArticleFactory,
     AuthorFactory,
@@ -293,3 +295,27 @@ def test_staff_allowed_only_to_view_articles_cannot_publish_schedule_or_unschedu
     scheduled.refresh_from_db()
     assert draft.status == Article.Status.DRAFT
     assert scheduled.status == Article.Status.SCHEDULED
+
+
+def test_saving_the_article_page_does_not_undo_a_publish_that_lands_meanwhile(
+    editor_client, monkeypatch
+):
+    article = ArticleFactory(slug="racing")
+    change_url = reverse("admin:newsletter_article_change", args=[article.pk])
+    data = {
+        **_add_form_data(slug="racing", title="Edited title"),
+        **_inline_management_data(editor_client.get(change_url)),
+    }
+    validate = ArticleAdminForm.clean
+
+    def validate_while_the_scheduler_publishes(form):
+        publish_article(article=Article.objects.get(pk=article.pk))
+        return validate(form)
+
+    monkeypatch.setattr(ArticleAdminForm, "clean", validate_while_the_scheduler_publishes)
+    assert editor_client.post(change_url, data).status_code == 302
+
+    article.refresh_from_db()
+    assert article.title == "Edited title"
+    assert article.status == Article.Status.PUBLISHED
+    assert article.published_at is not None
