@@ -121,3 +121,40 @@ def test_the_excerpt_prefers_the_subtitle_then_the_free_text():
     assert excerpt(article=article) == "Tom & Jerry"
     article.subtitle = "The subtitle"
     assert excerpt(article=article) == "The subtitle"
+
+
+@pytest.mark.parametrize(
+    "html",
+    [
+        '<p>PAID one</p><img src="https://x.example/a.png" alt=\'<hr class="paywall">\'>'
+        "<p>PAID two</p>",
+        "<p title='<hr class=\"paywall\">'>PAID one</p><p>PAID two</p>",
+        '<p>PAID one &lt;hr class="paywall"&gt; PAID two</p>',
+        '<a href="https://x.example/?q=<hr class=%22paywall%22>">PAID one</a><p>PAID two</p>',
+        '<p>PAID one</p><!-- <hr class="paywall"> --><p>PAID two</p>',
+        '<p>PAID one</p><textarea><hr class="paywall"></textarea><p>PAID two</p>',
+    ],
+)
+def test_markup_that_only_looks_like_the_marker_gives_nothing_away(html):
+    # Were any of these taken for the marker, the paid text before it would go free.
+    article = Article(visibility="paid", subtitle="", body=sanitize_body(html=html))
+    assert free_body(article=article) == ""
+    assert excerpt(article=article) == ""
+
+
+@pytest.mark.parametrize(
+    "html",
+    [
+        '<table><tr><td>free<hr class="paywall">PAID</td></tr><tr><td>PAID</td></tr></table>',
+        '<ul><li>free<hr class="paywall"></li><li>PAID</li></ul>',
+        '<p><a href="https://x.example/">free<hr class="paywall">PAID</a></p>',
+        '<p>free<hr class="paywall">PAID</p><p>PAID</p>',
+        '<blockquote><p>free</p><hr class="paywall" title="x">PAID</blockquote>',
+    ],
+)
+def test_a_nested_marker_keeps_everything_after_it_out_of_the_free_part(html):
+    article = Article(visibility="paid", subtitle="", body=sanitize_body(html=html))
+    free = free_body(article=article)
+    assert "free" in free
+    assert "PAID" not in free
+    assert "PAID" in full_body(article=article)
