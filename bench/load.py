@@ -23,10 +23,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import random
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import threading
@@ -280,6 +282,145 @@ def measure_signups(site_url: str, mail: harness.CapturedMail, *, total: int) ->
 # --- 3. webhooks ---------------------------------------------------------------------------
 
 
+def donation_events(stripe_api, count: int) -> list[dict]:
+    """`count` paid one-off donations, each a completed Checkout Session and its event."""
+    import stripe
+
+    client = stripe.StripeClient(harness.STRIPE_SECRET_KEY, base_addresses={"api": stripe_api.url})
+    events = []
+    for number in range(count):
+        session = client.v1.checkout.sessions.create(
+            {
+                "mode": "payment",
+                "success_url": "http://127.0.0.1/donate/thanks/",
+                "customer_email": f"donor{number}@bench.example",
+                "line_items": [
+                    {
+                        "quantity": 1,
+                        "price_data": {
+                            "currency": "usd",
+                            "unit_amount": 500 + number,
+                            "product_data": {"name": "Donation"},
+                        },
+                    }
+                ],
+            }
+        )
+        completed = stripe_api.complete_checkout(session.id)
+        completed = {k: v for k, v in completed.items() if not k.startswith("_")}
+        events.append(stripe_api.event("checkout.session.completed", completed))
+    return events
+
+
+async def deliver_webhooks(
+    site_url: str, deliveries: list[dict], *, concurrency: int
+) -> tuple[Counter[int], list[float], int, float]:
+    import httpx
+    import stripe
+
+    gate = asyncio.Semaphore(concurrency)
+    latencies: list[float] = []
+    statuses = Counter[int]()
+    duplicates = 0
+
+    async with httpx.AsyncClient(
+        base_url=site_url, timeout=60, limits=httpx.Limits(max_connections=concurrency)
+    ) as client:
+
+        async def post(event: dict) -> None:
+            nonlocal duplicates
+            body = json.dumps(event)
+            # Signed at delivery time, as Stripe signs each attempt.
+            header = stripe.WebhookSignature.generate_signature_header(
+                body, harness.STRIPE_WEBHOOK_SECRET
+            )
+            async with gate:
+                started = time.perf_counter()
+                response = await client.post(
+                    "/stripe/webhook/",
+                    content=body,
+                    headers={"Content-Type": "application/json", "Stripe-Signature": header},
+                )
+                latencies.append(time.perf_counter() - started)
+            statuses[response.status_code] += 1
+            if response.status_code == 200 and response.json().get("duplicate"):
+                duplicates += 1
+
+        started = time.monotonic()
+        await asyncio.gather(*(post(event) for event in deliveries))
+        elapsed = time.monotonic() - started
+    return statuses, latencies, duplicates, elapsed
+
+
+def measure_webhooks(site_url: str, stripe_api, mail: harness.CapturedMail, *, total: int) -> None:
+    from subscriptions.models import Donation, StripeEvent
+
+    unique = total - total // 5
+    print(
+        f"\n3. Webhooks: {total} signed checkout.session.completed deliveries, {unique} "
+        f"distinct events (one-off donations) and {total - unique} duplicates"
+    )
+    mail.clear()
+    events = donation_events(stripe_api, unique)
+    deliveries = events + [random.choice(events) for _ in range(total - unique)]
+    random.shuffle(deliveries)
+    # The first tenth one at a time (the endpoint's own latency), the rest 20 at a time.
+    split = total // 10
+    statuses, latencies, duplicates, elapsed = Counter[int](), [], 0, 0.0
+    for part, concurrency in ((deliveries[:split], 1), (deliveries[split:], 20)):
+        part_statuses, part_latencies, part_duplicates, part_elapsed = asyncio.run(
+            deliver_webhooks(site_url, part, concurrency=concurrency)
+        )
+        part_latencies.sort()
+        print(
+            f"  {len(part)} deliveries, {concurrency} at a time: {part_elapsed:.2f}s "
+            f"({len(part) / part_elapsed:.0f}/s), latency p50 "
+            f"{statistics.median(part_latencies) * 1000:.1f} ms, p95 "
+            f"{part_latencies[int(len(part_latencies) * 0.95)] * 1000:.1f} ms, max "
+            f"{part_latencies[-1] * 1000:.1f} ms"
+        )
+        statuses += part_statuses
+        latencies += part_latencies
+        duplicates += part_duplicates
+        elapsed += part_elapsed
+    print(f"  answers: {dict(statuses)}")
+    check(statuses == Counter({200: total}), "every delivery answered 200")
+    check(
+        duplicates == total - unique,
+        f"the duplicates were recognised as such ({duplicates} of {total - unique})",
+    )
+    started = time.monotonic()
+    harness.wait_until(
+        lambda: (
+            StripeEvent.objects.filter(processed_at__isnull=False).count() >= unique
+            or StripeEvent.objects.exclude(error="").exists()
+        ),
+        timeout=600,
+        interval=0.5,
+        what="the worker to process every event",
+    )
+    drained = time.monotonic() - started
+    print(
+        f"  the worker applied them {drained:.1f}s after the last answer "
+        f"({unique / (elapsed + drained):.0f} events/s end to end)"
+    )
+    check(StripeEvent.objects.count() == unique, f"one StripeEvent per event ({unique})")
+    errors = list(StripeEvent.objects.exclude(error="").values_list("error", flat=True)[:3])
+    check(not errors, f"no event failed {errors}")
+    paid = Donation.objects.filter(status=Donation.Status.PAID).count()
+    check(
+        paid == unique and Donation.objects.count() == unique,
+        f"each event applied once: {paid} paid donations, {Donation.objects.count()} in all",
+    )
+    harness.wait_until(lambda: len(mail.all()) >= unique, timeout=120, what="thank-you emails")
+    time.sleep(1)  # anything extra would arrive now
+    per_donor = Counter(rcpt.lower() for rcpts, _ in mail.all() for rcpt in rcpts)
+    check(
+        len(per_donor) == unique and max(per_donor.values()) == 1,
+        f"one thank-you email per donation ({len(mail.all())} emails, {len(per_donor)} donors)",
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=int, default=5, help="seconds per page measured")
@@ -334,6 +475,7 @@ def main() -> int:
                 connections=args.connections,
             )
             measure_signups(site.site_url, mail, total=args.signups)
+            measure_webhooks(site.site_url, stripe_api, mail, total=args.webhooks)
             site.check_alive()
     finally:
         if "django.db" in sys.modules:
