@@ -3,8 +3,6 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-PG_HOST ?= 127.0.0.1
-PG_PORT ?= 5432
 
 .PHONY: install run test lint typecheck pytest clean
 
@@ -33,10 +31,15 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# The tests' database, as tests/settings.py defaults it; the probe fails fast without it.
+pytest: export DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/broadside
 pytest: $(STAMP)
-	@$(BIN)/python -c "import socket,sys; s=socket.socket(); s.settimeout(3); \
-	  sys.exit(0) if s.connect_ex(('$(PG_HOST)', $(PG_PORT))) == 0 else \
-	  sys.exit('PostgreSQL is not reachable at $(PG_HOST):$(PG_PORT). Start it (see README) or set DATABASE_URL.')"
+	@$(BIN)/python -c "import os,socket,sys,urllib.parse; \
+	  url = urllib.parse.urlsplit(os.environ['DATABASE_URL']); \
+	  where = (url.hostname or '127.0.0.1', url.port or 5432); \
+	  s = socket.socket(); s.settimeout(3); \
+	  sys.exit(0) if s.connect_ex(where) == 0 else \
+	  sys.exit('PostgreSQL is not reachable at %s:%s. Start it (see README) or set DATABASE_URL.' % where)"
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test: lint typecheck pytest
