@@ -296,7 +296,10 @@ def handle_checkout_completed(event: StripeEvent) -> None:
     metadata = session.get("metadata") or {}
     details = session.get("customer_details") or {}
     subscriber = find_subscriber_for_stripe(
-        subscriber_id=session.get("client_reference_id") or metadata.get(SUBSCRIBER_KEY),
+        # Our own metadata, not client_reference_id: a Payment Link takes that from its
+        # URL (?client_reference_id=...), so a payer could name any reader and have
+        # their own Stripe customer, card and receipts tied to that reader's account.
+        subscriber_id=metadata.get(SUBSCRIBER_KEY),
         customer_id=session.get("customer"),
         email=details.get("email") or session.get("customer_email"),
     )

@@ -367,3 +367,37 @@ def test_a_payment_link_checkout_is_matched_to_the_reader_by_email(
     membership = reader.memberships.get()
     assert membership.plan == plan
     assert membership.stripe_subscription_id == completed["subscription"]
+
+
+def test_a_payment_link_naming_another_reader_does_not_touch_their_account(
+    client, stripe_api, django_capture_on_commit_callbacks
+):
+    from subscriptions import stripe_client
+
+    victim = SubscriberFactory(email="victim@example.com")
+    price = stripe_api.add_price(unit_amount=800)
+    PlanFactory(stripe_price_id=price["id"])
+    # Anyone can append ?client_reference_id=<id> to a Payment Link's URL.
+    session = stripe_client.create_checkout_session(
+        params={
+            "mode": "subscription",
+            "client_reference_id": str(victim.pk),
+            "line_items": [{"price": price["id"], "quantity": 1}],
+            "success_url": "https://example.com/thanks",
+        },
+        idempotency_key="forged-reference-test",
+    )
+    completed = stripe_api.complete_checkout(session["id"], email="payer@example.com")
+
+    send_event(
+        client,
+        stripe_api.event("checkout.session.completed", completed),
+        capture_on_commit=django_capture_on_commit_callbacks,
+    )
+
+    victim.refresh_from_db()
+    assert victim.stripe_customer_id is None
+    assert not victim.memberships.exists()
+    payer = Subscriber.objects.get(email="payer@example.com")
+    assert payer.stripe_customer_id == completed["customer"]
+    assert payer.memberships.get().stripe_subscription_id == completed["subscription"]
