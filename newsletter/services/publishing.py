@@ -97,6 +97,12 @@ def publish_due_articles(*, now: datetime | None = None) -> list[PublishResult]:
             # scheduled and is retried on the next run, after the editor fixes it.
             logger.error("Could not publish scheduled article %s: %s", article.pk, exc)
             continue
+        except Exception:
+            # Nor may an unexpected failure (its transaction is rolled back): the
+            # earliest due article comes first on every run, so one that keeps failing
+            # would otherwise keep every later one from ever being published.
+            logger.exception("Failed to publish scheduled article %s", article.pk)
+            continue
         if result.newly_published:
             results.append(result)
     return results

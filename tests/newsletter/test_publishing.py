@@ -6,6 +6,7 @@ import pytest
 from django.utils import timezone
 
 from newsletter.models import Article, Delivery, EmailSend, TelegramPost
+from newsletter.services import publishing
 from newsletter.services.publishing import (
     PublishError,
     publish_article,
@@ -162,3 +163,25 @@ def test_scheduling_an_outdated_copy_of_a_published_article_is_refused():
     article.refresh_from_db()
     assert article.status == Article.Status.PUBLISHED
     assert article.publish_at is None
+
+
+def test_an_article_that_fails_to_publish_does_not_hold_back_later_ones(monkeypatch, caplog):
+    now = timezone.now()
+    failing = ArticleFactory(status=Article.Status.SCHEDULED, publish_at=now - timedelta(hours=1))
+    later = ArticleFactory(status=Article.Status.SCHEDULED, publish_at=now - timedelta(minutes=1))
+    create_email_send = publishing.create_email_send
+
+    def email_send_failing_for_one_article(*, article):
+        if article.pk == failing.pk:
+            raise RuntimeError("the audience query timed out")
+        return create_email_send(article=article)
+
+    monkeypatch.setattr(publishing, "create_email_send", email_send_failing_for_one_article)
+
+    published = publish_due_articles(now=now)
+
+    assert [r.article.pk for r in published] == [later.pk]
+    failing.refresh_from_db()
+    assert failing.status == Article.Status.SCHEDULED  # rolled back, retried next run
+    assert failing.published_at is None
+    assert "the audience query timed out" in caplog.text
