@@ -29,6 +29,8 @@ PURPOSE_DONATION = "donation"
 SUBSCRIBER_KEY = "subscriber_id"
 
 REMINDER_BEFORE_EXPIRY = timedelta(days=7)
+# Final in Stripe: https://docs.stripe.com/billing/subscriptions/overview#subscription-statuses
+ENDED_STATUSES = (Membership.Status.CANCELED, Membership.Status.INCOMPLETE_EXPIRED)
 
 
 def from_timestamp(value: int | float | None) -> datetime | None:
@@ -153,6 +155,9 @@ def sync_membership_from_stripe(
     Call inside a transaction holding `lock_stripe_object(subscription id)`.
     """
     subscription_id = subscription["id"]
+    status = subscription.get("status") or Membership.Status.INCOMPLETE
+    if status not in Membership.Status.values:
+        status = Membership.Status.INCOMPLETE
     membership = (
         Membership.objects.select_for_update()
         .filter(stripe_subscription_id=subscription_id)
@@ -167,10 +172,11 @@ def sync_membership_from_stripe(
     elif membership.stripe_synced_at and membership.stripe_synced_at > observed_at:
         logger.info("Ignoring an older state of %s", subscription_id)
         return membership
-
-    status = subscription.get("status") or Membership.Status.INCOMPLETE
-    if status not in Membership.Status.values:
-        status = Membership.Status.INCOMPLETE
+    elif membership.status in ENDED_STATUSES and status not in ENDED_STATUSES:
+        # An ended subscription never starts again in Stripe (a new one is made), so a
+        # snapshot of it alive is stale even when its event bears the same second.
+        logger.info("Ignoring a live state of ended %s", subscription_id)
+        return membership
     price_id = subscription_price_id(subscription)
     plan = Plan.objects.filter(stripe_price_id=price_id).first() if price_id else None
 
@@ -180,7 +186,7 @@ def sync_membership_from_stripe(
     membership.cancel_at_period_end = bool(
         subscription.get("cancel_at_period_end") or subscription.get("cancel_at")
     )
-    if status in (Membership.Status.CANCELED, Membership.Status.INCOMPLETE_EXPIRED):
+    if status in ENDED_STATUSES:
         membership.canceled_at = (
             from_timestamp(subscription.get("ended_at") or subscription.get("canceled_at"))
             or membership.canceled_at

@@ -11,7 +11,7 @@ from django.core import mail
 from django.utils import timezone
 
 from subscriptions.models import Membership, StripeEvent, Subscriber
-from subscriptions.services import stripe_events
+from subscriptions.services import access, stripe_events
 from subscriptions.tasks import retry_stripe_events
 from tests.factories import PlanFactory, SubscriberFactory
 from tests.subscriptions.stripe_support import (
@@ -401,3 +401,23 @@ def test_a_payment_link_naming_another_reader_does_not_touch_their_account(
     payer = Subscriber.objects.get(email="payer@example.com")
     assert payer.stripe_customer_id == completed["customer"]
     assert payer.memberships.get().stripe_subscription_id == completed["subscription"]
+
+
+def test_a_late_update_from_the_same_second_does_not_bring_a_deleted_subscription_back(
+    client, stripe_api, reader_with_subscription, settings, django_capture_on_commit_callbacks
+):
+    subscriber, subscription = reader_with_subscription
+    settings.STRIPE_SECRET_KEY = ""  # only the snapshots and their (whole-second) times
+    now = int(time.time())
+    deleted = stripe_api.event(
+        "customer.subscription.deleted", dict(subscription, status="canceled"), created=now
+    )
+    late = stripe_api.event("customer.subscription.updated", subscription, created=now)
+
+    send_event(client, deleted, capture_on_commit=django_capture_on_commit_callbacks)
+    send_event(client, late, capture_on_commit=django_capture_on_commit_callbacks)
+
+    membership = Membership.objects.get(stripe_subscription_id=subscription["id"])
+    assert membership.status == Membership.Status.CANCELED
+    assert membership.canceled_at is not None
+    assert not access.subscriber_is_paid(subscriber=subscriber)
