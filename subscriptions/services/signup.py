@@ -85,7 +85,7 @@ def subscribe(*, email: str, ip: str | None, source: str, name: str = "") -> Sig
 
 
 def confirm_subscriber(*, token: str) -> Subscriber:
-    """Activate the subscriber the link was sent to. Idempotent; raises InvalidToken."""
+    """Activate the pending subscriber the link was sent to. Idempotent; raises InvalidToken."""
     subscriber_id, email = read_confirmation_token(token=token)
     with transaction.atomic():
         subscriber = (
@@ -97,6 +97,12 @@ def confirm_subscriber(*, token: str) -> Subscriber:
             raise InvalidToken("This confirmation link is no longer valid.")
         if subscriber.status == Subscriber.Status.ACTIVE:
             return subscriber
+        if subscriber.status != Subscriber.Status.PENDING:
+            # The link outlives an unsubscribe, a bounce or a complaint: following it
+            # (or a mail scanner fetching it) must not put the address back on the list.
+            raise InvalidToken(
+                "This confirmation link is no longer valid: the address left the list since."
+            )
         now = timezone.now()
         subscriber.status = Subscriber.Status.ACTIVE
         subscriber.status_reason = "confirmed by email"

@@ -267,3 +267,23 @@ def test_the_rate_limit_counts_an_ipv6_network_as_one_client(
     )
     assert response.status_code == 429
     assert not Subscriber.objects.filter(email="rotated@example.com").exists()
+
+
+@pytest.mark.parametrize(
+    "status",
+    [Subscriber.Status.UNSUBSCRIBED, Subscriber.Status.BOUNCED, Subscriber.Status.COMPLAINED],
+)
+def test_an_old_confirmation_link_does_not_put_a_departed_address_back_on_the_list(
+    client, django_capture_on_commit_callbacks, status
+):
+    post_signup(client, django_capture_on_commit_callbacks, "gone-since@example.com")
+    path = confirmation_path(mail.outbox[0])
+    Subscriber.objects.update(status=status)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.get(path)
+
+    assert response.status_code == 400
+    assert b"no longer valid" in response.content
+    assert Subscriber.objects.get().status == status
+    assert len(mail.outbox) == 1
