@@ -49,6 +49,18 @@ def subscriber_is_paid(*, subscriber: Subscriber | None) -> bool:
     return access_granting_memberships().filter(subscriber=subscriber).exists()
 
 
+def subscriber_is_paying(*, subscriber: Subscriber | None) -> bool:
+    """Whether a Stripe subscription gives them access. Comp and gift readers are not
+    paying: they may subscribe, e.g. before their membership ends."""
+    if subscriber is None or subscriber.pk is None:
+        return False
+    return (
+        access_granting_memberships()
+        .filter(subscriber=subscriber, kind=Membership.Kind.STRIPE)
+        .exists()
+    )
+
+
 def subscriber_for_user(*, user: AbstractBaseUser | AnonymousUser | None) -> Subscriber | None:
     if user is None or not user.is_authenticated:
         return None

@@ -18,7 +18,7 @@ from django.utils import timezone
 from newsletter.models import Publication
 from subscriptions import stripe_client
 from subscriptions.models import Plan, Subscriber
-from subscriptions.services.access import subscriber_is_paid
+from subscriptions.services.access import subscriber_is_paying
 from subscriptions.services.accounts import link_reader_account
 from subscriptions.services.addresses import clean_address
 from subscriptions.services.memberships import (
@@ -117,7 +117,7 @@ def start_plan_checkout(
     """
     if not plan.active or not plan.stripe_price_id:
         raise BillingError("This plan is not available. Please choose another one.")
-    paid = subscriber_is_paid(subscriber=subscriber)
+    paid = subscriber_is_paying(subscriber=subscriber)
     if not trusted and (paid or subscriber.stripe_customer_id):
         # One answer for both, so the form does not tell strangers who pays.
         raise SignInRequired("Please sign in with this address to continue.")

@@ -18,7 +18,7 @@ from django.views.decorators.http import require_http_methods
 from subscriptions import stripe_client
 from subscriptions.models import Plan, Subscriber
 from subscriptions.services import billing
-from subscriptions.services.access import subscriber_is_paid
+from subscriptions.services.access import subscriber_is_paid, subscriber_is_paying
 from subscriptions.services.accounts import subscriber_for_account
 from subscriptions.services.addresses import InvalidAddress
 from subscriptions.services.donations import format_amount
@@ -126,7 +126,7 @@ def _context(form: UpgradeForm, subscriber: Subscriber | None) -> dict[str, Any]
     return {
         "form": form,
         "plan_options": options,
-        "is_paid": subscriber_is_paid(subscriber=subscriber),
+        "is_paid": subscriber_is_paying(subscriber=subscriber),
         "attempt": form["attempt"].value() or uuid.uuid4().hex,
     }
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from django.core import mail
 from django.core.management import call_command
 from django.test import Client
+from django.utils import timezone
 
 from subscriptions.models import Membership, Plan, Subscriber
 from tests.factories import MembershipFactory, PlanFactory, SubscriberFactory, UserFactory
@@ -257,15 +260,39 @@ def test_a_half_configured_stripe_fails_the_system_check(settings):
 
 def test_a_stranger_cannot_tell_a_paid_address_from_one_with_billing(client, stripe_api, plans):
     monthly, _ = plans
-    comp = SubscriberFactory(email="comp@example.com")
-    MembershipFactory(subscriber=comp, kind=Membership.Kind.COMP, stripe_subscription_id=None)
+    MembershipFactory(subscriber=SubscriberFactory(email="paid@example.com"), plan=monthly)
     customer = stripe_api.add_customer(email="lapsed@example.com")
     SubscriberFactory(email="lapsed@example.com", stripe_customer_id=customer["id"])
 
     answers = []
-    for email in ("comp@example.com", "lapsed@example.com"):
+    for email in ("paid@example.com", "lapsed@example.com"):
         response = client.post("/upgrade/", {"plan": monthly.pk, "email": email}, follow=True)
         messages = [str(m) for m in response.context["messages"]]
         answers.append((response.redirect_chain, messages))
     assert answers[0] == answers[1]
     assert checkout_requests(stripe_api) == []
+
+
+def test_a_complimentary_reader_can_subscribe_before_their_membership_ends(
+    client, stripe_api, plans
+):
+    monthly, _ = plans
+    user = UserFactory(email="comp@example.com")
+    subscriber = SubscriberFactory(email=user.email, user=user)
+    MembershipFactory(
+        subscriber=subscriber,
+        kind=Membership.Kind.COMP,
+        plan=None,
+        stripe_subscription_id=None,
+        expires_at=timezone.now() + timedelta(days=5),
+    )
+    client.force_login(user)
+
+    page = client.get("/upgrade/").content.decode()
+    assert "You already have a paid subscription" not in page
+    assert f'value="{monthly.pk}"' in page
+    response = client.post("/upgrade/", {"plan": monthly.pk})
+
+    assert response.status_code == 303
+    [request] = checkout_requests(stripe_api)
+    assert request.params["metadata"]["subscriber_id"] == str(subscriber.pk)
