@@ -152,7 +152,7 @@ class SubscriberAdmin(admin.ModelAdmin):
         response["Content-Disposition"] = f'attachment; filename="subscribers-{stamp}.csv"'
         return response
 
-    @admin.action(description="Unsubscribe selected subscribers")
+    @admin.action(description="Unsubscribe selected subscribers", permissions=["change"])
     def unsubscribe(self, request: HttpRequest, queryset: QuerySet[Subscriber]) -> None:
         changed = unsubscribe_subscribers(
             subscriber_ids=list(queryset.values_list("pk", flat=True)),

@@ -169,6 +169,26 @@ def test_the_admin_unsubscribe_action_takes_effect_at_once(staff_client):
     assert other.status == Subscriber.Status.ACTIVE
 
 
+def test_staff_allowed_only_to_view_subscribers_cannot_unsubscribe_them(client):
+    from django.contrib.auth.models import Permission
+
+    from tests.factories import UserFactory
+
+    viewer = UserFactory(is_staff=True)
+    viewer.user_permissions.add(Permission.objects.get(codename="view_subscriber"))
+    client.force_login(viewer)
+    reader = SubscriberFactory()
+    assert client.get("/admin/subscriptions/subscriber/").status_code == 200  # they may look
+
+    client.post(
+        "/admin/subscriptions/subscriber/",
+        {"action": "unsubscribe", "_selected_action": [reader.pk]},
+    )
+
+    reader.refresh_from_db()
+    assert reader.status == Subscriber.Status.ACTIVE
+
+
 def test_the_suppression_list_is_searchable_by_address(staff_client):
     from subscriptions.services.addresses import suppress
 
