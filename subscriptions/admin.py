@@ -95,8 +95,9 @@ def _export_value(subscriber: Subscriber, column: str) -> str:
     if value is None:
         return ""
     text = value.isoformat() if hasattr(value, "isoformat") else str(value)
-    # Spreadsheets run cells that start like a formula (CSV injection).
-    return f"'{text}" if text[:1] in {"=", "+", "-", "@"} else text
+    # Spreadsheets run cells that start like a formula (CSV injection); OWASP's list
+    # includes tab and carriage return. https://owasp.org/www-community/attacks/CSV_Injection
+    return f"'{text}" if text[:1] in {"=", "+", "-", "@", "\t", "\r"} else text
 
 
 @admin.register(Subscriber)

@@ -189,6 +189,13 @@ def test_staff_allowed_only_to_view_subscribers_cannot_unsubscribe_them(client):
     assert reader.status == Subscriber.Status.ACTIVE
 
 
+@pytest.mark.parametrize("start", ["=", "+", "-", "@", "\t", "\r"])
+def test_the_csv_export_defuses_every_cell_a_spreadsheet_would_run(staff_client, start):
+    SubscriberFactory(email="one@example.com", name=f"{start}cmd|' /C calc'!A0")
+    rows = rows_of(staff_client.get("/admin/subscriptions/subscriber/export/"))
+    assert rows[0]["name"] == f"'{start}cmd|' /C calc'!A0"
+
+
 def test_the_suppression_list_is_searchable_by_address(staff_client):
     from subscriptions.services.addresses import suppress
 
