@@ -198,9 +198,7 @@ class Comment(models.Model):
                 condition=Q(status__in=["visible", "hidden", "deleted"]),
                 name="comment_status_valid",
             ),
-            models.CheckConstraint(
-                condition=~Q(parent=F("id")), name="comment_not_its_own_parent"
-            ),
+            models.CheckConstraint(condition=~Q(parent=F("id")), name="comment_not_its_own_parent"),
             models.CheckConstraint(
                 condition=Q(status="deleted")
                 | (
