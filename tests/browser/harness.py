@@ -61,7 +61,15 @@ def database_url(name: str) -> str:
 def redis_client():
     import redis
 
-    return redis.Redis.from_url(REDIS_URL)
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        client.ping()
+    except redis.ConnectionError as exc:
+        raise HarnessError(
+            f"Redis is not reachable at {REDIS_URL} ({exc}). Start it, or point "
+            "BROWSER_REDIS_URL at a Redis database these tests may empty."
+        ) from exc
+    return client
 
 
 def clear_cache_keys() -> None:

@@ -78,7 +78,13 @@ def test_reader_signs_in_with_a_code_upgrades_and_then_reads_the_paid_part(
     membership = Membership.objects.get(subscriber=subscriber)
     assert membership.status == Membership.Status.ACTIVE
     assert membership.stripe_subscription_id.startswith("sub_")
-    assert StripeEvent.objects.filter(type="checkout.session.completed").count() == 1
+    for event_type in ("checkout.session.completed", "customer.subscription.created"):
+        event = StripeEvent.objects.get(type=event_type)
+        wait_until(
+            lambda event=event: StripeEvent.objects.get(pk=event.pk).processed_at,
+            timeout=20,
+            what=f"{event_type} to be processed",
+        )
     subscriber.refresh_from_db()
     assert subscriber.status == Subscriber.Status.ACTIVE
     assert subscriber.stripe_customer_id
