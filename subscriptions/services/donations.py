@@ -24,7 +24,7 @@ from subscriptions.services.memberships import (
     find_subscriber_for_stripe,
     link_stripe_customer,
 )
-from subscriptions.services.notifications import send_transactional_email
+from subscriptions.services.notifications import send_email_on_commit
 from subscriptions.services.tokens import absolute_url
 
 logger = logging.getLogger(__name__)
@@ -222,7 +222,7 @@ def send_donation_thanks(*, donation: Donation) -> bool:
     )
     if not claimed:
         return False
-    send_transactional_email(
+    send_email_on_commit(
         to=donation.email,
         subject="Thank you for your support",
         template="donation_thanks",

@@ -10,6 +10,7 @@ from typing import Any
 import css_inline
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives
+from django.db import transaction
 from django.template.loader import render_to_string
 
 from newsletter.models import Publication
@@ -41,3 +42,16 @@ def send_transactional_email(
     )
     message.attach_alternative(html, "text/html")
     message.send()
+
+
+def send_email_on_commit(
+    *, to: str, subject: str, template: str, context: dict[str, Any] | None = None
+) -> None:
+    """Send once the surrounding transaction commits; a mail server that refuses it is
+    logged, and neither undoes nor repeats the change the email is about."""
+    transaction.on_commit(
+        lambda: send_transactional_email(
+            to=to, subject=subject, template=template, context=context
+        ),
+        robust=True,
+    )

@@ -39,7 +39,7 @@ from subscriptions.services.memberships import (
     subscription_purpose,
     sync_membership_from_stripe,
 )
-from subscriptions.services.notifications import send_transactional_email
+from subscriptions.services.notifications import send_email_on_commit
 from subscriptions.services.tokens import absolute_url
 
 logger = logging.getLogger(__name__)
@@ -362,7 +362,7 @@ def handle_invoice_payment_failed(event: StripeEvent) -> None:
     subscriber = membership.subscriber
     if subscriber.status in (Subscriber.Status.BOUNCED, Subscriber.Status.COMPLAINED):
         return
-    send_transactional_email(
+    send_email_on_commit(
         to=subscriber.email,
         subject="Your payment did not go through",
         template="payment_failed",
@@ -396,7 +396,7 @@ def handle_dispute_created(event: StripeEvent) -> None:
         int(dispute.get("amount") or 0), str(dispute.get("currency") or "usd")
     )
     for email in editors:
-        send_transactional_email(
+        send_email_on_commit(
             to=email,
             subject=f"A payment of {amount} is disputed",
             template="dispute_alert",

@@ -302,3 +302,27 @@ def test_a_typed_amount_wins_over_the_preselected_preset(client, stripe_api):
     assert response.status_code == 303
     [request] = stripe_api.requests_to("POST", "/v1/checkout/sessions")
     assert request.params["line_items"][0]["price_data"]["unit_amount"] == "1500"
+
+
+def test_a_mail_server_that_refuses_the_thanks_does_not_undo_the_donation(
+    client, stripe_api, settings, django_capture_on_commit_callbacks
+):
+    import socket
+
+    with socket.socket() as closed:  # a port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    response = donate(client, amount="2500", email="donor@example.com")
+    session = stripe_api.complete_checkout(session_id_of(response))
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST, settings.EMAIL_PORT, settings.EMAIL_TIMEOUT = "127.0.0.1", port, 2
+    event = stripe_api.event("checkout.session.completed", session)
+
+    send_event(client, event, capture_on_commit=django_capture_on_commit_callbacks)
+
+    donation = Donation.objects.get()
+    assert donation.status == Donation.Status.PAID
+    assert donation.thanked_at is not None  # not retried: a thank-you never goes twice
+    stored = StripeEvent.objects.get(stripe_id=event["id"])
+    assert stored.processed_at is not None
+    assert stored.error == ""
