@@ -359,6 +359,8 @@ def handle_invoice_payment_failed(event: StripeEvent) -> None:
     membership = _apply_subscription(subscription_id=subscription_id, event=event)
     if membership is None:
         return
+    if membership.status in (Membership.Status.ACTIVE, Membership.Status.TRIALING):
+        return  # Paid since (this event arrived late): nothing for the reader to fix.
     subscriber = membership.subscriber
     if subscriber.status in (Subscriber.Status.BOUNCED, Subscriber.Status.COMPLAINED):
         return

@@ -228,3 +228,25 @@ def test_paying_on_the_stand_in_checkout_page_delivers_signed_webhooks_over_http
     assert StripeEvent.objects.filter(processed_at__isnull=False).count() == 3
     subscriber = Subscriber.objects.get(email="http@example.com")
     assert access.subscriber_is_paid(subscriber=subscriber)
+
+
+def test_a_payment_failure_that_arrives_after_the_retry_succeeded_sends_no_email(
+    client, stripe_api, plan, django_capture_on_commit_callbacks
+):
+    user = UserFactory(email="recovered@example.com")
+    subscriber = Subscriber.objects.create(email=user.email, status="active", user=user)
+    customer = stripe_api.add_customer(email=user.email)
+    Subscriber.objects.filter(pk=subscriber.pk).update(stripe_customer_id=customer["id"])
+    subscription = stripe_api.add_subscription(customer=customer["id"], price=plan.stripe_price_id)
+    failed = stripe_api.fail_invoice(subscription["id"])
+    paid = stripe_api.renew_subscription(subscription["id"])  # Stripe's retry went through
+
+    for event in (
+        stripe_api.event("invoice.paid", paid),
+        stripe_api.event("invoice.payment_failed", failed),  # delivered late
+    ):
+        send_event(client, event, capture_on_commit=django_capture_on_commit_callbacks)
+
+    membership = Membership.objects.get(stripe_subscription_id=subscription["id"])
+    assert membership.status == Membership.Status.ACTIVE
+    assert mail.outbox == []
