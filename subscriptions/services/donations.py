@@ -22,6 +22,7 @@ from subscriptions.services.memberships import (
     PURPOSE_KEY,
     SUBSCRIBER_KEY,
     find_subscriber_for_stripe,
+    invoice_subscription_metadata,
     link_stripe_customer,
 )
 from subscriptions.services.notifications import send_email_on_commit
@@ -238,7 +239,16 @@ def send_donation_thanks(*, donation: Donation) -> bool:
 def record_recurring_donation_payment(*, invoice: dict[str, Any], subscription_id: str) -> None:
     """A later month of monthly support was paid: one Donation per invoice."""
     if invoice.get("billing_reason") == "subscription_create":
-        return  # The first payment is the Checkout Session's donation.
+        # The first month is the Checkout Session's donation. A subscription's session
+        # has no payment intent, so the invoice's is noted on it: refunds and disputes
+        # of that payment find the donation by it.
+        donation_id = invoice_subscription_metadata(invoice).get(DONATION_KEY, "")
+        intent = invoice_payment_intent(invoice)
+        if donation_id.isdigit() and intent:
+            Donation.objects.filter(pk=int(donation_id), stripe_payment_intent_id="").update(
+                stripe_payment_intent_id=intent
+            )
+        return
     first = Donation.objects.filter(stripe_subscription_id=subscription_id).order_by("pk").first()
     Donation.objects.get_or_create(
         stripe_invoice_id=invoice["id"],

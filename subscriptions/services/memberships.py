@@ -48,6 +48,15 @@ def subscription_purpose(subscription: dict[str, Any]) -> str:
     return (subscription.get("metadata") or {}).get(PURPOSE_KEY) or PURPOSE_MEMBERSHIP
 
 
+def invoice_subscription_metadata(invoice: dict[str, Any]) -> dict[str, str]:
+    """The metadata of the subscription an invoice bills, as Stripe copies it onto it."""
+    # Since API version 2025-03-31 under `parent`; before it, at the top level.
+    details = (invoice.get("parent") or {}).get("subscription_details") or invoice.get(
+        "subscription_details"
+    )
+    return dict((details or {}).get("metadata") or {})
+
+
 def subscription_period_end(subscription: dict[str, Any]) -> datetime | None:
     # Since API version 2025-03-31 the period lives on each subscription item.
     ends = [

@@ -33,6 +33,7 @@ from subscriptions.services.memberships import (
     confirm_paying_subscriber,
     find_subscriber_for_stripe,
     from_timestamp,
+    invoice_subscription_metadata,
     link_stripe_customer,
     lock_stripe_object,
     subscriber_from_payment,
@@ -330,8 +331,7 @@ def invoice_subscription_id(invoice: dict[str, Any]) -> str | None:
 
 
 def _invoice_purpose(invoice: dict[str, Any]) -> str:
-    details = (invoice.get("parent") or {}).get("subscription_details") or {}
-    return (details.get("metadata") or {}).get(PURPOSE_KEY, "")
+    return invoice_subscription_metadata(invoice).get(PURPOSE_KEY, "")
 
 
 def handle_invoice_paid(event: StripeEvent) -> None:

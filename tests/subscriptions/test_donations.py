@@ -326,3 +326,30 @@ def test_a_mail_server_that_refuses_the_thanks_does_not_undo_the_donation(
     stored = StripeEvent.objects.get(stripe_id=event["id"])
     assert stored.processed_at is not None
     assert stored.error == ""
+
+
+@pytest.mark.parametrize("invoice_first", [False, True])
+def test_a_refund_of_the_first_month_of_monthly_support_is_recorded(
+    client, stripe_api, django_capture_on_commit_callbacks, invoice_first
+):
+    response = donate(client, frequency="monthly", amount="1000", email="monthly@example.com")
+    session = stripe_api.complete_checkout(session_id_of(response))
+    invoice = stripe_api.get("invoice", session["invoice"])
+    events = [
+        stripe_api.event("checkout.session.completed", session),
+        stripe_api.event("invoice.paid", invoice),
+    ]
+    for event in reversed(events) if invoice_first else events:
+        send_event(client, event, capture_on_commit=django_capture_on_commit_callbacks)
+
+    intent = invoice["payments"]["data"][0]["payment"]["payment_intent"]
+    charge = stripe_api.refund_charge(payment_intent=intent)
+    send_event(
+        client,
+        stripe_api.event("charge.refunded", charge),
+        capture_on_commit=django_capture_on_commit_callbacks,
+    )
+
+    donation = Donation.objects.get()
+    assert donation.stripe_payment_intent_id == intent
+    assert donation.status == Donation.Status.REFUNDED
