@@ -89,8 +89,7 @@ def child(rows: int) -> None:
                 )
             print(
                 f"{'':>8} in the database: {Subscriber.objects.count()} subscribers, "
-                f"{Membership.objects.count()} memberships, "
-                f"{Subscriber.objects.filter(user__isnull=False).count()} with reader accounts",
+                f"{Membership.objects.count()} memberships",
                 flush=True,
             )
     finally:

@@ -1,23 +1,21 @@
 """Reader accounts: the User behind a subscriber, the account page's changes, erasure.
 
-Every confirmed or imported subscriber gets a User with a verified address, so they
-can sign in by emailed code at once; `subscriptions.adapters` links accounts that
-readers create themselves.
+A confirmed subscriber gets a User with a verified address at confirmation; an
+imported one at their first sign-in (`subscriptions.adapters` asks for it before the
+code is sent), so both sign in by emailed code at once. `subscriptions.adapters` also
+links accounts that readers create themselves.
 """
 
 from __future__ import annotations
 
 import secrets
-from collections.abc import Sequence
 from typing import Any
 
 from allauth.account.models import EmailAddress
 from django.contrib.auth import get_user_model
-from django.contrib.auth.hashers import UNUSABLE_PASSWORD_PREFIX
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, models, transaction
 from django.db.models import Q
-from django.db.models.functions import Lower
 from django.utils import timezone
 
 from newsletter.models import Comment, Delivery
@@ -84,63 +82,6 @@ def ensure_reader_account(*, subscriber: Subscriber) -> Any:
         subscriber.user = user
         subscriber.save(update_fields=["user", "updated_at"])
     return user
-
-
-def assign_reader_accounts(*, subscribers: Sequence[Subscriber]) -> int:
-    """Give each subscriber without one a User, without saving the subscribers.
-
-    For imports: the accounts are found by address or created in a few queries per
-    batch, then the subscribers are inserted with their user already set. Returns how
-    many users were created.
-    """
-    pending = [s for s in subscribers if not s.user_id]
-    if not pending:
-        return 0
-    User = get_user_model()
-    by_email = {s.email.lower(): s for s in pending}
-    emails = list(by_email)
-    verified_owners = dict(
-        EmailAddress.objects.annotate(lower=Lower("email"))
-        .filter(lower__in=emails, verified=True, user__subscriber__isnull=True)
-        .values_list("lower", "user_id")
-    )
-    users = User.objects.in_bulk(set(verified_owners.values()))
-    existing: dict[str, Any] = {
-        email: users[user_id] for email, user_id in verified_owners.items() if user_id in users
-    }
-    for user in (
-        User.objects.annotate(lower=Lower("email"))
-        .filter(lower__in=[e for e in emails if e not in existing], subscriber__isnull=True)
-        .order_by("pk")
-    ):
-        existing.setdefault(user.email.lower(), user)
-    new_users = [
-        User(
-            username=new_username(),
-            email=by_email[email].email,
-            # What set_unusable_password() stores, without its per-call cost.
-            password=UNUSABLE_PASSWORD_PREFIX + secrets.token_urlsafe(30),
-            date_joined=timezone.now(),
-        )
-        for email in emails
-        if email not in existing
-    ]
-    User.objects.bulk_create(new_users)
-    EmailAddress.objects.bulk_create(
-        [EmailAddress(user=u, email=u.email, verified=True, primary=True) for u in new_users],
-        ignore_conflicts=True,
-    )
-    assignments = dict(existing)
-    assignments.update({u.email.lower(): u for u in new_users})
-    used: set[int] = set()
-    for email, user in assignments.items():
-        if user.pk in used:
-            continue
-        used.add(user.pk)
-        if email in existing:
-            _ensure_verified_address(user=user, email=by_email[email].email)
-        by_email[email].user = user
-    return len(new_users)
 
 
 def link_reader_account(

@@ -3,6 +3,11 @@
 Used by `manage.py import_subscribers`, the admin's CSV import and the Substack import
 (`subscriptions/services/substack.py`). Valid rows are imported in batches of a few
 queries each; a bad row is reported with its file and line number and skipped.
+
+Imported readers get their reader account at their first sign-in
+(`subscriptions.adapters.ReaderRequestLoginCodeForm`), not here: most of a large list
+never signs in, and making a user and a verified address for each row tripled the
+rows an import writes.
 """
 
 from __future__ import annotations
@@ -14,14 +19,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 
-from allauth.account.models import EmailAddress
-from django.contrib.auth import get_user_model
 from django.db import IntegrityError, connection, transaction
 from django.db.models.functions import Lower
 from django.utils import timezone
 
 from subscriptions.models import Subscriber
-from subscriptions.services.accounts import assign_reader_accounts
 from subscriptions.services.addresses import InvalidAddress, clean_address, suppressed_among
 
 BATCH_SIZE = 2000
@@ -49,7 +51,6 @@ class ImportReport:
     unchanged: int = 0
     duplicates: int = 0
     suppressed: int = 0
-    accounts_created: int = 0
     memberships_created: int = 0
     articles_created: int = 0
     articles_unchanged: int = 0
@@ -72,7 +73,6 @@ class ImportReport:
             f"Already present (unchanged): {self.unchanged}",
             f"Repeated within the import: {self.duplicates}",
             f"Skipped, on the suppression list: {self.suppressed}",
-            f"Reader accounts created: {self.accounts_created}",
             f"Memberships created: {self.memberships_created}",
         ]
         if self.articles_created or self.articles_unchanged:
@@ -213,7 +213,7 @@ def import_subscriber_rows(
     after_batch: Callable[[list[SubscriberRow], dict[str, Subscriber]], None] | None = None,
     batch_size: int = BATCH_SIZE,
 ) -> None:
-    """Create the subscribers of `rows` that do not exist yet, with reader accounts.
+    """Create the subscribers of `rows` that do not exist yet.
 
     Existing subscribers are left exactly as they are. `after_batch` gets each batch's
     rows and the subscribers (new and existing) by lower-cased address.
@@ -235,18 +235,15 @@ def import_subscriber_rows(
 
 
 def _refresh_planner_statistics() -> None:
-    """Let PostgreSQL see the tables grow, so address lookups keep using their indexes.
+    """Let PostgreSQL see the table grow, so address lookups keep using their index.
 
-    Without fresh statistics the planner still believes the freshly filled tables
-    are tiny and scans them whole for every batch, which makes a large import quadratic.
+    Without fresh statistics the planner still believes the freshly filled table
+    is tiny and scans it whole for every batch, which makes a large import quadratic.
     """
     if connection.vendor != "postgresql":
         return
-    User = get_user_model()
-    tables = [Subscriber._meta.db_table, User._meta.db_table, EmailAddress._meta.db_table]
     with connection.cursor() as cursor:
-        for table in tables:
-            cursor.execute(f"ANALYZE {connection.ops.quote_name(table)}")
+        cursor.execute(f"ANALYZE {connection.ops.quote_name(Subscriber._meta.db_table)}")
 
 
 def _import_batch(
@@ -258,7 +255,7 @@ def _import_batch(
 ) -> None:
     emails = [row.email.lower() for row in rows]
     suppressed = suppressed_among(emails=emails)
-    fields = ("pk", "email", "user_id", "stripe_customer_id")
+    fields = ("pk", "email", "stripe_customer_id", "imported_from")
     existing = {
         s.email.lower(): s
         for s in Subscriber.objects.annotate(lower=Lower("email"))
@@ -314,15 +311,13 @@ def _import_batch(
             )
         )
         kept.append(row)
-    report.accounts_created += assign_reader_accounts(subscribers=new)
     try:
         with transaction.atomic():
             Subscriber.objects.bulk_create(new)
         created = {s.email.lower(): s for s in new}
         report.created += len(new)
     except IntegrityError:
-        # A signup of one of these addresses landed meanwhile: it keeps its row (the
-        # account made here for it is found by address at its first sign-in).
+        # A signup of one of these addresses landed meanwhile: it keeps its row.
         for subscriber in new:
             subscriber.pk = None
         Subscriber.objects.bulk_create(new, ignore_conflicts=True)
@@ -332,8 +327,7 @@ def _import_batch(
             .filter(lower__in=[s.email.lower() for s in new])
             .only(*fields)
         }
-        ours = {s.user_id for s in new}
-        report.created += sum(1 for s in created.values() if s.user_id in ours)
+        report.created += sum(1 for s in created.values() if s.imported_from == source[:100])
     if after_batch is not None:
         after_batch(kept, {**existing, **created})
 

@@ -62,6 +62,16 @@ def test_an_imported_paid_subscriber_signs_in_by_code_and_is_paid(client):
     assert b"1 January 2030" in page.content
 
 
+def test_an_imported_reader_with_email_disabled_still_signs_in_and_is_paid(client):
+    import_substack(path=EXPORT)
+    assert Subscriber.objects.get(email="no.expiry@example.com").status == "unsubscribed"
+
+    response = sign_in_by_code(client, "no.expiry@example.com")
+
+    assert response["Location"] == "/account/"
+    assert b"paid subscriber" in client.get("/account/").content
+
+
 def test_a_csv_imported_subscriber_signs_in_by_code_straight_away(client):
     import_subscribers_csv(stream=io.BytesIO(b"email\nfrom.csv@example.com\n"), file="x.csv")
     response = sign_in_by_code(client, "From.CSV@example.com")
