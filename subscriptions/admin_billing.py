@@ -147,6 +147,7 @@ class DonationAdmin(admin.ModelAdmin):
     autocomplete_fields = ["subscriber"]
     readonly_fields = [
         "amount",
+        "amount_refunded",
         "currency",
         "email",
         "subscriber",

@@ -163,6 +163,9 @@ class Donation(models.Model):
     message = models.TextField(blank=True)
     recurring = models.BooleanField(default=False, help_text="Monthly support rather than once.")
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.PENDING)
+    amount_refunded = models.PositiveIntegerField(
+        default=0, help_text="Refunded so far, in cents; a partial refund leaves it paid."
+    )
     stripe_checkout_session_id = models.CharField(
         max_length=200, null=True, blank=True, unique=True
     )
@@ -182,7 +185,11 @@ class Donation(models.Model):
     class Meta:
         ordering = ["-created_at"]
         constraints = [
-            models.CheckConstraint(condition=Q(amount__gt=0), name="donation_amount_positive")
+            models.CheckConstraint(condition=Q(amount__gt=0), name="donation_amount_positive"),
+            models.CheckConstraint(
+                condition=Q(amount_refunded__lte=models.F("amount")),
+                name="donation_refund_within_amount",
+            ),
         ]
 
     def __str__(self) -> str:

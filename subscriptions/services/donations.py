@@ -289,11 +289,18 @@ def donation_for_charge(charge: dict[str, Any]) -> Donation | None:
 
 
 def mark_donation_refunded(*, charge: dict[str, Any]) -> Donation | None:
+    """Record what was refunded; only a full refund makes the donation refunded."""
     donation = donation_for_charge(charge)
-    if donation is None or not charge.get("refunded"):
-        return donation  # A partial refund leaves the donation paid.
-    donation.status = Donation.Status.REFUNDED
-    donation.save(update_fields=["status", "updated_at"])
+    if donation is None:
+        return None
+    # Each charge.refunded event carries the charge's running total, so the largest one
+    # seen is right whatever order the events arrive in.
+    refunded = max(donation.amount_refunded, int(charge.get("amount_refunded") or 0))
+    if charge.get("refunded") or refunded >= donation.amount:
+        refunded = donation.amount
+        donation.status = Donation.Status.REFUNDED
+    donation.amount_refunded = refunded
+    donation.save(update_fields=["amount_refunded", "status", "updated_at"])
     return donation
 
 

@@ -6,7 +6,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime
 
-from django.db.models import Count, Sum
+from django.db.models import Count, F, Sum
 from django.utils import timezone
 
 from subscriptions.models import Donation, Membership, Plan
@@ -47,7 +47,7 @@ def revenue_summary(*, now: datetime | None = None) -> RevenueSummary:
     rows = (
         Donation.objects.filter(status=Donation.Status.PAID, created_at__gte=start)
         .values("currency")
-        .annotate(total=Sum("amount"), count=Count("pk"))
+        .annotate(total=Sum(F("amount") - F("amount_refunded")), count=Count("pk"))
     )
     count = 0
     for row in rows:

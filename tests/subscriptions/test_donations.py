@@ -6,6 +6,7 @@ import pytest
 from django.core import mail
 
 from subscriptions.models import Donation, Membership, StripeEvent
+from subscriptions.services import revenue
 from tests.factories import StaffUserFactory, SubscriberFactory, UserFactory
 from tests.subscriptions.stripe_support import send_event
 
@@ -194,7 +195,9 @@ def test_a_refund_marks_the_donation_refunded(
         stripe_api.event("charge.refunded", charge),
         capture_on_commit=django_capture_on_commit_callbacks,
     )
-    assert Donation.objects.get().status == Donation.Status.REFUNDED
+    donation = Donation.objects.get()
+    assert donation.status == Donation.Status.REFUNDED
+    assert donation.amount_refunded == 5000
 
 
 def test_a_partial_refund_leaves_the_donation_paid(
@@ -215,12 +218,20 @@ def test_a_partial_refund_leaves_the_donation_paid(
         "amount_refunded": 1000,
         "refunded": False,
     }
-    send_event(
-        client,
-        stripe_api.event("charge.refunded", charge),
-        capture_on_commit=django_capture_on_commit_callbacks,
-    )
-    assert Donation.objects.get().status == Donation.Status.PAID
+    later = {**charge, "amount_refunded": 3000}
+    # The second refund's event arrives first, then the first's, then a duplicate.
+    for snapshot in (later, charge, later):
+        send_event(
+            client,
+            stripe_api.event("charge.refunded", snapshot),
+            capture_on_commit=django_capture_on_commit_callbacks,
+        )
+    donation = Donation.objects.get()
+    assert donation.status == Donation.Status.PAID
+    assert donation.amount_refunded == 3000
+    summary = revenue.revenue_summary()
+    assert summary.donations_this_month == {"usd": 2000}
+    assert summary.donation_count_this_month == 1
 
 
 def test_a_dispute_flags_the_event_and_tells_the_editors(
