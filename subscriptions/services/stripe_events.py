@@ -46,6 +46,8 @@ from subscriptions.services.tokens import absolute_url
 logger = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 10
+# Stripe's statuses of a subscription that has been paid for (past_due: a renewal failed).
+PAYING_STATUSES = ("active", "trialing", "past_due")
 # If the task queued on commit never ran (the broker was down), the sweeper picks the
 # event up after this long.
 SAFETY_NET_DELAY = timedelta(minutes=5)
@@ -241,11 +243,14 @@ def _apply_subscription(
     subscription_id: str,
     event: StripeEvent,
     hint_subscriber: Subscriber | None = None,
-) -> Membership | None:
+) -> tuple[dict[str, Any], Membership | None]:
+    """Mirror the subscription as Stripe has it now: the subscription, and its membership
+    (None for monthly support, which is a donation, or while nobody has paid for it)."""
     lock_stripe_object(subscription_id)
     subscription, observed_at = _current_subscription(subscription_id, event)
     if subscription_purpose(subscription) == PURPOSE_DONATION:
-        return None
+        return subscription, None
+    paying = subscription.get("status") in PAYING_STATUSES
     metadata = subscription.get("metadata") or {}
     existing = (
         Membership.objects.filter(stripe_subscription_id=subscription_id)
@@ -267,15 +272,21 @@ def _apply_subscription(
             raise stripe_client.StripeError(
                 f"Customer {subscription['customer']} has no email; cannot match a reader."
             )
-        subscriber = subscriber_from_payment(
+        subscriber = find_subscriber_for_stripe(email=customer["email"])
+        if subscriber is None and not paying:
+            # Unpaid (a first payment that failed, say): no reader is made for an address
+            # nobody confirmed; the event that reports the payment makes them.
+            return subscription, None
+        subscriber = subscriber or subscriber_from_payment(
             email=customer["email"], name=customer.get("name") or "", source="stripe"
         )
     link_stripe_customer(subscriber=subscriber, customer_id=subscription.get("customer"))
-    if subscription.get("status") in ("active", "trialing", "past_due"):
+    if paying:
         confirm_paying_subscriber(subscriber=subscriber, source="stripe")
-    return sync_membership_from_stripe(
+    membership = sync_membership_from_stripe(
         subscription=subscription, subscriber=subscriber, observed_at=observed_at
     )
+    return subscription, membership
 
 
 def handle_checkout_completed(event: StripeEvent) -> None:
@@ -304,14 +315,6 @@ def handle_checkout_completed(event: StripeEvent) -> None:
         customer_id=session.get("customer"),
         email=details.get("email") or session.get("customer_email"),
     )
-    if subscriber is None and details.get("email"):
-        subscriber = subscriber_from_payment(
-            email=details["email"], name=details.get("name") or "", source="stripe checkout"
-        )
-    if subscriber is None:
-        raise ValueError(f"Checkout Session {session_id} names no reader we can find.")
-    confirm_paying_subscriber(subscriber=subscriber, source="stripe checkout")
-    link_stripe_customer(subscriber=subscriber, customer_id=session.get("customer"))
     _apply_subscription(
         subscription_id=str(session["subscription"]), event=event, hint_subscriber=subscriber
     )
@@ -344,7 +347,8 @@ def handle_invoice_paid(event: StripeEvent) -> None:
             invoice=invoice, subscription_id=subscription_id
         )
         return
-    if _apply_subscription(subscription_id=subscription_id, event=event) is None:
+    subscription, _membership = _apply_subscription(subscription_id=subscription_id, event=event)
+    if subscription_purpose(subscription) == PURPOSE_DONATION:
         # The subscription says it is a donation even if the invoice did not.
         donations.record_recurring_donation_payment(
             invoice=invoice, subscription_id=subscription_id
@@ -356,7 +360,7 @@ def handle_invoice_payment_failed(event: StripeEvent) -> None:
     subscription_id = invoice_subscription_id(invoice)
     if not subscription_id or _invoice_purpose(invoice) == PURPOSE_DONATION:
         return
-    membership = _apply_subscription(subscription_id=subscription_id, event=event)
+    _subscription, membership = _apply_subscription(subscription_id=subscription_id, event=event)
     if membership is None:
         return
     if membership.status in (Membership.Status.ACTIVE, Membership.Status.TRIALING):

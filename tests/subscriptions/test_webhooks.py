@@ -421,3 +421,32 @@ def test_a_late_update_from_the_same_second_does_not_bring_a_deleted_subscriptio
     assert membership.status == Membership.Status.CANCELED
     assert membership.canceled_at is not None
     assert not access.subscriber_is_paid(subscriber=subscriber)
+
+
+def test_an_unpaid_subscription_from_an_unknown_address_makes_no_reader_until_it_is_paid(
+    client, stripe_api, django_capture_on_commit_callbacks
+):
+    customer = stripe_api.add_customer(email="stranger@example.com")
+    price = stripe_api.add_price(unit_amount=800)
+    subscription = stripe_api.add_subscription(
+        customer=customer["id"], price=price["id"], status="incomplete"
+    )
+
+    send_event(
+        client,
+        stripe_api.event("customer.subscription.created", subscription),
+        capture_on_commit=django_capture_on_commit_callbacks,
+    )
+    assert not Subscriber.objects.filter(email="stranger@example.com").exists()
+    assert not Membership.objects.exists()
+
+    paid = stripe_api.update_subscription(subscription["id"], status="active")
+    send_event(
+        client,
+        stripe_api.event("customer.subscription.updated", paid),
+        capture_on_commit=django_capture_on_commit_callbacks,
+    )
+    reader = Subscriber.objects.get(email="stranger@example.com")
+    assert reader.status == Subscriber.Status.ACTIVE
+    assert reader.memberships.get().status == Membership.Status.ACTIVE
+    assert StripeEvent.objects.filter(processed_at__isnull=True).count() == 0
