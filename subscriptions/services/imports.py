@@ -17,7 +17,7 @@ import csv
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from django.db import IntegrityError, connection, transaction
 from django.db.models.functions import Lower
@@ -27,6 +27,8 @@ from subscriptions.models import Subscriber
 from subscriptions.services.addresses import InvalidAddress, clean_address, suppressed_among
 
 BATCH_SIZE = 2000
+# No subscriber row comes near this; anything longer is skipped unread.
+MAX_LINE_BYTES = 64 * 1024
 # Kept in memory for the summary; further problems are counted, not listed.
 MAX_LISTED_PROBLEMS = 1000
 
@@ -127,20 +129,39 @@ def parse_bool(value: str) -> bool:
     raise ValueError(f"{value!r} is not true or false")
 
 
-def _decoded_lines(stream: Iterable[bytes], bad_lines: set[int]) -> Iterator[str]:
-    for number, raw in enumerate(stream, start=1):
+class BinaryLines(Protocol):
+    """An open binary file: on disk, in a zip archive, or uploaded."""
+
+    def readline(self, size: int = ..., /) -> bytes: ...
+
+
+def _decoded_lines(stream: BinaryLines, bad_lines: dict[int, str]) -> Iterator[str]:
+    """The file's lines as text, each read with a bounded buffer.
+
+    A line longer than MAX_LINE_BYTES is read past in pieces, never held whole: a
+    small zip archive can hold gigabytes of one line.
+    """
+    number = 0
+    while raw := stream.readline(MAX_LINE_BYTES):
+        number += 1
+        if len(raw) >= MAX_LINE_BYTES and not raw.endswith(b"\n"):
+            while raw and not raw.endswith(b"\n"):
+                raw = stream.readline(MAX_LINE_BYTES)
+            bad_lines[number] = f"longer than {MAX_LINE_BYTES // 1024} KB; skipped"
+            yield "\n"
+            continue
         if number == 1 and raw.startswith(codecs.BOM_UTF8):
             raw = raw[len(codecs.BOM_UTF8) :]
         try:
             yield raw.decode("utf-8")
         except UnicodeDecodeError:
-            bad_lines.add(number)
+            bad_lines[number] = "not UTF-8 text; save the file as UTF-8"
             yield raw.decode("utf-8", errors="replace")
 
 
 def read_csv(
     *,
-    stream: Iterable[bytes],
+    stream: BinaryLines,
     file: str,
     report: ImportReport,
     required: Sequence[str],
@@ -149,7 +170,7 @@ def read_csv(
 
     Raises ImportFileError if the header lacks a required column.
     """
-    bad_lines: set[int] = set()
+    bad_lines: dict[int, str] = {}
     reader = csv.reader(_decoded_lines(stream, bad_lines))
     try:
         header = next(reader)
@@ -158,7 +179,7 @@ def read_csv(
     except csv.Error as exc:
         raise ImportFileError(f"{file}: not a CSV file ({exc})") from None
     if 1 in bad_lines:
-        raise ImportFileError(f"{file}: the header is not UTF-8 text; save the file as UTF-8")
+        raise ImportFileError(f"{file}: the header is {bad_lines[1]}")
     columns = [name.strip().lower() for name in header]
     missing = [name for name in required if name not in columns]
     if missing:
@@ -177,10 +198,11 @@ def read_csv(
             continue
         line, end = start, reader.line_num
         start = end + 1
-        if not any(v.strip() for v in values):
+        bad = next((bad_lines[n] for n in range(line, end + 1) if n in bad_lines), None)
+        if bad is not None:
+            report.reject(file=file, line=line, message=bad)
             continue
-        if any(n in bad_lines for n in range(line, end + 1)):
-            report.reject(file=file, line=line, message="not UTF-8 text; save the file as UTF-8")
+        if not any(v.strip() for v in values):
             continue
         if len(values) > len(columns):
             report.reject(file=file, line=line, message="more values than columns")
@@ -336,7 +358,7 @@ STATUS_VALUES = {choice.value for choice in Subscriber.Status}
 
 
 def subscriber_rows_from_csv(
-    *, stream: Iterable[bytes], file: str, report: ImportReport
+    *, stream: BinaryLines, file: str, report: ImportReport
 ) -> Iterator[SubscriberRow]:
     """Rows of a plain subscriber CSV: `email` and optional `name`, `created_at`, `status`."""
     for line, row in read_csv(stream=stream, file=file, report=report, required=["email"]):
@@ -374,9 +396,7 @@ def subscriber_rows_from_csv(
         )
 
 
-def import_subscribers_csv(
-    *, stream: Iterable[bytes], file: str, source: str = "csv"
-) -> ImportReport:
+def import_subscribers_csv(*, stream: BinaryLines, file: str, source: str = "csv") -> ImportReport:
     """Import a subscriber CSV (admin and `manage.py import_subscribers`).
 
     Raises ImportFileError when the file as a whole is unusable.

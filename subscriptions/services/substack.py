@@ -41,6 +41,7 @@ from newsletter.services.content import PAYWALL_MARKER, sanitize_body
 from subscriptions.models import Membership, Subscriber
 from subscriptions.services.addresses import InvalidAddress, clean_address
 from subscriptions.services.imports import (
+    MAX_LINE_BYTES,
     ImportFileError,
     ImportReport,
     SubscriberRow,
@@ -274,7 +275,8 @@ def _subscriber_lists(*, export: Export, report: ImportReport) -> list[tuple[str
         if not name.lower().endswith(".csv") or name == "posts.csv" or name.startswith("posts/"):
             continue
         with export.open(name) as stream:
-            first = stream.readline().decode("utf-8-sig", errors="replace").lower()
+            header = stream.readline(MAX_LINE_BYTES)
+        first = header.decode("utf-8-sig", errors="replace").lower()
         columns = {c.strip().strip('"') for c in first.split(",")}
         if "email" in columns and ({"type", "stripe_connected_customer_id"} & columns):
             found.append((name, PAID_FORMAT))

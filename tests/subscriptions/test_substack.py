@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import tracemalloc
 import zipfile
 from datetime import UTC, datetime
 from pathlib import Path
@@ -210,6 +211,36 @@ def test_a_zip_entry_that_tries_to_leave_the_export_is_reported_and_skipped(tmp_
     unsafe = [p for p in report.errors if "unsafe path" in p.message]
     assert {p.file for p in unsafe} == {"../../etc/evil.csv", "/abs/evil2.csv"}
     assert report.created == 9
+
+
+def test_an_endless_line_in_a_zipped_list_is_skipped_without_being_held_in_memory(tmp_path):
+    # 64 MB of one line compresses to a few kilobytes: a zip bomb for a line reader.
+    endless = b"x" * (64 * 1024 * 1024)
+    listing = (
+        b"email,active_subscription,expiry,email_disabled,created_at\n"
+        b"before.bomb@example.com,false,,false,\n" + endless + b"\n"
+        b"after.bomb@example.com,false,,false,\n"
+    )
+    archive = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("email_list.bomb.csv", listing)
+    del endless, listing
+
+    tracemalloc.start()
+    try:
+        report = import_substack(path=archive)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+    assert peak < 16 * 1024 * 1024, peak
+    assert [str(p) for p in report.errors] == [
+        "email_list.bomb.csv, line 3: longer than 64 KB; skipped"
+    ]
+    assert set(Subscriber.objects.values_list("email", flat=True)) == {
+        "before.bomb@example.com",
+        "after.bomb@example.com",
+    }
 
 
 def test_a_missing_column_rejects_that_file_only(tmp_path):
