@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import re
 import zipfile
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -53,6 +54,8 @@ from subscriptions.services.imports import (
 
 SOURCE = "substack"
 MAX_POST_BYTES = 20 * 1024 * 1024
+# What reading a damaged archive member raises (bad CRC, corrupt or truncated data).
+DAMAGED_MEMBER = (zipfile.BadZipFile, zlib.error, EOFError, OSError)
 
 _PAYWALL_JUMP_RE = re.compile(
     r"<(?P<tag>[a-z][a-z0-9]*)\b[^>]*\bclass\s*=\s*[\"'][^\"']*\bpaywall-jump\b[^\"']*[\"'][^>]*>"
@@ -192,6 +195,8 @@ def import_posts(*, export: Export, report: ImportReport) -> None:
                 _import_post(export=export, line=line, row=row, report=report)
     except ImportFileError as exc:
         report.reject(file=file, line=1, message=str(exc))
+    except DAMAGED_MEMBER as exc:
+        report.reject(file=file, line=0, message=f"damaged in the archive ({exc})")
 
 
 def _import_post(*, export: Export, line: int, row: dict[str, str], report: ImportReport) -> None:
@@ -226,8 +231,12 @@ def _import_post(*, export: Export, line: int, row: dict[str, str], report: Impo
         if export.size(html_name) > MAX_POST_BYTES:
             report.reject(file=html_name, line=0, message="larger than 20 MB; skipped")
             return
-        with export.open(html_name) as stream:
-            raw = stream.read()
+        try:
+            with export.open(html_name) as stream:
+                raw = stream.read()
+        except DAMAGED_MEMBER as exc:
+            report.reject(file=html_name, line=0, message=f"damaged in the archive ({exc})")
+            return
         try:
             html = raw.decode("utf-8-sig")
         except UnicodeDecodeError:
@@ -274,8 +283,12 @@ def _subscriber_lists(*, export: Export, report: ImportReport) -> list[tuple[str
     for name in export.files:
         if not name.lower().endswith(".csv") or name == "posts.csv" or name.startswith("posts/"):
             continue
-        with export.open(name) as stream:
-            header = stream.readline(MAX_LINE_BYTES)
+        try:
+            with export.open(name) as stream:
+                header = stream.readline(MAX_LINE_BYTES)
+        except DAMAGED_MEMBER as exc:
+            report.reject(file=name, line=0, message=f"damaged in the archive ({exc})")
+            continue
         first = header.decode("utf-8-sig", errors="replace").lower()
         columns = {c.strip().strip('"') for c in first.split(",")}
         if "email" in columns and ({"type", "stripe_connected_customer_id"} & columns):
@@ -347,6 +360,9 @@ def _import_subscriber_file(*, export: Export, name: str, layout: str, report: I
         )
     except ImportFileError as exc:
         report.reject(file=name, line=1, message=str(exc))
+    except DAMAGED_MEMBER as exc:
+        # Batches before the damage are imported; a re-run from a good copy adds the rest.
+        report.reject(file=name, line=0, message=f"damaged in the archive ({exc})")
 
 
 def _add_memberships(

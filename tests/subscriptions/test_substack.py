@@ -243,6 +243,25 @@ def test_an_endless_line_in_a_zipped_list_is_skipped_without_being_held_in_memor
     }
 
 
+def test_a_damaged_archive_member_is_reported_and_the_rest_imported(tmp_path):
+    archive = zipped(tmp_path)
+    with zipfile.ZipFile(archive) as zf:
+        info = zf.getinfo("broadside-export/email_list.broadside.csv")
+    data = bytearray(archive.read_bytes())
+    # Flip a byte of that member's stored data, so its checksum no longer matches.
+    start = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra)
+    data[start + 10] ^= 0xFF
+    archive.write_bytes(bytes(data))
+
+    report = import_substack(path=archive)
+
+    damaged = [p for p in report.errors if p.file == "email_list.broadside.csv"]
+    assert [p.message.split(" (")[0] for p in damaged] == ["damaged in the archive"]
+    assert Subscriber.objects.filter(email="comp.reader@example.com").exists()
+    assert not Subscriber.objects.filter(email="free.reader@example.com").exists()
+    assert Article.objects.count() == 5
+
+
 def test_a_missing_column_rejects_that_file_only(tmp_path):
     export = tmp_path / "export"
     shutil.copytree(EXPORT, export)
