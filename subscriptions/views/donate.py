@@ -63,10 +63,12 @@ class DonationForm(forms.Form):
             return data
         try:
             value = Decimal(custom.lstrip("$€£"))
+            # quantize raises too, on an exponent beyond the context ("1e999999999").
+            exact = value.is_finite() and value == value.quantize(Decimal("0.01"))
         except InvalidOperation:
             self.add_error("custom_amount", "Enter the amount as a number, like 15 or 12.50.")
             return data
-        if not value.is_finite() or value != value.quantize(Decimal("0.01")):
+        if not exact:
             self.add_error("custom_amount", "Enter the amount with at most two decimals.")
             return data
         cents = int(value * 100)

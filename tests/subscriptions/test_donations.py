@@ -77,6 +77,7 @@ def test_a_monthly_donation_opens_checkout_in_subscription_mode(client, stripe_a
         ("5.555", "at most two decimals"),
         ("", "Choose an amount, or enter your own."),
         ("NaN", "at most two decimals"),
+        ("1e999999999", "Enter the amount as a number"),
     ],
 )
 def test_a_bad_custom_amount_gets_a_clear_error_and_no_checkout(client, stripe_api, custom, error):
