@@ -249,11 +249,14 @@ def record_recurring_donation_payment(*, invoice: dict[str, Any], subscription_i
                 stripe_payment_intent_id=intent
             )
         return
+    amount = int(invoice.get("amount_paid") or 0)
+    if amount <= 0:
+        return  # Nothing was paid (a 100% coupon, say): no money to record.
     first = Donation.objects.filter(stripe_subscription_id=subscription_id).order_by("pk").first()
     Donation.objects.get_or_create(
         stripe_invoice_id=invoice["id"],
         defaults={
-            "amount": int(invoice.get("amount_paid") or 0) or (first.amount if first else 0),
+            "amount": amount,
             "currency": str(invoice.get("currency") or "usd"),
             "email": invoice.get("customer_email") or (first.email if first else ""),
             "subscriber": first.subscriber if first else None,

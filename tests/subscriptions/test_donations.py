@@ -365,3 +365,22 @@ def test_a_refund_of_the_first_month_of_monthly_support_is_recorded(
     donation = Donation.objects.get()
     assert donation.stripe_payment_intent_id == intent
     assert donation.status == Donation.Status.REFUNDED
+
+
+def test_a_month_of_support_that_cost_nothing_records_no_donation(
+    client, stripe_api, django_capture_on_commit_callbacks
+):
+    response = donate(client, frequency="monthly", amount="1000", email="coupon@example.com")
+    session = stripe_api.complete_checkout(session_id_of(response))
+    send_event(
+        client,
+        stripe_api.event("checkout.session.completed", session),
+        capture_on_commit=django_capture_on_commit_callbacks,
+    )
+    free_month = {**stripe_api.renew_subscription(session["subscription"]), "amount_paid": 0}
+    event = stripe_api.event("invoice.paid", free_month)
+
+    send_event(client, event, capture_on_commit=django_capture_on_commit_callbacks)
+
+    assert Donation.objects.count() == 1
+    assert StripeEvent.objects.get(stripe_id=event["id"]).processed_at is not None
