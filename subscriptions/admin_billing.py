@@ -221,7 +221,7 @@ class StripeEventAdmin(admin.ModelAdmin):
         if event.processed_at:
             return "processed"
         if event.error:
-            return format_html('<strong style="color:#b3261e">failed</strong>')
+            return format_html('<strong style="color:#b3261e">{}</strong>', "failed")
         return "waiting"
 
     @admin.display(description="Payload")

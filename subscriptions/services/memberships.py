@@ -211,25 +211,6 @@ def sync_membership_from_stripe(
 # --- Comp and gift memberships --------------------------------------------------------
 
 
-def grant_membership(
-    *,
-    subscriber: Subscriber,
-    kind: str,
-    expires_at: datetime | None,
-    plan: Plan | None = None,
-) -> Membership:
-    """A complimentary or gift membership (from the admin or a Substack import)."""
-    if kind not in (Membership.Kind.COMP, Membership.Kind.GIFT):
-        raise ValueError("Only complimentary and gift memberships are granted by hand.")
-    return Membership.objects.create(
-        subscriber=subscriber,
-        kind=kind,
-        plan=plan,
-        status=Membership.Status.ACTIVE,
-        expires_at=expires_at,
-    )
-
-
 def expire_memberships(*, now: datetime | None = None) -> dict[str, int]:
     """Mark lapsed comp/gift memberships expired; remind readers a week before."""
     now = now or timezone.now()

@@ -428,5 +428,3 @@ HANDLERS: dict[str, Callable[[StripeEvent], None]] = {
     "charge.refunded": handle_charge_refunded,
     "charge.dispute.created": handle_dispute_created,
 }
-
-SUPPORTED_EVENT_TYPES = sorted(HANDLERS)
