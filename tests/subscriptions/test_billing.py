@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 
 import pytest
@@ -154,12 +155,24 @@ def test_bad_upgrade_input_gets_clear_errors_and_no_session(client, stripe_api, 
     assert not Subscriber.objects.exists()
 
 
-def test_the_upgrade_form_needs_a_csrf_token(stripe_api, plans):
-    monthly, _ = plans
-    response = Client(enforce_csrf_checks=True).post(
-        "/upgrade/", {"plan": monthly.pk, "email": "x@example.com"}
-    )
-    assert response.status_code == 403
+@pytest.mark.parametrize("path", ["/upgrade/", "/donate/", "/account/billing/"])
+def test_checkout_and_portal_forms_post_only_with_the_pages_csrf_token(stripe_api, plans, path):
+    user = UserFactory(email="csrf@example.com")
+    customer = stripe_api.add_customer(email=user.email)
+    SubscriberFactory(email=user.email, user=user, stripe_customer_id=customer["id"])
+    browser = Client(enforce_csrf_checks=True)
+    browser.force_login(user)
+    page = browser.get(path).content.decode()
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page)
+    assert token is not None
+    data = {"plan": plans[0].pk, "amount": "1000", "frequency": "once"}
+
+    assert browser.post(path, data).status_code == 403  # a cross-site form
+    assert [r for r in stripe_api.requests if r.method == "POST"] == []
+
+    response = browser.post(path, {**data, "csrfmiddlewaretoken": token.group(1)})
+    assert response.status_code == 303
+    assert response["Location"].startswith(stripe_api.url)
 
 
 def test_the_billing_portal_opens_for_the_readers_customer(client, stripe_api):
