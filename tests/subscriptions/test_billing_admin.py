@@ -106,15 +106,16 @@ def editor_client(client):
 
 
 def test_the_membership_admin_shows_the_revenue_summary(editor_client):
-    MembershipFactory(plan=PlanFactory(amount=800))
+    paying = MembershipFactory(plan=PlanFactory(amount=800))
+    ended = MembershipFactory(status=Membership.Status.CANCELED, canceled_at=timezone.now())
     page = editor_client.get("/admin/subscriptions/membership/")
     assert page.status_code == 200
     html = page.content.decode()
     assert "Monthly recurring revenue" in html
     assert "$8.00" in html
-    assert (
-        editor_client.get("/admin/subscriptions/membership/?grants_access=yes").status_code == 200
-    )
+    for value, expected in (("yes", [paying]), ("no", [ended])):
+        listed = editor_client.get(f"/admin/subscriptions/membership/?grants_access={value}")
+        assert list(listed.context["cl"].result_list) == expected
 
 
 def test_editors_can_filter_flagged_and_failed_events_and_retry_one(editor_client, stripe_api):
