@@ -200,37 +200,24 @@ class _WireMessage:
         return None
 
 
-def personalise(
-    *,
-    rendered: RenderedArticleEmail,
-    reader: Reader,
-    send_id: int,
-    subject_prefix: str = "",
-    wire: bool = False,
-) -> ArticleEmailMessage:
-    """One reader's message: their greeting, address and unsubscribe link and headers.
+@dataclass(frozen=True)
+class _ReaderValues:
+    token: str
+    one_click: str
+    greeting_html: str
+    greeting_text: str
+    headers: dict[str, str]
 
-    With `wire=True` (the SMTP backend) the MIME bytes come from the segment's prepared
-    template by plain replacement, when the reader's values allow it.
-    """
+
+def _reader_values(
+    *, rendered: RenderedArticleEmail, reader: Reader, send_id: int
+) -> _ReaderValues:
     if reader.subscriber_id is not None:
         token = make_unsubscribe_token(subscriber_id=reader.subscriber_id)
         one_click = unsubscribe_url(subscriber_id=reader.subscriber_id)
     else:  # a test email to an editor who is not a subscriber
         token = "test"  # noqa: S105 (not a secret: the mailto subject of a test email)
         one_click = f"{settings.SITE_URL}/account/"
-    greeting_html = f"<p>Hi {escape(reader.name)},</p>" if reader.name else ""
-    greeting_text = f"Hi {reader.name},\n" if reader.name else ""
-    html = (
-        rendered.html.replace(UNSUBSCRIBE_PLACEHOLDER, escape(one_click))
-        .replace(GREETING_PLACEHOLDER, greeting_html)
-        .replace(EMAIL_PLACEHOLDER, escape(reader.email))
-    )
-    text = (
-        rendered.text.replace(UNSUBSCRIBE_PLACEHOLDER, one_click)
-        .replace(GREETING_PLACEHOLDER, greeting_text)
-        .replace(EMAIL_PLACEHOLDER, reader.email)
-    )
     mailto = f"mailto:{rendered.mailto}?subject={quote('unsubscribe ' + token)}"
     headers = {
         "Message-ID": message_id(
@@ -241,26 +228,73 @@ def personalise(
         "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
         "List-Id": rendered.list_id,  # RFC 2919
     }
+    return _ReaderValues(
+        token=token,
+        one_click=one_click,
+        greeting_html=f"<p>Hi {escape(reader.name)},</p>" if reader.name else "",
+        greeting_text=f"Hi {reader.name},\n" if reader.name else "",
+        headers=headers,
+    )
+
+
+def personalise(
+    *,
+    rendered: RenderedArticleEmail,
+    reader: Reader,
+    send_id: int,
+    subject_prefix: str = "",
+    wire: bool = False,
+) -> ArticleEmailMessage:
+    """One reader's message: their greeting, address and unsubscribe link and headers.
+
+    With `wire=True` the message also carries its MIME bytes, made from the segment's
+    prepared template by plain replacement when the reader's values allow it.
+    """
+    values = _reader_values(rendered=rendered, reader=reader, send_id=send_id)
+    html = (
+        rendered.html.replace(UNSUBSCRIBE_PLACEHOLDER, escape(values.one_click))
+        .replace(GREETING_PLACEHOLDER, values.greeting_html)
+        .replace(EMAIL_PLACEHOLDER, escape(reader.email))
+    )
+    text = (
+        rendered.text.replace(UNSUBSCRIBE_PLACEHOLDER, values.one_click)
+        .replace(GREETING_PLACEHOLDER, values.greeting_text)
+        .replace(EMAIL_PLACEHOLDER, reader.email)
+    )
     message = ArticleEmailMessage(
         subject=subject_prefix + rendered.subject,
         body=text,
         from_email=rendered.from_email,
         to=[reader.email],
         reply_to=list(rendered.reply_to) or None,
-        headers=headers,
+        headers=values.headers,
     )
     message.attach_alternative(html, "text/html")
     if wire and rendered.wire_template is not None and not subject_prefix:
-        message.wire = _personalised_wire(
-            rendered.wire_template,
-            reader=reader,
-            headers=headers,
-            one_click=one_click,
-            token=token,
-            greeting_html=greeting_html,
-            greeting_text=greeting_text,
-        )
+        message.wire = _personalised_wire(rendered.wire_template, reader=reader, values=values)
     return message
+
+
+def personalised_bytes(
+    *, rendered: RenderedArticleEmail, reader: Reader, send_id: int
+) -> tuple[bytes, str] | None:
+    """(MIME bytes, Message-ID) for one reader, straight from the prepared template.
+
+    The fast path for SMTP: no message object at all. None when this reader's message
+    must be built field by field (no template, or an address that needs encoding).
+    """
+    if rendered.wire_template is None:
+        return None
+    values = _reader_values(rendered=rendered, reader=reader, send_id=send_id)
+    data = _personalised_wire(rendered.wire_template, reader=reader, values=values)
+    if data is None:
+        return None
+    return data, values.headers["Message-ID"]
+
+
+def envelope_sender(rendered: RenderedArticleEmail) -> str:
+    """The bare address for MAIL FROM."""
+    return parseaddr(rendered.from_email)[1]
 
 
 def prepare_wire_template(rendered: RenderedArticleEmail) -> tuple[bytes, bytes] | None:
@@ -308,34 +342,27 @@ def prepare_wire_template(rendered: RenderedArticleEmail) -> tuple[bytes, bytes]
 
 
 def _personalised_wire(
-    template: tuple[bytes, bytes],
-    *,
-    reader: Reader,
-    headers: dict[str, str],
-    one_click: str,
-    token: str,
-    greeting_html: str,
-    greeting_text: str,
+    template: tuple[bytes, bytes], *, reader: Reader, values: _ReaderValues
 ) -> bytes | None:
     if not reader.email.isascii():
         return None  # the To header needs encoding: build this one the slow way
     text_part, html_part = template
     text_part = (
-        text_part.replace(GREETING_PLACEHOLDER.encode(), _wire_bytes(greeting_text))
+        text_part.replace(GREETING_PLACEHOLDER.encode(), _wire_bytes(values.greeting_text))
         .replace(EMAIL_PLACEHOLDER.encode(), _wire_bytes(reader.email))
-        .replace(UNSUBSCRIBE_PLACEHOLDER.encode(), _wire_bytes(one_click))
+        .replace(UNSUBSCRIBE_PLACEHOLDER.encode(), _wire_bytes(values.one_click))
     )
     html_part = (
-        html_part.replace(GREETING_PLACEHOLDER.encode(), _wire_bytes(greeting_html))
+        html_part.replace(GREETING_PLACEHOLDER.encode(), _wire_bytes(values.greeting_html))
         .replace(EMAIL_PLACEHOLDER.encode(), _wire_bytes(escape(reader.email)))
-        .replace(UNSUBSCRIBE_PLACEHOLDER.encode(), _wire_bytes(escape(one_click)))
+        .replace(UNSUBSCRIBE_PLACEHOLDER.encode(), _wire_bytes(escape(values.one_click)))
     )
     return (
         (text_part + html_part)
         .replace(_TO_PLACEHOLDER.encode(), reader.email.encode(), 1)
-        .replace(_MESSAGE_ID_PLACEHOLDER.encode(), headers["Message-ID"].encode(), 1)
+        .replace(_MESSAGE_ID_PLACEHOLDER.encode(), values.headers["Message-ID"].encode(), 1)
         .replace(_DATE_PLACEHOLDER.encode(), _date().encode(), 1)
-        .replace(_MAILTO_TOKEN_PLACEHOLDER.encode(), quote(token).encode(), 1)
+        .replace(_MAILTO_TOKEN_PLACEHOLDER.encode(), quote(values.token).encode(), 1)
     )
 
 

@@ -21,6 +21,7 @@ import logging
 import smtplib
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -38,7 +39,9 @@ from newsletter.models import Article, Delivery, EmailSend, Publication
 from newsletter.services.email_rendering import (
     Reader,
     RenderedArticleEmail,
+    envelope_sender,
     personalise,
+    personalised_bytes,
     render_article_email,
 )
 from subscriptions.models import Subscriber
@@ -306,7 +309,7 @@ def send_chunk(
     deadline = time.monotonic() + settings.EMAIL_CLAIM_TIMEOUT / 2
     failures: list[tuple[_Claimed, bool, str]] = []
     connection = connection_factory()
-    wire = isinstance(connection, SMTPBackend)
+    marker = _SentMarker(claimed_at=claimed_at)
     try:
         connection.open()
     except Exception as exc:  # noqa: BLE001 (any backend's failure to connect is temporary)
@@ -320,16 +323,13 @@ def send_chunk(
             rendered = _rendered(
                 email_send=email_send, segment=delivery.segment, publication=publication
             )
-            message = personalise(
-                rendered=rendered,
-                reader=Reader(
-                    subscriber_id=delivery.subscriber_id, email=delivery.email, name=delivery.name
-                ),
-                send_id=email_send_id,
-                wire=wire,
+            reader = Reader(
+                subscriber_id=delivery.subscriber_id, email=delivery.email, name=delivery.name
             )
             try:
-                connection.send_messages([message])
+                provider_id = _hand_over(
+                    connection=connection, rendered=rendered, reader=reader, send_id=email_send_id
+                )
             except Exception as exc:  # noqa: BLE001 (recorded per delivery, below)
                 permanent, error = _classify(exc)
                 failures.append((delivery, permanent, error))
@@ -344,17 +344,100 @@ def send_chunk(
                         failures.extend((d, False, error) for d in claimed[index + 1 :])
                         break
                 continue
-            status = getattr(message, "anymail_status", None)
-            provider_id = getattr(status, "message_id", None) or message.extra_headers.get(
-                "Message-ID", ""
-            )
-            if _mark_sent(pk=delivery.pk, claimed_at=claimed_at, provider_message_id=provider_id):
-                result.sent += 1
+            marker.mark(pk=delivery.pk, provider_message_id=provider_id)
     finally:
         connection.close()
+        result.sent = marker.finish()
     _record_failures(failures, claimed_at=claimed_at, result=result)
     _record_chunk(email_send_id=email_send_id, result=result)
     return result
+
+
+def _hand_over(
+    *, connection: Any, rendered: RenderedArticleEmail, reader: Reader, send_id: int
+) -> str:
+    """Give one message to the email backend; returns its message id.
+
+    Over SMTP the prepared bytes go straight to the open smtplib connection; any other
+    backend (an anymail ESP) gets an ordinary message object.
+    """
+    smtp = connection.connection if isinstance(connection, SMTPBackend) else None
+    if smtp is not None:
+        prepared = personalised_bytes(rendered=rendered, reader=reader, send_id=send_id)
+        if prepared is not None:
+            data, provider_id = prepared
+            smtp.sendmail(envelope_sender(rendered), [reader.email], data)
+            return provider_id
+    message = personalise(rendered=rendered, reader=reader, send_id=send_id)
+    connection.send_messages([message])
+    status = getattr(message, "anymail_status", None)
+    return getattr(status, "message_id", None) or message.extra_headers.get("Message-ID", "")
+
+
+class _SentMarker:
+    """Commits each delivery as sent while the next message is already on its way.
+
+    Every mark is handed to the helper thread, which writes it to PostgreSQL at once,
+    as soon as the server accepted the message; the worker waits for a mark's result
+    only after handing over the next message, so the database round trip overlaps
+    with the SMTP dialogue instead of adding to it, and no mark is more than one
+    behind. A statement PostgreSQL has received commits even if the worker is killed
+    before reading the answer.
+
+    The marks go over a second database connection in a helper thread, whose commits
+    return without waiting for the WAL flush (`synchronous_commit = off`): a worker
+    that dies loses nothing by that, only a crash of the database server itself can
+    lose the last fraction of a second of marks, whose messages would go out again.
+    Inside a transaction (tests) the marks are made inline on the caller's connection.
+    """
+
+    def __init__(self, *, claimed_at: datetime) -> None:
+        self.claimed_at = claimed_at
+        self.sent = 0
+        self.inline = db_connection.in_atomic_block
+        self._executor: ThreadPoolExecutor | None = None
+        self._pending: Future[bool] | None = None
+
+    def mark(self, *, pk: int, provider_message_id: str) -> None:
+        if self.inline:
+            self.sent += _mark_sent(
+                pk=pk, claimed_at=self.claimed_at, provider_message_id=provider_message_id
+            )
+            return
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sent-marker")
+            self._executor.submit(_relax_commit).result()
+        submitted = self._executor.submit(
+            _mark_sent, pk=pk, claimed_at=self.claimed_at, provider_message_id=provider_message_id
+        )
+        self._collect()  # the previous mark: never more than one behind
+        self._pending = submitted
+
+    def _collect(self) -> None:
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            self.sent += pending.result()
+
+    def finish(self) -> int:
+        """Wait for the last mark and close the helper's connection; the number sent."""
+        if self._executor is not None:
+            try:
+                self._collect()
+            finally:
+                # The helper thread's own connection; closed in that thread.
+                self._executor.submit(_close_connection).result()
+                self._executor.shutdown()
+        return self.sent
+
+
+def _close_connection() -> None:
+    db_connection.close()
+
+
+def _relax_commit() -> None:
+    if db_connection.vendor == "postgresql":
+        with db_connection.cursor() as cursor:
+            cursor.execute("SET synchronous_commit TO off")
 
 
 def _release(deliveries: list[_Claimed], *, claimed_at: datetime) -> int:

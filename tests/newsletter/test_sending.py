@@ -395,3 +395,18 @@ def test_test_email_goes_only_to_the_editor_with_the_whole_article(readers):
     assert not EmailSend.objects.exists()
     article.refresh_from_db()
     assert article.status == Article.Status.DRAFT
+
+
+@pytest.mark.django_db(transaction=True)
+def test_outside_a_transaction_sent_marks_are_committed_by_a_helper_connection(
+    readers, settings
+):
+    settings.EMAIL_SEND_PARALLELISM = 0  # publishing queues no chunk; this test runs one
+    email_send = publish_article(article=ArticleFactory()).email_send
+    assert EmailSend.objects.get(pk=email_send.pk).status == EmailSend.Status.SENDING
+
+    result = sending.send_chunk(email_send_id=email_send.pk)
+
+    assert (result.claimed, result.sent) == (3, 3)
+    assert set(email_send.deliveries.values_list("status", flat=True)) == {"sent"}
+    assert len(mail.outbox) == 3
