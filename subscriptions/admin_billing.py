@@ -93,6 +93,7 @@ class MembershipAdmin(admin.ModelAdmin):
             {
                 "fields": [
                     "stripe_subscription_id",
+                    "current_period_start",
                     "current_period_end",
                     "cancel_at_period_end",
                     "canceled_at",
@@ -115,7 +116,8 @@ class MembershipAdmin(admin.ModelAdmin):
         fields = list(super().get_readonly_fields(request, obj))
         if obj is not None and obj.kind == Membership.Kind.STRIPE:
             # Stripe is the source of truth; edits here would be overwritten.
-            fields += ["kind", "status", "stripe_subscription_id", "current_period_end"]
+            fields += ["kind", "status", "stripe_subscription_id", "current_period_start"]
+            fields += ["current_period_end"]
             fields += ["cancel_at_period_end", "plan"]
         return fields
 

@@ -112,6 +112,9 @@ class Membership(models.Model):
     kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.STRIPE)
     stripe_subscription_id = models.CharField(max_length=100, null=True, blank=True, unique=True)
     status = models.CharField(max_length=30, choices=Status.choices, default=Status.INCOMPLETE)
+    current_period_start = models.DateTimeField(
+        null=True, blank=True, help_text="Start of the period being billed; grace runs from it."
+    )
     current_period_end = models.DateTimeField(null=True, blank=True)
     cancel_at_period_end = models.BooleanField(default=False)
     expires_at = models.DateTimeField(

@@ -17,6 +17,8 @@ if TYPE_CHECKING:
 
 # A reader whose card failed keeps access this long past the end of the paid period
 # while Stripe retries the payment (Stripe's Smart Retries run for about two weeks).
+# Stripe starts the next period when it bills for it, paid or not, so the paid period
+# ended at the current period's start: https://docs.stripe.com/billing/subscriptions/overview
 PAST_DUE_GRACE = timedelta(days=7)
 
 
@@ -27,7 +29,7 @@ def access_granting_memberships(*, now=None) -> QuerySet[Membership]:
         | Q(
             kind=Membership.Kind.STRIPE,
             status="past_due",
-            current_period_end__gt=now - PAST_DUE_GRACE,
+            current_period_start__gt=now - PAST_DUE_GRACE,
         )
         | Q(
             kind__in=[Membership.Kind.COMP, Membership.Kind.GIFT],

@@ -57,14 +57,15 @@ def invoice_subscription_metadata(invoice: dict[str, Any]) -> dict[str, str]:
     return dict((details or {}).get("metadata") or {})
 
 
-def subscription_period_end(subscription: dict[str, Any]) -> datetime | None:
+def subscription_period(subscription: dict[str, Any], bound: str) -> datetime | None:
+    """`current_period_start` or `current_period_end` of a subscription."""
     # Since API version 2025-03-31 the period lives on each subscription item.
-    ends = [
-        item.get("current_period_end")
+    values = [
+        item.get(bound)
         for item in (subscription.get("items") or {}).get("data", [])
-        if item.get("current_period_end")
+        if item.get(bound)
     ]
-    return from_timestamp(subscription.get("current_period_end") or (max(ends) if ends else None))
+    return from_timestamp(subscription.get(bound) or (max(values) if values else None))
 
 
 def subscription_price_id(subscription: dict[str, Any]) -> str | None:
@@ -191,7 +192,8 @@ def sync_membership_from_stripe(
 
     membership.status = status
     membership.plan = plan or membership.plan
-    membership.current_period_end = subscription_period_end(subscription)
+    membership.current_period_start = subscription_period(subscription, "current_period_start")
+    membership.current_period_end = subscription_period(subscription, "current_period_end")
     membership.cancel_at_period_end = bool(
         subscription.get("cancel_at_period_end") or subscription.get("cancel_at")
     )

@@ -293,9 +293,14 @@ class FakeStripeAPI:
             return copy.deepcopy(invoice)
 
     def fail_invoice(self, subscription_id: str) -> dict[str, Any]:
-        """A renewal payment failed: an open invoice, the subscription past_due."""
+        """A renewal payment failed: the new period started (Stripe moves it on when it
+        bills, paid or not), an open invoice, the subscription past_due."""
         with self._lock:
             sub = self._store.get("subscription", subscription_id)
+            for item in sub["items"]["data"]:
+                length = item["current_period_end"] - item["current_period_start"]
+                item["current_period_start"] = item["current_period_end"]
+                item["current_period_end"] += length
             sub["status"] = "past_due"
             invoice = self._invoice(sub, billing_reason="subscription_cycle", paid=False)
             sub["latest_invoice"] = invoice["id"]

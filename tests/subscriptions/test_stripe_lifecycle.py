@@ -97,10 +97,13 @@ def test_checkout_then_active_then_payment_failed_then_past_due_then_canceled(
     assert "http://testserver/account/billing/" in mail.outbox[0].body
     assert can_read(client, user, paid_article)
 
-    # Past the grace period with the payment still failing, access ends.
+    # Past the grace period with the payment still failing, access ends, although
+    # the unpaid period Stripe started runs on.
     Membership.objects.filter(pk=membership.pk).update(
-        current_period_end=timezone.now() - access.PAST_DUE_GRACE - timedelta(hours=1)
+        current_period_start=timezone.now() - access.PAST_DUE_GRACE - timedelta(hours=1)
     )
+    membership.refresh_from_db()
+    assert membership.current_period_end > timezone.now()
     assert not can_read(client, user, paid_article)
 
     # Stripe gives up and cancels the subscription.
@@ -153,11 +156,13 @@ def test_a_trial_counts_and_a_stale_past_due_does_not(stripe_api, plan):
         current_period_end=timezone.now() + timedelta(days=14),
     )
     assert access.subscriber_is_paid(subscriber=subscriber)
+    # A failed renewal: Stripe started the new (unpaid) period two days ago.
     membership.status = Membership.Status.PAST_DUE
-    membership.current_period_end = timezone.now() - timedelta(days=2)
+    membership.current_period_start = timezone.now() - timedelta(days=2)
+    membership.current_period_end = timezone.now() + timedelta(days=28)
     membership.save()
     assert access.subscriber_is_paid(subscriber=subscriber)  # inside the grace period
-    membership.current_period_end = timezone.now() - access.PAST_DUE_GRACE - timedelta(days=1)
+    membership.current_period_start = timezone.now() - access.PAST_DUE_GRACE - timedelta(days=1)
     membership.save()
     assert not access.subscriber_is_paid(subscriber=subscriber)
     for status in ("unpaid", "incomplete", "paused", "canceled"):
