@@ -17,7 +17,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from subscriptions.models import Membership, Plan, Subscriber
-from subscriptions.services.notifications import send_transactional_email
+from subscriptions.services.notifications import send_email_on_commit
 from subscriptions.services.tokens import absolute_url
 
 logger = logging.getLogger(__name__)
@@ -244,7 +244,7 @@ def expire_memberships(*, now: datetime | None = None) -> dict[str, int]:
                 membership.reminder_sent_at = now
                 membership.save(update_fields=["reminder_sent_at", "updated_at"])
                 continue
-            send_transactional_email(
+            send_email_on_commit(
                 to=subscriber.email,
                 subject="Your membership ends soon",
                 template="membership_reminder",

@@ -36,14 +36,17 @@ def test_comp_and_gift_memberships_grant_access_until_they_expire():
     assert gift.subscriber in access.paid_subscribers(now=later)
 
 
-def test_the_periodic_task_expires_lapsed_memberships_and_reminds_a_week_before():
+def test_the_periodic_task_expires_lapsed_memberships_and_reminds_a_week_before(
+    django_capture_on_commit_callbacks,
+):
     lapsed = granted("gift", days=30)
     Membership.objects.filter(pk=lapsed.pk).update(expires_at=timezone.now() - timedelta(hours=1))
     soon = granted("comp", days=5)
     later = granted("gift", days=20)
     endless = granted("comp", days=None)
 
-    result = expire_memberships.delay().get()
+    with django_capture_on_commit_callbacks(execute=True):
+        result = expire_memberships.delay().get()
 
     assert result == {"expired": 1, "reminded": 1}
     lapsed.refresh_from_db()
@@ -60,14 +63,36 @@ def test_the_periodic_task_expires_lapsed_memberships_and_reminds_a_week_before(
         assert untouched.status == Membership.Status.ACTIVE
 
     # Running again sends nothing new.
-    assert expire_memberships.delay().get() == {"expired": 0, "reminded": 0}
+    with django_capture_on_commit_callbacks(execute=True):
+        assert expire_memberships.delay().get() == {"expired": 0, "reminded": 0}
     assert len(mail.outbox) == 1
 
 
-def test_no_reminder_goes_to_a_bounced_address():
+def test_a_reminder_the_mail_server_refuses_does_not_stop_the_others(
+    settings, django_capture_on_commit_callbacks
+):
+    import socket
+
+    with socket.socket() as closed:  # a port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST, settings.EMAIL_PORT, settings.EMAIL_TIMEOUT = "127.0.0.1", port, 2
+    due = [granted("comp", days=3), granted("gift", days=4)]
+
+    with django_capture_on_commit_callbacks(execute=True):
+        assert expire_memberships.delay().get() == {"expired": 0, "reminded": 2}
+
+    for membership in due:
+        membership.refresh_from_db()
+        assert membership.reminder_sent_at is not None  # at most one reminder each
+
+
+def test_no_reminder_goes_to_a_bounced_address(django_capture_on_commit_callbacks):
     bounced = SubscriberFactory(status="bounced")
     membership = granted("gift", days=2, subscriber=bounced)
-    assert memberships.expire_memberships()["reminded"] == 0
+    with django_capture_on_commit_callbacks(execute=True):
+        assert memberships.expire_memberships()["reminded"] == 0
     assert mail.outbox == []
     membership.refresh_from_db()
     assert membership.reminder_sent_at is not None
