@@ -22,6 +22,22 @@ def session_id_of(response) -> str:
     return response["Location"].rsplit("/", 1)[-1]
 
 
+@pytest.fixture
+def paid_donation(client, stripe_api, django_capture_on_commit_callbacks):
+    """Donate through the form, pay in Checkout, deliver checkout.session.completed."""
+
+    def pay(**form):
+        session = stripe_api.complete_checkout(session_id_of(donate(client, **form)))
+        send_event(
+            client,
+            stripe_api.event("checkout.session.completed", session),
+            capture_on_commit=django_capture_on_commit_callbacks,
+        )
+        return session
+
+    return pay
+
+
 def test_the_donate_page_offers_presets_custom_amounts_and_monthly(client):
     page = client.get("/donate/").content.decode()
     for label in ("$5.00", "$10.00", "$25.00", "$50.00", "Other amount", "Monthly"):
@@ -181,15 +197,9 @@ def test_monthly_support_is_recorded_and_each_renewal_adds_a_donation(
 
 
 def test_a_refund_marks_the_donation_refunded(
-    client, stripe_api, django_capture_on_commit_callbacks
+    client, stripe_api, paid_donation, django_capture_on_commit_callbacks
 ):
-    response = donate(client, amount="5000")
-    session = stripe_api.complete_checkout(session_id_of(response))
-    send_event(
-        client,
-        stripe_api.event("checkout.session.completed", session),
-        capture_on_commit=django_capture_on_commit_callbacks,
-    )
+    session = paid_donation(amount="5000")
     charge = stripe_api.refund_charge(payment_intent=session["payment_intent"])
     send_event(
         client,
@@ -202,15 +212,9 @@ def test_a_refund_marks_the_donation_refunded(
 
 
 def test_a_partial_refund_leaves_the_donation_paid(
-    client, stripe_api, django_capture_on_commit_callbacks
+    client, stripe_api, paid_donation, django_capture_on_commit_callbacks
 ):
-    response = donate(client, amount="5000")
-    session = stripe_api.complete_checkout(session_id_of(response))
-    send_event(
-        client,
-        stripe_api.event("checkout.session.completed", session),
-        capture_on_commit=django_capture_on_commit_callbacks,
-    )
+    session = paid_donation(amount="5000")
     charge = {
         "id": "ch_partial",
         "object": "charge",
@@ -236,16 +240,10 @@ def test_a_partial_refund_leaves_the_donation_paid(
 
 
 def test_a_dispute_flags_the_event_and_tells_the_editors(
-    client, stripe_api, django_capture_on_commit_callbacks
+    client, stripe_api, paid_donation, django_capture_on_commit_callbacks
 ):
     StaffUserFactory(email="editor@example.com")
-    response = donate(client, amount="5000", email="angry@example.com")
-    session = stripe_api.complete_checkout(session_id_of(response))
-    send_event(
-        client,
-        stripe_api.event("checkout.session.completed", session),
-        capture_on_commit=django_capture_on_commit_callbacks,
-    )
+    session = paid_donation(amount="5000", email="angry@example.com")
     mail.outbox.clear()
     dispute = {
         "id": "du_1",
@@ -368,15 +366,9 @@ def test_a_refund_of_the_first_month_of_monthly_support_is_recorded(
 
 
 def test_a_month_of_support_that_cost_nothing_records_no_donation(
-    client, stripe_api, django_capture_on_commit_callbacks
+    client, stripe_api, paid_donation, django_capture_on_commit_callbacks
 ):
-    response = donate(client, frequency="monthly", amount="1000", email="coupon@example.com")
-    session = stripe_api.complete_checkout(session_id_of(response))
-    send_event(
-        client,
-        stripe_api.event("checkout.session.completed", session),
-        capture_on_commit=django_capture_on_commit_callbacks,
-    )
+    session = paid_donation(frequency="monthly", amount="1000", email="coupon@example.com")
     free_month = {**stripe_api.renew_subscription(session["subscription"]), "amount_paid": 0}
     event = stripe_api.event("invoice.paid", free_month)
 
