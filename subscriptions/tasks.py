@@ -2,7 +2,7 @@
 
 from celery import shared_task
 
-from subscriptions.services import memberships, stripe_events
+from subscriptions.services import memberships, signup, stripe_events
 
 
 @shared_task(acks_late=True)
@@ -24,3 +24,16 @@ def retry_stripe_events() -> int:
 def expire_memberships() -> dict[str, int]:
     """End lapsed comp and gift memberships; remind readers a week before."""
     return memberships.expire_memberships()
+
+
+# Signup emails are sent here, not in the request: the answer to a signup must take as
+# long for an address that gets mail as for one that does not (no address enumeration).
+# OSError covers smtplib's errors and dropped connections.
+@shared_task(autoretry_for=(OSError,), retry_backoff=30, max_retries=5)
+def send_confirmation_email(subscriber_id: int) -> bool:
+    return signup.send_confirmation_email(subscriber_id=subscriber_id)
+
+
+@shared_task(autoretry_for=(OSError,), retry_backoff=30, max_retries=5)
+def send_welcome_email(subscriber_id: int) -> bool:
+    return signup.send_welcome_email(subscriber_id=subscriber_id)

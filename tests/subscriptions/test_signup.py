@@ -287,3 +287,31 @@ def test_an_old_confirmation_link_does_not_put_a_departed_address_back_on_the_li
     assert b"no longer valid" in response.content
     assert Subscriber.objects.get().status == status
     assert len(mail.outbox) == 1
+
+
+def test_the_signup_request_queues_the_confirmation_instead_of_waiting_on_the_mail_server(
+    client, django_capture_on_commit_callbacks, monkeypatch
+):
+    from subscriptions import tasks
+
+    queued: list[int] = []
+    monkeypatch.setattr(tasks.send_confirmation_email, "delay", queued.append)
+    SubscriberFactory(email="active@example.com", status=Subscriber.Status.ACTIVE)
+
+    for email in ["new@example.com", "active@example.com"]:
+        assert post_signup(client, django_capture_on_commit_callbacks, email).status_code == 200
+
+    # No mail left in either request: sending (and its time) happens in the worker.
+    assert mail.outbox == []
+    assert queued == [Subscriber.objects.get(email="new@example.com").pk]
+
+
+def test_a_queued_confirmation_is_dropped_if_the_reader_left_meanwhile():
+    from subscriptions.services.signup import send_confirmation_email
+
+    pending = SubscriberFactory(status=Subscriber.Status.PENDING)
+    gone = SubscriberFactory(status=Subscriber.Status.UNSUBSCRIBED)
+
+    assert send_confirmation_email(subscriber_id=pending.pk) is True
+    assert send_confirmation_email(subscriber_id=gone.pk) is False
+    assert [m.to for m in mail.outbox] == [[pending.email]]
