@@ -11,7 +11,6 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import IntegrityError, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
@@ -25,6 +24,7 @@ from subscriptions.services.memberships import (
     PURPOSE_KEY,
     PURPOSE_MEMBERSHIP,
     SUBSCRIBER_KEY,
+    find_or_create_subscriber,
 )
 from subscriptions.services.tokens import absolute_url
 
@@ -67,20 +67,12 @@ def subscriber_for_checkout(*, email: str, user: Any | None = None) -> Subscribe
         linked = link_reader_account(user=user, email=user.email or email, signup=True)
         if linked is not None:
             return linked
-    email = clean_address(email)
-    subscriber = Subscriber.objects.filter(email__iexact=email).first()
-    if subscriber is None:
-        try:
-            with transaction.atomic():
-                subscriber = Subscriber.objects.create(
-                    email=email,
-                    status=Subscriber.Status.PENDING,
-                    consent_at=timezone.now(),
-                    consent_source="upgrade",
-                )
-        except IntegrityError:
-            subscriber = Subscriber.objects.get(email__iexact=email)
-    return subscriber
+    return find_or_create_subscriber(
+        email=clean_address(email),
+        status=Subscriber.Status.PENDING,
+        consent_at=timezone.now(),
+        consent_source="upgrade",
+    )
 
 
 def ensure_stripe_customer(*, subscriber: Subscriber) -> str:

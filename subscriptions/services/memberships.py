@@ -102,28 +102,33 @@ def find_subscriber_for_stripe(
     return None
 
 
+def find_or_create_subscriber(*, email: str, **fields: Any) -> Subscriber:
+    """The subscriber with this address (in any case), or a new one with these fields."""
+    subscriber = Subscriber.objects.filter(email__iexact=email).first()
+    if subscriber is not None:
+        return subscriber
+    try:
+        with transaction.atomic():
+            return Subscriber.objects.create(email=email, **fields)
+    except IntegrityError:  # the same address, added meanwhile
+        return Subscriber.objects.get(email__iexact=email)
+
+
 def subscriber_from_payment(*, email: str, name: str = "", source: str) -> Subscriber:
     """The reader behind a payment made outside our pages (a Payment Link, the dashboard).
 
     Paying for the publication is a clear request to receive it, so a new address is
-    created active; an existing pending one is confirmed.
+    created active (a known pending one is confirmed by `confirm_paying_subscriber`).
     """
-    email = email.strip()
-    subscriber = Subscriber.objects.filter(email__iexact=email).first()
-    if subscriber is None:
-        try:
-            with transaction.atomic():
-                subscriber = Subscriber.objects.create(
-                    email=email,
-                    name=name[:200],
-                    status=Subscriber.Status.ACTIVE,
-                    consent_at=timezone.now(),
-                    consent_source=source,
-                    confirmed_at=timezone.now(),
-                )
-        except IntegrityError:
-            subscriber = Subscriber.objects.get(email__iexact=email)
-    return subscriber
+    now = timezone.now()
+    return find_or_create_subscriber(
+        email=email.strip(),
+        name=name[:200],
+        status=Subscriber.Status.ACTIVE,
+        consent_at=now,
+        consent_source=source,
+        confirmed_at=now,
+    )
 
 
 def confirm_paying_subscriber(*, subscriber: Subscriber, source: str) -> None:

@@ -283,10 +283,7 @@ class FakeStripeAPI:
         """A new period was paid: a new invoice, the period moved on."""
         with self._lock:
             sub = self._store.get("subscription", subscription_id)
-            for item in sub["items"]["data"]:
-                length = item["current_period_end"] - item["current_period_start"]
-                item["current_period_start"] = item["current_period_end"]
-                item["current_period_end"] += length
+            _start_next_period(sub)
             sub["status"] = "active"
             invoice = self._invoice(sub, billing_reason="subscription_cycle")
             sub["latest_invoice"] = invoice["id"]
@@ -297,10 +294,7 @@ class FakeStripeAPI:
         bills, paid or not), an open invoice, the subscription past_due."""
         with self._lock:
             sub = self._store.get("subscription", subscription_id)
-            for item in sub["items"]["data"]:
-                length = item["current_period_end"] - item["current_period_start"]
-                item["current_period_start"] = item["current_period_end"]
-                item["current_period_end"] += length
+            _start_next_period(sub)
             sub["status"] = "past_due"
             invoice = self._invoice(sub, billing_reason="subscription_cycle", paid=False)
             sub["latest_invoice"] = invoice["id"]
@@ -719,6 +713,13 @@ class FakeStripeAPI:
         )
         handler.send_header("Content-Length", "0")
         handler.end_headers()
+
+
+def _start_next_period(sub: dict[str, Any]) -> None:
+    for item in sub["items"]["data"]:
+        length = item["current_period_end"] - item["current_period_start"]
+        item["current_period_start"] = item["current_period_end"]
+        item["current_period_end"] += length
 
 
 def _public(session: dict[str, Any]) -> dict[str, Any]:
