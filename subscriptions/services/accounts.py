@@ -15,7 +15,7 @@ from allauth.account.models import EmailAddress
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, models, transaction
-from django.db.models import Q
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from newsletter.models import Comment, Delivery
@@ -169,20 +169,32 @@ def _row(obj: models.Model, *, exclude: tuple[str, ...] = ()) -> dict[str, Any]:
     }
 
 
-def export_reader_data(*, user: AbstractBaseUser) -> dict[str, Any]:
-    """Everything stored about this reader, for the account page's JSON download."""
-    subscriber = subscriber_for_account(user=user)
-    emails = {getattr(user, "email", "")} | set(
-        EmailAddress.objects.filter(user_id=user.pk).values_list("email", flat=True)
+def _owned_addresses(*, user: AbstractBaseUser, subscriber: Subscriber | None) -> set[str]:
+    """The addresses this reader has proved are theirs.
+
+    Not every address on the account: allauth lets a reader add any address, which
+    stays unverified until its owner follows the link, and it must not reach that
+    owner's donations or suppress their mail.
+    """
+    emails = set(
+        EmailAddress.objects.filter(user_id=user.pk, verified=True).values_list("email", flat=True)
     )
     if subscriber is not None:
         emails.add(subscriber.email)
-    emails.discard("")
-    donations_q = Q(pk__in=[])
+    return emails
+
+
+def _donations_of(*, emails: set[str], subscriber: Subscriber | None) -> QuerySet[Donation]:
+    match = Q(subscriber=subscriber) if subscriber is not None else Q(pk__in=[])
     for email in emails:
-        donations_q |= Q(email__iexact=email)
-    if subscriber is not None:
-        donations_q |= Q(subscriber=subscriber)
+        match |= Q(email__iexact=email)
+    return Donation.objects.filter(match)
+
+
+def export_reader_data(*, user: AbstractBaseUser) -> dict[str, Any]:
+    """Everything stored about this reader, for the account page's JSON download."""
+    subscriber = subscriber_for_account(user=user)
+    emails = _owned_addresses(user=user, subscriber=subscriber)
     data: dict[str, Any] = {
         "exported_at": timezone.now(),
         "account": _row(user, exclude=("password",)),
@@ -191,7 +203,7 @@ def export_reader_data(*, user: AbstractBaseUser) -> dict[str, Any]:
         "paid": subscriber_is_paid(subscriber=subscriber),
         "memberships": [],
         "deliveries": [],
-        "donations": [_row(d) for d in Donation.objects.filter(donations_q)],
+        "donations": [_row(d) for d in _donations_of(emails=emails, subscriber=subscriber)],
         "comments": [_row(c) for c in Comment.objects.filter(user_id=user.pk)],
     }
     if subscriber is not None:
@@ -223,21 +235,13 @@ def delete_reader_account(*, user: AbstractBaseUser) -> None:
             "You have a paid subscription that still renews. Cancel it under Billing "
             "(/account/billing/) first, then delete your account."
         )
-    emails = {getattr(user, "email", "")} | set(
-        EmailAddress.objects.filter(user_id=user.pk).values_list("email", flat=True)
-    )
-    if subscriber is not None:
-        emails.add(subscriber.email)
-    emails.discard("")
+    emails = _owned_addresses(user=user, subscriber=subscriber)
     with transaction.atomic():
         for email in emails:
             suppress(email=email, reason="account deleted")
-        donations_q = Q(pk__in=[])
-        for email in emails:
-            donations_q |= Q(email__iexact=email)
-        if subscriber is not None:
-            donations_q |= Q(subscriber=subscriber)
-        Donation.objects.filter(donations_q).update(email="", message="", subscriber=None)
+        _donations_of(emails=emails, subscriber=subscriber).update(
+            email="", message="", subscriber=None
+        )
         if subscriber is not None:
             subscriber.delete()
         user.delete()

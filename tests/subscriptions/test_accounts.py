@@ -227,6 +227,28 @@ def test_deleting_the_account_leaves_only_the_suppression_entry(client, rich_rea
     assert not Subscriber.objects.exists()
 
 
+def test_an_unverified_address_on_the_account_reaches_neither_its_owners_donations_nor_mail(
+    client, reader
+):
+    # allauth lets a reader add any address; it stays unverified until its owner confirms.
+    EmailAddress.objects.create(user=reader.user, email="someone.else@example.com")
+    theirs = Donation.objects.create(
+        amount=2500, email="Someone.Else@example.com", message="For the Zürich piece"
+    )
+    client.force_login(reader.user)
+
+    data = json.loads(client.get("/account/export/").content)
+    assert data["donations"] == []
+
+    client.post("/account/delete/", {"confirm": "on"})
+    assert not Subscriber.objects.filter(pk=reader.pk).exists()
+    theirs.refresh_from_db()
+    assert (theirs.email, theirs.message) == ("Someone.Else@example.com", "For the Zürich piece")
+    assert list(Suppression.objects.values_list("email_hash", flat=True)) == [
+        email_hash("reader@example.com")
+    ]
+
+
 def test_deleting_is_refused_while_a_stripe_subscription_still_renews(client, rich_reader):
     client.force_login(rich_reader.user)
     response = client.post("/account/delete/", {"confirm": "on"}, follow=True)
