@@ -18,7 +18,7 @@ from django.db import IntegrityError, models, transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from newsletter.models import Comment, Delivery
+from newsletter.models import Comment, CommentBan, Delivery
 from subscriptions.models import Donation, Membership, Subscriber
 from subscriptions.services.access import subscriber_is_paid
 from subscriptions.services.addresses import suppress, unsuppress
@@ -205,6 +205,13 @@ def export_reader_data(*, user: AbstractBaseUser) -> dict[str, Any]:
         "deliveries": [],
         "donations": [_row(d) for d in _donations_of(emails=emails, subscriber=subscriber)],
         "comments": [_row(c) for c in Comment.objects.filter(user_id=user.pk)],
+        "comment_ban": next(
+            (
+                _row(b, exclude=("banned_by_id",))
+                for b in CommentBan.objects.filter(user_id=user.pk)
+            ),
+            None,
+        ),
     }
     if subscriber is not None:
         data["memberships"] = [_row(m) for m in subscriber.memberships.all()]

@@ -12,7 +12,7 @@ from django.contrib.auth import get_user_model
 from django.core import mail
 from django.core.management import call_command
 
-from newsletter.models import Comment, Delivery, EmailSend
+from newsletter.models import Comment, CommentBan, Delivery, EmailSend
 from subscriptions.models import Donation, Membership, Subscriber, Suppression
 from subscriptions.services.addresses import email_hash
 from subscriptions.services.imports import import_subscribers_csv
@@ -161,6 +161,7 @@ def rich_reader(reader):
     Delivery.objects.create(send=send, subscriber=reader, status="sent")
     MembershipFactory(subscriber=reader)
     Comment.objects.create(article=article, user=reader.user, body="A sharp piece, thanks.")
+    CommentBan.objects.create(user=reader.user, reason="Insults in the Zürich thread")
     Donation.objects.create(
         amount=500, email="reader@example.com", message="Keep going", status="paid"
     )
@@ -193,6 +194,7 @@ def test_the_data_export_contains_everything_stored_about_the_reader(client, ric
     ]
     assert [d["article_title"] for d in data["deliveries"]] == ["The Strait in Winter"]
     assert [c["body"] for c in data["comments"]] == ["A sharp piece, thanks."]
+    assert data["comment_ban"]["reason"] == "Insults in the Zürich thread"
     assert [d["message"] for d in data["donations"]] == ["Keep going"]
 
 
