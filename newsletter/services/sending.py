@@ -9,10 +9,11 @@ delivery sent in its own commit right after the server accepted it.
 
 Exactly once: a delivery is handed to the mail server only while this worker holds its
 claim, and marked sent immediately afterwards. The one window for a duplicate is a
-worker dying after the server accepted a message and before that commit (a few
-milliseconds per message): the sweeper then returns the claim to pending and the message
-goes out again. A worker stops sending from a chunk well before its claims could be
-considered stale, so a slow worker never races the sweeper.
+worker dying after the server accepted a message and before that mark reached
+PostgreSQL (well under a millisecond; see `_SentMarker`): the sweeper then returns the
+claim to pending and the message goes out again, with the same Message-ID. A worker
+stops sending from a chunk well before its claims could be considered stale, so a slow
+worker never races the sweeper.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from django.core.mail import get_connection
 from django.core.mail.backends.smtp import EmailBackend as SMTPBackend
 from django.db import connection as db_connection
 from django.db import transaction
-from django.db.models import Count, F, Max, Min, Q
+from django.db.models import Case, Count, F, Max, Min, Q, QuerySet, Value, When
 from django.utils import timezone
 
 from newsletter.models import Article, Delivery, EmailSend, Publication
@@ -63,10 +64,8 @@ class SendError(Exception):
 # --- Publishing: the send and its deliveries ---------------------------------------
 
 
-def audience(*, article: Article) -> Any:
+def audience(*, article: Article) -> QuerySet[Subscriber]:
     """Subscribers an article is emailed to, annotated with their segment (free/paid)."""
-    from django.db.models import Case, Value, When
-
     paid_ids = paid_subscribers().values("pk")
     readers = Subscriber.objects.filter(status=Subscriber.Status.ACTIVE)
     if article.email_audience == Article.EmailAudience.PAID:
@@ -106,7 +105,8 @@ def create_email_send(*, article: Article) -> EmailSend | None:
 
 def _insert_deliveries(*, email_send: EmailSend, article: Article) -> int:
     """One INSERT ... SELECT: no rows travel through Python (100k rows in seconds)."""
-    readers = audience(article=article).order_by("id").values_list("id", "segment")
+    readers: Any = audience(article=article).order_by("id")
+    readers = readers.values_list("id", "segment")  # the annotation, unknown to mypy
     select_sql, params = readers.query.sql_with_params()
     table = Delivery._meta.db_table
     sql = (
