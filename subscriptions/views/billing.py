@@ -22,7 +22,7 @@ from subscriptions.services.access import subscriber_is_paid, subscriber_is_payi
 from subscriptions.services.accounts import subscriber_for_account
 from subscriptions.services.addresses import InvalidAddress
 from subscriptions.services.donations import format_amount
-from subscriptions.services.ratelimit import client_ip, consume
+from subscriptions.services.ratelimit import client_ip, consume, network_key
 
 _ATTEMPT = re.compile(r"^[0-9a-f]{32}$")
 # Session key: subscribers whose checkout this browser started while signed out.
@@ -66,7 +66,7 @@ def upgrade_view(request: HttpRequest) -> HttpResponse:
     subscriber = subscriber_for_account(user=request.user) if signed_in else None  # type: ignore[arg-type]
     if request.method == "POST":
         form = UpgradeForm(request.POST, signed_in=signed_in)
-        if not consume(scope="upgrade", key=client_ip(request) or "-", limit=20, period=600):
+        if not consume(scope="upgrade", key=network_key(client_ip(request)), limit=20, period=600):
             messages.error(request, "Too many attempts. Please wait a few minutes.")
             return render(
                 request,
@@ -136,7 +136,13 @@ def upgrade_success_view(request: HttpRequest) -> HttpResponse:
     session_id = request.GET.get("session_id", "")
     status = (
         billing.checkout_status(session_id=session_id)
-        if session_id.startswith("cs_") and stripe_client.is_configured()
+        if session_id.startswith("cs_")
+        and stripe_client.is_configured()
+        # Each look-up is a call to Stripe's API: a client reloading or scripting this
+        # page must not use up the account's API rate limit that webhooks rely on.
+        and consume(
+            scope="upgrade_success", key=network_key(client_ip(request)), limit=20, period=600
+        )
         else "unknown"
     )
     return render(request, "subscriptions/billing/upgrade_success.html", {"status": status})

@@ -13,7 +13,7 @@ from django.views.decorators.http import require_http_methods
 
 from subscriptions.services import donations
 from subscriptions.services.accounts import subscriber_for_account
-from subscriptions.services.ratelimit import client_ip, consume
+from subscriptions.services.ratelimit import client_ip, consume, network_key
 
 _ATTEMPT = re.compile(r"^[0-9a-f]{32}$")
 
@@ -89,7 +89,7 @@ def donate_view(request: HttpRequest) -> HttpResponse:
     )
     if request.method == "POST":
         form = DonationForm(request.POST, currency=currency)
-        if not consume(scope="donate", key=client_ip(request) or "-", limit=20, period=600):
+        if not consume(scope="donate", key=network_key(client_ip(request)), limit=20, period=600):
             form.is_valid()
             form.add_error(None, "Too many attempts. Please wait a few minutes.")
             return _render(request, form, status=429)

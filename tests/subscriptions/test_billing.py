@@ -309,3 +309,29 @@ def test_a_complimentary_reader_can_subscribe_before_their_membership_ends(
     assert response.status_code == 303
     [request] = checkout_requests(stripe_api)
     assert request.params["metadata"]["subscriber_id"] == str(subscriber.pk)
+
+
+def test_the_success_page_asks_stripe_a_limited_number_of_times_per_client(
+    client, stripe_api, plans
+):
+    monthly, _ = plans
+    response = client.post("/upgrade/", {"plan": monthly.pk, "email": "s@example.com"})
+    session_id = response["Location"].rsplit("/", 1)[-1]
+    for _ in range(25):
+        page = client.get(f"/upgrade/success/?session_id={session_id}")
+        assert page.status_code == 200
+    assert len(stripe_api.requests_to("GET", "/v1/checkout/sessions/")) == 20
+
+
+def test_the_upgrade_limit_counts_an_ipv6_network_as_one_client(client, stripe_api, plans):
+    monthly, _ = plans
+    answers = [
+        client.post(
+            "/upgrade/",
+            {"plan": monthly.pk, "email": f"r{n}@example.com"},
+            REMOTE_ADDR=f"2001:db8:1:2::{n:x}",
+        ).status_code
+        for n in range(1, 23)
+    ]
+    assert answers[:20] == [303] * 20
+    assert answers[20:] == [429, 429]
