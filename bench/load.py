@@ -268,13 +268,11 @@ def measure_signups(site_url: str, mail: harness.CapturedMail, *, total: int) ->
     accepted = Subscriber.objects.filter(email__endswith="@burst.example").count()
     print(f"  subscribers stored: {accepted}")
     check(duplicates == 0, f"no duplicate subscribers ({duplicates})")
-    harness.wait_until(
-        lambda: len(mail.all()) >= accepted, timeout=60, what="the confirmation emails"
-    )
+    harness.wait_until(lambda: mail.count() >= accepted, timeout=60, what="the confirmation emails")
     per_address = Counter(rcpt.lower() for rcpts, _ in mail.all() for rcpt in rcpts)
     check(
         len(per_address) == accepted and max(per_address.values()) == 1,
-        f"one confirmation email per stored subscriber ({len(mail.all())} emails, "
+        f"one confirmation email per stored subscriber ({mail.count()} emails, "
         f"{len(per_address)} addresses, at most {max(per_address.values())} each)",
     )
 
@@ -412,12 +410,12 @@ def measure_webhooks(site_url: str, stripe_api, mail: harness.CapturedMail, *, t
         paid == unique and Donation.objects.count() == unique,
         f"each event applied once: {paid} paid donations, {Donation.objects.count()} in all",
     )
-    harness.wait_until(lambda: len(mail.all()) >= unique, timeout=120, what="thank-you emails")
+    harness.wait_until(lambda: mail.count() >= unique, timeout=120, what="thank-you emails")
     time.sleep(1)  # anything extra would arrive now
     per_donor = Counter(rcpt.lower() for rcpts, _ in mail.all() for rcpt in rcpts)
     check(
         len(per_donor) == unique and max(per_donor.values()) == 1,
-        f"one thank-you email per donation ({len(mail.all())} emails, {len(per_donor)} donors)",
+        f"one thank-you email per donation ({mail.count()} emails, {len(per_donor)} donors)",
     )
 
 

@@ -9,7 +9,6 @@ site knows its own URL (gunicorn inherits its socket as `fd://N`).
 
 from __future__ import annotations
 
-import logging
 import os
 import shutil
 import signal
@@ -22,10 +21,10 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from email import policy
 from email.message import EmailMessage
-from email.parser import BytesParser
 from pathlib import Path
+
+from tests.fakes.smtp import FakeSMTPServer
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -444,30 +443,27 @@ CHROMIUM_ARGS = [
 
 
 class CapturedMail:
-    """Messages received by the capturing SMTP server, parsed, in arrival order."""
+    """What the capturing SMTP server (tests/fakes/smtp.py) received, parsed."""
 
-    def __init__(self) -> None:
-        import threading
-
-        self._lock = threading.Lock()
-        self._messages: list[tuple[list[str], EmailMessage]] = []
-
-    def add(self, recipients: list[str], message: EmailMessage) -> None:
-        with self._lock:
-            self._messages.append((recipients, message))
+    def __init__(self, server: FakeSMTPServer) -> None:
+        self.server = server
 
     def clear(self) -> None:
-        with self._lock:
-            self._messages.clear()
+        self.server.clear()
+
+    def count(self) -> int:
+        return self.server.received
+
+    def all(self) -> list[tuple[list[str], EmailMessage]]:
+        return [(list(m.rcpt_tos), m.message) for m in list(self.server.messages)]
 
     def to(self, address: str) -> list[EmailMessage]:
         address = address.lower()
-        with self._lock:
-            return [m for rcpts, m in self._messages if address in (r.lower() for r in rcpts)]
-
-    def all(self) -> list[tuple[list[str], EmailMessage]]:
-        with self._lock:
-            return list(self._messages)
+        return [
+            m.message
+            for m in list(self.server.messages)
+            if address in (r.lower() for r in m.rcpt_tos)
+        ]
 
     def wait_for(self, *, to: str, subject_contains: str = "", timeout: float = 20) -> EmailMessage:
         def find() -> EmailMessage | None:
@@ -496,28 +492,5 @@ def message_html(message: EmailMessage) -> str:
 @contextmanager
 def capturing_smtp_server() -> Iterator[tuple[int, CapturedMail]]:
     """An aiosmtpd server on 127.0.0.1 (kernel-picked port) that keeps what it receives."""
-    from aiosmtpd.controller import Controller
-
-    logging.getLogger("mail.log").setLevel(logging.WARNING)
-    mailbox = CapturedMail()
-
-    class Handler:
-        async def handle_DATA(self, server, session, envelope):
-            message = BytesParser(policy=policy.default).parsebytes(envelope.content)
-            assert isinstance(message, EmailMessage)
-            mailbox.add(list(envelope.rcpt_tos), message)
-            return "250 Message accepted for delivery"
-
-    sock = bind_loopback()
-
-    class SocketController(Controller):
-        def _create_server(self):
-            return self.loop.create_server(self._factory_invoker, sock=sock)
-
-    controller = SocketController(Handler(), hostname="127.0.0.1", port=sock.getsockname()[1])
-    controller.start()
-    try:
-        yield controller.port, mailbox
-    finally:
-        controller.stop()
-        sock.close()
+    with FakeSMTPServer() as server:
+        yield server.port, CapturedMail(server)
