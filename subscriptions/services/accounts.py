@@ -38,13 +38,22 @@ def new_username() -> str:
 
 
 def _user_for_email(email: str) -> Any | None:
-    """An existing user who owns this address and has no subscriber of their own."""
+    """An existing user who owns this address and has no subscriber of their own.
+
+    Owning means a verified address, or a user made outside allauth (in the admin) with
+    this email. Never an allauth signup still waiting for verification: anyone can
+    start one for any address, and adopting it would hand the reader's access to
+    whoever started it (account pre-hijacking).
+    """
     User = get_user_model()
     free = Q(subscriber__isnull=True)
     verified = EmailAddress.objects.filter(email__iexact=email, verified=True).values("user_id")
     return (
         User.objects.filter(free & Q(pk__in=verified)).first()
-        or User.objects.filter(free & Q(email__iexact=email)).order_by("pk").first()
+        or User.objects.filter(free & Q(email__iexact=email))
+        .exclude(pk__in=EmailAddress.objects.values("user_id"))
+        .order_by("pk")
+        .first()
     )
 
 

@@ -11,6 +11,7 @@ from allauth.account.models import EmailAddress
 from django.contrib.auth import get_user_model
 from django.core import mail
 from django.core.management import call_command
+from django.test import Client
 
 from newsletter.models import Comment, CommentBan, Delivery, EmailSend
 from subscriptions.models import Donation, Membership, Subscriber, Suppression
@@ -87,6 +88,22 @@ def test_a_subscriber_without_an_account_gets_one_at_first_sign_in(client):
     subscriber.refresh_from_db()
     assert subscriber.user is not None
     assert subscriber.user.email == "old.timer@example.com"
+
+
+def test_a_stranger_s_unfinished_signup_for_an_address_is_not_handed_its_subscriber(client):
+    SubscriberFactory(email="paid.target@example.com")
+    stranger = Client()
+    stranger.post("/accounts/signup/", {"email": "paid.target@example.com"})
+    unverified = get_user_model().objects.get(email="paid.target@example.com")
+    assert not EmailAddress.objects.filter(user=unverified, verified=True).exists()
+
+    sign_in_by_code(client, "paid.target@example.com")
+
+    subscriber = Subscriber.objects.get(email="paid.target@example.com")
+    assert subscriber.user is not None
+    assert subscriber.user != unverified
+    assert client.session["_auth_user_id"] == str(subscriber.user.pk)
+    assert not EmailAddress.objects.filter(user=unverified, verified=True).exists()
 
 
 def test_a_pending_address_gets_no_account_from_a_code_request(client):
