@@ -453,7 +453,7 @@ def main() -> int:
             harness.migrate(env)
             setup_django(env)
             paths = seed_content()
-            harness.flush_redis()
+            harness.forget_stack_keys()
             site = stack.enter_context(
                 harness.running_stack(
                     database_name=DATABASE,
@@ -481,7 +481,7 @@ def main() -> int:
 
             connections.close_all()
         harness.drop_database(DATABASE)
-        harness.flush_redis()
+        harness.forget_stack_keys()
         shutil.rmtree(workdir, ignore_errors=True)
     if FAILURES:
         print(f"\n{len(FAILURES)} check(s) failed:", *FAILURES, sep="\n  ")

@@ -106,7 +106,7 @@ if REDIS_URL:
         "default": {
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
             "LOCATION": REDIS_URL,
-            "KEY_PREFIX": "broadside",
+            "KEY_PREFIX": env("CACHE_KEY_PREFIX", default="broadside"),
         }
     }
 else:
@@ -234,6 +234,9 @@ else:
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=3600)
     }
+    if env("CELERY_BROKER_KEY_PREFIX", default=""):
+        # Keeps the queues of several sites (or test runs) sharing one Redis apart.
+        CELERY_BROKER_TRANSPORT_OPTIONS["global_keyprefix"] = env("CELERY_BROKER_KEY_PREFIX")
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True

@@ -44,7 +44,7 @@ def e2e_stack(django_db_setup, django_db_blocker, tmp_path_factory) -> Iterator[
         database_name = connection.settings_dict["NAME"]
         connection.close()
     workdir = tmp_path_factory.mktemp("e2e")
-    harness.flush_redis()
+    harness.forget_stack_keys()
     with (
         harness.capturing_smtp_server() as (smtp_port, mail),
         FakeStripeAPI(webhook_secret=harness.STRIPE_WEBHOOK_SECRET) as stripe_api,
@@ -64,7 +64,7 @@ def e2e_stack(django_db_setup, django_db_blocker, tmp_path_factory) -> Iterator[
         yield Site(
             url=stack.site_url, mail=mail, stripe=stripe_api, telegram=telegram_api, stack=stack
         )
-    harness.flush_redis()
+    harness.forget_stack_keys()
 
 
 @pytest.fixture

@@ -30,7 +30,9 @@ ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 REDIS_DB = int(os.environ.get("BROWSER_REDIS_DB", "7"))
 REDIS_URL = os.environ.get("BROWSER_REDIS_URL", f"redis://127.0.0.1:6379/{REDIS_DB}")
-CACHE_KEY_PREFIX = "broadside"
+# Every stack keeps its Redis keys (cache, rate limits, broker queues) under a prefix of
+# its own, so stacks of parallel runs share database 7 without seeing each other's work.
+KEY_PREFIX = f"broadside-e2e-{os.getpid()}"
 SECRET_KEY = "e2e-secret-key-not-for-production-0123456789abcdefghijkl"
 STRIPE_SECRET_KEY = "sk_test_broadside_e2e"
 STRIPE_WEBHOOK_SECRET = "whsec_broadside_e2e_0123456789"
@@ -66,21 +68,27 @@ def redis_client():
     except redis.ConnectionError as exc:
         raise HarnessError(
             f"Redis is not reachable at {REDIS_URL} ({exc}). Start it, or point "
-            "BROWSER_REDIS_URL at a Redis database these tests may empty."
+            "BROWSER_REDIS_URL at a Redis database these tests may use."
         ) from exc
     return client
 
 
-def clear_cache_keys() -> None:
-    """Forget cached pages and rate-limit counters; leave the broker's keys alone."""
+def delete_keys(pattern: str) -> int:
     client = redis_client()
-    keys = list(client.scan_iter(match=f"{CACHE_KEY_PREFIX}:*", count=1000))
+    keys = list(client.scan_iter(match=pattern, count=1000))
     if keys:
         client.delete(*keys)
+    return len(keys)
 
 
-def flush_redis() -> None:
-    redis_client().flushdb()
+def clear_cache_keys(prefix: str = KEY_PREFIX) -> None:
+    """Forget the stack's cached pages and rate-limit counters, not its queued tasks."""
+    delete_keys(f"{prefix}-cache:*")
+
+
+def forget_stack_keys(prefix: str = KEY_PREFIX) -> None:
+    """Remove every key a stack left in Redis; call once its processes have stopped."""
+    delete_keys(f"{prefix}-*")
 
 
 @dataclass
@@ -184,7 +192,15 @@ def stack_env(
         key: value
         for key, value in os.environ.items()
         if not key.startswith(("DJANGO_", "PYTEST_", "STRIPE_", "TELEGRAM_", "EMAIL_"))
-        and key not in {"TEST_DATABASE_NAME", "CELERY_BROKER_URL", "REDIS_URL", "DEBUG"}
+        and key
+        not in {
+            "TEST_DATABASE_NAME",
+            "CELERY_BROKER_URL",
+            "CELERY_BROKER_KEY_PREFIX",
+            "REDIS_URL",
+            "CACHE_KEY_PREFIX",
+            "DEBUG",
+        }
     }
     env.update(
         {
@@ -198,7 +214,9 @@ def stack_env(
             # Short-lived connections: the test process truncates tables between tests.
             "CONN_MAX_AGE": "0",
             "CELERY_BROKER_URL": REDIS_URL,
+            "CELERY_BROKER_KEY_PREFIX": f"{KEY_PREFIX}-broker:",
             "REDIS_URL": REDIS_URL,
+            "CACHE_KEY_PREFIX": f"{KEY_PREFIX}-cache",
             "VAR_DIR": str(workdir / "var"),
             "STATIC_ROOT": str(workdir / "static"),
             "MEDIA_ROOT": str(workdir / "media"),
