@@ -30,6 +30,10 @@ def network_key(ip: str | None) -> str:
         address = ipaddress.ip_address(ip)
     except ValueError:
         return ip
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        # A server listening on [::] sees IPv4 clients as ::ffff:a.b.c.d; their /64 is
+        # ::/64, which would put every IPv4 client in one bucket.
+        return str(address.ipv4_mapped)
     if address.version == 6:
         return str(ipaddress.ip_network(f"{address}/64", strict=False))
     return str(address)

@@ -315,3 +315,22 @@ def test_a_queued_confirmation_is_dropped_if_the_reader_left_meanwhile():
     assert send_confirmation_email(subscriber_id=pending.pk) is True
     assert send_confirmation_email(subscriber_id=gone.pk) is False
     assert [m.to for m in mail.outbox] == [[pending.email]]
+
+
+def test_ipv4_clients_seen_through_an_ipv6_socket_are_counted_one_by_one(
+    client, django_capture_on_commit_callbacks
+):
+    # A server bound to [::] sees IPv4 clients as IPv4-mapped IPv6 addresses.
+    for n in range(signup_views.SIGNUPS_PER_IP):
+        post_signup(
+            client, django_capture_on_commit_callbacks, f"m-{n}@example.com", ip="::ffff:192.0.2.1"
+        )
+    response = post_signup(
+        client, django_capture_on_commit_callbacks, "other@example.com", ip="::ffff:192.0.2.2"
+    )
+    assert response.status_code == 200
+    assert Subscriber.objects.filter(email="other@example.com").exists()
+    response = post_signup(
+        client, django_capture_on_commit_callbacks, "again@example.com", ip="192.0.2.1"
+    )
+    assert response.status_code == 429
