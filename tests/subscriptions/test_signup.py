@@ -252,6 +252,20 @@ def test_the_subscribe_page_has_the_form_with_a_honeypot(client):
     assert b"csrfmiddlewaretoken" in response.content
 
 
+def test_the_subscribe_page_and_the_footer_form_do_not_share_element_ids(client):
+    body = client.get("/subscribe/").content.decode()
+    ids = re.findall(r'\bid="([^"]+)"', body)
+    assert body.count('class="subscribe-form"') == 2
+    assert len(ids) == len(set(ids)), sorted(ids)
+
+
+def test_a_refused_address_is_shown_back_escaped(client, django_capture_on_commit_callbacks):
+    response = post_signup(client, django_capture_on_commit_callbacks, '"><script>x()</script>')
+    assert response.status_code == 400
+    assert b"<script>x()" not in response.content
+    assert b'value="&quot;&gt;&lt;script&gt;x()&lt;/script&gt;"' in response.content
+
+
 def test_the_rate_limit_counts_an_ipv6_network_as_one_client(
     client, django_capture_on_commit_callbacks
 ):
