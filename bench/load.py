@@ -155,8 +155,10 @@ def python_load(
     return counts["done"] / elapsed, counts["done"], counts["bad"]
 
 
-def measure_pages(site_url: str, article_path: str, *, duration: int, connections: int) -> None:
-    tool = wrk if shutil.which("wrk") else python_load
+def measure_pages(
+    site_url: str, article_path: str, *, duration: int, connections: int, use_wrk: bool
+) -> None:
+    tool = wrk if use_wrk and shutil.which("wrk") else python_load
     print(f"\n1. Pages ({tool.__name__}, {connections} connections, {duration}s each)")
     static_path = "/static/css/site.css"
     with urllib.request.urlopen(f"{site_url}/") as response:  # warm up, and find the file
@@ -426,6 +428,9 @@ def main() -> int:
     parser.add_argument("--signups", type=int, default=500)
     parser.add_argument("--webhooks", type=int, default=1000)
     parser.add_argument("--web-workers", type=int, default=2 * (os.cpu_count() or 1) + 1)
+    parser.add_argument(
+        "--no-wrk", action="store_true", help="measure pages with the Python client"
+    )
     args = parser.parse_args()
 
     workdir = Path(os.environ.get("BENCH_WORKDIR", "/tmp")) / f"broadside-load-{os.getpid()}"
@@ -471,6 +476,7 @@ def main() -> int:
                 paths["article_path"],
                 duration=args.duration,
                 connections=args.connections,
+                use_wrk=not args.no_wrk,
             )
             measure_signups(site.site_url, mail, total=args.signups)
             measure_webhooks(site.site_url, stripe_api, mail, total=args.webhooks)
