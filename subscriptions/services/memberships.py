@@ -17,6 +17,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from subscriptions.models import Membership, Plan, Subscriber
+from subscriptions.services.access import subscriber_is_paying
 from subscriptions.services.notifications import send_email_on_commit
 from subscriptions.services.tokens import absolute_url
 
@@ -245,7 +246,11 @@ def expire_memberships(*, now: datetime | None = None) -> dict[str, int]:
             if membership is None:
                 continue
             subscriber = membership.subscriber
-            if subscriber.status in (Subscriber.Status.BOUNCED, Subscriber.Status.COMPLAINED):
+            if subscriber.status in (
+                Subscriber.Status.BOUNCED,
+                Subscriber.Status.COMPLAINED,
+            ) or subscriber_is_paying(subscriber=subscriber):
+                # The address takes no mail, or a paid subscription carries on after this.
                 membership.reminder_sent_at = now
                 membership.save(update_fields=["reminder_sent_at", "updated_at"])
                 continue

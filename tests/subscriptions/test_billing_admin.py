@@ -88,6 +88,16 @@ def test_a_reminder_the_mail_server_refuses_does_not_stop_the_others(
         assert membership.reminder_sent_at is not None  # at most one reminder each
 
 
+def test_no_reminder_goes_to_a_reader_who_has_subscribed_since(django_capture_on_commit_callbacks):
+    comp = granted("comp", days=3)
+    MembershipFactory(subscriber=comp.subscriber)  # a paid Stripe subscription
+    with django_capture_on_commit_callbacks(execute=True):
+        assert memberships.expire_memberships()["reminded"] == 0
+    assert mail.outbox == []
+    comp.refresh_from_db()
+    assert comp.reminder_sent_at is not None
+
+
 def test_no_reminder_goes_to_a_bounced_address(django_capture_on_commit_callbacks):
     bounced = SubscriberFactory(status="bounced")
     membership = granted("gift", days=2, subscriber=bounced)
