@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from django.contrib import admin, messages
+from django.contrib.admin.options import IncorrectLookupParameters
 from django.db.models import Count, Exists, OuterRef, QuerySet
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
@@ -188,9 +189,14 @@ class SubscriberAdmin(admin.ModelAdmin):
         )
 
     def export_all_view(self, request: HttpRequest) -> HttpResponse:
+        """Every subscriber the list shows with its current filters and search."""
         if not self.has_view_permission(request):
             return redirect("admin:index")
-        return self.export_csv(request, self.get_queryset(request))
+        try:
+            queryset = self.get_changelist_instance(request).get_queryset(request)
+        except IncorrectLookupParameters:
+            return redirect("admin:subscriptions_subscriber_changelist")
+        return self.export_csv(request, queryset)
 
     def import_view(self, request: HttpRequest) -> HttpResponse:
         if not self.has_add_permission(request):

@@ -154,6 +154,20 @@ def test_the_admin_exports_selected_and_all_subscribers_as_csv(staff_client):
     assert sorted(r["email"] for r in rows) == ["one@example.com", "two@example.com"]
 
 
+def test_the_export_link_exports_what_the_filtered_list_shows(staff_client):
+    SubscriberFactory(email="kept@example.com", status=Subscriber.Status.BOUNCED)
+    SubscriberFactory(email="other@example.com")
+    page = staff_client.get("/admin/subscriptions/subscriber/?status__exact=bounced")
+    assert b'href="export/?status__exact=bounced">Export these as CSV' in page.content
+
+    rows = rows_of(
+        staff_client.get("/admin/subscriptions/subscriber/export/?status__exact=bounced")
+    )
+    assert [r["email"] for r in rows] == ["kept@example.com"]
+    rows = rows_of(staff_client.get("/admin/subscriptions/subscriber/export/?q=other"))
+    assert [r["email"] for r in rows] == ["other@example.com"]
+
+
 def test_the_admin_unsubscribe_action_takes_effect_at_once(staff_client):
     chosen = SubscriberFactory()
     other = SubscriberFactory()
