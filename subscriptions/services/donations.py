@@ -214,6 +214,15 @@ def record_paid_donation(*, session: dict[str, Any]) -> Donation | None:
     return donation
 
 
+def forget_abandoned_donation(*, session_id: str) -> int:
+    """The donor left Checkout unpaid until the session expired: nothing was given, so
+    the pending row (an address and a message) is not kept."""
+    deleted, _ = Donation.objects.filter(
+        stripe_checkout_session_id=session_id, status=Donation.Status.PENDING
+    ).delete()
+    return deleted
+
+
 def send_donation_thanks(*, donation: Donation) -> bool:
     """The thank-you email, at most once per donation."""
     if not donation.email or donation.status != Donation.Status.PAID:

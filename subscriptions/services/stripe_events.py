@@ -320,6 +320,11 @@ def handle_checkout_completed(event: StripeEvent) -> None:
     )
 
 
+def handle_checkout_expired(event: StripeEvent) -> None:
+    # Expired is final for a Checkout Session: it can no longer be paid.
+    donations.forget_abandoned_donation(session_id=str(_object(event)["id"]))
+
+
 def handle_subscription_changed(event: StripeEvent) -> None:
     _apply_subscription(subscription_id=str(_object(event)["id"]), event=event)
 
@@ -418,6 +423,7 @@ def handle_dispute_created(event: StripeEvent) -> None:
 HANDLERS: dict[str, Callable[[StripeEvent], None]] = {
     "checkout.session.completed": handle_checkout_completed,
     "checkout.session.async_payment_succeeded": handle_checkout_completed,
+    "checkout.session.expired": handle_checkout_expired,
     "customer.subscription.created": handle_subscription_changed,
     "customer.subscription.updated": handle_subscription_changed,
     "customer.subscription.deleted": handle_subscription_changed,

@@ -376,3 +376,21 @@ def test_a_month_of_support_that_cost_nothing_records_no_donation(
 
     assert Donation.objects.count() == 1
     assert StripeEvent.objects.get(stripe_id=event["id"]).processed_at is not None
+
+
+def test_an_abandoned_checkout_leaves_no_pending_donation(
+    client, stripe_api, paid_donation, django_capture_on_commit_callbacks
+):
+    paid_donation(amount="1000", email="paid@example.com")
+    abandoned = session_id_of(donate(client, amount="2500", email="left@example.com"))
+    expired = {**stripe_api.get("checkout.session", abandoned), "status": "expired"}
+
+    send_event(
+        client,
+        stripe_api.event("checkout.session.expired", expired),
+        capture_on_commit=django_capture_on_commit_callbacks,
+    )
+
+    donation = Donation.objects.get()
+    assert donation.email == "paid@example.com"
+    assert donation.status == Donation.Status.PAID
