@@ -76,6 +76,11 @@ def absolutise_urls(html: str) -> str:
     return _RELATIVE_URL_RE.sub(lambda m: f"{m.group(1)}{settings.SITE_URL}/", html)
 
 
+def _absolute(url: str) -> str:
+    """A media URL as mail needs it: absolute on SITE_URL unless storage made it so."""
+    return url if url.startswith(("http://", "https://")) else f"{settings.SITE_URL}{url}"
+
+
 def article_url(article: Article) -> str:
     return f"{settings.SITE_URL}/p/{article.slug}/"
 
@@ -114,10 +119,10 @@ def render_article_email(
     body = absolutise_urls(body)
     cover_url = ""
     if article.cover_image:
-        cover_url = absolutise_urls(f'src="{article.cover_image.url}"')[5:-1]
+        cover_url = _absolute(article.cover_image.url)
     logo_url = ""
     if publication.logo:
-        logo_url = absolutise_urls(f'src="{publication.logo.url}"')[5:-1]
+        logo_url = _absolute(publication.logo.url)
     authors = list(article.authors.all()) if article.pk else []
     context = {
         "publication": publication,
