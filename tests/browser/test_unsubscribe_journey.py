@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+import urllib.request
+
 import pytest
 from playwright.sync_api import Page, expect
 
@@ -32,11 +35,25 @@ def test_reader_unsubscribes_from_the_email_and_does_not_get_the_next_article(
     Publication.objects.update_or_create(pk=1, defaults={"name": "The Meridian"})
     leaving = SubscriberFactory(email="ada@example.org")
     SubscriberFactory(email="bob@example.org")
+    one_click = SubscriberFactory(email="cy@example.org")
     ArticleFactory(title="Straits under pressure", slug="straits-under-pressure")
     ArticleFactory(title="The convoy question", slug="the-convoy-question")
 
     publish(site, "straits-under-pressure")
     email = site.mail.wait_for(to="ada@example.org", subject_contains="Straits under pressure")
+
+    # Another reader uses the mail client's own button: RFC 8058 one-click, a bare POST
+    # with no cookies and no CSRF token, to the https-or-http URL in List-Unsubscribe.
+    to_cy = site.mail.wait_for(to="cy@example.org", subject_contains="Straits under pressure")
+    one_click_url = re.search(r"<(http[^>]+)>", str(to_cy["List-Unsubscribe"]))
+    assert one_click_url
+    request = urllib.request.Request(
+        one_click_url.group(1), data=b"List-Unsubscribe=One-Click", method="POST"
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status == 200
+    one_click.refresh_from_db()
+    assert one_click.status == Subscriber.Status.UNSUBSCRIBED
 
     # Open the email as the reader's mail client would show it, and click the link.
     page.set_content(message_html(email))
@@ -54,6 +71,8 @@ def test_reader_unsubscribes_from_the_email_and_does_not_get_the_next_article(
 
     send = publish(site, "the-convoy-question")
     site.mail.wait_for(to="bob@example.org", subject_contains="The convoy question")
-    assert not send.deliveries.filter(subscriber=leaving).exclude(status="skipped").exists()
+    for reader in (leaving, one_click):
+        assert not send.deliveries.filter(subscriber=reader).exclude(status="skipped").exists()
     to_ada = [str(message["Subject"]) for message in site.mail.to("ada@example.org")]
     assert to_ada == [str(email["Subject"])]
+    assert len(site.mail.to("cy@example.org")) == 1
