@@ -55,10 +55,6 @@ def unsuppress(*, email: str) -> None:
     Suppression.objects.filter(email_hash=email_hash(email)).delete()
 
 
-def is_suppressed(*, email: str) -> bool:
-    return Suppression.objects.filter(email_hash=email_hash(email)).exists()
-
-
 def suppressed_among(*, emails: Iterable[str]) -> set[str]:
     """The lower-cased addresses of `emails` that are on the suppression list."""
     by_hash = {email_hash(email): email.lower() for email in emails}
