@@ -16,8 +16,7 @@ from allauth.account.models import EmailAddress
 from django.http import HttpRequest
 
 from newsletter.models import Publication
-from subscriptions.models import Subscriber
-from subscriptions.services.accounts import ensure_reader_account, link_reader_account
+from subscriptions.services.accounts import link_reader_account, prepare_sign_in
 from subscriptions.services.notifications import sender_address
 
 
@@ -54,11 +53,5 @@ class ReaderRequestLoginCodeForm(RequestLoginCodeForm):
     def clean_email(self) -> str:
         email = self.cleaned_data.get("email") or ""
         if email:
-            subscriber = (
-                Subscriber.objects.filter(email__iexact=email, user__isnull=True)
-                .exclude(status=Subscriber.Status.PENDING)
-                .first()
-            )
-            if subscriber is not None:
-                ensure_reader_account(subscriber=subscriber)
+            prepare_sign_in(email=email)
         return super().clean_email()

@@ -93,6 +93,21 @@ def ensure_reader_account(*, subscriber: Subscriber) -> Any:
     return user
 
 
+def prepare_sign_in(*, email: str) -> None:
+    """Before a sign-in code is sent: a subscriber without an account gets one.
+
+    Only confirmed and imported subscribers: a pending address is not known to be
+    theirs, and the code itself proves the mailbox anyway.
+    """
+    subscriber = (
+        Subscriber.objects.filter(email__iexact=email, user__isnull=True)
+        .exclude(status=Subscriber.Status.PENDING)
+        .first()
+    )
+    if subscriber is not None:
+        ensure_reader_account(subscriber=subscriber)
+
+
 def link_reader_account(
     *, user: AbstractBaseUser, email: str, signup: bool = False, ip: str | None = None
 ) -> Subscriber | None:
