@@ -29,6 +29,7 @@ from django.utils.html import linebreaks, urlize
 from django.utils.safestring import SafeString, mark_safe
 
 from newsletter.models import COMMENT_MAX_LENGTH, Article, Comment, CommentBan, Publication
+from newsletter.services.page_cache import invalidate_pages
 from subscriptions.services.access import can_read_full_article, user_is_paid
 from subscriptions.services.notifications import sender_address
 
@@ -247,11 +248,15 @@ def delete_comment(*, user: User, comment: Comment) -> None:
 
 
 def hide_comments(*, comments: QuerySet[Comment]) -> int:
-    return comments.filter(status=Comment.Status.VISIBLE).update(status=Comment.Status.HIDDEN)
+    hidden = comments.filter(status=Comment.Status.VISIBLE).update(status=Comment.Status.HIDDEN)
+    invalidate_pages()
+    return hidden
 
 
 def unhide_comments(*, comments: QuerySet[Comment]) -> int:
-    return comments.filter(status=Comment.Status.HIDDEN).update(status=Comment.Status.VISIBLE)
+    shown = comments.filter(status=Comment.Status.HIDDEN).update(status=Comment.Status.VISIBLE)
+    invalidate_pages()
+    return shown
 
 
 def ban_commenter(

@@ -17,6 +17,7 @@ from config.celery import app as celery_app
 from newsletter import selectors
 from newsletter.models import Article, Author, Section
 from newsletter.services.content import excerpt, free_body, full_body
+from newsletter.services.page_cache import cache_anonymous_page
 from subscriptions.services.access import can_read_full_article
 
 
@@ -46,11 +47,13 @@ def _article_list(
 
 
 @require_safe
+@cache_anonymous_page
 def home(request: HttpRequest) -> HttpResponse:
     return _article_list(request, "newsletter/home.html", selectors.published_articles())
 
 
 @require_safe
+@cache_anonymous_page
 def section(request: HttpRequest, slug: str) -> HttpResponse:
     section = get_object_or_404(Section, slug=slug)
     articles = selectors.articles_in_section(section=section)
@@ -58,6 +61,7 @@ def section(request: HttpRequest, slug: str) -> HttpResponse:
 
 
 @require_safe
+@cache_anonymous_page
 def author(request: HttpRequest, slug: str) -> HttpResponse:
     author = get_object_or_404(Author, slug=slug)
     articles = selectors.articles_by_author(author=author)
@@ -65,6 +69,7 @@ def author(request: HttpRequest, slug: str) -> HttpResponse:
 
 
 @require_safe
+@cache_anonymous_page
 def article(request: HttpRequest, slug: str) -> HttpResponse:
     article = selectors.get_published_article(slug=slug)
     full = can_read_full_article(user=request.user, article=article)

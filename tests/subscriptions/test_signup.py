@@ -249,7 +249,20 @@ def test_the_subscribe_page_has_the_form_with_a_honeypot(client):
     assert response.status_code == 200
     assert b'name="email"' in response.content
     assert b'name="website"' in response.content
-    assert b"csrfmiddlewaretoken" in response.content
+
+
+def test_the_footer_signup_works_without_a_csrf_token_so_anonymous_pages_can_be_shared(
+    django_capture_on_commit_callbacks,
+):
+    client = Client(enforce_csrf_checks=True)
+    home = client.get("/")
+    assert b"csrfmiddlewaretoken" not in home.content
+    assert "csrftoken" not in home.cookies
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post("/subscribe/", {"email": "footer@example.com", "website": ""})
+    assert response.status_code == 200
+    assert Subscriber.objects.get().email == "footer@example.com"
+    assert len(mail.outbox) == 1
 
 
 def test_the_subscribe_page_and_the_footer_form_do_not_share_element_ids(client):

@@ -1,0 +1,68 @@
+"""Whole-page caching of the pages anonymous readers see.
+
+An anonymous reader only ever gets the free part of an article, so every anonymous
+visitor gets the same copy of a page and one stored copy can serve them all. A page for
+a request that carries a session (a signed-in reader, an editor, someone mid-sign-in)
+is never stored and never served from here: that copy may hold paid text.
+
+Copies live for `PAGE_CACHE_SECONDS` at most, and every change to what the pages show
+(an article, a comment, the publication) starts a new generation of keys at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from functools import wraps
+
+from django.conf import settings
+from django.core.cache import cache
+from django.http import HttpRequest, HttpResponse
+
+PAGE_CACHE_SECONDS = 60
+_GENERATION_KEY = "pages:generation"
+# Cookies that mean the page may be personal: the session (signed in, or a sign-in or
+# checkout under way) and one-time messages shown at the top of the next page.
+_PERSONAL_COOKIES = {settings.SESSION_COOKIE_NAME, "messages"}
+
+
+def invalidate_pages() -> None:
+    """Forget every cached page (they are found by generation, and this starts a new one)."""
+    try:
+        cache.incr(_GENERATION_KEY)
+    except ValueError:
+        cache.set(_GENERATION_KEY, 2, timeout=None)
+
+
+def _key(request: HttpRequest) -> str:
+    generation = cache.get_or_set(_GENERATION_KEY, 1, timeout=None)
+    url = hashlib.sha256(request.build_absolute_uri().encode()).hexdigest()
+    return f"pages:{generation}:{url}"
+
+
+def _anonymous(request: HttpRequest) -> bool:
+    return not (_PERSONAL_COOKIES & request.COOKIES.keys())
+
+
+def cache_anonymous_page(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    @wraps(view)
+    def wrapped(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+        if request.method not in ("GET", "HEAD") or not _anonymous(request):
+            return view(request, *args, **kwargs)
+        key = _key(request)
+        cached = cache.get(key)
+        if cached is not None:
+            cached["X-Page-Cache"] = "hit"
+            return cached
+        response = view(request, *args, **kwargs)
+        if (
+            request.method == "GET"
+            and response.status_code == 200
+            and not response.cookies
+            and not request.user.is_authenticated
+        ):
+            response["X-Page-Cache"] = "miss"
+            cache.set(key, response, PAGE_CACHE_SECONDS)
+        return response
+
+    return wrapped

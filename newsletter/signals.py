@@ -1,0 +1,24 @@
+"""Framework glue: a saved or deleted page source starts a new page-cache generation."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models.signals import m2m_changed, post_delete, post_save
+
+from newsletter.services.page_cache import invalidate_pages
+
+
+def _invalidate(**kwargs: Any) -> None:
+    invalidate_pages()
+
+
+def connect() -> None:
+    from newsletter.models import Article, Author, Comment, Publication, Section
+
+    for model in (Article, Author, Comment, Publication, Section):
+        post_save.connect(_invalidate, sender=model, dispatch_uid=f"pages-save-{model.__name__}")
+        post_delete.connect(_invalidate, sender=model, dispatch_uid=f"pages-del-{model.__name__}")
+    m2m_changed.connect(
+        _invalidate, sender=Article.authors.through, dispatch_uid="pages-article-authors"
+    )
