@@ -26,6 +26,7 @@ pytestmark = pytest.mark.django_db
 def _publication():
     Publication.load()  # the first page view would create it, starting a new generation
 
+
 PAID_TEXT = "The paid conclusion only members may read."
 
 
