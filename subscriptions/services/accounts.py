@@ -19,7 +19,7 @@ from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from newsletter.models import Comment, CommentBan, Delivery
-from subscriptions.models import Donation, Membership, Subscriber
+from subscriptions.models import Donation, Membership, StripeEvent, Subscriber
 from subscriptions.services.access import subscriber_is_paid
 from subscriptions.services.addresses import suppress, unsuppress
 from subscriptions.services.unsubscribe import unsubscribe_subscriber
@@ -249,7 +249,8 @@ def export_reader_data(*, user: AbstractBaseUser) -> dict[str, Any]:
 def delete_reader_account(*, user: AbstractBaseUser) -> None:
     """Erase the reader's personal data, keeping only a hashed suppression entry.
 
-    Donations stay as anonymous bookkeeping records (amount, currency, date).
+    Donations stay as anonymous bookkeeping records (amount, currency, date), and
+    Stripe events as ledger entries without their payloads.
     """
     if getattr(user, "is_staff", False):
         raise AccountError(
@@ -273,6 +274,24 @@ def delete_reader_account(*, user: AbstractBaseUser) -> None:
         _donations_of(emails=emails, subscriber=subscriber).update(
             email="", message="", subscriber=None
         )
+        _redact_stripe_events(
+            terms=[*emails, subscriber.stripe_customer_id if subscriber else None]
+        )
         if subscriber is not None:
             subscriber.delete()
         user.delete()
+
+
+def _redact_stripe_events(*, terms: list[str | None]) -> None:
+    """Blank the stored payloads of applied Stripe events that carry the reader's details.
+
+    Checkout sessions, customers and invoices carry the address, name and postal
+    address. The row stays as the ledger entry that keeps the event from being applied
+    twice; an event not yet applied keeps its payload until it is.
+    """
+    match = Q(pk__in=[])
+    for term in filter(None, terms):
+        match |= Q(payload__icontains=term)
+    StripeEvent.objects.filter(match, processed_at__isnull=False).update(
+        payload={"redacted": "the reader deleted their account"}
+    )

@@ -12,9 +12,10 @@ from django.contrib.auth import get_user_model
 from django.core import mail
 from django.core.management import call_command
 from django.test import Client
+from django.utils import timezone
 
 from newsletter.models import Comment, CommentBan, Delivery, EmailSend
-from subscriptions.models import Donation, Membership, Subscriber, Suppression
+from subscriptions.models import Donation, Membership, StripeEvent, Subscriber, Suppression
 from subscriptions.services.addresses import email_hash
 from subscriptions.services.imports import import_subscribers_csv
 from subscriptions.services.substack import import_substack
@@ -162,8 +163,6 @@ def test_the_account_page_shows_the_comment_name_and_links_to_change_it(client, 
 
 
 def test_the_newsletter_toggle_needs_a_csrf_token(reader):
-    from django.test import Client
-
     client = Client(enforce_csrf_checks=True)
     client.force_login(reader.user)
     assert client.post("/account/newsletter/", {"enabled": ""}).status_code == 403
@@ -217,6 +216,26 @@ def test_the_data_export_contains_everything_stored_about_the_reader(client, ric
 
 def test_deleting_the_account_leaves_only_the_suppression_entry(client, rich_reader):
     Membership.objects.update(status=Membership.Status.CANCELED)
+    invoice = {
+        "object": "invoice",
+        "customer": "cus_rita",
+        "customer_email": "Reader@Example.com",
+        "customer_name": "Rita Reader",
+    }
+    applied = StripeEvent.objects.create(
+        stripe_id="evt_rita_invoice",
+        type="invoice.paid",
+        created=timezone.now(),
+        payload={"id": "evt_rita_invoice", "data": {"object": invoice}},
+        processed_at=timezone.now(),
+    )
+    someone_else = StripeEvent.objects.create(
+        stripe_id="evt_other",
+        type="invoice.paid",
+        created=timezone.now(),
+        payload={"data": {"object": {"customer": "cus_other", "customer_name": "Otto"}}},
+        processed_at=timezone.now(),
+    )
     client.force_login(rich_reader.user)
     assert client.get("/account/delete/").status_code == 200
 
@@ -239,6 +258,10 @@ def test_deleting_the_account_leaves_only_the_suppression_entry(client, rich_rea
     call_command("dumpdata", stdout=dump)
     assert "reader@example.com" not in dump.getvalue().lower()
     assert "Rita" not in dump.getvalue()
+    assert "cus_rita" not in dump.getvalue()
+    # The ledger keeps the event (so it is never applied twice), without its details.
+    assert StripeEvent.objects.get(pk=applied.pk).stripe_id == "evt_rita_invoice"
+    assert StripeEvent.objects.get(pk=someone_else.pk).payload == someone_else.payload
     # Signed out, and the erased address is never imported again.
     assert client.get("/account/").status_code == 302
     report = import_subscribers_csv(stream=io.BytesIO(b"email\nreader@example.com\n"), file="x")
