@@ -291,7 +291,8 @@ def _redact_stripe_events(*, terms: list[str | None]) -> None:
     """
     match = Q(pk__in=[])
     for term in filter(None, terms):
-        match |= Q(payload__icontains=term)
+        # Quoted, as in the payload's JSON text: a whole value, not part of a longer one.
+        match |= Q(payload__icontains=f'"{term}"')
     StripeEvent.objects.filter(match, processed_at__isnull=False).update(
         payload={"redacted": "the reader deleted their account"}
     )

@@ -291,6 +291,24 @@ def test_an_unverified_address_on_the_account_reaches_neither_its_owners_donatio
     ]
 
 
+def test_deleting_the_account_keeps_stripe_events_of_a_longer_address_that_contains_it(
+    client, reader
+):
+    payload = {"data": {"object": {"customer_email": "thereader@example.com"}}}
+    event = StripeEvent.objects.create(
+        stripe_id="evt_neighbour",
+        type="invoice.paid",
+        created=timezone.now(),
+        payload=payload,
+        processed_at=timezone.now(),
+    )
+    client.force_login(reader.user)
+    client.post("/account/delete/", {"confirm": "on"})
+    assert not Subscriber.objects.filter(pk=reader.pk).exists()
+    event.refresh_from_db()
+    assert event.payload == payload
+
+
 def test_deleting_is_refused_while_a_stripe_subscription_still_renews(client, rich_reader):
     client.force_login(rich_reader.user)
     response = client.post("/account/delete/", {"confirm": "on"}, follow=True)
