@@ -340,6 +340,8 @@ def _rows(
                 file=name,
                 line=line,
                 email=email,
+                # Not in every export; kept when the list has it.
+                name=row.get("name", ""),
                 created_at=created_at,
                 status=Subscriber.Status.UNSUBSCRIBED if disabled else Subscriber.Status.ACTIVE,
                 status_reason="email disabled on Substack" if disabled else "",

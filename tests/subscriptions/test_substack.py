@@ -262,6 +262,18 @@ def test_a_damaged_archive_member_is_reported_and_the_rest_imported(tmp_path):
     assert Article.objects.count() == 5
 
 
+def test_a_name_column_in_a_subscriber_list_is_kept(tmp_path):
+    export = tmp_path / "export"
+    export.mkdir()
+    (export / "email_list.named.csv").write_text(
+        "email,name,active_subscription,expiry,email_disabled,created_at\n"
+        "named.reader@example.com,Zoë Named,false,,false,2023-05-01\n",
+        encoding="utf-8",
+    )
+    import_substack(path=export)
+    assert Subscriber.objects.get(email="named.reader@example.com").name == "Zoë Named"
+
+
 def test_a_missing_column_rejects_that_file_only(tmp_path):
     export = tmp_path / "export"
     shutil.copytree(EXPORT, export)
