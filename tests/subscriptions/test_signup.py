@@ -247,8 +247,13 @@ def test_confirming_lifts_an_old_suppression_entry(client, django_capture_on_com
 def test_the_subscribe_page_has_the_form_with_a_honeypot(client):
     response = client.get("/subscribe/")
     assert response.status_code == 200
-    assert b'name="email"' in response.content
-    assert b'name="website"' in response.content
+    # The page's own form, not the footer's (which every page has).
+    form = re.search(
+        rb'<section class="subscribe-page">.*?(<form .*?</form>)', response.content, re.DOTALL
+    )
+    assert form, response.content
+    assert b'name="email"' in form.group(1)
+    assert b'name="website"' in form.group(1)
 
 
 def test_the_footer_signup_works_without_a_csrf_token_so_anonymous_pages_can_be_shared(
