@@ -54,6 +54,18 @@ def test_a_hard_bounce_marks_the_subscriber_bounced(client):
     assert subscriber.status_reason.startswith("provider: bounced")
 
 
+def test_a_soft_bounce_leaves_the_subscriber_on_the_list(client):
+    subscriber = SubscriberFactory(email="full.mailbox@example.com")
+    response = post_event(client, bounce("full.mailbox@example.com", kind="SoftBounce"))
+    assert response.status_code == 200
+    subscriber.refresh_from_db()
+    assert subscriber.status == Subscriber.Status.ACTIVE
+
+    post_event(client, bounce("full.mailbox@example.com", kind="HardBounce"))
+    subscriber.refresh_from_db()
+    assert subscriber.status == Subscriber.Status.BOUNCED
+
+
 def test_a_spam_complaint_marks_the_subscriber_complained(client):
     subscriber = SubscriberFactory(email="annoyed@example.com")
     payload = {
