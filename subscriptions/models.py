@@ -44,6 +44,13 @@ class Subscriber(models.Model):
         ordering = ["-created_at"]
         constraints = [
             models.UniqueConstraint(Lower("email"), name="subscriber_email_ci_unique"),
+            # Sending skips every status but active; an unknown one would be a silent gap.
+            models.CheckConstraint(
+                condition=Q(
+                    status__in=["pending", "active", "unsubscribed", "bounced", "complained"]
+                ),
+                name="subscriber_status_valid",
+            ),
         ]
         indexes = [models.Index(fields=["status"])]
 

@@ -108,3 +108,11 @@ def test_unsubscribing_does_not_turn_a_bounced_address_back_into_an_unsubscribed
     assert unsubscribe_subscriber(subscriber=subscriber, reason="test") is False
     subscriber.refresh_from_db()
     assert subscriber.status == Subscriber.Status.BOUNCED
+
+
+def test_the_database_refuses_a_status_outside_the_list():
+    from django.db import IntegrityError
+
+    subscriber = SubscriberFactory()
+    with pytest.raises(IntegrityError):
+        Subscriber.objects.filter(pk=subscriber.pk).update(status="subscribed")
