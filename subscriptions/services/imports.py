@@ -204,7 +204,8 @@ def read_csv(
             continue
         if not any(v.strip() for v in values):
             continue
-        if len(values) > len(columns):
+        # Spreadsheets often end rows with empty cells past the header: those lose nothing.
+        if any(v.strip() for v in values[len(columns) :]):
             report.reject(file=file, line=line, message="more values than columns")
             continue
         yield (

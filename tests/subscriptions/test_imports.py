@@ -77,6 +77,14 @@ def test_an_existing_subscriber_is_left_as_they_are(tmp_path):
     assert (ada.name, ada.status) == ("Mrs Lovelace", "unsubscribed")
 
 
+def test_trailing_empty_cells_are_fine_and_extra_values_are_refused(tmp_path):
+    path = tmp_path / "excel.csv"
+    path.write_text("email,name\r\nada@example.com,Ada,,\r\nbob@example.com,Bob,surplus\r\n")
+    with pytest.raises(CommandError, match="1 row"):
+        call_command("import_subscribers", str(path))
+    assert Subscriber.objects.get().name == "Ada"
+
+
 def test_a_file_without_an_email_column_is_refused_and_nothing_imported(tmp_path):
     path = tmp_path / "wrong.csv"
     path.write_text("address,name\nada@example.com,Ada\n")
