@@ -398,9 +398,7 @@ def test_test_email_goes_only_to_the_editor_with_the_whole_article(readers):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_outside_a_transaction_sent_marks_are_committed_by_a_helper_connection(
-    readers, settings
-):
+def test_outside_a_transaction_sent_marks_are_committed_by_a_helper_connection(readers, settings):
     settings.EMAIL_SEND_PARALLELISM = 0  # publishing queues no chunk; this test runs one
     email_send = publish_article(article=ArticleFactory()).email_send
     assert EmailSend.objects.get(pk=email_send.pk).status == EmailSend.Status.SENDING
