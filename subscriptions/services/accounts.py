@@ -15,7 +15,7 @@ from allauth.account.models import EmailAddress
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, models, transaction
-from django.db.models import Q, QuerySet
+from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
 
 from newsletter.models import Comment, CommentBan, Delivery
@@ -51,7 +51,7 @@ def _user_for_email(email: str) -> Any | None:
     return (
         User.objects.filter(free & Q(pk__in=verified)).first()
         or User.objects.filter(free & Q(email__iexact=email))
-        .exclude(pk__in=EmailAddress.objects.values("user_id"))
+        .exclude(Exists(EmailAddress.objects.filter(user_id=OuterRef("pk"))))
         .order_by("pk")
         .first()
     )
