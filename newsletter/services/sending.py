@@ -12,8 +12,9 @@ claim, and marked sent immediately afterwards. The one window for a duplicate is
 worker dying after the server accepted a message and before that mark reached
 PostgreSQL (well under a millisecond; see `_SentMarker`): the sweeper then returns the
 claim to pending and the message goes out again, with the same Message-ID. A worker
-stops sending from a chunk well before its claims could be considered stale, so a slow
-worker never races the sweeper.
+stops sending from a chunk halfway to EMAIL_CLAIM_TIMEOUT, and a late mark still counts
+while nobody has claimed the delivery again, so only a worker stalled for more than half
+that timeout inside one message's SMTP dialogue races the sweeper (logged if it loses).
 """
 
 from __future__ import annotations
@@ -262,29 +263,42 @@ def _rendered(
     return _render_cache[key]
 
 
+# The claim is this worker's while the row carries its claim time: still claimed, or
+# returned to pending by the sweeper but not claimed again (a slow worker's late mark
+# then still prevents a second copy).
 _MARK_SENT_SQL = (
     f"UPDATE {Delivery._meta.db_table} SET status = %s, sent_at = %s, "  # noqa: S608
     "provider_message_id = %s, last_error = '', next_attempt_at = NULL "
-    "WHERE id = %s AND status = %s AND claimed_at = %s"
+    "WHERE id = %s AND claimed_at = %s AND status IN (%s, %s)"
 )
+# PostgreSQL: this statement's own commit does not wait for the WAL flush. Local to the
+# statement's transaction, so nothing stays set on a pooled or reused connection.
+_RELAXED_COMMIT = " RETURNING set_config('synchronous_commit', 'off', true)"
 
 
-def _mark_sent(*, pk: int, claimed_at: datetime, provider_message_id: str) -> bool:
-    """Commit one delivery as sent, only while this worker still holds its claim.
+def _mark_sent(
+    *, pk: int, claimed_at: datetime, provider_message_id: str, relaxed: bool = False
+) -> bool:
+    """Commit one delivery as sent, only while no other worker has claimed it since.
 
     Right after the server accepted the message, in its own commit, as one plain
     statement: the window between acceptance and commit stays as short as it can be.
+    `relaxed` (autocommit only) skips waiting for the flush; see `_SentMarker`.
     """
+    sql = _MARK_SENT_SQL
+    if relaxed and db_connection.vendor == "postgresql":
+        sql += _RELAXED_COMMIT
     with db_connection.cursor() as cursor:
         cursor.execute(
-            _MARK_SENT_SQL,
+            sql,
             [
                 Delivery.Status.SENT.value,
                 timezone.now(),
                 provider_message_id[:300],
                 pk,
-                Delivery.Status.CLAIMED.value,
                 claimed_at,
+                Delivery.Status.CLAIMED.value,
+                Delivery.Status.PENDING.value,
             ],
         )
         return cursor.rowcount == 1
@@ -384,39 +398,53 @@ class _SentMarker:
     behind. A statement PostgreSQL has received commits even if the worker is killed
     before reading the answer.
 
-    The marks go over a second database connection in a helper thread, whose commits
-    return without waiting for the WAL flush (`synchronous_commit = off`): a worker
-    that dies loses nothing by that, only a crash of the database server itself can
-    lose the last fraction of a second of marks, whose messages would go out again.
+    The marks go over a second database connection in a helper thread, and their commits
+    return without waiting for the WAL flush (`synchronous_commit` off for each mark's
+    own transaction): a worker that dies loses nothing by that, only a crash of the
+    database server itself can lose the last fraction of a second of marks, whose
+    messages would go out again. The thread and its connection live for one chunk, in
+    the process that runs it (never across a fork).
     Inside a transaction (tests) the marks are made inline on the caller's connection.
     """
 
     def __init__(self, *, claimed_at: datetime) -> None:
         self.claimed_at = claimed_at
         self.sent = 0
+        self.lost = 0
         self.inline = db_connection.in_atomic_block
         self._executor: ThreadPoolExecutor | None = None
         self._pending: Future[bool] | None = None
 
     def mark(self, *, pk: int, provider_message_id: str) -> None:
         if self.inline:
-            self.sent += _mark_sent(
-                pk=pk, claimed_at=self.claimed_at, provider_message_id=provider_message_id
+            self._count(
+                _mark_sent(
+                    pk=pk, claimed_at=self.claimed_at, provider_message_id=provider_message_id
+                )
             )
             return
         if self._executor is None:
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sent-marker")
-            self._executor.submit(_relax_commit).result()
         submitted = self._executor.submit(
-            _mark_sent, pk=pk, claimed_at=self.claimed_at, provider_message_id=provider_message_id
+            _mark_sent,
+            pk=pk,
+            claimed_at=self.claimed_at,
+            provider_message_id=provider_message_id,
+            relaxed=True,
         )
         self._collect()  # the previous mark: never more than one behind
         self._pending = submitted
 
+    def _count(self, marked: bool) -> None:
+        if marked:
+            self.sent += 1
+        else:
+            self.lost += 1
+
     def _collect(self) -> None:
         if self._pending is not None:
             pending, self._pending = self._pending, None
-            self.sent += pending.result()
+            self._count(pending.result())
 
     def finish(self) -> int:
         """Wait for the last mark and close the helper's connection; the number sent."""
@@ -427,17 +455,18 @@ class _SentMarker:
                 # The helper thread's own connection; closed in that thread.
                 self._executor.submit(_close_connection).result()
                 self._executor.shutdown()
+        if self.lost:
+            logger.error(
+                "%d messages were accepted by the mail server after another worker had "
+                "claimed them again (EMAIL_CLAIM_TIMEOUT too short?); those readers may "
+                "get the email twice.",
+                self.lost,
+            )
         return self.sent
 
 
 def _close_connection() -> None:
     db_connection.close()
-
-
-def _relax_commit() -> None:
-    if db_connection.vendor == "postgresql":
-        with db_connection.cursor() as cursor:
-            cursor.execute("SET synchronous_commit TO off")
 
 
 def _release(deliveries: list[_Claimed], *, claimed_at: datetime) -> int:

@@ -305,6 +305,29 @@ def test_a_worker_whose_claim_was_handed_on_does_not_record_it_as_its_own(reader
     assert Delivery.objects.get(pk=claimed[0].pk).status == Delivery.Status.CLAIMED
 
 
+def test_a_slow_workers_mark_still_counts_when_its_swept_claim_was_not_taken_again(
+    readers, settings
+):
+    settings.EMAIL_SEND_PARALLELISM = 0  # the sweeper queues no chunk that could reclaim
+    email_send = publish_article(article=ArticleFactory()).email_send
+    mark_sending(email_send)
+    claimed_at, claimed, _ = sending.claim_chunk(email_send_id=email_send.pk)
+    later = claimed_at + timedelta(seconds=settings.EMAIL_CLAIM_TIMEOUT + 1)
+    assert sending.sweep_email_sends(now=later).released == 3
+
+    # The slow worker's message was accepted meanwhile: its mark must stop a second copy.
+    assert sending._mark_sent(pk=claimed[0].pk, claimed_at=claimed_at, provider_message_id="<a@b>")
+
+    delivery = Delivery.objects.get(pk=claimed[0].pk)
+    assert delivery.status == Delivery.Status.SENT
+    _, reclaimed, _ = sending.claim_chunk(email_send_id=email_send.pk)
+    assert {d.pk for d in reclaimed} == {d.pk for d in claimed[1:]}
+    # Once claimed again, the first worker's late mark no longer counts.
+    assert not sending._mark_sent(
+        pk=claimed[1].pk, claimed_at=claimed_at, provider_message_id="<c@d>"
+    )
+
+
 def test_a_worker_releases_what_it_cannot_send_before_its_claim_goes_stale(readers, settings):
     settings.EMAIL_CLAIM_TIMEOUT = 0
     email_send = publish_article(article=ArticleFactory()).email_send
@@ -408,3 +431,31 @@ def test_outside_a_transaction_sent_marks_are_committed_by_a_helper_connection(r
     assert (result.claimed, result.sent) == (3, 3)
     assert set(email_send.deliveries.values_list("status", flat=True)) == {"sent"}
     assert len(mail.outbox) == 3
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_relaxed_sent_mark_leaves_synchronous_commit_as_it_was_on_the_connection(readers):
+    from django.db import connection
+
+    settings_before = _synchronous_commit(connection)
+    email_send = EmailSend.objects.create(article=ArticleFactory())
+    claimed_at = timezone.now()
+    delivery = Delivery.objects.create(
+        send=email_send,
+        subscriber=readers["paid"],
+        status=Delivery.Status.CLAIMED,
+        claimed_at=claimed_at,
+    )
+
+    assert sending._mark_sent(
+        pk=delivery.pk, claimed_at=claimed_at, provider_message_id="<m@x>", relaxed=True
+    )
+
+    assert Delivery.objects.get(pk=delivery.pk).status == Delivery.Status.SENT
+    assert _synchronous_commit(connection) == settings_before == "on"
+
+
+def _synchronous_commit(connection):
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW synchronous_commit")
+        return cursor.fetchone()[0]
