@@ -40,6 +40,27 @@ _MAILTO_TOKEN_PLACEHOLDER = "broadside-mailto-token"  # noqa: S105 (not a secret
 # Lines up to this length go out as 8bit text, so the placeholders stay intact.
 _MAX_LINE = 900
 
+# One pass over the message per reader: a reader's own values (a name may contain
+# anything) are never searched for placeholders.
+_READER_PLACEHOLDERS = re.compile(
+    "|".join(map(re.escape, (UNSUBSCRIBE_PLACEHOLDER, GREETING_PLACEHOLDER, EMAIL_PLACEHOLDER)))
+)
+_WIRE_PLACEHOLDERS = re.compile(
+    b"(%s)"
+    % b"|".join(
+        re.escape(placeholder.encode())
+        for placeholder in (
+            UNSUBSCRIBE_PLACEHOLDER,
+            GREETING_PLACEHOLDER,
+            EMAIL_PLACEHOLDER,
+            _TO_PLACEHOLDER,
+            _MESSAGE_ID_PLACEHOLDER,
+            _DATE_PLACEHOLDER,
+            _MAILTO_TOKEN_PLACEHOLDER,
+        )
+    )
+)
+
 _inliner = css_inline.CSSInliner(
     keep_style_tags=False, keep_at_rules=True, load_remote_stylesheets=False
 )
@@ -58,8 +79,9 @@ class RenderedArticleEmail:
     list_id: str
     domain: str
     mailto: str
-    # The prepared MIME message, split where the html part begins.
-    wire_template: tuple[bytes, bytes] | None = None
+    # The prepared MIME message: (headers and text part, html part), each split into
+    # literal bytes with a placeholder between every two.
+    wire_template: tuple[list[bytes], list[bytes]] | None = None
 
 
 @dataclass(frozen=True)
@@ -256,16 +278,18 @@ def personalise(
     prepared template by plain replacement when the reader's values allow it.
     """
     values = _reader_values(rendered=rendered, reader=reader, send_id=send_id)
-    html = (
-        rendered.html.replace(UNSUBSCRIBE_PLACEHOLDER, escape(values.one_click))
-        .replace(GREETING_PLACEHOLDER, values.greeting_html)
-        .replace(EMAIL_PLACEHOLDER, escape(reader.email))
-    )
-    text = (
-        rendered.text.replace(UNSUBSCRIBE_PLACEHOLDER, values.one_click)
-        .replace(GREETING_PLACEHOLDER, values.greeting_text)
-        .replace(EMAIL_PLACEHOLDER, reader.email)
-    )
+    html_values = {
+        UNSUBSCRIBE_PLACEHOLDER: escape(values.one_click),
+        GREETING_PLACEHOLDER: values.greeting_html,
+        EMAIL_PLACEHOLDER: escape(reader.email),
+    }
+    text_values = {
+        UNSUBSCRIBE_PLACEHOLDER: values.one_click,
+        GREETING_PLACEHOLDER: values.greeting_text,
+        EMAIL_PLACEHOLDER: reader.email,
+    }
+    html = _READER_PLACEHOLDERS.sub(lambda m: html_values[m.group()], rendered.html)
+    text = _READER_PLACEHOLDERS.sub(lambda m: text_values[m.group()], rendered.text)
     message = ArticleEmailMessage(
         subject=subject_prefix + rendered.subject,
         body=text,
@@ -302,7 +326,9 @@ def envelope_sender(rendered: RenderedArticleEmail) -> str:
     return parseaddr(rendered.from_email)[1]
 
 
-def prepare_wire_template(rendered: RenderedArticleEmail) -> tuple[bytes, bytes] | None:
+def prepare_wire_template(
+    rendered: RenderedArticleEmail,
+) -> tuple[list[bytes], list[bytes]] | None:
     """The segment's complete MIME message with placeholders where each reader differs.
 
     None when the bodies could not go out as 8bit text (then a placeholder might be
@@ -343,32 +369,44 @@ def prepare_wire_template(rendered: RenderedArticleEmail) -> tuple[bytes, bytes]
     }
     if html_start < 0 or any(data.count(p.encode()) != n for p, n in expected.items()):
         return None
-    return data[:html_start], data[html_start:]
+    # An all-ASCII part is labelled 7bit, but a reader's name or address may put UTF-8
+    # into it; 8bit is the right label for both (RFC 2045 section 2.8).
+    data = data.replace(
+        b"\r\nContent-Transfer-Encoding: 7bit\r\n", b"\r\nContent-Transfer-Encoding: 8bit\r\n"
+    )
+    html_start = data.find(boundary, data.find(boundary) + 1)
+    return _WIRE_PLACEHOLDERS.split(data[:html_start]), _WIRE_PLACEHOLDERS.split(data[html_start:])
 
 
 def _personalised_wire(
-    template: tuple[bytes, bytes], *, reader: Reader, values: _ReaderValues
+    template: tuple[list[bytes], list[bytes]], *, reader: Reader, values: _ReaderValues
 ) -> bytes | None:
     if not reader.email.isascii():
         return None  # the To header needs encoding: build this one the slow way
+    # The headers and the text part come before the html part, whose values are escaped.
     text_part, html_part = template
-    text_part = (
-        text_part.replace(GREETING_PLACEHOLDER.encode(), _wire_bytes(values.greeting_text))
-        .replace(EMAIL_PLACEHOLDER.encode(), _wire_bytes(reader.email))
-        .replace(UNSUBSCRIBE_PLACEHOLDER.encode(), _wire_bytes(values.one_click))
-    )
-    html_part = (
-        html_part.replace(GREETING_PLACEHOLDER.encode(), _wire_bytes(values.greeting_html))
-        .replace(EMAIL_PLACEHOLDER.encode(), _wire_bytes(escape(reader.email)))
-        .replace(UNSUBSCRIBE_PLACEHOLDER.encode(), _wire_bytes(escape(values.one_click)))
-    )
-    return (
-        (text_part + html_part)
-        .replace(_TO_PLACEHOLDER.encode(), reader.email.encode(), 1)
-        .replace(_MESSAGE_ID_PLACEHOLDER.encode(), values.headers["Message-ID"].encode(), 1)
-        .replace(_DATE_PLACEHOLDER.encode(), _date().encode(), 1)
-        .replace(_MAILTO_TOKEN_PLACEHOLDER.encode(), quote(values.token).encode(), 1)
-    )
+    text_values = {
+        GREETING_PLACEHOLDER.encode(): _wire_bytes(values.greeting_text),
+        EMAIL_PLACEHOLDER.encode(): _wire_bytes(reader.email),
+        UNSUBSCRIBE_PLACEHOLDER.encode(): _wire_bytes(values.one_click),
+        _TO_PLACEHOLDER.encode(): reader.email.encode(),
+        _MESSAGE_ID_PLACEHOLDER.encode(): values.headers["Message-ID"].encode(),
+        _DATE_PLACEHOLDER.encode(): _date().encode(),
+        _MAILTO_TOKEN_PLACEHOLDER.encode(): quote(values.token).encode(),
+    }
+    html_values = {
+        GREETING_PLACEHOLDER.encode(): _wire_bytes(values.greeting_html),
+        EMAIL_PLACEHOLDER.encode(): _wire_bytes(escape(reader.email)),
+        UNSUBSCRIBE_PLACEHOLDER.encode(): _wire_bytes(escape(values.one_click)),
+    }
+    return _fill(text_part, text_values) + _fill(html_part, html_values)
+
+
+def _fill(pieces: list[bytes], values: dict[bytes, bytes]) -> bytes:
+    """Join the literal pieces with each placeholder's value (they alternate)."""
+    filled = pieces.copy()
+    filled[1::2] = [values[placeholder] for placeholder in pieces[1::2]]
+    return b"".join(filled)
 
 
 def _wire_bytes(value: str) -> bytes:

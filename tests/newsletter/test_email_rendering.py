@@ -262,3 +262,23 @@ def test_names_and_titles_are_escaped_in_html(publication):
     assert "<script>" not in html
     assert "<img src=x" not in html
     assert "&lt;img src=x onerror=alert(1)&gt;" in html
+
+
+@pytest.mark.parametrize("wire", [False, True])
+def test_a_readers_name_is_escaped_and_never_read_as_a_placeholder(publication, wire):
+    name = "Zoë @@broadside-email@@ @@broadside-unsubscribe-url@@ <i>x</i>"
+    subscriber = SubscriberFactory(name=name)
+    article = ArticleFactory(body="<p>Plain ASCII only.</p>")
+    rendered = render_article_email(article=article, segment=Delivery.Segment.PAID)
+    assert rendered.text.isascii()  # so the template's text part alone would be 7bit
+
+    message = personalise(rendered=rendered, reader=reader(subscriber), send_id=1, wire=wire)
+    assert (message.wire is not None) == wire
+    result = parsed(message)
+
+    text, html = parts(result)
+    assert f"Hi {name}," in text
+    assert "Hi Zoë @@broadside-email@@ @@broadside-unsubscribe-url@@ &lt;i&gt;x&lt;/i&gt;," in html
+    for part in (result.get_body(("plain",)), result.get_body(("html",))):
+        assert part is not None
+        assert part["Content-Transfer-Encoding"] in ("8bit", "quoted-printable", "base64")
