@@ -237,19 +237,23 @@ def run_send(size: int, worker_count: int, sink: Sink, tmp: Path) -> dict[str, f
 def sample_message() -> bytes:
     """One real article email, as the workers send it."""
     from newsletter.models import Article, Delivery, Publication
-    from newsletter.services.email_rendering import Reader, personalise, render_article_email
+    from newsletter.services.email_rendering import (
+        Reader,
+        personalised_bytes,
+        render_article_email,
+    )
 
     article = Article(title="Sample", slug="sample", body=BODY, visibility="paid")
     rendered = render_article_email(
         article=article, segment=Delivery.Segment.PAID, publication=Publication.load()
     )
-    message = personalise(
+    prepared = personalised_bytes(
         rendered=rendered,
         reader=Reader(subscriber_id=1, email="reader1@example.com", name="Reader 1"),
         send_id=1,
-        wire=True,
     )
-    return message.message().as_bytes(linesep="\r\n")
+    assert prepared is not None
+    return prepared[0]
 
 
 def main() -> None:

@@ -196,37 +196,6 @@ def message_id(*, send_id: int, subscriber_id: int | None, domain: str) -> str:
     return f"<broadside.{send_id}.{subscriber_id}.{digest}@{domain}>"
 
 
-class ArticleEmailMessage(EmailMultiAlternatives):
-    """An article email that may carry its MIME bytes already made (`wire`).
-
-    Building MIME with the email package costs milliseconds per message; with `wire` set,
-    `message()` hands over the bytes personalised from the segment's prepared template.
-    The attributes (body, alternatives, headers) are set as usual either way, so every
-    backend that reads them instead works unchanged.
-    """
-
-    wire: bytes | None = None
-
-    def message(self, *args: Any, **kwargs: Any) -> Any:
-        if self.wire is None:
-            return super().message(*args, **kwargs)
-        return _WireMessage(self.wire)
-
-
-class _WireMessage:
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-
-    def as_bytes(self, unixfrom: bool = False, linesep: str = "\n") -> bytes:
-        return self.data if linesep == "\r\n" else self.data.replace(b"\r\n", linesep.encode())
-
-    def as_string(self, unixfrom: bool = False, linesep: str = "\n") -> str:
-        return self.as_bytes(linesep=linesep).decode("utf-8", errors="surrogateescape")
-
-    def get_charset(self) -> None:
-        return None
-
-
 @dataclass(frozen=True)
 class _ReaderValues:
     token: str
@@ -270,12 +239,11 @@ def personalise(
     reader: Reader,
     send_id: int,
     subject_prefix: str = "",
-    wire: bool = False,
-) -> ArticleEmailMessage:
+) -> EmailMultiAlternatives:
     """One reader's message: their greeting, address and unsubscribe link and headers.
 
-    With `wire=True` the message also carries its MIME bytes, made from the segment's
-    prepared template by plain replacement when the reader's values allow it.
+    For backends other than SMTP (an anymail ESP reads the fields, not MIME bytes), and
+    for readers `personalised_bytes` cannot serve.
     """
     values = _reader_values(rendered=rendered, reader=reader, send_id=send_id)
     html_values = {
@@ -290,7 +258,7 @@ def personalise(
     }
     html = _READER_PLACEHOLDERS.sub(lambda m: html_values[m.group()], rendered.html)
     text = _READER_PLACEHOLDERS.sub(lambda m: text_values[m.group()], rendered.text)
-    message = ArticleEmailMessage(
+    message = EmailMultiAlternatives(
         subject=subject_prefix + rendered.subject,
         body=text,
         from_email=rendered.from_email,
@@ -299,8 +267,6 @@ def personalise(
         headers=values.headers,
     )
     message.attach_alternative(html, "text/html")
-    if wire and rendered.wire_template is not None and not subject_prefix:
-        message.wire = _personalised_wire(rendered.wire_template, reader=reader, values=values)
     return message
 
 
