@@ -236,7 +236,16 @@ def _classify(exc: BaseException) -> tuple[bool, str]:
 
 
 def _is_connection_error(exc: BaseException) -> bool:
-    return isinstance(exc, smtplib.SMTPServerDisconnected | OSError) or (
+    """Whether the connection is gone (reconnect) rather than one message refused.
+
+    smtplib's exceptions are all OSErrors, so the server's answers are told apart first:
+    only 421 closes the channel (RFC 5321 section 3.8); a refused recipient does not.
+    """
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        return any(code == 421 for code, _ in exc.recipients.values())
+    if isinstance(exc, smtplib.SMTPResponseException):
+        return exc.smtp_code == 421
+    return isinstance(exc, OSError) or (
         isinstance(exc, AnymailError) and not isinstance(exc, AnymailRecipientsRefused)
     )
 

@@ -206,6 +206,32 @@ def test_recipients_the_server_refuses_permanently_fail_and_the_rest_are_deliver
     assert (email_send.sent_count, email_send.failed_count) == (2, 1)
 
 
+def test_a_refused_recipient_does_not_cost_the_chunk_its_connection(readers, smtp_server):
+    smtp_server.refuse(readers["free"][0].email, code=550)
+    smtp_server.refuse(readers["free"][1].email, code=452)
+    email_send = publish_article(article=ArticleFactory()).email_send
+    mark_sending(email_send)
+
+    result = sending.send_chunk(email_send_id=email_send.pk)
+
+    assert (result.sent, result.failed, result.retrying) == (1, 1, 1)
+    assert smtp_server.connections == 1
+
+
+def test_a_421_answer_reconnects_and_the_rest_of_the_chunk_goes_out(readers, smtp_server):
+    # smtplib closes the connection on 421 (service closing the channel, RFC 5321).
+    closing = min([r.email for r in readers["free"]] + ["paid@example.com"])
+    smtp_server.refuse(closing, code=421, text="Too many messages, closing", times=1)
+    email_send = publish_article(article=ArticleFactory()).email_send
+    mark_sending(email_send)
+
+    result = sending.send_chunk(email_send_id=email_send.pk)
+
+    assert (result.sent, result.retrying, result.failed) == (2, 1, 0)
+    assert smtp_server.connections == 2
+    assert Delivery.objects.get(subscriber__email=closing).status == Delivery.Status.PENDING
+
+
 def test_a_temporary_refusal_is_retried_with_backoff_and_then_delivered(readers, smtp_server):
     greylisted = readers["free"][0].email
     smtp_server.refuse(greylisted, code=451, text="Greylisted, try later", times=1)
