@@ -583,6 +583,12 @@ def sweep_email_sends(*, now: datetime | None = None) -> SweepResult:
     result = SweepResult()
     stale_before = now - timedelta(seconds=settings.EMAIL_CLAIM_TIMEOUT)
     idle_before = now - timedelta(seconds=settings.EMAIL_SWEEP_INTERVAL)
+    # A cancelled send's rows that a worker handed back after the cancel (a retry, a
+    # release) or left claimed when it died: nobody will send them any more.
+    Delivery.objects.filter(send__status=EmailSend.Status.CANCELLED).filter(
+        Q(status=Delivery.Status.PENDING)
+        | Q(status=Delivery.Status.CLAIMED, claimed_at__lt=stale_before)
+    ).update(status=Delivery.Status.SKIPPED, last_error="The send was cancelled.")
     for email_send in EmailSend.objects.filter(status__in=ACTIVE_SEND_STATUSES):
         released = Delivery.objects.filter(
             send=email_send, status=Delivery.Status.CLAIMED, claimed_at__lt=stale_before

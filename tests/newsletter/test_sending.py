@@ -399,6 +399,24 @@ def test_cancelling_skips_every_delivery_not_yet_sent(readers):
         sending.pause_send(email_send=email_send)
 
 
+def test_deliveries_a_worker_hands_back_after_a_cancel_are_skipped_by_the_sweeper(
+    readers, settings
+):
+    email_send = publish_article(article=ArticleFactory()).email_send
+    mark_sending(email_send)
+    claimed_at, claimed, _ = sending.claim_chunk(email_send_id=email_send.pk, size=2)
+    sending.cancel_send(email_send=email_send)  # while that chunk is being sent
+    # The worker records a temporary failure (back to pending); another one died.
+    Delivery.objects.filter(pk=claimed[0].pk).update(status=Delivery.Status.PENDING)
+    later = claimed_at + timedelta(seconds=settings.EMAIL_CLAIM_TIMEOUT + 1)
+
+    sending.sweep_email_sends(now=later)
+
+    statuses = set(email_send.deliveries.values_list("status", flat=True))
+    assert statuses == {Delivery.Status.SKIPPED}
+    assert mail.outbox == []
+
+
 def test_retrying_failed_deliveries_sends_them_again(
     readers, smtp_server, django_capture_on_commit_callbacks
 ):
