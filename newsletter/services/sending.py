@@ -179,12 +179,19 @@ def claim_chunk(
     """Claim up to `size` due pending deliveries of a sending send.
 
     Returns the claim time (it also identifies the claim), the claimed deliveries of
-    readers still active, and how many were skipped because the reader is not.
+    readers still active, and how many were skipped because the reader is not. A
+    reader whose paid access ended since publishing gets the free readers' email (or
+    nothing, when the send is for paid readers only).
     """
     size = size or settings.EMAIL_SEND_CHUNK_SIZE
     now = now or timezone.now()
     with transaction.atomic():
-        if not EmailSend.objects.filter(pk=email_send_id, status=EmailSend.Status.SENDING).exists():
+        audience = (
+            EmailSend.objects.filter(pk=email_send_id, status=EmailSend.Status.SENDING)
+            .values_list("audience", flat=True)
+            .first()
+        )
+        if audience is None:
             return now, [], 0
         ids = list(
             Delivery.objects.select_for_update(skip_locked=True)
@@ -205,20 +212,38 @@ def claim_chunk(
                 "subscriber__status",
             )
         )
+        skipped: dict[str, list[int]] = {}
+        for pk, _, _, _, _, status in rows:
+            if status != Subscriber.Status.ACTIVE:
+                skipped.setdefault(f"The reader is {status}.", []).append(pk)
         active = [r for r in rows if r[5] == Subscriber.Status.ACTIVE]
-        inactive = [r for r in rows if r[5] != Subscriber.Status.ACTIVE]
+        paid_ids = {r[2] for r in active if r[1] == Delivery.Segment.PAID}
+        lapsed = paid_ids - set(
+            paid_subscribers(now=now).filter(pk__in=paid_ids).values_list("pk", flat=True)
+        )
+        if lapsed:
+            lapsed_pks = [r[0] for r in active if r[2] in lapsed]
+            if audience == Article.EmailAudience.PAID:
+                skipped["The reader no longer has paid access."] = lapsed_pks
+                active = [r for r in active if r[2] not in lapsed]
+            else:
+                Delivery.objects.filter(pk__in=lapsed_pks).update(segment=Delivery.Segment.FREE)
+                active = [
+                    (r[0], Delivery.Segment.FREE.value, *r[2:]) if r[2] in lapsed else r
+                    for r in active
+                ]
         Delivery.objects.filter(pk__in=[r[0] for r in active]).update(
             status=Delivery.Status.CLAIMED, claimed_at=now, attempts=F("attempts") + 1
         )
-        for status in {r[5] for r in inactive}:
-            Delivery.objects.filter(pk__in=[r[0] for r in inactive if r[5] == status]).update(
-                status=Delivery.Status.SKIPPED, last_error=f"The reader is {status}."
+        for reason, pks in skipped.items():
+            Delivery.objects.filter(pk__in=pks).update(
+                status=Delivery.Status.SKIPPED, last_error=reason
             )
         EmailSend.objects.filter(pk=email_send_id).update(last_activity_at=now)
     claimed = [
         _Claimed(pk=r[0], segment=r[1], subscriber_id=r[2], email=r[3], name=r[4]) for r in active
     ]
-    return now, claimed, len(inactive)
+    return now, claimed, sum(len(pks) for pks in skipped.values())
 
 
 def _classify(exc: BaseException) -> tuple[bool, str]:

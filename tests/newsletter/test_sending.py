@@ -171,6 +171,39 @@ def test_unsubscribe_mid_send_skips_the_readers_remaining_delivery(readers):
     assert "unsubscribed" in skipped.last_error
 
 
+def test_a_reader_whose_paid_access_ended_mid_send_gets_the_free_email(readers):
+    article = ArticleFactory(body=PAYWALLED_BODY, visibility=Article.Visibility.PAID)
+    email_send = publish_article(article=article).email_send
+    Membership.objects.filter(subscriber=readers["paid"]).update(status=Membership.Status.CANCELED)
+    mark_sending(email_send)
+
+    sending.send_chunk(email_send_id=email_send.pk)
+
+    by_recipient = {m.to[0]: m for m in mail.outbox}
+    assert len(by_recipient) == 3
+    lapsed = by_recipient["paid@example.com"]
+    assert "Free opening." in lapsed.body
+    assert "Paid analysis." not in lapsed.body
+    assert "Paid analysis." not in lapsed.alternatives[0][0]
+    delivery = Delivery.objects.get(send=email_send, subscriber=readers["paid"])
+    assert (delivery.segment, delivery.status) == (Delivery.Segment.FREE, Delivery.Status.SENT)
+
+
+def test_a_paid_only_send_skips_a_reader_whose_paid_access_ended_mid_send(readers):
+    article = ArticleFactory(email_audience=Article.EmailAudience.PAID)
+    email_send = publish_article(article=article).email_send
+    Membership.objects.filter(subscriber=readers["paid"]).update(status=Membership.Status.CANCELED)
+    mark_sending(email_send)
+
+    result = sending.send_chunk(email_send_id=email_send.pk)
+
+    assert (result.sent, result.skipped) == (0, 1)
+    assert mail.outbox == []
+    delivery = Delivery.objects.get(send=email_send)
+    assert delivery.status == Delivery.Status.SKIPPED
+    assert "paid access" in delivery.last_error
+
+
 def test_a_chunk_goes_out_over_one_smtp_connection(readers, smtp_server):
     email_send = publish_article(article=ArticleFactory()).email_send
     mark_sending(email_send)
