@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from django.http import HttpRequest, HttpResponse
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse, HttpResponseForbidden
 from django.shortcuts import render
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
@@ -17,16 +18,31 @@ SIGNUPS_PER_IP = 10
 SIGNUP_WINDOW_SECONDS = 60 * 10
 
 
+def _posted_from_another_site(request: HttpRequest) -> bool:
+    """A browser names the page's origin on every cross-site POST; refuse foreign ones.
+
+    Sites allowed to embed the signup form are listed in CSRF_TRUSTED_ORIGINS.
+    """
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return False  # not a browser, or one that predates the header: nothing to check
+    allowed = {settings.SITE_URL, f"{request.scheme}://{request.get_host()}"}
+    return origin not in allowed | set(settings.CSRF_TRUSTED_ORIGINS)
+
+
 # Deliberately without a CSRF token: the signup form sits in the footer of pages that are
-# cached and shared between anonymous readers, and may be embedded on other sites. A forged
-# signup can do no more than ask an address to confirm; the honeypot, the per-IP limit and
-# one confirmation per address per few minutes bound that.
+# cached and shared between anonymous readers, so no per-visitor token can be in it.
+# Instead a browser's Origin header must name this site (or a trusted embedding site),
+# and a signup can do no more than ask an address to confirm; the honeypot, the per-IP
+# limit and one confirmation per address per few minutes bound the rest.
 @csrf_exempt
 @require_http_methods(["GET", "POST"])
 def subscribe_view(request: HttpRequest) -> HttpResponse:
     if request.method == "GET":
         form = SubscribeForm(initial={"email": request.GET.get("email", "")})
         return render(request, "subscriptions/subscribe.html", {"form": form})
+    if _posted_from_another_site(request):
+        return HttpResponseForbidden("Sign up on the publication's own site.")
     ip = client_ip(request)
     if not consume(
         scope="subscribe", key=network_key(ip), limit=SIGNUPS_PER_IP, period=SIGNUP_WINDOW_SECONDS

@@ -270,6 +270,25 @@ def test_the_footer_signup_works_without_a_csrf_token_so_anonymous_pages_can_be_
     assert len(mail.outbox) == 1
 
 
+def test_a_signup_posted_by_a_browser_on_another_site_is_refused(settings):
+    settings.CSRF_TRUSTED_ORIGINS = ["https://friends.example"]
+    client = Client(enforce_csrf_checks=True)
+    data = {"email": "victim@example.com", "website": ""}
+    refused = client.post("/subscribe/", data, headers={"Origin": "https://evil.example"})
+    assert refused.status_code == 403
+    assert client.post("/subscribe/", data, headers={"Origin": "null"}).status_code == 403
+    assert not Subscriber.objects.exists()
+
+    ours = client.post("/subscribe/", data, headers={"Origin": "http://testserver"})
+    embedded = client.post(
+        "/subscribe/",
+        {"email": "friend@example.com", "website": ""},
+        headers={"Origin": "https://friends.example"},
+    )
+    assert ours.status_code == embedded.status_code == 200
+    assert Subscriber.objects.count() == 2
+
+
 def test_the_subscribe_page_and_the_footer_form_do_not_share_element_ids(client):
     body = client.get("/subscribe/").content.decode()
     ids = re.findall(r'\bid="([^"]+)"', body)
