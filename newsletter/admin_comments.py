@@ -108,6 +108,8 @@ class CommentAdmin(admin.ModelAdmin):
 
     @admin.display(description="Writer", ordering="user__email")
     def writer(self, obj: Comment) -> str:
+        if obj.user is None:
+            return "(deleted account)"
         name = obj.user.first_name or obj.user.get_username()
         banned = " (banned)" if hasattr(obj.user, "comment_ban") else ""
         return f"{name} <{obj.user.email}>{banned}"

@@ -172,8 +172,13 @@ class Comment(models.Model):
         DELETED = "deleted", "Deleted by its writer"
 
     article = models.ForeignKey(Article, on_delete=models.CASCADE, related_name="comments")
+    # Empty only on the placeholder of a deleted reader's comment that others replied to.
     user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="comments"
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="comments",
     )
     parent = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.CASCADE, related_name="replies"

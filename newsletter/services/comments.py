@@ -244,6 +244,22 @@ def delete_comment(*, user: User, comment: Comment) -> None:
             comment.delete()
 
 
+def erase_comments_of(*, user: AbstractBaseUser) -> None:
+    """Erase what a reader wrote, when their account is deleted.
+
+    A comment others replied to stays as an anonymous "deleted" placeholder, so their
+    replies are kept in context; every other comment of theirs is deleted.
+    """
+    theirs = Comment.objects.filter(user_id=user.pk)
+    with transaction.atomic():
+        others_replies = Comment.objects.filter(parent=OuterRef("pk")).exclude(user_id=user.pk)
+        theirs.filter(Exists(others_replies)).update(
+            status=Comment.Status.DELETED, body="", user=None
+        )
+        theirs.delete()
+    invalidate_pages()
+
+
 # --- Moderation ---------------------------------------------------------------------------
 
 
@@ -301,6 +317,8 @@ def set_display_name(*, user: User, name: str) -> None:
 
 def display_name(*, user: Any) -> str:
     """Editors appear under their author name; readers under the name they chose."""
+    if user is None:
+        return FALLBACK_DISPLAY_NAME
     if getattr(user, "is_staff", False):
         author: Author | None = getattr(user, "author", None)
         if author is not None and author.display_name:

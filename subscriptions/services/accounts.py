@@ -19,6 +19,7 @@ from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
 
 from newsletter.models import Comment, CommentBan, Delivery
+from newsletter.services.comments import erase_comments_of
 from subscriptions.models import Donation, Membership, StripeEvent, Subscriber
 from subscriptions.services.access import subscriber_is_paid
 from subscriptions.services.addresses import suppress, unsuppress
@@ -277,6 +278,7 @@ def delete_reader_account(*, user: AbstractBaseUser) -> None:
         _redact_stripe_events(
             terms=[*emails, subscriber.stripe_customer_id if subscriber else None]
         )
+        erase_comments_of(user=user)
         if subscriber is not None:
             subscriber.delete()
         user.delete()

@@ -366,3 +366,30 @@ def test_an_imported_paid_reader_signs_in_and_reads_an_imported_paid_article(cli
     client.logout()
     sign_in_by_code(client, "free.reader@example.com")
     assert paid_text not in client.get("/p/sanctions-ledger/").content
+
+
+def test_deleting_an_account_keeps_other_readers_replies_under_an_anonymous_placeholder(
+    client, reader
+):
+    article = PublishedArticleFactory()
+    answered = Comment.objects.create(article=article, user=reader.user, body="My first take.")
+    own_reply = Comment.objects.create(
+        article=article, user=reader.user, parent=answered, body="Adding to myself."
+    )
+    alone = Comment.objects.create(article=article, user=reader.user, body="Nobody answered.")
+    other = UserFactory(first_name="Olga")
+    reply = Comment.objects.create(
+        article=article, user=other, parent=answered, body="I disagree, politely."
+    )
+    client.force_login(reader.user)
+
+    assert client.post("/account/delete/", {"confirm": "on"}).status_code == 200
+
+    answered.refresh_from_db()
+    assert (answered.status, answered.body, answered.user_id) == ("deleted", "", None)
+    assert not Comment.objects.filter(pk__in=[own_reply.pk, alone.pk]).exists()
+    reply.refresh_from_db()
+    assert reply.parent_id == answered.pk
+    page = client.get(article.get_absolute_url()).content.decode()
+    assert "I disagree, politely." in page
+    assert "My first take." not in page
