@@ -28,6 +28,8 @@ from typing import Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
+from tests.fakes.base import LocalServer
+
 logging.getLogger("mail.log").setLevel(logging.WARNING)
 
 
@@ -70,7 +72,7 @@ class _Handler:
         return "250 Message accepted for delivery"
 
 
-class FakeSMTPServer:
+class FakeSMTPServer(LocalServer):
     """aiosmtpd on its own event loop thread; bind to port 0 and read `port`."""
 
     def __init__(
@@ -213,12 +215,6 @@ class FakeSMTPServer:
             self._thread.join(10)
         self._loop = None
         self._thread = None
-
-    def __enter__(self) -> FakeSMTPServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 def main() -> None:

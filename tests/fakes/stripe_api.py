@@ -30,9 +30,11 @@ import threading
 import time
 import urllib.request
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
+
+from tests.fakes.base import LocalHTTPServer
 
 API_VERSION = "2026-10-28.endive"
 
@@ -96,7 +98,9 @@ class _Store:
         return list(self.objects.get(kind, {}).values())
 
 
-class FakeStripeAPI:
+class FakeStripeAPI(LocalHTTPServer):
+    thread_name = "fake-stripe-api"
+
     def __init__(self, *, webhook_url: str = "", webhook_secret: str = "") -> None:
         self.webhook_url = webhook_url
         self.webhook_secret = webhook_secret
@@ -106,12 +110,10 @@ class FakeStripeAPI:
         self._idempotent: dict[tuple[str, str], tuple[int, dict[str, Any]]] = {}
         self._ids = itertools.count(1)
         self._lock = threading.RLock()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
-    # --- lifecycle ---------------------------------------------------------------------
+    # --- the HTTP server ---------------------------------------------------------------
 
-    def start(self) -> FakeStripeAPI:
+    def handler_class(self) -> type[BaseHTTPRequestHandler]:
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -129,32 +131,7 @@ class FakeStripeAPI:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    def __enter__(self) -> FakeStripeAPI:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def url(self) -> str:
-        assert self._server is not None, "call start() first"
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return Handler
 
     # --- what tests look at ------------------------------------------------------------
 

@@ -30,9 +30,11 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from http.server import BaseHTTPRequestHandler
+from typing import Any, Self
 from urllib.parse import parse_qsl
+
+from tests.fakes.base import LocalHTTPServer
 
 CAPTION_LIMIT = 1024
 MESSAGE_LIMIT = 4096
@@ -173,7 +175,11 @@ class _Failure:
 
 
 @dataclass
-class FakeTelegramAPI:
+class FakeTelegramAPI(LocalHTTPServer):
+    """`url` is the value for TELEGRAM_API_URL."""
+
+    thread_name = "fake-telegram-api"
+
     token: str = "123456:TEST-token"
     chats: list[str] = field(default_factory=lambda: ["@broadside"])
     hang_seconds: float = 5.0
@@ -186,51 +192,24 @@ class FakeTelegramAPI:
         self._ids = itertools.count(101)
         self._lock = threading.Lock()
         self._release = threading.Event()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
-    # --- lifecycle ---------------------------------------------------------------
+    # --- the HTTP server -----------------------------------------------------------
 
-    def start(self) -> FakeTelegramAPI:
+    def handler_class(self) -> type[BaseHTTPRequestHandler]:
         api = self
 
         class Handler(_Handler):
             fake = api
 
+        return Handler
+
+    def start(self) -> Self:
         self._release.clear()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.05},  # stop() returns within this
-            name="fake-telegram-api",
-            daemon=True,
-        )
-        self._thread.start()
-        return self
+        return super().start()
 
     def stop(self) -> None:
         self._release.set()  # let hanging requests go
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    def __enter__(self) -> FakeTelegramAPI:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    @property
-    def url(self) -> str:
-        """The value for TELEGRAM_API_URL."""
-        assert self._server is not None, "start() the stand-in first"
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        super().stop()
 
     # --- scripting and inspection ---------------------------------------------------
 
