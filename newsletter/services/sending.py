@@ -34,7 +34,8 @@ from django.core.mail import get_connection
 from django.core.mail.backends.smtp import EmailBackend as SMTPBackend
 from django.db import connection as db_connection
 from django.db import transaction
-from django.db.models import Case, Count, F, Max, Min, Q, QuerySet, Value, When
+from django.db.models import Case, Count, DateTimeField, F, Max, Min, Q, QuerySet, Value, When
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from newsletter.models import Article, Delivery, EmailSend, Publication
@@ -140,13 +141,14 @@ def start_send(*, email_send_id: int) -> int:
     """Mark the send as sending and start its parallel chunk chains. Safe to repeat."""
     now = timezone.now()
     EmailSend.objects.filter(pk=email_send_id, status=EmailSend.Status.QUEUED).update(
-        status=EmailSend.Status.SENDING, started_at=now, last_activity_at=now
+        status=EmailSend.Status.SENDING,
+        # A resumed or retried send keeps the time it first started.
+        started_at=Coalesce("started_at", Value(now, output_field=DateTimeField())),
+        last_activity_at=now,
     )
     if not EmailSend.objects.filter(pk=email_send_id, status=EmailSend.Status.SENDING).exists():
         return 0
-    pending = Delivery.objects.filter(send_id=email_send_id, status=Delivery.Status.PENDING)
-    chunks = -(-pending.count() // settings.EMAIL_SEND_CHUNK_SIZE)
-    chains = min(settings.EMAIL_SEND_PARALLELISM, chunks)
+    chains = _chains_for(due_deliveries(email_send_id=email_send_id, now=now).count())
     if chains == 0:
         finish_send_if_done(email_send_id=email_send_id)
     _queue_chunks(email_send_id, chains)
@@ -194,9 +196,8 @@ def claim_chunk(
         if audience is None:
             return now, [], 0
         ids = list(
-            Delivery.objects.select_for_update(skip_locked=True)
-            .filter(send_id=email_send_id, status=Delivery.Status.PENDING)
-            .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
+            due_deliveries(email_send_id=email_send_id, now=now)
+            .select_for_update(skip_locked=True)
             .order_by("id")
             .values_list("id", flat=True)[:size]
         )
@@ -626,31 +627,29 @@ def sweep_email_sends(*, now: datetime | None = None) -> SweepResult:
             continue
         if Delivery.objects.filter(send=email_send, status=Delivery.Status.CLAIMED).exists():
             continue
-        due = Delivery.objects.filter(
-            Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now),
-            send=email_send,
-            status=Delivery.Status.PENDING,
-        ).exists()
+        due = due_deliveries(email_send_id=email_send.pk, now=now).count()
         idle = email_send.last_activity_at is None or email_send.last_activity_at < idle_before
         if due and (idle or released):
-            chunks = -(-due_count(email_send_id=email_send.pk, now=now) // _chunk_size())
-            _queue_chunks(email_send.pk, min(settings.EMAIL_SEND_PARALLELISM, chunks))
+            _queue_chunks(email_send.pk, _chains_for(due))
             result.restarted.append(email_send.pk)
         elif not due and finish_send_if_done(email_send_id=email_send.pk):
             result.finished.append(email_send.pk)
     return result
 
 
-def _chunk_size() -> int:
-    return max(1, settings.EMAIL_SEND_CHUNK_SIZE)
-
-
-def due_count(*, email_send_id: int, now: datetime) -> int:
+def due_deliveries(*, email_send_id: int, now: datetime) -> QuerySet[Delivery]:
+    """Pending deliveries of a send whose retry, if any, has come due."""
     return Delivery.objects.filter(
         Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now),
         send_id=email_send_id,
         status=Delivery.Status.PENDING,
-    ).count()
+    )
+
+
+def _chains_for(deliveries: int) -> int:
+    """How many chunk chains to run for this many deliveries."""
+    chunks = -(-deliveries // max(1, settings.EMAIL_SEND_CHUNK_SIZE))
+    return min(settings.EMAIL_SEND_PARALLELISM, chunks)
 
 
 # --- Editors' controls --------------------------------------------------------------

@@ -410,6 +410,7 @@ def test_pausing_stops_workers_claiming_and_resuming_finishes_the_send(
 
     assert sending.send_chunk(email_send_id=email_send.pk).claimed == 0
     assert mail.outbox == []
+    started_at = EmailSend.objects.get(pk=email_send.pk).started_at
 
     with django_capture_on_commit_callbacks(execute=True):
         sending.resume_send(email_send=email_send)
@@ -417,6 +418,7 @@ def test_pausing_stops_workers_claiming_and_resuming_finishes_the_send(
     assert len(mail.outbox) == 3
     email_send.refresh_from_db()
     assert email_send.status == EmailSend.Status.SENT
+    assert email_send.started_at == started_at  # the send's start, not the resume's
 
 
 def test_cancelling_skips_every_delivery_not_yet_sent(readers):
