@@ -524,16 +524,17 @@ def _record_failures(
         mine = Delivery.objects.filter(
             pk=delivery.pk, status=Delivery.Status.CLAIMED, claimed_at=claimed_at
         )
+        # A claim another worker has taken over since is theirs to record.
         if permanent or tries >= MAX_ATTEMPTS:
-            mine.update(status=Delivery.Status.FAILED, last_error=error, next_attempt_at=None)
-            result.failed += 1
+            result.failed += mine.update(
+                status=Delivery.Status.FAILED, last_error=error, next_attempt_at=None
+            )
         else:
-            mine.update(
+            result.retrying += mine.update(
                 status=Delivery.Status.PENDING,
                 last_error=error,
                 next_attempt_at=now + retry_delay(tries),
             )
-            result.retrying += 1
         result.errors.append(f"{delivery.email}: {error}")
     logger.warning("Send chunk had %d failed deliveries: %s", len(failures), result.errors[:5])
 

@@ -387,6 +387,20 @@ def test_a_slow_workers_mark_still_counts_when_its_swept_claim_was_not_taken_aga
     )
 
 
+def test_a_failure_on_a_claim_taken_over_is_not_counted_by_the_worker_that_lost_it(readers):
+    email_send = publish_article(article=ArticleFactory()).email_send
+    mark_sending(email_send)
+    claimed_at, claimed, _ = sending.claim_chunk(email_send_id=email_send.pk)
+    refused = next(d for d in claimed if d.email == readers["free"][0].email)
+    Delivery.objects.filter(pk=refused.pk).update(claimed_at=claimed_at + timedelta(seconds=1))
+    result = sending.ChunkResult()
+
+    sending._record_failures([(refused, True, "550 x")], claimed_at=claimed_at, result=result)
+
+    assert (result.failed, result.retrying) == (0, 0)
+    assert Delivery.objects.get(pk=refused.pk).status == Delivery.Status.CLAIMED
+
+
 def test_a_worker_releases_what_it_cannot_send_before_its_claim_goes_stale(readers, settings):
     settings.EMAIL_CLAIM_TIMEOUT = 0
     email_send = publish_article(article=ArticleFactory()).email_send
