@@ -15,11 +15,6 @@ waits there, mid-chunk, with claimed deliveries outstanding.
 from __future__ import annotations
 
 import collections
-import contextlib
-import os
-import shlex
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,10 +22,10 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings
-from django.db import connection
 
 from newsletter.models import Article, Delivery, EmailSend
 from subscriptions.models import Subscriber
+from tests import processes
 from tests.factories import ArticleFactory, MembershipFactory
 from tests.fakes.smtp import FakeSMTPServer
 
@@ -39,32 +34,12 @@ pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 REDIS_URL = "redis://127.0.0.1:6379/4"
 READERS = 2000
 PROJECT_DIR = Path(settings.BASE_DIR)
-# -B embeds beat, which runs the sweeper every EMAIL_SWEEP_INTERVAL seconds.
-WORKER_ARGS = shlex.split(
-    "-m celery -A config worker -B --pool prefork --concurrency 2 --loglevel INFO "
-    "--without-gossip --without-mingle"
-)
-
-
-def _redis_available() -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", 6379), timeout=1):
-            return True
-    except OSError:
-        return False
 
 
 @pytest.fixture
 def redis_broker():
-    if not _redis_available():
-        pytest.skip("Redis is not running on 127.0.0.1:6379 (start it; see README).")
-    import redis
-
-    client = redis.Redis.from_url(REDIS_URL)
-    client.flushdb()
-    yield REDIS_URL
-    client.flushdb()
-    client.close()
+    with processes.flushed_redis(REDIS_URL) as url:
+        yield url
 
 
 @pytest.fixture
@@ -75,54 +50,28 @@ def smtp_server():
     server.stop()
 
 
-def _database_url() -> str:
-    db = connection.settings_dict
-    auth = db["USER"] + (f":{db['PASSWORD']}" if db["PASSWORD"] else "")
-    return f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
-
-
 def _environment(tmp_path: Path, smtp: FakeSMTPServer, broker: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST", "TEST_"))}
-    env.update(
-        DJANGO_SETTINGS_MODULE="config.settings",
-        DATABASE_URL=_database_url(),
-        CELERY_BROKER_URL=broker,
+    return processes.worker_environment(
+        var_dir=tmp_path / "var",
+        broker_url=broker,
         EMAIL_URL=smtp.url,
-        SECRET_KEY=settings.SECRET_KEY,
-        DEBUG="false",
-        SITE_URL=settings.SITE_URL,
-        VAR_DIR=str(tmp_path / "var"),
-        CONN_MAX_AGE="0",
         EMAIL_SEND_CHUNK_SIZE="50",
         EMAIL_SEND_PARALLELISM="2",
         EMAIL_CLAIM_TIMEOUT="3",
         EMAIL_SWEEP_INTERVAL="1",
         CELERY_VISIBILITY_TIMEOUT="10",
     )
-    for name in ("REDIS_URL", "EMAIL_BACKEND"):
-        env.pop(name, None)
-    return env
 
 
 def _start_worker(env: dict[str, str], log: Path, name: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [
-            sys.executable,
-            *WORKER_ARGS,
-            *["--hostname", f"{name}@%h", "--schedule", str(log.with_suffix(".schedule"))],
-        ],
-        cwd=PROJECT_DIR,
-        env=env,
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,  # its own process group: kill -9 takes every child
+    # Beat embedded in the worker runs the sweeper every EMAIL_SWEEP_INTERVAL seconds.
+    return processes.start_celery_worker(
+        env=env, log=log, hostname=f"{name}@%h", beat_schedule=log.with_suffix(".schedule")
     )
 
 
 def _kill(worker: subprocess.Popen[bytes]) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(worker.pid, signal.SIGKILL)
-    worker.wait(10)
+    processes.kill(worker)  # the whole process group at once: kill -9 takes every child
 
 
 def _wait(condition, timeout: float, what: str, logs: list[Path]) -> None:

@@ -8,21 +8,15 @@ subprocess with two prefork processes, and the stand-in Bot API on loopback.
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from django.conf import settings
-from django.db import connection
 
 from config.celery import app as celery_app
 from newsletter.models import TelegramPost
 from newsletter.tasks import post_article_to_telegram
+from tests import processes
 from tests.factories import PublishedArticleFactory
 from tests.fakes.telegram_api import FakeTelegramAPI
 
@@ -32,25 +26,10 @@ REDIS_URL = "redis://127.0.0.1:6379/5"
 CHANNEL = "@broadside"
 
 
-def _redis_available() -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", 6379), timeout=1):
-            return True
-    except OSError:
-        return False
-
-
 @pytest.fixture
 def redis_broker():
-    if not _redis_available():
-        pytest.skip("Redis is not running on 127.0.0.1:6379 (start it; see README).")
-    import redis
-
-    client = redis.Redis.from_url(REDIS_URL)
-    client.flushdb()
-    yield REDIS_URL
-    client.flushdb()
-    client.close()
+    with processes.flushed_redis(REDIS_URL) as url:
+        yield url
 
 
 @pytest.fixture
@@ -59,65 +38,22 @@ def bot_api():
         yield api
 
 
-def _database_url() -> str:
-    db = connection.settings_dict
-    auth = db["USER"] + (f":{db['PASSWORD']}" if db["PASSWORD"] else "")
-    return f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
-
-
 @pytest.fixture
 def worker(tmp_path, redis_broker, bot_api):
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST", "TEST_"))}
-    env.update(
-        DJANGO_SETTINGS_MODULE="config.settings",
-        DATABASE_URL=_database_url(),
-        CELERY_BROKER_URL=redis_broker,
-        SECRET_KEY=settings.SECRET_KEY,
-        DEBUG="false",
-        SITE_URL=settings.SITE_URL,
-        VAR_DIR=str(tmp_path / "var"),
-        CONN_MAX_AGE="0",
+    env = processes.worker_environment(
+        var_dir=tmp_path / "var",
+        broker_url=redis_broker,
         TELEGRAM_BOT_TOKEN=bot_api.token,
         TELEGRAM_CHAT_ID=CHANNEL,
         TELEGRAM_API_URL=bot_api.url,
         TELEGRAM_TIMEOUT="2",
     )
-    env.pop("REDIS_URL", None)
     log = tmp_path / "worker.log"
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "config",
-            "worker",
-            "--pool",
-            "prefork",
-            "--concurrency",
-            "2",
-            "--loglevel",
-            "INFO",
-            "--hostname",
-            "telegram@%h",
-            "--without-gossip",
-            "--without-mingle",
-        ],
-        cwd=Path(settings.BASE_DIR),
-        env=env,
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    process = processes.start_celery_worker(env=env, log=log, hostname="telegram@%h")
     celery_app.conf.task_always_eager = False
     yield log
     celery_app.conf.task_always_eager = True
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(15)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(5)
+    processes.stop(process)
 
 
 def _queue(post: TelegramPost) -> None:
