@@ -35,7 +35,7 @@ from django.core.mail.backends.smtp import EmailBackend as SMTPBackend
 from django.db import connection as db_connection
 from django.db import transaction
 from django.db.models import Case, Count, DateTimeField, F, Max, Min, Q, QuerySet, Value, When
-from django.db.models.functions import Coalesce
+from django.db.models.functions import Coalesce, Now
 from django.utils import timezone
 
 from newsletter.models import Article, Delivery, EmailSend, Publication
@@ -139,7 +139,7 @@ def _queue_chunks(email_send_id: int, count: int) -> None:
 
 def start_send(*, email_send_id: int) -> int:
     """Mark the send as sending and start its parallel chunk chains. Safe to repeat."""
-    now = timezone.now()
+    now = database_now()
     EmailSend.objects.filter(pk=email_send_id, status=EmailSend.Status.QUEUED).update(
         status=EmailSend.Status.SENDING,
         # A resumed or retried send keeps the time it first started.
@@ -186,7 +186,7 @@ def claim_chunk(
     nothing, when the send is for paid readers only).
     """
     size = size or settings.EMAIL_SEND_CHUNK_SIZE
-    now = now or timezone.now()
+    now = now or database_now()
     with transaction.atomic():
         audience = (
             EmailSend.objects.filter(pk=email_send_id, status=EmailSend.Status.SENDING)
@@ -245,6 +245,21 @@ def claim_chunk(
         _Claimed(pk=r[0], segment=r[1], subscriber_id=r[2], email=r[3], name=r[4]) for r in active
     ]
     return now, claimed, sum(len(pks) for pks in skipped.values())
+
+
+def database_now() -> datetime:
+    """The database server's clock, for claims and retry times.
+
+    Workers on many machines compare each other's claim times (the sweeper decides a
+    claim is stale); a machine whose clock runs behind would otherwise have its claims
+    swept while it still sends them.
+    """
+    if db_connection.vendor != "postgresql":
+        return timezone.now()
+    with db_connection.cursor() as cursor:
+        cursor.execute("SELECT statement_timestamp()")
+        row = cursor.fetchone()
+    return row[0]
 
 
 def _classify(exc: BaseException) -> tuple[bool, str]:
@@ -515,7 +530,7 @@ def _record_failures(
 ) -> None:
     if not failures:
         return
-    now = timezone.now()
+    now = database_now()
     attempts = dict(
         Delivery.objects.filter(pk__in=[d.pk for d, _, _ in failures]).values_list("pk", "attempts")
     )
@@ -544,7 +559,7 @@ def _record_chunk(*, email_send_id: int, result: ChunkResult) -> None:
         EmailSend.objects.filter(pk=email_send_id).update(
             sent_count=F("sent_count") + result.sent,
             failed_count=F("failed_count") + result.failed,
-            last_activity_at=timezone.now(),
+            last_activity_at=Now(),
         )
 
 
@@ -606,7 +621,7 @@ def sweep_email_sends(*, now: datetime | None = None) -> SweepResult:
     deliveries and no chunk in flight (its chain ended after a crash, or retries came
     due) gets its chains restarted. Extra chains are harmless: claims never overlap.
     """
-    now = now or timezone.now()
+    now = now or database_now()
     result = SweepResult()
     stale_before = now - timedelta(seconds=settings.EMAIL_CLAIM_TIMEOUT)
     idle_before = now - timedelta(seconds=settings.EMAIL_SWEEP_INTERVAL)

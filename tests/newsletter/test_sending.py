@@ -352,6 +352,21 @@ def test_stale_claims_of_a_dead_worker_go_back_to_pending_and_are_sent_once(read
     assert email_send.status == EmailSend.Status.SENT
 
 
+def test_a_worker_whose_clock_runs_behind_keeps_its_claims_from_the_sweeper(readers, monkeypatch):
+    email_send = publish_article(article=ArticleFactory()).email_send
+    mark_sending(email_send)
+    an_hour_behind = timezone.now() - timedelta(hours=1)
+    with monkeypatch.context() as patch:  # the worker's machine
+        patch.setattr(timezone, "now", lambda: an_hour_behind)
+        _, claimed, _ = sending.claim_chunk(email_send_id=email_send.pk)
+    assert len(claimed) == 3
+
+    swept = sending.sweep_email_sends()  # on a machine with the right time
+
+    assert swept.released == 0
+    assert email_send.deliveries.filter(status=Delivery.Status.CLAIMED).count() == 3
+
+
 def test_a_worker_whose_claim_was_handed_on_does_not_record_it_as_its_own(readers):
     email_send = publish_article(article=ArticleFactory()).email_send
     mark_sending(email_send)
