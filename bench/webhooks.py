@@ -25,8 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -43,6 +41,9 @@ DATABASE = "bench_broadside_webhooks"
 PG_URL = os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/broadside")
 REDIS_URL = "redis://127.0.0.1:6379/3"
 WEBHOOK_SECRET = "whsec_bench_0123456789abcdef"
+
+sys.path.insert(0, str(ROOT))
+from tests import processes  # noqa: E402
 
 
 def database_url(name: str) -> str:
@@ -151,35 +152,17 @@ def environment(var_dir: str, use_redis: bool) -> dict[str, str]:
 
 def start_gunicorn(
     env: dict[str, str], workers: int, threads: int, log: Path
-) -> tuple[subprocess.Popen, str]:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(1024)
+) -> tuple[subprocess.Popen[bytes], str]:
+    """gunicorn, its errors in `log`; no access log, as the figures are about the views."""
+    sock = processes.bind_loopback()
     host, port = sock.getsockname()
-    fd = sock.fileno()
-    process = subprocess.Popen(
-        [
-            str(BIN / "gunicorn"),
-            "config.wsgi",
-            "--bind",
-            f"fd://{fd}",
-            "--workers",
-            str(workers),
-            "--threads",
-            str(threads),
-            "--backlog",
-            "1024",
-            "--error-logfile",
-            str(log),
-            "--no-control-socket",
-        ],
-        cwd=ROOT,
+    process = processes.start_gunicorn(
         env=env,
-        pass_fds=(fd,),
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        log=log,
+        sock=sock,
+        workers=workers,
+        threads=threads,
+        options=["--backlog", "1024", "--error-logfile", "-"],
     )
     sock.close()
     url = f"http://{host}:{port}"
@@ -194,16 +177,6 @@ def start_gunicorn(
         except OSError:
             time.sleep(0.2)
     raise RuntimeError(f"gunicorn did not answer in 60 s; see {log}")
-
-
-def stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
 
 
 # --- the load ------------------------------------------------------------------------------
@@ -430,7 +403,7 @@ def main() -> int:
                 print()
         finally:
             if process is not None:
-                stop(process)
+                processes.stop(process)
             if use_redis:
                 empty_redis()
             drop_database()

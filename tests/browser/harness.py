@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -24,7 +23,9 @@ from dataclasses import dataclass, field
 from email.message import EmailMessage
 from pathlib import Path
 
+from tests import processes
 from tests.fakes.smtp import FakeSMTPServer
+from tests.processes import bind_loopback
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -42,15 +43,6 @@ TELEGRAM_CHAT_ID = "@broadside_e2e"
 
 class HarnessError(RuntimeError):
     """A process of the stack did not start; the message says which and shows its log."""
-
-
-def bind_loopback() -> socket.socket:
-    """A listening TCP socket on 127.0.0.1 with a port the kernel picked."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(1024)
-    return sock
 
 
 def database_url(name: str) -> str:
@@ -111,19 +103,9 @@ class Process:
             )
 
     def stop(self, timeout: float = 10) -> None:
-        if self.popen.poll() is not None:
-            return
         # The process leads its own group, so this reaches gunicorn's and celery's
         # children too, and nothing else.
-        try:
-            os.killpg(self.popen.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            return
-        try:
-            self.popen.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.popen.pid, signal.SIGKILL)
-            self.popen.wait(timeout=timeout)
+        processes.stop(self.popen, timeout=timeout)
 
 
 def manage(env: dict[str, str], *args: str, timeout: float = 300) -> str:
@@ -244,17 +226,7 @@ def stack_env(
 
 
 def spawn(name: str, args: list[str], *, env: dict[str, str], log_path: Path, **kwargs) -> Process:
-    # Each process leads its own session, so stopping it reaches its children too.
-    popen = subprocess.Popen(
-        args,
-        cwd=ROOT,
-        env=env,
-        stdout=log_path.open("ab"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-        **kwargs,
-    )
-    return Process(name, popen, log_path)
+    return Process(name, processes.spawn(args, env=env, log=log_path, **kwargs), log_path)
 
 
 def spawn_collectstatic(*, env: dict[str, str], workdir: Path) -> Process:
@@ -274,28 +246,11 @@ def spawn_gunicorn(
     workers: int = 2,
     threads: int = 1,
 ) -> Process:
-    fd = sock.fileno()
-    args = [
-        str(BIN / "gunicorn"),
-        "config.wsgi",
-        "--bind",
-        f"fd://{fd}",
-        "--workers",
-        str(workers),
-        "--threads",
-        str(threads),
-        "--timeout",
-        "60",
-        "--graceful-timeout",
-        "5",
-        "--error-logfile",
-        "-",
-        "--access-logfile",
-        "-",
-        # One control socket per user would clash between parallel stacks.
-        "--no-control-socket",
-    ]
-    return spawn("gunicorn", args, env=env, log_path=workdir / "gunicorn.log", pass_fds=(fd,))
+    options = ["--timeout", "60", "--graceful-timeout", "5"]
+    options += ["--error-logfile", "-", "--access-logfile", "-"]
+    args = processes.gunicorn_command(sock=sock, workers=workers, threads=threads, options=options)
+    log_path = workdir / "gunicorn.log"
+    return spawn("gunicorn", args, env=env, log_path=log_path, pass_fds=(sock.fileno(),))
 
 
 def wait_for_gunicorn(process: Process, site_url: str) -> None:
@@ -315,20 +270,9 @@ def wait_for_gunicorn(process: Process, site_url: str) -> None:
 def spawn_celery_worker(
     *, env: dict[str, str], workdir: Path, concurrency: int = 2, name: str = "e2e"
 ) -> Process:
-    args = [
-        str(BIN / "celery"),
-        "-A",
-        "config",
-        "worker",
-        "--loglevel",
-        "INFO",
-        "--concurrency",
-        str(concurrency),
-        "--hostname",
-        f"{name}-{os.getpid()}@%h",
-        "--without-gossip",
-        "--without-mingle",
-    ]
+    args = processes.celery_worker_command(
+        hostname=f"{name}-{os.getpid()}@%h", concurrency=concurrency
+    )
     return spawn("celery worker", args, env=env, log_path=workdir / f"celery-{name}.log")
 
 
