@@ -1,10 +1,11 @@
 """Helpers for the Stripe tests: signed webhook deliveries (the `stripe_api` fixture is in
-tests/conftest.py)."""
+tests/conftest.py, `stripe_webhooks` in tests/subscriptions/conftest.py)."""
 
 from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import stripe  # only for the library's own webhook signing helper
@@ -37,3 +38,20 @@ def send_event(client, event: dict[str, Any], *, capture_on_commit) -> Any:
     return post_webhook(
         client, body, signature=signature_for(body), capture_on_commit=capture_on_commit
     )
+
+
+@dataclass
+class StripeWebhooks:
+    """Signed deliveries to the site's endpoint, with the on-commit work they queue run."""
+
+    client: Any
+    stripe_api: Any
+    capture_on_commit: Any
+
+    def send(self, event: dict[str, Any]) -> Any:
+        """Deliver this event (again, if it was sent before); returns the response."""
+        return send_event(self.client, event, capture_on_commit=self.capture_on_commit)
+
+    def deliver(self, event_type: str, obj: dict[str, Any], **event_options: Any) -> Any:
+        """A new event of `event_type` about a snapshot of `obj`, delivered."""
+        return self.send(self.stripe_api.event(event_type, obj, **event_options))

@@ -8,7 +8,6 @@ from django.core import mail
 from subscriptions.models import Donation, Membership, StripeEvent
 from subscriptions.services import revenue
 from tests.factories import StaffUserFactory, SubscriberFactory, UserFactory
-from tests.subscriptions.stripe_support import send_event
 
 pytestmark = pytest.mark.django_db
 
@@ -23,16 +22,12 @@ def session_id_of(response) -> str:
 
 
 @pytest.fixture
-def paid_donation(client, stripe_api, django_capture_on_commit_callbacks):
+def paid_donation(client, stripe_api, stripe_webhooks):
     """Donate through the form, pay in Checkout, deliver checkout.session.completed."""
 
     def pay(**form):
         session = stripe_api.complete_checkout(session_id_of(donate(client, **form)))
-        send_event(
-            client,
-            stripe_api.event("checkout.session.completed", session),
-            capture_on_commit=django_capture_on_commit_callbacks,
-        )
+        stripe_webhooks.deliver("checkout.session.completed", session)
         return session
 
     return pay
@@ -111,17 +106,15 @@ def test_a_too_long_message_is_refused(client, stripe_api):
     assert not Donation.objects.exists()
 
 
-def test_a_paid_one_off_donation_is_recorded_and_thanked_once(
-    client, stripe_api, django_capture_on_commit_callbacks
-):
+def test_a_paid_one_off_donation_is_recorded_and_thanked_once(client, stripe_api, stripe_webhooks):
     response = donate(client, amount="2500", message="For the Balkans coverage")
     session = stripe_api.complete_checkout(session_id_of(response), email="donor@example.com")
     event = stripe_api.event("checkout.session.completed", session)
-    send_event(client, event, capture_on_commit=django_capture_on_commit_callbacks)
+    stripe_webhooks.send(event)
     # Redelivered, and delivered again under a new event id (as Stripe may):
-    send_event(client, event, capture_on_commit=django_capture_on_commit_callbacks)
+    stripe_webhooks.send(event)
     again = stripe_api.event("checkout.session.completed", session)
-    send_event(client, again, capture_on_commit=django_capture_on_commit_callbacks)
+    stripe_webhooks.send(again)
 
     donation = Donation.objects.get()
     assert donation.status == Donation.Status.PAID
@@ -140,9 +133,7 @@ def test_a_paid_one_off_donation_is_recorded_and_thanked_once(
     assert not Membership.objects.exists()
 
 
-def test_a_donation_by_a_known_reader_is_linked_to_them(
-    client, stripe_api, django_capture_on_commit_callbacks
-):
+def test_a_donation_by_a_known_reader_is_linked_to_them(client, stripe_api, stripe_webhooks):
     user = UserFactory(email="reader@example.com")
     subscriber = SubscriberFactory(email=user.email, user=user)
     client.force_login(user)
@@ -151,18 +142,14 @@ def test_a_donation_by_a_known_reader_is_linked_to_them(
         "subscriber_id"
     ] == str(subscriber.pk)
     session = stripe_api.complete_checkout(session_id_of(response))
-    send_event(
-        client,
-        stripe_api.event("checkout.session.completed", session),
-        capture_on_commit=django_capture_on_commit_callbacks,
-    )
+    stripe_webhooks.deliver("checkout.session.completed", session)
     donation = Donation.objects.get()
     assert donation.subscriber == subscriber
     assert donation.email == "reader@example.com"
 
 
 def test_monthly_support_is_recorded_and_each_renewal_adds_a_donation(
-    client, stripe_api, django_capture_on_commit_callbacks
+    client, stripe_api, stripe_webhooks
 ):
     response = donate(client, frequency="monthly", amount="1000", email="monthly@example.com")
     session = stripe_api.complete_checkout(session_id_of(response))
@@ -172,7 +159,7 @@ def test_monthly_support_is_recorded_and_each_renewal_adds_a_donation(
         stripe_api.event("invoice.paid", stripe_api.get("invoice", session["invoice"])),
         stripe_api.event("checkout.session.completed", session),
     ):
-        send_event(client, event, capture_on_commit=django_capture_on_commit_callbacks)
+        stripe_webhooks.send(event)
 
     first = Donation.objects.get()
     assert first.recurring is True
@@ -185,8 +172,8 @@ def test_monthly_support_is_recorded_and_each_renewal_adds_a_donation(
 
     renewal = stripe_api.renew_subscription(subscription["id"])
     event = stripe_api.event("invoice.paid", renewal)
-    send_event(client, event, capture_on_commit=django_capture_on_commit_callbacks)
-    send_event(client, event, capture_on_commit=django_capture_on_commit_callbacks)
+    stripe_webhooks.send(event)
+    stripe_webhooks.send(event)
 
     assert Donation.objects.count() == 2
     second = Donation.objects.exclude(pk=first.pk).get()
@@ -196,24 +183,16 @@ def test_monthly_support_is_recorded_and_each_renewal_adds_a_donation(
     assert len(mail.outbox) == 1  # thanked once, for the first month
 
 
-def test_a_refund_marks_the_donation_refunded(
-    client, stripe_api, paid_donation, django_capture_on_commit_callbacks
-):
+def test_a_refund_marks_the_donation_refunded(stripe_api, paid_donation, stripe_webhooks):
     session = paid_donation(amount="5000")
     charge = stripe_api.refund_charge(payment_intent=session["payment_intent"])
-    send_event(
-        client,
-        stripe_api.event("charge.refunded", charge),
-        capture_on_commit=django_capture_on_commit_callbacks,
-    )
+    stripe_webhooks.deliver("charge.refunded", charge)
     donation = Donation.objects.get()
     assert donation.status == Donation.Status.REFUNDED
     assert donation.amount_refunded == 5000
 
 
-def test_a_partial_refund_leaves_the_donation_paid(
-    client, stripe_api, paid_donation, django_capture_on_commit_callbacks
-):
+def test_a_partial_refund_leaves_the_donation_paid(paid_donation, stripe_webhooks):
     session = paid_donation(amount="5000")
     charge = {
         "id": "ch_partial",
@@ -226,11 +205,7 @@ def test_a_partial_refund_leaves_the_donation_paid(
     later = {**charge, "amount_refunded": 3000}
     # The second refund's event arrives first, then the first's, then a duplicate.
     for snapshot in (later, charge, later):
-        send_event(
-            client,
-            stripe_api.event("charge.refunded", snapshot),
-            capture_on_commit=django_capture_on_commit_callbacks,
-        )
+        stripe_webhooks.deliver("charge.refunded", snapshot)
     donation = Donation.objects.get()
     assert donation.status == Donation.Status.PAID
     assert donation.amount_refunded == 3000
@@ -240,7 +215,7 @@ def test_a_partial_refund_leaves_the_donation_paid(
 
 
 def test_a_dispute_flags_the_event_and_tells_the_editors(
-    client, stripe_api, paid_donation, django_capture_on_commit_callbacks
+    stripe_api, paid_donation, stripe_webhooks
 ):
     StaffUserFactory(email="editor@example.com")
     session = paid_donation(amount="5000", email="angry@example.com")
@@ -256,7 +231,7 @@ def test_a_dispute_flags_the_event_and_tells_the_editors(
         "status": "needs_response",
     }
     event = stripe_api.event("charge.dispute.created", dispute)
-    send_event(client, event, capture_on_commit=django_capture_on_commit_callbacks)
+    stripe_webhooks.send(event)
 
     assert Donation.objects.get().status == Donation.Status.DISPUTED
     stored = StripeEvent.objects.get(stripe_id=event["id"])
@@ -266,9 +241,7 @@ def test_a_dispute_flags_the_event_and_tells_the_editors(
     assert f"/admin/subscriptions/stripeevent/{stored.pk}/change/" in mail.outbox[0].body
 
 
-def test_a_payment_link_donation_without_our_metadata_is_recorded(
-    client, stripe_api, settings, django_capture_on_commit_callbacks
-):
+def test_a_payment_link_donation_without_our_metadata_is_recorded(settings, stripe_webhooks):
     session = {
         "id": "cs_from_payment_link",
         "object": "checkout.session",
@@ -283,11 +256,7 @@ def test_a_payment_link_donation_without_our_metadata_is_recorded(
         "metadata": {},
     }
     settings.STRIPE_SECRET_KEY = ""  # Stripe cannot be re-read: the snapshot is used
-    send_event(
-        client,
-        stripe_api.event("checkout.session.completed", session),
-        capture_on_commit=django_capture_on_commit_callbacks,
-    )
+    stripe_webhooks.deliver("checkout.session.completed", session)
     donation = Donation.objects.get()
     assert donation.amount == 300
     assert donation.email == "coffee@example.com"
@@ -295,14 +264,10 @@ def test_a_payment_link_donation_without_our_metadata_is_recorded(
     assert len(mail.outbox) == 1
 
 
-def test_an_unpaid_session_records_nothing(client, stripe_api, django_capture_on_commit_callbacks):
+def test_an_unpaid_session_records_nothing(client, stripe_api, stripe_webhooks):
     response = donate(client, amount="1000")
     session = stripe_api.get("checkout.session", session_id_of(response))  # still open
-    send_event(
-        client,
-        stripe_api.event("checkout.session.completed", session),
-        capture_on_commit=django_capture_on_commit_callbacks,
-    )
+    stripe_webhooks.deliver("checkout.session.completed", session)
     assert Donation.objects.get().status == Donation.Status.PENDING
     assert mail.outbox == []
 
@@ -315,7 +280,7 @@ def test_a_typed_amount_wins_over_the_preselected_preset(client, stripe_api):
 
 
 def test_a_mail_server_that_refuses_the_thanks_does_not_undo_the_donation(
-    client, stripe_api, settings, django_capture_on_commit_callbacks
+    client, stripe_api, settings, stripe_webhooks
 ):
     import socket
 
@@ -328,7 +293,7 @@ def test_a_mail_server_that_refuses_the_thanks_does_not_undo_the_donation(
     settings.EMAIL_HOST, settings.EMAIL_PORT, settings.EMAIL_TIMEOUT = "127.0.0.1", port, 2
     event = stripe_api.event("checkout.session.completed", session)
 
-    send_event(client, event, capture_on_commit=django_capture_on_commit_callbacks)
+    stripe_webhooks.send(event)
 
     donation = Donation.objects.get()
     assert donation.status == Donation.Status.PAID
@@ -340,7 +305,7 @@ def test_a_mail_server_that_refuses_the_thanks_does_not_undo_the_donation(
 
 @pytest.mark.parametrize("invoice_first", [False, True])
 def test_a_refund_of_the_first_month_of_monthly_support_is_recorded(
-    client, stripe_api, django_capture_on_commit_callbacks, invoice_first
+    client, stripe_api, stripe_webhooks, invoice_first
 ):
     response = donate(client, frequency="monthly", amount="1000", email="monthly@example.com")
     session = stripe_api.complete_checkout(session_id_of(response))
@@ -350,15 +315,11 @@ def test_a_refund_of_the_first_month_of_monthly_support_is_recorded(
         stripe_api.event("invoice.paid", invoice),
     ]
     for event in reversed(events) if invoice_first else events:
-        send_event(client, event, capture_on_commit=django_capture_on_commit_callbacks)
+        stripe_webhooks.send(event)
 
     intent = invoice["payments"]["data"][0]["payment"]["payment_intent"]
     charge = stripe_api.refund_charge(payment_intent=intent)
-    send_event(
-        client,
-        stripe_api.event("charge.refunded", charge),
-        capture_on_commit=django_capture_on_commit_callbacks,
-    )
+    stripe_webhooks.deliver("charge.refunded", charge)
 
     donation = Donation.objects.get()
     assert donation.stripe_payment_intent_id == intent
@@ -366,30 +327,26 @@ def test_a_refund_of_the_first_month_of_monthly_support_is_recorded(
 
 
 def test_a_month_of_support_that_cost_nothing_records_no_donation(
-    client, stripe_api, paid_donation, django_capture_on_commit_callbacks
+    stripe_api, paid_donation, stripe_webhooks
 ):
     session = paid_donation(frequency="monthly", amount="1000", email="coupon@example.com")
     free_month = {**stripe_api.renew_subscription(session["subscription"]), "amount_paid": 0}
     event = stripe_api.event("invoice.paid", free_month)
 
-    send_event(client, event, capture_on_commit=django_capture_on_commit_callbacks)
+    stripe_webhooks.send(event)
 
     assert Donation.objects.count() == 1
     assert StripeEvent.objects.get(stripe_id=event["id"]).processed_at is not None
 
 
 def test_an_abandoned_checkout_leaves_no_pending_donation(
-    client, stripe_api, paid_donation, django_capture_on_commit_callbacks
+    client, stripe_api, paid_donation, stripe_webhooks
 ):
     paid_donation(amount="1000", email="paid@example.com")
     abandoned = session_id_of(donate(client, amount="2500", email="left@example.com"))
     expired = {**stripe_api.get("checkout.session", abandoned), "status": "expired"}
 
-    send_event(
-        client,
-        stripe_api.event("checkout.session.expired", expired),
-        capture_on_commit=django_capture_on_commit_callbacks,
-    )
+    stripe_webhooks.deliver("checkout.session.expired", expired)
 
     donation = Donation.objects.get()
     assert donation.email == "paid@example.com"

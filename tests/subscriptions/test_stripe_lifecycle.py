@@ -14,7 +14,6 @@ from newsletter.models import Article
 from subscriptions.models import Membership, StripeEvent, Subscriber
 from subscriptions.services import access
 from tests.factories import PlanFactory, PublishedArticleFactory, UserFactory
-from tests.subscriptions.stripe_support import send_event
 
 pytestmark = pytest.mark.django_db
 
@@ -47,7 +46,7 @@ def can_read(client, user, article) -> bool:
 
 
 def test_checkout_then_active_then_payment_failed_then_past_due_then_canceled(
-    client, stripe_api, plan, paid_article, django_capture_on_commit_callbacks
+    client, stripe_api, plan, paid_article, stripe_webhooks
 ):
     user = UserFactory(email="reader@example.com")
     client.force_login(user)
@@ -72,7 +71,7 @@ def test_checkout_then_active_then_payment_failed_then_past_due_then_canceled(
         stripe_api.event("checkout.session.completed", session),
         stripe_api.event("invoice.paid", stripe_api.get("invoice", session["invoice"])),
     ):
-        response = send_event(client, event, capture_on_commit=django_capture_on_commit_callbacks)
+        response = stripe_webhooks.send(event)
         assert response.status_code == 200
 
     membership = Membership.objects.get(stripe_subscription_id=subscription["id"])
@@ -85,11 +84,7 @@ def test_checkout_then_active_then_payment_failed_then_past_due_then_canceled(
     # The renewal fails: past_due, an email with a link to fix the card, access kept.
     mail.outbox.clear()
     invoice = stripe_api.fail_invoice(subscription["id"])
-    send_event(
-        client,
-        stripe_api.event("invoice.payment_failed", invoice),
-        capture_on_commit=django_capture_on_commit_callbacks,
-    )
+    stripe_webhooks.deliver("invoice.payment_failed", invoice)
     membership.refresh_from_db()
     assert membership.status == Membership.Status.PAST_DUE
     assert len(mail.outbox) == 1
@@ -108,11 +103,7 @@ def test_checkout_then_active_then_payment_failed_then_past_due_then_canceled(
 
     # Stripe gives up and cancels the subscription.
     canceled = stripe_api.update_subscription(subscription["id"], status="canceled")
-    send_event(
-        client,
-        stripe_api.event("customer.subscription.deleted", canceled),
-        capture_on_commit=django_capture_on_commit_callbacks,
-    )
+    stripe_webhooks.deliver("customer.subscription.deleted", canceled)
     membership.refresh_from_db()
     assert membership.status == Membership.Status.CANCELED
     assert membership.canceled_at is not None
@@ -121,7 +112,7 @@ def test_checkout_then_active_then_payment_failed_then_past_due_then_canceled(
 
 
 def test_a_new_reader_who_pays_is_confirmed_and_reads_after_signing_in(
-    client, stripe_api, plan, paid_article, django_capture_on_commit_callbacks
+    client, stripe_api, plan, paid_article, stripe_webhooks
 ):
     response = client.post("/upgrade/", {"plan": plan.pk, "email": "newcomer@example.com"})
     assert response.status_code == 303
@@ -131,11 +122,7 @@ def test_a_new_reader_who_pays_is_confirmed_and_reads_after_signing_in(
 
     session_id = response["Location"].rsplit("/", 1)[-1]
     session = stripe_api.complete_checkout(session_id)
-    send_event(
-        client,
-        stripe_api.event("checkout.session.completed", session),
-        capture_on_commit=django_capture_on_commit_callbacks,
-    )
+    stripe_webhooks.deliver("checkout.session.completed", session)
 
     subscriber.refresh_from_db()
     assert subscriber.status == Subscriber.Status.ACTIVE
@@ -173,26 +160,18 @@ def test_a_trial_counts_and_a_stale_past_due_does_not(stripe_api, plan):
 
 
 def test_a_reader_who_cancels_keeps_access_until_the_period_ends(
-    client, stripe_api, plan, paid_article, django_capture_on_commit_callbacks
+    client, stripe_api, plan, paid_article, stripe_webhooks
 ):
     user = UserFactory(email="leaving@example.com")
     subscriber = Subscriber.objects.create(email=user.email, status="active", user=user)
     customer = stripe_api.add_customer(email=user.email)
     Subscriber.objects.filter(pk=subscriber.pk).update(stripe_customer_id=customer["id"])
     subscription = stripe_api.add_subscription(customer=customer["id"], price=plan.stripe_price_id)
-    send_event(
-        client,
-        stripe_api.event("customer.subscription.created", subscription),
-        capture_on_commit=django_capture_on_commit_callbacks,
-    )
+    stripe_webhooks.deliver("customer.subscription.created", subscription)
     updated = stripe_api.update_subscription(
         subscription["id"], cancel_at_period_end=True, current_period_end=int(time.time()) + 3600
     )
-    send_event(
-        client,
-        stripe_api.event("customer.subscription.updated", updated),
-        capture_on_commit=django_capture_on_commit_callbacks,
-    )
+    stripe_webhooks.deliver("customer.subscription.updated", updated)
     membership = Membership.objects.get(stripe_subscription_id=subscription["id"])
     assert membership.cancel_at_period_end is True
     client.force_login(user)
@@ -236,7 +215,7 @@ def test_paying_on_the_stand_in_checkout_page_delivers_signed_webhooks_over_http
 
 
 def test_a_payment_failure_that_arrives_after_the_retry_succeeded_sends_no_email(
-    client, stripe_api, plan, django_capture_on_commit_callbacks
+    stripe_api, plan, stripe_webhooks
 ):
     user = UserFactory(email="recovered@example.com")
     subscriber = Subscriber.objects.create(email=user.email, status="active", user=user)
@@ -250,7 +229,7 @@ def test_a_payment_failure_that_arrives_after_the_retry_succeeded_sends_no_email
         stripe_api.event("invoice.paid", paid),
         stripe_api.event("invoice.payment_failed", failed),  # delivered late
     ):
-        send_event(client, event, capture_on_commit=django_capture_on_commit_callbacks)
+        stripe_webhooks.send(event)
 
     membership = Membership.objects.get(stripe_subscription_id=subscription["id"])
     assert membership.status == Membership.Status.ACTIVE

@@ -17,7 +17,6 @@ from tests.factories import PlanFactory, SubscriberFactory
 from tests.subscriptions.stripe_support import (
     WEBHOOK_URL,
     post_webhook,
-    send_event,
     signature_for,
 )
 
@@ -128,11 +127,9 @@ def test_the_webhook_needs_no_csrf_token_and_only_accepts_post(stripe_api, clien
     assert client.get(WEBHOOK_URL).status_code == 405
 
 
-def test_an_unknown_event_type_is_stored_and_acknowledged(
-    client, stripe_api, django_capture_on_commit_callbacks
-):
+def test_an_unknown_event_type_is_stored_and_acknowledged(stripe_api, stripe_webhooks):
     event = stripe_api.event("payout.paid", {"id": "po_1", "object": "payout", "amount": 100})
-    response = send_event(client, event, capture_on_commit=django_capture_on_commit_callbacks)
+    response = stripe_webhooks.send(event)
     assert response.status_code == 200
     stored = StripeEvent.objects.get(stripe_id=event["id"])
     assert stored.type == "payout.paid"
@@ -142,13 +139,13 @@ def test_an_unknown_event_type_is_stored_and_acknowledged(
 
 
 def test_the_same_event_twice_is_applied_once(
-    client, stripe_api, reader_with_subscription, django_capture_on_commit_callbacks
+    stripe_api, reader_with_subscription, stripe_webhooks
 ):
     subscriber, subscription = reader_with_subscription
     event = stripe_api.event("customer.subscription.created", subscription)
-    first = send_event(client, event, capture_on_commit=django_capture_on_commit_callbacks)
+    first = stripe_webhooks.send(event)
     reads_after_first = len(stripe_api.requests_to("GET", "/v1/subscriptions/"))
-    second = send_event(client, event, capture_on_commit=django_capture_on_commit_callbacks)
+    second = stripe_webhooks.send(event)
 
     assert first.status_code == second.status_code == 200
     assert second.json()["duplicate"] is True
@@ -162,7 +159,7 @@ def test_the_same_event_twice_is_applied_once(
 
 
 def test_subscription_updated_before_created_converges_to_the_latest_state(
-    client, stripe_api, reader_with_subscription, django_capture_on_commit_callbacks
+    stripe_api, reader_with_subscription, stripe_webhooks
 ):
     _subscriber, subscription = reader_with_subscription
     created = stripe_api.event("customer.subscription.created", subscription)
@@ -170,8 +167,8 @@ def test_subscription_updated_before_created_converges_to_the_latest_state(
     updated = stripe_api.event("customer.subscription.updated", later)
 
     # Stripe delivers the update first, then the (older) creation.
-    send_event(client, updated, capture_on_commit=django_capture_on_commit_callbacks)
-    send_event(client, created, capture_on_commit=django_capture_on_commit_callbacks)
+    stripe_webhooks.send(updated)
+    stripe_webhooks.send(created)
 
     membership = Membership.objects.get(stripe_subscription_id=subscription["id"])
     assert membership.status == Membership.Status.ACTIVE
@@ -180,7 +177,7 @@ def test_subscription_updated_before_created_converges_to_the_latest_state(
 
 
 def test_without_an_api_key_an_older_snapshot_does_not_overwrite_a_newer_one(
-    client, stripe_api, reader_with_subscription, settings, django_capture_on_commit_callbacks
+    stripe_api, reader_with_subscription, settings, stripe_webhooks
 ):
     _subscriber, subscription = reader_with_subscription
     settings.STRIPE_SECRET_KEY = ""  # processing can only compare event times now
@@ -189,8 +186,8 @@ def test_without_an_api_key_an_older_snapshot_does_not_overwrite_a_newer_one(
     newer = stripe_api.event("customer.subscription.deleted", canceled, created=now)
     older = stripe_api.event("customer.subscription.updated", subscription, created=now - 60)
 
-    send_event(client, newer, capture_on_commit=django_capture_on_commit_callbacks)
-    send_event(client, older, capture_on_commit=django_capture_on_commit_callbacks)
+    stripe_webhooks.send(newer)
+    stripe_webhooks.send(older)
 
     membership = Membership.objects.get(stripe_subscription_id=subscription["id"])
     assert membership.status == Membership.Status.CANCELED
@@ -198,14 +195,14 @@ def test_without_an_api_key_an_older_snapshot_does_not_overwrite_a_newer_one(
 
 
 def test_a_failed_event_is_recorded_and_retried_with_backoff(
-    client, stripe_api, reader_with_subscription, settings, django_capture_on_commit_callbacks
+    stripe_api, reader_with_subscription, settings, stripe_webhooks
 ):
     _subscriber, subscription = reader_with_subscription
     event = stripe_api.event("customer.subscription.created", subscription)
     real_base = settings.STRIPE_API_BASE
     settings.STRIPE_API_BASE = "http://127.0.0.1:9"  # Stripe unreachable
 
-    response = send_event(client, event, capture_on_commit=django_capture_on_commit_callbacks)
+    response = stripe_webhooks.send(event)
 
     assert response.status_code == 200  # received; processing failed later
     stored = StripeEvent.objects.get(stripe_id=event["id"])
@@ -287,18 +284,14 @@ def test_an_event_never_picked_up_is_processed_by_the_sweeper(
 
 
 def test_a_subscription_made_in_the_dashboard_is_matched_by_customer_email(
-    client, stripe_api, django_capture_on_commit_callbacks
+    stripe_api, stripe_webhooks
 ):
     known = SubscriberFactory(email="Known.Reader@example.com")
     customer = stripe_api.add_customer(email="known.reader@example.com")
     price = stripe_api.add_price(unit_amount=8000, interval="year")
     subscription = stripe_api.add_subscription(customer=customer["id"], price=price["id"])
 
-    send_event(
-        client,
-        stripe_api.event("customer.subscription.created", subscription),
-        capture_on_commit=django_capture_on_commit_callbacks,
-    )
+    stripe_webhooks.deliver("customer.subscription.created", subscription)
 
     membership = Membership.objects.get(stripe_subscription_id=subscription["id"])
     assert membership.subscriber == known
@@ -307,17 +300,13 @@ def test_a_subscription_made_in_the_dashboard_is_matched_by_customer_email(
 
 
 def test_a_payment_from_an_unknown_address_creates_an_active_subscriber(
-    client, stripe_api, django_capture_on_commit_callbacks
+    stripe_api, stripe_webhooks
 ):
     customer = stripe_api.add_customer(email="new.payer@example.com", name="New Payer")
     price = stripe_api.add_price(unit_amount=800)
     subscription = stripe_api.add_subscription(customer=customer["id"], price=price["id"])
 
-    send_event(
-        client,
-        stripe_api.event("customer.subscription.created", subscription),
-        capture_on_commit=django_capture_on_commit_callbacks,
-    )
+    stripe_webhooks.deliver("customer.subscription.created", subscription)
 
     subscriber = Subscriber.objects.get(email="new.payer@example.com")
     assert subscriber.status == Subscriber.Status.ACTIVE
@@ -326,40 +315,38 @@ def test_a_payment_from_an_unknown_address_creates_an_active_subscriber(
     assert mail.outbox == []
 
 
-def test_a_signed_event_with_a_nul_character_is_stored_without_it(
-    client, stripe_api, django_capture_on_commit_callbacks
-):
+def test_a_signed_event_with_a_nul_character_is_stored_without_it(stripe_api, stripe_webhooks):
     event = stripe_api.event("customer.updated", {"id": "cus_1", "name": "Bad\u0000Name"})
-    response = send_event(client, event, capture_on_commit=django_capture_on_commit_callbacks)
+    response = stripe_webhooks.send(event)
     assert response.status_code == 200
     stored = StripeEvent.objects.get(stripe_id=event["id"])
     assert stored.payload["data"]["object"]["name"] == "BadName"
 
 
-def test_a_payment_link_checkout_is_matched_to_the_reader_by_email(
-    client, stripe_api, django_capture_on_commit_callbacks
-):
+def paid_through_a_payment_link(stripe_api, price, *, email: str, **params):
+    """A Payment Link's Checkout, paid: no customer and none of our metadata, only what
+    the link's URL adds (`params`)."""
     from subscriptions import stripe_client
 
-    reader = SubscriberFactory(email="linked@example.com", status=Subscriber.Status.PENDING)
-    price = stripe_api.add_price(unit_amount=800)
-    plan = PlanFactory(stripe_price_id=price["id"])
-    # A Payment Link's session: no customer, no client_reference_id, none of our metadata.
     session = stripe_client.create_checkout_session(
         params={
             "mode": "subscription",
             "line_items": [{"price": price["id"], "quantity": 1}],
             "success_url": "https://example.com/thanks",
+            **params,
         },
-        idempotency_key="payment-link-test",
+        idempotency_key=f"payment-link-{email}",
     )
-    completed = stripe_api.complete_checkout(session["id"], email="LINKED@example.com")
+    return stripe_api.complete_checkout(session["id"], email=email)
 
-    send_event(
-        client,
-        stripe_api.event("checkout.session.completed", completed),
-        capture_on_commit=django_capture_on_commit_callbacks,
-    )
+
+def test_a_payment_link_checkout_is_matched_to_the_reader_by_email(stripe_api, stripe_webhooks):
+    reader = SubscriberFactory(email="linked@example.com", status=Subscriber.Status.PENDING)
+    price = stripe_api.add_price(unit_amount=800)
+    plan = PlanFactory(stripe_price_id=price["id"])
+    completed = paid_through_a_payment_link(stripe_api, price, email="LINKED@example.com")
+
+    stripe_webhooks.deliver("checkout.session.completed", completed)
 
     reader.refresh_from_db()
     assert reader.status == Subscriber.Status.ACTIVE
@@ -370,30 +357,17 @@ def test_a_payment_link_checkout_is_matched_to_the_reader_by_email(
 
 
 def test_a_payment_link_naming_another_reader_does_not_touch_their_account(
-    client, stripe_api, django_capture_on_commit_callbacks
+    stripe_api, stripe_webhooks
 ):
-    from subscriptions import stripe_client
-
     victim = SubscriberFactory(email="victim@example.com")
     price = stripe_api.add_price(unit_amount=800)
     PlanFactory(stripe_price_id=price["id"])
     # Anyone can append ?client_reference_id=<id> to a Payment Link's URL.
-    session = stripe_client.create_checkout_session(
-        params={
-            "mode": "subscription",
-            "client_reference_id": str(victim.pk),
-            "line_items": [{"price": price["id"], "quantity": 1}],
-            "success_url": "https://example.com/thanks",
-        },
-        idempotency_key="forged-reference-test",
+    completed = paid_through_a_payment_link(
+        stripe_api, price, email="payer@example.com", client_reference_id=str(victim.pk)
     )
-    completed = stripe_api.complete_checkout(session["id"], email="payer@example.com")
 
-    send_event(
-        client,
-        stripe_api.event("checkout.session.completed", completed),
-        capture_on_commit=django_capture_on_commit_callbacks,
-    )
+    stripe_webhooks.deliver("checkout.session.completed", completed)
 
     victim.refresh_from_db()
     assert victim.stripe_customer_id is None
@@ -404,7 +378,7 @@ def test_a_payment_link_naming_another_reader_does_not_touch_their_account(
 
 
 def test_a_late_update_from_the_same_second_does_not_bring_a_deleted_subscription_back(
-    client, stripe_api, reader_with_subscription, settings, django_capture_on_commit_callbacks
+    stripe_api, reader_with_subscription, settings, stripe_webhooks
 ):
     subscriber, subscription = reader_with_subscription
     settings.STRIPE_SECRET_KEY = ""  # only the snapshots and their (whole-second) times
@@ -414,8 +388,8 @@ def test_a_late_update_from_the_same_second_does_not_bring_a_deleted_subscriptio
     )
     late = stripe_api.event("customer.subscription.updated", subscription, created=now)
 
-    send_event(client, deleted, capture_on_commit=django_capture_on_commit_callbacks)
-    send_event(client, late, capture_on_commit=django_capture_on_commit_callbacks)
+    stripe_webhooks.send(deleted)
+    stripe_webhooks.send(late)
 
     membership = Membership.objects.get(stripe_subscription_id=subscription["id"])
     assert membership.status == Membership.Status.CANCELED
@@ -424,7 +398,7 @@ def test_a_late_update_from_the_same_second_does_not_bring_a_deleted_subscriptio
 
 
 def test_an_unpaid_subscription_from_an_unknown_address_makes_no_reader_until_it_is_paid(
-    client, stripe_api, django_capture_on_commit_callbacks
+    stripe_api, stripe_webhooks
 ):
     customer = stripe_api.add_customer(email="stranger@example.com")
     price = stripe_api.add_price(unit_amount=800)
@@ -432,20 +406,12 @@ def test_an_unpaid_subscription_from_an_unknown_address_makes_no_reader_until_it
         customer=customer["id"], price=price["id"], status="incomplete"
     )
 
-    send_event(
-        client,
-        stripe_api.event("customer.subscription.created", subscription),
-        capture_on_commit=django_capture_on_commit_callbacks,
-    )
+    stripe_webhooks.deliver("customer.subscription.created", subscription)
     assert not Subscriber.objects.filter(email="stranger@example.com").exists()
     assert not Membership.objects.exists()
 
     paid = stripe_api.update_subscription(subscription["id"], status="active")
-    send_event(
-        client,
-        stripe_api.event("customer.subscription.updated", paid),
-        capture_on_commit=django_capture_on_commit_callbacks,
-    )
+    stripe_webhooks.deliver("customer.subscription.updated", paid)
     reader = Subscriber.objects.get(email="stranger@example.com")
     assert reader.status == Subscriber.Status.ACTIVE
     assert reader.memberships.get().status == Membership.Status.ACTIVE
