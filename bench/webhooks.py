@@ -38,32 +38,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 BIN = ROOT / ".venv" / "bin"
 DATABASE = "bench_broadside_webhooks"
-PG_URL = os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/broadside")
 REDIS_URL = "redis://127.0.0.1:6379/3"
 WEBHOOK_SECRET = "whsec_bench_0123456789abcdef"
 
 sys.path.insert(0, str(ROOT))
 from tests import processes  # noqa: E402
-
-
-def database_url(name: str) -> str:
-    base, _, _ = PG_URL.rpartition("/")
-    return f"{base}/{name}"
-
-
-def recreate_database() -> None:
-    import psycopg
-
-    with psycopg.connect(database_url("postgres"), autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{DATABASE}"')
-
-
-def drop_database() -> None:
-    import psycopg
-
-    with psycopg.connect(database_url("postgres"), autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)')
+from tests.browser.harness import (  # noqa: E402
+    create_database,
+    database_url,
+    drop_database,
+)
 
 
 def stored_events() -> int:
@@ -324,7 +308,7 @@ def main() -> int:
     )
     print(f"{args.events} requests per round, {args.rounds} rounds, ", end="")
     print(f"broker: {'Redis db 3' if use_redis else 'filesystem'}, CPUs: {os.cpu_count()}")
-    recreate_database()
+    create_database(DATABASE)
     process = None
     with tempfile.TemporaryDirectory(prefix="bench-webhooks-") as var_dir:
         env = environment(var_dir, use_redis)
@@ -406,7 +390,7 @@ def main() -> int:
                 processes.stop(process)
             if use_redis:
                 empty_redis()
-            drop_database()
+            drop_database(DATABASE)
     return 0
 
 
