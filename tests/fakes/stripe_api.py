@@ -239,21 +239,7 @@ class FakeStripeAPI(LocalHTTPServer):
             else:
                 intent_id = self.new_id("pi")
                 session["payment_intent"] = intent_id
-                self._store.put(
-                    "charge",
-                    {
-                        "id": self.new_id("ch"),
-                        "object": "charge",
-                        "amount": session["amount_total"],
-                        "amount_refunded": 0,
-                        "refunded": False,
-                        "currency": session["currency"],
-                        "customer": customer["id"],
-                        "payment_intent": intent_id,
-                        "billing_details": {"email": customer["email"]},
-                        "created": int(time.time()),
-                    },
-                )
+                self._charge(customer, session["amount_total"], session["currency"], intent_id)
             return copy.deepcopy(session)
 
     def renew_subscription(self, subscription_id: str) -> dict[str, Any]:
@@ -433,22 +419,28 @@ class FakeStripeAPI(LocalHTTPServer):
         }
         self._store.put("invoice", invoice)
         if paid:
-            self._store.put(
-                "charge",
-                {
-                    "id": self.new_id("ch"),
-                    "object": "charge",
-                    "amount": price["unit_amount"],
-                    "amount_refunded": 0,
-                    "refunded": False,
-                    "currency": price["currency"],
-                    "customer": sub["customer"],
-                    "payment_intent": intent_id,
-                    "billing_details": {"email": customer["email"]},
-                    "created": int(time.time()),
-                },
-            )
+            self._charge(customer, price["unit_amount"], price["currency"], intent_id)
         return invoice
+
+    def _charge(
+        self, customer: dict[str, Any], amount: int, currency: str, payment_intent: str
+    ) -> dict[str, Any]:
+        """The successful charge behind a payment, which a refund later finds."""
+        return self._store.put(
+            "charge",
+            {
+                "id": self.new_id("ch"),
+                "object": "charge",
+                "amount": amount,
+                "amount_refunded": 0,
+                "refunded": False,
+                "currency": currency,
+                "customer": customer["id"],
+                "payment_intent": payment_intent,
+                "billing_details": {"email": customer["email"]},
+                "created": int(time.time()),
+            },
+        )
 
     # --- HTTP --------------------------------------------------------------------------
 
