@@ -47,3 +47,14 @@ def stripe_api(settings):
         settings.STRIPE_WEBHOOK_SECRET = "whsec_test_broadside_0123456789"
         settings.STRIPE_API_BASE = api.url
         yield api
+
+
+@pytest.fixture
+def paid_reader_client(client):
+    """The test client, signed in as a reader with an active paid membership."""
+    from tests.factories import MembershipFactory, SubscriberFactory, UserFactory
+
+    user = UserFactory()
+    MembershipFactory(subscriber=SubscriberFactory(email=user.email, user=user))
+    client.force_login(user)
+    return client

@@ -13,10 +13,7 @@ from newsletter.services.publishing import publish_article
 from tests.factories import (
     ArticleFactory,
     CommentFactory,
-    MembershipFactory,
     PublishedArticleFactory,
-    SubscriberFactory,
-    UserFactory,
 )
 
 pytestmark = pytest.mark.django_db
@@ -39,14 +36,6 @@ def paid_article():
     )
 
 
-@pytest.fixture
-def paid_client(client):
-    user = UserFactory()
-    MembershipFactory(subscriber=SubscriberFactory(email=user.email, user=user))
-    client.force_login(user)
-    return client
-
-
 def test_an_anonymous_reader_gets_the_stored_copy_without_touching_the_database(client):
     article = PublishedArticleFactory()
     first = client.get(article.get_absolute_url())
@@ -59,14 +48,14 @@ def test_an_anonymous_reader_gets_the_stored_copy_without_touching_the_database(
 
 
 def test_a_signed_in_paid_reader_is_never_served_or_stored_in_the_shared_cache(
-    client, paid_client, paid_article
+    client, paid_reader_client, paid_article
 ):
     from django.test import Client
 
     anonymous = Client()
     assert PAID_TEXT not in anonymous.get("/p/paid-piece/").content.decode()  # stored
 
-    paid = paid_client.get("/p/paid-piece/")
+    paid = paid_reader_client.get("/p/paid-piece/")
     assert "X-Page-Cache" not in paid
     assert PAID_TEXT in paid.content.decode()
     assert "private" in paid["Cache-Control"]
@@ -77,11 +66,11 @@ def test_a_signed_in_paid_reader_is_never_served_or_stored_in_the_shared_cache(
 
 
 def test_a_paid_readers_page_is_not_stored_for_the_anonymous_readers_after_them(
-    paid_client, paid_article
+    paid_reader_client, paid_article
 ):
     from django.test import Client
 
-    assert PAID_TEXT in paid_client.get("/p/paid-piece/").content.decode()
+    assert PAID_TEXT in paid_reader_client.get("/p/paid-piece/").content.decode()
     anonymous = Client().get("/p/paid-piece/")
     assert anonymous["X-Page-Cache"] == "miss"
     assert PAID_TEXT not in anonymous.content.decode()

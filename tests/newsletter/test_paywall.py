@@ -49,14 +49,6 @@ def free_reader_client(client):
     return client
 
 
-@pytest.fixture
-def paid_reader_client(client):
-    user = UserFactory()
-    MembershipFactory(subscriber=SubscriberFactory(email=user.email, user=user))
-    client.force_login(user)
-    return client
-
-
 @pytest.fixture(params=["anonymous", "free reader"])
 def reader_without_access(request, client):
     if request.param == "anonymous":
