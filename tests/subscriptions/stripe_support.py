@@ -48,6 +48,12 @@ class StripeWebhooks:
     stripe_api: Any
     capture_on_commit: Any
 
+    def post(self, body: str | bytes, *, signature: str | None) -> Any:
+        """POST `body` with this Stripe-Signature header, or with none."""
+        return post_webhook(
+            self.client, body, signature=signature, capture_on_commit=self.capture_on_commit
+        )
+
     def send(self, event: dict[str, Any]) -> Any:
         """Deliver this event (again, if it was sent before); returns the response."""
         return send_event(self.client, event, capture_on_commit=self.capture_on_commit)

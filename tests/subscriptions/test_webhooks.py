@@ -14,11 +14,7 @@ from subscriptions.models import Membership, StripeEvent, Subscriber
 from subscriptions.services import access, stripe_events
 from subscriptions.tasks import retry_stripe_events
 from tests.factories import PlanFactory, SubscriberFactory
-from tests.subscriptions.stripe_support import (
-    WEBHOOK_URL,
-    post_webhook,
-    signature_for,
-)
+from tests.subscriptions.stripe_support import WEBHOOK_URL, signature_for
 
 pytestmark = pytest.mark.django_db
 
@@ -43,71 +39,43 @@ def subscription_event_body(stripe_api, event_type="customer.subscription.create
     return json.dumps(stripe_api.event(event_type, sub))
 
 
-def test_a_bad_signature_is_rejected_and_nothing_is_stored(
-    client, stripe_api, django_capture_on_commit_callbacks
-):
+def test_a_bad_signature_is_rejected_and_nothing_is_stored(stripe_api, stripe_webhooks):
     body = subscription_event_body(stripe_api)
-    response = post_webhook(
-        client,
-        body,
-        signature=signature_for(body, secret="whsec_someone_else"),
-        capture_on_commit=django_capture_on_commit_callbacks,
+    response = stripe_webhooks.post(
+        body, signature=signature_for(body, secret="whsec_someone_else")
     )
     assert response.status_code == 400
     assert StripeEvent.objects.count() == 0
     assert Membership.objects.count() == 0
 
 
-def test_a_signature_over_a_different_body_is_rejected(
-    client, stripe_api, django_capture_on_commit_callbacks
-):
+def test_a_signature_over_a_different_body_is_rejected(stripe_api, stripe_webhooks):
     body = subscription_event_body(stripe_api)
     tampered = body.replace('"active"', '"trialing"')
-    response = post_webhook(
-        client,
-        tampered,
-        signature=signature_for(body),
-        capture_on_commit=django_capture_on_commit_callbacks,
-    )
+    response = stripe_webhooks.post(tampered, signature=signature_for(body))
     assert response.status_code == 400
     assert StripeEvent.objects.count() == 0
 
 
-def test_a_stale_timestamp_is_rejected(client, stripe_api, django_capture_on_commit_callbacks):
+def test_a_stale_timestamp_is_rejected(stripe_api, stripe_webhooks):
     body = subscription_event_body(stripe_api)
     ten_minutes_ago = int(time.time()) - 600
-    response = post_webhook(
-        client,
-        body,
-        signature=signature_for(body, timestamp=ten_minutes_ago),
-        capture_on_commit=django_capture_on_commit_callbacks,
-    )
+    response = stripe_webhooks.post(body, signature=signature_for(body, timestamp=ten_minutes_ago))
     assert response.status_code == 400
     assert "tolerance" in response.json()["error"]
     assert StripeEvent.objects.count() == 0
 
 
-def test_a_missing_signature_header_is_rejected(
-    client, stripe_api, django_capture_on_commit_callbacks
-):
+def test_a_missing_signature_header_is_rejected(stripe_api, stripe_webhooks):
     body = subscription_event_body(stripe_api)
-    response = post_webhook(
-        client, body, signature=None, capture_on_commit=django_capture_on_commit_callbacks
-    )
+    response = stripe_webhooks.post(body, signature=None)
     assert response.status_code == 400
     assert StripeEvent.objects.count() == 0
 
 
-def test_a_malformed_body_is_rejected_even_when_signed(
-    client, stripe_api, django_capture_on_commit_callbacks
-):
+def test_a_malformed_body_is_rejected_even_when_signed(stripe_webhooks):
     for body in ('{"id": "evt_1", "object": "event", ', '["not", "an", "event"]'):
-        response = post_webhook(
-            client,
-            body,
-            signature=signature_for(body),
-            capture_on_commit=django_capture_on_commit_callbacks,
-        )
+        response = stripe_webhooks.post(body, signature=signature_for(body))
         assert response.status_code == 400
     assert StripeEvent.objects.count() == 0
 
