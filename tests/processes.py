@@ -52,6 +52,22 @@ def spawn(
         )
 
 
+def manage(
+    *args: str, env: dict[str, str], timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """`manage.py *args` in the project directory, its output captured; the caller
+    looks at the return code."""
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
 def stop(process: subprocess.Popen[bytes], *, timeout: float = 15) -> None:
     """SIGTERM to the process and its children; SIGKILL if they outlive `timeout`."""
     if process.poll() is not None:

@@ -6,22 +6,14 @@ import os
 import re
 import secrets
 import subprocess
-import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests import processes
+from tests.processes import ROOT
 
 
 def _manage(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "manage.py", *args],
-        cwd=ROOT,
-        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **env},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **env}
+    return processes.manage(*args, env=env, timeout=120)
 
 
 def _assert_deploy_check_is_clean(env: dict[str, str]) -> None:

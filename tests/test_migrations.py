@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests import processes
 
 
 def _manage(*args: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
@@ -18,15 +17,7 @@ def _manage(*args: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
         "DEBUG": "true",
         "VAR_DIR": str(tmp_path / "var"),
     }
-    return subprocess.run(
-        [sys.executable, "manage.py", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
+    return processes.manage(*args, env=env, timeout=180)
 
 
 def test_the_migrations_describe_the_models_exactly(tmp_path):

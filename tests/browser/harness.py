@@ -109,15 +109,7 @@ class Process:
 
 
 def manage(env: dict[str, str], *args: str, timeout: float = 300) -> str:
-    result = subprocess.run(
-        [str(BIN / "python"), "manage.py", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+    result = processes.manage(*args, env=env, timeout=timeout)
     if result.returncode != 0:
         raise HarnessError(f"manage.py {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
     return result.stdout
