@@ -555,8 +555,15 @@ def _record_failures(
 
 
 def _record_chunk(*, email_send_id: int, result: ChunkResult) -> None:
+    """Add the chunk to the send's live counters, unless the send was finished meanwhile.
+
+    The marks are committed before this, so a finished send's counters, counted from
+    the ledger by `finish_send_if_done`, already include this chunk.
+    """
     if result.sent or result.failed:
-        EmailSend.objects.filter(pk=email_send_id).update(
+        EmailSend.objects.filter(pk=email_send_id).exclude(
+            status__in=[EmailSend.Status.SENT, EmailSend.Status.FAILED]
+        ).update(
             sent_count=F("sent_count") + result.sent,
             failed_count=F("failed_count") + result.failed,
             last_activity_at=Now(),

@@ -430,6 +430,21 @@ def test_a_worker_releases_what_it_cannot_send_before_its_claim_goes_stale(reade
     assert set(pending.values_list("attempts", flat=True)) == {0}
 
 
+def test_a_chunk_finishing_after_another_worker_closed_the_send_is_not_counted_twice(readers):
+    email_send = publish_article(article=ArticleFactory()).email_send
+    mark_sending(email_send)
+    claimed_at, claimed, _ = sending.claim_chunk(email_send_id=email_send.pk)
+    for delivery in claimed:  # this worker's marks are committed...
+        sending._mark_sent(pk=delivery.pk, claimed_at=claimed_at, provider_message_id="<m@x>")
+    # ...and another chain, finding nothing left, closes the send from the ledger
+    assert sending.finish_send_if_done(email_send_id=email_send.pk)
+
+    sending._record_chunk(email_send_id=email_send.pk, result=sending.ChunkResult(sent=3))
+
+    email_send.refresh_from_db()
+    assert (email_send.status, email_send.sent_count) == (EmailSend.Status.SENT, 3)
+
+
 def test_pausing_stops_workers_claiming_and_resuming_finishes_the_send(
     readers, django_capture_on_commit_callbacks
 ):
