@@ -227,6 +227,8 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "data_folder_out": str(_queue_dir),
         "processed_folder": str(VAR_DIR / "celery" / "processed"),
         "store_processed": False,
+        # Where the transport keeps its exchange bindings (by default ./control).
+        "control_folder": str(VAR_DIR / "celery" / "control"),
     }
 else:
     # Redis redelivers unacknowledged tasks after this long; keep it above the longest
