@@ -346,9 +346,8 @@ def create_database(name: str) -> None:
     """A fresh database for a stack that is not driven by pytest (bench/load.py)."""
     import psycopg
 
-    admin_url = database_url("postgres")
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    drop_database(name)
+    with psycopg.connect(database_url("postgres"), autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
 
 
