@@ -58,3 +58,12 @@ def paid_reader_client(client):
     MembershipFactory(subscriber=SubscriberFactory(email=user.email, user=user))
     client.force_login(user)
     return client
+
+
+@pytest.fixture
+def editor_client(client):
+    """The test client, signed in to the admin as an editor (`editor`, editor@example.com)."""
+    from tests.factories import StaffUserFactory
+
+    client.force_login(StaffUserFactory(username="editor"))
+    return client

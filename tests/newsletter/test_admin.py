@@ -26,12 +26,6 @@ pytestmark = pytest.mark.django_db
 PASSWORD = "a-long-editor-password-42"
 
 
-@pytest.fixture
-def editor_client(client):
-    client.force_login(StaffUserFactory(username="editor"))
-    return client
-
-
 def _inline_management_data(page) -> dict[str, str]:
     """The management forms of whatever inlines the article page has, as the browser sends."""
     data = {}

@@ -9,16 +9,9 @@ from django.utils import timezone
 from newsletter.models import Article, Delivery, EmailSend
 from newsletter.services import sending
 from newsletter.services.publishing import publish_article
-from tests.factories import ArticleFactory, StaffUserFactory, SubscriberFactory, UserFactory
+from tests.factories import ArticleFactory, SubscriberFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def editor_client(client):
-    editor = StaffUserFactory(email="editor@example.com")
-    client.force_login(editor)
-    return client
 
 
 @pytest.fixture

@@ -22,12 +22,6 @@ ARTICLES = reverse("admin:newsletter_article_changelist")
 
 
 @pytest.fixture
-def editor_client(client):
-    client.force_login(StaffUserFactory())
-    return client
-
-
-@pytest.fixture
 def run_action(editor_client, django_capture_on_commit_callbacks):
     """Run an article admin action; queued tasks run when its transaction commits."""
 

@@ -11,7 +11,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import CommandError, call_command
 
 from subscriptions.models import Subscriber
-from tests.factories import MembershipFactory, StaffUserFactory, SubscriberFactory
+from tests.factories import MembershipFactory, SubscriberFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -93,19 +93,13 @@ def test_a_file_without_an_email_column_is_refused_and_nothing_imported(tmp_path
     assert not Subscriber.objects.exists()
 
 
-@pytest.fixture
-def staff_client(client):
-    client.force_login(StaffUserFactory())
-    return client
-
-
-def test_the_admin_imports_a_csv_and_shows_the_bad_rows(staff_client):
-    page = staff_client.get("/admin/subscriptions/subscriber/import/")
+def test_the_admin_imports_a_csv_and_shows_the_bad_rows(editor_client):
+    page = editor_client.get("/admin/subscriptions/subscriber/import/")
     assert page.status_code == 200
     assert b'type="file"' in page.content
-    assert b"import/" in staff_client.get("/admin/subscriptions/subscriber/").content
+    assert b"import/" in editor_client.get("/admin/subscriptions/subscriber/").content
     upload = SimpleUploadedFile("list.csv", GOOD_AND_BAD, content_type="text/csv")
-    response = staff_client.post("/admin/subscriptions/subscriber/import/", {"csv_file": upload})
+    response = editor_client.post("/admin/subscriptions/subscriber/import/", {"csv_file": upload})
     assert response.status_code == 200
     assert b"list.csv, line 4:" in response.content
     assert b"Imported 4 new subscriber(s)" in response.content
@@ -113,28 +107,28 @@ def test_the_admin_imports_a_csv_and_shows_the_bad_rows(staff_client):
     assert Subscriber.objects.filter(imported_from="admin import").count() == 4
 
 
-def test_the_admin_import_explains_an_unusable_file(staff_client):
+def test_the_admin_import_explains_an_unusable_file(editor_client):
     upload = SimpleUploadedFile("x.csv", b"name\nAda\n", content_type="text/csv")
-    response = staff_client.post("/admin/subscriptions/subscriber/import/", {"csv_file": upload})
+    response = editor_client.post("/admin/subscriptions/subscriber/import/", {"csv_file": upload})
     assert b"missing column(s) email" in response.content
     assert not Subscriber.objects.exists()
 
 
-def test_the_subscriber_list_shows_counts_per_status_and_filters_paid_readers(staff_client):
+def test_the_subscriber_list_shows_counts_per_status_and_filters_paid_readers(editor_client):
     SubscriberFactory.create_batch(3)
     SubscriberFactory(status=Subscriber.Status.BOUNCED)
     paid = MembershipFactory(subscriber__email="paying@example.com").subscriber
 
-    response = staff_client.get("/admin/subscriptions/subscriber/")
+    response = editor_client.get("/admin/subscriptions/subscriber/")
     assert response.status_code == 200
     counts = {value: n for value, _, n in response.context["status_counts"]}
     assert counts["active"] == 4
     assert counts["bounced"] == 1
     assert counts["pending"] == 0
 
-    response = staff_client.get("/admin/subscriptions/subscriber/?paid=yes")
+    response = editor_client.get("/admin/subscriptions/subscriber/?paid=yes")
     assert list(response.context["cl"].result_list) == [paid]
-    response = staff_client.get("/admin/subscriptions/subscriber/?paid=no")
+    response = editor_client.get("/admin/subscriptions/subscriber/?paid=no")
     assert paid not in list(response.context["cl"].result_list)
     assert len(response.context["cl"].result_list) == 4
 
@@ -144,12 +138,12 @@ def rows_of(response) -> list[dict[str, str]]:
     return list(csv.DictReader(io.StringIO(content)))
 
 
-def test_the_admin_exports_selected_and_all_subscribers_as_csv(staff_client):
+def test_the_admin_exports_selected_and_all_subscribers_as_csv(editor_client):
     first = SubscriberFactory(email="one@example.com", name="=HYPERLINK(evil)")
     SubscriberFactory(email="two@example.com")
     MembershipFactory(subscriber=first)
 
-    response = staff_client.post(
+    response = editor_client.post(
         "/admin/subscriptions/subscriber/",
         {"action": "export_csv", "_selected_action": [first.pk]},
     )
@@ -158,28 +152,28 @@ def test_the_admin_exports_selected_and_all_subscribers_as_csv(staff_client):
     assert rows[0]["paid"] == "yes"
     assert rows[0]["name"] == "'=HYPERLINK(evil)"
 
-    rows = rows_of(staff_client.get("/admin/subscriptions/subscriber/export/"))
+    rows = rows_of(editor_client.get("/admin/subscriptions/subscriber/export/"))
     assert sorted(r["email"] for r in rows) == ["one@example.com", "two@example.com"]
 
 
-def test_the_export_link_exports_what_the_filtered_list_shows(staff_client):
+def test_the_export_link_exports_what_the_filtered_list_shows(editor_client):
     SubscriberFactory(email="kept@example.com", status=Subscriber.Status.BOUNCED)
     SubscriberFactory(email="other@example.com")
-    page = staff_client.get("/admin/subscriptions/subscriber/?status__exact=bounced")
+    page = editor_client.get("/admin/subscriptions/subscriber/?status__exact=bounced")
     assert b'href="export/?status__exact=bounced">Export these as CSV' in page.content
 
     rows = rows_of(
-        staff_client.get("/admin/subscriptions/subscriber/export/?status__exact=bounced")
+        editor_client.get("/admin/subscriptions/subscriber/export/?status__exact=bounced")
     )
     assert [r["email"] for r in rows] == ["kept@example.com"]
-    rows = rows_of(staff_client.get("/admin/subscriptions/subscriber/export/?q=other"))
+    rows = rows_of(editor_client.get("/admin/subscriptions/subscriber/export/?q=other"))
     assert [r["email"] for r in rows] == ["other@example.com"]
 
 
-def test_the_admin_unsubscribe_action_takes_effect_at_once(staff_client):
+def test_the_admin_unsubscribe_action_takes_effect_at_once(editor_client):
     chosen = SubscriberFactory()
     other = SubscriberFactory()
-    staff_client.post(
+    editor_client.post(
         "/admin/subscriptions/subscriber/",
         {"action": "unsubscribe", "_selected_action": [chosen.pk]},
     )
@@ -211,18 +205,18 @@ def test_staff_allowed_only_to_view_subscribers_cannot_unsubscribe_them(client):
 
 
 @pytest.mark.parametrize("start", ["=", "+", "-", "@", "\t", "\r"])
-def test_the_csv_export_defuses_every_cell_a_spreadsheet_would_run(staff_client, start):
+def test_the_csv_export_defuses_every_cell_a_spreadsheet_would_run(editor_client, start):
     SubscriberFactory(email="one@example.com", name=f"{start}cmd|' /C calc'!A0")
-    rows = rows_of(staff_client.get("/admin/subscriptions/subscriber/export/"))
+    rows = rows_of(editor_client.get("/admin/subscriptions/subscriber/export/"))
     assert rows[0]["name"] == f"'{start}cmd|' /C calc'!A0"
 
 
-def test_the_suppression_list_is_searchable_by_address(staff_client):
+def test_the_suppression_list_is_searchable_by_address(editor_client):
     from subscriptions.services.addresses import suppress
 
     suppress(email="Gone@Example.com", reason="account deleted")
-    response = staff_client.get("/admin/subscriptions/suppression/?q=gone@example.com")
+    response = editor_client.get("/admin/subscriptions/suppression/?q=gone@example.com")
     assert response.status_code == 200
     assert len(response.context["cl"].result_list) == 1
-    response = staff_client.get("/admin/subscriptions/suppression/?q=other@example.com")
+    response = editor_client.get("/admin/subscriptions/suppression/?q=other@example.com")
     assert len(response.context["cl"].result_list) == 0
