@@ -11,7 +11,7 @@ from django.utils import timezone
 from subscriptions.models import Donation, Membership, Plan, StripeEvent
 from subscriptions.services import access, memberships, revenue
 from subscriptions.tasks import expire_memberships
-from tests.factories import MembershipFactory, PlanFactory, StaffUserFactory, SubscriberFactory
+from tests.factories import MembershipFactory, PlanFactory, SubscriberFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -132,12 +132,6 @@ def test_the_revenue_summary_counts_members_mrr_donations_and_churn():
     assert summary.donation_count_this_month == 1
     assert summary.churned_this_month == 1
     assert summary.churn_rate_this_month == 1.0  # the only member at the month's start left
-
-
-@pytest.fixture
-def editor_client(client):
-    client.force_login(StaffUserFactory())
-    return client
 
 
 def test_the_membership_admin_shows_the_revenue_summary(editor_client):
