@@ -9,6 +9,7 @@ from newsletter.models import Publication
 from subscriptions.models import Donation, StripeEvent
 from tests.browser.conftest import Site, save_screenshot
 from tests.browser.harness import message_text, wait_until
+from tests.browser.journeys import pay_on_checkout
 
 pytestmark = pytest.mark.browser
 
@@ -26,9 +27,7 @@ def test_visitor_donates_a_custom_amount_and_gets_a_thank_you_email(site: Site, 
     page.get_by_label("A message to the author (optional)").fill("For the reporting trips.")
     page.get_by_role("button", name="Continue to payment").click()
 
-    page.wait_for_url(f"{site.stripe.url}/pay/**")
-    expect(page.get_by_role("heading", name="Pay 12.50 USD")).to_be_visible()
-    page.get_by_role("button", name="Pay").click()
+    pay_on_checkout(page, site, amount="12.50 USD")
     page.wait_for_url(f"{site.url}/donate/thanks/**")
     expect(page.get_by_role("heading", name="Thank you")).to_be_visible()
 

@@ -13,6 +13,7 @@ from subscriptions.models import Membership, StripeEvent, Subscriber
 from subscriptions.services.access import subscriber_is_paid
 from tests.browser.conftest import Site, save_screenshot
 from tests.browser.harness import message_text, wait_until
+from tests.browser.journeys import pay_on_checkout
 from tests.factories import PlanFactory, SubscriberFactory
 
 pytestmark = pytest.mark.browser
@@ -59,10 +60,7 @@ def test_reader_signs_in_with_a_code_upgrades_and_then_reads_the_paid_part(
 
     page.goto(site.link("/upgrade/"))
     page.get_by_role("button", name="Continue to payment").click()
-    # Stripe's (stand-in) Checkout page, at the session's own URL.
-    page.wait_for_url(f"{site.stripe.url}/pay/**")
-    expect(page.get_by_role("heading", name="Pay 8.00 USD")).to_be_visible()
-    page.get_by_role("button", name="Pay").click()
+    pay_on_checkout(page, site, amount="8.00 USD")
 
     page.wait_for_url(f"{site.url}/upgrade/success/**")
     expect(page.get_by_role("heading", name="Thank you for subscribing")).to_be_visible()
