@@ -4,11 +4,11 @@
     .venv/bin/python bench/send.py --sizes 10000 --workers 1
 
 Needs PostgreSQL (DATABASE_URL's server; a `broadside_bench` database is created and
-dropped) and Redis (database 4 as the broker, flushed). For each list size it prints:
-the time to publish (create the send and its deliveries), then for each number of
-worker processes the messages per second handed to the sink, as a ratio to plain
-smtplib pushing pre-built messages to the same sink in the same run, and the peak
-memory (VmHWM) of each worker process.
+dropped) and Redis (database 7 as the broker, flushed; BENCH_BROKER_URL to change it).
+For each list size it prints: the time to publish (create the send and its
+deliveries), then for each number of worker processes the messages per second handed
+to the sink, as a ratio to plain smtplib pushing pre-built messages to the same sink
+in the same run, and the peak memory (VmHWM) of each worker process.
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ sys.path.insert(0, str(ROOT))
 
 SERVER_URL = os.environ.get("BENCH_DATABASE_SERVER", "postgres://postgres@127.0.0.1:5432")
 DATABASE_URL = f"{SERVER_URL}/broadside_bench"
-BROKER_URL = "redis://127.0.0.1:6379/4"
+# Not database 4: the kill -9 send test flushes that one, and the two must run side by side.
+BROKER_URL = os.environ.get("BENCH_BROKER_URL", "redis://127.0.0.1:6379/7")
 PAID_SHARE = 10  # one reader in ten is paid
 BASELINE_MAX = 20000  # smtplib's rate does not depend on the list size
 
