@@ -275,10 +275,7 @@ def main() -> None:
     django.setup()
     from django.core.management import call_command
 
-    # The apps' migrations are generated at release time; tables for apps without them
-    # come from --run-syncdb once the migrated apps (auth) exist.
     call_command("migrate", verbosity=0)
-    call_command("migrate", run_syncdb=True, verbosity=0)
     sink = Sink()
     try:
         message = sample_message()

@@ -314,7 +314,7 @@ def main() -> int:
         env = environment(var_dir, use_redis)
         try:
             subprocess.run(
-                [str(BIN / "python"), "manage.py", "migrate", "--run-syncdb", "-v", "0"],
+                [str(BIN / "python"), "manage.py", "migrate", "-v", "0"],
                 cwd=ROOT,
                 env=env,
                 check=True,

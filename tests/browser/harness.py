@@ -358,19 +358,9 @@ def drop_database(name: str) -> None:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def has_migrations() -> bool:
-    return all(
-        any((ROOT / app / "migrations").glob("0*.py")) for app in ("newsletter", "subscriptions")
-    )
-
-
 def migrate(env: dict[str, str]) -> None:
-    """Create the schema: from the migrations once they exist, from the models until then."""
-    if has_migrations():
-        manage(env, "migrate", "--noinput", "-v", "0")
-    else:
-        syncdb_env = {**env, "DJANGO_SETTINGS_MODULE": "tests.browser.syncdb_settings"}
-        manage(syncdb_env, "migrate", "--run-syncdb", "--noinput", "-v", "0")
+    """Create the schema with the project's migrations, as a deploy does."""
+    manage(env, "migrate", "--noinput", "-v", "0")
 
 
 def chromium_path() -> str:
