@@ -102,12 +102,12 @@ def redis_available(host: str = "127.0.0.1", port: int = 6379) -> bool:
 
 @contextlib.contextmanager
 def flushed_redis(url: str) -> Iterator[str]:
-    """A Redis database for a broker, emptied before and after; skips the test without Redis."""
+    """A Redis database for a broker, emptied before and after; fails clearly without Redis."""
     import pytest
     import redis
 
     if not redis_available():
-        pytest.skip("Redis is not running on 127.0.0.1:6379 (start it; see README).")
+        pytest.fail("Redis is not running on 127.0.0.1:6379: start it (see README).")
     client = redis.Redis.from_url(url)
     client.flushdb()
     try:

@@ -7,18 +7,19 @@ is either used as `with Fake() as fake: ...` or started and stopped by hand.
 from __future__ import annotations
 
 import threading
+from abc import ABC, abstractmethod
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Self
 
 
-class LocalServer:
+class LocalServer(ABC):
     """A server with start() and stop(), usable as a context manager."""
 
-    def start(self) -> Self:
-        raise NotImplementedError
+    @abstractmethod
+    def start(self) -> Self: ...
 
-    def stop(self) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    def stop(self) -> None: ...
 
     def __enter__(self) -> Self:
         return self.start()
@@ -38,8 +39,8 @@ class LocalHTTPServer(LocalServer):
     _server: ThreadingHTTPServer | None = None
     _thread: threading.Thread | None = None
 
-    def handler_class(self) -> type[BaseHTTPRequestHandler]:
-        raise NotImplementedError
+    @abstractmethod
+    def handler_class(self) -> type[BaseHTTPRequestHandler]: ...
 
     def start(self) -> Self:
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self.handler_class())
