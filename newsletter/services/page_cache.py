@@ -17,6 +17,7 @@ from functools import wraps
 
 from django.conf import settings
 from django.core.cache import cache
+from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 
 PAGE_CACHE_SECONDS = 60
@@ -27,7 +28,18 @@ _PERSONAL_COOKIES = {settings.SESSION_COOKIE_NAME, "messages"}
 
 
 def invalidate_pages() -> None:
-    """Forget every cached page (they are found by generation, and this starts a new one)."""
+    """Forget every cached page (they are found by generation, and this starts a new one).
+
+    Once now, and once more when the change commits: until then other processes still
+    read the old rows, and a page one of them renders meanwhile (an article's full text
+    just before it turned paid) would be stored under the new generation and served for
+    `PAGE_CACHE_SECONDS`.
+    """
+    _new_generation()
+    transaction.on_commit(_new_generation)
+
+
+def _new_generation() -> None:
     try:
         cache.incr(_GENERATION_KEY)
     except ValueError:

@@ -88,6 +88,24 @@ def test_publishing_an_article_shows_it_on_the_cached_home_page_at_once(client):
     assert "Fresh from the desk" in home.content.decode()
 
 
+def test_a_page_stored_before_an_article_turned_paid_was_committed_is_not_served_after(
+    client, django_capture_on_commit_callbacks
+):
+    article = PublishedArticleFactory(body=f"<p>The free opening.</p><p>{PAID_TEXT}</p>")
+    url = article.get_absolute_url()
+    with django_capture_on_commit_callbacks(execute=True):
+        article.visibility = Article.Visibility.PAID
+        article.save()
+        # Until the commit, other processes still render the public article from the old
+        # row; this stands for one of them storing its copy under the new generation.
+        assert client.get(url)["X-Page-Cache"] == "miss"
+        assert client.get(url)["X-Page-Cache"] == "hit"
+
+    after = client.get(url)
+    assert after["X-Page-Cache"] == "miss"
+    assert PAID_TEXT not in after.content.decode()
+
+
 def test_hiding_a_comment_takes_it_off_the_cached_article_page_at_once(client):
     comment = CommentFactory(body="A remark the editors will hide.")
     url = comment.article.get_absolute_url()
