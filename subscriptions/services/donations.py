@@ -227,6 +227,11 @@ def send_donation_thanks(*, donation: Donation) -> bool:
     """The thank-you email, at most once per donation."""
     if not donation.email or donation.status != Donation.Status.PAID:
         return False
+    if Subscriber.objects.filter(
+        email__iexact=donation.email,
+        status__in=[Subscriber.Status.BOUNCED, Subscriber.Status.COMPLAINED],
+    ).exists():
+        return False  # The address takes no mail from us (as for payment and membership emails).
     claimed = Donation.objects.filter(pk=donation.pk, thanked_at__isnull=True).update(
         thanked_at=timezone.now()
     )

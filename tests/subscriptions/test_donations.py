@@ -133,6 +133,22 @@ def test_a_paid_one_off_donation_is_recorded_and_thanked_once(client, stripe_api
     assert not Membership.objects.exists()
 
 
+@pytest.mark.parametrize("status", ["bounced", "complained"])
+def test_a_donation_from_a_bounced_or_complained_address_is_recorded_but_not_thanked(
+    client, stripe_api, stripe_webhooks, status
+):
+    SubscriberFactory(email="Donor@example.com", status=status)
+    session = stripe_api.complete_checkout(
+        session_id_of(donate(client, amount="2500")), email="donor@example.com"
+    )
+    stripe_webhooks.deliver("checkout.session.completed", session)
+
+    donation = Donation.objects.get()
+    assert donation.status == Donation.Status.PAID
+    assert donation.thanked_at is None
+    assert mail.outbox == []
+
+
 def test_a_donation_by_a_known_reader_is_linked_to_them(client, stripe_api, stripe_webhooks):
     user = UserFactory(email="reader@example.com")
     subscriber = SubscriberFactory(email=user.email, user=user)
