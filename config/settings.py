@@ -15,7 +15,12 @@ from js_asset import static_lazy
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 env = environ.Env()
-environ.Env.read_env(BASE_DIR / ".env")  # optional; the real environment wins
+# An optional file of variables; the real environment wins over it. ENV_FILE names
+# another file, and an empty ENV_FILE reads none (the tests and the processes they start
+# must never pick up a developer's .env: its Telegram token or database).
+ENV_FILE = env("ENV_FILE", default=str(BASE_DIR / ".env"))
+if ENV_FILE:
+    environ.Env.read_env(ENV_FILE)
 
 VAR_DIR = Path(env("VAR_DIR", default=str(BASE_DIR / "var")))
 VAR_DIR.mkdir(parents=True, exist_ok=True)

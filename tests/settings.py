@@ -8,6 +8,8 @@ separate test databases.
 
 import os
 
+# No .env file: only this environment (the processes the tests start inherit it).
+os.environ["ENV_FILE"] = ""
 os.environ.setdefault("DEBUG", "false")
 os.environ.setdefault("SECRET_KEY", "test-secret-key-not-for-production-0123456789abcdef")
 os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/broadside")

@@ -12,7 +12,7 @@ from tests.processes import ROOT
 
 
 def _manage(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **env}
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "ENV_FILE": "", **env}
     return processes.manage(*args, env=env, timeout=120)
 
 
@@ -67,3 +67,31 @@ def test_production_refuses_to_start_without_a_secret_key(tmp_path):
     )
     assert result.returncode != 0
     assert "SECRET_KEY is not set" in result.stderr
+
+
+def test_the_settings_read_an_env_file_unless_env_file_is_empty(tmp_path):
+    env_file = tmp_path / "broadside.env"
+    env_file.write_text("TELEGRAM_CHAT_ID=@from_the_file\n")
+    base = {
+        "HOME": str(tmp_path),
+        "DJANGO_SETTINGS_MODULE": "config.settings",
+        "DEBUG": "true",
+        "VAR_DIR": str(tmp_path / "var"),
+    }
+    show = (
+        "shell",
+        "-v",
+        "0",
+        "-c",
+        "from django.conf import settings; print(settings.TELEGRAM_CHAT_ID)",
+    )
+
+    read = _manage(*show, env={**base, "ENV_FILE": str(env_file)})
+    assert read.returncode == 0, read.stderr
+    assert read.stdout.strip() == "@from_the_file"
+
+    ignored = _manage(*show, env={**base, "ENV_FILE": ""})
+    assert ignored.returncode == 0, ignored.stderr
+    assert ignored.stdout.strip() == ""
+    # This test run and the processes it starts read no .env either.
+    assert os.environ["ENV_FILE"] == ""

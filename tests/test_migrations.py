@@ -16,6 +16,7 @@ def _manage(*args: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
         "DJANGO_SETTINGS_MODULE": "config.settings",
         "DEBUG": "true",
         "VAR_DIR": str(tmp_path / "var"),
+        "ENV_FILE": "",  # a developer's .env could point migrate and seed_demo elsewhere
     }
     return processes.manage(*args, env=env, timeout=180)
 
