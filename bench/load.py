@@ -59,7 +59,14 @@ def check(condition: bool, message: str) -> None:
 
 
 def setup_django(env: dict[str, str]) -> None:
-    for key in ("DATABASE_URL", "SECRET_KEY", "DEBUG", "VAR_DIR", "STRIPE_WEBHOOK_SECRET"):
+    for key in (
+        "ENV_FILE",
+        "DATABASE_URL",
+        "SECRET_KEY",
+        "DEBUG",
+        "VAR_DIR",
+        "STRIPE_WEBHOOK_SECRET",
+    ):
         os.environ[key] = env[key]
     os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings"
     os.environ["CONN_MAX_AGE"] = "0"

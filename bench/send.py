@@ -44,6 +44,7 @@ BODY = (
 def configure_environment(tmp: Path) -> None:
     os.environ.update(
         DJANGO_SETTINGS_MODULE="config.settings",
+        ENV_FILE="",  # never a developer's .env (its Telegram token, its database)
         DATABASE_URL=DATABASE_URL,
         CELERY_BROKER_URL=BROKER_URL,
         SECRET_KEY=os.environ.get("SECRET_KEY", "bench-secret-key-0123456789abcdefghijklmnop"),

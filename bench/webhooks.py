@@ -117,6 +117,7 @@ def environment(var_dir: str, use_redis: bool) -> dict[str, str]:
     env.update(
         {
             "DJANGO_SETTINGS_MODULE": "bench.webhooks_site",
+            "ENV_FILE": "",  # never a developer's .env (its Telegram token, its database)
             "DATABASE_URL": database_url(DATABASE),
             "SECRET_KEY": "bench-secret-key-0123456789abcdefghijklmnopqrstuvwxyz",
             "DEBUG": "false",

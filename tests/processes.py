@@ -137,6 +137,7 @@ def worker_environment(*, var_dir: Path, broker_url: str, **overrides: str) -> d
         env.pop(name, None)
     env.update(
         DJANGO_SETTINGS_MODULE="config.settings",
+        ENV_FILE="",  # never a developer's .env (its Telegram token, its database)
         DATABASE_URL=current_database_url(),
         CELERY_BROKER_URL=broker_url,
         SECRET_KEY=settings.SECRET_KEY,

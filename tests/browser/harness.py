@@ -179,6 +179,7 @@ def stack_env(
     env.update(
         {
             "DJANGO_SETTINGS_MODULE": "config.settings",
+            "ENV_FILE": "",  # never a developer's .env (its Telegram token, its database)
             "PYTHONUNBUFFERED": "1",
             "DEBUG": "false",
             "SECRET_KEY": SECRET_KEY,
