@@ -154,6 +154,27 @@ def test_a_paid_readers_visit_does_not_leak_into_an_anonymous_response(client, p
     assert "Cookie" in anonymous["Vary"]
 
 
+def test_the_pages_around_a_paid_article_carry_none_of_its_paid_text(
+    reader_without_access, paid_article
+):
+    # The discussion page, the sign-in pages that lead back to the article (a reader
+    # already signed in is sent on to it), and a comment refused to a reader without
+    # access (the anonymous one is sent to sign in, the free one gets the form again).
+    for path in (
+        "/p/the-paid-one/comments/",
+        "/accounts/login/?next=/p/the-paid-one/",
+        "/accounts/login/code/?next=/p/the-paid-one/",
+    ):
+        response = reader_without_access.get(path, follow=True)
+        assert response.status_code == 200, path
+        assert PAID_TEXT not in response.content.decode(), path
+    refused = reader_without_access.post(
+        "/p/the-paid-one/comments/", {"body": "Let me in", "parent": ""}
+    )
+    assert refused.status_code in (302, 403)
+    assert PAID_TEXT not in refused.content.decode()
+
+
 @pytest.mark.parametrize(
     "status, publish_at",
     [(Article.Status.DRAFT, None), (Article.Status.SCHEDULED, timedelta(hours=2))],
