@@ -56,6 +56,18 @@ def _anonymous(request: HttpRequest) -> bool:
     return not (_PERSONAL_COOKIES & request.COOKIES.keys())
 
 
+def _kept_something_for_this_visitor(request: HttpRequest) -> bool:
+    """The view wrote to the visitor's session or left them a message: the page is theirs.
+
+    The middleware turns either into a cookie only after the view has returned, so
+    `response.cookies` does not show it yet.
+    """
+    session = getattr(request, "session", None)
+    if session is not None and session.modified:
+        return True
+    return bool(getattr(getattr(request, "_messages", None), "added_new", False))
+
+
 def cache_anonymous_page(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
     @wraps(view)
     def wrapped(request: HttpRequest, *args, **kwargs) -> HttpResponse:
@@ -72,6 +84,7 @@ def cache_anonymous_page(view: Callable[..., HttpResponse]) -> Callable[..., Htt
             and response.status_code == 200
             and not response.cookies
             and not request.user.is_authenticated
+            and not _kept_something_for_this_visitor(request)
         ):
             response["X-Page-Cache"] = "miss"
             cache.set(key, response, PAGE_CACHE_SECONDS)

@@ -123,3 +123,32 @@ def test_a_request_with_a_session_or_messages_is_not_cached(client):
     del client.cookies["messages"]
     client.cookies["sessionid"] = "whatever"
     assert "X-Page-Cache" not in client.get(article.get_absolute_url())
+
+
+@pytest.mark.parametrize("keeps", ["session", "message"])
+def test_a_page_whose_view_kept_something_for_the_visitor_is_not_stored(rf, keeps):
+    from django.contrib import messages
+    from django.contrib.auth.models import AnonymousUser
+    from django.contrib.messages.storage.fallback import FallbackStorage
+    from django.contrib.sessions.backends.db import SessionStore
+    from django.http import HttpResponse
+
+    from newsletter.services.page_cache import cache_anonymous_page
+
+    @cache_anonymous_page
+    def view(request):
+        if keeps == "session":
+            request.session["seen"] = True
+        else:
+            messages.info(request, "Welcome back")
+        return HttpResponse("A page for this visitor alone")
+
+    def visit():
+        request = rf.get(f"/kept-{keeps}/")
+        request.user = AnonymousUser()
+        request.session = SessionStore()
+        request._messages = FallbackStorage(request)
+        return view(request)
+
+    assert "X-Page-Cache" not in visit()
+    assert "X-Page-Cache" not in visit()
