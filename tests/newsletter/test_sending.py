@@ -74,7 +74,10 @@ def test_publishing_creates_one_pending_delivery_per_active_subscriber_with_its_
         "paid@example.com": "paid",
     }
     assert set(email_send.deliveries.values_list("status", flat=True)) == {"pending"}
-    assert len(callbacks) == 1  # the work is queued only once the transaction commits
+    # The work is queued only once the transaction commits (the page cache's callback
+    # renews its keys then too).
+    queued = [c for c in callbacks if c.__module__ != "newsletter.services.page_cache"]
+    assert len(queued) == 1
 
 
 def test_paid_audience_narrows_the_send_to_paid_readers(readers):
