@@ -225,11 +225,16 @@ def test_the_publication_is_edited_as_one_page(editor_client):
     assert editor_client.get(reverse("admin:newsletter_publication_add")).status_code == 403
 
 
-def test_readers_cannot_reach_the_preview(client):
-    article = ArticleFactory()
-    response = client.get(reverse("admin:newsletter_article_preview", args=[article.pk]))
+@pytest.mark.parametrize("signed_in", [False, True])
+def test_readers_cannot_reach_the_preview(client, signed_in):
+    article = ArticleFactory(body='<p>Free.</p><hr class="paywall"><p>Paid scenarios.</p>')
+    if signed_in:
+        client.force_login(UserFactory())
+    url = reverse("admin:newsletter_article_preview", args=[article.pk])
+    response = client.get(url, {"as": "paid"})
     assert response.status_code == 302
     assert "/admin/login/" in response["Location"]
+    assert "Paid scenarios." not in response.content.decode()
 
 
 def test_view_on_site_opens_the_preview_until_the_article_is_published(editor_client):
