@@ -25,6 +25,8 @@ _GENERATION_KEY = "pages:generation"
 # Cookies that mean the page may be personal: the session (signed in, or a sign-in or
 # checkout under way) and one-time messages shown at the top of the next page.
 _PERSONAL_COOKIES = {settings.SESSION_COOKIE_NAME, "messages"}
+# Query parameters the cached pages read: list and discussion paging, comment order.
+_PAGE_PARAMETERS = {"page", "cpage", "order"}
 
 
 def invalidate_pages() -> None:
@@ -56,6 +58,12 @@ def _anonymous(request: HttpRequest) -> bool:
     return not (_PERSONAL_COOKIES & request.COOKIES.keys())
 
 
+def _known_query(request: HttpRequest) -> bool:
+    """Only the pages' own parameters make a cached copy; any other query bypasses the
+    cache, so made-up query strings cannot fill it."""
+    return request.GET.keys() <= _PAGE_PARAMETERS
+
+
 def _kept_something_for_this_visitor(request: HttpRequest) -> bool:
     """The view wrote to the visitor's session or left them a message: the page is theirs.
 
@@ -71,7 +79,11 @@ def _kept_something_for_this_visitor(request: HttpRequest) -> bool:
 def cache_anonymous_page(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
     @wraps(view)
     def wrapped(request: HttpRequest, *args, **kwargs) -> HttpResponse:
-        if request.method not in ("GET", "HEAD") or not _anonymous(request):
+        if (
+            request.method not in ("GET", "HEAD")
+            or not _anonymous(request)
+            or not _known_query(request)
+        ):
             return view(request, *args, **kwargs)
         key = _key(request)
         cached = cache.get(key)

@@ -152,3 +152,12 @@ def test_a_page_whose_view_kept_something_for_the_visitor_is_not_stored(rf, keep
 
     assert "X-Page-Cache" not in visit()
     assert "X-Page-Cache" not in visit()
+
+
+def test_made_up_query_strings_bypass_the_cache_so_they_cannot_fill_it(client):
+    article = PublishedArticleFactory()
+    url = article.get_absolute_url()
+    assert "X-Page-Cache" not in client.get(f"{url}?utm_source=x1")
+    assert "X-Page-Cache" not in client.get(f"{url}?utm_source=x1")
+    assert client.get(f"{url}?order=newest")["X-Page-Cache"] == "miss"
+    assert client.get(f"{url}?order=newest")["X-Page-Cache"] == "hit"
