@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from functools import wraps
+from urllib.parse import urlencode
 
 from django.conf import settings
 from django.core.cache import cache
@@ -50,18 +51,16 @@ def _new_generation() -> None:
 
 def _key(request: HttpRequest) -> str:
     generation = cache.get_or_set(_GENERATION_KEY, 1, timeout=None)
-    url = hashlib.sha256(request.build_absolute_uri().encode()).hexdigest()
+    # The pages read only their own parameters; others (utm_source, made-up ones) neither
+    # change the page nor get a copy of their own, so they cannot fill the cache.
+    params = urlencode(sorted((k, v) for k, v in request.GET.items() if k in _PAGE_PARAMETERS))
+    page = f"{request.scheme}://{request.get_host()}{request.path}?{params}"
+    url = hashlib.sha256(page.encode()).hexdigest()
     return f"pages:{generation}:{url}"
 
 
 def _anonymous(request: HttpRequest) -> bool:
     return not (_PERSONAL_COOKIES & request.COOKIES.keys())
-
-
-def _known_query(request: HttpRequest) -> bool:
-    """Only the pages' own parameters make a cached copy; any other query bypasses the
-    cache, so made-up query strings cannot fill it."""
-    return request.GET.keys() <= _PAGE_PARAMETERS
 
 
 def _kept_something_for_this_visitor(request: HttpRequest) -> bool:
@@ -79,11 +78,7 @@ def _kept_something_for_this_visitor(request: HttpRequest) -> bool:
 def cache_anonymous_page(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
     @wraps(view)
     def wrapped(request: HttpRequest, *args, **kwargs) -> HttpResponse:
-        if (
-            request.method not in ("GET", "HEAD")
-            or not _anonymous(request)
-            or not _known_query(request)
-        ):
+        if request.method not in ("GET", "HEAD") or not _anonymous(request):
             return view(request, *args, **kwargs)
         key = _key(request)
         cached = cache.get(key)
