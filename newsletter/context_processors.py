@@ -1,7 +1,13 @@
 from django.http import HttpRequest
+from django.utils.functional import SimpleLazyObject
 
 from newsletter.models import Publication
+from subscriptions.services.access import user_is_paid
 
 
 def publication(request: HttpRequest) -> dict:
-    return {"publication": Publication.load()}
+    return {
+        "publication": Publication.load(),
+        # Looked up only by templates that ask, and never for anonymous readers.
+        "reader_is_paid": SimpleLazyObject(lambda: user_is_paid(user=request.user)),
+    }

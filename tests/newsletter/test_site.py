@@ -18,8 +18,11 @@ from newsletter.views.site import server_error
 from tests.factories import (
     AuthorFactory,
     CommentFactory,
+    MembershipFactory,
     PublishedArticleFactory,
     SectionFactory,
+    SubscriberFactory,
+    UserFactory,
 )
 
 pytestmark = pytest.mark.django_db
@@ -249,3 +252,18 @@ def test_article_lists_show_visible_comment_counts_in_the_same_queries(client):
         body = client.get("/").content.decode()
     assert "5 comments" in body
     assert len(again) == len(captured)
+
+
+def test_signed_in_readers_are_offered_an_upgrade_only_until_they_are_paid(client):
+    reader = UserFactory()
+    SubscriberFactory(email=reader.email, user=reader)
+    client.force_login(reader)
+    free_page = client.get("/").content.decode()
+    assert 'href="/upgrade/">Upgrade</a>' in free_page
+    assert "Become a paid subscriber" in free_page
+
+    MembershipFactory(subscriber=reader.subscriber)
+    paid_page = client.get("/").content.decode()
+    assert 'href="/upgrade/">Upgrade</a>' not in paid_page
+    assert "Become a paid subscriber" not in paid_page
+    assert 'href="/account/">Account</a>' in paid_page
