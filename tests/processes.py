@@ -92,9 +92,23 @@ def kill(process: subprocess.Popen[bytes], *, timeout: float = 10) -> None:
 # --- a celery worker on the test database ---------------------------------------------
 
 
-def redis_available(host: str = "127.0.0.1", port: int = 6379) -> bool:
+# The Redis server the tests use, without a database number: TEST_REDIS_URL lets runs
+# in several checkouts at once each point at a redis-server of their own, since tests
+# flush the databases they use (4 to 7).
+TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379").rstrip("/")
+
+
+def redis_database_url(db: int) -> str:
+    """The URL of database `db` on the tests' Redis server."""
+    return f"{TEST_REDIS_URL}/{db}"
+
+
+def redis_available(url: str = TEST_REDIS_URL) -> bool:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
     try:
-        with socket.create_connection((host, port), timeout=1):
+        with socket.create_connection((parts.hostname, parts.port or 6379), timeout=1):
             return True
     except OSError:
         return False
@@ -106,8 +120,8 @@ def flushed_redis(url: str) -> Iterator[str]:
     import pytest
     import redis
 
-    if not redis_available():
-        pytest.fail("Redis is not running on 127.0.0.1:6379: start it (see README).")
+    if not redis_available(url):
+        pytest.fail(f"Redis is not running at {TEST_REDIS_URL}: start it (see README).")
     client = redis.Redis.from_url(url)
     client.flushdb()
     try:

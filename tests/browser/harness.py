@@ -30,7 +30,7 @@ from tests.processes import bind_loopback
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 REDIS_DB = int(os.environ.get("BROWSER_REDIS_DB", "7"))
-REDIS_URL = os.environ.get("BROWSER_REDIS_URL", f"redis://127.0.0.1:6379/{REDIS_DB}")
+REDIS_URL = os.environ.get("BROWSER_REDIS_URL", processes.redis_database_url(REDIS_DB))
 # Every stack keeps its Redis keys (cache, rate limits, broker queues) under a prefix of
 # its own, so stacks of parallel runs share database 7 without seeing each other's work.
 KEY_PREFIX = f"broadside-e2e-{os.getpid()}"

@@ -31,7 +31,7 @@ from tests.fakes.smtp import FakeSMTPServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
-REDIS_URL = "redis://127.0.0.1:6379/4"
+REDIS_URL = processes.redis_database_url(4)
 READERS = 2000
 PROJECT_DIR = Path(settings.BASE_DIR)
 

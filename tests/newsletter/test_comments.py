@@ -14,6 +14,7 @@ from django.utils import timezone
 from newsletter.models import Article, Comment, CommentBan, Publication
 from newsletter.services import comments as comment_service
 from newsletter.tasks import send_comment_digests
+from tests import processes
 from tests.factories import (
     AuthorFactory,
     CommentFactory,
@@ -27,7 +28,7 @@ from tests.fakes.smtp import FakeSMTPServer
 
 pytestmark = pytest.mark.django_db
 
-REDIS_URL = "redis://127.0.0.1:6379/6"
+REDIS_URL = processes.redis_database_url(6)
 
 
 @pytest.fixture

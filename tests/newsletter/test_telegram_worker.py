@@ -22,7 +22,7 @@ from tests.fakes.telegram_api import FakeTelegramAPI
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
-REDIS_URL = "redis://127.0.0.1:6379/5"
+REDIS_URL = processes.redis_database_url(5)
 CHANNEL = "@broadside"
 
 
