@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint typecheck pytest clean
+.PHONY: install run test lint typecheck pytest chromium clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -31,9 +31,26 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# The browser tests drive the Chromium at $(CHROMIUM): Debian's package, installed here
+# when it is missing and this is root on a Debian-like machine, or a message saying how.
+CHROMIUM ?= /usr/bin/chromium
+chromium:
+	@if [ ! -x "$(CHROMIUM)" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "Installing Chromium for the browser tests (apt-get install -y chromium)"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+	      || { echo "Could not install Chromium; install it or set CHROMIUM=/path/to/chromium." >&2; exit 1; }; \
+	  else \
+	    echo "The browser tests need Chromium at $(CHROMIUM): install it (Debian/Ubuntu: sudo apt-get install -y chromium) or set CHROMIUM=/path/to/chromium." >&2; \
+	    exit 1; \
+	  fi; \
+	  [ -x "$(CHROMIUM)" ] || { echo "Chromium is still not at $(CHROMIUM): set CHROMIUM to its path." >&2; exit 1; }; \
+	fi
+
 # The tests' database, as tests/settings.py defaults it; the probe fails fast without it.
 pytest: export DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/broadside
-pytest: $(STAMP)
+pytest: export CHROMIUM := $(CHROMIUM)
+pytest: $(STAMP) chromium
 	@$(BIN)/python -c "import os,socket,sys,urllib.parse; \
 	  url = urllib.parse.urlsplit(os.environ['DATABASE_URL']); \
 	  where = (url.hostname or '127.0.0.1', url.port or 5432); \
