@@ -146,7 +146,10 @@ ACCOUNT_LOGIN_BY_CODE_ENABLED = True
 ACCOUNT_LOGIN_BY_CODE_REQUIRED = False
 ACCOUNT_EMAIL_VERIFICATION_BY_CODE_ENABLED = True
 ACCOUNT_LOGOUT_ON_GET = False
-ACCOUNT_FORMS = {"request_login_code": "subscriptions.adapters.ReaderRequestLoginCodeForm"}
+ACCOUNT_FORMS = {
+    "login": "subscriptions.adapters.ReaderLoginForm",
+    "request_login_code": "subscriptions.adapters.ReaderRequestLoginCodeForm",
+}
 ACCOUNT_RATE_LIMITS = {
     "login": "30/m/ip",
     "login_failed": "10/m/ip,5/5m/key",

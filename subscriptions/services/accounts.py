@@ -22,7 +22,7 @@ from newsletter.models import Comment, CommentBan, Delivery
 from newsletter.services.comments import erase_comments_of
 from subscriptions.models import Donation, Membership, StripeEvent, Subscriber
 from subscriptions.services.access import subscriber_is_paid
-from subscriptions.services.addresses import suppress, unsuppress
+from subscriptions.services.addresses import normalized_or_none, suppress, unsuppress
 from subscriptions.services.unsubscribe import unsubscribe_subscriber
 
 # Stripe statuses after which a subscription will not bill again.
@@ -48,10 +48,10 @@ def _user_for_email(email: str) -> Any | None:
     """
     User = get_user_model()
     free = Q(subscriber__isnull=True)
-    verified = EmailAddress.objects.filter(email__iexact=email, verified=True).values("user_id")
+    verified = EmailAddress.objects.filter(email=email, verified=True).values("user_id")
     return (
         User.objects.filter(free & Q(pk__in=verified)).first()
-        or User.objects.filter(free & Q(email__iexact=email))
+        or User.objects.filter(free & Q(email=email))
         .exclude(Exists(EmailAddress.objects.filter(user_id=OuterRef("pk"))))
         .order_by("pk")
         .first()
@@ -59,7 +59,7 @@ def _user_for_email(email: str) -> Any | None:
 
 
 def _ensure_verified_address(*, user: Any, email: str) -> None:
-    address = EmailAddress.objects.filter(user=user, email__iexact=email).first()
+    address = EmailAddress.objects.filter(user=user, email=email).first()
     if address is None:
         try:
             with transaction.atomic():
@@ -100,8 +100,9 @@ def prepare_sign_in(*, email: str) -> None:
     Only confirmed and imported subscribers: a pending address is not known to be
     theirs, and the code itself proves the mailbox anyway.
     """
+    email = normalized_or_none(email) or ""
     subscriber = (
-        Subscriber.objects.filter(email__iexact=email, user__isnull=True)
+        Subscriber.objects.filter(email=email, user__isnull=True)
         .exclude(status=Subscriber.Status.PENDING)
         .first()
     )
@@ -120,8 +121,12 @@ def link_reader_account(
     own = Subscriber.objects.filter(user_id=user.pk).first()
     if own is not None:
         return own
+    normalized = normalized_or_none(email)
+    if normalized is None:
+        return None
+    email = normalized
     with transaction.atomic():
-        subscriber = Subscriber.objects.select_for_update().filter(email__iexact=email).first()
+        subscriber = Subscriber.objects.select_for_update().filter(email=email).first()
         now = timezone.now()
         if subscriber is None:
             if not signup:
@@ -212,7 +217,7 @@ def _owned_addresses(*, user: AbstractBaseUser, subscriber: Subscriber | None) -
 def _donations_of(*, emails: set[str], subscriber: Subscriber | None) -> QuerySet[Donation]:
     match = Q(subscriber=subscriber) if subscriber is not None else Q(pk__in=[])
     for email in emails:
-        match |= Q(email__iexact=email)
+        match |= Q(email=email)
     return Donation.objects.filter(match)
 
 

@@ -18,6 +18,7 @@ from django.utils import timezone
 
 from subscriptions.models import Membership, Plan, Subscriber
 from subscriptions.services.access import subscriber_is_paying
+from subscriptions.services.addresses import normalize_email, normalized_or_none
 from subscriptions.services.notifications import send_email_on_commit
 from subscriptions.services.tokens import absolute_url
 
@@ -98,21 +99,26 @@ def find_subscriber_for_stripe(
         found = Subscriber.objects.filter(stripe_customer_id=customer_id).first()
         if found is not None:
             return found
-    if email:
-        return Subscriber.objects.filter(email__iexact=email.strip()).first()
+    normalized = normalized_or_none(email)
+    if normalized:
+        return Subscriber.objects.filter(email=normalized).first()
     return None
 
 
 def find_or_create_subscriber(*, email: str, **fields: Any) -> Subscriber:
-    """The subscriber with this address (in any case), or a new one with these fields."""
-    subscriber = Subscriber.objects.filter(email__iexact=email).first()
+    """The subscriber with this address, or a new one with these fields.
+
+    Raises InvalidAddress for an address we cannot email.
+    """
+    email = normalize_email(email)
+    subscriber = Subscriber.objects.filter(email=email).first()
     if subscriber is not None:
         return subscriber
     try:
         with transaction.atomic():
             return Subscriber.objects.create(email=email, **fields)
     except IntegrityError:  # the same address, added meanwhile
-        return Subscriber.objects.get(email__iexact=email)
+        return Subscriber.objects.get(email=email)
 
 
 def subscriber_from_payment(*, email: str, name: str = "", source: str) -> Subscriber:

@@ -373,7 +373,7 @@ def _add_memberships(
     wanted = [row for row in rows if row.extra.get("kind")]
     if not wanted:
         return
-    ids = [subscribers[row.email.lower()].pk for row in wanted]
+    ids = [subscribers[row.email].pk for row in wanted]
     already = set(
         Membership.objects.filter(
             subscriber_id__in=ids, imported_from__startswith=SOURCE
@@ -382,7 +382,7 @@ def _add_memberships(
     now = timezone.now()
     new = []
     for row in wanted:
-        subscriber = subscribers[row.email.lower()]
+        subscriber = subscribers[row.email]
         if subscriber.pk in already:
             continue
         already.add(subscriber.pk)
