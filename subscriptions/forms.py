@@ -50,7 +50,7 @@ class SubscriberAdminForm(forms.ModelForm):
 
     class Meta:
         model = Subscriber
-        fields = "__all__"
+        fields = "__all__"  # noqa: DJ007 - the admin picks the fields it shows
 
     def clean_email(self) -> str:
         try:
