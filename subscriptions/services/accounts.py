@@ -58,7 +58,8 @@ def _user_for_email(email: str) -> Any | None:
     )
 
 
-def _ensure_verified_address(*, user: Any, email: str) -> None:
+def _ensure_verified_address(*, user: Any, email: str, verified: bool = True) -> None:
+    """The account's allauth address; `verified=False` leaves proving it to the code."""
     address = EmailAddress.objects.filter(user=user, email=email).first()
     if address is None:
         try:
@@ -66,29 +67,36 @@ def _ensure_verified_address(*, user: Any, email: str) -> None:
                 EmailAddress.objects.create(
                     user=user,
                     email=email,
-                    verified=True,
+                    verified=verified,
                     primary=not EmailAddress.objects.filter(user=user, primary=True).exists(),
                 )
         except IntegrityError:
             # Another account already holds this address verified; leave it with them.
             return
-    elif not address.verified:
+    elif verified and not address.verified:
         address.verified = True
         address.save(update_fields=["verified"])
 
 
-def ensure_reader_account(*, subscriber: Subscriber) -> Any:
-    """The subscriber's User, created (or found by address) and linked if need be."""
+def ensure_reader_account(*, subscriber: Subscriber, verified: bool = True) -> Any:
+    """The subscriber's User, created (or found by address) and linked if need be.
+
+    `verified=False` for an address nobody has proved yet (a pending subscriber asking
+    for a sign-in code): the account's address stays unverified until the code is
+    entered, and no other account is adopted for it.
+    """
     if subscriber.user_id:
+        if verified:  # e.g. confirmed by the emailed link after asking for a code
+            _ensure_verified_address(user=subscriber.user, email=subscriber.email)
         return subscriber.user
     with transaction.atomic():
-        user = _user_for_email(subscriber.email)
+        user = _user_for_email(subscriber.email) if verified else None
         if user is None:
             User = get_user_model()
             user = User(username=new_username(), email=subscriber.email)
             user.set_unusable_password()
             user.save()
-        _ensure_verified_address(user=user, email=subscriber.email)
+        _ensure_verified_address(user=user, email=subscriber.email, verified=verified)
         subscriber.user = user
         subscriber.save(update_fields=["user", "updated_at"])
     return user
@@ -97,17 +105,17 @@ def ensure_reader_account(*, subscriber: Subscriber) -> Any:
 def prepare_sign_in(*, email: str) -> None:
     """Before a sign-in code is sent: a subscriber without an account gets one.
 
-    Only confirmed and imported subscribers: a pending address is not known to be
-    theirs, and the code itself proves the mailbox anyway.
+    Confirmed and imported subscribers get a verified address. A pending one (who
+    signed up, or started a payment, without confirming yet) gets an account whose
+    address allauth verifies when the code is entered: the code proves the mailbox, and
+    a reader whose address a stranger typed at /upgrade/ can still sign in and pay.
     """
     email = normalized_or_none(email) or ""
-    subscriber = (
-        Subscriber.objects.filter(email=email, user__isnull=True)
-        .exclude(status=Subscriber.Status.PENDING)
-        .first()
-    )
+    subscriber = Subscriber.objects.filter(email=email, user__isnull=True).first()
     if subscriber is not None:
-        ensure_reader_account(subscriber=subscriber)
+        ensure_reader_account(
+            subscriber=subscriber, verified=subscriber.status != Subscriber.Status.PENDING
+        )
 
 
 def link_reader_account(
