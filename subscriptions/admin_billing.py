@@ -70,14 +70,29 @@ class MembershipAdmin(AddressSearchMixin, admin.ModelAdmin):
         "current_period_end",
         "expires_at",
         "cancel_at_period_end",
+        "foreign_price",
         "created_at",
     ]
-    list_filter = [AccessFilter, "kind", "status", "plan", "cancel_at_period_end"]
+    list_filter = [
+        AccessFilter,
+        "kind",
+        "status",
+        "plan",
+        "foreign_price",
+        "cancel_at_period_end",
+    ]
     search_fields = ["subscriber__email__contains", "stripe_subscription_id"]
     autocomplete_fields = ["subscriber"]
     list_select_related = ["subscriber", "plan"]
     date_hierarchy = "created_at"
-    readonly_fields = ["stripe_synced_at", "reminder_sent_at", "canceled_at", "created_at"]
+    readonly_fields = [
+        "stripe_synced_at",
+        "reminder_sent_at",
+        "canceled_at",
+        "created_at",
+        "stripe_price_id",
+        "foreign_price",
+    ]
     fieldsets = [
         (None, {"fields": ["subscriber", "kind", "plan", "status"]}),
         (
@@ -94,6 +109,8 @@ class MembershipAdmin(AddressSearchMixin, admin.ModelAdmin):
             {
                 "fields": [
                     "stripe_subscription_id",
+                    "stripe_price_id",
+                    "foreign_price",
                     "current_period_start",
                     "current_period_end",
                     "cancel_at_period_end",

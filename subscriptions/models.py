@@ -139,6 +139,15 @@ class Membership(models.Model):
     stripe_synced_at = models.DateTimeField(
         null=True, blank=True, help_text="Creation time of the newest Stripe state applied."
     )
+    stripe_price_id = models.CharField(
+        max_length=100, blank=True, default="", help_text="The Stripe price it bills."
+    )
+    foreign_price = models.BooleanField(
+        default=False,
+        help_text="Its Stripe price belongs to none of our plans: recorded, but it grants "
+        "no paid access. Move the subscription to a plan's price in Stripe, or grant a "
+        "complimentary membership.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -78,6 +78,28 @@ def subscription_price_id(subscription: dict[str, Any]) -> str | None:
     return price.get("id") if isinstance(price, dict) else price
 
 
+def plan_for_price(subscription: dict[str, Any]) -> Plan | None:
+    """Which of our plans the subscription's price is: the plan's current price, or an
+    earlier price of that plan (`sync_stripe_plans` makes a new price when a plan's
+    amount is edited, marks each with the plan's id, and keeps subscribers on theirs)."""
+    price_id = subscription_price_id(subscription)
+    if not price_id:
+        return None
+    plan = Plan.objects.filter(stripe_price_id=price_id).first()
+    if plan is not None:
+        return plan
+    items = (subscription.get("items") or {}).get("data", [])
+    price = items[0].get("price") if items else None
+    if not isinstance(price, dict):
+        return None
+    plan_id = str((price.get("metadata") or {}).get("plan_id") or "")
+    product = price.get("product")
+    product_id = product.get("id") if isinstance(product, dict) else product
+    if not plan_id.isdigit() or not product_id:
+        return None
+    return Plan.objects.filter(pk=int(plan_id), stripe_product_id=product_id).first()
+
+
 # --- Who is this subscription for? ----------------------------------------------------
 
 
@@ -200,10 +222,19 @@ def sync_membership_from_stripe(
         logger.info("Ignoring a live state of ended %s", subscription_id)
         return membership
     price_id = subscription_price_id(subscription)
-    plan = Plan.objects.filter(stripe_price_id=price_id).first() if price_id else None
+    if price_id:
+        plan = plan_for_price(subscription)
+        membership.plan = plan
+        membership.stripe_price_id = price_id
+        membership.foreign_price = plan is None
+        if plan is None:
+            logger.warning(
+                "%s bills price %s, which is none of our plans: no access granted",
+                subscription_id,
+                price_id,
+            )
 
     membership.status = status
-    membership.plan = plan or membership.plan
     membership.current_period_start = subscription_period(subscription, "current_period_start")
     membership.current_period_end = subscription_period(subscription, "current_period_end")
     membership.cancel_at_period_end = bool(
