@@ -42,7 +42,8 @@ ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "te
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[SITE_URL])
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    # Django's admin, on the editors' site (newsletter/admin_site.py).
+    "newsletter.apps.EditorsAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -53,6 +54,7 @@ INSTALLED_APPS = [
     "django.contrib.humanize",
     "allauth",
     "allauth.account",
+    "allauth.mfa",
     "anymail",
     "django_prose_editor",
     "newsletter",
@@ -150,6 +152,12 @@ ACCOUNT_FORMS = {
     "login": "subscriptions.adapters.ReaderLoginForm",
     "request_login_code": "subscriptions.adapters.ReaderRequestLoginCodeForm",
 }
+# Two-factor authentication for staff (newsletter/admin_site.py): an authenticator app
+# (TOTP) and recovery codes, set up at /accounts/2fa/. STAFF_MFA_REQUIRED sends staff
+# without one there before any admin page; on unless DEBUG.
+MFA_SUPPORTED_TYPES = ["totp", "recovery_codes"]
+MFA_TOTP_ISSUER = env("MFA_TOTP_ISSUER", default="Broadside")
+STAFF_MFA_REQUIRED = env.bool("STAFF_MFA_REQUIRED", default=not DEBUG)
 ACCOUNT_RATE_LIMITS = {
     "login": "30/m/ip",
     "login_failed": "10/m/ip,5/5m/key",
