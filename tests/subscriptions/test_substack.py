@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import time
 import tracemalloc
 import zipfile
 from datetime import UTC, datetime
@@ -15,7 +16,7 @@ from newsletter.models import Article, EmailSend, TelegramPost
 from newsletter.services.content import PAYWALL_MARKER, split_at_paywall
 from subscriptions.models import Membership, Subscriber
 from subscriptions.services.access import subscriber_is_paid
-from subscriptions.services.substack import import_substack
+from subscriptions.services.substack import convert_post_body, import_substack
 from tests.factories import ArticleFactory, SubscriberFactory
 
 pytestmark = pytest.mark.django_db
@@ -301,3 +302,62 @@ def test_an_existing_subscriber_keeps_their_record_and_gains_the_imported_member
     assert existing.name == "Comp Reader"
     assert existing.imported_from == ""
     assert existing.memberships.get().kind == Membership.Kind.COMP
+
+
+# --- The post HTML is parsed, in one pass -------------------------------------------------
+
+
+def test_unclosed_paywall_jump_divs_convert_in_time_that_grows_with_the_input():
+    """4,000 unclosed `paywall-jump` divs once took 8.6 s (a pattern match, quadratic).
+
+    No absolute time is asserted: eight times the input must take well under the 64
+    times a quadratic conversion needs. bench/substack_paywall.py prints the figures.
+    """
+
+    def took(n: int) -> float:
+        html = '<div class="paywall-jump">' * n + "<p>The rest.</p>"
+        start = time.perf_counter()
+        body = convert_post_body(html=html)
+        elapsed = time.perf_counter() - start
+        assert body.count(PAYWALL_MARKER) == 1
+        assert "The rest." in body
+        assert "paywall-jump" not in body
+        return elapsed
+
+    took(500)  # warm up
+    small = min(took(1000) for _ in range(3))
+    large = min(took(8000) for _ in range(3))
+    assert large / small < 24, (small, large)
+
+
+@pytest.mark.parametrize(
+    ("html", "free", "paid"),
+    [
+        (
+            '<p>Free.</p><div class="paywall-jump" data-component-name="PaywallToDOM"></div>'
+            "<p>Paid.</p>",
+            "Free.",
+            "Paid.",
+        ),
+        (
+            "<p>Free.</p><DIV CLASS='subscription-widget paywall-jump'><p>Subscribe!</p>"
+            "<div>nested</div></DIV><p>Paid &amp; more.</p>"
+            '<div class="paywall-jump"></div><p>Also paid.</p>',
+            "Free.",
+            "Paid &amp; more.",
+        ),
+        (
+            '<p>Free <a href="/x?a=1&amp;b=2">link</a>.</p><hr class="paywall-jump"/><p>Paid.</p>',
+            'Free <a href="/x?a=1&amp;b=2" rel="noopener noreferrer">link</a>.',
+            "Paid.",
+        ),
+    ],
+)
+def test_the_first_paywall_jump_element_becomes_the_marker_and_the_rest_is_kept(html, free, paid):
+    body = convert_post_body(html=html)
+    before, after = split_at_paywall(html=body)
+    assert free in before
+    assert paid in after
+    assert "Subscribe!" not in body and "nested" not in body
+    assert "paywall-jump" not in body
+    assert body.count(PAYWALL_MARKER) == 1
