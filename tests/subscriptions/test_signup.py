@@ -290,6 +290,32 @@ def test_a_signup_posted_by_a_browser_on_another_site_is_refused(settings):
     assert Subscriber.objects.count() == 2
 
 
+def test_a_signup_without_origin_from_a_foreign_referer_is_refused(settings):
+    settings.CSRF_TRUSTED_ORIGINS = ["https://friends.example"]
+    client = Client(enforce_csrf_checks=True)
+    data = {"email": "victim@example.com", "website": ""}
+
+    for headers in (
+        {"Referer": "https://evil.example/page"},
+        {"Referer": "https://testserver.evil.example/"},
+        {"Referer": "http://testserver@evil.example/"},
+        {"Sec-Fetch-Site": "cross-site"},
+        {"Sec-Fetch-Site": "cross-site", "Referer": "http://testserver/p/x/"},
+    ):
+        assert client.post("/subscribe/", data, headers=headers).status_code == 403, headers
+    assert not Subscriber.objects.exists()
+
+    for email, headers in (
+        ("ours@example.com", {"Referer": "http://testserver/p/an-article/"}),
+        ("friend@example.com", {"Referer": "https://friends.example/blog/"}),
+        ("same@example.com", {"Sec-Fetch-Site": "same-origin"}),
+        ("script@example.com", {}),  # no browser headers at all: no browser form post
+    ):
+        response = client.post("/subscribe/", {**data, "email": email}, headers=headers)
+        assert response.status_code == 200, (email, headers)
+    assert Subscriber.objects.count() == 4
+
+
 def test_the_subscribe_page_and_the_footer_form_do_not_share_element_ids(client):
     body = client.get("/subscribe/").content.decode()
     ids = re.findall(r'\bid="([^"]+)"', body)
