@@ -304,7 +304,12 @@ TELEGRAM_TIMEOUT = env.float("TELEGRAM_TIMEOUT", default=15.0)  # seconds per Bo
 
 # --- Security -----------------------------------------------------------------------
 
-SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# X-Forwarded-Proto says whether the visitor's connection was https. Any client can send
+# it, so it is believed only with BEHIND_PROXY=true: gunicorn listens on 127.0.0.1
+# (Procfile) behind a proxy that terminates TLS and overwrites the header.
+BEHIND_PROXY = env.bool("BEHIND_PROXY", default=False)
+if BEHIND_PROXY:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 _https = SITE_URL.startswith("https://")
 SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=_https and not DEBUG)
 # Load balancers probe /healthz over plain http inside the network.
