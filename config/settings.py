@@ -56,6 +56,7 @@ INSTALLED_APPS = [
     "allauth.account",
     "allauth.mfa",
     "anymail",
+    "csp",
     "django_prose_editor",
     "newsletter",
     "subscriptions",
@@ -71,6 +72,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "allauth.account.middleware.AccountMiddleware",
+    "config.csp.SiteCSPMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -320,6 +322,27 @@ SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31536000 if _https 
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=_https)
 SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
 SECURE_REFERRER_POLICY = "same-origin"
+# Content-Security-Policy (django-csp, config/csp.py). Forms may lead to Stripe's
+# Checkout and Customer Portal, or to the stand-in STRIPE_API_BASE names.
+_FORM_TARGETS = ["https://checkout.stripe.com", "https://billing.stripe.com"]
+if STRIPE_API_BASE:
+    _FORM_TARGETS.append(STRIPE_API_BASE.rstrip("/"))
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        # Covers and images in imported posts may live on other hosts (Substack's CDN,
+        # object storage for MEDIA_URL).
+        "img-src": ["'self'", "https:", "data:"],
+        "font-src": ["'self'"],
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'none'"],
+        "frame-ancestors": ["'none'"],
+        "form-action": ["'self'", *_FORM_TARGETS],
+    }
+}
 X_FRAME_OPTIONS = "DENY"
 # Joining the browsers' HSTS preload list is hard to undo, so it is opt-in
 # (SECURE_HSTS_PRELOAD=true); until then check --deploy's reminder about it is silenced.
