@@ -117,7 +117,7 @@ def test_free_paid_comp_and_gift_subscribers_come_across_with_memberships():
     assert free.imported_from == "substack"
     assert not subscriber_is_paid(subscriber=free)
 
-    paid = Subscriber.objects.get(email__iexact="paid.reader@example.com")
+    paid = Subscriber.objects.get(email="paid.reader@example.com")
     assert paid.stripe_customer_id == "cus_PaidReader001"
     membership = paid.memberships.get()
     assert membership.kind == Membership.Kind.COMP
