@@ -42,7 +42,8 @@ ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "te
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[SITE_URL])
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    # Django's admin, on the editors' site (newsletter/admin_site.py).
+    "newsletter.apps.EditorsAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -53,7 +54,9 @@ INSTALLED_APPS = [
     "django.contrib.humanize",
     "allauth",
     "allauth.account",
+    "allauth.mfa",
     "anymail",
+    "csp",
     "django_prose_editor",
     "newsletter",
     "subscriptions",
@@ -69,6 +72,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "allauth.account.middleware.AccountMiddleware",
+    "config.csp.SiteCSPMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -146,7 +150,16 @@ ACCOUNT_LOGIN_BY_CODE_ENABLED = True
 ACCOUNT_LOGIN_BY_CODE_REQUIRED = False
 ACCOUNT_EMAIL_VERIFICATION_BY_CODE_ENABLED = True
 ACCOUNT_LOGOUT_ON_GET = False
-ACCOUNT_FORMS = {"request_login_code": "subscriptions.adapters.ReaderRequestLoginCodeForm"}
+ACCOUNT_FORMS = {
+    "login": "subscriptions.adapters.ReaderLoginForm",
+    "request_login_code": "subscriptions.adapters.ReaderRequestLoginCodeForm",
+}
+# Two-factor authentication for staff (newsletter/admin_site.py): an authenticator app
+# (TOTP) and recovery codes, set up at /accounts/2fa/. STAFF_MFA_REQUIRED sends staff
+# without one there before any admin page; on unless DEBUG.
+MFA_SUPPORTED_TYPES = ["totp", "recovery_codes"]
+MFA_TOTP_ISSUER = env("MFA_TOTP_ISSUER", default="Broadside")
+STAFF_MFA_REQUIRED = env.bool("STAFF_MFA_REQUIRED", default=not DEBUG)
 ACCOUNT_RATE_LIMITS = {
     "login": "30/m/ip",
     "login_failed": "10/m/ip,5/5m/key",
@@ -293,7 +306,12 @@ TELEGRAM_TIMEOUT = env.float("TELEGRAM_TIMEOUT", default=15.0)  # seconds per Bo
 
 # --- Security -----------------------------------------------------------------------
 
-SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# X-Forwarded-Proto says whether the visitor's connection was https. Any client can send
+# it, so it is believed only with BEHIND_PROXY=true: gunicorn listens on 127.0.0.1
+# (Procfile) behind a proxy that terminates TLS and overwrites the header.
+BEHIND_PROXY = env.bool("BEHIND_PROXY", default=False)
+if BEHIND_PROXY:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 _https = SITE_URL.startswith("https://")
 SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=_https and not DEBUG)
 # Load balancers probe /healthz over plain http inside the network.
@@ -304,6 +322,27 @@ SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31536000 if _https 
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=_https)
 SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
 SECURE_REFERRER_POLICY = "same-origin"
+# Content-Security-Policy (django-csp, config/csp.py). Forms may lead to Stripe's
+# Checkout and Customer Portal, or to the stand-in STRIPE_API_BASE names.
+_FORM_TARGETS = ["https://checkout.stripe.com", "https://billing.stripe.com"]
+if STRIPE_API_BASE:
+    _FORM_TARGETS.append(STRIPE_API_BASE.rstrip("/"))
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        # Covers and images in imported posts may live on other hosts (Substack's CDN,
+        # object storage for MEDIA_URL).
+        "img-src": ["'self'", "https:", "data:"],
+        "font-src": ["'self'"],
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'none'"],
+        "frame-ancestors": ["'none'"],
+        "form-action": ["'self'", *_FORM_TARGETS],
+    }
+}
 X_FRAME_OPTIONS = "DENY"
 # Joining the browsers' HSTS preload list is hard to undo, so it is opt-in
 # (SECURE_HSTS_PRELOAD=true); until then check --deploy's reminder about it is silenced.

@@ -32,6 +32,7 @@ from newsletter.services.publishing import (
     unschedule_article,
 )
 from newsletter.views.site import render_article
+from subscriptions.admin_search import AddressSearchMixin
 
 
 @admin.register(Publication)
@@ -62,9 +63,9 @@ class PublicationAdmin(admin.ModelAdmin):
 
 
 @admin.register(Author)
-class AuthorAdmin(admin.ModelAdmin):
+class AuthorAdmin(AddressSearchMixin, admin.ModelAdmin):
     list_display = ["display_name", "slug", "user"]
-    search_fields = ["display_name", "slug", "user__username", "user__email"]
+    search_fields = ["display_name", "slug", "user__username", "user__email__contains"]
     prepopulated_fields = {"slug": ["display_name"]}
     autocomplete_fields = ["user"]
 

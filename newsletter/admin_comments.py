@@ -11,6 +11,7 @@ from django.utils.html import format_html
 
 from newsletter.models import Comment, CommentBan
 from newsletter.services import comments as comment_service
+from subscriptions.admin_search import AddressSearchMixin
 
 
 class ReplyFilter(admin.SimpleListFilter):
@@ -44,7 +45,7 @@ class BannedWriterFilter(admin.SimpleListFilter):
 
 
 @admin.register(Comment)
-class CommentAdmin(admin.ModelAdmin):
+class CommentAdmin(AddressSearchMixin, admin.ModelAdmin):
     """The moderation queue: newest first, filtered by status, kind, article and date."""
 
     list_display = [
@@ -65,7 +66,7 @@ class CommentAdmin(admin.ModelAdmin):
         "created_at",
         ("article", admin.RelatedOnlyFieldListFilter),
     ]
-    search_fields = ["body", "user__email", "user__first_name", "article__title"]
+    search_fields = ["body", "user__email__contains", "user__first_name", "article__title"]
     date_hierarchy = "created_at"
     ordering = ["-created_at"]
     list_select_related = ["user", "article", "user__comment_ban"]
@@ -161,9 +162,9 @@ class CommentAdmin(admin.ModelAdmin):
 
 
 @admin.register(CommentBan)
-class CommentBanAdmin(admin.ModelAdmin):
+class CommentBanAdmin(AddressSearchMixin, admin.ModelAdmin):
     list_display = ["user", "reason", "banned_by", "created_at"]
-    search_fields = ["user__email", "user__first_name", "reason"]
+    search_fields = ["user__email__contains", "user__first_name", "reason"]
     raw_id_fields = ["user"]
     readonly_fields = ["banned_by", "created_at"]
     list_select_related = ["user", "banned_by"]

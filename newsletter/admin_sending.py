@@ -20,6 +20,7 @@ from django.views.decorators.http import require_POST
 from newsletter.models import Article, Delivery, EmailSend
 from newsletter.services import sending
 from newsletter.services.publishing import PublishError, publish_article
+from subscriptions.admin_search import AddressSearchMixin
 
 CONTROLS = {
     "pause": (sending.pause_send, "Paused: workers stop after the chunks they hold."),
@@ -189,7 +190,7 @@ class EmailSendAdmin(admin.ModelAdmin):
 
 
 @admin.register(Delivery)
-class DeliveryAdmin(admin.ModelAdmin):
+class DeliveryAdmin(AddressSearchMixin, admin.ModelAdmin):
     """One row per email: read-only; filter a send's failures to see their errors."""
 
     list_display = [
@@ -204,7 +205,7 @@ class DeliveryAdmin(admin.ModelAdmin):
     ]
     list_filter = ["status", "segment"]
     list_select_related = ["subscriber", "send__article"]
-    search_fields = ["subscriber__email", "provider_message_id"]
+    search_fields = ["subscriber__email__contains", "provider_message_id"]
     show_full_result_count = False  # counting a 100k-row send on every page is wasted work
     list_per_page = 100
     raw_id_fields = ["send", "subscriber"]

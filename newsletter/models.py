@@ -9,6 +9,8 @@ from django.db.models.functions import Length
 from django.db.models.lookups import GreaterThan, LessThanOrEqual
 from django.urls import reverse
 
+from newsletter.validators import validate_image_upload
+
 
 class Publication(models.Model):
     """The one publication this site serves (a singleton, pk=1)."""
@@ -20,7 +22,9 @@ class Publication(models.Model):
     name = models.CharField(max_length=200, default="Broadside")
     tagline = models.CharField(max_length=300, blank=True)
     description = models.TextField(blank=True)
-    logo = models.ImageField(upload_to="publication/", blank=True)
+    logo = models.ImageField(
+        upload_to="publication/", blank=True, validators=[validate_image_upload]
+    )
     sender_name = models.CharField(max_length=200, blank=True)
     sender_email = models.EmailField(blank=True)
     reply_to_email = models.EmailField(blank=True)
@@ -59,7 +63,7 @@ class Author(models.Model):
     display_name = models.CharField(max_length=200)
     slug = models.SlugField(unique=True)
     bio = models.TextField(blank=True)
-    avatar = models.ImageField(upload_to="authors/", blank=True)
+    avatar = models.ImageField(upload_to="authors/", blank=True, validators=[validate_image_upload])
 
     class Meta:
         ordering = ["display_name"]
@@ -107,7 +111,9 @@ class Article(models.Model):
     slug = models.SlugField(max_length=200, unique=True)
     subtitle = models.CharField(max_length=500, blank=True)
     body = models.TextField(blank=True, help_text="Sanitised HTML.")
-    cover_image = models.ImageField(upload_to="covers/", blank=True)
+    cover_image = models.ImageField(
+        upload_to="covers/", blank=True, validators=[validate_image_upload]
+    )
     cover_caption = models.CharField(max_length=500, blank=True)
     authors = models.ManyToManyField(Author, blank=True, related_name="articles")
     section = models.ForeignKey(

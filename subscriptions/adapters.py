@@ -11,16 +11,33 @@ from __future__ import annotations
 from typing import Any
 
 from allauth.account.adapter import DefaultAccountAdapter
-from allauth.account.forms import RequestLoginCodeForm
+from allauth.account.forms import LoginForm, RequestLoginCodeForm
 from allauth.account.models import EmailAddress
+from django import forms
 from django.http import HttpRequest
 
 from newsletter.models import Publication
 from subscriptions.services.accounts import link_reader_account, prepare_sign_in
+from subscriptions.services.addresses import InvalidAddress, normalize_email
 from subscriptions.services.notifications import sender_address
 
 
+def _normalized_for_form(email: str) -> str:
+    try:
+        return normalize_email(email)
+    except InvalidAddress as exc:
+        raise forms.ValidationError(
+            "Please enter an email address we can send to (%(reason)s).",
+            params={"reason": exc},
+        ) from exc
+
+
 class ReaderAccountAdapter(DefaultAccountAdapter):
+    def clean_email(self, email: str) -> str:
+        """Every address allauth stores (signup, added addresses) in the one normal form
+        (`subscriptions.services.addresses`), so it is the same text as the subscriber's."""
+        return super().clean_email(_normalized_for_form(email))
+
     def get_from_email(self) -> str:
         return sender_address(Publication.load())
 
@@ -53,5 +70,20 @@ class ReaderRequestLoginCodeForm(RequestLoginCodeForm):
     def clean_email(self) -> str:
         email = self.cleaned_data.get("email") or ""
         if email:
+            email = self.cleaned_data["email"] = _normalized_for_form(email)
             prepare_sign_in(email=email)
         return super().clean_email()
+
+
+class ReaderLoginForm(LoginForm):
+    """The sign-in page: an address is looked up in the one normal form, so
+    `Mixed.Case@Example.com` and an internationalised domain find their account."""
+
+    def clean_login(self) -> str:
+        login = super().clean_login()
+        if "@" in login:
+            try:
+                return normalize_email(login)
+            except InvalidAddress:
+                return login  # allauth answers it as an unknown address
+        return login

@@ -15,7 +15,8 @@ from django.urls import URLPattern, path
 from django.utils import timezone
 
 from subscriptions import admin_billing  # noqa: F401
-from subscriptions.forms import SubscriberImportForm
+from subscriptions.admin_search import AddressSearchMixin
+from subscriptions.forms import SubscriberAdminForm, SubscriberImportForm
 from subscriptions.models import Subscriber, Suppression
 from subscriptions.services.access import access_granting_memberships
 from subscriptions.services.addresses import email_hash
@@ -102,7 +103,8 @@ def _export_value(subscriber: Subscriber, column: str) -> str:
 
 
 @admin.register(Subscriber)
-class SubscriberAdmin(admin.ModelAdmin):
+class SubscriberAdmin(AddressSearchMixin, admin.ModelAdmin):
+    form = SubscriberAdminForm
     change_list_template = "admin/subscriptions/subscriber/change_list.html"
     list_display = ["email", "name", "status", "paid", "source", "consent_at", "created_at"]
     list_filter = [
@@ -112,7 +114,7 @@ class SubscriberAdmin(admin.ModelAdmin):
         ("consent_at", admin.DateFieldListFilter),
         ("created_at", admin.DateFieldListFilter),
     ]
-    search_fields = ["email", "name", "stripe_customer_id"]
+    search_fields = ["email__contains", "name", "stripe_customer_id"]
     date_hierarchy = "created_at"
     raw_id_fields = ["user"]
     readonly_fields = [

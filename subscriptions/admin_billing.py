@@ -12,6 +12,7 @@ from django.http import HttpRequest, HttpResponse
 from django.utils.html import format_html
 
 from subscriptions import stripe_client
+from subscriptions.admin_search import AddressSearchMixin
 from subscriptions.models import Donation, Membership, Plan, StripeEvent
 from subscriptions.services import billing, revenue, stripe_events
 from subscriptions.services.access import access_granting_memberships
@@ -59,7 +60,7 @@ class AccessFilter(admin.SimpleListFilter):
 
 
 @admin.register(Membership)
-class MembershipAdmin(admin.ModelAdmin):
+class MembershipAdmin(AddressSearchMixin, admin.ModelAdmin):
     change_list_template = "admin/subscriptions/membership/change_list.html"
     list_display = [
         "subscriber",
@@ -69,14 +70,29 @@ class MembershipAdmin(admin.ModelAdmin):
         "current_period_end",
         "expires_at",
         "cancel_at_period_end",
+        "foreign_price",
         "created_at",
     ]
-    list_filter = [AccessFilter, "kind", "status", "plan", "cancel_at_period_end"]
-    search_fields = ["subscriber__email", "stripe_subscription_id"]
+    list_filter = [
+        AccessFilter,
+        "kind",
+        "status",
+        "plan",
+        "foreign_price",
+        "cancel_at_period_end",
+    ]
+    search_fields = ["subscriber__email__contains", "stripe_subscription_id"]
     autocomplete_fields = ["subscriber"]
     list_select_related = ["subscriber", "plan"]
     date_hierarchy = "created_at"
-    readonly_fields = ["stripe_synced_at", "reminder_sent_at", "canceled_at", "created_at"]
+    readonly_fields = [
+        "stripe_synced_at",
+        "reminder_sent_at",
+        "canceled_at",
+        "created_at",
+        "stripe_price_id",
+        "foreign_price",
+    ]
     fieldsets = [
         (None, {"fields": ["subscriber", "kind", "plan", "status"]}),
         (
@@ -93,6 +109,8 @@ class MembershipAdmin(admin.ModelAdmin):
             {
                 "fields": [
                     "stripe_subscription_id",
+                    "stripe_price_id",
+                    "foreign_price",
                     "current_period_start",
                     "current_period_end",
                     "cancel_at_period_end",
@@ -141,10 +159,15 @@ def _money(amounts: dict[str, int]) -> str:
 
 
 @admin.register(Donation)
-class DonationAdmin(admin.ModelAdmin):
+class DonationAdmin(AddressSearchMixin, admin.ModelAdmin):
     list_display = ["created_at", "amount_display", "email", "recurring", "status", "thanked_at"]
     list_filter = ["status", "recurring", "currency"]
-    search_fields = ["email", "message", "stripe_checkout_session_id", "stripe_payment_intent_id"]
+    search_fields = [
+        "email__contains",
+        "message",
+        "stripe_checkout_session_id",
+        "stripe_payment_intent_id",
+    ]
     date_hierarchy = "created_at"
     autocomplete_fields = ["subscriber"]
     readonly_fields = [

@@ -10,7 +10,8 @@ class SubscriptionsConfig(AppConfig):
         from subscriptions import stripe_client
 
         # Connects the email provider's bounce/complaint signal receiver.
-        from subscriptions.views import provider_events  # noqa: F401
+        from subscriptions.views import provider_events
 
         # Stripe's keys must come together: a misconfiguration fails at start.
         checks.register(stripe_client.check_settings, checks.Tags.security)
+        checks.register(provider_events.check_settings, checks.Tags.security)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from django import forms
 from django.core.exceptions import ValidationError
 
+from subscriptions.models import Subscriber
 from subscriptions.services.addresses import InvalidAddress, clean_address
 
 
@@ -42,3 +43,17 @@ class SubscriberImportForm(forms.Form):
         label="CSV file",
         help_text="Columns: email (required), name, created_at, status. UTF-8, header row.",
     )
+
+
+class SubscriberAdminForm(forms.ModelForm):
+    """The admin's subscriber form: the address is stored in its one normal form."""
+
+    class Meta:
+        model = Subscriber
+        fields = "__all__"  # noqa: DJ007 - the admin picks the fields it shows
+
+    def clean_email(self) -> str:
+        try:
+            return clean_address(self.cleaned_data["email"])
+        except InvalidAddress as exc:
+            raise ValidationError(str(exc)) from exc

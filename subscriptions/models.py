@@ -5,7 +5,6 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
-from django.db.models.functions import Lower
 
 
 class Subscriber(models.Model):
@@ -43,7 +42,10 @@ class Subscriber(models.Model):
     class Meta:
         ordering = ["-created_at"]
         constraints = [
-            models.UniqueConstraint(Lower("email"), name="subscriber_email_ci_unique"),
+            # Addresses are stored in their one normal form
+            # (subscriptions.services.addresses.normalize_email), so plain equality is
+            # identity; a case-insensitive index would fold look-alikes together.
+            models.UniqueConstraint(fields=["email"], name="subscriber_email_unique"),
             # Sending skips every status but active; an unknown one would be a silent gap.
             models.CheckConstraint(
                 condition=Q(
@@ -136,6 +138,15 @@ class Membership(models.Model):
     )
     stripe_synced_at = models.DateTimeField(
         null=True, blank=True, help_text="Creation time of the newest Stripe state applied."
+    )
+    stripe_price_id = models.CharField(
+        max_length=100, blank=True, default="", help_text="The Stripe price it bills."
+    )
+    foreign_price = models.BooleanField(
+        default=False,
+        help_text="Its Stripe price belongs to none of our plans: recorded, but it grants "
+        "no paid access. Move the subscription to a plan's price in Stripe, or grant a "
+        "complimentary membership.",
     )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)

@@ -1,4 +1,4 @@
-from django.urls import include, path
+from django.urls import path
 
 from subscriptions.views import account, billing, donate, signup, unsubscribe, webhooks
 
@@ -12,9 +12,6 @@ urlpatterns: list = [
     path("account/newsletter/", account.newsletter_view, name="account_newsletter"),
     path("account/export/", account.export_view, name="account_export"),
     path("account/delete/", account.delete_view, name="account_delete"),
-    # The email provider's tracking webhooks (bounces, complaints), e.g.
-    # /anymail/postmark/tracking/; see subscriptions/views/provider_events.py.
-    path("anymail/", include("anymail.urls")),
     # Paid plans, billing, donations and Stripe's webhook.
     path("upgrade/", billing.upgrade_view, name="upgrade"),
     path("upgrade/success/", billing.upgrade_success_view, name="upgrade_success"),

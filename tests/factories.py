@@ -8,6 +8,7 @@ from django.utils import timezone
 
 from newsletter.models import Article, Author, Comment, Section
 from subscriptions.models import Membership, Plan, Subscriber
+from subscriptions.services.addresses import normalize_email
 
 
 class UserFactory(factory.django.DjangoModelFactory):
@@ -66,12 +67,19 @@ class CommentFactory(factory.django.DjangoModelFactory):
 
 
 class SubscriberFactory(factory.django.DjangoModelFactory):
+    """Stores the address in its normal form, as every code path that makes one does."""
+
     class Meta:
         model = Subscriber
 
     email = factory.Sequence(lambda n: f"subscriber{n}@example.com")
     status = Subscriber.Status.ACTIVE
     confirmed_at = factory.LazyFunction(timezone.now)
+
+    @classmethod
+    def _adjust_kwargs(cls, **kwargs):
+        kwargs["email"] = normalize_email(kwargs["email"])
+        return kwargs
 
 
 class PlanFactory(factory.django.DjangoModelFactory):

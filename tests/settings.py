@@ -14,6 +14,9 @@ os.environ.setdefault("DEBUG", "false")
 os.environ.setdefault("SECRET_KEY", "test-secret-key-not-for-production-0123456789abcdef")
 os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/broadside")
 os.environ.setdefault("SITE_URL", "http://testserver")
+# Production turns it on; the admin tests sign editors in without an authenticator, and
+# tests/subscriptions/test_staff_sign_in.py checks it on.
+os.environ.setdefault("STAFF_MFA_REQUIRED", "false")
 os.environ.setdefault("VAR_DIR", os.path.join(os.path.dirname(__file__), "..", "var", "test"))
 for _name in (
     "EMAIL_URL",

@@ -30,6 +30,7 @@ from django.utils.safestring import SafeString, mark_safe
 
 from newsletter.models import COMMENT_MAX_LENGTH, Article, Comment, CommentBan, Publication
 from newsletter.services.page_cache import invalidate_pages
+from newsletter.services.page_parameters import Order, parse_page_number  # noqa: F401
 from subscriptions.services.access import can_read_full_article, user_is_paid
 from subscriptions.services.notifications import sender_address
 
@@ -361,16 +362,10 @@ def with_comment_counts(queryset: QuerySet[Article]) -> QuerySet[Article]:
     return queryset.annotate(comment_count=visible_comment_count_subquery())
 
 
-class Order(enum.Enum):
-    OLDEST = "oldest"
-    NEWEST = "newest"
-
-    @classmethod
-    def parse(cls, value: str | None) -> Order:
-        try:
-            return cls(value or cls.OLDEST.value)
-        except ValueError:
-            return cls.OLDEST
+def thread_page_count(*, article: Article, user: AbstractBaseUser | AnonymousUser | None) -> int:
+    """How many pages the discussion under an article has for this viewer (at least 1)."""
+    threads = _shown_threads(article_id=article.pk, viewer_is_staff=_is_staff(user)).count()
+    return max(1, -(-threads // THREAD_PAGE_SIZE))
 
 
 @dataclass
@@ -466,7 +461,8 @@ def comment_thread(
     shown_statuses = _shown_statuses(viewer_is_staff=viewer_is_staff)
     count = Comment.objects.filter(article=article, status=Comment.Status.VISIBLE).count()
     sort = ("created_at", "pk") if order is Order.OLDEST else ("-created_at", "-pk")
-    page = max(page, 1)
+    # Far past any real discussion, and small enough for SQL's OFFSET (a bigint).
+    page = min(max(page, 1), 10**9)
     offset = (page - 1) * THREAD_PAGE_SIZE
     top_level = list(
         _shown_threads(article_id=article.pk, viewer_is_staff=viewer_is_staff)

@@ -21,13 +21,13 @@ from django.core.cache import cache
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 
+from newsletter.services.page_parameters import Order, parse_page_number
+
 PAGE_CACHE_SECONDS = 60
 _GENERATION_KEY = "pages:generation"
 # Cookies that mean the page may be personal: the session (signed in, or a sign-in or
 # checkout under way) and one-time messages shown at the top of the next page.
 _PERSONAL_COOKIES = {settings.SESSION_COOKIE_NAME, "messages"}
-# Query parameters the cached pages read: list and discussion paging, comment order.
-_PAGE_PARAMETERS = {"page", "cpage", "order"}
 
 
 def invalidate_pages() -> None:
@@ -49,11 +49,32 @@ def _new_generation() -> None:
         cache.set(_GENERATION_KEY, 2, timeout=None)
 
 
+def page_parameters(request: HttpRequest) -> list[tuple[str, str]]:
+    """The query parameters a cached page reads, as the page reads them.
+
+    Only the list page (`page`), the discussion page (`cpage`) and the discussion order
+    (`order`), each parsed: `?page=01`, `?order=made-up` and `?cpage=abc` key the same
+    copy as the page they render, and other parameters (utm_source, made-up ones) are
+    left out, so no query string makes a copy of its own. A number is kept as parsed;
+    one past the last page is a 404, and a 404 is never stored.
+    """
+    params: list[tuple[str, str]] = []
+    for name in ("cpage", "page"):
+        if name in request.GET:
+            number = parse_page_number(request.GET.get(name))
+            if number is None:
+                params.append((name, "invalid"))
+            elif number != 1:
+                params.append((name, str(number)))
+    order = Order.parse(request.GET.get("order"))
+    if order is not Order.OLDEST:
+        params.append(("order", order.value))
+    return params
+
+
 def _key(request: HttpRequest) -> str:
     generation = cache.get_or_set(_GENERATION_KEY, 1, timeout=None)
-    # The pages read only their own parameters; others (utm_source, made-up ones) neither
-    # change the page nor get a copy of their own, so they cannot fill the cache.
-    params = urlencode(sorted((k, v) for k, v in request.GET.items() if k in _PAGE_PARAMETERS))
+    params = urlencode(page_parameters(request))
     page = f"{request.scheme}://{request.get_host()}{request.path}?{params}"
     url = hashlib.sha256(page.encode()).hexdigest()
     return f"pages:{generation}:{url}"

@@ -49,6 +49,7 @@ from newsletter.services.email_rendering import (
 )
 from subscriptions.models import Subscriber
 from subscriptions.services.access import paid_subscribers
+from subscriptions.services.addresses import normalized_or_none
 
 logger = logging.getLogger(__name__)
 
@@ -739,7 +740,7 @@ def send_test_email(*, article: Article, to_email: str) -> None:
     """Email the paid readers' version of an article (draft or not) to one address."""
     if not to_email:
         raise SendError("Your user account has no email address to send the test to.")
-    subscriber = Subscriber.objects.filter(email__iexact=to_email).first()
+    subscriber = Subscriber.objects.filter(email=normalized_or_none(to_email) or "").first()
     rendered = render_article_email(article=article, segment=Delivery.Segment.PAID)
     message = personalise(
         rendered=rendered,

@@ -47,10 +47,7 @@ def comment_thread(context: template.Context, article: Article) -> dict[str, Any
 
 
 def _page_number(value: str | None) -> int:
-    try:
-        return max(int(value or 1), 1)
-    except ValueError:
-        return 1
+    return max(comment_service.parse_page_number(value) or 1, 1)
 
 
 @register.simple_tag

@@ -7,7 +7,7 @@ from typing import Any
 from django.conf import settings
 from django.db import connection
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, render
 from django.template import loader
 from django.utils.cache import patch_cache_control, patch_vary_headers
@@ -16,6 +16,7 @@ from django.views.decorators.http import require_safe
 from config.celery import app as celery_app
 from newsletter import selectors
 from newsletter.models import Article, Author, Section
+from newsletter.services import comments as comment_service
 from newsletter.services.content import excerpt, free_body, full_body
 from newsletter.services.page_cache import cache_anonymous_page
 from subscriptions.services.access import can_read_full_article
@@ -72,6 +73,11 @@ def author(request: HttpRequest, slug: str) -> HttpResponse:
 @cache_anonymous_page
 def article(request: HttpRequest, slug: str) -> HttpResponse:
     article = selectors.get_published_article(slug=slug)
+    discussion_page = comment_service.parse_page_number(request.GET.get("cpage")) or 1
+    if discussion_page > 1 and discussion_page > comment_service.thread_page_count(
+        article=article, user=request.user
+    ):
+        raise Http404("The discussion has no such page.")
     full = can_read_full_article(user=request.user, article=article)
     return render_article(request, article=article, full=full)
 

@@ -23,11 +23,18 @@ PAST_DUE_GRACE = timedelta(days=7)
 
 
 def access_granting_memberships(*, now=None) -> QuerySet[Membership]:
+    """Memberships that make their reader paid now.
+
+    A Stripe subscription counts only on one of our plans' prices: one on any other
+    price (a $1 Payment Link, another product) is recorded with `foreign_price` set and
+    grants nothing.
+    """
     now = now or timezone.now()
+    ours = Q(kind=Membership.Kind.STRIPE, foreign_price=False)
     return Membership.objects.filter(
-        Q(kind=Membership.Kind.STRIPE, status__in=["active", "trialing"])
-        | Q(
-            kind=Membership.Kind.STRIPE,
+        ours & Q(status__in=["active", "trialing"])
+        | ours
+        & Q(
             status="past_due",
             current_period_start__gt=now - PAST_DUE_GRACE,
         )

@@ -22,7 +22,7 @@ from newsletter.models import Comment, CommentBan, Delivery
 from newsletter.services.comments import erase_comments_of
 from subscriptions.models import Donation, Membership, StripeEvent, Subscriber
 from subscriptions.services.access import subscriber_is_paid
-from subscriptions.services.addresses import suppress, unsuppress
+from subscriptions.services.addresses import normalized_or_none, suppress, unsuppress
 from subscriptions.services.unsubscribe import unsubscribe_subscriber
 
 # Stripe statuses after which a subscription will not bill again.
@@ -48,47 +48,55 @@ def _user_for_email(email: str) -> Any | None:
     """
     User = get_user_model()
     free = Q(subscriber__isnull=True)
-    verified = EmailAddress.objects.filter(email__iexact=email, verified=True).values("user_id")
+    verified = EmailAddress.objects.filter(email=email, verified=True).values("user_id")
     return (
         User.objects.filter(free & Q(pk__in=verified)).first()
-        or User.objects.filter(free & Q(email__iexact=email))
+        or User.objects.filter(free & Q(email=email))
         .exclude(Exists(EmailAddress.objects.filter(user_id=OuterRef("pk"))))
         .order_by("pk")
         .first()
     )
 
 
-def _ensure_verified_address(*, user: Any, email: str) -> None:
-    address = EmailAddress.objects.filter(user=user, email__iexact=email).first()
+def _ensure_verified_address(*, user: Any, email: str, verified: bool = True) -> None:
+    """The account's allauth address; `verified=False` leaves proving it to the code."""
+    address = EmailAddress.objects.filter(user=user, email=email).first()
     if address is None:
         try:
             with transaction.atomic():
                 EmailAddress.objects.create(
                     user=user,
                     email=email,
-                    verified=True,
+                    verified=verified,
                     primary=not EmailAddress.objects.filter(user=user, primary=True).exists(),
                 )
         except IntegrityError:
             # Another account already holds this address verified; leave it with them.
             return
-    elif not address.verified:
+    elif verified and not address.verified:
         address.verified = True
         address.save(update_fields=["verified"])
 
 
-def ensure_reader_account(*, subscriber: Subscriber) -> Any:
-    """The subscriber's User, created (or found by address) and linked if need be."""
+def ensure_reader_account(*, subscriber: Subscriber, verified: bool = True) -> Any:
+    """The subscriber's User, created (or found by address) and linked if need be.
+
+    `verified=False` for an address nobody has proved yet (a pending subscriber asking
+    for a sign-in code): the account's address stays unverified until the code is
+    entered, and no other account is adopted for it.
+    """
     if subscriber.user_id:
+        if verified:  # e.g. confirmed by the emailed link after asking for a code
+            _ensure_verified_address(user=subscriber.user, email=subscriber.email)
         return subscriber.user
     with transaction.atomic():
-        user = _user_for_email(subscriber.email)
+        user = _user_for_email(subscriber.email) if verified else None
         if user is None:
             User = get_user_model()
             user = User(username=new_username(), email=subscriber.email)
             user.set_unusable_password()
             user.save()
-        _ensure_verified_address(user=user, email=subscriber.email)
+        _ensure_verified_address(user=user, email=subscriber.email, verified=verified)
         subscriber.user = user
         subscriber.save(update_fields=["user", "updated_at"])
     return user
@@ -97,16 +105,17 @@ def ensure_reader_account(*, subscriber: Subscriber) -> Any:
 def prepare_sign_in(*, email: str) -> None:
     """Before a sign-in code is sent: a subscriber without an account gets one.
 
-    Only confirmed and imported subscribers: a pending address is not known to be
-    theirs, and the code itself proves the mailbox anyway.
+    Confirmed and imported subscribers get a verified address. A pending one (who
+    signed up, or started a payment, without confirming yet) gets an account whose
+    address allauth verifies when the code is entered: the code proves the mailbox, and
+    a reader whose address a stranger typed at /upgrade/ can still sign in and pay.
     """
-    subscriber = (
-        Subscriber.objects.filter(email__iexact=email, user__isnull=True)
-        .exclude(status=Subscriber.Status.PENDING)
-        .first()
-    )
+    email = normalized_or_none(email) or ""
+    subscriber = Subscriber.objects.filter(email=email, user__isnull=True).first()
     if subscriber is not None:
-        ensure_reader_account(subscriber=subscriber)
+        ensure_reader_account(
+            subscriber=subscriber, verified=subscriber.status != Subscriber.Status.PENDING
+        )
 
 
 def link_reader_account(
@@ -120,8 +129,12 @@ def link_reader_account(
     own = Subscriber.objects.filter(user_id=user.pk).first()
     if own is not None:
         return own
+    normalized = normalized_or_none(email)
+    if normalized is None:
+        return None
+    email = normalized
     with transaction.atomic():
-        subscriber = Subscriber.objects.select_for_update().filter(email__iexact=email).first()
+        subscriber = Subscriber.objects.select_for_update().filter(email=email).first()
         now = timezone.now()
         if subscriber is None:
             if not signup:
@@ -212,7 +225,7 @@ def _owned_addresses(*, user: AbstractBaseUser, subscriber: Subscriber | None) -
 def _donations_of(*, emails: set[str], subscriber: Subscriber | None) -> QuerySet[Donation]:
     match = Q(subscriber=subscriber) if subscriber is not None else Q(pk__in=[])
     for email in emails:
-        match |= Q(email__iexact=email)
+        match |= Q(email=email)
     return Donation.objects.filter(match)
 
 

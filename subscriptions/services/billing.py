@@ -11,6 +11,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from allauth.account.models import EmailAddress
 from django.db.models import QuerySet
 from django.utils import timezone
 
@@ -102,10 +103,17 @@ def start_plan_checkout(
 ) -> CheckoutRedirect:
     """Create a Checkout Session (mode=subscription) for this reader and plan.
 
-    `trusted` says the visitor is this reader: signed in, or the same browser that set
-    up their billing a moment ago. Anyone else whose address already has a Stripe
-    customer must sign in first: Checkout would otherwise show that customer's saved
-    details to whoever typed the address.
+    `trusted` says the visitor is this reader: signed in with this address. Anyone else
+    whose address already has a Stripe customer must sign in first (pending readers
+    can: the code proves the address): Checkout would otherwise show that customer's
+    saved details to whoever typed the address.
+
+    A Stripe customer is tied to the reader only for a trusted visitor (the sign-in
+    proved the address) or by a completed payment (the webhook's
+    `link_stripe_customer`). For anyone else Checkout gets the address as
+    `customer_email` and Stripe makes the customer when they pay, so a stranger who
+    types someone's address can neither block that reader's own checkout later (they
+    would have been told to sign in) nor reach a customer of theirs.
     """
     if not plan.active or not plan.stripe_price_id:
         raise BillingError("This plan is not available. Please choose another one.")
@@ -115,11 +123,9 @@ def start_plan_checkout(
         raise SignInRequired("Please sign in with this address to continue.")
     if paid:
         raise AlreadyPaid("You already have a paid subscription. Manage it from your account.")
-    customer_id = ensure_stripe_customer(subscriber=subscriber)
     metadata = {PURPOSE_KEY: PURPOSE_MEMBERSHIP, SUBSCRIBER_KEY: str(subscriber.pk)}
     params: dict[str, Any] = {
         "mode": "subscription",
-        "customer": customer_id,
         "client_reference_id": str(subscriber.pk),
         "line_items": [{"price": plan.stripe_price_id, "quantity": 1}],
         "metadata": {**metadata, "plan_id": str(plan.pk)},
@@ -128,12 +134,29 @@ def start_plan_checkout(
         "cancel_url": absolute_url("/upgrade/"),
         "allow_promotion_codes": True,
     }
+    if subscriber.stripe_customer_id or (trusted and _address_proven(subscriber)):
+        params["customer"] = ensure_stripe_customer(subscriber=subscriber)
+    else:
+        params["customer_email"] = subscriber.email
     session = stripe_client.create_checkout_session(
         params=params,
         # One session per click: a fresh key per attempt, stable across library retries.
         idempotency_key=f"broadside-checkout-{subscriber.pk}-{plan.pk}-{attempt or uuid.uuid4()}",
     )
     return CheckoutRedirect(url=session["url"], session_id=session["id"])
+
+
+def _address_proven(subscriber: Subscriber) -> bool:
+    """Whether the address is known to be the reader's: confirmed, imported, or verified
+    on their account (a sign-in code)."""
+    if subscriber.status != Subscriber.Status.PENDING:
+        return True
+    return (
+        subscriber.user_id is not None
+        and EmailAddress.objects.filter(
+            user_id=subscriber.user_id, email=subscriber.email, verified=True
+        ).exists()
+    )
 
 
 def open_billing_portal(*, subscriber: Subscriber) -> str:

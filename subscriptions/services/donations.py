@@ -17,6 +17,7 @@ from django.utils import timezone
 from newsletter.models import Publication
 from subscriptions import stripe_client
 from subscriptions.models import Donation, Plan, Subscriber
+from subscriptions.services.addresses import normalized_or_none
 from subscriptions.services.memberships import (
     PURPOSE_DONATION,
     PURPOSE_KEY,
@@ -83,6 +84,7 @@ def start_donation_checkout(
     currency = donation_currency()
     publication = Publication.load()
     email = (email or (subscriber.email if subscriber else "")).strip()
+    email = normalized_or_none(email) or email
     with transaction.atomic():
         donation = Donation.objects.create(
             amount=amount,
@@ -167,6 +169,7 @@ def record_paid_donation(*, session: dict[str, Any]) -> Donation | None:
     metadata = session.get("metadata") or {}
     details = session.get("customer_details") or {}
     email = details.get("email") or session.get("customer_email") or ""
+    email = normalized_or_none(email) or email
     donation = (
         Donation.objects.select_for_update()
         .filter(stripe_checkout_session_id=session["id"])
@@ -228,7 +231,7 @@ def send_donation_thanks(*, donation: Donation) -> bool:
     if not donation.email or donation.status != Donation.Status.PAID:
         return False
     if Subscriber.objects.filter(
-        email__iexact=donation.email,
+        email=normalized_or_none(donation.email) or "",
         status__in=[Subscriber.Status.BOUNCED, Subscriber.Status.COMPLAINED],
     ).exists():
         return False  # The address takes no mail from us (as for payment and membership emails).

@@ -20,7 +20,6 @@ from datetime import UTC, date, datetime
 from typing import Any, Protocol
 
 from django.db import IntegrityError, connection, transaction
-from django.db.models.functions import Lower
 from django.utils import timezone
 
 from subscriptions.models import Subscriber
@@ -239,7 +238,8 @@ def import_subscriber_rows(
     """Create the subscribers of `rows` that do not exist yet.
 
     Existing subscribers are left exactly as they are. `after_batch` gets each batch's
-    rows and the subscribers (new and existing) by lower-cased address.
+    rows and the subscribers (new and existing) by address (rows carry
+    normalised addresses: `subscriptions.services.addresses.normalize_email`).
     """
     seen: set[str] = set()
     for number, batch in enumerate(batched(rows, batch_size)):
@@ -247,7 +247,7 @@ def import_subscriber_rows(
             _refresh_planner_statistics()
         unique: list[SubscriberRow] = []
         for row in batch:
-            key = row.email.lower()
+            key = row.email
             if key in seen:
                 report.duplicates += 1
                 continue
@@ -276,15 +276,10 @@ def _import_batch(
     report: ImportReport,
     after_batch: Callable[[list[SubscriberRow], dict[str, Subscriber]], None] | None,
 ) -> None:
-    emails = [row.email.lower() for row in rows]
+    emails = [row.email for row in rows]
     suppressed = suppressed_among(emails=emails)
     fields = ("pk", "email", "stripe_customer_id", "imported_from")
-    existing = {
-        s.email.lower(): s
-        for s in Subscriber.objects.annotate(lower=Lower("email"))
-        .filter(lower__in=emails)
-        .only(*fields)
-    }
+    existing = {s.email: s for s in Subscriber.objects.filter(email__in=emails).only(*fields)}
     taken_customers = set(
         Subscriber.objects.filter(
             stripe_customer_id__in=[r.stripe_customer_id for r in rows if r.stripe_customer_id]
@@ -294,7 +289,7 @@ def _import_batch(
     new: list[Subscriber] = []
     kept: list[SubscriberRow] = []
     for row in rows:
-        key = row.email.lower()
+        key = row.email
         if key in existing:
             report.unchanged += 1
             kept.append(row)
@@ -337,7 +332,7 @@ def _import_batch(
     try:
         with transaction.atomic():
             Subscriber.objects.bulk_create(new)
-        created = {s.email.lower(): s for s in new}
+        created = {s.email: s for s in new}
         report.created += len(new)
     except IntegrityError:
         # A signup of one of these addresses landed meanwhile: it keeps its row.
@@ -345,10 +340,8 @@ def _import_batch(
             subscriber.pk = None
         Subscriber.objects.bulk_create(new, ignore_conflicts=True)
         created = {
-            s.email.lower(): s
-            for s in Subscriber.objects.annotate(lower=Lower("email"))
-            .filter(lower__in=[s.email.lower() for s in new])
-            .only(*fields)
+            s.email: s
+            for s in Subscriber.objects.filter(email__in=[s.email for s in new]).only(*fields)
         }
         report.created += sum(1 for s in created.values() if s.imported_from == source[:100])
     if after_batch is not None:

@@ -18,6 +18,7 @@ from django.utils import timezone
 
 from subscriptions.models import Membership, Plan, Subscriber
 from subscriptions.services.access import subscriber_is_paying
+from subscriptions.services.addresses import normalize_email, normalized_or_none
 from subscriptions.services.notifications import send_email_on_commit
 from subscriptions.services.tokens import absolute_url
 
@@ -77,6 +78,28 @@ def subscription_price_id(subscription: dict[str, Any]) -> str | None:
     return price.get("id") if isinstance(price, dict) else price
 
 
+def plan_for_price(subscription: dict[str, Any]) -> Plan | None:
+    """Which of our plans the subscription's price is: the plan's current price, or an
+    earlier price of that plan (`sync_stripe_plans` makes a new price when a plan's
+    amount is edited, marks each with the plan's id, and keeps subscribers on theirs)."""
+    price_id = subscription_price_id(subscription)
+    if not price_id:
+        return None
+    plan = Plan.objects.filter(stripe_price_id=price_id).first()
+    if plan is not None:
+        return plan
+    items = (subscription.get("items") or {}).get("data", [])
+    price = items[0].get("price") if items else None
+    if not isinstance(price, dict):
+        return None
+    plan_id = str((price.get("metadata") or {}).get("plan_id") or "")
+    product = price.get("product")
+    product_id = product.get("id") if isinstance(product, dict) else product
+    if not plan_id.isdigit() or not product_id:
+        return None
+    return Plan.objects.filter(pk=int(plan_id), stripe_product_id=product_id).first()
+
+
 # --- Who is this subscription for? ----------------------------------------------------
 
 
@@ -98,21 +121,26 @@ def find_subscriber_for_stripe(
         found = Subscriber.objects.filter(stripe_customer_id=customer_id).first()
         if found is not None:
             return found
-    if email:
-        return Subscriber.objects.filter(email__iexact=email.strip()).first()
+    normalized = normalized_or_none(email)
+    if normalized:
+        return Subscriber.objects.filter(email=normalized).first()
     return None
 
 
 def find_or_create_subscriber(*, email: str, **fields: Any) -> Subscriber:
-    """The subscriber with this address (in any case), or a new one with these fields."""
-    subscriber = Subscriber.objects.filter(email__iexact=email).first()
+    """The subscriber with this address, or a new one with these fields.
+
+    Raises InvalidAddress for an address we cannot email.
+    """
+    email = normalize_email(email)
+    subscriber = Subscriber.objects.filter(email=email).first()
     if subscriber is not None:
         return subscriber
     try:
         with transaction.atomic():
             return Subscriber.objects.create(email=email, **fields)
     except IntegrityError:  # the same address, added meanwhile
-        return Subscriber.objects.get(email__iexact=email)
+        return Subscriber.objects.get(email=email)
 
 
 def subscriber_from_payment(*, email: str, name: str = "", source: str) -> Subscriber:
@@ -194,10 +222,19 @@ def sync_membership_from_stripe(
         logger.info("Ignoring a live state of ended %s", subscription_id)
         return membership
     price_id = subscription_price_id(subscription)
-    plan = Plan.objects.filter(stripe_price_id=price_id).first() if price_id else None
+    if price_id:
+        plan = plan_for_price(subscription)
+        membership.plan = plan
+        membership.stripe_price_id = price_id
+        membership.foreign_price = plan is None
+        if plan is None:
+            logger.warning(
+                "%s bills price %s, which is none of our plans: no access granted",
+                subscription_id,
+                price_id,
+            )
 
     membership.status = status
-    membership.plan = plan or membership.plan
     membership.current_period_start = subscription_period(subscription, "current_period_start")
     membership.current_period_end = subscription_period(subscription, "current_period_end")
     membership.cancel_at_period_end = bool(

@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from subscriptions.models import Subscriber
 from subscriptions.services.accounts import ensure_reader_account
-from subscriptions.services.addresses import clean_address, unsuppress
+from subscriptions.services.addresses import clean_address, normalized_or_none, unsuppress
 from subscriptions.services.notifications import send_transactional_email
 from subscriptions.services.tokens import (
     CONFIRMATION_MAX_AGE,
@@ -48,7 +48,7 @@ def subscribe(*, email: str, ip: str | None, source: str, name: str = "") -> Sig
     email = clean_address(email)
     now = timezone.now()
     with transaction.atomic():
-        subscriber = Subscriber.objects.select_for_update().filter(email__iexact=email).first()
+        subscriber = Subscriber.objects.select_for_update().filter(email=email).first()
         if subscriber is None:
             try:
                 with transaction.atomic():
@@ -56,7 +56,7 @@ def subscribe(*, email: str, ip: str | None, source: str, name: str = "") -> Sig
                         email=email, name=name[:200], status=Subscriber.Status.PENDING
                     )
             except IntegrityError:  # the same address signed up at the same moment
-                subscriber = Subscriber.objects.select_for_update().get(email__iexact=email)
+                subscriber = Subscriber.objects.select_for_update().get(email=email)
         if subscriber.status in _NO_CONFIRMATION:
             return SignupResult(subscriber=subscriber, confirmation_sent=False)
         last = subscriber.confirmation_sent_at
@@ -122,7 +122,7 @@ def confirm_subscriber(*, token: str) -> Subscriber:
     with transaction.atomic():
         subscriber = (
             Subscriber.objects.select_for_update()
-            .filter(pk=subscriber_id, email__iexact=email)
+            .filter(pk=subscriber_id, email=normalized_or_none(email) or "")
             .first()
         )
         if subscriber is None:

@@ -30,6 +30,7 @@ import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
+from html.parser import HTMLParser
 from pathlib import Path, PurePosixPath
 from typing import IO
 
@@ -57,10 +58,23 @@ MAX_POST_BYTES = 20 * 1024 * 1024
 # What reading a damaged archive member raises (bad CRC, corrupt or truncated data).
 DAMAGED_MEMBER = (zipfile.BadZipFile, zlib.error, EOFError, OSError)
 
-_PAYWALL_JUMP_RE = re.compile(
-    r"<(?P<tag>[a-z][a-z0-9]*)\b[^>]*\bclass\s*=\s*[\"'][^\"']*\bpaywall-jump\b[^\"']*[\"'][^>]*>"
-    r"(?:.*?</(?P=tag)\s*>)?",
-    re.IGNORECASE | re.DOTALL,
+# Elements that never have an end tag: https://html.spec.whatwg.org/#void-elements
+_VOID_ELEMENTS = frozenset(
+    [
+        "area",
+        "base",
+        "br",
+        "col",
+        "embed",
+        "hr",
+        "img",
+        "input",
+        "link",
+        "meta",
+        "source",
+        "track",
+        "wbr",
+    ]
 )
 
 AUDIENCE_VISIBILITY = {
@@ -168,11 +182,92 @@ def import_substack(*, path: Path) -> ImportReport:
 # --- Posts --------------------------------------------------------------------------
 
 
+class _PaywallJumpRewriter(HTMLParser):
+    """Re-emits a post's HTML with Substack's paywall element turned into our marker.
+
+    The first element whose class list has `paywall-jump` becomes `PAYWALL_MARKER` (its
+    contents, Substack's "subscribe to keep reading" box, are dropped); later ones are
+    dropped. Everything else is written back as it came. One pass through Python's
+    HTML tokenizer, so the time grows with the length of the post whatever its markup
+    (a pattern match over unclosed elements grew with its square). An element left
+    unclosed at the end keeps its contents, as there is no end to cut them at.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=False)
+        self.out: list[str] = []
+        self.marker_written = False
+        # Inside a paywall element: its tag name, the depth of that name, and what
+        # came inside it (written back only if it never closes).
+        self.inside: str | None = None
+        self.depth = 0
+        self.held: list[str] = []
+
+    def _emit(self, text: str) -> None:
+        (self.held if self.inside else self.out).append(text)
+
+    @staticmethod
+    def _is_paywall(attrs: list[tuple[str, str | None]]) -> bool:
+        return any(
+            name == "class" and "paywall-jump" in (value or "").lower().split()
+            for name, value in attrs
+        )
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if self._is_paywall(attrs):
+            if not self.marker_written:
+                self.out.append(PAYWALL_MARKER)
+                self.marker_written = True
+            if self.inside is None and tag not in _VOID_ELEMENTS:
+                self.inside, self.depth = tag, 1
+            elif self.inside == tag:
+                self.depth += 1
+            return
+        if self.inside == tag:
+            self.depth += 1
+        self._emit(self.get_starttag_text() or "")
+
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if self._is_paywall(attrs):
+            if not self.marker_written:
+                self.out.append(PAYWALL_MARKER)
+                self.marker_written = True
+            return
+        self._emit(self.get_starttag_text() or "")
+
+    def handle_endtag(self, tag: str) -> None:
+        if self.inside == tag:
+            self.depth -= 1
+            if self.depth == 0:
+                self.inside, self.held = None, []
+                return
+        self._emit(f"</{tag}>")
+
+    def handle_data(self, data: str) -> None:
+        self._emit(data)
+
+    def handle_entityref(self, name: str) -> None:
+        self._emit(f"&{name};")
+
+    def handle_charref(self, name: str) -> None:
+        self._emit(f"&#{name};")
+
+    def handle_comment(self, data: str) -> None:
+        pass  # comments carry nothing a reader sees (and nh3 drops them anyway)
+
+    def handle_decl(self, decl: str) -> None:
+        pass
+
+    def result(self) -> str:
+        self.close()
+        return "".join(self.out + self.held)
+
+
 def convert_post_body(*, html: str) -> str:
     """Substack post HTML -> a sanitised article body with our paywall marker."""
-    html = _PAYWALL_JUMP_RE.sub(PAYWALL_MARKER, html, count=1)
-    html = _PAYWALL_JUMP_RE.sub("", html)
-    return sanitize_body(html=html)
+    rewriter = _PaywallJumpRewriter()
+    rewriter.feed(html)
+    return sanitize_body(html=rewriter.result())
 
 
 def _unique_slug(*, slug: str, number: str) -> str:
@@ -373,7 +468,7 @@ def _add_memberships(
     wanted = [row for row in rows if row.extra.get("kind")]
     if not wanted:
         return
-    ids = [subscribers[row.email.lower()].pk for row in wanted]
+    ids = [subscribers[row.email].pk for row in wanted]
     already = set(
         Membership.objects.filter(
             subscriber_id__in=ids, imported_from__startswith=SOURCE
@@ -382,7 +477,7 @@ def _add_memberships(
     now = timezone.now()
     new = []
     for row in wanted:
-        subscriber = subscribers[row.email.lower()]
+        subscriber = subscribers[row.email]
         if subscriber.pk in already:
             continue
         already.add(subscriber.pk)

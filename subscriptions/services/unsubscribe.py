@@ -10,6 +10,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from subscriptions.models import Subscriber
+from subscriptions.services.addresses import normalized_or_none
 from subscriptions.services.tokens import read_unsubscribe_token
 
 S = Subscriber.Status
@@ -59,10 +60,11 @@ def record_provider_event(*, email: str, event_type: str, description: str = "")
     Returns how many subscribers changed (0 for unknown addresses and other events).
     """
     status = PROVIDER_EVENT_STATUS.get(event_type)
-    if status is None or not email:
+    normalized = normalized_or_none(email)
+    if status is None or normalized is None:
         return 0
     reason = f"provider: {event_type}" + (f" ({description})" if description else "")
-    return _set_status(query=Q(email__iexact=email.strip()), status=status, reason=reason)
+    return _set_status(query=Q(email=normalized), status=status, reason=reason)
 
 
 def _set_status(*, query: Q, status: str, reason: str) -> int:

@@ -25,8 +25,6 @@ from subscriptions.services.donations import format_amount
 from subscriptions.services.ratelimit import client_ip, consume, network_key
 
 _ATTEMPT = re.compile(r"^[0-9a-f]{32}$")
-# Session key: subscribers whose checkout this browser started while signed out.
-_STARTED_HERE = "billing_started_for"
 
 
 class UpgradeForm(forms.Form):
@@ -79,11 +77,12 @@ def upgrade_view(request: HttpRequest) -> HttpResponse:
                 reader = billing.subscriber_for_checkout(
                     email=form.cleaned_data.get("email") or "", user=request.user
                 )
-                started_here = request.session.get(_STARTED_HERE, [])
                 checkout = billing.start_plan_checkout(
                     plan=form.cleaned_data["plan"],
                     subscriber=reader,
-                    trusted=signed_in or reader.pk in started_here,
+                    # Only a sign-in proves the visitor is this reader. (A browser that
+                    # merely started a checkout for an address once proves nothing.)
+                    trusted=signed_in,
                     attempt=form.cleaned_data["attempt"],
                 )
             except InvalidAddress as exc:
@@ -98,9 +97,6 @@ def upgrade_view(request: HttpRequest) -> HttpResponse:
             except (billing.BillingError, stripe_client.StripeError) as exc:
                 form.add_error(None, f"We could not start the payment: {exc}")
             else:
-                if not signed_in and reader.pk not in started_here:
-                    # This browser may come back from Checkout and try again.
-                    request.session[_STARTED_HERE] = [*started_here, reader.pk][-5:]
                 return _checkout_redirect(checkout.url)
         return render(
             request, "subscriptions/billing/upgrade.html", _context(form, subscriber), status=400

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, HttpResponseForbidden
 from django.shortcuts import render
@@ -18,16 +20,30 @@ SIGNUPS_PER_IP = 10
 SIGNUP_WINDOW_SECONDS = 60 * 10
 
 
+def _origin_of(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}".lower() if parts.scheme and parts.netloc else ""
+
+
 def _posted_from_another_site(request: HttpRequest) -> bool:
     """A browser names the page's origin on every cross-site POST; refuse foreign ones.
 
-    Sites allowed to embed the signup form are listed in CSRF_TRUSTED_ORIGINS.
+    Sites allowed to embed the signup form are listed in CSRF_TRUSTED_ORIGINS. Without
+    an Origin header (older browsers, some privacy extensions) the Referer, when there
+    is one, must be from an allowed site too, and a browser's `Sec-Fetch-Site:
+    cross-site` is refused; a request with neither header is no browser form post.
     """
+    here = f"{request.scheme}://{request.get_host()}"
+    allowed = {_origin_of(url) for url in [settings.SITE_URL, here, *settings.CSRF_TRUSTED_ORIGINS]}
     origin = request.headers.get("Origin")
-    if origin is None:
-        return False  # not a browser, or one that predates the header: nothing to check
-    allowed = {settings.SITE_URL, f"{request.scheme}://{request.get_host()}"}
-    return origin not in allowed | set(settings.CSRF_TRUSTED_ORIGINS)
+    if origin is not None:
+        return origin.lower() not in allowed  # "null" too: sandboxed frames, data: URLs
+    if request.headers.get("Sec-Fetch-Site") == "cross-site":
+        return True
+    referer = request.headers.get("Referer")
+    if referer is not None:
+        return _origin_of(referer) not in allowed
+    return False
 
 
 # Deliberately without a CSRF token: the signup form sits in the footer of pages that are

@@ -100,12 +100,24 @@ def browser() -> Iterator[Browser]:
 def page(browser: Browser, request) -> Iterator[Page]:
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     context.set_default_timeout(15_000)
+    # Chromium reports every resource or inline script the Content-Security-Policy
+    # blocked on the console: the journey must not meet one.
+    violations: list[str] = []
+    context.on(
+        "console",
+        lambda message: (
+            violations.append(f"{message.location.get('url')}: {message.text}")
+            if "Content Security Policy" in message.text
+            else None
+        ),
+    )
     page = context.new_page()
     yield page
     report = getattr(request.node, "rep_call", None)
     if report is not None and report.failed:
         save_screenshot(page, f"{request.node.name}-failed")
     context.close()
+    assert violations == [], "\n".join(violations)
 
 
 def save_screenshot(page: Page, name: str) -> Path:
@@ -122,9 +134,14 @@ def pytest_collection_modifyitems(config, items) -> None:
     admin's log entries point at them); recreating the table would give them new ids
     and break the next editor journey.
     """
-    from django.conf import settings
+    from django.apps import apps as registry
 
-    apps = [app for app in settings.INSTALLED_APPS if app != "django.contrib.contenttypes"]
+    # By app name: an INSTALLED_APPS entry may name an AppConfig (the admin's does).
+    apps = [
+        config.name
+        for config in registry.get_app_configs()
+        if config.name != "django.contrib.contenttypes"
+    ]
     here = Path(__file__).parent
     for item in items:
         if here in Path(str(item.path)).parents and "site" in getattr(item, "fixturenames", ()):

@@ -107,10 +107,25 @@ def test_a_stranger_s_unfinished_signup_for_an_address_is_not_handed_its_subscri
     assert not EmailAddress.objects.filter(user=unverified, verified=True).exists()
 
 
-def test_a_pending_address_gets_no_account_from_a_code_request(client):
-    SubscriberFactory(email="unconfirmed@example.com", status=Subscriber.Status.PENDING)
+def test_a_pending_reader_signs_in_by_code_and_only_the_code_verifies_the_address():
+    pending = SubscriberFactory(email="unconfirmed@example.com", status=Subscriber.Status.PENDING)
+    client = Client()
     client.post("/accounts/login/code/", {"email": "unconfirmed@example.com"})
-    assert not get_user_model().objects.filter(email="unconfirmed@example.com").exists()
+    # Asking for a code proves nothing yet: the address is not verified.
+    assert not EmailAddress.objects.filter(email="unconfirmed@example.com", verified=True).exists()
+    client.post("/accounts/login/code/confirm/", {"code": "AAAA-AAAA"})
+    assert "_auth_user_id" not in client.session  # a wrong code signs nobody in
+    code = CODE_RE.search(mail.outbox[-1].body)
+    assert code, mail.outbox[-1].body
+
+    response = client.post("/accounts/login/code/confirm/", {"code": code.group(1)})
+
+    assert response.status_code == 302
+    pending.refresh_from_db()
+    assert client.session["_auth_user_id"] == str(pending.user_id)
+    assert EmailAddress.objects.get(email="unconfirmed@example.com").verified
+    # Signing in is not a newsletter opt-in: the subscription stays unconfirmed.
+    assert pending.status == Subscriber.Status.PENDING
 
 
 def test_signing_up_for_an_account_verifies_by_code_and_makes_a_linked_subscriber(client):

@@ -18,7 +18,8 @@ WEBHOOK_AUTH = "hook:s3cret"
 
 @pytest.fixture(autouse=True)
 def _webhook_secret(settings):
-    settings.ANYMAIL = {"WEBHOOK_SECRET": WEBHOOK_AUTH}
+    settings.EMAIL_BACKEND = "anymail.backends.postmark.EmailBackend"
+    settings.ANYMAIL = {"WEBHOOK_SECRET": WEBHOOK_AUTH, "POSTMARK_SERVER_TOKEN": "test-token"}
 
 
 def post_event(client, payload: dict, credentials: str = WEBHOOK_AUTH):
@@ -115,3 +116,70 @@ def test_events_for_unknown_addresses_are_accepted_and_ignored(client):
     SubscriberFactory(email="someone@example.com")
     assert post_event(client, bounce("stranger@example.com")).status_code == 200
     assert Subscriber.objects.get().status == Subscriber.Status.ACTIVE
+
+
+# --- Only while the webhook can be authenticated ----------------------------------------
+
+COMPLAINT = {"RecordType": "SpamComplaint", "Email": "paid@example.com", "ID": 7}
+
+
+@pytest.mark.parametrize(
+    ("backend", "anymail"),
+    [
+        pytest.param("django.core.mail.backends.smtp.EmailBackend", {}, id="smtp"),
+        pytest.param(
+            "django.core.mail.backends.smtp.EmailBackend",
+            {"WEBHOOK_SECRET": WEBHOOK_AUTH},
+            id="smtp-with-a-secret",
+        ),
+        pytest.param(
+            "anymail.backends.postmark.EmailBackend",
+            {"POSTMARK_SERVER_TOKEN": "test-token"},
+            id="postmark-without-a-secret",
+        ),
+    ],
+)
+def test_an_unauthenticated_complaint_is_a_404_and_changes_nothing_without_a_webhook_secret(
+    client, settings, backend, anymail
+):
+    settings.EMAIL_BACKEND = backend
+    settings.ANYMAIL = anymail
+    subscriber = SubscriberFactory(email="paid@example.com")
+
+    response = client.post(WEBHOOK, data=json.dumps(COMPLAINT), content_type="application/json")
+
+    assert response.status_code == 404
+    subscriber.refresh_from_db()
+    assert subscriber.status == Subscriber.Status.ACTIVE
+
+
+def test_with_the_secret_a_complaint_without_credentials_is_refused(client):
+    subscriber = SubscriberFactory(email="paid@example.com")
+    response = client.post(WEBHOOK, data=json.dumps(COMPLAINT), content_type="application/json")
+    assert response.status_code in (400, 401, 403)
+    assert post_event(client, COMPLAINT, credentials="hook:wrong").status_code in (400, 401, 403)
+    subscriber.refresh_from_db()
+    assert subscriber.status == Subscriber.Status.ACTIVE
+
+
+def test_only_the_configured_provider_s_webhook_answers(client):
+    subscriber = SubscriberFactory(email="paid@example.com")
+    auth = base64.b64encode(WEBHOOK_AUTH.encode()).decode()
+    response = client.post(
+        "/anymail/sendgrid/tracking/",
+        data=json.dumps([{"event": "spamreport", "email": "paid@example.com"}]),
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Basic {auth}",
+    )
+    assert response.status_code == 404
+    subscriber.refresh_from_db()
+    assert subscriber.status == Subscriber.Status.ACTIVE
+
+
+def test_a_provider_without_a_webhook_secret_is_a_system_check_warning(settings):
+    from django.core import checks
+
+    settings.ANYMAIL = {"POSTMARK_SERVER_TOKEN": "test-token"}
+    assert "subscriptions.W010" in [m.id for m in checks.run_checks()]
+    settings.ANYMAIL = {"POSTMARK_SERVER_TOKEN": "test-token", "WEBHOOK_SECRET": WEBHOOK_AUTH}
+    assert "subscriptions.W010" not in [m.id for m in checks.run_checks()]

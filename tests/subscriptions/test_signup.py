@@ -49,14 +49,15 @@ def test_double_opt_in_through_the_sent_email_activates_the_subscriber(
     assert response.status_code == 200
     assert b"Check your inbox" in response.content
     subscriber = Subscriber.objects.get()
-    assert subscriber.email == "New.Reader@example.com"
+    # The one normal form: the whole address lower-cased (subscriptions.services.addresses).
+    assert subscriber.email == "new.reader@example.com"
     assert subscriber.status == Subscriber.Status.PENDING
     assert subscriber.consent_ip == "203.0.113.7"
     assert subscriber.consent_source == "/p/some-article/"
     assert subscriber.consent_at is not None
     assert subscriber.user is None
     assert len(mail.outbox) == 1
-    assert mail.outbox[0].to == ["New.Reader@example.com"]
+    assert mail.outbox[0].to == ["new.reader@example.com"]
 
     with django_capture_on_commit_callbacks(execute=True):
         response = client.get(confirmation_path(mail.outbox[0]))
@@ -68,10 +69,10 @@ def test_double_opt_in_through_the_sent_email_activates_the_subscriber(
     assert subscriber.confirmed_at is not None
     # The confirmed reader can sign in by code at once: account and verified address.
     assert subscriber.user is not None
-    assert subscriber.user.email == "New.Reader@example.com"
+    assert subscriber.user.email == "new.reader@example.com"
     assert not subscriber.user.has_usable_password()
     assert EmailAddress.objects.filter(
-        user=subscriber.user, email__iexact="new.reader@example.com", verified=True
+        user=subscriber.user, email="new.reader@example.com", verified=True
     ).exists()
     assert len(mail.outbox) == 2
     welcome = mail.outbox[1]
@@ -287,6 +288,32 @@ def test_a_signup_posted_by_a_browser_on_another_site_is_refused(settings):
     )
     assert ours.status_code == embedded.status_code == 200
     assert Subscriber.objects.count() == 2
+
+
+def test_a_signup_without_origin_from_a_foreign_referer_is_refused(settings):
+    settings.CSRF_TRUSTED_ORIGINS = ["https://friends.example"]
+    client = Client(enforce_csrf_checks=True)
+    data = {"email": "victim@example.com", "website": ""}
+
+    for headers in (
+        {"Referer": "https://evil.example/page"},
+        {"Referer": "https://testserver.evil.example/"},
+        {"Referer": "http://testserver@evil.example/"},
+        {"Sec-Fetch-Site": "cross-site"},
+        {"Sec-Fetch-Site": "cross-site", "Referer": "http://testserver/p/x/"},
+    ):
+        assert client.post("/subscribe/", data, headers=headers).status_code == 403, headers
+    assert not Subscriber.objects.exists()
+
+    for email, headers in (
+        ("ours@example.com", {"Referer": "http://testserver/p/an-article/"}),
+        ("friend@example.com", {"Referer": "https://friends.example/blog/"}),
+        ("same@example.com", {"Sec-Fetch-Site": "same-origin"}),
+        ("script@example.com", {}),  # no browser headers at all: no browser form post
+    ):
+        response = client.post("/subscribe/", {**data, "email": email}, headers=headers)
+        assert response.status_code == 200, (email, headers)
+    assert Subscriber.objects.count() == 4
 
 
 def test_the_subscribe_page_and_the_footer_form_do_not_share_element_ids(client):

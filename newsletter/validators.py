@@ -1,0 +1,61 @@
+"""Bounds on uploaded images (covers, logos, avatars: every ImageField).
+
+Django's ImageField only checks that Pillow can read the file; Pillow merely warns
+about a decompression bomb below 179 megapixels. A 100-megapixel PNG compresses to
+under 100 KB and costs readers' browsers (and any thumbnailer) about 400 MB to draw,
+so an upload is refused past `MAX_IMAGE_PIXELS` or `MAX_IMAGE_BYTES`, with a message
+that says what to do. Only the header is read to learn the size: nothing is decoded.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.template.defaultfilters import filesizeformat
+from PIL import Image, UnidentifiedImageError
+
+MAX_IMAGE_PIXELS = 25_000_000  # e.g. 6,000 x 4,000: more than any cover or logo needs
+MAX_IMAGE_SIDE = 10_000
+MAX_IMAGE_BYTES = 10 * 1024 * 1024
+
+
+def validate_image_upload(value: Any) -> None:
+    """Refuse an image upload that is too large in bytes or in pixels."""
+    if not value or getattr(value, "_committed", True):
+        return  # nothing new was uploaded; the stored file was checked when it was
+    size = getattr(value, "size", None) or 0
+    if size > MAX_IMAGE_BYTES:
+        raise ValidationError(
+            "The image is %(size)s; images may be at most %(limit)s. "
+            "Save it smaller (e.g. as JPEG) and upload it again.",
+            params={"size": filesizeformat(size), "limit": filesizeformat(MAX_IMAGE_BYTES)},
+            code="image_too_big",
+        )
+    upload = getattr(value, "file", value)
+    position = upload.tell() if hasattr(upload, "tell") else 0
+    try:
+        upload.seek(0)
+        with Image.open(upload) as image:
+            width, height = image.size
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise ValidationError(
+            "The file is not an image we can read (PNG, JPEG, GIF or WebP).",
+            code="image_unreadable",
+        ) from exc
+    finally:
+        upload.seek(position)
+    if width * height > MAX_IMAGE_PIXELS or max(width, height) > MAX_IMAGE_SIDE:
+        raise ValidationError(
+            "The image is %(width)s by %(height)s pixels (%(mp).0f megapixels); images may "
+            "have at most %(limit)d megapixels and %(side)s pixels a side. Resize it and "
+            "upload it again.",
+            params={
+                "width": f"{width:,}",
+                "height": f"{height:,}",
+                "mp": width * height / 1_000_000,
+                "limit": MAX_IMAGE_PIXELS // 1_000_000,
+                "side": f"{MAX_IMAGE_SIDE:,}",
+            },
+            code="image_too_many_pixels",
+        )

@@ -1,0 +1,112 @@
+"""Uploaded images are bounded in pixels and bytes: covers, logos, avatars."""
+
+from __future__ import annotations
+
+import io
+import os
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.urls import reverse
+from PIL import Image
+
+from newsletter.models import Article, Author, Publication
+from newsletter.validators import MAX_IMAGE_BYTES
+from tests.factories import AuthorFactory, SectionFactory
+from tests.newsletter.test_admin import _add_form_data, _inline_management_data
+
+pytestmark = pytest.mark.django_db
+
+
+def _png(width: int, height: int, *, noise: bool = False) -> bytes:
+    if noise:
+        image = Image.frombytes("RGB", (width, height), os.urandom(width * height * 3))
+    else:
+        image = Image.new("1", (width, height))
+    out = io.BytesIO()
+    image.save(out, format="PNG", optimize=not noise)
+    return out.getvalue()
+
+
+@pytest.fixture(scope="module")
+def bomb() -> bytes:
+    """A 100-megapixel PNG: one colour, so it compresses to under 100 KB."""
+    data = _png(10_000, 10_000)
+    assert len(data) < 150_000
+    return data
+
+
+def _upload(data: bytes, name: str = "cover.png") -> SimpleUploadedFile:
+    return SimpleUploadedFile(name, data, content_type="image/png")
+
+
+def _post_article(editor_client, cover: SimpleUploadedFile):
+    add_url = reverse("admin:newsletter_article_add")
+    page = editor_client.get(add_url)
+    return editor_client.post(
+        add_url,
+        {
+            **_add_form_data(section=SectionFactory().pk, authors=[AuthorFactory().pk]),
+            **_inline_management_data(page),
+            "cover_image": cover,
+        },
+    )
+
+
+def test_a_100_megapixel_cover_is_refused_with_a_clear_error(editor_client, bomb, settings):
+    response = _post_article(editor_client, _upload(bomb))
+
+    assert response.status_code == 200
+    errors = response.context["adminform"].form.errors["cover_image"]
+    assert "10,000 by 10,000 pixels (100 megapixels)" in errors[0]
+    assert "at most 25 megapixels" in errors[0]
+    assert not Article.objects.exists()
+    assert not any(
+        (settings.MEDIA_ROOT and os.walk(settings.MEDIA_ROOT))
+        and [f for _, _, files in os.walk(settings.MEDIA_ROOT) for f in files]
+    )
+
+
+def test_an_ordinary_cover_is_accepted(editor_client):
+    response = _post_article(editor_client, _upload(_png(1600, 900)))
+    assert response.status_code == 302, response.context["adminform"].form.errors
+    assert Article.objects.get().cover_image.width == 1600
+
+
+def test_a_cover_over_the_byte_limit_is_refused(editor_client):
+    side = int((MAX_IMAGE_BYTES / 3) ** 0.5) + 50
+    data = _png(side, side, noise=True)
+    assert len(data) > MAX_IMAGE_BYTES
+    response = _post_article(editor_client, _upload(data))
+    errors = response.context["adminform"].form.errors["cover_image"]
+    assert "images may be at most 10.0" in errors[0]
+
+
+def test_a_huge_logo_and_a_huge_avatar_are_refused_too(editor_client, bomb):
+    publication = Publication.load()
+    url = reverse("admin:newsletter_publication_change", args=[publication.pk])
+    page = editor_client.get(url)
+    data = {
+        key: value
+        for key, value in page.context["adminform"].form.initial.items()
+        if value is not None and key != "logo"
+    }
+    response = editor_client.post(url, {**data, "logo": _upload(bomb, "logo.png")})
+    assert "100 megapixels" in response.context["adminform"].form.errors["logo"][0]
+    publication.refresh_from_db()
+    assert not publication.logo
+
+    author = AuthorFactory()
+    url = reverse("admin:newsletter_author_change", args=[author.pk])
+    response = editor_client.post(
+        url,
+        {
+            "display_name": author.display_name,
+            "slug": author.slug,
+            "bio": "",
+            "user": "",
+            "avatar": _upload(bomb, "me.png"),
+        },
+    )
+    assert "100 megapixels" in response.context["adminform"].form.errors["avatar"][0]
+    assert not Author.objects.get(pk=author.pk).avatar

@@ -1,0 +1,101 @@
+"""Paid access comes only from our plans: a subscription on any other price is recorded,
+flagged in the admin, and grants nothing."""
+
+from __future__ import annotations
+
+import pytest
+
+from subscriptions.models import Membership, Plan, Subscriber
+from subscriptions.services.access import paid_subscribers, subscriber_is_paid
+from subscriptions.services.billing import sync_stripe_plans
+from tests.factories import PlanFactory
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def our_plan(stripe_api):
+    plan = PlanFactory(name="Monthly", amount=800, interval="month", stripe_price_id=None)
+    sync_stripe_plans()
+    plan.refresh_from_db()
+    assert plan.stripe_price_id
+    return plan
+
+
+def _subscribe(stripe_api, stripe_webhooks, *, email: str, price: str) -> Membership:
+    customer = stripe_api.add_customer(email=email)
+    subscription = stripe_api.add_subscription(customer=customer["id"], price=price)
+    stripe_webhooks.deliver("customer.subscription.created", subscription)
+    return Membership.objects.get(stripe_subscription_id=subscription["id"])
+
+
+def test_a_subscription_on_a_price_of_none_of_our_plans_is_recorded_and_grants_nothing(
+    stripe_api, stripe_webhooks, our_plan, editor_client
+):
+    cheap = stripe_api.add_price(unit_amount=100, interval="month")  # $1/month, elsewhere
+
+    membership = _subscribe(
+        stripe_api, stripe_webhooks, email="cheap@example.com", price=cheap["id"]
+    )
+
+    assert membership.status == Membership.Status.ACTIVE
+    assert membership.foreign_price is True
+    assert membership.stripe_price_id == cheap["id"]
+    assert membership.plan is None
+    reader = Subscriber.objects.get(email="cheap@example.com")
+    assert not subscriber_is_paid(subscriber=reader)
+    assert reader not in paid_subscribers()
+    # Flagged in the admin: the column, and a filter that finds it.
+    listing = editor_client.get("/admin/subscriptions/membership/", {"foreign_price__exact": "1"})
+    assert "cheap@example.com" in listing.content.decode()
+    listing = editor_client.get("/admin/subscriptions/membership/", {"foreign_price__exact": "0"})
+    assert "cheap@example.com" not in listing.content.decode()
+
+
+def test_a_subscription_on_our_plan_s_price_grants_access(stripe_api, stripe_webhooks, our_plan):
+    membership = _subscribe(
+        stripe_api, stripe_webhooks, email="member@example.com", price=our_plan.stripe_price_id
+    )
+    assert membership.plan == our_plan
+    assert membership.foreign_price is False
+    assert subscriber_is_paid(subscriber=membership.subscriber)
+
+
+def test_readers_on_a_plan_s_earlier_price_keep_access_after_its_amount_is_edited(
+    stripe_api, stripe_webhooks, our_plan
+):
+    old_price = our_plan.stripe_price_id
+    membership = _subscribe(stripe_api, stripe_webhooks, email="early@example.com", price=old_price)
+    Plan.objects.filter(pk=our_plan.pk).update(amount=900)
+    sync_stripe_plans()
+    our_plan.refresh_from_db()
+    assert our_plan.stripe_price_id != old_price
+
+    renewed = stripe_api.renew_subscription(membership.stripe_subscription_id)
+    stripe_webhooks.deliver("invoice.paid", renewed)
+    stripe_webhooks.deliver(
+        "customer.subscription.updated",
+        stripe_api.get("subscription", membership.stripe_subscription_id),
+    )
+
+    membership.refresh_from_db()
+    assert membership.plan == our_plan
+    assert membership.foreign_price is False
+    assert subscriber_is_paid(subscriber=membership.subscriber)
+
+
+def test_moving_a_subscription_onto_a_foreign_price_ends_its_access(
+    stripe_api, stripe_webhooks, our_plan
+):
+    membership = _subscribe(
+        stripe_api, stripe_webhooks, email="mover@example.com", price=our_plan.stripe_price_id
+    )
+    cheap = stripe_api.add_price(unit_amount=100, interval="month")
+    items = stripe_api.get("subscription", membership.stripe_subscription_id)["items"]
+    items["data"][0]["price"] = cheap
+    subscription = stripe_api.update_subscription(membership.stripe_subscription_id, items=items)
+    stripe_webhooks.deliver("customer.subscription.updated", subscription)
+
+    membership.refresh_from_db()
+    assert membership.foreign_price is True
+    assert not subscriber_is_paid(subscriber=membership.subscriber)

@@ -1,0 +1,62 @@
+"""Every page carries a Content-Security-Policy; reader pages allow no inline script."""
+
+from __future__ import annotations
+
+import pytest
+
+from newsletter.models import Publication
+from tests.factories import PublishedArticleFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def _policy(response) -> dict[str, list[str]]:
+    header = response["Content-Security-Policy"]
+    return {
+        name: values
+        for name, *values in (part.split() for part in header.split(";") if part.strip())
+    }
+
+
+@pytest.fixture(autouse=True)
+def _publication():
+    Publication.load()
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/", "/p/the-article/", "/subscribe/", "/accounts/login/", "/upgrade/", "/no-such-page/"],
+)
+def test_reader_pages_run_only_the_site_s_own_scripts_and_styles(client, path):
+    PublishedArticleFactory(slug="the-article")
+    policy = _policy(client.get(path))
+    assert policy["script-src"] == ["'self'"]
+    assert policy["style-src"] == ["'self'"]
+    assert policy["object-src"] == ["'none'"]
+    assert policy["base-uri"] == ["'none'"]
+    assert policy["frame-ancestors"] == ["'none'"]
+    assert "https://checkout.stripe.com" in policy["form-action"]
+
+
+def test_a_page_served_from_the_page_cache_carries_the_policy_too(client):
+    article = PublishedArticleFactory()
+    client.get(article.get_absolute_url())
+    cached = client.get(article.get_absolute_url())
+    assert cached["X-Page-Cache"] == "hit"
+    assert _policy(cached)["script-src"] == ["'self'"]
+
+
+def test_the_admin_allows_inline_script_for_its_editor_and_nothing_else_more(editor_client):
+    policy = _policy(editor_client.get("/admin/newsletter/article/add/"))
+    assert policy["script-src"] == ["'self'", "'unsafe-inline'"]
+    assert policy["object-src"] == ["'none'"]
+    assert policy["frame-ancestors"] == ["'none'"]
+    assert policy["form-action"][0] == "'self'"
+
+
+def test_reader_pages_have_no_inline_style_or_script(client):
+    article = PublishedArticleFactory(slug="inline-check")
+    for path in ["/", article.get_absolute_url(), "/subscribe/"]:
+        html = client.get(path).content.decode()
+        assert " style=" not in html, path
+        assert "<script" not in html, path
