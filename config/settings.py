@@ -250,6 +250,10 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "control_folder": str(VAR_DIR / "celery" / "control"),
     }
 else:
+    if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
+        # kombu's Redis transport with a guard that keeps busy workers alive through a
+        # Redis restart (see config/broker.py).
+        CELERY_BROKER_TRANSPORT = "config.broker:Transport"
     # Redis redelivers unacknowledged tasks after this long; keep it above the longest
     # task so an acks_late task is not run twice while still running.
     CELERY_BROKER_TRANSPORT_OPTIONS = {

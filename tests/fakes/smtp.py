@@ -68,6 +68,8 @@ class _Handler:
         return "250 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        if self.server.data_delay:
+            await asyncio.sleep(self.server.data_delay)
         self.server._capture(envelope)
         return "250 Message accepted for delivery"
 
@@ -85,6 +87,8 @@ class FakeSMTPServer(LocalServer):
         self.received = 0
         self.connections = 0
         self.held = 0
+        # Seconds each message's DATA takes to be answered: a slow mail server.
+        self.data_delay = 0.0
         self._hold_after: int | None = None
         self.refused: list[tuple[str, int]] = []
         self._refusals: dict[str, _Refusal] = {}
