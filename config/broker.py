@@ -35,14 +35,19 @@ class QoS(redis.QoS):
         connection = getattr(self.channel, "connection", None)
         return connection is None or connection.client is None
 
+    def _forget(self, delivery_tag: Any) -> None:
+        if self._delivered is not None:
+            self._delivered.pop(delivery_tag, None)
+
     def restore_unacked(self, client: Any = None) -> None:
         if client is None and self._detached():
             logger.warning(
                 "Broker connection lost: %d unacknowledged task(s) left for Redis to hand "
                 "out again after the visibility timeout.",
-                len(self._delivered),
+                len(self._delivered or ()),
             )
-            self._delivered.clear()
+            if self._delivered is not None:
+                self._delivered.clear()
             return
         super().restore_unacked(client)
 
@@ -52,13 +57,13 @@ class QoS(redis.QoS):
                 "A task ended after the broker connection it came over was lost; Redis "
                 "hands it out again after the visibility timeout."
             )
-            self._delivered.pop(delivery_tag, None)
+            self._forget(delivery_tag)
             return
         super().ack(delivery_tag)
 
     def reject(self, delivery_tag: Any, requeue: bool = False) -> None:
         if self._detached():
-            self._delivered.pop(delivery_tag, None)
+            self._forget(delivery_tag)
             return
         super().reject(delivery_tag, requeue=requeue)
 
