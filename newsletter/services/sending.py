@@ -481,6 +481,7 @@ def send_chunk(
     connection = connection_factory()
     keeper = _ClaimKeeper(claim=claim, pks=[d.pk for d in claimed])
     untried: list[_Claimed] = []
+    dropped_before = False  # whether the previous message also lost the connection
     try:
         try:
             connection.open()
@@ -510,15 +511,25 @@ def send_chunk(
                 if _is_connection_error(exc):
                     # The server may or may not have taken this one; retrying it is the
                     # documented duplicate window. Reconnect for the rest of the chunk,
-                    # or stop and leave the rest, untried, to a later chunk.
+                    # or stop and leave the rest, untried, to a later chunk: when the
+                    # reconnect fails, or when two messages in a row lost the connection
+                    # (a server or provider that accepts connections but takes nothing).
                     connection.close()
+                    if dropped_before:
+                        result.outage = error
+                        untried = claimed[index + 1 :]
+                        break
+                    dropped_before = True
                     try:
                         connection.open()
                     except Exception as reopen_exc:  # noqa: BLE001
                         result.outage = f"{type(reopen_exc).__name__}: {reopen_exc}"
                         untried = claimed[index + 1 :]
                         break
+                else:
+                    dropped_before = False
                 continue
+            dropped_before = False
             keeper.mark(pk=delivery.pk, provider_message_id=provider_id)
     finally:
         connection.close()

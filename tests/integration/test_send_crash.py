@@ -25,8 +25,8 @@ from tests.fakes.smtp import FakeSMTPServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
-READERS = 1000
-HOLD_AFTER = 500
+READERS = 600
+HOLD_AFTER = 300
 LEASE = 3.0
 SWEEP = 0.5
 SLUG = "crash-test"

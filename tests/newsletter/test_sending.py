@@ -763,3 +763,18 @@ def test_a_worker_whose_lease_was_handed_on_stops_sending_from_the_chunk(readers
         assert not keeper.holds_claim()
     finally:
         keeper.finish()
+
+
+def test_a_server_that_drops_every_message_stops_the_chunk_after_two_tries(readers, smtp_server):
+    # It accepts connections, then closes the channel on every message (421).
+    for reader in [*readers["free"], readers["paid"]]:
+        smtp_server.refuse(reader.email, code=421, text="4.3.2 Try again later")
+    email_send = publish_article(article=ArticleFactory()).email_send
+    mark_sending(email_send)
+
+    result = sending.send_chunk(email_send_id=email_send.pk)
+
+    assert (result.sent, result.retrying, result.released) == (0, 2, 1)
+    assert result.outage.startswith("421")
+    attempts = sorted(email_send.deliveries.values_list("attempts", flat=True))
+    assert attempts == [0, 1, 1]
