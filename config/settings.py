@@ -104,6 +104,19 @@ DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
 # A kept connection that the database dropped (restart, failover) is replaced before
 # use, instead of failing the next request.
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # The embedded default has several processes (web, worker, beat) and threads (a
+    # worker's sent-marks) writing at once. WAL lets readers go on while one writes;
+    # writers queue for up to `timeout` seconds instead of failing with "database is
+    # locked"; and IMMEDIATE takes the write lock when a transaction begins, so two
+    # workers claiming deliveries run one after the other (SQLite has no SKIP LOCKED).
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        {
+            "timeout": 30,
+            "transaction_mode": "IMMEDIATE",
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL",
+        }
+    )
 if env("TEST_DATABASE_NAME", default=""):
     # Lets several test runs share one PostgreSQL server without clashing.
     DATABASES["default"]["TEST"] = {"NAME": env("TEST_DATABASE_NAME")}
@@ -225,12 +238,13 @@ else:
     EMAIL_FILE_PATH = str(VAR_DIR / "mail")
 EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=30)
 # Newsletter sends: deliveries per claimed chunk, chunks of one send in flight at once
-# (raise with the number of worker processes), and how long a claim may stay unfinished
-# before the sweeper hands it to another worker.
+# (raise with the number of worker processes), how long a claim lives after its worker
+# last renewed it (every fifth of that while it sends) before the sweeper hands it to
+# another worker, and how often the sweeper runs.
 EMAIL_SEND_CHUNK_SIZE = env.int("EMAIL_SEND_CHUNK_SIZE", default=200)
 EMAIL_SEND_PARALLELISM = env.int("EMAIL_SEND_PARALLELISM", default=4)
-EMAIL_CLAIM_TIMEOUT = env.int("EMAIL_CLAIM_TIMEOUT", default=600)
-EMAIL_SWEEP_INTERVAL = env.float("EMAIL_SWEEP_INTERVAL", default=60.0)
+EMAIL_CLAIM_TIMEOUT = env.float("EMAIL_CLAIM_TIMEOUT", default=20.0)
+EMAIL_SWEEP_INTERVAL = env.float("EMAIL_SWEEP_INTERVAL", default=5.0)
 EMAIL_UNSUBSCRIBE_MAILTO = env("EMAIL_UNSUBSCRIBE_MAILTO", default="")
 
 # --- Celery -------------------------------------------------------------------------
@@ -249,6 +263,10 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "control_folder": str(VAR_DIR / "celery" / "control"),
     }
 else:
+    if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
+        # kombu's Redis transport with a guard that keeps busy workers alive through a
+        # Redis restart (see config/broker.py).
+        CELERY_BROKER_TRANSPORT = "config.broker:Transport"
     # Redis redelivers unacknowledged tasks after this long; keep it above the longest
     # task so an acks_late task is not run twice while still running.
     CELERY_BROKER_TRANSPORT_OPTIONS = {

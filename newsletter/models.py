@@ -276,6 +276,18 @@ class Delivery(models.Model):
     segment = models.CharField(max_length=10, choices=Segment.choices, default=Segment.FREE)
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.PENDING)
     claimed_at = models.DateTimeField(null=True, blank=True)
+    # A claim is a lease: the worker holding it renews lease_expires_at every few seconds
+    # while it sends, and the sweeper hands an expired one to another worker. The token,
+    # new at every claim, says whose claim it is; a plain integer compares the same on
+    # every database (a datetime's stored form differs between SQLite and PostgreSQL).
+    claim_token = models.BigIntegerField(
+        null=True, blank=True, help_text="Identifies the worker's claim; new at every claim."
+    )
+    lease_expires_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="Another worker may take the claim after this, unless its worker renews it.",
+    )
     sent_at = models.DateTimeField(null=True, blank=True)
     attempts = models.PositiveIntegerField(default=0)
     next_attempt_at = models.DateTimeField(

@@ -217,3 +217,34 @@ def start_gunicorn(
 ) -> subprocess.Popen[bytes]:
     command = gunicorn_command(sock=sock, workers=workers, threads=threads, options=options)
     return spawn(command, env=env, log=log, pass_fds=(sock.fileno(),))
+
+
+# --- a redis-server of a test's own -----------------------------------------------------
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listened on a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_redis_server(*, port: int, log: Path) -> subprocess.Popen[bytes]:
+    """A throwaway redis-server on `port` that keeps nothing on disk (a restart starts it
+    empty, the worst case for queued tasks); returns once it answers."""
+    import time
+
+    command = ["redis-server", "--port", str(port), "--bind", "127.0.0.1"]
+    command += ["--save", "", "--appendonly", "no", "--dir", str(log.parent)]
+    process = spawn(
+        command,
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+        log=log,
+    )
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if redis_available(f"redis://127.0.0.1:{port}"):
+            return process
+        time.sleep(0.05)
+    kill(process)
+    raise RuntimeError(f"redis-server did not start on port {port}; see {log}")

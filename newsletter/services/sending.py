@@ -8,22 +8,41 @@ per segment, and hand the chunk to the email backend over one connection, markin
 delivery sent in its own commit right after the server accepted it.
 
 Exactly once: a delivery is handed to the mail server only while this worker holds its
-claim, and marked sent immediately afterwards. The one window for a duplicate is a
-worker dying after the server accepted a message and before that mark reached
-PostgreSQL (well under a millisecond; see `_SentMarker`): the sweeper then returns the
-claim to pending and the message goes out again, with the same Message-ID. A worker
-stops sending from a chunk halfway to EMAIL_CLAIM_TIMEOUT, and a late mark still counts
-while nobody has claimed the delivery again, so only a worker stalled for more than half
-that timeout inside one message's SMTP dialogue races the sweeper (logged if it loses).
+claim, and marked sent immediately afterwards. A claim is a lease: a random token
+(whose claim it is) and an expiry that the worker renews every EMAIL_CLAIM_TIMEOUT / 5
+seconds while it sends (`_ClaimKeeper`), so a slow worker keeps its chunk however long
+it takes, and the sweeper hands on a dead worker's chunk once the lease runs out
+(EMAIL_CLAIM_TIMEOUT, 20 s by default). A worker that cannot renew (its database is
+unreachable) stops sending from the chunk at half the timeout.
+
+The window for a duplicate: a sent-mark is written right after the server accepted the
+message, and a mark that fails because the database connection dropped (a restart, a
+failover, a killed backend) is written again over a new connection until it lands, so
+a connection loss alone costs nothing. A reader gets a second copy only when the worker
+dies (or gives up after `_MARK_RETRY_FOR`) with marks not yet committed: at most two per
+chunk in flight, the message whose mark is being written and the one handed over
+meanwhile (see `_ClaimKeeper`). The sweeper then returns those claims to pending and the
+messages go out again, with the same Message-ID. A late mark still counts while nobody
+has claimed the delivery again.
+
+When the mail server cannot be reached or drops the connection and a reconnect fails,
+the chunk stops: the deliveries it had not tried go back to pending without an attempt
+counted against them, and the sweeper restarts the send a sweep interval later. A
+refusal that says the mailbox does not exist (5.1.x, 5.2.1) marks the reader bounced,
+as the provider webhooks do; one about the message or the sender fails the delivery only.
 """
 
 from __future__ import annotations
 
 import logging
+import queue
+import re
+import secrets
 import smtplib
+import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -32,8 +51,8 @@ from anymail.exceptions import AnymailError, AnymailRecipientsRefused
 from django.conf import settings
 from django.core.mail import get_connection
 from django.core.mail.backends.smtp import EmailBackend as SMTPBackend
+from django.db import DatabaseError, InterfaceError, OperationalError, transaction
 from django.db import connection as db_connection
-from django.db import transaction
 from django.db.models import Case, Count, DateTimeField, F, Max, Min, Q, QuerySet, Value, When
 from django.db.models.functions import Coalesce, Now
 from django.utils import timezone
@@ -50,6 +69,7 @@ from newsletter.services.email_rendering import (
 from subscriptions.models import Subscriber
 from subscriptions.services.access import paid_subscribers
 from subscriptions.services.addresses import normalized_or_none
+from subscriptions.services.unsubscribe import record_provider_event
 
 logger = logging.getLogger(__name__)
 
@@ -164,7 +184,18 @@ class ChunkResult:
     retrying: int = 0
     skipped: int = 0
     released: int = 0
+    bounced: int = 0
+    # Why the chunk stopped early because the mail server could not be used, if it did.
+    outage: str = ""
     errors: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One worker's claim on a chunk: its token says whose the rows are."""
+
+    token: int
+    at: datetime
 
 
 @dataclass(frozen=True)
@@ -178,16 +209,19 @@ class _Claimed:
 
 def claim_chunk(
     *, email_send_id: int, size: int | None = None, now: datetime | None = None
-) -> tuple[datetime, list[_Claimed], int]:
+) -> tuple[Claim, list[_Claimed], int]:
     """Claim up to `size` due pending deliveries of a sending send.
 
-    Returns the claim time (it also identifies the claim), the claimed deliveries of
-    readers still active, and how many were skipped because the reader is not. A
-    reader whose paid access ended since publishing gets the free readers' email (or
-    nothing, when the send is for paid readers only).
+    Returns the claim (its token and time; the lease runs EMAIL_CLAIM_TIMEOUT from
+    then), the claimed deliveries of readers still active, and how many were skipped
+    because the reader is not. A reader whose paid access ended since publishing gets
+    the free readers' email (or nothing, when the send is for paid readers only).
     """
     size = size or settings.EMAIL_SEND_CHUNK_SIZE
     now = now or database_now()
+    claim = Claim(token=secrets.randbits(63), at=now)
+    # On SQLite the transaction takes the write lock at BEGIN (transaction_mode
+    # IMMEDIATE in settings), which stands in for SKIP LOCKED: claims run one at a time.
     with transaction.atomic():
         audience = (
             EmailSend.objects.filter(pk=email_send_id, status=EmailSend.Status.SENDING)
@@ -195,7 +229,7 @@ def claim_chunk(
             .first()
         )
         if audience is None:
-            return now, [], 0
+            return claim, [], 0
         ids = list(
             due_deliveries(email_send_id=email_send_id, now=now)
             .select_for_update(skip_locked=True)
@@ -203,7 +237,7 @@ def claim_chunk(
             .values_list("id", flat=True)[:size]
         )
         if not ids:
-            return now, [], 0
+            return claim, [], 0
         rows = list(
             Delivery.objects.filter(pk__in=ids).values_list(
                 "pk",
@@ -235,7 +269,11 @@ def claim_chunk(
                     for r in active
                 ]
         Delivery.objects.filter(pk__in=[r[0] for r in active]).update(
-            status=Delivery.Status.CLAIMED, claimed_at=now, attempts=F("attempts") + 1
+            status=Delivery.Status.CLAIMED,
+            claimed_at=now,
+            claim_token=claim.token,
+            lease_expires_at=now + claim_timeout(),
+            attempts=F("attempts") + 1,
         )
         for reason, pks in skipped.items():
             Delivery.objects.filter(pk__in=pks).update(
@@ -245,7 +283,12 @@ def claim_chunk(
     claimed = [
         _Claimed(pk=r[0], segment=r[1], subscriber_id=r[2], email=r[3], name=r[4]) for r in active
     ]
-    return now, claimed, sum(len(pks) for pks in skipped.values())
+    return claim, claimed, sum(len(pks) for pks in skipped.values())
+
+
+def claim_timeout() -> timedelta:
+    """How long a claim lives without its worker renewing it."""
+    return timedelta(seconds=settings.EMAIL_CLAIM_TIMEOUT)
 
 
 def database_now() -> datetime:
@@ -263,18 +306,55 @@ def database_now() -> datetime:
     return row[0]
 
 
-def _classify(exc: BaseException) -> tuple[bool, str]:
-    """(permanent?, message) for one failed message. 5xx is permanent, 4xx temporary."""
+# What a failed message says about its delivery: try again later, give up on this
+# message (the reader is not to blame), or give up on the address (a hard bounce).
+TEMPORARY, PERMANENT, BOUNCED = "temporary", "permanent", "bounced"
+
+# An enhanced status code (RFC 3463) at the start of the reply text: "5.1.1 ...".
+_ENHANCED_STATUS = re.compile(r"\s*[245]\.(\d{1,3})\.(\d{1,3})\b")
+# Basic codes that, refusing RCPT TO without an enhanced code, mean the mailbox:
+# 550 mailbox unavailable, 551 user not local, 553 mailbox name not allowed (RFC 5321).
+_MAILBOX_REFUSALS = (550, 551, 553)
+
+
+def _refusal_kind(code: int, text: str, *, at_recipient: bool) -> str:
+    """Whether a refusal is temporary, about the message or sender, or a hard bounce.
+
+    Hard bounces are the address-status codes X.1.x (RFC 3463: no such mailbox, bad
+    address, no such domain, moved), except X.1.7 and X.1.8, which are about the
+    sender, and 5.2.1 (mailbox disabled). Everything else permanent (5.7.x policy,
+    authentication, content, 5.2.2 mailbox full, 5.3.4 too big) fails the message only.
+    """
+    if code < 500:
+        return TEMPORARY
+    enhanced = _ENHANCED_STATUS.match(text)
+    if enhanced:
+        subject, detail = int(enhanced[1]), int(enhanced[2])
+        if (subject == 1 and detail not in (7, 8)) or (subject, detail) == (2, 1):
+            return BOUNCED
+        return PERMANENT
+    return BOUNCED if at_recipient and code in _MAILBOX_REFUSALS else PERMANENT
+
+
+def _classify(exc: BaseException) -> tuple[str, str]:
+    """(kind, message) for one failed message: TEMPORARY, PERMANENT or BOUNCED."""
     if isinstance(exc, smtplib.SMTPRecipientsRefused):
         code, reply = next(iter(exc.recipients.values()))
-        return code >= 500, f"{code} {reply.decode(errors='replace')}"
+        text = reply.decode(errors="replace")
+        return _refusal_kind(code, text, at_recipient=True), f"{code} {text}"
     if isinstance(exc, smtplib.SMTPResponseException):
         error = exc.smtp_error
-        reason = error.decode(errors="replace") if isinstance(error, bytes) else str(error)
-        return exc.smtp_code >= 500, f"{exc.smtp_code} {reason}"
+        text = error.decode(errors="replace") if isinstance(error, bytes) else str(error)
+        # MAIL FROM refused is the sender's problem whatever the code says.
+        at_sender = isinstance(exc, smtplib.SMTPSenderRefused)
+        kind = _refusal_kind(exc.smtp_code, text, at_recipient=False)
+        if at_sender and kind == BOUNCED:
+            kind = PERMANENT
+        return kind, f"{exc.smtp_code} {text}"
     if isinstance(exc, AnymailRecipientsRefused):
-        return True, str(exc)
-    return False, f"{type(exc).__name__}: {exc}"
+        # The provider's own bounce and suppression reports arrive by webhook.
+        return PERMANENT, str(exc)
+    return TEMPORARY, f"{type(exc).__name__}: {exc}"
 
 
 def _is_connection_error(exc: BaseException) -> bool:
@@ -314,45 +394,73 @@ def _rendered(
     return _render_cache[key]
 
 
-# The claim is this worker's while the row carries its claim time: still claimed, or
-# returned to pending by the sweeper but not claimed again (a slow worker's late mark
-# then still prevents a second copy).
+# The claim is this worker's while the row carries its token: still claimed, or returned
+# to pending by the sweeper but not claimed again (a slow worker's late mark then still
+# prevents a second copy), or already marked sent by this worker (a mark written again
+# after its connection dropped before the answer came back).
 _MARK_SENT_SQL = (
     f"UPDATE {Delivery._meta.db_table} SET status = %s, sent_at = %s, "  # noqa: S608
     "provider_message_id = %s, last_error = '', next_attempt_at = NULL "
-    "WHERE id = %s AND claimed_at = %s AND status IN (%s, %s)"
+    "WHERE id = %s AND claim_token = %s AND status IN (%s, %s, %s)"
 )
 # PostgreSQL: this statement's own commit does not wait for the WAL flush. Local to the
 # statement's transaction, so nothing stays set on a pooled or reused connection.
 _RELAXED_COMMIT = " RETURNING set_config('synchronous_commit', 'off', true)"
+# How long a worker keeps writing a sent-mark whose database connection dropped before
+# it gives the mark up (the reader may then get a second copy): a restart or a
+# failover is over well within it.
+_MARK_RETRY_FOR = 120.0
+_CONNECTION_LOST = (OperationalError, InterfaceError)
 
 
-def _mark_sent(
-    *, pk: int, claimed_at: datetime, provider_message_id: str, relaxed: bool = False
-) -> bool:
+def _mark_sent(*, pk: int, token: int, provider_message_id: str, relaxed: bool = False) -> bool:
     """Commit one delivery as sent, only while no other worker has claimed it since.
 
     Right after the server accepted the message, in its own commit, as one plain
     statement: the window between acceptance and commit stays as short as it can be.
-    `relaxed` (autocommit only) skips waiting for the flush; see `_SentMarker`.
+    `relaxed` (autocommit only) skips waiting for the flush; see `_ClaimKeeper`.
     """
     sql = _MARK_SENT_SQL
     if relaxed and db_connection.vendor == "postgresql":
         sql += _RELAXED_COMMIT
+    # A raw statement takes the datetime in the form the ORM stores it (naive UTC text
+    # on SQLite), so sent_at compares and sorts like every other row's.
+    sent_at = db_connection.ops.adapt_datetimefield_value(timezone.now())
     with db_connection.cursor() as cursor:
         cursor.execute(
             sql,
             [
                 Delivery.Status.SENT.value,
-                timezone.now(),
+                sent_at,
                 provider_message_id[:300],
                 pk,
-                claimed_at,
+                token,
                 Delivery.Status.CLAIMED.value,
                 Delivery.Status.PENDING.value,
+                Delivery.Status.SENT.value,
             ],
         )
         return cursor.rowcount == 1
+
+
+def _reconnecting(write: Callable[[], Any], *, retry_for: float) -> Any:
+    """Run a database write, again over a new connection while the old one is lost.
+
+    Only for idempotent writes: a statement whose connection dropped may or may not
+    have committed.
+    """
+    deadline = time.monotonic() + retry_for
+    delay = 0.05
+    while True:
+        try:
+            return write()
+        except _CONNECTION_LOST as exc:
+            db_connection.close()  # this thread's; the next query opens a new one
+            if time.monotonic() + delay > deadline:
+                raise
+            logger.warning("Database connection lost (%s); writing again.", exc)
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
 
 
 def send_chunk(
@@ -363,27 +471,30 @@ def send_chunk(
 ) -> ChunkResult:
     """Claim one chunk of a send and email it over one connection."""
     result = ChunkResult()
-    claimed_at, claimed, result.skipped = claim_chunk(email_send_id=email_send_id, size=size)
+    claim, claimed, result.skipped = claim_chunk(email_send_id=email_send_id, size=size)
     result.claimed = len(claimed) + result.skipped
     if not claimed:
         _record_chunk(email_send_id=email_send_id, result=result)
         return result
     email_send = EmailSend.objects.select_related("article").get(pk=email_send_id)
     publication = Publication.load()
-    # Stop well before the sweeper may consider these claims stale and hand them on.
-    deadline = time.monotonic() + settings.EMAIL_CLAIM_TIMEOUT / 2
-    failures: list[tuple[_Claimed, bool, str]] = []
+    failures: list[tuple[_Claimed, str, str]] = []
     connection = connection_factory()
-    marker = _SentMarker(claimed_at=claimed_at)
+    keeper = _ClaimKeeper(claim=claim, pks=[d.pk for d in claimed])
+    untried: list[_Claimed] = []
+    dropped_before = False  # whether the previous message also lost the connection
     try:
-        connection.open()
-    except Exception as exc:  # noqa: BLE001 (any backend's failure to connect is temporary)
-        failures = [(d, False, f"{type(exc).__name__}: {exc}") for d in claimed]
-        claimed = []
-    try:
+        try:
+            connection.open()
+        except Exception as exc:  # noqa: BLE001 (any backend's failure to connect is temporary)
+            result.outage = f"{type(exc).__name__}: {exc}"
+            untried = claimed
+            claimed = []
         for index, delivery in enumerate(claimed):
-            if time.monotonic() > deadline:
-                result.released = _release(claimed[index:], claimed_at=claimed_at)
+            if not keeper.holds_claim():
+                # The lease may run out before this worker can renew it: stop before the
+                # sweeper hands these deliveries to another worker.
+                untried = claimed[index:]
                 break
             rendered = _rendered(
                 email_send=email_send, segment=delivery.segment, publication=publication
@@ -396,25 +507,54 @@ def send_chunk(
                     connection=connection, rendered=rendered, reader=reader, send_id=email_send_id
                 )
             except Exception as exc:  # noqa: BLE001 (recorded per delivery, below)
-                permanent, error = _classify(exc)
-                failures.append((delivery, permanent, error))
+                kind, error = _classify(exc)
+                failures.append((delivery, kind, error))
                 if _is_connection_error(exc):
                     # The server may or may not have taken this one; retrying it is the
-                    # documented duplicate window. Reconnect for the rest of the chunk.
+                    # documented duplicate window. Reconnect for the rest of the chunk,
+                    # or stop and leave the rest, untried, to a later chunk: when the
+                    # reconnect fails, or when two messages in a row lost the connection
+                    # (a server or provider that accepts connections but takes nothing).
                     connection.close()
+                    if dropped_before:
+                        result.outage = error
+                        untried = claimed[index + 1 :]
+                        break
+                    dropped_before = True
                     try:
                         connection.open()
                     except Exception as reopen_exc:  # noqa: BLE001
-                        error = f"{type(reopen_exc).__name__}: {reopen_exc}"
-                        failures.extend((d, False, error) for d in claimed[index + 1 :])
+                        result.outage = f"{type(reopen_exc).__name__}: {reopen_exc}"
+                        untried = claimed[index + 1 :]
                         break
+                else:
+                    dropped_before = False
                 continue
-            marker.mark(pk=delivery.pk, provider_message_id=provider_id)
+            dropped_before = False
+            keeper.mark(pk=delivery.pk, provider_message_id=provider_id)
     finally:
         connection.close()
-        result.sent = marker.finish()
-    _record_failures(failures, claimed_at=claimed_at, result=result)
-    _record_chunk(email_send_id=email_send_id, result=result)
+        result.sent = keeper.finish()
+    if untried:
+        result.released = _reconnecting(
+            lambda: _release(untried, token=claim.token), retry_for=_MARK_RETRY_FOR
+        )
+    if result.outage:
+        logger.warning(
+            "Send %s: the mail server cannot be used (%s); %d deliveries wait, untried, "
+            "for the next chunk.",
+            email_send_id,
+            result.outage,
+            result.released,
+        )
+    _reconnecting(
+        lambda: _record_failures(failures, token=claim.token, result=result),
+        retry_for=_MARK_RETRY_FOR,
+    )
+    _reconnecting(
+        lambda: _record_chunk(email_send_id=email_send_id, result=result),
+        retry_for=_MARK_RETRY_FOR,
+    )
     return result
 
 
@@ -439,52 +579,85 @@ def _hand_over(
     return getattr(status, "message_id", None) or message.extra_headers.get("Message-ID", "")
 
 
-class _SentMarker:
-    """Commits each delivery as sent while the next message is already on its way.
+_STOP = object()
+_TICK = object()
 
-    Every mark is handed to the helper thread, which writes it to PostgreSQL at once,
-    as soon as the server accepted the message; the worker waits for a mark's result
-    only after handing over the next message, so the database round trip overlaps
-    with the SMTP dialogue instead of adding to it, and no mark is more than one
-    behind. A statement PostgreSQL has received commits even if the worker is killed
-    before reading the answer.
 
-    The marks go over a second database connection in a helper thread, and their commits
-    return without waiting for the WAL flush (`synchronous_commit` off for each mark's
-    own transaction): a worker that dies loses nothing by that, only a crash of the
-    database server itself can lose the last fraction of a second of marks, whose
-    messages would go out again. The thread and its connection live for one chunk, in
-    the process that runs it (never across a fork).
-    Inside a transaction (tests) the marks are made inline on the caller's connection.
+class _ClaimKeeper:
+    """Holds a chunk's claim while the worker sends it: renews the lease, commits marks.
+
+    A helper thread with a database connection of its own does both. Every sent-mark is
+    handed to it as soon as the server accepted the message, and the worker waits for a
+    mark's result only after handing over the next message, so the database round trip
+    overlaps with the SMTP dialogue instead of adding to it, and no mark is more than one
+    behind: at most two messages (the one being marked and the one handed over
+    meanwhile) are out without a committed mark. A statement the database has received
+    commits even if the worker is killed before reading the answer; a mark whose
+    connection dropped is written again over a new one (`_reconnecting`).
+
+    Between marks, and while the worker waits on a slow mail server, the thread renews
+    the lease every EMAIL_CLAIM_TIMEOUT / 5 seconds. `holds_claim()` turns false when
+    the last renewal is more than half the timeout old (the database was unreachable)
+    or the sweeper handed a delivery on: the worker then stops sending from the chunk.
+
+    The marks' commits return without waiting for the WAL flush on PostgreSQL
+    (`synchronous_commit` off for each mark's own transaction): a worker that dies loses
+    nothing by that; only a crash of the database server itself can lose the last
+    fraction of a second of marks, whose messages would go out again. The thread and its
+    connection live for one chunk, in the process that runs it (never across a fork).
+    Inside a transaction (tests) the marks and renewals are made inline on the caller's
+    connection.
     """
 
-    def __init__(self, *, claimed_at: datetime) -> None:
-        self.claimed_at = claimed_at
+    def __init__(self, *, claim: Claim, pks: list[int]) -> None:
+        self.claim = claim
+        self.pks = pks
         self.sent = 0
         self.lost = 0
         self.inline = db_connection.in_atomic_block
-        self._executor: ThreadPoolExecutor | None = None
+        self._interval = settings.EMAIL_CLAIM_TIMEOUT / 5
+        self._renewed_at = time.monotonic()
+        self._handed_on = False
         self._pending: Future[bool] | None = None
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        if not self.inline:
+            self._thread = threading.Thread(target=self._run, name="claim-keeper", daemon=True)
+            self._thread.start()
+
+    def holds_claim(self) -> bool:
+        if self.inline and time.monotonic() - self._renewed_at >= self._interval:
+            self._renew()
+        age = time.monotonic() - self._renewed_at
+        return not self._handed_on and age < settings.EMAIL_CLAIM_TIMEOUT / 2
 
     def mark(self, *, pk: int, provider_message_id: str) -> None:
         if self.inline:
             self._count(
-                _mark_sent(
-                    pk=pk, claimed_at=self.claimed_at, provider_message_id=provider_message_id
-                )
+                _mark_sent(pk=pk, token=self.claim.token, provider_message_id=provider_message_id)
             )
             return
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sent-marker")
-        submitted = self._executor.submit(
-            _mark_sent,
-            pk=pk,
-            claimed_at=self.claimed_at,
-            provider_message_id=provider_message_id,
-            relaxed=True,
-        )
+        submitted: Future[bool] = Future()
+        self._queue.put((submitted, pk, provider_message_id))
         self._collect()  # the previous mark: never more than one behind
         self._pending = submitted
+
+    def finish(self) -> int:
+        """Wait for the last mark and stop the helper (and its connection); the number sent."""
+        try:
+            self._collect()
+        finally:
+            if self._thread is not None:
+                self._queue.put(_STOP)
+                self._thread.join()
+        if self.lost:
+            logger.error(
+                "%d messages were accepted by the mail server but could not be recorded as "
+                "sent (another worker had claimed them again, or the database stayed "
+                "unreachable); those readers may get the email twice.",
+                self.lost,
+            )
+        return self.sent
 
     def _count(self, marked: bool) -> None:
         if marked:
@@ -493,41 +666,81 @@ class _SentMarker:
             self.lost += 1
 
     def _collect(self) -> None:
-        if self._pending is not None:
-            pending, self._pending = self._pending, None
+        if self._pending is None:
+            return
+        pending, self._pending = self._pending, None
+        try:
             self._count(pending.result())
+        except DatabaseError:
+            logger.exception("A sent-mark could not be written.")
+            self._count(False)
+            self._handed_on = True  # stop sending: nothing more could be recorded either
 
-    def finish(self) -> int:
-        """Wait for the last mark and close the helper's connection; the number sent."""
-        if self._executor is not None:
-            try:
-                self._collect()
-            finally:
-                # The helper thread's own connection; closed in that thread.
-                self._executor.submit(_close_connection).result()
-                self._executor.shutdown()
-        if self.lost:
-            logger.error(
-                "%d messages were accepted by the mail server after another worker had "
-                "claimed them again (EMAIL_CLAIM_TIMEOUT too short?); those readers may "
-                "get the email twice.",
-                self.lost,
+    def _run(self) -> None:
+        next_renewal = time.monotonic() + self._interval
+        try:
+            while True:
+                try:
+                    item = self._queue.get(timeout=max(0.0, next_renewal - time.monotonic()))
+                except queue.Empty:
+                    item = _TICK
+                if item is _STOP:
+                    return
+                if item is not _TICK:
+                    future, pk, provider_message_id = item
+                    try:
+                        future.set_result(self._write_mark(pk, provider_message_id))
+                    except BaseException as exc:  # noqa: BLE001 (handed to the worker)
+                        future.set_exception(exc)
+                if time.monotonic() >= next_renewal:
+                    self._renew()
+                    next_renewal = time.monotonic() + self._interval
+        finally:
+            db_connection.close()  # the helper thread's own connection
+
+    def _write_mark(self, pk: int, provider_message_id: str) -> bool:
+        return bool(
+            _reconnecting(
+                lambda: _mark_sent(
+                    pk=pk,
+                    token=self.claim.token,
+                    provider_message_id=provider_message_id,
+                    relaxed=True,
+                ),
+                retry_for=_MARK_RETRY_FOR,
             )
-        return self.sent
+        )
+
+    def _renew(self) -> None:
+        started = time.monotonic()
+        mine = Delivery.objects.filter(pk__in=self.pks)
+        try:
+            mine.filter(claim_token=self.claim.token, status=Delivery.Status.CLAIMED).update(
+                lease_expires_at=database_now() + claim_timeout()
+            )
+            handed_on = mine.filter(
+                Q(status=Delivery.Status.PENDING)
+                | (Q(status=Delivery.Status.CLAIMED) & ~Q(claim_token=self.claim.token))
+            ).exists()
+        except DatabaseError as exc:
+            if not self.inline:
+                db_connection.close()
+            logger.warning("The lease of a claimed chunk could not be renewed: %s", exc)
+            return
+        if handed_on:
+            self._handed_on = True
+        self._renewed_at = started
 
 
-def _close_connection() -> None:
-    db_connection.close()
-
-
-def _release(deliveries: list[_Claimed], *, claimed_at: datetime) -> int:
+def _release(deliveries: list[_Claimed], *, token: int) -> int:
+    """Hand untried deliveries back to pending, without counting an attempt."""
     return Delivery.objects.filter(
-        pk__in=[d.pk for d in deliveries], status=Delivery.Status.CLAIMED, claimed_at=claimed_at
+        pk__in=[d.pk for d in deliveries], status=Delivery.Status.CLAIMED, claim_token=token
     ).update(status=Delivery.Status.PENDING, attempts=F("attempts") - 1)
 
 
 def _record_failures(
-    failures: list[tuple[_Claimed, bool, str]], *, claimed_at: datetime, result: ChunkResult
+    failures: list[tuple[_Claimed, str, str]], *, token: int, result: ChunkResult
 ) -> None:
     if not failures:
         return
@@ -535,13 +748,24 @@ def _record_failures(
     attempts = dict(
         Delivery.objects.filter(pk__in=[d.pk for d, _, _ in failures]).values_list("pk", "attempts")
     )
-    for delivery, permanent, error in failures:
+    errors = []
+    for delivery, kind, error in failures:
         tries = attempts.get(delivery.pk, MAX_ATTEMPTS)
-        mine = Delivery.objects.filter(
-            pk=delivery.pk, status=Delivery.Status.CLAIMED, claimed_at=claimed_at
-        )
         # A claim another worker has taken over since is theirs to record.
-        if permanent or tries >= MAX_ATTEMPTS:
+        mine = Delivery.objects.filter(
+            pk=delivery.pk, status=Delivery.Status.CLAIMED, claim_token=token
+        )
+        if kind == BOUNCED:
+            # The mailbox does not exist: no later article goes to it either.
+            bounced = record_provider_event(
+                email=delivery.email, event_type="bounced", description=error
+            )
+            result.bounced += bounced
+            note = " (the reader is now marked bounced)" if bounced else ""
+            result.failed += mine.update(
+                status=Delivery.Status.FAILED, last_error=error + note, next_attempt_at=None
+            )
+        elif kind == PERMANENT or tries >= MAX_ATTEMPTS:
             result.failed += mine.update(
                 status=Delivery.Status.FAILED, last_error=error, next_attempt_at=None
             )
@@ -551,8 +775,9 @@ def _record_failures(
                 last_error=error,
                 next_attempt_at=now + retry_delay(tries),
             )
-        result.errors.append(f"{delivery.email}: {error}")
-    logger.warning("Send chunk had %d failed deliveries: %s", len(failures), result.errors[:5])
+        errors.append(f"{delivery.email}: {error}")
+    result.errors = errors
+    logger.warning("Send chunk had %d failed deliveries: %s", len(failures), errors[:5])
 
 
 def _record_chunk(*, email_send_id: int, result: ChunkResult) -> None:
@@ -572,7 +797,14 @@ def _record_chunk(*, email_send_id: int, result: ChunkResult) -> None:
 
 
 def continue_send(*, email_send_id: int, result: ChunkResult) -> bool:
-    """After a chunk: queue the next one while there was work, or finish the send."""
+    """After a chunk: queue the next one while there was work, or finish the send.
+
+    A chunk stopped by a mail-server outage ends its chain: the sweeper restarts the
+    send once it has been idle for EMAIL_SWEEP_INTERVAL, instead of every chain
+    claiming and releasing the same deliveries as fast as the server refuses them.
+    """
+    if result.outage:
+        return False
     if result.claimed:
         _queue_chunks(email_send_id, 1)
         return True
@@ -622,27 +854,31 @@ class SweepResult:
 
 
 def sweep_email_sends(*, now: datetime | None = None) -> SweepResult:
-    """Periodic: return stale claims to pending and restart stalled sends.
+    """Periodic: return expired claims to pending and restart stalled sends.
 
-    A claim is stale when its worker died (kill -9, lost machine): after
-    EMAIL_CLAIM_TIMEOUT its deliveries go back to pending. A send with due pending
-    deliveries and no chunk in flight (its chain ended after a crash, or retries came
-    due) gets its chains restarted. Extra chains are harmless: claims never overlap.
+    A claim expires when its worker stopped renewing it (kill -9, a lost machine):
+    EMAIL_CLAIM_TIMEOUT after the last renewal its deliveries go back to pending, still
+    carrying the token, so a late mark from that worker still counts until another
+    worker claims them. A send with due pending deliveries and no chunk in flight (its
+    chain ended after a crash or a mail-server outage, or retries came due) gets its
+    chains restarted. Extra chains are harmless: claims never overlap.
     """
     now = now or database_now()
     result = SweepResult()
-    stale_before = now - timedelta(seconds=settings.EMAIL_CLAIM_TIMEOUT)
+    # Claimed rows without a lease come from before leases existed.
+    expired = Q(status=Delivery.Status.CLAIMED) & (
+        Q(lease_expires_at__lt=now) | Q(lease_expires_at__isnull=True)
+    )
     idle_before = now - timedelta(seconds=settings.EMAIL_SWEEP_INTERVAL)
     # A cancelled send's rows that a worker handed back after the cancel (a retry, a
     # release) or left claimed when it died: nobody will send them any more.
     Delivery.objects.filter(send__status=EmailSend.Status.CANCELLED).filter(
-        Q(status=Delivery.Status.PENDING)
-        | Q(status=Delivery.Status.CLAIMED, claimed_at__lt=stale_before)
+        Q(status=Delivery.Status.PENDING) | expired
     ).update(status=Delivery.Status.SKIPPED, last_error="The send was cancelled.")
     for email_send in EmailSend.objects.filter(status__in=ACTIVE_SEND_STATUSES):
-        released = Delivery.objects.filter(
-            send=email_send, status=Delivery.Status.CLAIMED, claimed_at__lt=stale_before
-        ).update(status=Delivery.Status.PENDING)
+        released = Delivery.objects.filter(expired, send=email_send).update(
+            status=Delivery.Status.PENDING
+        )
         result.released += released
         if email_send.status == EmailSend.Status.QUEUED:
             if email_send.created_at < idle_before:

@@ -68,6 +68,8 @@ class _Handler:
         return "250 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        if self.server.data_delay:
+            await asyncio.sleep(self.server.data_delay)
         self.server._capture(envelope)
         return "250 Message accepted for delivery"
 
@@ -85,6 +87,8 @@ class FakeSMTPServer(LocalServer):
         self.received = 0
         self.connections = 0
         self.held = 0
+        # Seconds each message's DATA takes to be answered: a slow mail server.
+        self.data_delay = 0.0
         self._hold_after: int | None = None
         self.refused: list[tuple[str, int]] = []
         self._refusals: dict[str, _Refusal] = {}
@@ -92,6 +96,8 @@ class FakeSMTPServer(LocalServer):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._server: asyncio.Server | None = None
+        self._factory: Any = None
+        self._transports: set[Any] = set()
 
     @property
     def url(self) -> str:
@@ -191,11 +197,17 @@ class FakeSMTPServer(LocalServer):
                 def connection_made(self, transport: Any) -> None:
                     with server._lock:
                         server.connections += 1
+                    server._transports.add(transport)
                     super().connection_made(transport)
+
+                def connection_lost(self, error: Exception | None) -> None:
+                    server._transports.discard(self.transport)
+                    super().connection_lost(error)
 
             def factory() -> SMTP:
                 return CountingSMTP(handler, hostname="fake-smtp.test", loop=loop)
 
+            self._factory = factory
             self._server = loop.run_until_complete(loop.create_server(factory, sock=sock))
             ready.set()
             loop.run_forever()
@@ -208,6 +220,32 @@ class FakeSMTPServer(LocalServer):
         if not ready.wait(10):
             raise RuntimeError("The fake SMTP server did not start.")
         return self
+
+    def go_down(self) -> None:
+        """An outage: drop every connection mid-dialogue and refuse new ones."""
+
+        async def down() -> None:
+            assert self._server is not None
+            self._server.close()
+            for transport in list(self._transports):
+                transport.abort()
+
+        self._run_in_loop(down())
+
+    def come_back(self) -> None:
+        """Listen again on the same port after `go_down()`."""
+
+        async def up() -> None:
+            assert self._loop is not None
+            self._server = await self._loop.create_server(
+                self._factory, self.host, self.port, reuse_address=True
+            )
+
+        self._run_in_loop(up())
+
+    def _run_in_loop(self, coroutine: Any) -> None:
+        assert self._loop is not None, "start() the server first"
+        asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(10)
 
     def stop(self) -> None:
         if self._loop is not None and self._thread is not None:

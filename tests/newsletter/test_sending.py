@@ -1,3 +1,5 @@
+import smtplib
+import time
 from datetime import timedelta
 
 import pytest
@@ -302,7 +304,9 @@ def test_a_temporary_refusal_is_retried_with_backoff_and_then_delivered(readers,
     assert email_send.status == EmailSend.Status.SENT
 
 
-def test_a_mail_server_that_is_down_leaves_the_chunk_to_retry(readers, settings):
+def test_a_mail_server_that_is_down_hands_the_chunk_back_untried_without_spending_attempts(
+    readers, settings
+):
     settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
     settings.EMAIL_HOST = "127.0.0.1"
     settings.EMAIL_PORT = 9  # nothing listens on the discard port
@@ -312,10 +316,50 @@ def test_a_mail_server_that_is_down_leaves_the_chunk_to_retry(readers, settings)
 
     result = sending.send_chunk(email_send_id=email_send.pk)
 
-    assert (result.sent, result.retrying) == (0, 3)
-    statuses = set(email_send.deliveries.values_list("status", flat=True))
-    assert statuses == {Delivery.Status.PENDING}
-    assert all(d.next_attempt_at for d in email_send.deliveries.all())
+    assert (result.sent, result.retrying, result.released) == (0, 0, 3)
+    assert "ConnectionRefusedError" in result.outage
+    rows = list(email_send.deliveries.values_list("status", "attempts", "next_attempt_at"))
+    assert rows == [(Delivery.Status.PENDING, 0, None)] * 3
+    # The chain stops instead of claiming the same deliveries again at once; the
+    # sweeper restarts the send once it has been idle for a sweep interval.
+    assert not sending.continue_send(email_send_id=email_send.pk, result=result)
+
+
+def test_a_connection_dropped_mid_chunk_charges_the_message_tried_and_releases_the_rest(
+    readers, smtp_server
+):
+    # The second message's connection is dropped and the server is gone for the reconnect.
+    addresses = [r.email for r in readers["free"]] + ["paid@example.com"]  # claim order
+    smtp_server.refuse(addresses[1], code=421, text="Shutting down")
+    email_send = publish_article(article=ArticleFactory()).email_send
+    mark_sending(email_send)
+
+    def connections():
+        from django.core.mail import get_connection
+
+        connection = get_connection()
+        opened = 0
+        original_open = connection.open
+
+        def open_once():
+            nonlocal opened
+            opened += 1
+            if opened > 1:
+                raise ConnectionRefusedError(111, "Connection refused")
+            return original_open()
+
+        connection.open = open_once
+        return connection
+
+    result = sending.send_chunk(email_send_id=email_send.pk, connection_factory=connections)
+
+    assert (result.sent, result.retrying, result.released) == (1, 1, 1)
+    assert "Connection refused" in result.outage
+    rows = dict(email_send.deliveries.values_list("subscriber__email", "attempts"))
+    assert rows == {addresses[0]: 1, addresses[1]: 1, addresses[2]: 0}
+    tried = Delivery.objects.get(send=email_send, subscriber__email=addresses[1])
+    assert (tried.status, tried.last_error) == (Delivery.Status.PENDING, "421 Shutting down")
+    assert tried.next_attempt_at is not None
 
 
 def test_temporary_failures_become_permanent_after_the_last_attempt(readers, smtp_server):
@@ -337,13 +381,14 @@ def test_stale_claims_of_a_dead_worker_go_back_to_pending_and_are_sent_once(read
     email_send = publish_article(article=ArticleFactory()).email_send
     mark_sending(email_send)
     # A worker claims the chunk, then dies before sending anything.
-    claimed_at, claimed, _ = sending.claim_chunk(email_send_id=email_send.pk)
+    claim, claimed, _ = sending.claim_chunk(email_send_id=email_send.pk)
     assert len(claimed) == 3
     assert sending.send_chunk(email_send_id=email_send.pk).claimed == 0  # nothing left to claim
 
-    swept_early = sending.sweep_email_sends(now=claimed_at + timedelta(seconds=10))
+    lease = timedelta(seconds=settings.EMAIL_CLAIM_TIMEOUT)
+    swept_early = sending.sweep_email_sends(now=claim.at + lease - timedelta(seconds=1))
     assert swept_early.released == 0
-    later = claimed_at + timedelta(seconds=settings.EMAIL_CLAIM_TIMEOUT + 1)
+    later = claim.at + lease + timedelta(seconds=1)
     swept = sending.sweep_email_sends(now=later)
 
     assert swept.released == 3
@@ -373,13 +418,22 @@ def test_a_worker_whose_clock_runs_behind_keeps_its_claims_from_the_sweeper(read
 def test_a_worker_whose_claim_was_handed_on_does_not_record_it_as_its_own(readers):
     email_send = publish_article(article=ArticleFactory()).email_send
     mark_sending(email_send)
-    claimed_at, claimed, _ = sending.claim_chunk(email_send_id=email_send.pk)
-    Delivery.objects.filter(send=email_send).update(claimed_at=claimed_at + timedelta(seconds=1))
+    claim, claimed, _ = sending.claim_chunk(email_send_id=email_send.pk)
+    Delivery.objects.filter(send=email_send).update(claim_token=claim.token + 1)
 
-    assert not sending._mark_sent(
-        pk=claimed[0].pk, claimed_at=claimed_at, provider_message_id="<x@y>"
-    )
+    assert not sending._mark_sent(pk=claimed[0].pk, token=claim.token, provider_message_id="<x@y>")
     assert Delivery.objects.get(pk=claimed[0].pk).status == Delivery.Status.CLAIMED
+
+
+def test_a_sent_mark_written_again_after_its_answer_was_lost_still_counts(readers):
+    email_send = publish_article(article=ArticleFactory()).email_send
+    mark_sending(email_send)
+    claim, claimed, _ = sending.claim_chunk(email_send_id=email_send.pk)
+
+    assert sending._mark_sent(pk=claimed[0].pk, token=claim.token, provider_message_id="<x@y>")
+    assert sending._mark_sent(pk=claimed[0].pk, token=claim.token, provider_message_id="<x@y>")
+
+    assert Delivery.objects.get(pk=claimed[0].pk).status == Delivery.Status.SENT
 
 
 def test_a_slow_workers_mark_still_counts_when_its_swept_claim_was_not_taken_again(
@@ -388,32 +442,32 @@ def test_a_slow_workers_mark_still_counts_when_its_swept_claim_was_not_taken_aga
     settings.EMAIL_SEND_PARALLELISM = 0  # the sweeper queues no chunk that could reclaim
     email_send = publish_article(article=ArticleFactory()).email_send
     mark_sending(email_send)
-    claimed_at, claimed, _ = sending.claim_chunk(email_send_id=email_send.pk)
-    later = claimed_at + timedelta(seconds=settings.EMAIL_CLAIM_TIMEOUT + 1)
+    claim, claimed, _ = sending.claim_chunk(email_send_id=email_send.pk)
+    later = claim.at + timedelta(seconds=settings.EMAIL_CLAIM_TIMEOUT + 1)
     assert sending.sweep_email_sends(now=later).released == 3
 
     # The slow worker's message was accepted meanwhile: its mark must stop a second copy.
-    assert sending._mark_sent(pk=claimed[0].pk, claimed_at=claimed_at, provider_message_id="<a@b>")
+    assert sending._mark_sent(pk=claimed[0].pk, token=claim.token, provider_message_id="<a@b>")
 
     delivery = Delivery.objects.get(pk=claimed[0].pk)
     assert delivery.status == Delivery.Status.SENT
     _, reclaimed, _ = sending.claim_chunk(email_send_id=email_send.pk)
     assert {d.pk for d in reclaimed} == {d.pk for d in claimed[1:]}
     # Once claimed again, the first worker's late mark no longer counts.
-    assert not sending._mark_sent(
-        pk=claimed[1].pk, claimed_at=claimed_at, provider_message_id="<c@d>"
-    )
+    assert not sending._mark_sent(pk=claimed[1].pk, token=claim.token, provider_message_id="<c@d>")
 
 
 def test_a_failure_on_a_claim_taken_over_is_not_counted_by_the_worker_that_lost_it(readers):
     email_send = publish_article(article=ArticleFactory()).email_send
     mark_sending(email_send)
-    claimed_at, claimed, _ = sending.claim_chunk(email_send_id=email_send.pk)
+    claim, claimed, _ = sending.claim_chunk(email_send_id=email_send.pk)
     refused = next(d for d in claimed if d.email == readers["free"][0].email)
-    Delivery.objects.filter(pk=refused.pk).update(claimed_at=claimed_at + timedelta(seconds=1))
+    Delivery.objects.filter(pk=refused.pk).update(claim_token=claim.token + 1)
     result = sending.ChunkResult()
 
-    sending._record_failures([(refused, True, "550 x")], claimed_at=claimed_at, result=result)
+    sending._record_failures(
+        [(refused, sending.PERMANENT, "554 5.7.1 x")], token=claim.token, result=result
+    )
 
     assert (result.failed, result.retrying) == (0, 0)
     assert Delivery.objects.get(pk=refused.pk).status == Delivery.Status.CLAIMED
@@ -436,9 +490,9 @@ def test_a_worker_releases_what_it_cannot_send_before_its_claim_goes_stale(reade
 def test_a_chunk_finishing_after_another_worker_closed_the_send_is_not_counted_twice(readers):
     email_send = publish_article(article=ArticleFactory()).email_send
     mark_sending(email_send)
-    claimed_at, claimed, _ = sending.claim_chunk(email_send_id=email_send.pk)
+    claim, claimed, _ = sending.claim_chunk(email_send_id=email_send.pk)
     for delivery in claimed:  # this worker's marks are committed...
-        sending._mark_sent(pk=delivery.pk, claimed_at=claimed_at, provider_message_id="<m@x>")
+        sending._mark_sent(pk=delivery.pk, token=claim.token, provider_message_id="<m@x>")
     # ...and another chain, finding nothing left, closes the send from the ledger
     assert sending.finish_send_if_done(email_send_id=email_send.pk)
 
@@ -486,11 +540,11 @@ def test_deliveries_a_worker_hands_back_after_a_cancel_are_skipped_by_the_sweepe
 ):
     email_send = publish_article(article=ArticleFactory()).email_send
     mark_sending(email_send)
-    claimed_at, claimed, _ = sending.claim_chunk(email_send_id=email_send.pk, size=2)
+    claim, claimed, _ = sending.claim_chunk(email_send_id=email_send.pk, size=2)
     sending.cancel_send(email_send=email_send)  # while that chunk is being sent
     # The worker records a temporary failure (back to pending); another one died.
     Delivery.objects.filter(pk=claimed[0].pk).update(status=Delivery.Status.PENDING)
-    later = claimed_at + timedelta(seconds=settings.EMAIL_CLAIM_TIMEOUT + 1)
+    later = claim.at + timedelta(seconds=settings.EMAIL_CLAIM_TIMEOUT + 1)
 
     sending.sweep_email_sends(now=later)
 
@@ -503,7 +557,7 @@ def test_retrying_failed_deliveries_sends_them_again(
     readers, smtp_server, django_capture_on_commit_callbacks
 ):
     refused = readers["free"][0].email
-    smtp_server.refuse(refused, code=550, times=1)
+    smtp_server.refuse(refused, code=554, text="5.7.1 Relay access denied", times=1)
     email_send = publish_article(article=ArticleFactory()).email_send
     with django_capture_on_commit_callbacks(execute=True):
         tasks.start_email_send.delay(email_send.pk)
@@ -529,7 +583,9 @@ def test_progress_counts_the_ledger_and_reports_recent_errors(readers, smtp_serv
 
     assert (progress.sent, progress.failed, progress.pending) == (1, 1, 1)
     assert progress.rate_per_minute == 1
-    assert progress.recent_errors == [(readers["free"][0].email, "550 Unknown user")]
+    assert progress.recent_errors == [
+        (readers["free"][0].email, "550 Unknown user (the reader is now marked bounced)")
+    ]
     assert progress.as_dict()["percent"] == pytest.approx(66.7)
 
 
@@ -565,16 +621,16 @@ def test_a_relaxed_sent_mark_leaves_synchronous_commit_as_it_was_on_the_connecti
 
     settings_before = _synchronous_commit(connection)
     email_send = EmailSend.objects.create(article=ArticleFactory())
-    claimed_at = timezone.now()
     delivery = Delivery.objects.create(
         send=email_send,
         subscriber=readers["paid"],
         status=Delivery.Status.CLAIMED,
-        claimed_at=claimed_at,
+        claimed_at=timezone.now(),
+        claim_token=12345,
     )
 
     assert sending._mark_sent(
-        pk=delivery.pk, claimed_at=claimed_at, provider_message_id="<m@x>", relaxed=True
+        pk=delivery.pk, token=12345, provider_message_id="<m@x>", relaxed=True
     )
 
     assert Delivery.objects.get(pk=delivery.pk).status == Delivery.Status.SENT
@@ -585,3 +641,140 @@ def _synchronous_commit(connection):
     with connection.cursor() as cursor:
         cursor.execute("SHOW synchronous_commit")
         return cursor.fetchone()[0]
+
+
+@pytest.mark.parametrize(
+    ("code", "text"),
+    [
+        (550, "5.1.1 <x>: Recipient address rejected: User unknown"),
+        (550, "5.1.0 Address rejected"),
+        (550, "5.2.1 The email account that you tried to reach is disabled"),
+        (553, "5.1.3 Bad recipient address syntax"),
+        (550, "Mailbox unavailable"),
+        (551, "User not local"),
+    ],
+)
+def test_a_refusal_saying_the_mailbox_does_not_exist_marks_the_reader_bounced(
+    readers, smtp_server, code, text
+):
+    gone = readers["free"][0]
+    smtp_server.refuse(gone.email, code=code, text=text)
+    email_send = publish_article(article=ArticleFactory()).email_send
+    mark_sending(email_send)
+
+    result = sending.send_chunk(email_send_id=email_send.pk)
+
+    assert (result.sent, result.failed, result.bounced) == (2, 1, 1)
+    gone.refresh_from_db()
+    assert gone.status == Subscriber.Status.BOUNCED
+    assert text in gone.status_reason
+    delivery = Delivery.objects.get(send=email_send, subscriber=gone)
+    assert delivery.status == Delivery.Status.FAILED
+    assert delivery.last_error == f"{code} {text} (the reader is now marked bounced)"
+    # The next article is not offered to that address.
+    next_send = publish_article(article=ArticleFactory()).email_send
+    assert not next_send.deliveries.filter(subscriber=gone).exists()
+
+
+@pytest.mark.parametrize(
+    ("code", "text"),
+    [
+        (554, "5.7.1 Message rejected as spam"),
+        (550, "5.7.26 Unauthenticated email is not accepted from this domain"),
+        (552, "5.2.2 Mailbox full"),
+        (552, "5.3.4 Message too big"),
+        (550, "5.1.8 Bad sender's system address"),
+    ],
+)
+def test_a_refusal_about_the_message_or_sender_fails_the_delivery_without_blaming_the_reader(
+    readers, smtp_server, code, text
+):
+    reader = readers["free"][0]
+    smtp_server.refuse(reader.email, code=code, text=text)
+    email_send = publish_article(article=ArticleFactory()).email_send
+    mark_sending(email_send)
+
+    result = sending.send_chunk(email_send_id=email_send.pk)
+
+    assert (result.sent, result.failed, result.bounced) == (2, 1, 0)
+    reader.refresh_from_db()
+    assert reader.status == Subscriber.Status.ACTIVE
+    delivery = Delivery.objects.get(send=email_send, subscriber=reader)
+    assert (delivery.status, delivery.last_error) == (Delivery.Status.FAILED, f"{code} {text}")
+
+
+def test_a_refused_message_at_data_is_not_taken_for_a_missing_mailbox():
+    kind, error = sending._classify(smtplib.SMTPDataError(550, b"Message content rejected"))
+    assert (kind, error) == (sending.PERMANENT, "550 Message content rejected")
+    refused_sender = smtplib.SMTPSenderRefused(553, b"5.1.1 Sender unknown", "news@x.test")
+    assert sending._classify(refused_sender)[0] == sending.PERMANENT
+
+
+def test_an_expired_lease_goes_back_to_pending_and_a_renewed_one_stays(readers, settings):
+    email_send = publish_article(article=ArticleFactory()).email_send
+    mark_sending(email_send)
+    expiring, _, _ = sending.claim_chunk(email_send_id=email_send.pk, size=1)
+    renewed, _, _ = sending.claim_chunk(email_send_id=email_send.pk, size=1)
+    lease = timedelta(seconds=settings.EMAIL_CLAIM_TIMEOUT)
+    later = expiring.at + lease + timedelta(seconds=1)
+    Delivery.objects.filter(claim_token=renewed.token).update(lease_expires_at=later + lease)
+
+    swept = sending.sweep_email_sends(now=later)
+
+    assert swept.released == 1
+    statuses = dict(email_send.deliveries.values_list("claim_token", "status"))
+    assert statuses[expiring.token] == Delivery.Status.PENDING
+    assert statuses[renewed.token] == Delivery.Status.CLAIMED
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_live_worker_renews_its_lease_while_it_waits_on_a_slow_mail_server(readers, settings):
+    settings.EMAIL_CLAIM_TIMEOUT = 1
+    settings.EMAIL_SEND_PARALLELISM = 0
+    email_send = publish_article(article=ArticleFactory()).email_send
+    claim, claimed, _ = sending.claim_chunk(email_send_id=email_send.pk)
+    keeper = sending._ClaimKeeper(claim=claim, pks=[d.pk for d in claimed])
+    try:
+        time.sleep(1.6)  # longer than the lease, as one slow SMTP dialogue could take
+
+        assert sending.sweep_email_sends().released == 0
+        assert keeper.holds_claim()
+        leases = set(email_send.deliveries.values_list("lease_expires_at", flat=True))
+        assert min(leases) > claim.at + timedelta(seconds=1)
+    finally:
+        keeper.finish()
+    assert set(email_send.deliveries.values_list("status", flat=True)) == {"claimed"}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_whose_lease_was_handed_on_stops_sending_from_the_chunk(readers, settings):
+    settings.EMAIL_CLAIM_TIMEOUT = 1
+    settings.EMAIL_SEND_PARALLELISM = 0
+    email_send = publish_article(article=ArticleFactory()).email_send
+    claim, claimed, _ = sending.claim_chunk(email_send_id=email_send.pk)
+    keeper = sending._ClaimKeeper(claim=claim, pks=[d.pk for d in claimed])
+    try:
+        # The sweeper took one delivery back (the worker had stalled past its lease).
+        Delivery.objects.filter(pk=claimed[0].pk).update(status=Delivery.Status.PENDING)
+        deadline = time.monotonic() + 2
+        while keeper.holds_claim() and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+        assert not keeper.holds_claim()
+    finally:
+        keeper.finish()
+
+
+def test_a_server_that_drops_every_message_stops_the_chunk_after_two_tries(readers, smtp_server):
+    # It accepts connections, then closes the channel on every message (421).
+    for reader in [*readers["free"], readers["paid"]]:
+        smtp_server.refuse(reader.email, code=421, text="4.3.2 Try again later")
+    email_send = publish_article(article=ArticleFactory()).email_send
+    mark_sending(email_send)
+
+    result = sending.send_chunk(email_send_id=email_send.pk)
+
+    assert (result.sent, result.retrying, result.released) == (0, 2, 1)
+    assert result.outage.startswith("421")
+    attempts = sorted(email_send.deliveries.values_list("attempts", flat=True))
+    assert attempts == [0, 1, 1]
