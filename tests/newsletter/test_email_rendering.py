@@ -170,7 +170,7 @@ def test_headers_offer_one_click_unsubscribe_and_identify_the_list(publication, 
     assert message["To"] == subscriber.email
     assert message["Subject"] == "The Straits"
     assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
-    assert message["List-Id"] == '"The Broadside" <the-broadside.broadside.example>'
+    assert message["List-Id"] == "The Broadside <the-broadside.broadside.example>"
     unsubscribe = str(message["List-Unsubscribe"]).strip()
     https_url, mailto = re.fullmatch(r"<([^>]+)>, <([^>]+)>", unsubscribe).groups()
     assert https_url.startswith("http://testserver/unsubscribe/")
