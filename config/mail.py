@@ -32,6 +32,7 @@ from email.headerregistry import Address, HeaderRegistry
 from email.message import Message
 from email.utils import format_datetime, formatdate, make_msgid
 from pathlib import Path
+from typing import Any
 
 import dkim
 from django.conf import settings
@@ -71,7 +72,7 @@ def parse_mailbox(value: str) -> Address:
     """
     header = _address_header("From", value)
     addresses = header.addresses  # type: ignore[attr-defined]
-    defects = list(header.defects)  # type: ignore[attr-defined]
+    defects = list(header.defects)
     if len(addresses) != 1 or defects or not addresses[0].domain:
         raise AddressError(f"{value!r} is not one email address.")
     address: Address = addresses[0]
@@ -243,7 +244,8 @@ class EmailBackend(DjangoSMTPBackend):
         if not recipients:
             return False
         assert self.connection is not None
-        data = email_message.message().as_bytes(linesep="\r\n")
+        mime: Any = email_message.message()  # Django's SafeMIME*: as_bytes takes linesep
+        data: bytes = mime.as_bytes(linesep="\r\n")
         sender = parse_mailbox(email_message.from_email).addr_spec
         envelope = [parse_mailbox(r).addr_spec for r in recipients]
         try:

@@ -20,13 +20,16 @@ import re
 import textwrap
 from dataclasses import dataclass, replace
 from email.utils import formataddr
-from html import escape
+from html import escape, unescape
 from html.parser import HTMLParser
 from typing import Any
 from urllib.parse import quote
 
 import css_inline
 from django.conf import settings
+from django.core.exceptions import SuspiciousFileOperation
+from django.core.files.images import get_image_dimensions
+from django.core.files.storage import default_storage
 from django.core.mail import EmailMultiAlternatives
 from django.template.loader import render_to_string
 from django.utils.text import slugify
@@ -176,8 +179,11 @@ def render_article_email(
     body, cut_at_paywall = email_body_parts(article=article, segment=segment)
     body = absolutise_urls(body)
     cover_url = ""
+    cover_height = None
     if article.cover_image:
         cover_url = _absolute(article.cover_image.url)
+        size = media_image_size(cover_url)
+        cover_height = round(size[1] * CONTENT_WIDTH / size[0]) if size else None
     logo_url = ""
     if publication.logo:
         logo_url = _absolute(publication.logo.url)
@@ -193,6 +199,7 @@ def render_article_email(
         "body_text": html_to_text(body),
         "cover_url": cover_url,
         "cover_alt": _cover_alt(article),
+        "cover_height": cover_height,
         "logo_url": logo_url,
         "authors": authors,
         "byline": ", ".join(a.display_name for a in authors),
@@ -541,24 +548,54 @@ def wrap_text_lines(text: str, width: int = 78) -> str:
 
 
 def prepare_body_html(body: str) -> str:
-    """The article body as email clients need it: images sized for a 600 px column."""
-    return _EMAIL_IMG_RE.sub(_size_image, body)
+    """The article body as email clients need it.
+
+    Images get the width of the column (desktop Outlook otherwise shows a 1,600 px
+    upload at 1,600 px) and, when the file is ours, the matching height; figures become
+    plain blocks without the browsers' 40 px side margins (Outlook, Yahoo and AOL do not
+    know the HTML5 elements).
+    """
+    body = _EMAIL_IMG_RE.sub(_size_image, body)
+    body = re.sub(r"<figure\b[^>]*>", '<div class="figure" style="margin: 0 0 20px;">', body)
+    body = body.replace("</figure>", "</div>")
+    body = re.sub(r"<figcaption\b[^>]*>", '<p class="caption">', body)
+    return body.replace("</figcaption>", "</p>")
 
 
 _EMAIL_IMG_RE = re.compile(r"<img\b([^>]*)>", re.IGNORECASE)
-_CONTENT_WIDTH = 536  # the column inside the 600 px card, less its padding
+_SRC_RE = re.compile(r"""\bsrc=(["'])(.*?)\1""", re.IGNORECASE | re.DOTALL)
+CONTENT_WIDTH = 536  # the column inside the 600 px card, less its padding
+_IMAGE_STYLE = "display: block; width: 100%; max-width: 100%; height: auto; border: 0;"
 
 
 def _size_image(match: re.Match[str]) -> str:
-    """Desktop Outlook shows an image at its file's width unless told otherwise."""
-    attributes = match.group(1)
+    attributes = match.group(1).rstrip("/ ")
     if re.search(r"\bwidth=", attributes, re.IGNORECASE):
-        return match.group(0)
-    attributes = attributes.rstrip("/ ")
-    return (
-        f'<img{attributes} width="{_CONTENT_WIDTH}" '
-        f'style="display:block;width:100%;max-width:100%;height:auto;border:0">'
+        return f'<img{attributes} style="max-width: 100%; height: auto; border: 0;">'
+    src = _SRC_RE.search(attributes)
+    size = media_image_size(unescape(src.group(2))) if src else None
+    width = CONTENT_WIDTH
+    if size is not None:
+        width = min(size[0], CONTENT_WIDTH)
+        attributes += f' height="{round(size[1] * width / size[0])}"'
+    style = _IMAGE_STYLE if width == CONTENT_WIDTH else "max-width: 100%; height: auto; border: 0;"
+    return f'<img{attributes} width="{width}" style="{style}">'
+
+
+def media_image_size(url: str) -> tuple[int, int] | None:
+    """(width, height) of an uploaded image this site serves, or None."""
+    prefix = f"{settings.SITE_URL}{settings.MEDIA_URL}"
+    if not url.startswith((prefix, settings.MEDIA_URL)):
+        return None
+    name = (
+        url.removeprefix(prefix) if url.startswith(prefix) else url.removeprefix(settings.MEDIA_URL)
     )
+    try:
+        with default_storage.open(name) as handle:
+            width, height = get_image_dimensions(handle)
+    except (OSError, ValueError, SuspiciousFileOperation):
+        return None
+    return (width, height) if width and height else None
 
 
 def wrap_html_lines(html: str, width: int = _MAX_LINE) -> str:

@@ -157,7 +157,8 @@ def test_the_email_has_the_publication_cover_byline_and_footer_with_absolute_url
     assert subscriber.email in html
     # CSS is inlined; only the responsive media query stays in a <style> element.
     assert 'style="' in html and "<style>@media" in html.replace("\n", "")
-    assert html.count("<style") == 1
+    outside_outlook = re.sub(r"<!--\[if mso\]>.*?<!\[endif\]-->", "", html, flags=re.S)
+    assert outside_outlook.count("<style") == 1  # the other is desktop Outlook's own
 
 
 def test_headers_offer_one_click_unsubscribe_and_identify_the_list(publication, article):
