@@ -27,6 +27,7 @@ from newsletter.services.email_rendering import (
     personalised_bytes,
     render_article_email,
 )
+from subscriptions.services.tokens import unsubscribe_url
 
 DATE = "Tue, 01 Dec 2026 10:00:00 +0000"
 LINE_BREAKS = "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
@@ -196,3 +197,16 @@ def test_every_reader_header_is_filled_in_whole(header):
 
     assert "placeholder" not in str(fast[header])
     assert str(fast[header]) == str(parse(library_bytes(rendered, reader))[header])
+
+
+@settings(max_examples=30, deadline=None)
+@given(subscriber_id=st.integers(1, 10**12))
+def test_the_one_click_url_is_the_one_the_site_reverses(subscriber_id):
+    rendered = rendered_for("<p>Hello.</p>")
+    reader = Reader(subscriber_id=subscriber_id, email="reader@example.com")
+
+    message = parse(fast_bytes(rendered, reader) or b"")
+
+    assert str(message["List-Unsubscribe"]).strip().startswith(
+        f"<{unsubscribe_url(subscriber_id=subscriber_id)}>, <mailto:"
+    )
