@@ -341,3 +341,32 @@ def test_nothing_is_signed_while_dkim_is_not_configured(meridian, settings):
         )
         assert server.wait_for(1)
     assert b"DKIM-Signature" not in server.messages[0].data
+
+
+@pytest.mark.parametrize("backend", ["file", "smtp"])
+def test_a_confirmation_from_a_sender_with_a_comma_is_well_formed_on_either_backend(
+    backend, meridian, settings, tmp_path
+):
+    """The embedded default writes emails to files; production speaks SMTP."""
+    subscriber = SubscriberFactory(email="reader@example.com", status="pending")
+    with FakeSMTPServer() as server:
+        if backend == "smtp":
+            smtp_settings(settings, server)
+        else:
+            settings.EMAIL_BACKEND = "django.core.mail.backends.filebased.EmailBackend"
+            settings.EMAIL_FILE_PATH = str(tmp_path)
+
+        assert send_confirmation_email(subscriber_id=subscriber.pk)
+
+        if backend == "smtp":
+            assert server.wait_for(1)
+            data = server.messages[0].data
+        else:
+            (written,) = tmp_path.iterdir()
+            data = written.read_bytes().rpartition(b"\n" + b"-" * 79)[0]
+    message = email.message_from_bytes(data, policy=email.policy.default)
+    (sender,) = message["From"].addresses
+    assert (sender.display_name, sender.addr_spec) == (NAME, "letters@meridian.example")
+    assert message["Message-ID"].endswith("@meridian.example>")
+    assert message["Date"].endswith("+0000")
+    assert [a.addr_spec for a in message["Reply-To"].addresses] == ["editor@meridian.example"]

@@ -207,6 +207,8 @@ def test_the_one_click_url_is_the_one_the_site_reverses(subscriber_id):
 
     message = parse(fast_bytes(rendered, reader) or b"")
 
-    assert str(message["List-Unsubscribe"]).strip().startswith(
-        f"<{unsubscribe_url(subscriber_id=subscriber_id)}>, <mailto:"
+    assert (
+        str(message["List-Unsubscribe"])
+        .strip()
+        .startswith(f"<{unsubscribe_url(subscriber_id=subscriber_id)}>, <mailto:")
     )
