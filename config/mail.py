@@ -64,6 +64,7 @@ class AddressError(ValueError):
     """A header value is not exactly one mailbox the mail system can send from."""
 
 
+@functools.lru_cache(maxsize=256)  # the sender's, once per message sent
 def parse_mailbox(value: str) -> Address:
     """The one mailbox in a From-style value, parsed by the email library.
 

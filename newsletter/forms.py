@@ -114,14 +114,20 @@ class ScheduleForm(forms.Form):
 class PublicationAdminForm(forms.ModelForm):
     """The publication's settings: the sender fields must make one valid From line."""
 
+    # A link typed without a scheme is https (Django 6's default; 5.x warns).
+    kofi_url = forms.URLField(label="Ko-fi link", required=False, assume_scheme="https")
+    buymeacoffee_url = forms.URLField(
+        label="Buy Me a Coffee link", required=False, assume_scheme="https"
+    )
+    telegram_channel_url = forms.URLField(
+        label="Telegram channel link", required=False, assume_scheme="https"
+    )
+
     class Meta:
         model = Publication
-        fields = [
-            "name",
-            "sender_name",
-            "sender_email",
-            "reply_to_email",
-        ]  # the admin adds the rest
+        # The admin's fieldsets add the other fields.
+        fields = ["name", "sender_name", "sender_email", "reply_to_email", "kofi_url",
+                  "buymeacoffee_url", "telegram_channel_url"]  # fmt: skip
 
     def clean_sender_name(self) -> str:
         name = " ".join(self.cleaned_data.get("sender_name", "").split())

@@ -340,8 +340,11 @@ def _publication_form(editor_client, **changes):
 
 
 def test_the_publication_page_previews_the_from_line_quoted_by_the_email_library(editor_client):
-    url, response = _publication_form(editor_client, sender_name="The Meridian Letter, Lisbon")
+    url, response = _publication_form(
+        editor_client, sender_name="The Meridian Letter, Lisbon", kofi_url="ko-fi.com/meridian"
+    )
     assert response.status_code == 302
+    assert Publication.load().kofi_url == "https://ko-fi.com/meridian"
 
     page = editor_client.get(url).content.decode()
 
