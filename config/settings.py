@@ -233,6 +233,8 @@ if env("EMAIL_BACKEND", default=""):
     }
 elif EMAIL_URL:
     vars().update(env.email_url("EMAIL_URL"))
+    # Django's SMTP backend plus 8BITMIME/SMTPUTF8 and DKIM (config/mail.py).
+    EMAIL_BACKEND = "config.mail.EmailBackend"
 else:
     EMAIL_BACKEND = "django.core.mail.backends.filebased.EmailBackend"
     EMAIL_FILE_PATH = str(VAR_DIR / "mail")
@@ -246,6 +248,12 @@ EMAIL_SEND_PARALLELISM = env.int("EMAIL_SEND_PARALLELISM", default=4)
 EMAIL_CLAIM_TIMEOUT = env.float("EMAIL_CLAIM_TIMEOUT", default=20.0)
 EMAIL_SWEEP_INTERVAL = env.float("EMAIL_SWEEP_INTERVAL", default=5.0)
 EMAIL_UNSUBSCRIBE_MAILTO = env("EMAIL_UNSUBSCRIBE_MAILTO", default="")
+# DKIM signing of every email sent over SMTP (config/mail.py); `manage.py dkim_key`
+# makes a key and prints the DNS record. Off while EMAIL_DKIM_DOMAIN is empty.
+EMAIL_DKIM_DOMAIN = env("EMAIL_DKIM_DOMAIN", default="")
+EMAIL_DKIM_SELECTOR = env("EMAIL_DKIM_SELECTOR", default="broadside")
+EMAIL_DKIM_PRIVATE_KEY = env("EMAIL_DKIM_PRIVATE_KEY", default="")
+EMAIL_DKIM_PRIVATE_KEY_FILE = env("EMAIL_DKIM_PRIVATE_KEY_FILE", default="")
 
 # --- Celery -------------------------------------------------------------------------
 

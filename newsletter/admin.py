@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
@@ -22,7 +23,7 @@ from newsletter.admin_telegram import (
     telegram_status,
     update_telegram_post,
 )
-from newsletter.forms import ArticleAdminForm, ScheduleForm
+from newsletter.forms import ArticleAdminForm, PublicationAdminForm, ScheduleForm
 from newsletter.models import Article, Author, Publication, Section
 from newsletter.services.content import has_paywall
 from newsletter.services.publishing import (
@@ -33,15 +34,18 @@ from newsletter.services.publishing import (
 )
 from newsletter.views.site import render_article
 from subscriptions.admin_search import AddressSearchMixin
+from subscriptions.services.notifications import sender_address
 
 
 @admin.register(Publication)
 class PublicationAdmin(admin.ModelAdmin):
     """The one publication: the list goes straight to its settings."""
 
+    form = PublicationAdminForm
+    readonly_fields = ["from_line"]
     fieldsets = [
         (None, {"fields": ["name", "tagline", "description", "logo", "footer_text"]}),
-        ("Sender", {"fields": ["sender_name", "sender_email", "reply_to_email"]}),
+        ("Sender", {"fields": ["sender_name", "sender_email", "reply_to_email", "from_line"]}),
         (
             "Support and channels",
             {"fields": ["kofi_url", "buymeacoffee_url", "telegram_channel_url"]},
@@ -54,6 +58,13 @@ class PublicationAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+    @admin.display(description="From line")
+    def from_line(self, obj: Publication) -> str:
+        """The From header every email carries, as mail programs will show it."""
+        if not obj.sender_email:
+            return f"{settings.DEFAULT_FROM_EMAIL} (DEFAULT_FROM_EMAIL: set a sender address)"
+        return sender_address(obj)
 
     def changelist_view(
         self, request: HttpRequest, extra_context: dict[str, Any] | None = None

@@ -15,6 +15,8 @@ class NewsletterConfig(AppConfig):
     verbose_name = "Publishing"
 
     def ready(self) -> None:
-        from newsletter import signals
+        from newsletter import checks, signals
+
+        del checks  # registered on import
 
         signals.connect()

@@ -9,8 +9,10 @@ from django.utils import timezone
 from django_prose_editor.fields import ProseEditorFormField
 from django_prose_editor.widgets import AdminProseEditorWidget
 
-from newsletter.models import Article
+from config.mail import AddressError, ascii_domain, parse_mailbox
+from newsletter.models import Article, Publication
 from newsletter.services.content import PAYWALL_MARKER, sanitize_body
+from subscriptions.services.notifications import sender_address
 
 # What the article editor offers. Whatever it produces is sanitised again on the way in
 # (newsletter.services.content.sanitize_body), so the editor is a convenience, not a gate.
@@ -107,3 +109,79 @@ class ScheduleForm(forms.Form):
         widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
         input_formats=["%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M", "%Y-%m-%d %H:%M:%S"],
     )
+
+
+class PublicationAdminForm(forms.ModelForm):
+    """The publication's settings: the sender fields must make one valid From line."""
+
+    # A link typed without a scheme is https (Django 6's default; 5.x warns).
+    kofi_url = forms.URLField(label="Ko-fi link", required=False, assume_scheme="https")
+    buymeacoffee_url = forms.URLField(
+        label="Buy Me a Coffee link", required=False, assume_scheme="https"
+    )
+    telegram_channel_url = forms.URLField(
+        label="Telegram channel link", required=False, assume_scheme="https"
+    )
+
+    class Meta:
+        model = Publication
+        # The admin's fieldsets add the other fields.
+        fields = ["name", "sender_name", "sender_email", "reply_to_email", "kofi_url",
+                  "buymeacoffee_url", "telegram_channel_url"]  # fmt: skip
+
+    def clean_sender_name(self) -> str:
+        name = " ".join(self.cleaned_data.get("sender_name", "").split())
+        if any(not ch.isprintable() for ch in name):
+            raise forms.ValidationError("The sender name may not contain control characters.")
+        return name
+
+    def clean_name(self) -> str:
+        name = self.cleaned_data.get("name", "").strip()
+        if any(not ch.isprintable() for ch in name):
+            raise forms.ValidationError(
+                "The name may not contain line breaks or control characters."
+            )
+        return name
+
+    def clean_sender_email(self) -> str:
+        return _mailbox_address(self.cleaned_data.get("sender_email", ""))
+
+    def clean_reply_to_email(self) -> str:
+        return _mailbox_address(self.cleaned_data.get("reply_to_email", ""))
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        if cleaned.get("sender_email"):
+            preview = Publication(
+                name=cleaned.get("name") or "",
+                sender_name=cleaned.get("sender_name") or "",
+                sender_email=cleaned["sender_email"],
+            )
+            try:
+                parse_mailbox(sender_address(preview))
+            except AddressError as exc:
+                raise forms.ValidationError(
+                    f"These sender fields make no valid From line: {exc}"
+                ) from exc
+        return cleaned
+
+
+def _mailbox_address(value: str) -> str:
+    """An address mail servers everywhere accept: an ASCII local part (a non-ASCII one
+    needs SMTPUTF8 end to end), the domain as typed (sent in IDNA)."""
+    value = value.strip()
+    if not value:
+        return value
+    try:
+        address = parse_mailbox(value)
+        ascii_domain(address.domain)
+    except (AddressError, UnicodeError) as exc:
+        raise forms.ValidationError(f"{value} is not a valid email address.") from exc
+    if address.display_name:
+        raise forms.ValidationError("Give the address only; the name has its own field.")
+    if not address.username.isascii():
+        raise forms.ValidationError(
+            "Use an address whose part before the @ is plain ASCII: many mail servers "
+            "cannot deliver from any other."
+        )
+    return value

@@ -14,12 +14,17 @@ from allauth.account.adapter import DefaultAccountAdapter
 from allauth.account.forms import LoginForm, RequestLoginCodeForm
 from allauth.account.models import EmailAddress
 from django import forms
+from django.core.mail import EmailMessage
 from django.http import HttpRequest
 
 from newsletter.models import Publication
 from subscriptions.services.accounts import link_reader_account, prepare_sign_in
 from subscriptions.services.addresses import InvalidAddress, normalize_email
-from subscriptions.services.notifications import sender_address
+from subscriptions.services.notifications import (
+    email_context,
+    sender_address,
+    transactional_message,
+)
 
 
 def _normalized_for_form(email: str) -> str:
@@ -42,7 +47,32 @@ class ReaderAccountAdapter(DefaultAccountAdapter):
         return sender_address(Publication.load())
 
     def format_email_subject(self, subject: str) -> str:
-        return f"[{Publication.load().name}] {subject}"
+        return f"{subject} · {Publication.load().name}"
+
+    def render_mail(
+        self,
+        template_prefix: str,
+        email: str | list[str],
+        context: dict[str, Any],
+        headers: dict[str, str] | None = None,
+    ) -> EmailMessage:
+        """allauth's emails (sign-in codes, verification) from the project's templates,
+        built like every other transactional email (sender, reply-to, Message-ID)."""
+        publication = Publication.load()
+        context = email_context(publication, **context)
+        rendered = super().render_mail(template_prefix, email, context, headers)
+        html = next(
+            (str(content) for content, kind in getattr(rendered, "alternatives", [])
+             if kind == "text/html"),
+            "",
+        )  # fmt: skip
+        return transactional_message(
+            to=rendered.to[0],
+            subject=rendered.subject,
+            text=rendered.body,
+            html=html,
+            publication=publication,
+        )
 
     def confirm_email(self, request: HttpRequest, email_address: EmailAddress) -> bool:
         confirmed = super().confirm_email(request, email_address)

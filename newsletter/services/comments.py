@@ -15,11 +15,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-import css_inline
 import nh3
 from django.conf import settings
 from django.core.cache import cache
-from django.core.mail import EmailMultiAlternatives
 from django.db import transaction
 from django.db.models import Count, Exists, IntegerField, OuterRef, Q, QuerySet, Subquery
 from django.db.models.functions import Coalesce
@@ -32,7 +30,7 @@ from newsletter.models import COMMENT_MAX_LENGTH, Article, Comment, CommentBan, 
 from newsletter.services.page_cache import invalidate_pages
 from newsletter.services.page_parameters import Order, parse_page_number  # noqa: F401
 from subscriptions.services.access import can_read_full_article, user_is_paid
-from subscriptions.services.notifications import sender_address
+from subscriptions.services.notifications import transactional_message
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, User
@@ -504,8 +502,6 @@ def comment_thread(
 
 # --- Digest to authors --------------------------------------------------------------------
 
-_inliner = css_inline.CSSInliner(keep_style_tags=False)
-
 
 @dataclass
 class _DigestArticle:
@@ -610,13 +606,12 @@ def _send_digest(*, publication: Publication, recipient: Any, items: list[_Diges
         if len(items) == 1
         else f"{total} new comments on {len(items)} of your articles"
     )
-    text = render_to_string("comments/email/digest.txt", context)
-    html = _inliner.inline(render_to_string("comments/email/digest.html", context))
-    message = EmailMultiAlternatives(
+    context["subject"] = subject
+    message = transactional_message(
+        to=recipient.email,
         subject=subject,
-        body=text,
-        from_email=sender_address(publication),
-        to=[recipient.email],
+        text=render_to_string("comments/email/digest.txt", context),
+        html=render_to_string("comments/email/digest.html", context),
+        publication=publication,
     )
-    message.attach_alternative(html, "text/html")
     message.send()

@@ -3,42 +3,64 @@
 Rendering (templates, CSS inlining, the plain-text conversion) costs milliseconds, so
 it happens once per segment (free, paid). What differs per reader (greeting, address,
 unsubscribe link, headers) is put in by plain string replacement of placeholders.
+
+There is one encoding of a reader's message: the one the email library produces
+(`personalise`, Django's EmailMultiAlternatives). For SMTP, `personalised_bytes`
+produces the very same bytes from a prepared template without building a message
+object, and only when it can: a reader whose values would change how the library
+encodes or folds something (a line over 998 octets, an address needing encoding, a
+header that would fold differently) gets None, and is built the ordinary way.
+tests/newsletter/test_email_wire.py compares the two byte for byte.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import textwrap
-from dataclasses import dataclass
-from email.utils import formatdate, parseaddr
-from html import escape
+from dataclasses import dataclass, replace
+from email.utils import formataddr
+from html import escape, unescape
 from html.parser import HTMLParser
 from typing import Any
 from urllib.parse import quote
 
 import css_inline
 from django.conf import settings
+from django.core.exceptions import SuspiciousFileOperation
+from django.core.files.images import get_image_dimensions
+from django.core.files.storage import default_storage
 from django.core.mail import EmailMultiAlternatives
 from django.template.loader import render_to_string
+from django.urls import reverse
 from django.utils.text import slugify
 
+from config.mail import ascii_domain, date_header, parse_mailbox, sender_domain
 from newsletter.models import Article, Delivery, Publication
 from newsletter.services.content import free_body, full_body
-from subscriptions.services.notifications import sender_address
-from subscriptions.services.tokens import make_unsubscribe_token, unsubscribe_url
+from subscriptions.services.notifications import reply_to_addresses, sender_address
+from subscriptions.services.tokens import absolute_url, make_unsubscribe_token
 
 # Placeholders survive templates (no characters to escape) and the CSS inliner.
 UNSUBSCRIBE_PLACEHOLDER = "@@broadside-unsubscribe-url@@"
 GREETING_PLACEHOLDER = "@@broadside-greeting@@"
 EMAIL_PLACEHOLDER = "@@broadside-email@@"
-# Header placeholders of the prepared wire message (see `prepare_wire_template`).
-_TO_PLACEHOLDER = "broadside-to@placeholder.invalid"
-_MESSAGE_ID_PLACEHOLDER = "<broadside-message-id@placeholder.invalid>"
-_DATE_PLACEHOLDER = "broadside-date-placeholder"
-_MAILTO_TOKEN_PLACEHOLDER = "broadside-mailto-token"  # noqa: S105 (not a secret)
-# Lines up to this length go out as 8bit text, so the placeholders stay intact.
+# Whole header values of the prepared wire message (see `prepare_wire_template`).
+_HEADER_PLACEHOLDERS = {
+    "To": "broadside-to@placeholder.invalid",
+    "Date": "broadside-date-placeholder",
+    "Message-ID": "<broadside-message-id@placeholder.invalid>",
+    "List-Unsubscribe": "<broadside-list-unsubscribe-placeholder>",
+    "Feedback-ID": "broadside-feedback-id-placeholder",
+}
+_CTE_PLACEHOLDER = "broadside-transfer-encoding"
+# Mail lines may not exceed 998 octets (RFC 5322 section 2.1.1); Django encodes a part
+# quoted-printable when one does. Rendered lines are wrapped well below it.
+_LINE_LIMIT = 998
 _MAX_LINE = 900
+# Header lines the email library folds at 78 characters (email.policy.compat32).
+_FOLD_AT = 78
 
 # One pass over the message per reader: a reader's own values (a name may contain
 # anything) are never searched for placeholders.
@@ -53,18 +75,39 @@ _WIRE_PLACEHOLDERS = re.compile(
             UNSUBSCRIBE_PLACEHOLDER,
             GREETING_PLACEHOLDER,
             EMAIL_PLACEHOLDER,
-            _TO_PLACEHOLDER,
-            _MESSAGE_ID_PLACEHOLDER,
-            _DATE_PLACEHOLDER,
-            _MAILTO_TOKEN_PLACEHOLDER,
+            _CTE_PLACEHOLDER,
+            *_HEADER_PLACEHOLDERS.values(),
         )
     )
 )
+# What `str.splitlines` (Django's long-line test) treats as a line break.
+_LINE_BREAKS = re.compile("[\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
+# A header word the library never splits: no whitespace and none of its split points.
+_HEADER_WORDS = re.compile(r"[!-+\--:<-~]+,?(?: [!-+\--:<-~]+,?)*")
+_PLAIN_ADDRESS = re.compile(r"[!#-'*+\-./0-9=?A-Z^-~]+@[A-Za-z0-9.\-]+")
 
 _inliner = css_inline.CSSInliner(
     keep_style_tags=False, keep_at_rules=True, load_remote_stylesheets=False
 )
 _RELATIVE_URL_RE = re.compile(r"""(\b(?:src|href)=["'])/(?!/)""", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class _WirePart:
+    """One stretch of the prepared message: literal bytes and placeholders alternating."""
+
+    pieces: list[bytes]
+    ascii: bool  # the literal bytes are all ASCII
+    # The lines (as Django's long-line test sees them) that hold reader values: the
+    # octets of their literal text and the placeholders on them.
+    lines: tuple[tuple[int, tuple[str, ...]], ...]
+
+
+@dataclass(frozen=True)
+class WireTemplate:
+    boundary: str
+    text: _WirePart  # the headers and the plain-text part
+    html: _WirePart  # the html part and the closing boundary
 
 
 @dataclass(frozen=True)
@@ -79,9 +122,10 @@ class RenderedArticleEmail:
     list_id: str
     domain: str
     mailto: str
-    # The prepared MIME message: (headers and text part, html part), each split into
-    # literal bytes with a placeholder between every two.
-    wire_template: tuple[list[bytes], list[bytes]] | None = None
+    segment: str = Delivery.Segment.PAID
+    feedback_label: str = "newsletter"
+    # The prepared MIME message, or None when every reader's is built field by field.
+    wire_template: WireTemplate | None = None
 
 
 @dataclass(frozen=True)
@@ -119,17 +163,14 @@ def email_body_parts(*, article: Article, segment: str) -> tuple[str, bool]:
 
 
 def _sender_domain(from_email: str) -> str:
-    address = parseaddr(from_email)[1]
-    return address.rpartition("@")[2] or "localhost"
+    """The sender's domain (IDNA), parsed by the email library from the From value."""
+    return sender_domain(from_email)
 
 
 def _list_id(publication: Publication, domain: str) -> str:
+    """RFC 2919: an optional phrase (quoted or encoded by the email library) and <id>."""
     label = slugify(publication.name) or "newsletter"
-    name = publication.name.replace('"', "").strip()
-    # A non-ASCII phrase would force RFC 2047 encoding of the whole header, <id> included.
-    if name and name.isascii():
-        return f'"{name}" <{label}.{domain}>'
-    return f"<{label}.{domain}>"
+    return formataddr((publication.name.strip(), f"{label}.{domain}"))
 
 
 def render_article_email(
@@ -140,20 +181,27 @@ def render_article_email(
     body, cut_at_paywall = email_body_parts(article=article, segment=segment)
     body = absolutise_urls(body)
     cover_url = ""
+    cover_height = None
     if article.cover_image:
         cover_url = _absolute(article.cover_image.url)
+        size = media_image_size(cover_url)
+        cover_height = round(size[1] * CONTENT_WIDTH / size[0]) if size else None
     logo_url = ""
     if publication.logo:
         logo_url = _absolute(publication.logo.url)
     authors = list(article.authors.all()) if article.pk else []
+    subject = article.email_subject or article.title
     context = {
         "publication": publication,
         "article": article,
-        "subject": article.email_subject or article.title,
+        "subject": subject,
+        "preheader": article.subtitle or publication.tagline,
         "article_url": article_url(article),
-        "body_html": body,
+        "body_html": prepare_body_html(body),
         "body_text": html_to_text(body),
         "cover_url": cover_url,
+        "cover_alt": _cover_alt(article),
+        "cover_height": cover_height,
         "logo_url": logo_url,
         "authors": authors,
         "byline": ", ".join(a.display_name for a in authors),
@@ -168,24 +216,32 @@ def render_article_email(
     }
     html = _inliner.inline(render_to_string("email/newsletter/article.html", context))
     html = wrap_html_lines(html)
-    text = render_to_string("email/newsletter/article.txt", context)
+    text = wrap_text_lines(render_to_string("email/newsletter/article.txt", context))
     from_email = sender_address(publication)
     domain = _sender_domain(from_email)
     mailto = settings.EMAIL_UNSUBSCRIBE_MAILTO or publication.reply_to_email
-    mailto = mailto or parseaddr(from_email)[1]
+    mailto = mailto or parse_mailbox(from_email).addr_spec
     rendered = RenderedArticleEmail(
-        subject=context["subject"],
+        subject=subject,
         html=html,
         text=text,
         from_email=from_email,
-        reply_to=(publication.reply_to_email,) if publication.reply_to_email else (),
+        reply_to=tuple(reply_to_addresses(publication)),
         list_id=_list_id(publication, domain),
         domain=domain,
         mailto=mailto,
+        segment=segment,
+        feedback_label=slugify(publication.name)[:40] or "newsletter",
     )
-    return RenderedArticleEmail(
-        **{**rendered.__dict__, "wire_template": prepare_wire_template(rendered)}
-    )
+    return replace(rendered, wire_template=prepare_wire_template(rendered))
+
+
+def _cover_alt(article: Article) -> str:
+    """The cover's alt text: what a reader without images needs, never the caption
+    again (the caption is printed under it)."""
+    if article.cover_caption:
+        return ""
+    return article.title
 
 
 def message_id(*, send_id: int, subscriber_id: int | None, domain: str) -> str:
@@ -193,7 +249,7 @@ def message_id(*, send_id: int, subscriber_id: int | None, domain: str) -> str:
     digest = hashlib.sha256(
         f"{settings.SECRET_KEY}:{send_id}:{subscriber_id}".encode()
     ).hexdigest()[:16]
-    return f"<broadside.{send_id}.{subscriber_id}.{digest}@{domain}>"
+    return f"<broadside.{send_id}.{subscriber_id}.{digest}@{ascii_domain(domain)}>"
 
 
 @dataclass(frozen=True)
@@ -205,25 +261,42 @@ class _ReaderValues:
     headers: dict[str, str]
 
 
+def _article_headers(
+    *, to: str, date: str, message_id: str, list_unsubscribe: str, list_id: str, feedback_id: str
+) -> dict[str, str]:
+    """The newsletter's own headers, in the order both paths write them."""
+    return {
+        "Date": date,
+        "Message-ID": message_id,
+        # RFC 2369 and RFC 8058 (one-click): mailbox providers show an unsubscribe button.
+        "List-Unsubscribe": list_unsubscribe,
+        "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+        "List-Id": list_id,  # RFC 2919
+        # Gmail's feedback loop groups complaints by these fields (send, segment, list).
+        "Feedback-ID": feedback_id,
+    }
+
+
 def _reader_values(
-    *, rendered: RenderedArticleEmail, reader: Reader, send_id: int
+    *, rendered: RenderedArticleEmail, reader: Reader, send_id: int, date: str | None = None
 ) -> _ReaderValues:
     if reader.subscriber_id is not None:
         token = make_unsubscribe_token(subscriber_id=reader.subscriber_id)
-        one_click = unsubscribe_url(subscriber_id=reader.subscriber_id)
+        one_click = _unsubscribe_url(token)
     else:  # a test email to an editor who is not a subscriber
         token = "test"  # noqa: S105 (not a secret: the mailto subject of a test email)
         one_click = f"{settings.SITE_URL}/account/"
     mailto = f"mailto:{rendered.mailto}?subject={quote('unsubscribe ' + token)}"
-    headers = {
-        "Message-ID": message_id(
+    headers = _article_headers(
+        to=reader.email,
+        date=date or date_header(),
+        message_id=message_id(
             send_id=send_id, subscriber_id=reader.subscriber_id, domain=rendered.domain
         ),
-        # RFC 2369 and RFC 8058 (one-click): mailbox providers show an unsubscribe button.
-        "List-Unsubscribe": f"<{one_click}>, <{mailto}>",
-        "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
-        "List-Id": rendered.list_id,  # RFC 2919
-    }
+        list_unsubscribe=f"<{one_click}>, <{mailto}>",
+        list_id=rendered.list_id,
+        feedback_id=f"{send_id}:{rendered.segment}:{rendered.feedback_label}:broadside",
+    )
     return _ReaderValues(
         token=token,
         one_click=one_click,
@@ -233,19 +306,36 @@ def _reader_values(
     )
 
 
+def _unsubscribe_url(token: str) -> str:
+    """`unsubscribe_url` for a token already made: one URL reversal per process, not
+    one per reader (reversing and signing twice cost more than the rest of a message)."""
+    prefix, suffix = _unsubscribe_url_parts(settings.SITE_URL)
+    return f"{prefix}{token}{suffix}"
+
+
+@functools.lru_cache(maxsize=4)
+def _unsubscribe_url_parts(site_url: str) -> tuple[str, str]:
+    marker = "broadside-token"
+    url = absolute_url(reverse("subscriptions:unsubscribe", kwargs={"token": marker}))
+    prefix, _, suffix = url.partition(marker)
+    return prefix, suffix
+
+
 def personalise(
     *,
     rendered: RenderedArticleEmail,
     reader: Reader,
     send_id: int,
     subject_prefix: str = "",
+    date: str | None = None,
 ) -> EmailMultiAlternatives:
     """One reader's message: their greeting, address and unsubscribe link and headers.
 
-    For backends other than SMTP (an anymail ESP reads the fields, not MIME bytes), and
-    for readers `personalised_bytes` cannot serve.
+    The reference encoding of every newsletter email: for backends other than SMTP (an
+    anymail ESP reads the fields, not MIME bytes), and for readers `personalised_bytes`
+    cannot serve. `date` is the Date header (now, by default).
     """
-    values = _reader_values(rendered=rendered, reader=reader, send_id=send_id)
+    values = _reader_values(rendered=rendered, reader=reader, send_id=send_id, date=date)
     html_values = {
         UNSUBSCRIBE_PLACEHOLDER: escape(values.one_click),
         GREETING_PLACEHOLDER: values.greeting_html,
@@ -271,17 +361,19 @@ def personalise(
 
 
 def personalised_bytes(
-    *, rendered: RenderedArticleEmail, reader: Reader, send_id: int
+    *, rendered: RenderedArticleEmail, reader: Reader, send_id: int, date: str | None = None
 ) -> tuple[bytes, str] | None:
     """(MIME bytes, Message-ID) for one reader, straight from the prepared template.
 
-    The fast path for SMTP: no message object at all. None when this reader's message
-    must be built field by field (no template, or an address that needs encoding).
+    The fast path for SMTP: no message object at all, and byte for byte what
+    `personalise(...).message()` gives with the template's boundary. None when this
+    reader's message must be built field by field instead.
     """
-    if rendered.wire_template is None:
+    template = rendered.wire_template
+    if template is None:
         return None
-    values = _reader_values(rendered=rendered, reader=reader, send_id=send_id)
-    data = _personalised_wire(rendered.wire_template, reader=reader, values=values)
+    values = _reader_values(rendered=rendered, reader=reader, send_id=send_id, date=date)
+    data = _personalised_wire(template, reader=reader, values=values)
     if data is None:
         return None
     return data, values.headers["Message-ID"]
@@ -289,83 +381,159 @@ def personalised_bytes(
 
 def envelope_sender(rendered: RenderedArticleEmail) -> str:
     """The bare address for MAIL FROM."""
-    return parseaddr(rendered.from_email)[1]
+    return parse_mailbox(rendered.from_email).addr_spec
 
 
-def prepare_wire_template(
-    rendered: RenderedArticleEmail,
-) -> tuple[list[bytes], list[bytes]] | None:
+def prepare_wire_template(rendered: RenderedArticleEmail) -> WireTemplate | None:
     """The segment's complete MIME message with placeholders where each reader differs.
 
-    None when the bodies could not go out as 8bit text (then a placeholder might be
-    encoded beyond recognition) and every message is built the slow way.
+    Built by the email library itself, then cut at the placeholders. None when a part
+    is not plain 7bit/8bit text (a line over 998 octets makes the library encode it
+    quoted-printable, and a reader's value could not simply be put in): then every
+    message is built the ordinary way.
     """
-    mailto = f"mailto:{rendered.mailto}?subject={quote('unsubscribe ')}{_MAILTO_TOKEN_PLACEHOLDER}"
     message = EmailMultiAlternatives(
         subject=rendered.subject,
         body=rendered.text,
         from_email=rendered.from_email,
-        to=[_TO_PLACEHOLDER],
+        to=[_HEADER_PLACEHOLDERS["To"]],
         reply_to=list(rendered.reply_to) or None,
-        headers={
-            "Date": _DATE_PLACEHOLDER,
-            "Message-ID": _MESSAGE_ID_PLACEHOLDER,
-            "List-Unsubscribe": f"<{UNSUBSCRIBE_PLACEHOLDER}>, <{mailto}>",
-            "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
-            "List-Id": rendered.list_id,
-        },
+        headers=_article_headers(
+            to=_HEADER_PLACEHOLDERS["To"],
+            date=_HEADER_PLACEHOLDERS["Date"],
+            message_id=_HEADER_PLACEHOLDERS["Message-ID"],
+            list_unsubscribe=_HEADER_PLACEHOLDERS["List-Unsubscribe"],
+            list_id=rendered.list_id,
+            feedback_id=_HEADER_PLACEHOLDERS["Feedback-ID"],
+        ),
     )
     message.attach_alternative(rendered.html, "text/html")
     mime: Any = message.message()  # Django's SafeMIMEMultipart: as_bytes takes linesep
-    data = mime.as_bytes(linesep="\r\n")
-    boundary = b"\r\n--" + str(mime.get_boundary()).encode() + b"\r\n"
-    html_start = data.find(boundary, data.find(boundary) + 1)
+    data: bytes = mime.as_bytes(linesep="\r\n")
+    boundary = str(mime.get_boundary())
+    separator = b"\r\n--" + boundary.encode() + b"\r\n"
+    first = data.find(separator)
+    html_start = data.find(separator, first + 1)
+    if first < 0 or html_start < 0:
+        return None
+    head, html_part = data[:html_start], data[html_start:]
+    split: list[bytes] = []
+    for stretch in (head, html_part):
+        encoding = re.search(rb"\r\nContent-Transfer-Encoding: (7bit|8bit)\r\n", stretch)
+        if encoding is None:
+            return None  # quoted-printable or base64
+        split.append(
+            stretch[: encoding.start(1)] + _CTE_PLACEHOLDER.encode() + stretch[encoding.end(1) :]
+        )
     expected = {
         UNSUBSCRIBE_PLACEHOLDER: rendered.html.count(UNSUBSCRIBE_PLACEHOLDER)
-        + rendered.text.count(UNSUBSCRIBE_PLACEHOLDER)
-        + 1,
+        + rendered.text.count(UNSUBSCRIBE_PLACEHOLDER),
         GREETING_PLACEHOLDER: rendered.html.count(GREETING_PLACEHOLDER)
         + rendered.text.count(GREETING_PLACEHOLDER),
         EMAIL_PLACEHOLDER: rendered.html.count(EMAIL_PLACEHOLDER)
         + rendered.text.count(EMAIL_PLACEHOLDER),
-        _TO_PLACEHOLDER: 1,
-        _MESSAGE_ID_PLACEHOLDER: 1,
-        _DATE_PLACEHOLDER: 1,
-        _MAILTO_TOKEN_PLACEHOLDER: 1,
+        _CTE_PLACEHOLDER: 2,
+        **dict.fromkeys(_HEADER_PLACEHOLDERS.values(), 1),
     }
-    if html_start < 0 or any(data.count(p.encode()) != n for p, n in expected.items()):
+    joined = b"".join(split)
+    if any(joined.count(p.encode()) != n for p, n in expected.items()):
         return None
-    # An all-ASCII part is labelled 7bit, but a reader's name or address may put UTF-8
-    # into it; 8bit is the right label for both (RFC 2045 section 2.8).
-    data = data.replace(
-        b"\r\nContent-Transfer-Encoding: 7bit\r\n", b"\r\nContent-Transfer-Encoding: 8bit\r\n"
+    for name, placeholder in _HEADER_PLACEHOLDERS.items():
+        if f"\r\n{name}: {placeholder}\r\n".encode() not in split[0]:
+            return None  # the library folded or encoded it: cannot be filled in
+    return WireTemplate(
+        boundary=boundary,
+        text=_wire_part(split[0], payload=rendered.text),
+        html=_wire_part(split[1], payload=rendered.html),
     )
-    html_start = data.find(boundary, data.find(boundary) + 1)
-    return _WIRE_PLACEHOLDERS.split(data[:html_start]), _WIRE_PLACEHOLDERS.split(data[html_start:])
+
+
+def _wire_part(stretch: bytes, *, payload: str) -> _WirePart:
+    lines = tuple(
+        (
+            len(_READER_PLACEHOLDERS.sub("", line).encode(errors="surrogateescape")),
+            tuple(_READER_PLACEHOLDERS.findall(line)),
+        )
+        for line in payload.splitlines()
+        if _READER_PLACEHOLDERS.search(line)
+    )
+    literal = b"".join(_WIRE_PLACEHOLDERS.split(stretch)[::2])
+    return _WirePart(pieces=_WIRE_PLACEHOLDERS.split(stretch), ascii=literal.isascii(), lines=lines)
+
+
+def _header_value(name: str, value: str) -> bytes | None:
+    """A header value as the email library folds it (compat32, 78 columns), without
+    "Name: " in front and the final line break; None for a value whose folding is not
+    mirrored here (only: a value that fits on the line, or one or two plain words,
+    the first perhaps ending in a comma, as in List-Unsubscribe)."""
+    if not _HEADER_WORDS.fullmatch(value):
+        return None
+    if len(name) + 2 + len(value) <= _FOLD_AT:
+        return value.encode()
+    words = value.split(" ")
+    if len(words) > 2 or words[-1].endswith(","):
+        return None
+    out = ""
+    column = len(name) + 2
+    for index, word in enumerate(words):
+        separator = " " if index else ""
+        if column + len(separator) + len(word) <= _FOLD_AT:
+            out += separator + word
+            column += len(separator) + len(word)
+        else:
+            out += "\r\n " + word
+            column = 1 + len(word)
+    return out.encode()
+
+
+def _fits(part: _WirePart, values: dict[str, str]) -> bool:
+    """Whether no line with reader values exceeds 998 octets (as Django measures)."""
+    for literal, placeholders in part.lines:
+        length = literal
+        for placeholder in placeholders:
+            value = values[placeholder]
+            length += max(len(line.encode()) for line in value.split("\n"))
+        if length > _LINE_LIMIT:
+            return False
+    return True
 
 
 def _personalised_wire(
-    template: tuple[list[bytes], list[bytes]], *, reader: Reader, values: _ReaderValues
+    template: WireTemplate, *, reader: Reader, values: _ReaderValues
 ) -> bytes | None:
-    if not reader.email.isascii():
-        return None  # the To header needs encoding: build this one the slow way
-    # The headers and the text part come before the html part, whose values are escaped.
-    text_part, html_part = template
+    headers = values.headers
+    if not _PLAIN_ADDRESS.fullmatch(reader.email):
+        return None  # an address the library would encode or fold
+    if _LINE_BREAKS.search(reader.name) or template.boundary in reader.name:
+        return None
     text_values = {
-        GREETING_PLACEHOLDER.encode(): _wire_bytes(values.greeting_text),
-        EMAIL_PLACEHOLDER.encode(): _wire_bytes(reader.email),
-        UNSUBSCRIBE_PLACEHOLDER.encode(): _wire_bytes(values.one_click),
-        _TO_PLACEHOLDER.encode(): reader.email.encode(),
-        _MESSAGE_ID_PLACEHOLDER.encode(): values.headers["Message-ID"].encode(),
-        _DATE_PLACEHOLDER.encode(): _date().encode(),
-        _MAILTO_TOKEN_PLACEHOLDER.encode(): quote(values.token).encode(),
+        GREETING_PLACEHOLDER: values.greeting_text,
+        EMAIL_PLACEHOLDER: reader.email,
+        UNSUBSCRIBE_PLACEHOLDER: values.one_click,
     }
     html_values = {
-        GREETING_PLACEHOLDER.encode(): _wire_bytes(values.greeting_html),
-        EMAIL_PLACEHOLDER.encode(): _wire_bytes(escape(reader.email)),
-        UNSUBSCRIBE_PLACEHOLDER.encode(): _wire_bytes(escape(values.one_click)),
+        GREETING_PLACEHOLDER: values.greeting_html,
+        EMAIL_PLACEHOLDER: escape(reader.email),
+        UNSUBSCRIBE_PLACEHOLDER: escape(values.one_click),
     }
-    return _fill(text_part, text_values) + _fill(html_part, html_values)
+    if not (_fits(template.text, text_values) and _fits(template.html, html_values)):
+        return None  # the library would encode that part quoted-printable
+    text_bytes = {p.encode(): _wire_bytes(v) for p, v in text_values.items()}
+    html_bytes = {p.encode(): _wire_bytes(v) for p, v in html_values.items()}
+    for name, placeholder in _HEADER_PLACEHOLDERS.items():
+        folded = _header_value(name, headers.get(name, reader.email))
+        if folded is None:
+            return None
+        text_bytes[placeholder.encode()] = folded
+    text_bytes[_CTE_PLACEHOLDER.encode()] = _transfer_encoding(template.text, text_bytes)
+    html_bytes[_CTE_PLACEHOLDER.encode()] = _transfer_encoding(template.html, html_bytes)
+    return _fill(template.text.pieces, text_bytes) + _fill(template.html.pieces, html_bytes)
+
+
+def _transfer_encoding(part: _WirePart, values: dict[bytes, bytes]) -> bytes:
+    """7bit for an all-ASCII part, 8bit otherwise, as the email library labels it."""
+    ascii_values = all(values[p].isascii() for p in part.pieces[1::2] if p in values)
+    return b"7bit" if part.ascii and ascii_values else b"8bit"
 
 
 def _fill(pieces: list[bytes], values: dict[bytes, bytes]) -> bytes:
@@ -377,35 +545,108 @@ def _fill(pieces: list[bytes], values: dict[bytes, bytes]) -> bytes:
 
 def _wire_bytes(value: str) -> bytes:
     """A value as it must appear in the message: UTF-8, with CRLF line endings."""
-    return value.replace("\r\n", "\n").replace("\r", "\n").replace("\n", "\r\n").encode()
+    return value.replace("\n", "\r\n").encode()
 
 
-def _date() -> str:
-    return formatdate(localtime=settings.EMAIL_USE_LOCALTIME)
+def wrap_text_lines(text: str, width: int = 78) -> str:
+    """Plain text with no line over 998 octets: a line without spaces that long (a
+    paragraph of Chinese, say) is cut every `width` characters."""
+    if all(len(line.encode()) <= _MAX_LINE for line in text.splitlines()):
+        return text
+    lines = []
+    for line in text.split("\n"):
+        if len(line.encode()) > _MAX_LINE:
+            lines.extend(
+                textwrap.wrap(line, width=width, break_on_hyphens=False, drop_whitespace=True)
+            )
+        else:
+            lines.append(line)
+    return "\n".join(lines)
+
+
+def prepare_body_html(body: str) -> str:
+    """The article body as email clients need it.
+
+    Images get the width of the column (desktop Outlook otherwise shows a 1,600 px
+    upload at 1,600 px) and, when the file is ours, the matching height; figures become
+    plain blocks without the browsers' 40 px side margins (Outlook, Yahoo and AOL do not
+    know the HTML5 elements).
+    """
+    body = _EMAIL_IMG_RE.sub(_size_image, body)
+    body = re.sub(r"<figure\b[^>]*>", '<div class="figure" style="margin: 0 0 20px;">', body)
+    body = body.replace("</figure>", "</div>")
+    body = re.sub(r"<figcaption\b[^>]*>", '<p class="caption">', body)
+    return body.replace("</figcaption>", "</p>")
+
+
+_EMAIL_IMG_RE = re.compile(r"<img\b([^>]*)>", re.IGNORECASE)
+_SRC_RE = re.compile(r"""\bsrc=(["'])(.*?)\1""", re.IGNORECASE | re.DOTALL)
+CONTENT_WIDTH = 536  # the column inside the 600 px card, less its padding
+_IMAGE_STYLE = "display: block; width: 100%; max-width: 100%; height: auto; border: 0;"
+
+
+def _size_image(match: re.Match[str]) -> str:
+    attributes = match.group(1).rstrip("/ ")
+    if re.search(r"\bwidth=", attributes, re.IGNORECASE):
+        return f'<img{attributes} style="max-width: 100%; height: auto; border: 0;">'
+    src = _SRC_RE.search(attributes)
+    size = media_image_size(unescape(src.group(2))) if src else None
+    width = CONTENT_WIDTH
+    if size is not None:
+        width = min(size[0], CONTENT_WIDTH)
+        attributes += f' height="{round(size[1] * width / size[0])}"'
+    style = _IMAGE_STYLE if width == CONTENT_WIDTH else "max-width: 100%; height: auto; border: 0;"
+    return f'<img{attributes} width="{width}" style="{style}">'
+
+
+def media_image_size(url: str) -> tuple[int, int] | None:
+    """(width, height) of an uploaded image this site serves, or None."""
+    prefix = f"{settings.SITE_URL}{settings.MEDIA_URL}"
+    if not url.startswith((prefix, settings.MEDIA_URL)):
+        return None
+    name = (
+        url.removeprefix(prefix) if url.startswith(prefix) else url.removeprefix(settings.MEDIA_URL)
+    )
+    try:
+        with default_storage.open(name) as handle:
+            width, height = get_image_dimensions(handle)
+    except (OSError, ValueError, SuspiciousFileOperation):
+        return None
+    return (width, height) if width and height else None
 
 
 def wrap_html_lines(html: str, width: int = _MAX_LINE) -> str:
-    """Break over-long lines at whitespace that does not change the rendering.
+    """Break over-long lines (counted in octets) where it does not change the rendering.
 
     Mail lines may not exceed 998 octets (RFC 5322). A newline may replace a space in
     text (browsers collapse whitespace) or between attributes inside a tag, never in a
-    quoted attribute value or inside <pre>.
+    quoted attribute value or inside <pre>. A line with no such space (Chinese or
+    Japanese text, a long unbroken word) is broken inside an empty HTML comment,
+    which nothing renders.
     """
-    if all(len(line) <= width for line in html.splitlines()):
+    if all(len(line.encode()) <= width for line in html.splitlines()):
         return html
     out: list[str] = []
     in_tag = False
+    in_comment = False
+    in_entity = False
     quote_char = ""
+    raw_text = ""  # inside <style>, <title>, <script>: neither break nor comment
     in_pre = False
-    line_length = 0
+    line_octets = 0
     last_break = -1  # index in `out` of the last breakable space on this line
+    octets_after_break = 0
     for index, char in enumerate(html):
         if char == "\n":
-            line_length = 0
+            line_octets = 0
             last_break = -1
             out.append(char)
             continue
-        if in_tag:
+        size = len(char.encode(errors="surrogatepass"))
+        if in_comment:
+            if html.startswith("-->", index - 2) and char == ">":
+                in_comment = False
+        elif in_tag:
             if quote_char:
                 if char == quote_char:
                     quote_char = ""
@@ -413,21 +654,46 @@ def wrap_html_lines(html: str, width: int = _MAX_LINE) -> str:
                 quote_char = char
             elif char == ">":
                 in_tag = False
+        elif raw_text:
+            if html[index : index + len(raw_text) + 2].lower() == f"</{raw_text}":
+                raw_text = ""
+                in_tag = True
         elif char == "<":
-            in_tag = True
-            lowered = html[index : index + 5].lower()
-            if lowered.startswith("<pre"):
-                in_pre = True
-            elif lowered.startswith("</pre"):
-                in_pre = False
-        breakable = char == " " and not quote_char and not in_pre
+            lowered = html[index : index + 9].lower()
+            if lowered.startswith("<!--"):
+                in_comment = True
+            else:
+                in_tag = True
+                if lowered.startswith("<pre"):
+                    in_pre = True
+                elif lowered.startswith("</pre"):
+                    in_pre = False
+                for element in ("style", "title", "script", "textarea"):
+                    if re.match(rf"<{element}\b", lowered):
+                        raw_text = element
+        elif char == "&":
+            in_entity = True
+        elif in_entity and not (char.isalnum() or char == "#"):
+            in_entity = False
+        breakable = char == " " and not quote_char and not in_pre and not in_comment
+        if (
+            line_octets + size > width
+            and last_break < 0
+            and not (in_tag or in_comment or raw_text or in_entity)
+            and char != "&"
+        ):
+            out.append("<!--\n-->")
+            line_octets = 3
         out.append(char)
-        line_length += 1
+        line_octets += size
         if breakable:
             last_break = len(out) - 1
-        if line_length > width and last_break >= 0:
+            octets_after_break = 0
+        elif last_break >= 0:
+            octets_after_break += size
+        if line_octets > width and last_break >= 0:
             out[last_break] = "\n"
-            line_length = len(out) - 1 - last_break
+            line_octets = octets_after_break
             last_break = -1
     return "".join(out)
 

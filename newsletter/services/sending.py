@@ -57,6 +57,7 @@ from django.db.models import Case, Count, DateTimeField, F, Max, Min, Q, QuerySe
 from django.db.models.functions import Coalesce, Now
 from django.utils import timezone
 
+from config.mail import send_bytes
 from newsletter.models import Article, Delivery, EmailSend, Publication
 from newsletter.services.email_rendering import (
     Reader,
@@ -571,7 +572,7 @@ def _hand_over(
         prepared = personalised_bytes(rendered=rendered, reader=reader, send_id=send_id)
         if prepared is not None:
             data, provider_id = prepared
-            smtp.sendmail(envelope_sender(rendered), [reader.email], data)
+            send_bytes(smtp, sender=envelope_sender(rendered), recipients=[reader.email], data=data)
             return provider_id
     message = personalise(rendered=rendered, reader=reader, send_id=send_id)
     connection.send_messages([message])

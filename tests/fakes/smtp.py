@@ -3,6 +3,8 @@
     server = FakeSMTPServer().start()       # binds 127.0.0.1 on a free port
     server.refuse("a@example.com", code=550)            # always refuse this recipient
     server.refuse("b@example.com", code=451, times=1)   # refuse once, then accept
+    FakeSMTPServer(offer_8bitmime=False)   # a server that takes 7bit only (refuses 8bit)
+    FakeSMTPServer(offer_smtputf8=True)    # offers SMTPUTF8 (RFC 6531)
     ... point EMAIL_HOST/EMAIL_PORT (or EMAIL_URL=server.url) at it ...
     server.messages   # CapturedMessage(mail_from, rcpt_tos, data, message)
     server.stop()
@@ -38,6 +40,7 @@ class CapturedMessage:
     mail_from: str
     rcpt_tos: tuple[str, ...]
     data: bytes
+    mail_options: tuple[str, ...] = ()
 
     @property
     def message(self) -> email.message.EmailMessage:
@@ -67,9 +70,21 @@ class _Handler:
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
+    async def handle_EHLO(
+        self, server: SMTP, session: Session, envelope: Envelope, hostname: str, responses: list
+    ) -> list[str]:
+        session.host_name = hostname
+        if not self.server.offer_8bitmime:
+            responses = [r for r in responses if r[4:] != "8BITMIME"]
+        return responses
+
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         if self.server.data_delay:
             await asyncio.sleep(self.server.data_delay)
+        content = envelope.content
+        if not self.server.offer_8bitmime and isinstance(content, bytes) and not content.isascii():
+            # RFC 6152: 8bit data only after the server offered 8BITMIME.
+            return "554 5.6.1 8bit message content, but 8BITMIME was not offered"
         self.server._capture(envelope)
         return "250 Message accepted for delivery"
 
@@ -78,11 +93,19 @@ class FakeSMTPServer(LocalServer):
     """aiosmtpd on its own event loop thread; bind to port 0 and read `port`."""
 
     def __init__(
-        self, host: str = "127.0.0.1", port: int = 0, *, keep_messages: bool = True
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        keep_messages: bool = True,
+        offer_8bitmime: bool = True,
+        offer_smtputf8: bool = False,
     ) -> None:
         self.host = host
         self.port = port
         self.keep_messages = keep_messages
+        self.offer_8bitmime = offer_8bitmime
+        self.offer_smtputf8 = offer_smtputf8
         self.messages: list[CapturedMessage] = []
         self.received = 0
         self.connections = 0
@@ -156,6 +179,7 @@ class FakeSMTPServer(LocalServer):
                         mail_from=str(envelope.mail_from),
                         rcpt_tos=tuple(envelope.rcpt_tos),
                         data=data,
+                        mail_options=tuple(envelope.mail_options),
                     )
                 )
 
@@ -205,7 +229,12 @@ class FakeSMTPServer(LocalServer):
                     super().connection_lost(error)
 
             def factory() -> SMTP:
-                return CountingSMTP(handler, hostname="fake-smtp.test", loop=loop)
+                return CountingSMTP(
+                    handler,
+                    hostname="fake-smtp.test",
+                    loop=loop,
+                    enable_SMTPUTF8=server.offer_smtputf8,
+                )
 
             self._factory = factory
             self._server = loop.run_until_complete(loop.create_server(factory, sock=sock))

@@ -318,3 +318,53 @@ def test_saving_the_article_page_does_not_undo_a_publish_that_lands_meanwhile(
     assert article.title == "Edited title"
     assert article.status == Article.Status.PUBLISHED
     assert article.published_at is not None
+
+
+def _publication_form(editor_client, **changes):
+    url = reverse("admin:newsletter_publication_change", args=[Publication.load().pk])
+    data = {
+        "name": "The Meridian Letter, Lisbon",
+        "tagline": "",
+        "description": "",
+        "footer_text": "",
+        "sender_name": "",
+        "sender_email": "letters@meridian.example",
+        "reply_to_email": "",
+        "kofi_url": "",
+        "buymeacoffee_url": "",
+        "telegram_channel_url": "",
+        "comment_policy": Publication.CommentPolicy.SIGNED_IN,
+        **changes,
+    }
+    return url, editor_client.post(url, data)
+
+
+def test_the_publication_page_previews_the_from_line_quoted_by_the_email_library(editor_client):
+    url, response = _publication_form(
+        editor_client, sender_name="The Meridian Letter, Lisbon", kofi_url="ko-fi.com/meridian"
+    )
+    assert response.status_code == 302
+    assert Publication.load().kofi_url == "https://ko-fi.com/meridian"
+
+    page = editor_client.get(url).content.decode()
+
+    assert "From line" in page
+    assert "&quot;The Meridian Letter, Lisbon&quot; &lt;letters@meridian.example&gt;" in page
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "error"),
+    [
+        ("sender_email", "Letters <letters@meridian.example>", "valid email address"),
+        ("sender_email", "zoë@meridian.example", "valid email address"),
+        ("reply_to_email", "a@b@c", "valid email address"),
+        ("sender_name", "Bell\x07", "control characters"),
+        ("name", "Two\u2028lines", "control characters"),
+    ],
+)
+def test_sender_fields_that_make_no_valid_from_line_are_refused(editor_client, field, value, error):
+    _, response = _publication_form(editor_client, **{field: value})
+
+    assert response.status_code == 200
+    assert error in response.content.decode()
+    assert Publication.load().sender_email == ""
