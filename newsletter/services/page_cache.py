@@ -12,6 +12,7 @@ Copies live for `PAGE_CACHE_SECONDS` at most, and every change to what the pages
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Callable
 from functools import wraps
 from urllib.parse import urlencode
@@ -46,11 +47,18 @@ def _new_generation() -> None:
     try:
         cache.incr(_GENERATION_KEY)
     except ValueError:
-        cache.set(_GENERATION_KEY, 2, timeout=None)
+        cache.set(_GENERATION_KEY, _first_generation(), timeout=None)
+
+
+def _first_generation() -> int:
+    """Where counting starts when the cache holds no generation (new, or evicted while
+    pages stayed): the clock, so that it never lands on a generation whose pages are
+    still stored. Restarting from a fixed number would serve them again."""
+    return time.time_ns()
 
 
 def _key(request: HttpRequest) -> str:
-    generation = cache.get_or_set(_GENERATION_KEY, 1, timeout=None)
+    generation = cache.get_or_set(_GENERATION_KEY, _first_generation, timeout=None)
     # The pages read only their own parameters; others (utm_source, made-up ones) neither
     # change the page nor get a copy of their own, so they cannot fill the cache.
     params = urlencode(sorted((k, v) for k, v in request.GET.items() if k in _PAGE_PARAMETERS))

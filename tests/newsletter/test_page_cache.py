@@ -307,3 +307,17 @@ def test_a_signed_in_request_without_a_session_cookie_is_not_stored(rf):
     assert view(anonymous_request(rf))["X-Page-Cache"] == "miss"
     assert len(calls) == 2
 
+
+def test_a_change_after_the_generation_was_evicted_still_hides_the_pages_stored_before(client):
+    from django.core.cache import cache
+
+    from newsletter.services.page_cache import invalidate_pages
+
+    url = PublishedArticleFactory().get_absolute_url()
+    assert client.get(url)["X-Page-Cache"] == "miss"
+    assert client.get(url)["X-Page-Cache"] == "hit"
+    cache.delete("pages:generation")  # evicted under memory pressure, pages still there
+    invalidate_pages()
+    assert client.get(url)["X-Page-Cache"] == "miss"
+    invalidate_pages()
+    assert client.get(url)["X-Page-Cache"] == "miss"
