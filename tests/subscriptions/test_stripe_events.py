@@ -1,0 +1,411 @@
+"""What each Stripe event does, what a delivery must look like to be stored, and the
+"applied once" rule seen from the processing side."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from django.core import mail
+from django.utils import timezone
+
+from subscriptions.models import Membership, StripeEvent, Subscriber
+from subscriptions.services import access, stripe_events
+from tests.factories import PlanFactory, SubscriberFactory
+from tests.subscriptions.stripe_support import signature_for
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def plan(stripe_api):
+    price = stripe_api.add_price(unit_amount=1250, currency="eur")
+    return PlanFactory(stripe_price_id=price["id"], amount=1250)
+
+
+@pytest.fixture
+def reader(stripe_api):
+    """A known reader with a Stripe customer, next to another reader who must stay put."""
+    SubscriberFactory(email="bystander@example.com")
+    subscriber = SubscriberFactory(email="reader@example.com")
+    customer = stripe_api.add_customer(email=subscriber.email)
+    Subscriber.objects.filter(pk=subscriber.pk).update(stripe_customer_id=customer["id"])
+    subscriber.refresh_from_db()
+    return subscriber
+
+
+def subscribe(stripe_api, reader, plan, **options):
+    return stripe_api.add_subscription(
+        customer=reader.stripe_customer_id, price=plan.stripe_price_id, **options
+    )
+
+
+def stored(stripe_api, event_type, obj) -> StripeEvent:
+    """An event received (signature checked, row stored) but not processed yet."""
+    body = json.dumps(stripe_api.event(event_type, obj)).encode()
+    received = stripe_events.receive_webhook(
+        payload=body, signature_header=signature_for(body.decode())
+    )
+    assert received.created
+    return received.event
+
+
+# --- Receiving: only a well-formed Stripe event is stored ---------------------------------
+
+
+def good_event() -> dict:
+    return {
+        "id": "evt_well_formed",
+        "object": "event",
+        "type": "customer.subscription.updated",
+        "created": 1_700_000_000,
+        "livemode": False,
+        "data": {"object": {"id": "sub_1", "object": "subscription"}},
+    }
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        {"object": "list"},
+        {"object": None},
+        {"id": 42},
+        {"id": None},
+        {"type": ["customer.subscription.updated"]},
+        {"type": None},
+        {"data": "sub_1"},
+        {"data": None},
+        {"created": "1700000000"},
+        {"created": None},
+    ],
+    ids=lambda broken: f"{next(iter(broken))}={next(iter(broken.values()))!r}",
+)
+def test_a_signed_body_that_is_not_a_stripe_event_is_refused_and_not_stored(stripe_api, broken):
+    event = {**good_event(), **broken}
+    body = json.dumps(event)
+    with pytest.raises(stripe_events.WebhookRejected, match="Not a Stripe event"):
+        stripe_events.receive_webhook(payload=body.encode(), signature_header=signature_for(body))
+    assert not StripeEvent.objects.exists()
+
+
+@pytest.mark.parametrize("missing", ["object", "id", "type", "data", "created"])
+def test_a_signed_event_missing_a_field_is_refused(stripe_api, missing):
+    event = good_event()
+    del event[missing]
+    body = json.dumps(event)
+    with pytest.raises(stripe_events.WebhookRejected):
+        stripe_events.receive_webhook(payload=body.encode(), signature_header=signature_for(body))
+    assert not StripeEvent.objects.exists()
+
+
+def test_a_well_formed_event_is_stored_with_its_fields_and_due_for_the_safety_net(stripe_api):
+    body = json.dumps({**good_event(), "livemode": True})
+    before = timezone.now()
+    received = stripe_events.receive_webhook(
+        payload=body.encode(), signature_header=signature_for(body)
+    )
+    event = StripeEvent.objects.get()
+    assert received.created is True
+    assert received.event.pk == event.pk
+    assert (event.stripe_id, event.type, event.livemode) == (
+        "evt_well_formed",
+        "customer.subscription.updated",
+        True,
+    )
+    assert event.created.timestamp() == 1_700_000_000
+    assert event.processed_at is None
+    assert event.attempts == 0
+    assert before + stripe_events.SAFETY_NET_DELAY <= event.next_attempt_at
+    assert event.next_attempt_at <= timezone.now() + stripe_events.SAFETY_NET_DELAY
+
+    again = stripe_events.receive_webhook(
+        payload=body.encode(), signature_header=signature_for(body)
+    )
+    assert again.created is False
+    assert again.event.pk == event.pk
+    assert StripeEvent.objects.count() == 1
+
+
+# --- Processing: once, and only once --------------------------------------------------------
+
+
+def test_an_event_already_processed_is_not_applied_again(stripe_api, reader, plan):
+    subscription = subscribe(stripe_api, reader, plan)
+    event = stored(stripe_api, "customer.subscription.created", subscription)
+    assert stripe_events.process_event(event_id=event.pk) is True
+    reads = len(stripe_api.requests_to("GET", "/v1/subscriptions/"))
+    Membership.objects.all().delete()  # were it applied again, this would come back
+
+    assert stripe_events.process_event(event_id=event.pk) is True
+
+    event.refresh_from_db()
+    assert event.attempts == 1
+    assert len(stripe_api.requests_to("GET", "/v1/subscriptions/")) == reads
+    assert not Membership.objects.exists()
+
+
+def test_processing_an_event_that_does_not_exist_reports_false():
+    assert stripe_events.process_event(event_id=987654) is False
+
+
+def test_a_successful_attempt_clears_the_error_and_the_next_attempt(stripe_api, reader, plan):
+    subscription = subscribe(stripe_api, reader, plan)
+    event = stored(stripe_api, "customer.subscription.created", subscription)
+    StripeEvent.objects.filter(pk=event.pk).update(attempts=3, error="Earlier failure")
+
+    assert stripe_events.process_event(event_id=event.pk) is True
+
+    event.refresh_from_db()
+    assert (event.attempts, event.error, event.next_attempt_at) == (4, "", None)
+    assert event.processed_at is not None
+
+
+def test_a_failure_is_recorded_with_its_message_and_a_growing_delay(stripe_api, settings):
+    event = StripeEvent.objects.create(
+        stripe_id="evt_fails",
+        type="customer.subscription.updated",
+        created=timezone.now(),
+        payload={"data": {"object": {"id": "sub_missing", "object": "subscription"}}},
+    )
+    before = timezone.now()
+    assert stripe_events.process_event(event_id=event.pk) is False
+    event.refresh_from_db()
+    assert event.attempts == 1
+    assert "No such subscription" in event.error
+    first_delay = event.next_attempt_at - before
+    assert stripe_events.retry_delay(1) <= first_delay < stripe_events.retry_delay(2)
+
+    before = timezone.now()
+    assert stripe_events.process_event(event_id=event.pk) is False
+    event.refresh_from_db()
+    assert event.attempts == 2
+    assert stripe_events.retry_delay(2) <= event.next_attempt_at - before
+    assert event.next_attempt_at - before < stripe_events.retry_delay(3)
+    assert event.processed_at is None
+
+
+def test_the_sweeper_claims_only_due_unprocessed_events_and_pushes_them_back():
+    now = timezone.now()
+
+    def event(name, **fields):
+        return StripeEvent.objects.create(
+            stripe_id=name, type="payout.paid", created=now, payload={}, **fields
+        )
+
+    due = event("evt_due", next_attempt_at=now - timezone.timedelta(minutes=1))
+    event("evt_later", next_attempt_at=now + timezone.timedelta(minutes=1))
+    event("evt_done", next_attempt_at=now - timezone.timedelta(minutes=1), processed_at=now)
+    event(
+        "evt_spent",
+        next_attempt_at=now - timezone.timedelta(minutes=1),
+        attempts=stripe_events.MAX_ATTEMPTS,
+    )
+    event("evt_never", next_attempt_at=None)
+
+    assert stripe_events.claim_due_events(now=now) == [due.pk]
+    due.refresh_from_db()
+    assert due.next_attempt_at == now + stripe_events.SAFETY_NET_DELAY
+    assert stripe_events.claim_due_events(now=now) == []
+
+
+def test_an_editors_retry_gives_a_failed_event_fresh_attempts_due_at_once():
+    now = timezone.now()
+    failed = StripeEvent.objects.create(
+        stripe_id="evt_failed",
+        type="payout.paid",
+        created=now,
+        payload={},
+        attempts=stripe_events.MAX_ATTEMPTS,
+        next_attempt_at=None,
+    )
+    done = StripeEvent.objects.create(
+        stripe_id="evt_done", type="payout.paid", created=now, payload={}, processed_at=now
+    )
+    stripe_events.schedule_retry_now(event=failed)
+    stripe_events.schedule_retry_now(event=done)
+    failed.refresh_from_db()
+    done.refresh_from_db()
+    assert failed.attempts == 0
+    assert now <= failed.next_attempt_at <= timezone.now()
+    assert done.next_attempt_at is None
+    assert stripe_events.claim_due_events() == [failed.pk]
+
+
+# --- What each subscription event does --------------------------------------------------------
+
+
+def test_a_paused_subscription_ends_access_and_resuming_it_gives_it_back(
+    stripe_api, reader, plan, stripe_webhooks
+):
+    subscription = subscribe(stripe_api, reader, plan)
+    stripe_webhooks.deliver("customer.subscription.created", subscription)
+    assert access.subscriber_is_paid(subscriber=reader)
+
+    paused = stripe_api.update_subscription(subscription["id"], status="paused")
+    stripe_webhooks.deliver("customer.subscription.paused", paused)
+    membership = Membership.objects.get(stripe_subscription_id=subscription["id"])
+    assert membership.status == Membership.Status.PAUSED
+    assert not access.subscriber_is_paid(subscriber=reader)
+
+    resumed = stripe_api.update_subscription(subscription["id"], status="active")
+    stripe_webhooks.deliver("customer.subscription.resumed", resumed)
+    membership.refresh_from_db()
+    assert membership.status == Membership.Status.ACTIVE
+    assert access.subscriber_is_paid(subscriber=reader)
+    assert StripeEvent.objects.filter(processed_at__isnull=True).count() == 0
+
+
+@pytest.mark.parametrize("status", ["trialing", "past_due"])
+def test_a_trial_or_a_past_due_renewal_counts_as_paid_for_and_confirms_a_pending_reader(
+    stripe_api, plan, status, stripe_webhooks
+):
+    pending = SubscriberFactory(email="pending@example.com", status=Subscriber.Status.PENDING)
+    customer = stripe_api.add_customer(email=pending.email)
+    subscription = stripe_api.add_subscription(
+        customer=customer["id"], price=plan.stripe_price_id, status=status
+    )
+    stripe_webhooks.deliver("customer.subscription.created", subscription)
+
+    pending.refresh_from_db()
+    assert pending.status == Subscriber.Status.ACTIVE
+    assert pending.memberships.get().status == status
+
+
+@pytest.mark.parametrize("status", ["trialing", "past_due"])
+def test_a_trial_or_a_past_due_renewal_from_an_unknown_address_makes_a_reader(
+    stripe_api, plan, status, stripe_webhooks
+):
+    customer = stripe_api.add_customer(email="new@example.com", name="New Reader")
+    subscription = stripe_api.add_subscription(
+        customer=customer["id"], price=plan.stripe_price_id, status=status
+    )
+    stripe_webhooks.deliver("customer.subscription.created", subscription)
+    reader = Subscriber.objects.get(email="new@example.com")
+    assert reader.status == Subscriber.Status.ACTIVE
+    assert reader.memberships.get().status == status
+
+
+@pytest.mark.parametrize("status", ["incomplete", "unpaid", "canceled", "paused"])
+def test_a_subscription_nobody_paid_for_leaves_a_pending_reader_pending(
+    stripe_api, plan, status, stripe_webhooks
+):
+    pending = SubscriberFactory(email="pending@example.com", status=Subscriber.Status.PENDING)
+    customer = stripe_api.add_customer(email=pending.email)
+    subscription = stripe_api.add_subscription(
+        customer=customer["id"], price=plan.stripe_price_id, status=status
+    )
+    stripe_webhooks.deliver("customer.subscription.created", subscription)
+    pending.refresh_from_db()
+    assert pending.status == Subscriber.Status.PENDING
+    assert not access.subscriber_is_paid(subscriber=pending)
+
+
+def test_an_async_payment_that_succeeds_later_gives_the_reader_their_membership(
+    stripe_api, plan, stripe_webhooks
+):
+    from tests.subscriptions.test_webhooks import paid_through_a_payment_link
+
+    reader = SubscriberFactory(email="bank.transfer@example.com")
+    price = stripe_api.get("price", plan.stripe_price_id)
+    completed = paid_through_a_payment_link(stripe_api, price, email=reader.email)
+
+    stripe_webhooks.deliver("checkout.session.async_payment_succeeded", completed)
+
+    membership = reader.memberships.get()
+    assert membership.stripe_subscription_id == completed["subscription"]
+    assert membership.status == Membership.Status.ACTIVE
+
+
+def test_a_checkout_still_open_or_for_a_one_off_payment_makes_no_membership(
+    stripe_api, plan, stripe_webhooks, settings
+):
+    settings.STRIPE_SECRET_KEY = ""  # the snapshots themselves are what gets applied
+    SubscriberFactory(email="payer@example.com")
+    base = {"id": "cs_test_1", "object": "checkout.session", "customer": None,
+            "customer_details": {"email": "payer@example.com"}, "metadata": {}}  # fmt: skip
+    for n, session in enumerate(
+        [
+            {**base, "mode": "subscription", "subscription": "sub_x", "status": "open"},
+            {**base, "mode": "subscription", "subscription": None, "status": "complete"},
+            {**base, "mode": "setup", "subscription": "sub_x", "status": "complete"},
+        ]
+    ):
+        stripe_webhooks.deliver("checkout.session.completed", {**session, "id": f"cs_{n}"})
+    assert not Membership.objects.exists()
+    assert StripeEvent.objects.filter(processed_at__isnull=False).count() == 3
+
+
+# --- The payment-failed email ---------------------------------------------------------------
+
+
+def test_a_failed_renewal_emails_the_reader_once_with_the_amount_and_the_links(
+    stripe_api, reader, plan, stripe_webhooks
+):
+    subscription = subscribe(stripe_api, reader, plan)
+    stripe_webhooks.deliver("customer.subscription.created", subscription)
+    invoice = stripe_api.fail_invoice(subscription["id"])
+
+    stripe_webhooks.deliver("invoice.payment_failed", invoice)
+
+    assert len(mail.outbox) == 1
+    message = mail.outbox[0]
+    assert message.to == ["reader@example.com"]
+    assert message.subject == "Your payment did not go through"
+    assert "€12.50" in message.body
+    assert "http://testserver/account/billing/" in message.body
+    assert invoice["hosted_invoice_url"] in message.body
+
+
+@pytest.mark.parametrize("status", [Subscriber.Status.BOUNCED, Subscriber.Status.COMPLAINED])
+def test_no_payment_failed_email_goes_to_an_address_that_bounced_or_complained(
+    stripe_api, reader, plan, status, stripe_webhooks
+):
+    subscription = subscribe(stripe_api, reader, plan)
+    stripe_webhooks.deliver("customer.subscription.created", subscription)
+    Subscriber.objects.filter(pk=reader.pk).update(status=status)
+
+    stripe_webhooks.deliver("invoice.payment_failed", stripe_api.fail_invoice(subscription["id"]))
+
+    assert mail.outbox == []
+    assert Membership.objects.get().status == Membership.Status.PAST_DUE
+
+
+def test_a_failed_invoice_without_a_subscription_or_for_a_donation_sends_nothing(
+    stripe_api, reader, plan, stripe_webhooks
+):
+    subscription = subscribe(stripe_api, reader, plan)
+    invoice = stripe_api.fail_invoice(subscription["id"])
+    one_off = {**invoice, "id": "in_one_off", "parent": None}
+    donation = {
+        **invoice,
+        "id": "in_donation",
+        "parent": {
+            "type": "subscription_details",
+            "subscription_details": {
+                "subscription": subscription["id"],
+                "metadata": {"broadside_purpose": "donation"},
+            },
+        },
+    }
+    for failed in (one_off, donation):
+        stripe_webhooks.deliver("invoice.payment_failed", failed)
+
+    assert mail.outbox == []
+    assert not Membership.objects.exists()
+    assert StripeEvent.objects.filter(processed_at__isnull=False).count() == 2
+
+
+def test_a_failed_invoice_of_a_subscription_nobody_ever_paid_sends_nothing(
+    stripe_api, plan, stripe_webhooks
+):
+    customer = stripe_api.add_customer(email="stranger@example.com")
+    subscription = stripe_api.add_subscription(
+        customer=customer["id"], price=plan.stripe_price_id, status="incomplete"
+    )
+    invoice = stripe_api.fail_invoice(subscription["id"])
+    stripe_api.update_subscription(subscription["id"], status="incomplete")
+
+    stripe_webhooks.deliver("invoice.payment_failed", invoice)
+
+    assert mail.outbox == []
+    assert not Subscriber.objects.filter(email="stranger@example.com").exists()
