@@ -19,7 +19,7 @@ from newsletter.services.publishing import publish_article
 from newsletter.services.sending import claim_chunk
 from subscriptions import tasks as subscription_tasks
 from subscriptions.models import Membership, StripeEvent, Subscriber
-from tests.factories import ArticleFactory, PlanFactory, SubscriberFactory
+from tests.factories import ArticleFactory, MembershipFactory, PlanFactory, SubscriberFactory
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -205,3 +205,27 @@ def test_an_article_published_twice_at_once_is_sent_and_posted_once(telegram_api
             call for call in telegram_api.calls() if f"Breaking, take {n}" in str(call.params)
         ]
         assert len(posted) == 1
+
+
+# --- Membership reminders: two daily runs overlapping -------------------------------------
+
+
+def test_two_expiry_runs_at_once_send_each_reminder_once():
+    from subscriptions.services.memberships import expire_memberships
+
+    for n in range(ROUNDS):
+        mail.outbox.clear()
+        for m in range(6):
+            MembershipFactory(
+                subscriber=SubscriberFactory(email=f"round{n}.reader{m}@example.com"),
+                kind=Membership.Kind.COMP,
+                plan=None,
+                stripe_subscription_id=None,
+                expires_at=timezone.now() + timedelta(days=3),
+            )
+
+        first, second = at_once(expire_memberships, expire_memberships)
+
+        assert first["reminded"] + second["reminded"] == 6
+        recipients = sorted(message.to[0] for message in mail.outbox)
+        assert recipients == sorted(f"round{n}.reader{m}@example.com" for m in range(6))

@@ -43,6 +43,8 @@ def main() -> int:
         for name, code in codes.items():
             if name in equivalent:
                 counts["equivalent"] += 1
+            elif code is None:
+                counts["not checked"] += 1
             elif code in KILLED:
                 counts["killed"] += 1
             elif code in SURVIVED:
@@ -55,6 +57,8 @@ def main() -> int:
                 counts["other"] += 1
                 survivors.append(name)
         scored = counts["killed"] + counts["survived"] + counts["no tests"] + counts["other"]
+        if counts["not checked"]:
+            print(f"{module}: {counts['not checked']} mutants not checked yet", file=sys.stderr)
         rows.append((module, counts, scored, survivors))
     print("| module | mutants | killed | survived | equivalent | score |")
     print("|---|---|---|---|---|---|")
