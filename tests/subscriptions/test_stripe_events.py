@@ -409,3 +409,66 @@ def test_a_failed_invoice_of_a_subscription_nobody_ever_paid_sends_nothing(
 
     assert mail.outbox == []
     assert not Subscriber.objects.filter(email="stranger@example.com").exists()
+
+
+# --- A dispute: the editors, and only they, are told ----------------------------------------
+
+
+def test_a_dispute_is_told_to_every_active_editor_with_an_address_and_to_nobody_else(
+    stripe_api, stripe_webhooks
+):
+    from tests.factories import StaffUserFactory, UserFactory
+
+    StaffUserFactory(email="editor.one@example.com")
+    StaffUserFactory(email="editor.two@example.com")
+    StaffUserFactory(email="gone@example.com", is_active=False)
+    StaffUserFactory(email="")
+    UserFactory(email="reader@example.com")
+    dispute = {"id": "du_1", "object": "dispute", "payment_intent": "pi_unknown",
+               "amount": 123456, "currency": "gbp", "reason": "fraudulent"}  # fmt: skip
+
+    stripe_webhooks.deliver("charge.dispute.created", dispute)
+
+    assert sorted(message.to[0] for message in mail.outbox) == [
+        "editor.one@example.com",
+        "editor.two@example.com",
+    ]
+    for message in mail.outbox:
+        assert message.subject == "A payment of £1,234.56 is disputed"
+        assert "A payment of £1,234.56 has been disputed (reason: fraudulent)." in message.body
+    assert StripeEvent.objects.get().needs_attention is True
+
+
+def test_a_dispute_without_an_amount_or_currency_is_told_as_zero_dollars(
+    stripe_api, stripe_webhooks
+):
+    from tests.factories import StaffUserFactory
+
+    StaffUserFactory(email="editor@example.com")
+    stripe_webhooks.deliver("charge.dispute.created", {"id": "du_2", "object": "dispute"})
+    (message,) = mail.outbox
+    assert message.subject == "A payment of $0.00 is disputed"
+
+
+def test_a_dispute_of_a_donation_names_the_donor(stripe_api, stripe_webhooks, settings):
+    from subscriptions.models import Donation
+    from tests.factories import StaffUserFactory
+
+    StaffUserFactory(email="editor@example.com")
+    donation = Donation.objects.create(
+        email="donor@example.com",
+        amount=2500,
+        currency="usd",
+        status=Donation.Status.PAID,
+        stripe_payment_intent_id="pi_donation",
+    )
+    dispute = {"id": "du_3", "object": "dispute", "payment_intent": "pi_donation",
+               "amount": 2500, "currency": "usd"}  # fmt: skip
+
+    stripe_webhooks.deliver("charge.dispute.created", dispute)
+
+    donation.refresh_from_db()
+    assert donation.status == Donation.Status.DISPUTED
+    (message,) = mail.outbox
+    assert message.subject == "A payment of $25.00 is disputed"
+    assert "It is the donation from donor@example.com made on" in message.body
