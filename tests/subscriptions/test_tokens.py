@@ -51,7 +51,7 @@ def test_a_confirmation_link_works_for_three_days_and_not_a_minute_more(
     if valid:
         assert read_confirmation_token(token=token) == (pending.pk, "pending@example.com")
     else:
-        with pytest.raises(InvalidToken, match="expired"):
+        with pytest.raises(InvalidToken, match=r"^This confirmation link has expired\.$"):
             read_confirmation_token(token=token)
 
     response = client.get(f"/subscribe/confirm/{token}/")
@@ -65,9 +65,9 @@ def test_a_confirmation_link_is_not_an_unsubscribe_link_nor_the_other_way_round(
     subscriber = SubscriberFactory()
     confirm = make_confirmation_token(subscriber_id=subscriber.pk, email=subscriber.email)
     leave = make_unsubscribe_token(subscriber_id=subscriber.pk)
-    with pytest.raises(InvalidToken, match="not valid"):
+    with pytest.raises(InvalidToken, match=r"^This unsubscribe link is not valid\.$"):
         read_unsubscribe_token(token=confirm)
-    with pytest.raises(InvalidToken, match="not valid"):
+    with pytest.raises(InvalidToken, match=r"^This confirmation link is not valid\.$"):
         read_confirmation_token(token=leave)
     with pytest.raises(InvalidToken, match="not valid"):
         read_confirmation_token(token=confirm[:-2] + "xx")
@@ -84,7 +84,7 @@ def test_an_unsubscribe_link_never_expires_and_names_its_own_reader(monkeypatch)
 
 def test_a_signed_value_that_is_not_a_number_is_refused_as_an_unsubscribe_link():
     forged = signing.Signer(salt="broadside.subscriptions.unsubscribe").sign("not-a-number")
-    with pytest.raises(InvalidToken):
+    with pytest.raises(InvalidToken, match=r"^This unsubscribe link is not valid\.$"):
         read_unsubscribe_token(token=forged)
 
 

@@ -1,0 +1,132 @@
+"""The two signup emails and the confirmation, with several readers in the table: each
+email goes to the reader it was queued for, and only while they are in the state it is
+for."""
+
+from __future__ import annotations
+
+import pytest
+from django.core import mail
+from django.utils import timezone
+
+from subscriptions.models import Subscriber
+from subscriptions.services import signup
+from subscriptions.services.tokens import (
+    InvalidToken,
+    make_confirmation_token,
+    read_unsubscribe_token,
+)
+from tests.factories import SubscriberFactory
+
+pytestmark = pytest.mark.django_db
+
+S = Subscriber.Status
+
+
+@pytest.fixture
+def readers():
+    """One reader in each state, the active and pending ones two of each."""
+    return {
+        "active": SubscriberFactory(email="active@example.com", status=S.ACTIVE),
+        "active2": SubscriberFactory(email="active2@example.com", status=S.ACTIVE),
+        "pending": SubscriberFactory(
+            email="pending@example.com", status=S.PENDING, confirmed_at=None
+        ),
+        "pending2": SubscriberFactory(
+            email="pending2@example.com", status=S.PENDING, confirmed_at=None
+        ),
+        "unsubscribed": SubscriberFactory(email="left@example.com", status=S.UNSUBSCRIBED),
+        "bounced": SubscriberFactory(email="bounced@example.com", status=S.BOUNCED),
+    }
+
+
+def test_the_welcome_goes_to_the_reader_it_was_queued_for_with_their_own_links(readers):
+    assert signup.send_welcome_email(subscriber_id=readers["active2"].pk) is True
+
+    (message,) = mail.outbox
+    assert message.to == ["active2@example.com"]
+    assert message.subject == "Welcome aboard"
+    assert "New articles will arrive at active2@example.com." in message.body
+    token = message.body.split("http://testserver/unsubscribe/")[1].split("/")[0]
+    assert read_unsubscribe_token(token=token) == readers["active2"].pk
+
+
+@pytest.mark.parametrize("state", ["pending", "unsubscribed", "bounced"])
+def test_no_welcome_goes_to_a_reader_who_is_not_on_the_list(readers, state):
+    assert signup.send_welcome_email(subscriber_id=readers[state].pk) is False
+    assert mail.outbox == []
+
+
+def test_the_confirmation_goes_to_the_pending_reader_it_was_queued_for(readers):
+    assert signup.send_confirmation_email(subscriber_id=readers["pending2"].pk) is True
+
+    (message,) = mail.outbox
+    assert message.to == ["pending2@example.com"]
+    assert message.subject == "Confirm your subscription"
+    assert "3 days" in message.body
+    path = message.body.split("http://testserver/subscribe/confirm/")[1].split("/")[0]
+    confirmed = signup.confirm_subscriber(token=path)
+    assert confirmed == readers["pending2"]
+    assert Subscriber.objects.get(pk=readers["pending"].pk).status == S.PENDING
+
+
+@pytest.mark.parametrize("state", ["active", "unsubscribed", "bounced"])
+def test_no_confirmation_goes_to_a_reader_who_is_not_waiting_for_one(readers, state):
+    assert signup.send_confirmation_email(subscriber_id=readers[state].pk) is False
+    assert mail.outbox == []
+
+
+def test_confirming_activates_only_the_links_reader_and_records_it(
+    readers, django_capture_on_commit_callbacks
+):
+    pending = readers["pending"]
+    token = make_confirmation_token(subscriber_id=pending.pk, email="PENDING@example.com")
+    before = timezone.now()
+    with django_capture_on_commit_callbacks(execute=True):
+        confirmed = signup.confirm_subscriber(token=token)
+
+    confirmed.refresh_from_db()
+    assert confirmed.pk == pending.pk
+    assert confirmed.status == S.ACTIVE
+    assert confirmed.status_reason == "confirmed by email"
+    assert before <= confirmed.confirmed_at <= timezone.now()
+    assert confirmed.unsubscribed_at is None
+    assert confirmed.user is not None
+    assert confirmed.user.email == "pending@example.com"
+    statuses = dict(Subscriber.objects.values_list("email", "status"))
+    assert statuses["pending2@example.com"] == S.PENDING
+    assert [message.to for message in mail.outbox] == [["pending@example.com"]]
+    assert mail.outbox[0].subject == "Welcome aboard"
+
+
+def test_confirming_twice_changes_nothing_the_second_time(
+    readers, django_capture_on_commit_callbacks
+):
+    pending = readers["pending"]
+    token = make_confirmation_token(subscriber_id=pending.pk, email=pending.email)
+    with django_capture_on_commit_callbacks(execute=True):
+        first = signup.confirm_subscriber(token=token)
+    first.refresh_from_db()
+    with django_capture_on_commit_callbacks(execute=True):
+        second = signup.confirm_subscriber(token=token)
+    second.refresh_from_db()
+    assert second.confirmed_at == first.confirmed_at
+    assert len(mail.outbox) == 1
+
+
+@pytest.mark.parametrize("state", ["unsubscribed", "bounced"])
+def test_a_confirmation_link_cannot_bring_back_a_reader_who_left(readers, state):
+    gone = readers[state]
+    token = make_confirmation_token(subscriber_id=gone.pk, email=gone.email)
+    with pytest.raises(InvalidToken, match="left the list"):
+        signup.confirm_subscriber(token=token)
+    gone.refresh_from_db()
+    assert gone.status == state
+
+
+def test_a_confirmation_link_for_another_readers_address_confirms_nobody(readers):
+    token = make_confirmation_token(
+        subscriber_id=readers["pending"].pk, email="pending2@example.com"
+    )
+    with pytest.raises(InvalidToken, match="no longer valid"):
+        signup.confirm_subscriber(token=token)
+    assert Subscriber.objects.filter(status=S.PENDING).count() == 2
