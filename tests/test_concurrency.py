@@ -23,7 +23,7 @@ from tests.factories import ArticleFactory, MembershipFactory, PlanFactory, Subs
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-ROUNDS = 5
+ROUNDS = 3
 
 
 def at_once(*work: Callable[[], Any]) -> list[Any]:

@@ -472,3 +472,137 @@ def test_a_dispute_of_a_donation_names_the_donor(stripe_api, stripe_webhooks, se
     (message,) = mail.outbox
     assert message.subject == "A payment of $25.00 is disputed"
     assert "It is the donation from donor@example.com made on" in message.body
+
+
+# --- Finding the reader and the subscription ---------------------------------------------------
+
+
+def test_an_invoice_names_its_subscription_in_the_old_and_the_new_api_shapes(
+    stripe_api, reader, plan, stripe_webhooks
+):
+    shapes = [
+        lambda invoice, sub: {**invoice, "parent": None, "subscription": sub},
+        lambda invoice, sub: {**invoice, "parent": None, "subscription": {"id": sub}},
+        lambda invoice, sub: invoice,  # parent.subscription_details.subscription
+    ]
+    for shape in shapes:
+        subscription = subscribe(stripe_api, reader, plan)
+        invoice = stripe_api.renew_subscription(subscription["id"])
+        stripe_webhooks.deliver("invoice.paid", shape(invoice, subscription["id"]))
+        membership = Membership.objects.get(stripe_subscription_id=subscription["id"])
+        assert membership.subscriber == reader
+        assert membership.status == Membership.Status.ACTIVE
+    assert Membership.objects.count() == 3
+
+
+def test_an_invoice_of_no_subscription_changes_no_membership(stripe_api, reader, stripe_webhooks):
+    one_off = {"id": "in_one_off", "object": "invoice", "customer": reader.stripe_customer_id,
+               "parent": None, "subscription": None, "amount_paid": 500}  # fmt: skip
+    stripe_webhooks.deliver("invoice.paid", one_off)
+    assert not Membership.objects.exists()
+    assert StripeEvent.objects.get().processed_at is not None
+    assert not stripe_api.requests_to("GET", "/v1/subscriptions/")
+
+
+def test_without_an_api_key_an_event_that_is_no_subscription_snapshot_fails_clearly(
+    stripe_api, reader, plan, settings, stripe_webhooks
+):
+    subscription = subscribe(stripe_api, reader, plan)
+    invoice = stripe_api.renew_subscription(subscription["id"])
+    settings.STRIPE_SECRET_KEY = ""
+
+    stripe_webhooks.deliver("invoice.paid", invoice)
+
+    event = StripeEvent.objects.get()
+    assert event.processed_at is None
+    assert "STRIPE_SECRET_KEY is not set" in event.error
+    assert not Membership.objects.exists()
+
+
+def test_a_customer_without_an_email_cannot_be_matched_and_the_event_fails_clearly(
+    stripe_api, plan, stripe_webhooks
+):
+    customer = stripe_api.add_customer(email="")
+    subscription = stripe_api.add_subscription(customer=customer["id"], price=plan.stripe_price_id)
+
+    stripe_webhooks.deliver("customer.subscription.created", subscription)
+
+    event = StripeEvent.objects.get()
+    assert event.processed_at is None
+    assert f"Customer {customer['id']} has no email" in event.error
+    assert not Subscriber.objects.exists()
+
+
+def test_a_known_membership_keeps_its_reader_whatever_the_subscription_metadata_says(
+    stripe_api, reader, plan, stripe_webhooks
+):
+    other = SubscriberFactory(email="other@example.com")
+    subscription = subscribe(stripe_api, reader, plan)
+    stripe_webhooks.deliver("customer.subscription.created", subscription)
+    renamed = stripe_api.update_subscription(
+        subscription["id"], metadata={"subscriber_id": str(other.pk)}
+    )
+
+    stripe_webhooks.deliver("customer.subscription.updated", renamed)
+
+    assert Membership.objects.get().subscriber == reader
+    other.refresh_from_db()
+    assert other.stripe_customer_id is None
+
+
+def test_our_metadata_names_the_reader_of_a_new_subscription_before_the_customer_does(
+    stripe_api, plan, stripe_webhooks
+):
+    SubscriberFactory(email="payer@example.com")
+    named = SubscriberFactory(email="named@example.com")
+    customer = stripe_api.add_customer(email="payer@example.com")
+    subscription = stripe_api.add_subscription(
+        customer=customer["id"],
+        price=plan.stripe_price_id,
+        metadata={"subscriber_id": str(named.pk)},
+    )
+
+    stripe_webhooks.deliver("customer.subscription.created", subscription)
+
+    assert Membership.objects.get().subscriber == named
+    named.refresh_from_db()
+    assert named.stripe_customer_id == customer["id"]
+
+
+def test_monthly_support_makes_no_membership_and_its_renewal_is_a_donation(
+    stripe_api, reader, plan, stripe_webhooks
+):
+    from subscriptions.models import Donation
+
+    support = subscribe(stripe_api, reader, plan, metadata={"broadside_purpose": "donation"})
+    stripe_webhooks.deliver("customer.subscription.created", support)
+    assert not Membership.objects.exists()
+
+    renewal = stripe_api.renew_subscription(support["id"])
+    # The invoice lost the purpose (an older invoice shape): the subscription still says it.
+    renewal["parent"]["subscription_details"]["metadata"] = {}
+    stripe_webhooks.deliver("invoice.paid", renewal)
+
+    assert not Membership.objects.exists()
+    donation = Donation.objects.get()
+    assert donation.stripe_subscription_id == support["id"]
+    assert donation.recurring is True
+
+
+def test_nul_characters_are_taken_out_of_keys_and_lists_too(stripe_api):
+    event = {**good_event(), "data": {"object": {"tags": ["a\u0000b", {"k\u0000": "v\u0000"}]}}}
+    body = json.dumps(event)
+    stripe_events.receive_webhook(payload=body.encode(), signature_header=signature_for(body))
+    assert StripeEvent.objects.get().payload["data"]["object"] == {"tags": ["ab", {"k": "v"}]}
+
+
+def test_an_overlong_id_and_type_are_cut_to_fit_and_still_recognised_when_sent_again(
+    stripe_api,
+):
+    event = {**good_event(), "id": "evt_" + "x" * 150, "type": "t" * 150}
+    body = json.dumps(event)
+    for _ in range(2):
+        stripe_events.receive_webhook(payload=body.encode(), signature_header=signature_for(body))
+    stored = StripeEvent.objects.get()
+    assert stored.stripe_id == ("evt_" + "x" * 150)[:100]
+    assert stored.type == "t" * 100
