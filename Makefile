@@ -48,12 +48,13 @@ test: lint typecheck pytest
 # one thing at a time in the modules [tool.mutmut] lists in pyproject.toml and runs the
 # tests that reach it; the table says how many changes the tests caught. Each of the
 # side-by-side test runs takes its own test database (TEST_DATABASE_SLOTS).
+# MUTANTS='subscriptions.services.access.*' runs the mutants of one module only.
 mutate: export DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/broadside
 mutate: export TEST_DATABASE_SLOTS ?= 4
 mutate: MUTATE_CHILDREN ?= 2
 mutate: $(STAMP)
 	rm -rf mutants
-	nice $(BIN)/mutmut run --max-children $(MUTATE_CHILDREN)
+	nice $(BIN)/mutmut run --max-children $(MUTATE_CHILDREN) $(MUTANTS)
 	$(BIN)/python -m tests.mutation.score -v
 
 clean:

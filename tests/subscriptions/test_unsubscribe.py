@@ -156,7 +156,11 @@ def test_the_confirm_page_names_the_links_own_reader(client, readers):
 
 
 def test_unsubscribing_one_reader_leaves_the_others_subscribed(readers):
+    before = {s.pk: s.updated_at for s in Subscriber.objects.all()}
     assert unsubscribe_subscriber(subscriber=readers[3], reason="asked by letter") is True
+    after = {s.pk: s.updated_at for s in Subscriber.objects.all()}
+    assert after[readers[3].pk] > before[readers[3].pk]
+    assert all(after[pk] == before[pk] for pk in before if pk != readers[3].pk)
     assert statuses()["reader3@example.com"] == "unsubscribed"
     assert list(statuses().values()).count("active") == 3
     readers[3].refresh_from_db()
