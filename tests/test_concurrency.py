@@ -229,3 +229,21 @@ def test_two_expiry_runs_at_once_send_each_reminder_once():
         assert first["reminded"] + second["reminded"] == 6
         recipients = sorted(message.to[0] for message in mail.outbox)
         assert recipients == sorted(f"round{n}.reader{m}@example.com" for m in range(6))
+
+
+# --- Signups: the same new address twice at the same moment -------------------------------
+
+
+def test_the_same_new_address_signing_up_twice_at_once_makes_one_pending_reader():
+    from subscriptions.services.signup import subscribe
+
+    for n in range(ROUNDS):
+        email = f"eager{n}@example.com"
+        first, second = at_once(
+            lambda email=email: subscribe(email=email, ip=None, source="/"),
+            lambda email=email: subscribe(email=email.upper(), ip=None, source="/"),
+        )
+        reader = Subscriber.objects.get(email__iexact=email)
+        assert first.subscriber.pk == second.subscriber.pk == reader.pk
+        assert reader.status == Subscriber.Status.PENDING
+        assert sorted([first.confirmation_sent, second.confirmation_sent]) == [False, True]

@@ -170,3 +170,53 @@ def test_a_confirmation_the_mail_server_refuses_does_not_undo_the_signup(
 
     assert result.confirmation_sent is True
     assert Subscriber.objects.get(email="new@example.com").status == S.PENDING
+
+
+# --- subscribe(): what a signup records and answers ------------------------------------------
+
+
+def test_a_new_signup_is_pending_with_its_name_and_consent_recorded(
+    readers, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        result = signup.subscribe(
+            email="Newcomer@Example.COM", ip="203.0.113.9", source="/p/x/", name="N" * 250
+        )
+
+    assert result.confirmation_sent is True
+    subscriber = Subscriber.objects.get(email__iexact="newcomer@example.com")
+    assert result.subscriber == subscriber
+    assert subscriber.email == "Newcomer@example.com"
+    assert subscriber.status == S.PENDING
+    assert subscriber.name == "N" * 200
+    assert subscriber.consent_ip == "203.0.113.9"
+    assert subscriber.consent_source == "/p/x/"
+    assert [message.to for message in mail.outbox] == [["Newcomer@example.com"]]
+
+
+@pytest.mark.parametrize("state", ["active", "complained"])
+def test_a_signup_of_an_address_on_the_list_or_that_complained_sends_nothing(
+    readers, state, django_capture_on_commit_callbacks
+):
+    subscriber = readers.get(state) or SubscriberFactory(
+        email="complained@example.com", status=S.COMPLAINED
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        result = signup.subscribe(email=subscriber.email.upper(), ip=None, source="/")
+    assert result.subscriber == subscriber
+    assert result.confirmation_sent is False
+    assert mail.outbox == []
+    subscriber.refresh_from_db()
+    assert subscriber.status == state
+
+
+def test_a_second_signup_within_five_minutes_sends_no_second_confirmation(
+    readers, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        first = signup.subscribe(email="twice@example.com", ip=None, source="/")
+        again = signup.subscribe(email="twice@example.com", ip=None, source="/")
+    assert first.confirmation_sent is True
+    assert again.subscriber == first.subscriber
+    assert again.confirmation_sent is False
+    assert len(mail.outbox) == 1
