@@ -220,3 +220,28 @@ def test_a_second_signup_within_five_minutes_sends_no_second_confirmation(
     assert again.subscriber == first.subscriber
     assert again.confirmation_sent is False
     assert len(mail.outbox) == 1
+
+
+def test_a_signup_without_a_name_records_none_and_a_later_one_adds_it_once(
+    django_capture_on_commit_callbacks,
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        signup.subscribe(email="nameless@example.com", ip=None, source="/")
+    reader = Subscriber.objects.get(email="nameless@example.com")
+    assert reader.name == ""
+
+    Subscriber.objects.filter(pk=reader.pk).update(status=S.UNSUBSCRIBED)
+    signup.subscribe(email="nameless@example.com", ip=None, source="/", name="M" * 250)
+    reader.refresh_from_db()
+    assert reader.name == "M" * 200
+
+    Subscriber.objects.filter(pk=reader.pk).update(status=S.UNSUBSCRIBED)
+    signup.subscribe(email="nameless@example.com", ip=None, source="/", name="Someone else")
+    reader.refresh_from_db()
+    assert reader.name == "M" * 200  # a name the reader gave is not replaced
+
+    Subscriber.objects.filter(pk=reader.pk).update(status=S.UNSUBSCRIBED)
+    signup.subscribe(email="nameless@example.com", ip=None, source="/")
+    reader.refresh_from_db()
+    assert reader.name == "M" * 200
+    assert reader.status == S.PENDING
