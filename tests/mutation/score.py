@@ -2,14 +2,15 @@
 
 Reads the results mutmut left in mutants/ and counts, per mutated module, the mutants
 the tests killed (a timeout counts as killed: the change made the code hang), the ones
-that survived, and the ones no test reached. Mutants listed in tests/mutation/equivalent.txt
-(mutants that cannot change behaviour, each with its reason in tests/mutation/survivors.md)
-are left out of the score.
+that survived, and the ones no test reached. Mutants listed in tests/mutation/survivors.md as
+equivalent (they cannot change what the code does; each entry says why) are left out
+of the score.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections import Counter
 from pathlib import Path
@@ -21,11 +22,9 @@ NO_TESTS = {5, 33}
 
 
 def equivalent_mutants() -> set[str]:
-    listed = ROOT / "tests" / "mutation" / "equivalent.txt"
-    if not listed.exists():
-        return set()
-    lines = (line.split("#")[0].strip() for line in listed.read_text().splitlines())
-    return {line for line in lines if line}
+    """The mutants survivors.md lists, one line each: a dash, the name in backticks, why."""
+    listed = (ROOT / "tests" / "mutation" / "survivors.md").read_text()
+    return set(re.findall(r"^- `([\w.]+__mutmut_\d+)`", listed, flags=re.MULTILINE))
 
 
 def main() -> int:
