@@ -247,3 +247,41 @@ def test_the_same_new_address_signing_up_twice_at_once_makes_one_pending_reader(
         assert first.subscriber.pk == second.subscriber.pk == reader.pk
         assert reader.status == Subscriber.Status.PENDING
         assert sorted([first.confirmation_sent, second.confirmation_sent]) == [False, True]
+
+
+def test_two_events_about_one_donation_checkout_at_once_record_and_thank_it_once(settings):
+    from subscriptions.models import Donation
+
+    settings.STRIPE_SECRET_KEY = ""  # the snapshots are applied as they are
+    for n in range(ROUNDS):
+        mail.outbox.clear()
+        session = {
+            "id": f"cs_coffee_{n}",
+            "object": "checkout.session",
+            "mode": "payment",
+            "status": "complete",
+            "payment_status": "paid",
+            "amount_total": 300,
+            "currency": "usd",
+            "customer": None,
+            "customer_details": {"email": f"coffee{n}@example.com"},
+            "payment_intent": f"pi_coffee_{n}",
+            "metadata": {},
+        }
+        events = [
+            StripeEvent.objects.create(
+                stripe_id=f"evt_{kind}_{n}",
+                type=f"checkout.session.{kind}",
+                created=timezone.now(),
+                payload={"object": "event", "data": {"object": session}},
+            )
+            for kind in ("completed", "async_payment_succeeded")
+        ]
+
+        results = at_once(
+            *(lambda pk=event.pk: subscription_tasks.process_stripe_event(pk) for event in events)
+        )
+
+        assert results == [True, True]
+        assert Donation.objects.filter(stripe_checkout_session_id=session["id"]).count() == 1
+        assert [message.to for message in mail.outbox] == [[f"coffee{n}@example.com"]]
