@@ -221,14 +221,43 @@ def test_an_editors_retry_gives_a_failed_event_fresh_attempts_due_at_once():
     done = StripeEvent.objects.create(
         stripe_id="evt_done", type="payout.paid", created=now, payload={}, processed_at=now
     )
+    other = StripeEvent.objects.create(
+        stripe_id="evt_other_failure",
+        type="payout.paid",
+        created=now,
+        payload={},
+        attempts=stripe_events.MAX_ATTEMPTS,
+        next_attempt_at=None,
+    )
     stripe_events.schedule_retry_now(event=failed)
     stripe_events.schedule_retry_now(event=done)
     failed.refresh_from_db()
     done.refresh_from_db()
+    other.refresh_from_db()
     assert failed.attempts == 0
     assert now <= failed.next_attempt_at <= timezone.now()
     assert done.next_attempt_at is None
+    assert (other.attempts, other.next_attempt_at) == (stripe_events.MAX_ATTEMPTS, None)
     assert stripe_events.claim_due_events() == [failed.pk]
+
+
+def test_the_sweeper_claims_a_hundred_events_at_a_time_the_longest_due_first():
+    now = timezone.now()
+    StripeEvent.objects.bulk_create(
+        StripeEvent(
+            stripe_id=f"evt_due_{n:03}",
+            type="payout.paid",
+            created=now,
+            payload={},
+            next_attempt_at=now - timezone.timedelta(minutes=n + 1),
+        )
+        for n in range(101)
+    )
+    first = stripe_events.claim_due_events(now=now)
+    assert len(first) == 100
+    left = StripeEvent.objects.exclude(pk__in=first).get()
+    assert left.stripe_id == "evt_due_000"  # the one due most recently
+    assert stripe_events.claim_due_events(now=now) == [left.pk]
 
 
 # --- What each subscription event does --------------------------------------------------------
