@@ -285,3 +285,46 @@ def test_two_events_about_one_donation_checkout_at_once_record_and_thank_it_once
         assert results == [True, True]
         assert Donation.objects.filter(stripe_checkout_session_id=session["id"]).count() == 1
         assert [message.to for message in mail.outbox] == [[f"coffee{n}@example.com"]]
+
+
+def test_a_failure_that_loses_the_race_to_a_success_does_not_mark_the_event_failed(stripe_api):
+    """The task fails (the customer had no address yet) while the sweeper waits on the
+    event's row lock; the sweeper then succeeds. The late failure report must not count
+    an attempt or leave an error on the processed event."""
+    price = stripe_api.add_price(unit_amount=800)
+    PlanFactory(stripe_price_id=price["id"])
+    customer = stripe_api.add_customer(email="")
+    subscription = stripe_api.add_subscription(customer=customer["id"], price=price["id"])
+    event = stripe_api.event("customer.subscription.created", subscription)
+    stored = StripeEvent.objects.create(
+        stripe_id=event["id"], type=event["type"], created=timezone.now(), payload=event
+    )
+    slow = stripe_api.hold_next("GET", f"/v1/customers/{customer['id']}")
+    results: dict[str, Any] = {}
+
+    def process(name: str) -> threading.Thread:
+        def run() -> None:
+            try:
+                results[name] = subscription_tasks.process_stripe_event(stored.pk)
+            finally:
+                connections.close_all()
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        return thread
+
+    task = process("task")
+    assert slow.arrived.wait(timeout=10)  # its answer: a customer without an email
+    sweeper = process("sweeper")  # waits on the event's row lock
+    stripe_api._store.get("customer", customer["id"])["email"] = "late@example.com"
+    sweeper.join(timeout=1)
+    slow.release.set()
+    task.join(timeout=30)
+    sweeper.join(timeout=30)
+
+    assert results == {"task": False, "sweeper": True}
+    stored.refresh_from_db()
+    assert stored.processed_at is not None
+    assert stored.attempts == 1
+    assert stored.error == ""
+    assert Subscriber.objects.get(email="late@example.com").memberships.count() == 1
