@@ -180,3 +180,11 @@ def test_what_each_visibility_lets_each_reader_read():
             can_read_full_article(user=user, article=a) for a in (public, subscribers, paid)
         )
         assert got == reads, name
+
+
+def test_the_past_due_grace_is_for_stripe_subscriptions_only():
+    now = timezone.now()
+    _, stripe = reader_with(status=S.PAST_DUE, current_period_start=now - timedelta(days=1))
+    _, granted = reader_with(**comp(status=S.PAST_DUE, current_period_start=now))
+    assert set(paid_subscribers(now=now)) == {stripe}
+    assert subscriber_is_paid(subscriber=granted) is False
