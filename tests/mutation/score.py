@@ -40,8 +40,12 @@ def main() -> int:
         counts: Counter[str] = Counter()
         survivors = []
         for name, code in codes.items():
-            if name in equivalent:
+            if name in equivalent and code in SURVIVED:
                 counts["equivalent"] += 1
+            elif name in equivalent and code in KILLED:
+                # Listed, but killed (or renumbered by an edit): the list needs updating.
+                print(f"{name} is listed as equivalent but was killed", file=sys.stderr)
+                counts["killed"] += 1
             elif code is None:
                 counts["not checked"] += 1
             elif code in KILLED:
