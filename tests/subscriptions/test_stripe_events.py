@@ -635,3 +635,68 @@ def test_an_overlong_id_and_type_are_cut_to_fit_and_still_recognised_when_sent_a
     stored = StripeEvent.objects.get()
     assert stored.stripe_id == ("evt_" + "x" * 150)[:100]
     assert stored.type == "t" * 100
+
+
+def test_retries_wait_one_two_four_minutes_and_so_on_up_to_six_hours():
+    minutes = [stripe_events.retry_delay(n).total_seconds() / 60 for n in range(0, 12)]
+    assert minutes == [1, 1, 2, 4, 8, 16, 32, 64, 128, 256, 360, 360]
+
+
+def test_a_failure_message_is_kept_to_four_thousand_characters(stripe_api):
+    event = StripeEvent.objects.create(
+        stripe_id="evt_long_failure",
+        type="customer.subscription.updated",
+        created=timezone.now(),
+        payload={"data": {"object": {"id": "sub_" + "x" * 5000, "object": "subscription"}}},
+    )
+    assert stripe_events.process_event(event_id=event.pk) is False
+    event.refresh_from_db()
+    assert len(event.error) == 4000
+    assert "StripeError" in event.error[:100]
+
+
+def test_a_failed_renewal_without_an_amount_currency_or_invoice_link_still_reads_right(
+    stripe_api, reader, plan, stripe_webhooks
+):
+    subscription = subscribe(stripe_api, reader, plan)
+    stripe_webhooks.deliver("customer.subscription.created", subscription)
+    invoice = stripe_api.fail_invoice(subscription["id"])
+    bare = {**invoice, "amount_due": None, "currency": None, "hosted_invoice_url": None}
+
+    stripe_webhooks.deliver("invoice.payment_failed", bare)
+
+    (message,) = mail.outbox
+    assert "We could not take the payment of $0.00 for your" in message.body
+    assert "pay this invoice directly" not in message.body
+
+
+def test_a_pending_reader_who_pays_from_a_payment_link_is_recorded_as_consenting(
+    stripe_api, plan, stripe_webhooks
+):
+    customer = stripe_api.add_customer(email="payer.new@example.com", name="P" * 250)
+    subscription = stripe_api.add_subscription(customer=customer["id"], price=plan.stripe_price_id)
+    before = timezone.now()
+
+    stripe_webhooks.deliver("customer.subscription.created", subscription)
+
+    payer = Subscriber.objects.get(email="payer.new@example.com")
+    assert payer.status == Subscriber.Status.ACTIVE
+    assert payer.name == "P" * 200
+    assert payer.consent_source == "stripe"
+    assert before <= payer.consent_at <= timezone.now()
+    assert before <= payer.confirmed_at <= timezone.now()
+
+
+def test_an_invoice_that_says_it_is_for_monthly_support_is_a_donation_not_a_membership(
+    stripe_api, reader, plan, stripe_webhooks
+):
+    from subscriptions.models import Donation
+
+    support = subscribe(stripe_api, reader, plan)
+    renewal = stripe_api.renew_subscription(support["id"])
+    renewal["parent"]["subscription_details"]["metadata"] = {"broadside_purpose": "donation"}
+
+    stripe_webhooks.deliver("invoice.paid", renewal)
+
+    assert not Membership.objects.exists()
+    assert Donation.objects.get().stripe_subscription_id == support["id"]
