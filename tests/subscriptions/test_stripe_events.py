@@ -700,3 +700,49 @@ def test_an_invoice_that_says_it_is_for_monthly_support_is_a_donation_not_a_memb
 
     assert not Membership.objects.exists()
     assert Donation.objects.get().stripe_subscription_id == support["id"]
+
+
+def checkout_paid_by(stripe_api, plan, *, email: str, metadata: dict):
+    from subscriptions import stripe_client
+
+    session = stripe_client.create_checkout_session(
+        params={
+            "mode": "subscription",
+            "line_items": [{"price": plan.stripe_price_id, "quantity": 1}],
+            "success_url": "https://example.com/thanks",
+            "metadata": metadata,
+        },
+        idempotency_key=f"checkout-{email}",
+    )
+    return session, stripe_api.complete_checkout(session["id"], email=email)
+
+
+def test_a_checkout_our_site_opened_goes_to_the_reader_it_names_not_to_the_payers_address(
+    stripe_api, plan, stripe_webhooks
+):
+    named = SubscriberFactory(email="named@example.com", status=Subscriber.Status.PENDING)
+    SubscriberFactory(email="card.holder@example.com")
+    _open, completed = checkout_paid_by(
+        stripe_api, plan, email="card.holder@example.com", metadata={"subscriber_id": str(named.pk)}
+    )
+
+    stripe_webhooks.deliver("checkout.session.completed", completed)
+
+    membership = Membership.objects.get()
+    assert membership.subscriber == named
+    named.refresh_from_db()
+    assert named.status == Subscriber.Status.ACTIVE
+    assert named.stripe_customer_id == completed["customer"]
+
+
+def test_a_checkout_event_is_applied_as_stripe_has_the_session_now_not_as_the_event_says(
+    stripe_api, plan, stripe_webhooks
+):
+    reader = SubscriberFactory(email="reader@example.com")
+    opened, completed = checkout_paid_by(
+        stripe_api, plan, email=reader.email, metadata={"subscriber_id": str(reader.pk)}
+    )
+    # An event about the session while it was still open, delivered after it was paid.
+    stripe_webhooks.deliver("checkout.session.completed", {**opened, "status": "open"})
+
+    assert Membership.objects.get().stripe_subscription_id == completed["subscription"]
