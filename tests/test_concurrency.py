@@ -328,3 +328,28 @@ def test_a_failure_that_loses_the_race_to_a_success_does_not_mark_the_event_fail
     assert stored.attempts == 1
     assert stored.error == ""
     assert Subscriber.objects.get(email="late@example.com").memberships.count() == 1
+
+
+def test_two_subscriptions_of_one_new_payer_applied_at_once_make_one_reader(stripe_api):
+    price = stripe_api.add_price(unit_amount=800)
+    PlanFactory(stripe_price_id=price["id"])
+    for n in range(ROUNDS):
+        email = f"twice.paying{n}@example.com"
+        customer = stripe_api.add_customer(email=email)
+        events = []
+        for _ in range(2):  # e.g. a membership and monthly support bought side by side
+            subscription = stripe_api.add_subscription(customer=customer["id"], price=price["id"])
+            event = stripe_api.event("customer.subscription.created", subscription)
+            events.append(
+                StripeEvent.objects.create(
+                    stripe_id=event["id"], type=event["type"], created=timezone.now(), payload=event
+                )
+            )
+
+        results = at_once(
+            *(lambda pk=event.pk: subscription_tasks.process_stripe_event(pk) for event in events)
+        )
+
+        assert results == [True, True]
+        reader = Subscriber.objects.get(email=email)
+        assert reader.memberships.count() == 2

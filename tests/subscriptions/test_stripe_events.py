@@ -746,3 +746,10 @@ def test_a_checkout_event_is_applied_as_stripe_has_the_session_now_not_as_the_ev
     stripe_webhooks.deliver("checkout.session.completed", {**opened, "status": "open"})
 
     assert Membership.objects.get().stripe_subscription_id == completed["subscription"]
+
+
+def test_a_payer_stripe_knows_no_name_for_gets_none(stripe_api, plan, stripe_webhooks):
+    customer = stripe_api.add_customer(email="anonymous.payer@example.com")
+    subscription = stripe_api.add_subscription(customer=customer["id"], price=plan.stripe_price_id)
+    stripe_webhooks.deliver("customer.subscription.created", subscription)
+    assert Subscriber.objects.get(email="anonymous.payer@example.com").name == ""
