@@ -753,3 +753,31 @@ def test_a_payer_stripe_knows_no_name_for_gets_none(stripe_api, plan, stripe_web
     subscription = stripe_api.add_subscription(customer=customer["id"], price=plan.stripe_price_id)
     stripe_webhooks.deliver("customer.subscription.created", subscription)
     assert Subscriber.objects.get(email="anonymous.payer@example.com").name == ""
+
+
+@pytest.mark.parametrize("where", ["customer_details", "customer_email"])
+def test_a_payment_link_checkout_goes_to_the_address_typed_at_checkout(
+    stripe_api, plan, stripe_webhooks, where
+):
+    from tests.subscriptions.test_webhooks import paid_through_a_payment_link
+
+    typed = SubscriberFactory(email="typed@example.com", status=Subscriber.Status.PENDING)
+    price = stripe_api.get("price", plan.stripe_price_id)
+    completed = paid_through_a_payment_link(stripe_api, price, email="card.holder@example.com")
+    # The Stripe customer kept another address than the one typed at Checkout.
+    session = stripe_api._store.get("checkout.session", completed["id"])
+    if where == "customer_details":
+        session["customer_details"] = {"email": "typed@example.com", "name": None}
+    else:
+        session["customer_details"] = {"email": None, "name": None}
+        session["customer_email"] = "typed@example.com"
+
+    stripe_webhooks.deliver(
+        "checkout.session.completed", stripe_api.get("checkout.session", completed["id"])
+    )
+
+    assert Membership.objects.get().subscriber == typed
+    typed.refresh_from_db()
+    assert typed.status == Subscriber.Status.ACTIVE
+    assert typed.stripe_customer_id == completed["customer"]
+    assert not Subscriber.objects.filter(email="card.holder@example.com").exists()
