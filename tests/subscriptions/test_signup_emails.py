@@ -249,3 +249,10 @@ def test_a_signup_without_a_name_records_none_and_a_later_one_adds_it_once(
     reader.refresh_from_db()
     assert reader.name == "M" * 200
     assert reader.status == S.PENDING
+
+
+def test_a_long_source_page_is_cut_to_fit(django_capture_on_commit_callbacks):
+    long_source = "/p/" + "a" * 600
+    with django_capture_on_commit_callbacks(execute=True):
+        signup.subscribe(email="from.far@example.com", ip=None, source=long_source)
+    assert Subscriber.objects.get().consent_source == long_source[:500]
