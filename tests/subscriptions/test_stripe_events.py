@@ -781,3 +781,23 @@ def test_a_payment_link_checkout_goes_to_the_address_typed_at_checkout(
     assert typed.status == Subscriber.Status.ACTIVE
     assert typed.stripe_customer_id == completed["customer"]
     assert not Subscriber.objects.filter(email="card.holder@example.com").exists()
+
+
+def test_an_old_shape_invoice_marked_as_monthly_support_is_a_donation(
+    stripe_api, reader, plan, stripe_webhooks
+):
+    from subscriptions.models import Donation
+
+    support = subscribe(stripe_api, reader, plan)
+    renewal = stripe_api.renew_subscription(support["id"])
+    old_shape = {
+        **renewal,
+        "parent": None,
+        "subscription": support["id"],
+        "subscription_details": {"metadata": {"broadside_purpose": "donation"}},
+    }
+
+    stripe_webhooks.deliver("invoice.paid", old_shape)
+
+    assert not Membership.objects.exists()
+    assert Donation.objects.get().stripe_subscription_id == support["id"]
