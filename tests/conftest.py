@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
+import re
+
 import pytest
 from django.core.cache import cache
 
@@ -67,3 +71,36 @@ def editor_client(client):
 
     client.force_login(StaffUserFactory(username="editor"))
     return client
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix):
+    """With TEST_DATABASE_SLOTS=N, each test run takes one of N test databases.
+
+    `make mutate` starts test runs side by side (one per mutant); each one locks a free
+    slot for as long as it lives and keeps that slot's database between runs
+    (`--reuse-db`), so no two runs ever share a database and none pays for creating one.
+    """
+    slots = int(os.environ.get("TEST_DATABASE_SLOTS", "0"))
+    if not slots:
+        return
+    from django.conf import settings
+
+    database = settings.DATABASES["default"]
+    test = database.setdefault("TEST", {})
+    # A run forked from one that took a slot inherits its name: start from the base.
+    name = re.sub(r"_slot\d+$", "", test.get("NAME") or f"test_{database['NAME']}")
+    for slot in range(slots):
+        lock = open(f"/tmp/{name}.slot{slot}.lock", "w")  # noqa: SIM115 (held until exit)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.close()
+            continue
+        _held_slot_locks.append(lock)
+        test["NAME"] = f"{name}_slot{slot}"
+        return
+    pytest.fail(f"All {slots} test database slots are in use (TEST_DATABASE_SLOTS).")
+
+
+_held_slot_locks: list = []

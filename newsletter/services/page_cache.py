@@ -12,6 +12,7 @@ Copies live for `PAGE_CACHE_SECONDS` at most, and every change to what the pages
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Callable
 from functools import wraps
 from urllib.parse import urlencode
@@ -46,7 +47,14 @@ def _new_generation() -> None:
     try:
         cache.incr(_GENERATION_KEY)
     except ValueError:
-        cache.set(_GENERATION_KEY, 2, timeout=None)
+        cache.set(_GENERATION_KEY, _first_generation(), timeout=None)
+
+
+def _first_generation() -> int:
+    """Where counting starts when the cache holds no generation (new, or evicted while
+    pages stayed): the clock, so that it never lands on a generation whose pages are
+    still stored. Restarting from a fixed number would serve them again."""
+    return time.time_ns()
 
 
 def page_parameters(request: HttpRequest) -> list[tuple[str, str]]:
@@ -73,7 +81,7 @@ def page_parameters(request: HttpRequest) -> list[tuple[str, str]]:
 
 
 def _key(request: HttpRequest) -> str:
-    generation = cache.get_or_set(_GENERATION_KEY, 1, timeout=None)
+    generation = cache.get_or_set(_GENERATION_KEY, _first_generation, timeout=None)
     params = urlencode(page_parameters(request))
     page = f"{request.scheme}://{request.get_host()}{request.path}?{params}"
     url = hashlib.sha256(page.encode()).hexdigest()

@@ -51,6 +51,17 @@ class RecordedRequest:
         return self.headers.get("idempotency-key")
 
 
+@dataclass
+class HeldRequest:
+    method: str
+    path: str
+    arrived: threading.Event = field(default_factory=threading.Event)
+    release: threading.Event = field(default_factory=threading.Event)
+
+    def matches(self, method: str, path: str) -> bool:
+        return method == self.method and path == self.path
+
+
 class StripeAPIError(Exception):
     def __init__(self, status: int, message: str, code: str = "resource_missing"):
         super().__init__(message)
@@ -110,6 +121,7 @@ class FakeStripeAPI(LocalHTTPServer):
         self._idempotent: dict[tuple[str, str], tuple[int, dict[str, Any]]] = {}
         self._ids = itertools.count(1)
         self._lock = threading.RLock()
+        self._holds: list[HeldRequest] = []
 
     # --- the HTTP server ---------------------------------------------------------------
 
@@ -134,6 +146,14 @@ class FakeStripeAPI(LocalHTTPServer):
         return Handler
 
     # --- what tests look at ------------------------------------------------------------
+
+    def hold_next(self, method: str, path: str) -> HeldRequest:
+        """Answer the next `method` request for `path` as things stand when it arrives,
+        but only once the test sets the returned hold's `release` (a slow network)."""
+        hold = HeldRequest(method=method, path=path)
+        with self._lock:
+            self._holds.append(hold)
+        return hold
 
     def requests_to(self, method: str, path: str) -> list[RecordedRequest]:
         """Recorded requests with this method whose path starts with `path`."""
@@ -471,6 +491,14 @@ class FakeStripeAPI(LocalHTTPServer):
             status, payload = exc.status, _error(exc.status, exc.message, exc.code)
         if method == "POST" and key:
             self._idempotent[(key, parts.path)] = (status, payload)
+        with self._lock:
+            hold = next((h for h in self._holds if h.matches(method, parts.path)), None)
+            if hold is not None:
+                self._holds.remove(hold)
+        if hold is not None:
+            # The answer is what the store held on arrival; it leaves when the test says.
+            hold.arrived.set()
+            hold.release.wait(timeout=30)
         self._respond(handler, status, payload)
 
     def _respond(self, handler: BaseHTTPRequestHandler, status: int, payload: Any) -> None:

@@ -25,6 +25,7 @@ from tests.factories import (
     UserFactory,
 )
 from tests.fakes.smtp import FakeSMTPServer
+from tests.html import element
 
 pytestmark = pytest.mark.django_db
 
@@ -108,7 +109,10 @@ def test_a_free_reader_is_invited_to_upgrade_when_only_paid_readers_comment(
     reader_client, article, paid_policy
 ):
     html = thread_html(reader_client, article)
-    assert 'href="/upgrade/"' in html
+    # The header and footer link /upgrade/ on every page: look in the discussion only.
+    thread = element(html, css_class="comments-thread")
+    assert 'The discussion is open to paid subscribers. <a href="/upgrade/">' in thread
+    assert 'class="comment-form"' not in thread
     assert "Post comment" not in html
 
     response = post_comment(reader_client, article)

@@ -158,3 +158,110 @@ def test_a_nested_marker_keeps_everything_after_it_out_of_the_free_part(html):
     assert "free" in free
     assert "PAID" not in free
     assert "PAID" in full_body(article=article)
+
+
+# --- Exactly the markup an article needs, and the paywall marker in one spelling ----------
+
+
+def test_layout_elements_outside_the_article_markup_are_unwrapped_to_their_text():
+    cleaned = sanitize_body(
+        html="<div><span>Kept</span></div><section><h1>Title</h1></section><nav>menu</nav>"
+    )
+    assert cleaned == "KeptTitlemenu"
+
+
+def test_only_the_attributes_each_element_needs_are_kept():
+    cleaned = sanitize_body(
+        html='<p class="lead" id="intro" data-x="1">Bonjour</p>'
+        '<img src="https://example.com/a.png" alt="A" class="wide" loading="lazy">'
+        '<table><tr><td colspan="2" class="x" width="9">cell</td></tr></table>'
+        '<a href="https://example.com/" target="_blank" title="T">link</a>'
+    )
+    assert cleaned == (
+        "<p>Bonjour</p>"
+        '<img src="https://example.com/a.png" alt="A">'
+        '<table><tbody><tr><td colspan="2">cell</td></tr></tbody></table>'
+        '<a href="https://example.com/" title="T" rel="noopener noreferrer">link</a>'
+    )
+
+
+@pytest.mark.parametrize(
+    "href, kept",
+    [
+        ("https://example.com/", True),
+        ("http://example.com/", True),
+        ("mailto:editor@example.com", True),
+        ("ftp://example.com/file", False),
+        ("tel:+15550100", False),
+        ("sms:+15550100", False),
+        ("irc://example.com/chan", False),
+    ],
+)
+def test_links_keep_only_web_and_mail_addresses(href, kept):
+    cleaned = sanitize_body(html=f'<a href="{href}">link</a>')
+    assert (f'href="{href}"' in cleaned) is kept
+    assert cleaned.endswith(">link</a>")
+    assert cleaned == (
+        f'<a href="{href}" rel="noopener noreferrer">link</a>'
+        if kept
+        else '<a rel="noopener noreferrer">link</a>'
+    )
+
+
+def test_sanitising_keeps_the_text_and_is_stable_when_done_again():
+    html = '<p>One &amp; two</p><hr class="paywall rule"><p>Three</p><hr class="fancy">'
+    once = sanitize_body(html=html)
+    assert once == f"<p>One &amp; two</p>{PAYWALL_MARKER}<p>Three</p><hr>"
+    assert sanitize_body(html=once) == once
+
+
+def test_split_at_paywall_cuts_at_the_first_marker_of_any_spelling():
+    html = '<p>a</p><hr class="x paywall" id="m"><p>b</p><hr class="paywall"><p>c</p>'
+    assert split_at_paywall(html=html) == (
+        "<p>a</p>",
+        '<p>b</p><hr class="paywall"><p>c</p>',
+    )
+
+
+def test_has_paywall_finds_any_spelling_of_the_marker_and_nothing_else():
+    from newsletter.services.content import has_paywall
+
+    assert has_paywall(html='<p>a</p><HR Class="Paywall">')
+    assert has_paywall(html=PAYWALL_MARKER)
+    assert not has_paywall(html='<p>a</p><hr class="paywalls"><hr>')
+    assert not has_paywall(html="<p>paywall</p>")
+
+
+def test_a_subscribers_only_article_is_cut_at_the_marker_like_a_paid_one():
+    article = Article(visibility="subscribers", body=f"<p>free</p>{PAYWALL_MARKER}<p>later</p>")
+    assert free_body(article=article) == "<p>free</p>"
+    assert full_body(article=article) == "<p>free</p><p>later</p>"
+    article.body = "<p>later</p>"
+    assert free_body(article=article) == ""
+
+
+def test_the_free_part_is_sanitised_again_after_the_cut():
+    # Cut inside a list item, the free part would leave the list open.
+    article = Article(
+        visibility="paid", body=f"<ul><li>free</li><li>cut{PAYWALL_MARKER}paid</li></ul>"
+    )
+    assert free_body(article=article) == "<ul><li>free</li><li>cut</li></ul>"
+
+
+def test_the_excerpt_is_the_first_forty_words_of_the_free_text():
+    words = [f"w{n}" for n in range(60)]
+    article = Article(
+        visibility="paid",
+        subtitle="   ",
+        body=f"<p>{' '.join(words[:30])}</p>\n<p>{' '.join(words[30:])}</p>"
+        f"{PAYWALL_MARKER}<p>x</p>",
+    )
+    assert excerpt(article=article) == " ".join(words[:40]) + "…"
+    assert excerpt(article=article, words=3) == "w0 w1 w2…"
+    short = Article(visibility="public", subtitle="", body="<p>Just   a\nfew words.</p>")
+    assert excerpt(article=short) == "Just a few words."
+
+
+def test_the_excerpt_uses_the_subtitle_without_its_surrounding_spaces():
+    article = Article(visibility="paid", subtitle="  The subtitle \n", body="<p>body</p>")
+    assert excerpt(article=article) == "The subtitle"

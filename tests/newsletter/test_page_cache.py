@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
@@ -164,3 +166,158 @@ def test_query_parameters_the_page_does_not_read_share_its_copy_so_they_cannot_f
     assert client.get(f"{url}?made-up=1&other=2")["X-Page-Cache"] == "hit"
     assert client.get(f"{url}?order=newest")["X-Page-Cache"] == "miss"
     assert client.get(f"{url}?order=newest&utm_source=x")["X-Page-Cache"] == "hit"
+
+
+# --- What the key is made of, and what is never stored -----------------------------------
+
+
+def card_titles(response) -> list[str]:
+    from tests.html import elements
+
+    return [
+        re.sub(r"<[^>]+>", "", title).strip()
+        for title in elements(response.content, css_class="card__title")
+    ]
+
+
+def test_each_page_of_the_article_list_is_stored_apart_and_shows_its_own_articles(client):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    start = timezone.now() - timedelta(days=30)
+    for n in range(12):
+        PublishedArticleFactory(title=f"Dispatch {n:02}", published_at=start + timedelta(days=n))
+
+    first = client.get("/")
+    second = client.get("/?page=2")
+    assert second["X-Page-Cache"] == "miss"
+    assert card_titles(first) == [f"Dispatch {n:02}" for n in range(11, 1, -1)]
+    assert card_titles(second) == ["Dispatch 01", "Dispatch 00"]
+    again = client.get("/?page=2")
+    assert again["X-Page-Cache"] == "hit"
+    assert card_titles(again) == ["Dispatch 01", "Dispatch 00"]
+    assert card_titles(client.get("/?page=1")) == card_titles(first)
+
+
+def test_each_page_of_a_long_discussion_is_stored_apart_and_shows_its_own_comments(client):
+    from newsletter.services.comments import THREAD_PAGE_SIZE
+
+    article = PublishedArticleFactory()
+    for n in range(THREAD_PAGE_SIZE + 2):
+        CommentFactory(article=article, body=f"Remark number {n:03}.")
+    url = article.get_absolute_url()
+
+    first = client.get(url).content.decode()
+    second = client.get(f"{url}?cpage=2")
+    assert second["X-Page-Cache"] == "miss"
+    last = f"Remark number {THREAD_PAGE_SIZE + 1:03}."
+    assert "Remark number 000." in first
+    assert last not in first
+    assert last in second.content.decode()
+    assert "Remark number 000." not in second.content.decode()
+    assert client.get(f"{url}?cpage=2")["X-Page-Cache"] == "hit"
+
+
+def test_a_page_asked_for_on_another_host_or_over_https_is_stored_apart(client, settings):
+    settings.ALLOWED_HOSTS = ["testserver", "mirror.example.org"]
+    url = PublishedArticleFactory().get_absolute_url()
+    assert client.get(url)["X-Page-Cache"] == "miss"
+    assert client.get(url, secure=True)["X-Page-Cache"] == "miss"
+    assert client.get(url, HTTP_HOST="mirror.example.org")["X-Page-Cache"] == "miss"
+    assert client.get(url, secure=True)["X-Page-Cache"] == "hit"
+    assert client.get(url, HTTP_HOST="mirror.example.org")["X-Page-Cache"] == "hit"
+    assert client.get(url)["X-Page-Cache"] == "hit"
+
+
+def decorated_view(answer):
+    """A page-cached view that counts its calls and gives `answer(request)`."""
+    from newsletter.services.page_cache import cache_anonymous_page
+
+    calls = []
+
+    @cache_anonymous_page
+    def view(request):
+        calls.append(request.method)
+        return answer(request)
+
+    return view, calls
+
+
+def anonymous_request(rf, method="get", path="/a-page/", **extra):
+    from django.contrib.auth.models import AnonymousUser
+
+    request = getattr(rf, method)(path, **extra)
+    request.user = AnonymousUser()
+    return request
+
+
+@pytest.mark.parametrize("status", [201, 204, 301, 302, 400, 403, 404, 410, 500, 503])
+def test_an_answer_other_than_200_is_never_stored(rf, status):
+    from django.http import HttpResponse
+
+    view, calls = decorated_view(lambda request: HttpResponse("Not a page", status=status))
+    for _ in range(2):
+        response = view(anonymous_request(rf))
+        assert response.status_code == status
+        assert "X-Page-Cache" not in response
+    assert calls == ["GET", "GET"]
+
+
+def test_an_answer_that_sets_a_cookie_is_never_stored(rf):
+    from django.http import HttpResponse
+
+    def answer(request):
+        response = HttpResponse("A page with a cookie for this visitor alone")
+        response.set_cookie("visitor", "42")
+        return response
+
+    view, calls = decorated_view(answer)
+    for _ in range(2):
+        response = view(anonymous_request(rf))
+        assert "X-Page-Cache" not in response
+        assert response.cookies["visitor"].value == "42"
+    assert len(calls) == 2
+
+
+def test_a_head_request_is_not_stored_and_a_post_is_neither_stored_nor_served(rf):
+    from django.http import HttpResponse
+
+    view, calls = decorated_view(lambda request: HttpResponse(f"Answer to {request.method}"))
+    assert "X-Page-Cache" not in view(anonymous_request(rf, "head"))
+    assert view(anonymous_request(rf))["X-Page-Cache"] == "miss"
+    for _ in range(2):
+        post = view(anonymous_request(rf, "post"))
+        assert "X-Page-Cache" not in post
+        assert post.content == b"Answer to POST"
+    head = view(anonymous_request(rf, "head"))
+    assert head["X-Page-Cache"] == "hit"
+    assert calls == ["HEAD", "GET", "POST", "POST"]
+
+
+def test_a_signed_in_request_without_a_session_cookie_is_not_stored(rf):
+    from django.http import HttpResponse
+
+    from tests.factories import UserFactory
+
+    view, calls = decorated_view(lambda request: HttpResponse("Hello, you"))
+    request = anonymous_request(rf)
+    request.user = UserFactory()
+    assert "X-Page-Cache" not in view(request)
+    assert view(anonymous_request(rf))["X-Page-Cache"] == "miss"
+    assert len(calls) == 2
+
+
+def test_a_change_after_the_generation_was_evicted_still_hides_the_pages_stored_before(client):
+    from django.core.cache import cache
+
+    from newsletter.services.page_cache import invalidate_pages
+
+    url = PublishedArticleFactory().get_absolute_url()
+    assert client.get(url)["X-Page-Cache"] == "miss"
+    assert client.get(url)["X-Page-Cache"] == "hit"
+    cache.delete("pages:generation")  # evicted under memory pressure, pages still there
+    invalidate_pages()
+    assert client.get(url)["X-Page-Cache"] == "miss"
+    invalidate_pages()
+    assert client.get(url)["X-Page-Cache"] == "miss"

@@ -17,6 +17,7 @@ from tests.factories import (
     SubscriberFactory,
     UserFactory,
 )
+from tests.html import element
 
 pytestmark = pytest.mark.django_db
 
@@ -69,8 +70,11 @@ def test_article_page_stops_at_the_paywall_for_readers_without_access(
 
 def test_a_signed_in_free_reader_is_offered_the_upgrade(free_reader_client, paid_article):
     html = free_reader_client.get(paid_article.get_absolute_url()).content.decode()
-    assert 'href="/upgrade/"' in html
-    assert "Upgrade" in html
+    # The header and footer link /upgrade/ on every page: look in the paywall box only.
+    box = element(html, id="paywall")
+    assert '<a class="button" href="/upgrade/">Upgrade</a>' in box
+    assert "Sign in" not in box
+    assert PAID_TEXT not in element(html, css_class="article__body")
 
 
 def test_a_paid_reader_reads_the_whole_article_without_the_paywall_box(
@@ -193,3 +197,20 @@ def test_drafts_and_scheduled_articles_are_unreachable_for_readers(
         body = free_reader_client.get(path).content.decode()
         assert article.title not in body
         assert "/p/not-yet/" not in body
+
+
+def test_an_anonymous_visitor_reads_no_paid_text_when_a_paid_subscriber_has_no_account(client):
+    # Payment Links and imports make paid subscribers without a user account; an
+    # anonymous visitor has no account either, and must not be taken for one of them.
+    paying = SubscriberFactory(email="paid.by.link@example.com", user=None)
+    MembershipFactory(subscriber=paying)
+    article = PublishedArticleFactory(body=PAID_BODY, visibility=Article.Visibility.PAID)
+
+    html = client.get(article.get_absolute_url()).content.decode()
+
+    body = element(html, css_class="article__body")
+    assert FREE_TEXT in body
+    assert PAID_TEXT not in body
+    box = element(html, id="paywall")
+    assert "This article is for paid subscribers" in box
+    assert "Already a paid subscriber? Sign in" in box

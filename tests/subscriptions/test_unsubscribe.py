@@ -116,3 +116,139 @@ def test_the_database_refuses_a_status_outside_the_list():
     subscriber = SubscriberFactory()
     with pytest.raises(IntegrityError):
         Subscriber.objects.filter(pk=subscriber.pk).update(status="subscribed")
+
+
+# --- Several readers: only the one the link or the action names changes ------------------
+
+
+@pytest.fixture
+def readers():
+    """Four active readers; the link's own reader is neither the first nor the last."""
+    return [SubscriberFactory(email=f"reader{n}@example.com") for n in range(4)]
+
+
+def statuses() -> dict[str, str]:
+    return dict(Subscriber.objects.values_list("email", "status"))
+
+
+def test_the_one_click_post_unsubscribes_the_links_own_reader_and_nobody_else(mail_client, readers):
+    own = readers[2]
+    response = mail_client.post(unsubscribe_path(own))
+
+    assert response.status_code == 200
+    assert own.email.encode() in response.content
+    assert statuses() == {
+        "reader0@example.com": "active",
+        "reader1@example.com": "active",
+        "reader2@example.com": "unsubscribed",
+        "reader3@example.com": "active",
+    }
+    untouched = Subscriber.objects.exclude(pk=own.pk)
+    assert list(untouched.values_list("unsubscribed_at", flat=True)) == [None, None, None]
+    assert set(untouched.values_list("status_reason", flat=True)) == {""}
+
+
+def test_the_confirm_page_names_the_links_own_reader(client, readers):
+    body = client.get(unsubscribe_path(readers[1])).content.decode()
+    assert "reader1@example.com" in body
+    for other in ("reader0@example.com", "reader2@example.com", "reader3@example.com"):
+        assert other not in body
+
+
+def test_unsubscribing_one_reader_leaves_the_others_subscribed(readers):
+    before = {s.pk: s.updated_at for s in Subscriber.objects.all()}
+    assert unsubscribe_subscriber(subscriber=readers[3], reason="asked by letter") is True
+    after = {s.pk: s.updated_at for s in Subscriber.objects.all()}
+    assert after[readers[3].pk] > before[readers[3].pk]
+    assert all(after[pk] == before[pk] for pk in before if pk != readers[3].pk)
+    assert statuses()["reader3@example.com"] == "unsubscribed"
+    assert list(statuses().values()).count("active") == 3
+    readers[3].refresh_from_db()
+    assert readers[3].status_reason == "asked by letter"
+
+
+def test_the_admin_action_unsubscribes_exactly_the_readers_chosen(readers):
+    from subscriptions.services.unsubscribe import unsubscribe_subscribers
+
+    Subscriber.objects.filter(pk=readers[0].pk).update(status=Subscriber.Status.COMPLAINED)
+    changed = unsubscribe_subscribers(
+        subscriber_ids=[readers[0].pk, readers[1].pk, readers[3].pk], reason="admin"
+    )
+    # The complained address stays complained and is not counted.
+    assert changed == 2
+    assert statuses() == {
+        "reader0@example.com": "complained",
+        "reader1@example.com": "unsubscribed",
+        "reader2@example.com": "active",
+        "reader3@example.com": "unsubscribed",
+    }
+
+
+def test_a_provider_report_changes_only_the_address_it_names(readers):
+    from subscriptions.services.unsubscribe import record_provider_event
+
+    assert record_provider_event(email=" Reader1@Example.com ", event_type="bounced") == 1
+    assert record_provider_event(email="reader2@example.com", event_type="delivered") == 0
+    assert record_provider_event(email="", event_type="complained") == 0
+    assert (
+        record_provider_event(
+            email="reader3@example.com", event_type="complained", description="spam button"
+        )
+        == 1
+    )
+    assert statuses() == {
+        "reader0@example.com": "active",
+        "reader1@example.com": "bounced",
+        "reader2@example.com": "active",
+        "reader3@example.com": "complained",
+    }
+    reasons = dict(Subscriber.objects.values_list("email", "status_reason"))
+    assert reasons["reader1@example.com"] == "provider: bounced"
+    assert reasons["reader3@example.com"] == "provider: complained (spam button)"
+
+
+def test_a_complaint_outranks_a_bounce_which_outranks_an_unsubscribe_and_none_goes_back(
+    readers,
+):
+    from subscriptions.services.unsubscribe import record_provider_event
+
+    email = readers[0].email
+    steps = [
+        ("unsubscribed", 1, "unsubscribed"),
+        ("bounced", 1, "bounced"),
+        ("unsubscribed", 0, "bounced"),
+        ("complained", 1, "complained"),
+        ("bounced", 0, "complained"),
+        ("unsubscribed", 0, "complained"),
+    ]
+    for event_type, changed, status in steps:
+        assert record_provider_event(email=email, event_type=event_type) == changed
+        assert statuses()[email] == status
+    assert list(statuses().values()).count("active") == 3
+
+
+def test_a_pending_reader_can_unsubscribe_and_the_long_reason_is_cut_to_fit():
+    pending = SubscriberFactory(status=Subscriber.Status.PENDING)
+    other = SubscriberFactory(status=Subscriber.Status.PENDING)
+    assert unsubscribe_subscriber(subscriber=pending, reason="x" * 300) is True
+    pending.refresh_from_db()
+    other.refresh_from_db()
+    assert pending.status == Subscriber.Status.UNSUBSCRIBED
+    assert pending.status_reason == "x" * 200
+    assert pending.unsubscribed_at is not None
+    assert other.status == Subscriber.Status.PENDING
+
+
+def test_the_unsubscribe_link_names_its_reader_and_a_forged_one_names_nobody(readers):
+    from subscriptions.services.tokens import InvalidToken
+    from subscriptions.services.unsubscribe import (
+        subscriber_for_unsubscribe_token,
+        unsubscribe_by_token,
+    )
+
+    token = unsubscribe_path(readers[2]).split("/")[2]
+    assert subscriber_for_unsubscribe_token(token=token) == readers[2]
+    assert unsubscribe_by_token(token=token).status == Subscriber.Status.UNSUBSCRIBED
+    with pytest.raises(InvalidToken):
+        unsubscribe_by_token(token=f"{readers[1].pk}:{token.split(':')[1]}")
+    assert statuses()["reader1@example.com"] == "active"

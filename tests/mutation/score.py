@@ -1,0 +1,83 @@
+"""The score of a `make mutate` run, one line per module: `python -m tests.mutation.score`.
+
+Reads the results mutmut left in mutants/ and counts, per mutated module, the mutants
+the tests killed (a timeout counts as killed: the change made the code hang), the ones
+that survived, and the ones no test reached. Mutants listed in tests/mutation/survivors.md as
+equivalent (they cannot change what the code does; each entry says why) are left out
+of the score.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from collections import Counter
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+KILLED = {1, 3, 24, -24, 36, 152, 255, 37}
+SURVIVED = {0}
+NO_TESTS = {5, 33}
+
+
+def equivalent_mutants() -> set[str]:
+    """The mutants survivors.md lists, one line each: a dash, the name in backticks, why."""
+    listed = (ROOT / "tests" / "mutation" / "survivors.md").read_text()
+    return set(re.findall(r"^- `([\w.]+__mutmut_\d+)`", listed, flags=re.MULTILINE))
+
+
+def main() -> int:
+    metas = sorted((ROOT / "mutants").glob("**/*.py.meta"))
+    if not metas:
+        print("No results in mutants/: run `make mutate` first.", file=sys.stderr)
+        return 1
+    equivalent = equivalent_mutants()
+    rows = []
+    for meta in metas:
+        module = str(meta.relative_to(ROOT / "mutants"))[: -len(".meta")]
+        codes = json.loads(meta.read_text())["exit_code_by_key"]
+        counts: Counter[str] = Counter()
+        survivors = []
+        for name, code in codes.items():
+            if name in equivalent and code in SURVIVED:
+                counts["equivalent"] += 1
+            elif name in equivalent and code in KILLED:
+                # Listed, but killed (or renumbered by an edit): the list needs updating.
+                print(f"{name} is listed as equivalent but was killed", file=sys.stderr)
+                counts["killed"] += 1
+            elif code is None:
+                counts["not checked"] += 1
+            elif code in KILLED:
+                counts["killed"] += 1
+            elif code in SURVIVED:
+                counts["survived"] += 1
+                survivors.append(name)
+            elif code in NO_TESTS:
+                counts["no tests"] += 1
+                survivors.append(name)
+            else:
+                counts["other"] += 1
+                survivors.append(name)
+        scored = counts["killed"] + counts["survived"] + counts["no tests"] + counts["other"]
+        if counts["not checked"]:
+            print(f"{module}: {counts['not checked']} mutants not checked yet", file=sys.stderr)
+        rows.append((module, counts, scored, survivors))
+    print("| module | mutants | killed | survived | equivalent | score |")
+    print("|---|---|---|---|---|---|")
+    for module, counts, scored, _survivors in rows:
+        score = f"{100 * counts['killed'] / scored:.1f}%" if scored else "-"
+        left = counts["survived"] + counts["no tests"] + counts["other"]
+        print(
+            f"| `{module}` | {scored + counts['equivalent']} | {counts['killed']} | {left} "
+            f"| {counts['equivalent']} | {score} |"
+        )
+    if "-v" in sys.argv:
+        for module, _counts, _scored, survivors in rows:
+            for name in sorted(survivors):
+                print(f"survived: {name}  ({module})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

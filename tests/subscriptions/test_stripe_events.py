@@ -1,0 +1,803 @@
+"""What each Stripe event does, what a delivery must look like to be stored, and the
+"applied once" rule seen from the processing side."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from django.core import mail
+from django.utils import timezone
+
+from subscriptions.models import Membership, StripeEvent, Subscriber
+from subscriptions.services import access, stripe_events
+from tests.factories import PlanFactory, SubscriberFactory
+from tests.subscriptions.stripe_support import signature_for
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def plan(stripe_api):
+    price = stripe_api.add_price(unit_amount=1250, currency="eur")
+    return PlanFactory(stripe_price_id=price["id"], amount=1250)
+
+
+@pytest.fixture
+def reader(stripe_api):
+    """A known reader with a Stripe customer, next to another reader who must stay put."""
+    SubscriberFactory(email="bystander@example.com")
+    subscriber = SubscriberFactory(email="reader@example.com")
+    customer = stripe_api.add_customer(email=subscriber.email)
+    Subscriber.objects.filter(pk=subscriber.pk).update(stripe_customer_id=customer["id"])
+    subscriber.refresh_from_db()
+    return subscriber
+
+
+def subscribe(stripe_api, reader, plan, **options):
+    return stripe_api.add_subscription(
+        customer=reader.stripe_customer_id, price=plan.stripe_price_id, **options
+    )
+
+
+def stored(stripe_api, event_type, obj) -> StripeEvent:
+    """An event received (signature checked, row stored) but not processed yet."""
+    body = json.dumps(stripe_api.event(event_type, obj)).encode()
+    received = stripe_events.receive_webhook(
+        payload=body, signature_header=signature_for(body.decode())
+    )
+    assert received.created
+    return received.event
+
+
+# --- Receiving: only a well-formed Stripe event is stored ---------------------------------
+
+
+def good_event() -> dict:
+    return {
+        "id": "evt_well_formed",
+        "object": "event",
+        "type": "customer.subscription.updated",
+        "created": 1_700_000_000,
+        "livemode": False,
+        "data": {"object": {"id": "sub_1", "object": "subscription"}},
+    }
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        {"object": "list"},
+        {"object": None},
+        {"id": 42},
+        {"id": None},
+        {"type": ["customer.subscription.updated"]},
+        {"type": None},
+        {"data": "sub_1"},
+        {"data": None},
+        {"created": "1700000000"},
+        {"created": None},
+    ],
+    ids=lambda broken: f"{next(iter(broken))}={next(iter(broken.values()))!r}",
+)
+def test_a_signed_body_that_is_not_a_stripe_event_is_refused_and_not_stored(stripe_api, broken):
+    event = {**good_event(), **broken}
+    body = json.dumps(event)
+    with pytest.raises(stripe_events.WebhookRejected, match="Not a Stripe event"):
+        stripe_events.receive_webhook(payload=body.encode(), signature_header=signature_for(body))
+    assert not StripeEvent.objects.exists()
+
+
+@pytest.mark.parametrize("missing", ["object", "id", "type", "data", "created"])
+def test_a_signed_event_missing_a_field_is_refused(stripe_api, missing):
+    event = good_event()
+    del event[missing]
+    body = json.dumps(event)
+    with pytest.raises(stripe_events.WebhookRejected):
+        stripe_events.receive_webhook(payload=body.encode(), signature_header=signature_for(body))
+    assert not StripeEvent.objects.exists()
+
+
+def test_a_well_formed_event_is_stored_with_its_fields_and_due_for_the_safety_net(stripe_api):
+    body = json.dumps({**good_event(), "livemode": True})
+    before = timezone.now()
+    received = stripe_events.receive_webhook(
+        payload=body.encode(), signature_header=signature_for(body)
+    )
+    event = StripeEvent.objects.get()
+    assert received.created is True
+    assert received.event.pk == event.pk
+    assert (event.stripe_id, event.type, event.livemode) == (
+        "evt_well_formed",
+        "customer.subscription.updated",
+        True,
+    )
+    assert event.created.timestamp() == 1_700_000_000
+    assert event.processed_at is None
+    assert event.attempts == 0
+    assert before + stripe_events.SAFETY_NET_DELAY <= event.next_attempt_at
+    assert event.next_attempt_at <= timezone.now() + stripe_events.SAFETY_NET_DELAY
+
+    again = stripe_events.receive_webhook(
+        payload=body.encode(), signature_header=signature_for(body)
+    )
+    assert again.created is False
+    assert again.event.pk == event.pk
+    assert StripeEvent.objects.count() == 1
+
+
+# --- Processing: once, and only once --------------------------------------------------------
+
+
+def test_an_event_already_processed_is_not_applied_again(stripe_api, reader, plan):
+    subscription = subscribe(stripe_api, reader, plan)
+    event = stored(stripe_api, "customer.subscription.created", subscription)
+    assert stripe_events.process_event(event_id=event.pk) is True
+    reads = len(stripe_api.requests_to("GET", "/v1/subscriptions/"))
+    Membership.objects.all().delete()  # were it applied again, this would come back
+
+    assert stripe_events.process_event(event_id=event.pk) is True
+
+    event.refresh_from_db()
+    assert event.attempts == 1
+    assert len(stripe_api.requests_to("GET", "/v1/subscriptions/")) == reads
+    assert not Membership.objects.exists()
+
+
+def test_processing_an_event_that_does_not_exist_reports_false():
+    assert stripe_events.process_event(event_id=987654) is False
+
+
+def test_a_successful_attempt_clears_the_error_and_the_next_attempt(stripe_api, reader, plan):
+    subscription = subscribe(stripe_api, reader, plan)
+    event = stored(stripe_api, "customer.subscription.created", subscription)
+    StripeEvent.objects.filter(pk=event.pk).update(attempts=3, error="Earlier failure")
+
+    assert stripe_events.process_event(event_id=event.pk) is True
+
+    event.refresh_from_db()
+    assert (event.attempts, event.error, event.next_attempt_at) == (4, "", None)
+    assert event.processed_at is not None
+
+
+def test_a_failure_is_recorded_with_its_message_and_a_growing_delay(stripe_api, settings):
+    event = StripeEvent.objects.create(
+        stripe_id="evt_fails",
+        type="customer.subscription.updated",
+        created=timezone.now(),
+        payload={"data": {"object": {"id": "sub_missing", "object": "subscription"}}},
+    )
+    before = timezone.now()
+    assert stripe_events.process_event(event_id=event.pk) is False
+    event.refresh_from_db()
+    assert event.attempts == 1
+    assert "No such subscription" in event.error
+    first_delay = event.next_attempt_at - before
+    assert stripe_events.retry_delay(1) <= first_delay < stripe_events.retry_delay(2)
+
+    before = timezone.now()
+    assert stripe_events.process_event(event_id=event.pk) is False
+    event.refresh_from_db()
+    assert event.attempts == 2
+    assert stripe_events.retry_delay(2) <= event.next_attempt_at - before
+    assert event.next_attempt_at - before < stripe_events.retry_delay(3)
+    assert event.processed_at is None
+
+
+def test_the_sweeper_claims_only_due_unprocessed_events_and_pushes_them_back():
+    now = timezone.now()
+
+    def event(name, **fields):
+        return StripeEvent.objects.create(
+            stripe_id=name, type="payout.paid", created=now, payload={}, **fields
+        )
+
+    due = event("evt_due", next_attempt_at=now - timezone.timedelta(minutes=1))
+    event("evt_later", next_attempt_at=now + timezone.timedelta(minutes=1))
+    event("evt_done", next_attempt_at=now - timezone.timedelta(minutes=1), processed_at=now)
+    event(
+        "evt_spent",
+        next_attempt_at=now - timezone.timedelta(minutes=1),
+        attempts=stripe_events.MAX_ATTEMPTS,
+    )
+    event("evt_never", next_attempt_at=None)
+
+    assert stripe_events.claim_due_events(now=now) == [due.pk]
+    due.refresh_from_db()
+    assert due.next_attempt_at == now + stripe_events.SAFETY_NET_DELAY
+    assert stripe_events.claim_due_events(now=now) == []
+
+
+def test_an_editors_retry_gives_a_failed_event_fresh_attempts_due_at_once():
+    now = timezone.now()
+    failed = StripeEvent.objects.create(
+        stripe_id="evt_failed",
+        type="payout.paid",
+        created=now,
+        payload={},
+        attempts=stripe_events.MAX_ATTEMPTS,
+        next_attempt_at=None,
+    )
+    done = StripeEvent.objects.create(
+        stripe_id="evt_done", type="payout.paid", created=now, payload={}, processed_at=now
+    )
+    other = StripeEvent.objects.create(
+        stripe_id="evt_other_failure",
+        type="payout.paid",
+        created=now,
+        payload={},
+        attempts=stripe_events.MAX_ATTEMPTS,
+        next_attempt_at=None,
+    )
+    stripe_events.schedule_retry_now(event=failed)
+    stripe_events.schedule_retry_now(event=done)
+    failed.refresh_from_db()
+    done.refresh_from_db()
+    other.refresh_from_db()
+    assert failed.attempts == 0
+    assert now <= failed.next_attempt_at <= timezone.now()
+    assert done.next_attempt_at is None
+    assert (other.attempts, other.next_attempt_at) == (stripe_events.MAX_ATTEMPTS, None)
+    assert stripe_events.claim_due_events() == [failed.pk]
+
+
+def test_the_sweeper_claims_a_hundred_events_at_a_time_the_longest_due_first():
+    now = timezone.now()
+    StripeEvent.objects.bulk_create(
+        StripeEvent(
+            stripe_id=f"evt_due_{n:03}",
+            type="payout.paid",
+            created=now,
+            payload={},
+            next_attempt_at=now - timezone.timedelta(minutes=n + 1),
+        )
+        for n in range(101)
+    )
+    first = stripe_events.claim_due_events(now=now)
+    assert len(first) == 100
+    left = StripeEvent.objects.exclude(pk__in=first).get()
+    assert left.stripe_id == "evt_due_000"  # the one due most recently
+    assert stripe_events.claim_due_events(now=now) == [left.pk]
+
+
+# --- What each subscription event does --------------------------------------------------------
+
+
+def test_a_paused_subscription_ends_access_and_resuming_it_gives_it_back(
+    stripe_api, reader, plan, stripe_webhooks
+):
+    subscription = subscribe(stripe_api, reader, plan)
+    stripe_webhooks.deliver("customer.subscription.created", subscription)
+    assert access.subscriber_is_paid(subscriber=reader)
+
+    paused = stripe_api.update_subscription(subscription["id"], status="paused")
+    stripe_webhooks.deliver("customer.subscription.paused", paused)
+    membership = Membership.objects.get(stripe_subscription_id=subscription["id"])
+    assert membership.status == Membership.Status.PAUSED
+    assert not access.subscriber_is_paid(subscriber=reader)
+
+    resumed = stripe_api.update_subscription(subscription["id"], status="active")
+    stripe_webhooks.deliver("customer.subscription.resumed", resumed)
+    membership.refresh_from_db()
+    assert membership.status == Membership.Status.ACTIVE
+    assert access.subscriber_is_paid(subscriber=reader)
+    assert StripeEvent.objects.filter(processed_at__isnull=True).count() == 0
+
+
+@pytest.mark.parametrize("status", ["trialing", "past_due"])
+def test_a_trial_or_a_past_due_renewal_counts_as_paid_for_and_confirms_a_pending_reader(
+    stripe_api, plan, status, stripe_webhooks
+):
+    pending = SubscriberFactory(email="pending@example.com", status=Subscriber.Status.PENDING)
+    customer = stripe_api.add_customer(email=pending.email)
+    subscription = stripe_api.add_subscription(
+        customer=customer["id"], price=plan.stripe_price_id, status=status
+    )
+    stripe_webhooks.deliver("customer.subscription.created", subscription)
+
+    pending.refresh_from_db()
+    assert pending.status == Subscriber.Status.ACTIVE
+    assert pending.memberships.get().status == status
+
+
+@pytest.mark.parametrize("status", ["trialing", "past_due"])
+def test_a_trial_or_a_past_due_renewal_from_an_unknown_address_makes_a_reader(
+    stripe_api, plan, status, stripe_webhooks
+):
+    customer = stripe_api.add_customer(email="new@example.com", name="New Reader")
+    subscription = stripe_api.add_subscription(
+        customer=customer["id"], price=plan.stripe_price_id, status=status
+    )
+    stripe_webhooks.deliver("customer.subscription.created", subscription)
+    reader = Subscriber.objects.get(email="new@example.com")
+    assert reader.status == Subscriber.Status.ACTIVE
+    assert reader.memberships.get().status == status
+
+
+@pytest.mark.parametrize("status", ["incomplete", "unpaid", "canceled", "paused"])
+def test_a_subscription_nobody_paid_for_leaves_a_pending_reader_pending(
+    stripe_api, plan, status, stripe_webhooks
+):
+    pending = SubscriberFactory(email="pending@example.com", status=Subscriber.Status.PENDING)
+    customer = stripe_api.add_customer(email=pending.email)
+    subscription = stripe_api.add_subscription(
+        customer=customer["id"], price=plan.stripe_price_id, status=status
+    )
+    stripe_webhooks.deliver("customer.subscription.created", subscription)
+    pending.refresh_from_db()
+    assert pending.status == Subscriber.Status.PENDING
+    assert not access.subscriber_is_paid(subscriber=pending)
+
+
+def test_an_async_payment_that_succeeds_later_gives_the_reader_their_membership(
+    stripe_api, plan, stripe_webhooks
+):
+    from tests.subscriptions.test_webhooks import paid_through_a_payment_link
+
+    reader = SubscriberFactory(email="bank.transfer@example.com")
+    price = stripe_api.get("price", plan.stripe_price_id)
+    completed = paid_through_a_payment_link(stripe_api, price, email=reader.email)
+
+    stripe_webhooks.deliver("checkout.session.async_payment_succeeded", completed)
+
+    membership = reader.memberships.get()
+    assert membership.stripe_subscription_id == completed["subscription"]
+    assert membership.status == Membership.Status.ACTIVE
+
+
+def test_a_checkout_still_open_or_for_a_one_off_payment_makes_no_membership(
+    stripe_api, plan, stripe_webhooks, settings
+):
+    settings.STRIPE_SECRET_KEY = ""  # the snapshots themselves are what gets applied
+    SubscriberFactory(email="payer@example.com")
+    base = {"id": "cs_test_1", "object": "checkout.session", "customer": None,
+            "customer_details": {"email": "payer@example.com"}, "metadata": {}}  # fmt: skip
+    for n, session in enumerate(
+        [
+            {**base, "mode": "subscription", "subscription": "sub_x", "status": "open"},
+            {**base, "mode": "subscription", "subscription": None, "status": "complete"},
+            {**base, "mode": "setup", "subscription": "sub_x", "status": "complete"},
+        ]
+    ):
+        stripe_webhooks.deliver("checkout.session.completed", {**session, "id": f"cs_{n}"})
+    assert not Membership.objects.exists()
+    assert StripeEvent.objects.filter(processed_at__isnull=False).count() == 3
+
+
+# --- The payment-failed email ---------------------------------------------------------------
+
+
+def test_a_failed_renewal_emails_the_reader_once_with_the_amount_and_the_links(
+    stripe_api, reader, plan, stripe_webhooks
+):
+    subscription = subscribe(stripe_api, reader, plan)
+    stripe_webhooks.deliver("customer.subscription.created", subscription)
+    invoice = stripe_api.fail_invoice(subscription["id"])
+
+    stripe_webhooks.deliver("invoice.payment_failed", invoice)
+
+    assert len(mail.outbox) == 1
+    message = mail.outbox[0]
+    assert message.to == ["reader@example.com"]
+    assert message.subject == "Your payment did not go through"
+    assert "€12.50" in message.body
+    assert "http://testserver/account/billing/" in message.body
+    assert invoice["hosted_invoice_url"] in message.body
+
+
+@pytest.mark.parametrize("status", [Subscriber.Status.BOUNCED, Subscriber.Status.COMPLAINED])
+def test_no_payment_failed_email_goes_to_an_address_that_bounced_or_complained(
+    stripe_api, reader, plan, status, stripe_webhooks
+):
+    subscription = subscribe(stripe_api, reader, plan)
+    stripe_webhooks.deliver("customer.subscription.created", subscription)
+    Subscriber.objects.filter(pk=reader.pk).update(status=status)
+
+    stripe_webhooks.deliver("invoice.payment_failed", stripe_api.fail_invoice(subscription["id"]))
+
+    assert mail.outbox == []
+    assert Membership.objects.get().status == Membership.Status.PAST_DUE
+
+
+def test_a_failed_invoice_without_a_subscription_or_for_a_donation_sends_nothing(
+    stripe_api, reader, plan, stripe_webhooks
+):
+    subscription = subscribe(stripe_api, reader, plan)
+    invoice = stripe_api.fail_invoice(subscription["id"])
+    one_off = {**invoice, "id": "in_one_off", "parent": None}
+    donation = {
+        **invoice,
+        "id": "in_donation",
+        "parent": {
+            "type": "subscription_details",
+            "subscription_details": {
+                "subscription": subscription["id"],
+                "metadata": {"broadside_purpose": "donation"},
+            },
+        },
+    }
+    for failed in (one_off, donation):
+        stripe_webhooks.deliver("invoice.payment_failed", failed)
+
+    assert mail.outbox == []
+    assert not Membership.objects.exists()
+    assert StripeEvent.objects.filter(processed_at__isnull=False).count() == 2
+
+
+def test_a_failed_invoice_of_a_subscription_nobody_ever_paid_sends_nothing(
+    stripe_api, plan, stripe_webhooks
+):
+    customer = stripe_api.add_customer(email="stranger@example.com")
+    subscription = stripe_api.add_subscription(
+        customer=customer["id"], price=plan.stripe_price_id, status="incomplete"
+    )
+    invoice = stripe_api.fail_invoice(subscription["id"])
+    stripe_api.update_subscription(subscription["id"], status="incomplete")
+
+    stripe_webhooks.deliver("invoice.payment_failed", invoice)
+
+    assert mail.outbox == []
+    assert not Subscriber.objects.filter(email="stranger@example.com").exists()
+
+
+# --- A dispute: the editors, and only they, are told ----------------------------------------
+
+
+def test_a_dispute_is_told_to_every_active_editor_with_an_address_and_to_nobody_else(
+    stripe_api, stripe_webhooks
+):
+    from tests.factories import StaffUserFactory, UserFactory
+
+    StaffUserFactory(email="editor.one@example.com")
+    StaffUserFactory(email="editor.two@example.com")
+    StaffUserFactory(email="gone@example.com", is_active=False)
+    StaffUserFactory(email="")
+    UserFactory(email="reader@example.com")
+    dispute = {"id": "du_1", "object": "dispute", "payment_intent": "pi_unknown",
+               "amount": 123456, "currency": "gbp", "reason": "fraudulent"}  # fmt: skip
+
+    stripe_webhooks.deliver("charge.dispute.created", dispute)
+
+    assert sorted(message.to[0] for message in mail.outbox) == [
+        "editor.one@example.com",
+        "editor.two@example.com",
+    ]
+    for message in mail.outbox:
+        assert message.subject == "A payment of £1,234.56 is disputed"
+        assert "A payment of £1,234.56 has been disputed (reason: fraudulent)." in message.body
+    assert StripeEvent.objects.get().needs_attention is True
+
+
+def test_a_dispute_without_an_amount_or_currency_is_told_as_zero_dollars(
+    stripe_api, stripe_webhooks
+):
+    from tests.factories import StaffUserFactory
+
+    StaffUserFactory(email="editor@example.com")
+    stripe_webhooks.deliver("charge.dispute.created", {"id": "du_2", "object": "dispute"})
+    (message,) = mail.outbox
+    assert message.subject == "A payment of $0.00 is disputed"
+
+
+def test_a_dispute_of_a_donation_names_the_donor(stripe_api, stripe_webhooks, settings):
+    from subscriptions.models import Donation
+    from tests.factories import StaffUserFactory
+
+    StaffUserFactory(email="editor@example.com")
+    donation = Donation.objects.create(
+        email="donor@example.com",
+        amount=2500,
+        currency="usd",
+        status=Donation.Status.PAID,
+        stripe_payment_intent_id="pi_donation",
+    )
+    dispute = {"id": "du_3", "object": "dispute", "payment_intent": "pi_donation",
+               "amount": 2500, "currency": "usd"}  # fmt: skip
+
+    stripe_webhooks.deliver("charge.dispute.created", dispute)
+
+    donation.refresh_from_db()
+    assert donation.status == Donation.Status.DISPUTED
+    (message,) = mail.outbox
+    assert message.subject == "A payment of $25.00 is disputed"
+    assert "It is the donation from donor@example.com made on" in message.body
+
+
+# --- Finding the reader and the subscription ---------------------------------------------------
+
+
+def test_an_invoice_names_its_subscription_in_the_old_and_the_new_api_shapes(
+    stripe_api, reader, plan, stripe_webhooks
+):
+    shapes = [
+        lambda invoice, sub: {**invoice, "parent": None, "subscription": sub},
+        lambda invoice, sub: {**invoice, "parent": None, "subscription": {"id": sub}},
+        lambda invoice, sub: invoice,  # parent.subscription_details.subscription
+    ]
+    for shape in shapes:
+        subscription = subscribe(stripe_api, reader, plan)
+        invoice = stripe_api.renew_subscription(subscription["id"])
+        stripe_webhooks.deliver("invoice.paid", shape(invoice, subscription["id"]))
+        membership = Membership.objects.get(stripe_subscription_id=subscription["id"])
+        assert membership.subscriber == reader
+        assert membership.status == Membership.Status.ACTIVE
+    assert Membership.objects.count() == 3
+
+
+def test_an_invoice_of_no_subscription_changes_no_membership(stripe_api, reader, stripe_webhooks):
+    one_off = {"id": "in_one_off", "object": "invoice", "customer": reader.stripe_customer_id,
+               "parent": None, "subscription": None, "amount_paid": 500}  # fmt: skip
+    stripe_webhooks.deliver("invoice.paid", one_off)
+    assert not Membership.objects.exists()
+    assert StripeEvent.objects.get().processed_at is not None
+    assert not stripe_api.requests_to("GET", "/v1/subscriptions/")
+
+
+def test_without_an_api_key_an_event_that_is_no_subscription_snapshot_fails_clearly(
+    stripe_api, reader, plan, settings, stripe_webhooks
+):
+    subscription = subscribe(stripe_api, reader, plan)
+    invoice = stripe_api.renew_subscription(subscription["id"])
+    settings.STRIPE_SECRET_KEY = ""
+
+    stripe_webhooks.deliver("invoice.paid", invoice)
+
+    event = StripeEvent.objects.get()
+    assert event.processed_at is None
+    assert "STRIPE_SECRET_KEY is not set" in event.error
+    assert not Membership.objects.exists()
+
+
+def test_a_customer_without_an_email_cannot_be_matched_and_the_event_fails_clearly(
+    stripe_api, plan, stripe_webhooks
+):
+    customer = stripe_api.add_customer(email="")
+    subscription = stripe_api.add_subscription(customer=customer["id"], price=plan.stripe_price_id)
+
+    stripe_webhooks.deliver("customer.subscription.created", subscription)
+
+    event = StripeEvent.objects.get()
+    assert event.processed_at is None
+    assert f"Customer {customer['id']} has no email" in event.error
+    assert not Subscriber.objects.exists()
+
+
+def test_a_known_membership_keeps_its_reader_whatever_the_subscription_metadata_says(
+    stripe_api, reader, plan, stripe_webhooks
+):
+    other = SubscriberFactory(email="other@example.com")
+    subscription = subscribe(stripe_api, reader, plan)
+    stripe_webhooks.deliver("customer.subscription.created", subscription)
+    renamed = stripe_api.update_subscription(
+        subscription["id"], metadata={"subscriber_id": str(other.pk)}
+    )
+
+    stripe_webhooks.deliver("customer.subscription.updated", renamed)
+
+    assert Membership.objects.get().subscriber == reader
+    other.refresh_from_db()
+    assert other.stripe_customer_id is None
+
+
+def test_our_metadata_names_the_reader_of_a_new_subscription_before_the_customer_does(
+    stripe_api, plan, stripe_webhooks
+):
+    SubscriberFactory(email="payer@example.com")
+    named = SubscriberFactory(email="named@example.com")
+    customer = stripe_api.add_customer(email="payer@example.com")
+    subscription = stripe_api.add_subscription(
+        customer=customer["id"],
+        price=plan.stripe_price_id,
+        metadata={"subscriber_id": str(named.pk)},
+    )
+
+    stripe_webhooks.deliver("customer.subscription.created", subscription)
+
+    assert Membership.objects.get().subscriber == named
+    named.refresh_from_db()
+    assert named.stripe_customer_id == customer["id"]
+
+
+def test_monthly_support_makes_no_membership_and_its_renewal_is_a_donation(
+    stripe_api, reader, plan, stripe_webhooks
+):
+    from subscriptions.models import Donation
+
+    support = subscribe(stripe_api, reader, plan, metadata={"broadside_purpose": "donation"})
+    stripe_webhooks.deliver("customer.subscription.created", support)
+    assert not Membership.objects.exists()
+
+    renewal = stripe_api.renew_subscription(support["id"])
+    # The invoice lost the purpose (an older invoice shape): the subscription still says it.
+    renewal["parent"]["subscription_details"]["metadata"] = {}
+    stripe_webhooks.deliver("invoice.paid", renewal)
+
+    assert not Membership.objects.exists()
+    donation = Donation.objects.get()
+    assert donation.stripe_subscription_id == support["id"]
+    assert donation.recurring is True
+
+
+def test_nul_characters_are_taken_out_of_keys_and_lists_too(stripe_api):
+    event = {**good_event(), "data": {"object": {"tags": ["a\u0000b", {"k\u0000": "v\u0000"}]}}}
+    body = json.dumps(event)
+    stripe_events.receive_webhook(payload=body.encode(), signature_header=signature_for(body))
+    assert StripeEvent.objects.get().payload["data"]["object"] == {"tags": ["ab", {"k": "v"}]}
+
+
+def test_an_overlong_id_and_type_are_cut_to_fit_and_still_recognised_when_sent_again(
+    stripe_api,
+):
+    event = {**good_event(), "id": "evt_" + "x" * 150, "type": "t" * 150}
+    body = json.dumps(event)
+    for _ in range(2):
+        stripe_events.receive_webhook(payload=body.encode(), signature_header=signature_for(body))
+    stored = StripeEvent.objects.get()
+    assert stored.stripe_id == ("evt_" + "x" * 150)[:100]
+    assert stored.type == "t" * 100
+
+
+def test_retries_wait_one_two_four_minutes_and_so_on_up_to_six_hours():
+    minutes = [stripe_events.retry_delay(n).total_seconds() / 60 for n in range(0, 12)]
+    assert minutes == [1, 1, 2, 4, 8, 16, 32, 64, 128, 256, 360, 360]
+
+
+def test_a_failure_message_is_kept_to_four_thousand_characters(stripe_api):
+    event = StripeEvent.objects.create(
+        stripe_id="evt_long_failure",
+        type="customer.subscription.updated",
+        created=timezone.now(),
+        payload={"data": {"object": {"id": "sub_" + "x" * 5000, "object": "subscription"}}},
+    )
+    assert stripe_events.process_event(event_id=event.pk) is False
+    event.refresh_from_db()
+    assert len(event.error) == 4000
+    assert "StripeError" in event.error[:100]
+
+
+def test_a_failed_renewal_without_an_amount_currency_or_invoice_link_still_reads_right(
+    stripe_api, reader, plan, stripe_webhooks
+):
+    subscription = subscribe(stripe_api, reader, plan)
+    stripe_webhooks.deliver("customer.subscription.created", subscription)
+    invoice = stripe_api.fail_invoice(subscription["id"])
+    bare = {**invoice, "amount_due": None, "currency": None, "hosted_invoice_url": None}
+
+    stripe_webhooks.deliver("invoice.payment_failed", bare)
+
+    (message,) = mail.outbox
+    assert "We could not take the payment of $0.00 for your" in message.body
+    assert "pay this invoice directly" not in message.body
+
+
+def test_a_pending_reader_who_pays_from_a_payment_link_is_recorded_as_consenting(
+    stripe_api, plan, stripe_webhooks
+):
+    customer = stripe_api.add_customer(email="payer.new@example.com", name="P" * 250)
+    subscription = stripe_api.add_subscription(customer=customer["id"], price=plan.stripe_price_id)
+    before = timezone.now()
+
+    stripe_webhooks.deliver("customer.subscription.created", subscription)
+
+    payer = Subscriber.objects.get(email="payer.new@example.com")
+    assert payer.status == Subscriber.Status.ACTIVE
+    assert payer.name == "P" * 200
+    assert payer.consent_source == "stripe"
+    assert before <= payer.consent_at <= timezone.now()
+    assert before <= payer.confirmed_at <= timezone.now()
+
+
+def test_an_invoice_that_says_it_is_for_monthly_support_is_a_donation_not_a_membership(
+    stripe_api, reader, plan, stripe_webhooks
+):
+    from subscriptions.models import Donation
+
+    support = subscribe(stripe_api, reader, plan)
+    renewal = stripe_api.renew_subscription(support["id"])
+    renewal["parent"]["subscription_details"]["metadata"] = {"broadside_purpose": "donation"}
+
+    stripe_webhooks.deliver("invoice.paid", renewal)
+
+    assert not Membership.objects.exists()
+    assert Donation.objects.get().stripe_subscription_id == support["id"]
+
+
+def checkout_paid_by(stripe_api, plan, *, email: str, metadata: dict):
+    from subscriptions import stripe_client
+
+    session = stripe_client.create_checkout_session(
+        params={
+            "mode": "subscription",
+            "line_items": [{"price": plan.stripe_price_id, "quantity": 1}],
+            "success_url": "https://example.com/thanks",
+            "metadata": metadata,
+        },
+        idempotency_key=f"checkout-{email}",
+    )
+    return session, stripe_api.complete_checkout(session["id"], email=email)
+
+
+def test_a_checkout_our_site_opened_goes_to_the_reader_it_names_not_to_the_payers_address(
+    stripe_api, plan, stripe_webhooks
+):
+    named = SubscriberFactory(email="named@example.com", status=Subscriber.Status.PENDING)
+    SubscriberFactory(email="card.holder@example.com")
+    _open, completed = checkout_paid_by(
+        stripe_api, plan, email="card.holder@example.com", metadata={"subscriber_id": str(named.pk)}
+    )
+
+    stripe_webhooks.deliver("checkout.session.completed", completed)
+
+    membership = Membership.objects.get()
+    assert membership.subscriber == named
+    named.refresh_from_db()
+    assert named.status == Subscriber.Status.ACTIVE
+    assert named.stripe_customer_id == completed["customer"]
+
+
+def test_a_checkout_event_is_applied_as_stripe_has_the_session_now_not_as_the_event_says(
+    stripe_api, plan, stripe_webhooks
+):
+    reader = SubscriberFactory(email="reader@example.com")
+    opened, completed = checkout_paid_by(
+        stripe_api, plan, email=reader.email, metadata={"subscriber_id": str(reader.pk)}
+    )
+    # An event about the session while it was still open, delivered after it was paid.
+    stripe_webhooks.deliver("checkout.session.completed", {**opened, "status": "open"})
+
+    assert Membership.objects.get().stripe_subscription_id == completed["subscription"]
+
+
+def test_a_payer_stripe_knows_no_name_for_gets_none(stripe_api, plan, stripe_webhooks):
+    customer = stripe_api.add_customer(email="anonymous.payer@example.com")
+    subscription = stripe_api.add_subscription(customer=customer["id"], price=plan.stripe_price_id)
+    stripe_webhooks.deliver("customer.subscription.created", subscription)
+    assert Subscriber.objects.get(email="anonymous.payer@example.com").name == ""
+
+
+@pytest.mark.parametrize("where", ["customer_details", "customer_email"])
+def test_a_payment_link_checkout_goes_to_the_address_typed_at_checkout(
+    stripe_api, plan, stripe_webhooks, where
+):
+    from tests.subscriptions.test_webhooks import paid_through_a_payment_link
+
+    typed = SubscriberFactory(email="typed@example.com", status=Subscriber.Status.PENDING)
+    price = stripe_api.get("price", plan.stripe_price_id)
+    completed = paid_through_a_payment_link(stripe_api, price, email="card.holder@example.com")
+    # The Stripe customer kept another address than the one typed at Checkout.
+    session = stripe_api._store.get("checkout.session", completed["id"])
+    if where == "customer_details":
+        session["customer_details"] = {"email": "typed@example.com", "name": None}
+    else:
+        session["customer_details"] = {"email": None, "name": None}
+        session["customer_email"] = "typed@example.com"
+
+    stripe_webhooks.deliver(
+        "checkout.session.completed", stripe_api.get("checkout.session", completed["id"])
+    )
+
+    assert Membership.objects.get().subscriber == typed
+    typed.refresh_from_db()
+    assert typed.status == Subscriber.Status.ACTIVE
+    assert typed.stripe_customer_id == completed["customer"]
+    assert not Subscriber.objects.filter(email="card.holder@example.com").exists()
+
+
+def test_an_old_shape_invoice_marked_as_monthly_support_is_a_donation(
+    stripe_api, reader, plan, stripe_webhooks
+):
+    from subscriptions.models import Donation
+
+    support = subscribe(stripe_api, reader, plan)
+    renewal = stripe_api.renew_subscription(support["id"])
+    old_shape = {
+        **renewal,
+        "parent": None,
+        "subscription": support["id"],
+        "subscription_details": {"metadata": {"broadside_purpose": "donation"}},
+    }
+
+    stripe_webhooks.deliver("invoice.paid", old_shape)
+
+    assert not Membership.objects.exists()
+    assert Donation.objects.get().stripe_subscription_id == support["id"]

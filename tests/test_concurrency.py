@@ -1,0 +1,355 @@
+"""The rules that must hold when two workers do the same thing at the same moment, each
+on its own PostgreSQL connection (threads, each with Django's connection of its own),
+not only when they take turns."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.core import mail
+from django.db import connection, connections
+from django.utils import timezone
+
+from newsletter.models import Article, Delivery, EmailSend, TelegramPost
+from newsletter.services.publishing import publish_article
+from newsletter.services.sending import claim_chunk
+from subscriptions import tasks as subscription_tasks
+from subscriptions.models import Membership, StripeEvent, Subscriber
+from tests.factories import ArticleFactory, MembershipFactory, PlanFactory, SubscriberFactory
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+ROUNDS = 3
+
+
+def at_once(*work: Callable[[], Any]) -> list[Any]:
+    """Run each callable in a thread of its own, released together; their results."""
+    assert connection.vendor == "postgresql", "these tests need real row locks"
+    start = threading.Barrier(len(work))
+    results: list[Any] = [None] * len(work)
+    errors: list[BaseException] = []
+
+    def run(index: int, job: Callable[[], Any]) -> None:
+        try:
+            start.wait(timeout=10)
+            results[index] = job()
+        except BaseException as exc:  # noqa: BLE001 (raised below, in the test's thread)
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=run, args=(n, job)) for n, job in enumerate(work)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not any(thread.is_alive() for thread in threads), "a worker hung"
+    if errors:
+        raise errors[0]
+    return results
+
+
+# --- Stripe: the on-commit task and the sweeper on the same event ------------------------
+
+
+def test_a_stripe_event_the_task_and_the_sweeper_process_at_once_is_applied_once(stripe_api):
+    price = stripe_api.add_price(unit_amount=800)
+    PlanFactory(stripe_price_id=price["id"])
+    for n in range(ROUNDS):
+        customer = stripe_api.add_customer(email=f"racer{n}@example.com")
+        subscription = stripe_api.add_subscription(customer=customer["id"], price=price["id"])
+        event = stripe_api.event("customer.subscription.created", subscription)
+        stored = StripeEvent.objects.create(
+            stripe_id=event["id"],
+            type=event["type"],
+            created=timezone.now(),
+            payload=event,
+            # Due for the sweeper: the broker was slow to hand the task over.
+            next_attempt_at=timezone.now() - timedelta(seconds=1),
+        )
+        reads_before = len(stripe_api.requests_to("GET", f"/v1/subscriptions/{subscription['id']}"))
+
+        task, sweeper = at_once(
+            lambda pk=stored.pk: subscription_tasks.process_stripe_event(pk),
+            lambda: subscription_tasks.retry_stripe_events(),
+        )
+
+        assert task is True
+        assert sweeper in (0, 1)  # the sweeper may find it locked, or already done
+        stored.refresh_from_db()
+        assert stored.processed_at is not None
+        assert stored.attempts == 1
+        assert stored.error == ""
+        reads = stripe_api.requests_to("GET", f"/v1/subscriptions/{subscription['id']}")
+        assert len(reads) - reads_before == 1, "the event was applied twice"
+        reader = Subscriber.objects.get(email=f"racer{n}@example.com")
+        assert reader.memberships.count() == 1
+
+
+def test_two_events_about_one_subscription_at_once_leave_the_newer_state_in_place(stripe_api):
+    """Each worker re-reads the subscription from Stripe. Locked on the subscription, the
+    second reads only after the first has written, so an older answer that was slow to
+    arrive cannot overwrite a newer one."""
+    price = stripe_api.add_price(unit_amount=800)
+    PlanFactory(stripe_price_id=price["id"])
+    reader = SubscriberFactory(email="reader@example.com")
+    customer = stripe_api.add_customer(email=reader.email)
+    subscription = stripe_api.add_subscription(customer=customer["id"], price=price["id"])
+    created, updated = (
+        StripeEvent.objects.create(
+            stripe_id=event["id"], type=event["type"], created=timezone.now(), payload=event
+        )
+        for event in (
+            stripe_api.event("customer.subscription.created", subscription),
+            stripe_api.event("customer.subscription.updated", subscription),
+        )
+    )
+    slow = stripe_api.hold_next("GET", f"/v1/subscriptions/{subscription['id']}")
+    results: dict[str, Any] = {}
+
+    def process(name: str, pk: int) -> threading.Thread:
+        def run() -> None:
+            try:
+                results[name] = subscription_tasks.process_stripe_event(pk)
+            finally:
+                connections.close_all()
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        return thread
+
+    first = process("created", created.pk)
+    assert slow.arrived.wait(timeout=10)  # its answer (renewing) is on its way
+    stripe_api.update_subscription(subscription["id"], cancel_at_period_end=True)
+    second = process("updated", updated.pk)
+    second.join(timeout=1)  # with the lock it waits for the first; without, it is done
+    slow.release.set()
+    first.join(timeout=30)
+    second.join(timeout=30)
+
+    assert results == {"created": True, "updated": True}
+    membership = Membership.objects.get(stripe_subscription_id=subscription["id"])
+    assert membership.cancel_at_period_end is True
+    assert not StripeEvent.objects.filter(processed_at__isnull=True).exists()
+
+
+# --- Sending: two workers claiming from one send ------------------------------------------
+
+
+def claimed_ids(claim: Any) -> set[int]:
+    """The deliveries one `claim_chunk` call handed its worker."""
+    _claim, claimed, _skipped = claim
+    return {delivery.pk for delivery in claimed}
+
+
+def test_two_workers_claiming_at_once_never_get_the_same_delivery():
+    readers = Subscriber.objects.bulk_create(
+        Subscriber(email=f"reader{n}@example.com", status=Subscriber.Status.ACTIVE)
+        for n in range(120)
+    )
+    for n in range(ROUNDS):
+        article = ArticleFactory(status=Article.Status.PUBLISHED, published_at=timezone.now())
+        send = EmailSend.objects.create(
+            article=article,
+            audience=Article.EmailAudience.EVERYONE,
+            status=EmailSend.Status.SENDING,
+            recipient_count=len(readers),
+        )
+        Delivery.objects.bulk_create(Delivery(send=send, subscriber=r) for r in readers)
+
+        first, second = at_once(
+            lambda pk=send.pk: claim_chunk(email_send_id=pk, size=80),
+            lambda pk=send.pk: claim_chunk(email_send_id=pk, size=80),
+        )
+
+        first_ids, second_ids = claimed_ids(first), claimed_ids(second)
+        assert first_ids.isdisjoint(second_ids), f"round {n}: a delivery was claimed twice"
+        assert len(first_ids) + len(second_ids) == len(readers)
+        assert first_ids | second_ids == set(send.deliveries.values_list("pk", flat=True))
+        assert sorted([len(first_ids), len(second_ids)]) == [40, 80]
+        assert send.deliveries.filter(status=Delivery.Status.CLAIMED).count() == len(readers)
+        assert set(send.deliveries.values_list("attempts", flat=True)) == {1}
+
+
+# --- Publishing: two editors (or the scheduler and an editor) at once ---------------------
+
+
+def test_an_article_published_twice_at_once_is_sent_and_posted_once(telegram_api):
+    for n in range(3):
+        SubscriberFactory(email=f"listener{n}@example.com")
+    for n in range(ROUNDS):
+        mail.outbox.clear()
+        article = ArticleFactory(title=f"Breaking, take {n}", post_to_telegram=True)
+
+        results = at_once(
+            lambda pk=article.pk: publish_article(article=Article.objects.get(pk=pk)),
+            lambda pk=article.pk: publish_article(article=Article.objects.get(pk=pk)),
+        )
+
+        assert sorted(result.newly_published for result in results) == [False, True]
+        assert EmailSend.objects.filter(article=article).count() == 1
+        send = EmailSend.objects.get(article=article)
+        assert send.deliveries.count() == 3
+        assert send.deliveries.filter(status=Delivery.Status.SENT).count() == 3
+        assert sorted(message.to[0] for message in mail.outbox) == [
+            "listener0@example.com",
+            "listener1@example.com",
+            "listener2@example.com",
+        ]
+        assert TelegramPost.objects.filter(article=article).count() == 1
+        posted = [
+            call for call in telegram_api.calls() if f"Breaking, take {n}" in str(call.params)
+        ]
+        assert len(posted) == 1
+
+
+# --- Membership reminders: two daily runs overlapping -------------------------------------
+
+
+def test_two_expiry_runs_at_once_send_each_reminder_once():
+    from subscriptions.services.memberships import expire_memberships
+
+    for n in range(ROUNDS):
+        mail.outbox.clear()
+        for m in range(6):
+            MembershipFactory(
+                subscriber=SubscriberFactory(email=f"round{n}.reader{m}@example.com"),
+                kind=Membership.Kind.COMP,
+                plan=None,
+                stripe_subscription_id=None,
+                expires_at=timezone.now() + timedelta(days=3),
+            )
+
+        first, second = at_once(expire_memberships, expire_memberships)
+
+        assert first["reminded"] + second["reminded"] == 6
+        recipients = sorted(message.to[0] for message in mail.outbox)
+        assert recipients == sorted(f"round{n}.reader{m}@example.com" for m in range(6))
+
+
+# --- Signups: the same new address twice at the same moment -------------------------------
+
+
+def test_the_same_new_address_signing_up_twice_at_once_makes_one_pending_reader():
+    from subscriptions.services.signup import subscribe
+
+    for n in range(ROUNDS):
+        email = f"eager{n}@example.com"
+        first, second = at_once(
+            lambda email=email: subscribe(email=email, ip=None, source="/"),
+            lambda email=email: subscribe(email=email.upper(), ip=None, source="/"),
+        )
+        reader = Subscriber.objects.get(email__iexact=email)
+        assert first.subscriber.pk == second.subscriber.pk == reader.pk
+        assert reader.status == Subscriber.Status.PENDING
+        assert sorted([first.confirmation_sent, second.confirmation_sent]) == [False, True]
+
+
+def test_two_events_about_one_donation_checkout_at_once_record_and_thank_it_once(settings):
+    from subscriptions.models import Donation
+
+    settings.STRIPE_SECRET_KEY = ""  # the snapshots are applied as they are
+    for n in range(ROUNDS):
+        mail.outbox.clear()
+        session = {
+            "id": f"cs_coffee_{n}",
+            "object": "checkout.session",
+            "mode": "payment",
+            "status": "complete",
+            "payment_status": "paid",
+            "amount_total": 300,
+            "currency": "usd",
+            "customer": None,
+            "customer_details": {"email": f"coffee{n}@example.com"},
+            "payment_intent": f"pi_coffee_{n}",
+            "metadata": {},
+        }
+        events = [
+            StripeEvent.objects.create(
+                stripe_id=f"evt_{kind}_{n}",
+                type=f"checkout.session.{kind}",
+                created=timezone.now(),
+                payload={"object": "event", "data": {"object": session}},
+            )
+            for kind in ("completed", "async_payment_succeeded")
+        ]
+
+        results = at_once(
+            *(lambda pk=event.pk: subscription_tasks.process_stripe_event(pk) for event in events)
+        )
+
+        assert results == [True, True]
+        assert Donation.objects.filter(stripe_checkout_session_id=session["id"]).count() == 1
+        assert [message.to for message in mail.outbox] == [[f"coffee{n}@example.com"]]
+
+
+def test_a_failure_that_loses_the_race_to_a_success_does_not_mark_the_event_failed(stripe_api):
+    """The task fails (the customer had no address yet) while the sweeper waits on the
+    event's row lock; the sweeper then succeeds. The late failure report must not count
+    an attempt or leave an error on the processed event."""
+    price = stripe_api.add_price(unit_amount=800)
+    PlanFactory(stripe_price_id=price["id"])
+    customer = stripe_api.add_customer(email="")
+    subscription = stripe_api.add_subscription(customer=customer["id"], price=price["id"])
+    event = stripe_api.event("customer.subscription.created", subscription)
+    stored = StripeEvent.objects.create(
+        stripe_id=event["id"], type=event["type"], created=timezone.now(), payload=event
+    )
+    slow = stripe_api.hold_next("GET", f"/v1/customers/{customer['id']}")
+    results: dict[str, Any] = {}
+
+    def process(name: str) -> threading.Thread:
+        def run() -> None:
+            try:
+                results[name] = subscription_tasks.process_stripe_event(stored.pk)
+            finally:
+                connections.close_all()
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        return thread
+
+    task = process("task")
+    assert slow.arrived.wait(timeout=10)  # its answer: a customer without an email
+    sweeper = process("sweeper")  # waits on the event's row lock
+    stripe_api._store.get("customer", customer["id"])["email"] = "late@example.com"
+    sweeper.join(timeout=1)
+    slow.release.set()
+    task.join(timeout=30)
+    sweeper.join(timeout=30)
+
+    assert results == {"task": False, "sweeper": True}
+    stored.refresh_from_db()
+    assert stored.processed_at is not None
+    assert stored.attempts == 1
+    assert stored.error == ""
+    assert Subscriber.objects.get(email="late@example.com").memberships.count() == 1
+
+
+def test_two_subscriptions_of_one_new_payer_applied_at_once_make_one_reader(stripe_api):
+    price = stripe_api.add_price(unit_amount=800)
+    PlanFactory(stripe_price_id=price["id"])
+    for n in range(ROUNDS):
+        email = f"twice.paying{n}@example.com"
+        customer = stripe_api.add_customer(email=email)
+        events = []
+        for _ in range(2):  # e.g. a membership and monthly support bought side by side
+            subscription = stripe_api.add_subscription(customer=customer["id"], price=price["id"])
+            event = stripe_api.event("customer.subscription.created", subscription)
+            events.append(
+                StripeEvent.objects.create(
+                    stripe_id=event["id"], type=event["type"], created=timezone.now(), payload=event
+                )
+            )
+
+        results = at_once(
+            *(lambda pk=event.pk: subscription_tasks.process_stripe_event(pk) for event in events)
+        )
+
+        assert results == [True, True]
+        reader = Subscriber.objects.get(email=email)
+        assert reader.memberships.count() == 2
