@@ -12,27 +12,36 @@ What comes across:
   `email_disabled` readers are imported unsubscribed (never emailed) but can still
   sign in and read what they paid for.
 
-Memberships: Substack exports no Stripe subscription ids, so no membership can be a
-Stripe one (those need the subscription id). Every paid, comp or gift reader gets a
-membership that grants access until the export's `expiry` (none: no end): kind GIFT
-for gifts and COMP otherwise, `imported_from` `substack:<type>`. A paid reader's
-Stripe customer id is kept on the subscriber, so billing can pick up their Stripe
-subscription when it syncs. Everything is keyed (article `external_id`
-`substack:<post number>`, subscriber address, one imported membership per
-subscriber), so running the import again changes nothing.
+Memberships. Substack keeps a writer's paid subscriptions in the writer's own Stripe
+account, so when Stripe is configured (the same account) each paid reader's customer
+(`stripe_connected_customer_id`) is looked up there and every live subscription
+(active, trialing, past_due) is adopted: recorded as a Stripe membership through
+`sync_membership_from_stripe`, as a webhook would, with a Plan for its price made from
+the price and its product (`imported_from` set, not offered on /upgrade/). From then on
+the ordinary webhooks keep it true. Lookups run one reader at a time outside the
+batch transactions, paced under Stripe's rate limits.
+
+Readers with no live subscription (none, all ended, the customer unknown, or Stripe not
+configured), and comp and gift readers, get a membership that grants access until the
+export's `expiry` (none: no end): kind GIFT for gifts and COMP otherwise,
+`imported_from` `substack:<type>`. Everything is keyed (article `external_id`
+`substack:<post number>`, subscriber address, imported memberships per subscriber), so
+running the import again changes nothing and asks Stripe nothing.
 """
 
 from __future__ import annotations
 
 import re
+import time
 import zipfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import datetime
 from html.parser import HTMLParser
 from pathlib import Path, PurePosixPath
-from typing import IO
+from typing import IO, Any
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -40,7 +49,8 @@ from django.utils.text import slugify
 
 from newsletter.models import Article
 from newsletter.services.content import PAYWALL_MARKER, sanitize_body
-from subscriptions.models import Membership, Subscriber
+from subscriptions import stripe_client
+from subscriptions.models import Membership, Plan, Subscriber
 from subscriptions.services.addresses import InvalidAddress, clean_address
 from subscriptions.services.imports import (
     MAX_LINE_BYTES,
@@ -51,6 +61,12 @@ from subscriptions.services.imports import (
     parse_bool,
     parse_datetime_value,
     read_csv,
+)
+from subscriptions.services.memberships import (
+    lock_stripe_object,
+    plan_for_price,
+    subscription_price_id,
+    sync_membership_from_stripe,
 )
 
 SOURCE = "substack"
@@ -91,6 +107,72 @@ MEMBERSHIP_KINDS = {
     "comp": Membership.Kind.COMP,
     "gift": Membership.Kind.GIFT,
 }
+
+
+# Stripe's statuses of a subscription that is paid for (past_due: a renewal is retried).
+LIVE_STATUSES = ("active", "trialing", "past_due")
+# Stripe allows 100 read requests a second in live mode and 25 in test mode
+# (https://docs.stripe.com/rate-limits); the import stays under both.
+STRIPE_REQUESTS_PER_SECOND = 20
+
+
+@dataclass
+class SubstackReport(ImportReport):
+    """An import's counts, with what became of the paid readers' Stripe subscriptions."""
+
+    adopted: int = 0  # Stripe subscriptions now mirrored as memberships
+    comp_until_expiry: int = 0  # paid readers granted access until the export's expiry
+    customers_not_found: list[str] = field(default_factory=list)
+    subscriptions_canceled: int = 0  # paid readers whose subscriptions had all ended
+    plans_created: list[str] = field(default_factory=list)
+    stripe_lookups: int = 0
+    dry_run: bool = False
+
+    def summary_lines(self) -> list[str]:
+        lines = super().summary_lines()
+        if self.stripe_lookups or self.adopted or self.comp_until_expiry:
+            lines += [
+                f"Stripe customers looked up: {self.stripe_lookups}",
+                f"Stripe subscriptions adopted: {self.adopted}",
+                f"Paid readers with every subscription ended: {self.subscriptions_canceled}",
+                f"Stripe customers not found: {len(self.customers_not_found)}",
+                *(f"  not found: {c}" for c in self.customers_not_found[:MAX_LISTED]),
+                f"Paid readers given access until the export's expiry: {self.comp_until_expiry}",
+            ]
+            lines += [f"Plan created (not offered on /upgrade/): {p}" for p in self.plans_created]
+        if self.dry_run:
+            lines.append("Dry run: nothing was written.")
+        return lines
+
+
+MAX_LISTED = 1000
+
+
+@dataclass(frozen=True)
+class PendingPaidReader:
+    """A paid reader whose Stripe customer is looked up once the lists are in."""
+
+    subscriber_id: int
+    customer_id: str
+    expires_at: datetime | None
+
+
+class _Pacer:
+    """Spaces calls at least 1/rate seconds apart."""
+
+    def __init__(self, *, per_second: float) -> None:
+        self.interval = 1 / per_second
+        self.last = 0.0
+
+    def wait(self) -> None:
+        delay = self.last + self.interval - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        self.last = time.monotonic()
+
+
+class _DryRun(Exception):
+    """Raised to roll a dry run back."""
 
 
 class Export:
@@ -165,9 +247,35 @@ def open_export(*, path: Path, report: ImportReport) -> Iterator[Export]:
             zip_file.close()
 
 
-def import_substack(*, path: Path) -> ImportReport:
-    """Import posts and subscribers from a Substack export. Raises ImportFileError."""
-    report = ImportReport()
+def import_substack(
+    *,
+    path: Path,
+    dry_run: bool = False,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> SubstackReport:
+    """Import posts and subscribers from a Substack export. Raises ImportFileError.
+
+    `dry_run` does everything (Stripe is only read) and rolls it back, so the report
+    says what a real run would do. `progress(stage, done, total)` is told how far the
+    Stripe lookups are.
+    """
+    report = SubstackReport(dry_run=dry_run)
+    if not dry_run:
+        _import_all(path=path, report=report, progress=progress)
+        return report
+    try:
+        with transaction.atomic():
+            _import_all(path=path, report=report, progress=progress)
+            raise _DryRun
+    except _DryRun:
+        pass
+    return report
+
+
+def _import_all(
+    *, path: Path, report: SubstackReport, progress: Callable[[str, int, int], None] | None
+) -> None:
+    pending: list[PendingPaidReader] = []
     with open_export(path=path, report=report) as export:
         if "posts.csv" in export:
             import_posts(export=export, report=report)
@@ -175,8 +283,10 @@ def import_substack(*, path: Path) -> ImportReport:
             report.warn(file="posts.csv", line=0, message="not in the export; no posts imported")
         lists = _subscriber_lists(export=export, report=report)
         for name, layout in sorted(lists, key=lambda item: (item[1] != PAID_FORMAT, item[0])):
-            _import_subscriber_file(export=export, name=name, layout=layout, report=report)
-    return report
+            _import_subscriber_file(
+                export=export, name=name, layout=layout, report=report, pending=pending
+            )
+    adopt_stripe_subscriptions(readers=pending, report=report, progress=progress)
 
 
 # --- Posts --------------------------------------------------------------------------
@@ -445,14 +555,21 @@ def _rows(
             )
 
 
-def _import_subscriber_file(*, export: Export, name: str, layout: str, report: ImportReport):
+def _import_subscriber_file(
+    *,
+    export: Export,
+    name: str,
+    layout: str,
+    report: SubstackReport,
+    pending: list[PendingPaidReader],
+) -> None:
     try:
         import_subscriber_rows(
             rows=_rows(export=export, name=name, layout=layout, report=report),
             source=SOURCE,
             report=report,
             after_batch=lambda rows, subscribers: _add_memberships(
-                rows=rows, subscribers=subscribers, report=report
+                rows=rows, subscribers=subscribers, report=report, pending=pending
             ),
         )
     except ImportFileError as exc:
@@ -463,7 +580,11 @@ def _import_subscriber_file(*, export: Export, name: str, layout: str, report: I
 
 
 def _add_memberships(
-    *, rows: list[SubscriberRow], subscribers: dict[str, Subscriber], report: ImportReport
+    *,
+    rows: list[SubscriberRow],
+    subscribers: dict[str, Subscriber],
+    report: SubstackReport,
+    pending: list[PendingPaidReader],
 ) -> None:
     wanted = [row for row in rows if row.extra.get("kind")]
     if not wanted:
@@ -474,7 +595,7 @@ def _add_memberships(
             subscriber_id__in=ids, imported_from__startswith=SOURCE
         ).values_list("subscriber_id", flat=True)
     )
-    now = timezone.now()
+    look_up = stripe_client.is_configured()
     new = []
     for row in wanted:
         subscriber = subscribers[row.email]
@@ -483,24 +604,174 @@ def _add_memberships(
         already.add(subscriber.pk)
         expires_at: datetime | None = row.extra["expires_at"]
         kind = row.extra["kind"]
-        new.append(
-            Membership(
-                subscriber=subscriber,
-                kind=MEMBERSHIP_KINDS[kind],
-                status=(
-                    Membership.Status.ACTIVE
-                    if expires_at is None or expires_at > now
-                    else Membership.Status.EXPIRED
-                ),
-                expires_at=expires_at,
-                imported_from=f"{SOURCE}:{kind}",
-            )
-        )
         if row.stripe_customer_id and not subscriber.stripe_customer_id:
             taken = Subscriber.objects.filter(stripe_customer_id=row.stripe_customer_id).exists()
             if not taken:
                 Subscriber.objects.filter(pk=subscriber.pk).update(
                     stripe_customer_id=row.stripe_customer_id
                 )
+        if kind == "paid" and row.stripe_customer_id and look_up:
+            pending.append(
+                PendingPaidReader(
+                    subscriber_id=subscriber.pk,
+                    customer_id=row.stripe_customer_id,
+                    expires_at=expires_at,
+                )
+            )
+            continue
+        if kind == "paid":
+            report.comp_until_expiry += 1
+        new.append(
+            _granted_membership(subscriber_id=subscriber.pk, kind=kind, expires_at=expires_at)
+        )
     Membership.objects.bulk_create(new)
     report.memberships_created += len(new)
+
+
+def _granted_membership(
+    *, subscriber_id: int, kind: str, expires_at: datetime | None
+) -> Membership:
+    """Access until the export's expiry, as Substack granted it."""
+    return Membership(
+        subscriber_id=subscriber_id,
+        kind=MEMBERSHIP_KINDS[kind],
+        status=(
+            Membership.Status.ACTIVE
+            if expires_at is None or expires_at > timezone.now()
+            else Membership.Status.EXPIRED
+        ),
+        expires_at=expires_at,
+        imported_from=f"{SOURCE}:{kind}",
+    )
+
+
+# --- Adopting the Stripe subscriptions ------------------------------------------------
+
+
+def adopt_stripe_subscriptions(
+    *,
+    readers: list[PendingPaidReader],
+    report: SubstackReport,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> None:
+    """Mirror each paid reader's live Stripe subscriptions; comp-until-expiry otherwise.
+
+    Stripe is read outside any lock, then each reader's memberships are written in one
+    transaction, so a webhook for the same subscription arriving meanwhile converges
+    with it (`sync_membership_from_stripe` keeps the newer state).
+    """
+    pacer = _Pacer(per_second=STRIPE_REQUESTS_PER_SECOND)
+    products: dict[str, dict[str, Any]] = {}
+    for done, reader in enumerate(readers, start=1):
+        pacer.wait()
+        customer = stripe_client.find_customer(reader.customer_id)
+        subscriptions: list[dict[str, Any]] = []
+        if customer is not None:
+            pacer.wait()
+            subscriptions = stripe_client.list_customer_subscriptions(reader.customer_id)
+        report.stripe_lookups += 1
+        observed_at = timezone.now()
+        live = [s for s in subscriptions if s.get("status") in LIVE_STATUSES]
+        with transaction.atomic():
+            if Membership.objects.filter(
+                subscriber_id=reader.subscriber_id, imported_from__startswith=SOURCE
+            ).exists():
+                continue
+            if customer is None:
+                report.customers_not_found.append(reader.customer_id)
+            elif not live and subscriptions:
+                report.subscriptions_canceled += 1
+            adopted = 0
+            for subscription in live:
+                if _adopt(
+                    subscription=subscription,
+                    subscriber_id=reader.subscriber_id,
+                    observed_at=observed_at,
+                    products=products,
+                    report=report,
+                ):
+                    adopted += 1
+            if adopted:
+                report.adopted += adopted
+                report.memberships_created += adopted
+            else:
+                _granted_membership(
+                    subscriber_id=reader.subscriber_id, kind="paid", expires_at=reader.expires_at
+                ).save()
+                report.comp_until_expiry += 1
+                report.memberships_created += 1
+        if progress is not None:
+            progress("Stripe lookups", done, len(readers))
+
+
+def _adopt(
+    *,
+    subscription: dict[str, Any],
+    subscriber_id: int,
+    observed_at: datetime,
+    products: dict[str, dict[str, Any]],
+    report: SubstackReport,
+) -> bool:
+    """Record one live subscription as the reader's Stripe membership, with a Plan for
+    its price. False when its price cannot be a plan (not a monthly or yearly amount)."""
+    subscription_id = str(subscription["id"])
+    plan = plan_for_price(subscription) or _imported_plan(
+        subscription=subscription, products=products, report=report
+    )
+    if plan is None:
+        return False
+    lock_stripe_object(subscription_id)
+    known = Membership.objects.filter(stripe_subscription_id=subscription_id).first()
+    if known is not None and known.subscriber_id != subscriber_id:
+        return False  # someone else's already; a webhook made it
+    subscriber = Subscriber.objects.get(pk=subscriber_id)
+    membership = sync_membership_from_stripe(
+        subscription=subscription, subscriber=subscriber, observed_at=observed_at
+    )
+    if membership is None:
+        return False
+    Membership.objects.filter(pk=membership.pk).update(imported_from=f"{SOURCE}:paid")
+    return True
+
+
+def _imported_plan(
+    *, subscription: dict[str, Any], products: dict[str, dict[str, Any]], report: SubstackReport
+) -> Plan | None:
+    price_id = subscription_price_id(subscription)
+    items = (subscription.get("items") or {}).get("data", [])
+    price = items[0].get("price") if items else None
+    if not price_id or not isinstance(price, dict):
+        return None
+    recurring = price.get("recurring") or {}
+    interval = recurring.get("interval")
+    amount = price.get("unit_amount")
+    if (
+        interval not in Plan.Interval.values
+        or (recurring.get("interval_count") or 1) != 1
+        or not isinstance(amount, int)
+        or amount <= 0
+    ):
+        return None
+    product = price.get("product")
+    product_id = str(product.get("id") if isinstance(product, dict) else product or "")
+    if product_id and product_id not in products:
+        products[product_id] = (
+            product if isinstance(product, dict) else stripe_client.retrieve_product(product_id)
+        )
+    name = str((products.get(product_id) or {}).get("name") or "Imported plan")
+    plan, created = Plan.objects.get_or_create(
+        stripe_price_id=price_id,
+        defaults={
+            "name": f"{name} ({amount / 100:.2f} {str(price.get('currency', 'usd')).upper()}"
+            f" a {interval})"[:200],
+            "interval": interval,
+            "amount": amount,
+            "currency": str(price.get("currency") or "usd")[:3].lower(),
+            "stripe_product_id": product_id[:100],
+            "active": False,
+            "imported_from": SOURCE,
+        },
+    )
+    if created:
+        report.plans_created.append(f"{plan.name} ({price_id})")
+    return plan

@@ -6,18 +6,22 @@ import shutil
 import time
 import tracemalloc
 import zipfile
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from io import StringIO
 from pathlib import Path
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.test import Client
+from django.utils import timezone
 
 from newsletter.models import Article, EmailSend, TelegramPost
 from newsletter.services.content import PAYWALL_MARKER, split_at_paywall
-from subscriptions.models import Membership, Subscriber
-from subscriptions.services.access import subscriber_is_paid
+from subscriptions.models import Membership, Plan, StripeEvent, Subscriber
+from subscriptions.services.access import paid_subscribers, subscriber_is_paid
+from subscriptions.services.billing import active_plans, sync_stripe_plans
 from subscriptions.services.substack import convert_post_body, import_substack
-from tests.factories import ArticleFactory, SubscriberFactory
+from tests.factories import ArticleFactory, PlanFactory, SubscriberFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -361,3 +365,234 @@ def test_the_first_paywall_jump_element_becomes_the_marker_and_the_rest_is_kept(
     assert "Subscribe!" not in body and "nested" not in body
     assert "paywall-jump" not in body
     assert body.count(PAYWALL_MARKER) == 1
+
+
+# --- Adopting the paid readers' Stripe subscriptions ----------------------------------
+
+
+PAID_HEADER = "email,expiry,email_disabled,stripe_connected_customer_id,type\n"
+
+
+def paid_export(tmp_path: Path, rows: list[tuple[str, datetime | None, str]]) -> Path:
+    """An export holding only a paid subscribers list: (email, expiry, customer id)."""
+    folder = tmp_path / "paid-export"
+    folder.mkdir(exist_ok=True)
+    lines = [
+        f"{email},{expiry.isoformat() if expiry else ''},false,{customer},paid\n"
+        for email, expiry, customer in rows
+    ]
+    (folder / "broadside_paid_subscribers.csv").write_text(PAID_HEADER + "".join(lines))
+    return folder
+
+
+@pytest.fixture
+def membership_price(stripe_api):
+    product = stripe_api.add_product(name="Broadside membership")
+    return stripe_api.add_price(unit_amount=800, interval="month", product=product["id"])
+
+
+def paid_on(subscriber: Subscriber, when: datetime) -> bool:
+    return paid_subscribers(now=when).filter(pk=subscriber.pk).exists()
+
+
+def test_a_paid_readers_live_subscription_is_adopted_and_renewals_after_the_export_expiry_keep_them_paid(  # noqa: E501
+    tmp_path, stripe_api, stripe_webhooks, membership_price
+):
+    customer = stripe_api.add_customer(email="paid@example.com")
+    subscription = stripe_api.add_subscription(
+        customer=customer["id"], price=membership_price["id"], period_days=30
+    )
+    expiry = timezone.now() + timedelta(days=1)
+    export = paid_export(tmp_path, [("paid@example.com", expiry, customer["id"])])
+
+    report = import_substack(path=export)
+
+    assert (report.adopted, report.comp_until_expiry, report.customers_not_found) == (1, 0, [])
+    reader = Subscriber.objects.get(email="paid@example.com")
+    assert reader.stripe_customer_id == customer["id"]
+    membership = Membership.objects.get(subscriber=reader)
+    assert membership.kind == Membership.Kind.STRIPE
+    assert membership.stripe_subscription_id == subscription["id"]
+    assert membership.status == Membership.Status.ACTIVE
+    assert membership.cancel_at_period_end is False
+    period = subscription["items"]["data"][0]
+    assert membership.current_period_end == datetime.fromtimestamp(
+        period["current_period_end"], tz=UTC
+    )
+    assert membership.imported_from == "substack:paid"
+    assert membership.foreign_price is False
+    plan = membership.plan
+    assert plan is not None
+    assert plan.stripe_price_id == membership_price["id"]
+    assert (plan.amount, plan.currency, plan.interval) == (800, "usd", "month")
+    assert plan.name.startswith("Broadside membership")
+    assert plan.imported_from == "substack"
+    assert plan not in active_plans()  # not offered on /upgrade/ until an editor says so
+    assert "Broadside membership" not in Client().get("/upgrade/").content.decode()
+
+    # A month on, Stripe renews it; the webhook keeps the reader paid past the expiry.
+    invoice = stripe_api.renew_subscription(subscription["id"])
+    assert stripe_webhooks.deliver("invoice.paid", invoice).status_code == 200
+    membership.refresh_from_db()
+    assert membership.current_period_end == datetime.fromtimestamp(
+        period["current_period_end"] + 30 * 86400, tz=UTC
+    )
+    assert paid_on(reader, expiry + timedelta(days=20))
+
+    # The reader cancels in Stripe: the webhook ends it.
+    canceled = stripe_api.update_subscription(subscription["id"], status="canceled")
+    assert stripe_webhooks.deliver("customer.subscription.deleted", canceled).status_code == 200
+    assert not paid_on(reader, timezone.now())
+    assert StripeEvent.objects.filter(processed_at__isnull=True).count() == 0
+
+
+def test_trialing_and_past_due_subscriptions_are_adopted_on_a_later_page(
+    tmp_path, stripe_api, membership_price
+):
+    customer = stripe_api.add_customer(email="long.history@example.com")
+    trialing = stripe_api.add_subscription(
+        customer=customer["id"], price=membership_price["id"], status="trialing"
+    )
+    for _ in range(100):  # a page of Stripe's list is 100; the live one is on page two
+        stripe_api.add_subscription(
+            customer=customer["id"], price=membership_price["id"], status="canceled"
+        )
+    other = stripe_api.add_customer(email="late.card@example.com")
+    past_due = stripe_api.add_subscription(
+        customer=other["id"], price=membership_price["id"], status="past_due"
+    )
+    expiry = timezone.now() + timedelta(days=3)
+    export = paid_export(
+        tmp_path,
+        [
+            ("long.history@example.com", expiry, customer["id"]),
+            ("late.card@example.com", expiry, other["id"]),
+        ],
+    )
+
+    report = import_substack(path=export)
+
+    assert report.adopted == 2
+    assert len(stripe_api.requests_to("GET", "/v1/subscriptions")) == 3
+    statuses = dict(
+        Membership.objects.filter(kind=Membership.Kind.STRIPE).values_list(
+            "stripe_subscription_id", "status"
+        )
+    )
+    assert statuses == {trialing["id"]: "trialing", past_due["id"]: "past_due"}
+    assert Plan.objects.filter(imported_from="substack").count() == 1
+
+
+def test_a_paid_reader_whose_subscription_ended_keeps_access_until_the_export_expiry(
+    tmp_path, stripe_api, membership_price
+):
+    customer = stripe_api.add_customer(email="lapsed@example.com")
+    subscription = stripe_api.add_subscription(
+        customer=customer["id"], price=membership_price["id"]
+    )
+    stripe_api.update_subscription(subscription["id"], status="canceled")
+    expiry = timezone.now() + timedelta(days=10)
+    export = paid_export(tmp_path, [("lapsed@example.com", expiry, customer["id"])])
+
+    report = import_substack(path=export)
+
+    assert (report.adopted, report.subscriptions_canceled, report.comp_until_expiry) == (0, 1, 1)
+    membership = Membership.objects.get(subscriber__email="lapsed@example.com")
+    assert membership.kind == Membership.Kind.COMP
+    assert membership.expires_at == expiry
+    assert not Plan.objects.exists()
+    reader = membership.subscriber
+    assert paid_on(reader, timezone.now())
+    assert not paid_on(reader, expiry + timedelta(minutes=1))
+
+
+def test_customers_missing_from_stripe_are_reported_and_keep_access_until_the_expiry(
+    tmp_path, stripe_api
+):
+    deleted = stripe_api.add_customer(email="deleted@example.com")
+    stripe_api.delete_customer(deleted["id"])
+    expiry = timezone.now() + timedelta(days=10)
+    export = paid_export(
+        tmp_path,
+        [
+            ("unknown@example.com", expiry, "cus_NeverExisted"),
+            ("deleted@example.com", expiry, deleted["id"]),
+        ],
+    )
+
+    report = import_substack(path=export)
+
+    assert report.customers_not_found == ["cus_NeverExisted", deleted["id"]]
+    assert report.comp_until_expiry == 2
+    lines = report.summary_lines()
+    assert "Stripe customers not found: 2" in lines
+    assert "  not found: cus_NeverExisted" in lines
+    kinds = set(Membership.objects.values_list("kind", "expires_at"))
+    assert kinds == {(Membership.Kind.COMP, expiry)}
+
+
+def test_running_the_import_again_adopts_nothing_twice_and_asks_stripe_nothing(
+    tmp_path, stripe_api, membership_price
+):
+    customer = stripe_api.add_customer(email="paid@example.com")
+    stripe_api.add_subscription(customer=customer["id"], price=membership_price["id"])
+    expiry = timezone.now() + timedelta(days=1)
+    export = paid_export(
+        tmp_path,
+        [("paid@example.com", expiry, customer["id"]), ("gone@example.com", expiry, "cus_Gone")],
+    )
+    first = import_substack(path=export)
+    assert (first.adopted, first.comp_until_expiry) == (1, 1)
+    before = {**snapshot(), "plans": list(Plan.objects.order_by("pk").values_list())}
+    asked = len(stripe_api.requests)
+
+    again = import_substack(path=export)
+
+    assert (again.adopted, again.comp_until_expiry, again.memberships_created) == (0, 0, 0)
+    assert again.customers_not_found == []
+    assert {**snapshot(), "plans": list(Plan.objects.order_by("pk").values_list())} == before
+    assert len(stripe_api.requests) == asked
+
+
+def test_a_dry_run_prints_what_it_would_adopt_and_writes_nothing(
+    tmp_path, stripe_api, membership_price
+):
+    customer = stripe_api.add_customer(email="paid@example.com")
+    stripe_api.add_subscription(customer=customer["id"], price=membership_price["id"])
+    expiry = timezone.now() + timedelta(days=1)
+    export = paid_export(
+        tmp_path,
+        [("paid@example.com", expiry, customer["id"]), ("gone@example.com", expiry, "cus_Gone")],
+    )
+    dry, real = StringIO(), StringIO()
+
+    call_command("import_substack", str(export), "--dry-run", stdout=dry, stderr=StringIO())
+
+    assert not Subscriber.objects.exists()
+    assert not Membership.objects.exists()
+    assert not Plan.objects.exists()
+    call_command("import_substack", str(export), stdout=real, stderr=StringIO())
+    dry_lines = dry.getvalue().splitlines()
+    assert dry_lines[-1] == "Dry run: nothing was written."
+    assert dry_lines[:-1] == real.getvalue().splitlines()
+    assert "Stripe subscriptions adopted: 1" in dry_lines
+    assert "Stripe customers not found: 1" in dry_lines
+    assert "Paid readers given access until the export's expiry: 1" in dry_lines
+    assert Membership.objects.filter(kind=Membership.Kind.STRIPE).count() == 1
+
+
+def test_sync_stripe_plans_leaves_the_imported_plans_price_and_product_alone(
+    tmp_path, stripe_api, membership_price
+):
+    customer = stripe_api.add_customer(email="paid@example.com")
+    stripe_api.add_subscription(customer=customer["id"], price=membership_price["id"])
+    import_substack(path=paid_export(tmp_path, [("paid@example.com", None, customer["id"])]))
+    imported = Plan.objects.get()
+    PlanFactory(name="Monthly", amount=900, stripe_price_id=None)
+
+    sync_stripe_plans()
+
+    assert Plan.objects.get(pk=imported.pk).stripe_product_id == membership_price["product"]
+    assert Plan.objects.get(pk=imported.pk).stripe_price_id == membership_price["id"]
+    created = stripe_api.requests_to("POST", "/v1/prices")
+    assert [r.params["unit_amount"] for r in created] == ["900"]
