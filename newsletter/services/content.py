@@ -2,6 +2,12 @@
 
 The paywall marker is a horizontal rule with the class `paywall`
 (`<hr class="paywall">`): everything after it is for paid readers only.
+
+Footnotes are links between two ids: a reference `<sup><a id="fnref-1"
+href="#fn-1">1</a></sup>` in the text and the note `<p id="fn-1">` it points to (with a
+link back to `#fnref-1`). Those are the only ids a body keeps: an arbitrary id could
+collide with the page's own (a form's, a skip link's target) or clobber a script global
+(https://html.spec.whatwg.org/#named-access-on-the-window-object).
 """
 
 from __future__ import annotations
@@ -26,12 +32,31 @@ ALLOWED_TAGS = {
     "sup", "table", "tbody", "td", "th", "thead", "tr", "u", "ul",
 }  # fmt: skip
 ALLOWED_ATTRIBUTES = {
-    "a": {"href", "title"},
+    "a": {"href", "title", "id"},
     "img": {"src", "alt", "title", "width", "height"},
     "hr": {"class"},
+    "li": {"id"},
+    "p": {"id"},
+    "sup": {"id"},
     "td": {"colspan", "rowspan"},
     "th": {"colspan", "rowspan"},
 }
+# The ids footnotes use: `fn-<n>` on a note, `fnref-<n>` on the reference to it.
+FOOTNOTE_ID_RE = re.compile(r"fn(?:ref)?-[0-9]{1,4}")
+
+
+def footnote_id(number: int | str) -> str:
+    return f"fn-{number}"
+
+
+def footnote_ref_id(number: int | str) -> str:
+    return f"fnref-{number}"
+
+
+def _keep_attribute(tag: str, attribute: str, value: str) -> str | None:
+    if attribute == "id":
+        return value if FOOTNOTE_ID_RE.fullmatch(value) else None
+    return value
 
 
 def sanitize_body(*, html: str) -> str:
@@ -42,6 +67,7 @@ def sanitize_body(*, html: str) -> str:
         attributes=ALLOWED_ATTRIBUTES,
         url_schemes={"http", "https", "mailto"},
         link_rel="noopener noreferrer",
+        attribute_filter=_keep_attribute,
     )
     # Keep only one class on <hr>: the paywall marker; normalise it to one spelling.
     cleaned = _PAYWALL_RE.sub(PAYWALL_MARKER, cleaned)

@@ -48,7 +48,12 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from newsletter.models import Article
-from newsletter.services.content import PAYWALL_MARKER, sanitize_body
+from newsletter.services.content import (
+    PAYWALL_MARKER,
+    footnote_id,
+    footnote_ref_id,
+    sanitize_body,
+)
 from subscriptions import stripe_client
 from subscriptions.models import Membership, Plan, Subscriber
 from subscriptions.services.addresses import InvalidAddress, clean_address
@@ -292,13 +297,36 @@ def _import_all(
 # --- Posts --------------------------------------------------------------------------
 
 
-class _PaywallJumpRewriter(HTMLParser):
-    """Re-emits a post's HTML with Substack's paywall element turned into our marker.
+def _classes(attrs: list[tuple[str, str | None]]) -> list[str]:
+    return [c for name, value in attrs if name == "class" for c in (value or "").lower().split()]
 
-    The first element whose class list has `paywall-jump` becomes `PAYWALL_MARKER` (its
-    contents, Substack's "subscribe to keep reading" box, are dropped); later ones are
-    dropped. Everything else is written back as it came. One pass through Python's
-    HTML tokenizer, so the time grows with the length of the post whatever its markup
+
+def _attr(attrs: list[tuple[str, str | None]], wanted: str) -> str:
+    return next((value or "" for name, value in attrs if name == wanted), "")
+
+
+def _footnote_number(*values: str) -> str | None:
+    """The number at the end of Substack's `#footnote-3` / `footnote-anchor-3`."""
+    for value in values:
+        number = value.rpartition("-")[2]
+        if number.isdigit() and len(number) <= 4 and "footnote" in value:
+            return str(int(number))
+    return None
+
+
+class _SubstackRewriter(HTMLParser):
+    """Re-emits a post's HTML with Substack's own elements turned into ours.
+
+    - The first element whose class list has `paywall-jump` becomes `PAYWALL_MARKER`
+      (its contents, Substack's "subscribe to keep reading" box, are dropped); later
+      ones are dropped.
+    - Footnotes: a `footnote-anchor` link becomes `<sup><a id="fnref-N" href="#fn-N">`,
+      and a `footnote` block (its `footnote-number` link and `footnote-content`)
+      becomes the paragraph `<p id="fn-N"><a href="#fnref-N">N.</a> ...`, the ids
+      `sanitize_body` keeps.
+
+    Everything else is written back as it came. One pass through Python's HTML
+    tokenizer, so the time grows with the length of the post whatever its markup
     (a pattern match over unclosed elements grew with its square). An element left
     unclosed at the end keeps its contents, as there is no end to cut them at.
     """
@@ -312,22 +340,38 @@ class _PaywallJumpRewriter(HTMLParser):
         self.inside: str | None = None
         self.depth = 0
         self.held: list[str] = []
+        self.footnotes = 0
+        self.closing_reference = False  # the next </a> ends a footnote reference
+        self.note_depth = 0  # nested <div>s of the footnote block we are in
+        self.note_number: str | None = None  # its number, until its paragraph opens
+        self.skipping_number = False  # inside the block's own number link
 
     def _emit(self, text: str) -> None:
+        if self.skipping_number:
+            return
         (self.held if self.inside else self.out).append(text)
 
-    @staticmethod
-    def _is_paywall(attrs: list[tuple[str, str | None]]) -> bool:
-        return any(
-            name == "class" and "paywall-jump" in (value or "").lower().split()
-            for name, value in attrs
+    def _write_marker(self) -> None:
+        if not self.marker_written:
+            self.out.append(PAYWALL_MARKER)
+            self.marker_written = True
+
+    def _open_note(self, *, empty: bool = False) -> None:
+        """The note's paragraph, carrying its id and the link back to the reference."""
+        number = self.note_number
+        if number is None:
+            return
+        self.note_number = None
+        self.footnotes += 1
+        self._emit(
+            f'<p id="{footnote_id(number)}"><a href="#{footnote_ref_id(number)}">{number}.</a>'
+            + ("</p>" if empty else " ")
         )
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if self._is_paywall(attrs):
-            if not self.marker_written:
-                self.out.append(PAYWALL_MARKER)
-                self.marker_written = True
+        classes = _classes(attrs)
+        if "paywall-jump" in classes:
+            self._write_marker()
             if self.inside is None and tag not in _VOID_ELEMENTS:
                 self.inside, self.depth = tag, 1
             elif self.inside == tag:
@@ -335,13 +379,32 @@ class _PaywallJumpRewriter(HTMLParser):
             return
         if self.inside == tag:
             self.depth += 1
+        if self.note_depth:
+            if tag == "div":
+                self.note_depth += 1
+                return
+            if tag == "a" and "footnote-number" in classes:
+                number = _footnote_number(_attr(attrs, "id"), _attr(attrs, "href"))
+                self.note_number = number or self.note_number
+                self.skipping_number = True
+                return
+            if tag == "p" and self.note_number is not None:
+                self._open_note()
+                return
+        elif tag == "div" and "footnote" in classes:
+            self.note_depth = 1
+            return
+        if tag == "a" and "footnote-anchor" in classes:
+            number = _footnote_number(_attr(attrs, "href"), _attr(attrs, "id"))
+            if number is not None:
+                self._emit(f'<sup><a id="{footnote_ref_id(number)}" href="#{footnote_id(number)}">')
+                self.closing_reference = True
+                return
         self._emit(self.get_starttag_text() or "")
 
     def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if self._is_paywall(attrs):
-            if not self.marker_written:
-                self.out.append(PAYWALL_MARKER)
-                self.marker_written = True
+        if "paywall-jump" in _classes(attrs):
+            self._write_marker()
             return
         self._emit(self.get_starttag_text() or "")
 
@@ -351,6 +414,18 @@ class _PaywallJumpRewriter(HTMLParser):
             if self.depth == 0:
                 self.inside, self.held = None, []
                 return
+        if tag == "a" and self.skipping_number:
+            self.skipping_number = False
+            return
+        if tag == "a" and self.closing_reference:
+            self.closing_reference = False
+            self._emit("</a></sup>")
+            return
+        if self.note_depth and tag == "div":
+            self.note_depth -= 1
+            if self.note_depth == 0:
+                self._open_note(empty=True)  # a note without a paragraph keeps its target
+            return
         self._emit(f"</{tag}>")
 
     def handle_data(self, data: str) -> None:
@@ -375,7 +450,7 @@ class _PaywallJumpRewriter(HTMLParser):
 
 def convert_post_body(*, html: str) -> str:
     """Substack post HTML -> a sanitised article body with our paywall marker."""
-    rewriter = _PaywallJumpRewriter()
+    rewriter = _SubstackRewriter()
     rewriter.feed(html)
     return sanitize_body(html=rewriter.result())
 

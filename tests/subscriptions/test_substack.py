@@ -7,6 +7,7 @@ import time
 import tracemalloc
 import zipfile
 from datetime import UTC, datetime, timedelta
+from html.parser import HTMLParser
 from io import StringIO
 from pathlib import Path
 
@@ -15,8 +16,9 @@ from django.core.management import CommandError, call_command
 from django.test import Client
 from django.utils import timezone
 
-from newsletter.models import Article, EmailSend, TelegramPost
+from newsletter.models import Article, Delivery, EmailSend, TelegramPost
 from newsletter.services.content import PAYWALL_MARKER, split_at_paywall
+from newsletter.services.email_rendering import render_article_email
 from subscriptions.models import Membership, Plan, StripeEvent, Subscriber
 from subscriptions.services.access import paid_subscribers, subscriber_is_paid
 from subscriptions.services.billing import active_plans, sync_stripe_plans
@@ -596,3 +598,86 @@ def test_sync_stripe_plans_leaves_the_imported_plans_price_and_product_alone(
     assert Plan.objects.get(pk=imported.pk).stripe_price_id == membership_price["id"]
     created = stripe_api.requests_to("POST", "/v1/prices")
     assert [r.params["unit_amount"] for r in created] == ["900"]
+
+
+# --- Footnotes ------------------------------------------------------------------------
+
+
+class _Links(HTMLParser):
+    """The ids of a document and the href of every link, in order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ids: set[str] = set()
+        self.hrefs: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        values = {name: value or "" for name, value in attrs}
+        if "id" in values:
+            self.ids.add(values["id"])
+        if tag == "a" and "href" in values:
+            self.hrefs.append(values["href"])
+
+
+def links_in(markup: str) -> _Links:
+    parser = _Links()
+    parser.feed(markup)
+    parser.close()
+    return parser
+
+
+def one_post_export(tmp_path: Path, *, slug: str, html: str) -> Path:
+    folder = tmp_path / "post-export"
+    (folder / "posts").mkdir(parents=True)
+    (folder / "posts.csv").write_text(
+        "post_id,post_date,is_published,type,audience,title,subtitle\n"
+        f"301.{slug},2024-04-02T08:00:00.000Z,true,newsletter,everyone,Flags,Who flies what\n"
+    )
+    (folder / "posts" / f"301.{slug}.html").write_text(html)
+    return folder
+
+
+def test_a_post_with_three_footnotes_keeps_working_links_on_the_page_and_in_the_email(
+    tmp_path, client, settings
+):
+    settings.SITE_URL = "https://broadside.example"
+    markup = (EXPORT.parent / "footnotes.html").read_text()
+    import_substack(path=one_post_export(tmp_path, slug="flags", html=markup))
+    article = Article.objects.get(external_id="substack:301")
+
+    page = client.get("/p/flags/")
+    assert page.status_code == 200
+    on_page = links_in(page.content.decode())
+    fragments = [h for h in on_page.hrefs if h.startswith("#fn")]
+    assert fragments == [
+        *(f"#fn-{n}" for n in (1, 2, 3)),
+        *(f"#fnref-{n}" for n in (1, 2, 3)),
+    ]
+    assert {h[1:] for h in fragments} <= on_page.ids  # every footnote link has its target
+    assert "intro" not in on_page.ids  # Substack's own ids are not carried over
+    free, _paid = split_at_paywall(html=article.body)
+    assert "Lloyd's List" in free and "Both are public." in free
+    assert "https://example.org/report" in on_page.hrefs
+
+    email = render_article_email(article=article, segment=Delivery.Segment.FREE)
+    in_email = links_in(email.html)
+    page_url = "https://broadside.example/p/flags/"
+    footnote_links = [h for h in in_email.hrefs if h.startswith(page_url + "#")]
+    assert footnote_links == [f"{page_url}#fn-{n}" for n in (1, 2, 3)] + [
+        f"{page_url}#fnref-{n}" for n in (1, 2, 3)
+    ]
+    assert {h.partition("#")[2] for h in footnote_links} <= on_page.ids
+    assert not [h for h in in_email.hrefs if h.startswith("#")]
+
+
+def test_footnote_markup_without_numbers_or_paragraphs_still_converts():
+    body = convert_post_body(
+        html='<p>Claim<a class="footnote-anchor" href="#footnote-4">4</a>.</p>'
+        '<p>Bare<a class="footnote-anchor" href="https://example.org/">x</a></p>'
+        '<div class="footnote"><a class="footnote-number" id="footnote-4" '
+        'href="#footnote-anchor-4">4</a><div class="footnote-content">Just text.</div></div>'
+    )
+    assert '<sup><a id="fnref-4" href="#fn-4"' in body
+    assert '<a href="https://example.org/" rel="noopener noreferrer">x</a>' in body
+    assert '<p id="fn-4"><a href="#fnref-4" rel="noopener noreferrer">4.</a></p>' in body
+    assert "Just text." in body
