@@ -363,6 +363,8 @@ CONTENT_SECURITY_POLICY = {
         "img-src": ["'self'", "https:", "data:"],
         "font-src": ["'self'"],
         "connect-src": ["'self'"],
+        # Video players in articles, and only these two (newsletter/services/content.py).
+        "frame-src": ["https://www.youtube-nocookie.com", "https://player.vimeo.com"],
         "object-src": ["'none'"],
         "base-uri": ["'none'"],
         "frame-ancestors": ["'none'"],

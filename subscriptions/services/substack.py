@@ -39,9 +39,11 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
+from html import escape as html_escape
 from html.parser import HTMLParser
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
+from urllib.parse import urlsplit
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -49,6 +51,7 @@ from django.utils.text import slugify
 
 from newsletter.models import Article
 from newsletter.services.content import (
+    EMBED_SRC_RE,
     PAYWALL_MARKER,
     footnote_id,
     footnote_ref_id,
@@ -131,10 +134,17 @@ class SubstackReport(ImportReport):
     subscriptions_canceled: int = 0  # paid readers whose subscriptions had all ended
     plans_created: list[str] = field(default_factory=list)
     stripe_lookups: int = 0
+    embeds_kept: int = 0  # YouTube and Vimeo players, as privacy-enhanced embeds
+    embeds_linked: int = 0  # other embeds, now links (each listed as a warning)
     dry_run: bool = False
 
     def summary_lines(self) -> list[str]:
         lines = super().summary_lines()
+        if self.embeds_kept or self.embeds_linked:
+            lines += [
+                f"Video embeds kept (YouTube, Vimeo): {self.embeds_kept}",
+                f"Other embeds replaced by a link: {self.embeds_linked}",
+            ]
         if self.stripe_lookups or self.adopted or self.comp_until_expiry:
             lines += [
                 f"Stripe customers looked up: {self.stripe_lookups}",
@@ -314,6 +324,32 @@ def _footnote_number(*values: str) -> str | None:
     return None
 
 
+_YOUTUBE_HOSTS = frozenset(
+    [
+        "youtube.com",
+        "www.youtube.com",
+        "m.youtube.com",
+        "youtube-nocookie.com",
+        "www.youtube-nocookie.com",
+    ]
+)
+
+
+def _player_src(src: str) -> str | None:
+    """A YouTube or Vimeo player's address as its privacy-enhanced embed, or None."""
+    parts = urlsplit(src.strip())
+    if parts.scheme not in ("http", "https"):
+        return None
+    host = (parts.hostname or "").lower()
+    segments = [s for s in parts.path.split("/") if s]
+    player = None
+    if host in _YOUTUBE_HOSTS and len(segments) == 2 and segments[0] == "embed":
+        player = f"https://www.youtube-nocookie.com/embed/{segments[1]}"
+    elif host == "player.vimeo.com" and len(segments) == 2 and segments[0] == "video":
+        player = f"https://player.vimeo.com/video/{segments[1]}?dnt=1"
+    return player if player and EMBED_SRC_RE.fullmatch(player) else None
+
+
 class _SubstackRewriter(HTMLParser):
     """Re-emits a post's HTML with Substack's own elements turned into ours.
 
@@ -324,6 +360,8 @@ class _SubstackRewriter(HTMLParser):
       and a `footnote` block (its `footnote-number` link and `footnote-content`)
       becomes the paragraph `<p id="fn-N"><a href="#fnref-N">N.</a> ...`, the ids
       `sanitize_body` keeps.
+    - A YouTube or Vimeo iframe becomes that player's privacy-enhanced embed; any other
+      iframe a link to what it showed (listed in `changes`).
 
     Everything else is written back as it came. One pass through Python's HTML
     tokenizer, so the time grows with the length of the post whatever its markup
@@ -344,10 +382,12 @@ class _SubstackRewriter(HTMLParser):
         self.closing_reference = False  # the next </a> ends a footnote reference
         self.note_depth = 0  # nested <div>s of the footnote block we are in
         self.note_number: str | None = None  # its number, until its paragraph opens
-        self.skipping_number = False  # inside the block's own number link
+        self.swallowing: str | None = None  # dropping everything up to this end tag
+        self.embeds_kept = 0
+        self.changes: list[str] = []  # what an editor should know was changed
 
     def _emit(self, text: str) -> None:
-        if self.skipping_number:
+        if self.swallowing:
             return
         (self.held if self.inside else self.out).append(text)
 
@@ -386,13 +426,17 @@ class _SubstackRewriter(HTMLParser):
             if tag == "a" and "footnote-number" in classes:
                 number = _footnote_number(_attr(attrs, "id"), _attr(attrs, "href"))
                 self.note_number = number or self.note_number
-                self.skipping_number = True
+                self.swallowing = "a"
                 return
             if tag == "p" and self.note_number is not None:
                 self._open_note()
                 return
         elif tag == "div" and "footnote" in classes:
             self.note_depth = 1
+            return
+        if tag == "iframe" and not self.swallowing:
+            self._embed(_attr(attrs, "src"), attrs)
+            self.swallowing = "iframe"
             return
         if tag == "a" and "footnote-anchor" in classes:
             number = _footnote_number(_attr(attrs, "href"), _attr(attrs, "id"))
@@ -402,7 +446,32 @@ class _SubstackRewriter(HTMLParser):
                 return
         self._emit(self.get_starttag_text() or "")
 
+    def _embed(self, src: str, attrs: list[tuple[str, str | None]]) -> None:
+        """A video player as our privacy-enhanced embed; anything else as a link to it."""
+        player = _player_src(src)
+        if player is not None:
+            size = "".join(
+                f' {name}="{value}"'
+                for name, value in attrs
+                if name in ("width", "height") and (value or "").isdigit()
+            )
+            self._emit(f'<iframe src="{player}"{size} allowfullscreen></iframe>')
+            self.embeds_kept += 1
+            return
+        parts = urlsplit(src.strip())
+        if parts.scheme in ("http", "https") and parts.hostname:
+            self._emit(
+                f'<p><a href="{html_escape(src.strip())}">Embedded content from '
+                f"{html_escape(parts.hostname)}</a></p>"
+            )
+            self.changes.append(f"embed from {parts.hostname} replaced by a link to it")
+        else:
+            self.changes.append("an embed without a web address was removed")
+
     def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "iframe":
+            self._embed(_attr(attrs, "src"), attrs)
+            return
         if "paywall-jump" in _classes(attrs):
             self._write_marker()
             return
@@ -414,8 +483,8 @@ class _SubstackRewriter(HTMLParser):
             if self.depth == 0:
                 self.inside, self.held = None, []
                 return
-        if tag == "a" and self.skipping_number:
-            self.skipping_number = False
+        if self.swallowing == tag:
+            self.swallowing = None
             return
         if tag == "a" and self.closing_reference:
             self.closing_reference = False
@@ -448,11 +517,24 @@ class _SubstackRewriter(HTMLParser):
         return "".join(self.out + self.held)
 
 
-def convert_post_body(*, html: str) -> str:
-    """Substack post HTML -> a sanitised article body with our paywall marker."""
+@dataclass(frozen=True)
+class ConvertedPost:
+    body: str
+    embeds_kept: int
+    changes: list[str]
+
+
+def convert_post(*, html: str) -> ConvertedPost:
+    """Substack post HTML -> a sanitised article body, and what was changed in it."""
     rewriter = _SubstackRewriter()
     rewriter.feed(html)
-    return sanitize_body(html=rewriter.result())
+    body = sanitize_body(html=rewriter.result())
+    return ConvertedPost(body=body, embeds_kept=rewriter.embeds_kept, changes=rewriter.changes)
+
+
+def convert_post_body(*, html: str) -> str:
+    """Substack post HTML -> a sanitised article body with our paywall marker."""
+    return convert_post(html=html).body
 
 
 def _unique_slug(*, slug: str, number: str) -> str:
@@ -462,7 +544,7 @@ def _unique_slug(*, slug: str, number: str) -> str:
     return slug
 
 
-def import_posts(*, export: Export, report: ImportReport) -> None:
+def import_posts(*, export: Export, report: SubstackReport) -> None:
     file = "posts.csv"
     try:
         with export.open(file) as stream:
@@ -479,7 +561,7 @@ def import_posts(*, export: Export, report: ImportReport) -> None:
         report.reject(file=file, line=0, message=f"damaged in the archive ({exc})")
 
 
-def _import_post(*, export: Export, line: int, row: dict[str, str], report: ImportReport) -> None:
+def _import_post(*, export: Export, line: int, row: dict[str, str], report: SubstackReport) -> None:
     file = "posts.csv"
     post_id = row["post_id"]
     number, _, slug = post_id.partition(".")
@@ -531,10 +613,11 @@ def _import_post(*, export: Export, line: int, row: dict[str, str], report: Impo
     if not title:
         report.reject(file=file, line=line, message="a published post needs a title")
         return
+    converted = convert_post(html=html)
     article = Article(
         title=title[:300],
         subtitle=row.get("subtitle", "")[:500],
-        body=convert_post_body(html=html),
+        body=converted.body,
         visibility=visibility,
         external_id=external_id,
     )
@@ -553,6 +636,10 @@ def _import_post(*, export: Export, line: int, row: dict[str, str], report: Impo
         report.reject(file=file, line=line, message=f"could not be saved ({exc})")
         return
     report.articles_created += 1
+    report.embeds_kept += converted.embeds_kept
+    for change in converted.changes:
+        report.embeds_linked += 1
+        report.warn(file=html_name, line=0, message=change)
 
 
 # --- Subscribers --------------------------------------------------------------------

@@ -681,3 +681,84 @@ def test_footnote_markup_without_numbers_or_paragraphs_still_converts():
     assert '<a href="https://example.org/" rel="noopener noreferrer">x</a>' in body
     assert '<p id="fn-4"><a href="#fnref-4" rel="noopener noreferrer">4.</a></p>' in body
     assert "Just text." in body
+
+
+# --- Embeds ---------------------------------------------------------------------------
+
+
+class _Frames(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.frames: list[dict[str, str]] = []
+        self.links: list[str] = []
+        self.images: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        values = {name: value or "" for name, value in attrs}
+        if tag == "iframe":
+            self.frames.append(values)
+        elif tag == "a":
+            self.links.append(values.get("href", ""))
+        elif tag == "img":
+            self.images.append(values.get("src", ""))
+
+
+def frames_in(markup: str) -> _Frames:
+    parser = _Frames()
+    parser.feed(markup)
+    parser.close()
+    return parser
+
+
+def test_youtube_and_vimeo_embeds_are_kept_and_an_unknown_iframe_becomes_a_link(
+    tmp_path, client, settings
+):
+    settings.SITE_URL = "https://broadside.example"
+    markup = (EXPORT.parent / "embeds.html").read_text()
+    report = import_substack(path=one_post_export(tmp_path, slug="interview", html=markup))
+
+    assert (report.embeds_kept, report.embeds_linked) == (2, 2)
+    assert [str(p) for p in report.warnings if p.file.startswith("posts/")] == [
+        "posts/301.interview.html, line 0: embed from open.spotify.com replaced by a link to it",
+        "posts/301.interview.html, line 0: an embed without a web address was removed",
+    ]
+    assert "Video embeds kept (YouTube, Vimeo): 2" in report.summary_lines()
+    page = client.get("/p/interview/")
+    on_page = frames_in(page.content.decode())
+    assert [frame["src"] for frame in on_page.frames] == [
+        "https://www.youtube-nocookie.com/embed/dQw4w9WgXcQ",
+        "https://player.vimeo.com/video/76979871?dnt=1",
+    ]
+    assert all(
+        frame.keys() == {"src", "width", "height", "allowfullscreen"} for frame in on_page.frames
+    )
+    assert "https://open.spotify.com/embed/episode/7makk4oTQel546B0PZlDM5" in on_page.links
+    assert "srcdoc" not in page.content.decode()
+    policy = dict(part.strip().split(" ", 1) for part in page["Content-Security-Policy"].split(";"))
+    assert policy["frame-src"].split() == [
+        "https://www.youtube-nocookie.com",
+        "https://player.vimeo.com",
+    ]
+
+    article = Article.objects.get(external_id="substack:301")
+    in_email = frames_in(render_article_email(article=article, segment="paid").html)
+    assert in_email.frames == []
+    assert "https://i.ytimg.com/vi/dQw4w9WgXcQ/hqdefault.jpg" in in_email.images
+    assert "https://www.youtube.com/watch?v=dQw4w9WgXcQ" in in_email.links
+    assert "https://vimeo.com/76979871" in in_email.links
+    assert "https://open.spotify.com/embed/episode/7makk4oTQel546B0PZlDM5" in in_email.links
+
+
+@pytest.mark.parametrize(
+    "src",
+    [
+        "https://www.youtube.com.evil.example/embed/dQw4w9WgXcQ",
+        "https://evil.example/?https://www.youtube-nocookie.com/embed/dQw4w9WgXcQ",
+        "javascript:alert(1)//https://player.vimeo.com/video/1",
+        "https://player.vimeo.com/video/1/../../evil",
+        'https://www.youtube-nocookie.com/embed/dQw4w9WgXcQ\\"onload=alert(1)',
+    ],
+)
+def test_an_iframe_from_anywhere_else_is_not_kept(src):
+    body = convert_post_body(html=f'<iframe src="{src}"></iframe>')
+    assert "<iframe" not in body
