@@ -4,8 +4,10 @@ What comes across:
 - `posts.csv` + `posts/<post_id>.html`: published posts are archived as published
   articles without being emailed or posted again (never through `publish_article`);
   unpublished ones become drafts with the defaults of a new article. The
-  `paywall-jump` element becomes the paywall marker; images stay where Substack
-  hosts them (nothing is downloaded), with their captions.
+  `paywall-jump` element becomes the paywall marker; pictures are copied into the
+  media storage (`media_download`) and the post points at the copies, captions and
+  alt text kept (one that fails is reported and keeps its address); footnotes and
+  YouTube/Vimeo embeds are kept, other embeds become links.
 - The subscriber lists, in either of Substack's two layouts:
   `email, active_subscription, expiry, email_disabled, created_at` and
   `email, expiry, email_disabled, stripe_connected_customer_id, type`.
@@ -69,6 +71,11 @@ from subscriptions.services.imports import (
     parse_bool,
     parse_datetime_value,
     read_csv,
+)
+from subscriptions.services.media_download import (
+    MediaDownloadError,
+    download_image,
+    stored_image_url,
 )
 from subscriptions.services.memberships import (
     lock_stripe_object,
@@ -136,10 +143,21 @@ class SubstackReport(ImportReport):
     stripe_lookups: int = 0
     embeds_kept: int = 0  # YouTube and Vimeo players, as privacy-enhanced embeds
     embeds_linked: int = 0  # other embeds, now links (each listed as a warning)
+    images_downloaded: int = 0
+    images_already_copied: int = 0
+    images_failed: int = 0  # each listed as a warning with its post
+    image_copies: dict[str, str] = field(default_factory=dict)  # address -> local URL
     dry_run: bool = False
 
     def summary_lines(self) -> list[str]:
         lines = super().summary_lines()
+        if self.images_downloaded or self.images_already_copied or self.images_failed:
+            lines += [
+                f"Pictures downloaded: {self.images_downloaded}",
+                f"Pictures already downloaded: {self.images_already_copied}",
+                f"Pictures that could not be downloaded (kept where they are): "
+                f"{self.images_failed}",
+            ]
         if self.embeds_kept or self.embeds_linked:
             lines += [
                 f"Video embeds kept (YouTube, Vimeo): {self.embeds_kept}",
@@ -517,6 +535,112 @@ class _SubstackRewriter(HTMLParser):
         return "".join(self.out + self.held)
 
 
+MEDIA_FOLDER = "substack"
+
+
+class _ImageLocaliser(HTMLParser):
+    """Re-emits a sanitised body with each picture pointing at its local copy.
+
+    `copy(url)` returns the local URL or raises MediaDownloadError (the original
+    address is then kept). A link wrapped around a picture that pointed at the same
+    host (Substack links each image to its full-size version there) follows it.
+    """
+
+    def __init__(self, *, copy: Callable[[str], str | None]) -> None:
+        super().__init__(convert_charrefs=False)
+        self.copy = copy
+        self.out: list[str] = []
+        self.link: tuple[int, list[tuple[str, str | None]]] | None = None
+
+    @staticmethod
+    def _tag(tag: str, attrs: list[tuple[str, str | None]], end: str = ">") -> str:
+        values = "".join(
+            f' {name}="{html_escape(value)}"' if value is not None else f" {name}"
+            for name, value in attrs
+        )
+        return f"<{tag}{values}{end}"
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "img":
+            self._image(attrs, end=">")
+            return
+        if tag == "a":
+            self.link = (len(self.out), attrs)
+        self.out.append(self.get_starttag_text() or "")
+
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "img":
+            self._image(attrs, end=" />")
+            return
+        self.out.append(self.get_starttag_text() or "")
+
+    def _image(self, attrs: list[tuple[str, str | None]], *, end: str) -> None:
+        src = _attr(attrs, "src")
+        local = self.copy(src) if src else None
+        if local is None:
+            self.out.append(self._tag("img", attrs, end))
+            return
+        self.out.append(self._tag("img", [(n, local if n == "src" else v) for n, v in attrs], end))
+        if self.link is not None:
+            index, link_attrs = self.link
+            href = _attr(link_attrs, "href")
+            if urlsplit(href).hostname == urlsplit(src).hostname or "substack" in (
+                urlsplit(href).hostname or ""
+            ):
+                self.out[index] = self._tag(
+                    "a", [(n, local if n == "href" else v) for n, v in link_attrs]
+                )
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "a":
+            self.link = None
+        self.out.append(f"</{tag}>")
+
+    def handle_data(self, data: str) -> None:
+        self.out.append(data)
+
+    def handle_entityref(self, name: str) -> None:
+        self.out.append(f"&{name};")
+
+    def handle_charref(self, name: str) -> None:
+        self.out.append(f"&#{name};")
+
+
+def localise_images(*, body: str, file: str, report: SubstackReport) -> str:
+    """The body with its pictures copied into media storage (a dry run only counts
+    them). A picture that cannot be copied is reported and keeps its address."""
+
+    def copy(url: str) -> str | None:
+        if not url.startswith(("http://", "https://")):
+            return None  # already ours (site-relative)
+        if url in report.image_copies:
+            return report.image_copies[url]
+        known = stored_image_url(url=url, folder=MEDIA_FOLDER)
+        if known is not None:
+            report.images_already_copied += 1
+            report.image_copies[url] = known
+            return known
+        if report.dry_run:
+            report.images_downloaded += 1
+            return None
+        try:
+            local = download_image(url=url, folder=MEDIA_FOLDER)
+        except MediaDownloadError as exc:
+            report.images_failed += 1
+            report.warn(file=file, line=0, message=f"picture {url} kept where it is: {exc}")
+            return None
+        report.images_downloaded += 1
+        report.image_copies[url] = local
+        return local
+
+    if "<img" not in body:
+        return body
+    localiser = _ImageLocaliser(copy=copy)
+    localiser.feed(body)
+    localiser.close()
+    return sanitize_body(html="".join(localiser.out))
+
+
 @dataclass(frozen=True)
 class ConvertedPost:
     body: str
@@ -617,7 +741,7 @@ def _import_post(*, export: Export, line: int, row: dict[str, str], report: Subs
     article = Article(
         title=title[:300],
         subtitle=row.get("subtitle", "")[:500],
-        body=converted.body,
+        body=localise_images(body=converted.body, file=html_name, report=report),
         visibility=visibility,
         external_id=external_id,
     )

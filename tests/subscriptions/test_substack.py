@@ -8,13 +8,15 @@ import tracemalloc
 import zipfile
 from datetime import UTC, datetime, timedelta
 from html.parser import HTMLParser
-from io import StringIO
+from http.server import BaseHTTPRequestHandler
+from io import BytesIO, StringIO
 from pathlib import Path
 
 import pytest
 from django.core.management import CommandError, call_command
 from django.test import Client
 from django.utils import timezone
+from PIL import Image
 
 from newsletter.models import Article, Delivery, EmailSend, TelegramPost
 from newsletter.services.content import PAYWALL_MARKER, split_at_paywall
@@ -24,6 +26,7 @@ from subscriptions.services.access import paid_subscribers, subscriber_is_paid
 from subscriptions.services.billing import active_plans, sync_stripe_plans
 from subscriptions.services.substack import convert_post_body, import_substack
 from tests.factories import ArticleFactory, PlanFactory, SubscriberFactory
+from tests.fakes.base import LocalHTTPServer
 
 pytestmark = pytest.mark.django_db
 
@@ -78,9 +81,15 @@ def test_posts_are_archived_published_without_being_sent_and_drafts_kept_as_draf
 
 
 def test_images_and_captions_are_kept_and_unsafe_markup_dropped():
-    import_substack(path=EXPORT)
+    report = import_substack(path=EXPORT)
     body = Article.objects.get(external_id="substack:101").body
-    assert 'src="https://substack-post-media.s3.amazonaws.com/public/images/strait.jpeg"' in body
+    # The picture's host does not exist: it is reported and keeps its address.
+    assert report.images_failed == 1
+    assert any(
+        p.file == "posts/101.the-strait-in-winter.html" and "kept where it is" in p.message
+        for p in report.warnings
+    )
+    assert 'src="https://substack-post-media.s3.example/public/images/strait.jpeg"' in body
     assert "<figcaption>Tankers waiting off the strait, January.</figcaption>" in body
     assert 'alt="Tankers at anchor"' in body
     assert "<script" not in body
@@ -762,3 +771,122 @@ def test_youtube_and_vimeo_embeds_are_kept_and_an_unknown_iframe_becomes_a_link(
 def test_an_iframe_from_anywhere_else_is_not_kept(src):
     body = convert_post_body(html=f'<iframe src="{src}"></iframe>')
     assert "<iframe" not in body
+
+
+# --- Pictures -------------------------------------------------------------------------
+
+
+def png_bytes() -> bytes:
+    buffer = BytesIO()
+    Image.new("RGB", (4, 3), "navy").save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+class ImageHost(LocalHTTPServer):
+    """A picture host: `files` by path, with their content type; a 404 for the rest."""
+
+    thread_name = "image-host"
+
+    def __init__(self, files: dict[str, tuple[str, bytes]]) -> None:
+        self.files = files
+        self.requested: list[str] = []
+
+    def handler_class(self) -> type[BaseHTTPRequestHandler]:
+        host = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                host.requested.append(self.path)
+                if self.path not in host.files:
+                    self.send_response(404)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                content_type, data = host.files[self.path]
+                self.send_response(200)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, format, *args):
+                pass
+
+        return Handler
+
+
+@pytest.fixture
+def image_host(settings):
+    settings.IMPORT_MEDIA_ALLOW_PRIVATE = True
+    with ImageHost(
+        {
+            "/images/strait.png": ("image/png", png_bytes()),
+            "/images/page.html": ("image/png", b"<html>not a picture</html>"),
+        }
+    ) as host:
+        yield host
+
+
+class _Unreadable:
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, str) and other.startswith("not a readable image")
+
+
+ANY_UNREADABLE = _Unreadable()
+
+
+def picture_post(url: str) -> str:
+    return (
+        '<div class="captioned-image-container"><figure><a class="image-link" '
+        f'href="{url}/images/strait.png"><img src="{url}/images/strait.png" '
+        'alt="Tankers at anchor" width="1456"></a>'
+        '<figcaption class="image-caption">Tankers off the strait.</figcaption></figure></div>'
+        f'<p>Then:</p><img src="{url}/images/missing.png" alt="Gone">'
+        f'<img src="{url}/images/page.html" alt="Not one"><img src="{url}/images/strait.png">'
+    )
+
+
+def test_pictures_are_downloaded_rewritten_and_counted_and_a_missing_one_reported(
+    tmp_path, settings, image_host
+):
+    export = one_post_export(tmp_path, slug="pictures", html=picture_post(image_host.url))
+
+    report = import_substack(path=export)
+
+    assert (report.images_downloaded, report.images_failed) == (1, 2)
+    failures = [p.message for p in report.warnings if p.file == "posts/301.pictures.html"]
+    assert [f.split(": ", 1) for f in failures] == [
+        [f"picture {image_host.url}/images/missing.png kept where it is", "answered HTTP 404"],
+        [f"picture {image_host.url}/images/page.html kept where it is", ANY_UNREADABLE],
+    ]
+    body = Article.objects.get(external_id="substack:301").body
+    frames = frames_in(body)
+    local = [src for src in frames.images if src.startswith("/media/substack/")]
+    assert len(local) == 2 and local[0] == local[1] and local[0].endswith(".png")
+    assert frames.links[0] == local[0]  # the full-size link follows the picture
+    stored = Path(settings.MEDIA_ROOT) / local[0].removeprefix("/media/")
+    assert stored.read_bytes() == png_bytes()
+    assert f'src="{image_host.url}/images/missing.png"' in body
+    assert 'alt="Tankers at anchor"' in body and 'alt="Gone"' in body
+    assert "<figcaption>Tankers off the strait.</figcaption>" in body
+    assert image_host.requested.count("/images/strait.png") == 1
+
+    # Imported again (the article deleted meanwhile): nothing is downloaded twice.
+    Article.objects.all().delete()
+    image_host.requested.clear()
+    again = import_substack(path=export)
+    assert again.images_already_copied == 1
+    assert "/images/strait.png" not in image_host.requested
+
+
+def test_pictures_on_private_or_loopback_hosts_are_refused_by_default(tmp_path, settings):
+    settings.IMPORT_MEDIA_ALLOW_PRIVATE = False
+    with ImageHost({"/images/strait.png": ("image/png", png_bytes())}) as host:
+        export = one_post_export(tmp_path, slug="pictures", html=picture_post(host.url))
+        report = import_substack(path=export)
+        assert host.requested == []
+        url = host.url
+    assert report.images_downloaded == 0
+    assert any("private or local address (127.0.0.1)" in p.message for p in report.warnings)
+    body = Article.objects.get(external_id="substack:301").body
+    assert f'src="{url}/images/strait.png"' in body
