@@ -48,6 +48,7 @@ from typing import IO, Any
 from urllib.parse import urlsplit
 
 from django.db import IntegrityError, transaction
+from django.db.models import Count, Max, Min, Q
 from django.utils import timezone
 from django.utils.text import slugify
 
@@ -61,6 +62,7 @@ from newsletter.services.content import (
 )
 from subscriptions import stripe_client
 from subscriptions.models import Membership, Plan, Subscriber
+from subscriptions.services.access import paid_subscribers
 from subscriptions.services.addresses import InvalidAddress, clean_address
 from subscriptions.services.imports import (
     MAX_LINE_BYTES,
@@ -290,7 +292,7 @@ def import_substack(
 
     `dry_run` does everything (Stripe is only read) and rolls it back, so the report
     says what a real run would do. `progress(stage, done, total)` is told how far the
-    Stripe lookups are.
+    posts (with the pictures they download) and the Stripe lookups are.
     """
     report = SubstackReport(dry_run=dry_run)
     if not dry_run:
@@ -311,7 +313,7 @@ def _import_all(
     pending: list[PendingPaidReader] = []
     with open_export(path=path, report=report) as export:
         if "posts.csv" in export:
-            import_posts(export=export, report=report)
+            import_posts(export=export, report=report, progress=progress)
         else:
             report.warn(file="posts.csv", line=0, message="not in the export; no posts imported")
         lists = _subscriber_lists(export=export, report=report)
@@ -668,17 +670,28 @@ def _unique_slug(*, slug: str, number: str) -> str:
     return slug
 
 
-def import_posts(*, export: Export, report: SubstackReport) -> None:
+def import_posts(
+    *,
+    export: Export,
+    report: SubstackReport,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> None:
+    """`progress("Posts", done, 0)` after each post (0: the total is not known ahead)."""
     file = "posts.csv"
     try:
         with export.open(file) as stream:
-            for line, row in read_csv(
-                stream=stream,
-                file=file,
-                report=report,
-                required=["post_id", "post_date", "is_published", "title"],
+            for done, (line, row) in enumerate(
+                read_csv(
+                    stream=stream,
+                    file=file,
+                    report=report,
+                    required=["post_id", "post_date", "is_published", "title"],
+                ),
+                start=1,
             ):
                 _import_post(export=export, line=line, row=row, report=report)
+                if progress is not None:
+                    progress("Posts", done, 0)
     except ImportFileError as exc:
         report.reject(file=file, line=1, message=str(exc))
     except DAMAGED_MEMBER as exc:
@@ -1061,3 +1074,37 @@ def _imported_plan(
     if created:
         report.plans_created.append(f"{plan.name} ({price_id})")
     return plan
+
+
+# --- Checking the result --------------------------------------------------------------
+
+
+def import_status_lines(*, now: datetime | None = None) -> list[str]:
+    """What the Substack import left: readers, paid readers, adopted and granted ones."""
+    now = now or timezone.now()
+    readers = Subscriber.objects.filter(imported_from=SOURCE)
+    by_status = dict(
+        readers.values_list("status").annotate(n=Count("pk")).values_list("status", "n")
+    )
+    imported = Membership.objects.filter(imported_from__startswith=SOURCE)
+    adopted = imported.filter(kind=Membership.Kind.STRIPE)
+    adopted_by_status = dict(
+        adopted.values_list("status").annotate(n=Count("pk")).values_list("status", "n")
+    )
+    granted = imported.filter(
+        kind__in=[Membership.Kind.COMP, Membership.Kind.GIFT],
+        status=Membership.Status.ACTIVE,
+    ).filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now))
+    span = granted.aggregate(first=Min("expires_at"), last=Max("expires_at"))
+    lines = [
+        f"Readers imported from Substack: {readers.count()}",
+        *(f"  {status}: {count}" for status, count in sorted(by_status.items())),
+        f"Paid now: {paid_subscribers(now=now).filter(imported_from=SOURCE).count()}",
+        f"Adopted Stripe memberships: {adopted.count()}",
+        *(f"  {status}: {count}" for status, count in sorted(adopted_by_status.items())),
+        f"  on a price no plan knows (no access): {adopted.filter(foreign_price=True).count()}",
+        f"Comp and gift memberships running: {granted.count()}",
+    ]
+    if span["first"]:
+        lines.append(f"  expiring from {span['first']:%Y-%m-%d} to {span['last']:%Y-%m-%d}")
+    return lines

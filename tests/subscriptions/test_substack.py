@@ -577,7 +577,9 @@ def test_a_dry_run_prints_what_it_would_adopt_and_writes_nothing(
     )
     dry, real = StringIO(), StringIO()
 
-    call_command("import_substack", str(export), "--dry-run", stdout=dry, stderr=StringIO())
+    progress = StringIO()
+    call_command("import_substack", str(export), "--dry-run", stdout=dry, stderr=progress)
+    assert progress.getvalue().splitlines() == ["Stripe lookups: 2/2"]
 
     assert not Subscriber.objects.exists()
     assert not Membership.objects.exists()
@@ -890,3 +892,31 @@ def test_pictures_on_private_or_loopback_hosts_are_refused_by_default(tmp_path, 
     assert any("private or local address (127.0.0.1)" in p.message for p in report.warnings)
     body = Article.objects.get(external_id="substack:301").body
     assert f'src="{url}/images/strait.png"' in body
+
+
+def test_substack_status_summarises_readers_paid_adopted_and_granted(
+    tmp_path, stripe_api, membership_price
+):
+    customer = stripe_api.add_customer(email="paid@example.com")
+    stripe_api.add_subscription(customer=customer["id"], price=membership_price["id"])
+    expiry = datetime(2031, 5, 6, tzinfo=UTC)
+    import_substack(
+        path=paid_export(
+            tmp_path,
+            [("paid@example.com", expiry, customer["id"]), ("gone@example.com", expiry, "cus_X")],
+        )
+    )
+    out = StringIO()
+
+    call_command("substack_status", stdout=out)
+
+    assert out.getvalue().splitlines() == [
+        "Readers imported from Substack: 2",
+        "  active: 2",
+        "Paid now: 2",
+        "Adopted Stripe memberships: 1",
+        "  active: 1",
+        "  on a price no plan knows (no access): 0",
+        "Comp and gift memberships running: 1",
+        "  expiring from 2031-05-06 to 2031-05-06",
+    ]

@@ -29,7 +29,7 @@ class Command(BaseCommand):
     def handle(self, *args: Any, export_path: Path, dry_run: bool, **options: Any) -> None:
         def progress(stage: str, done: int, total: int) -> None:
             if done == total or done % 100 == 0:
-                self.stderr.write(f"{stage}: {done}/{total}")
+                self.stderr.write(f"{stage}: {done}/{total}" if total else f"{stage}: {done}")
 
         try:
             report = import_substack(path=export_path, dry_run=dry_run, progress=progress)
