@@ -206,6 +206,10 @@ STORAGES = {
     },
 }
 SERVE_MEDIA = env.bool("SERVE_MEDIA", default=True)
+# The Substack import copies pictures from public hosts only; true also allows private
+# and loopback ones (tests, a local stand-in). Never true in production: the import
+# would fetch whatever internal address a post names.
+IMPORT_MEDIA_ALLOW_PRIVATE = env.bool("IMPORT_MEDIA_ALLOW_PRIVATE", default=False)
 
 # The article editor's paywall button (newsletter/static/newsletter/prose/paywall.js):
 # inserts the marker <hr class="paywall"> that ends the free part of an article.
@@ -363,6 +367,8 @@ CONTENT_SECURITY_POLICY = {
         "img-src": ["'self'", "https:", "data:"],
         "font-src": ["'self'"],
         "connect-src": ["'self'"],
+        # Video players in articles, and only these two (newsletter/services/content.py).
+        "frame-src": ["https://www.youtube-nocookie.com", "https://player.vimeo.com"],
         "object-src": ["'none'"],
         "base-uri": ["'none'"],
         "frame-ancestors": ["'none'"],

@@ -83,8 +83,18 @@ class Plan(models.Model):
     currency = models.CharField(max_length=3, default="usd")
     stripe_product_id = models.CharField(max_length=100, blank=True)
     stripe_price_id = models.CharField(max_length=100, null=True, blank=True, unique=True)
-    active = models.BooleanField(default=True)
+    active = models.BooleanField(
+        default=True, help_text="Offered on /upgrade/ (needs a Stripe price)."
+    )
     position = models.PositiveIntegerField(default=0)
+    imported_from = models.CharField(
+        max_length=100,
+        blank=True,
+        default="",
+        help_text="Made from a Stripe price that readers already paid elsewhere (e.g. "
+        "substack), so their subscriptions count as paid here. Not offered until made "
+        "active; `sync_stripe_plans` leaves its price alone.",
+    )
 
     class Meta:
         ordering = ["position", "amount"]

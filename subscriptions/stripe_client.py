@@ -28,6 +28,10 @@ class StripeError(Exception):
     """Stripe could not be reached or refused the request."""
 
 
+class StripeNotFound(StripeError):
+    """The object asked for does not exist in this Stripe account (or was deleted)."""
+
+
 class WebhookSignatureError(Exception):
     """The webhook's Stripe-Signature is missing, wrong or too old."""
 
@@ -101,6 +105,10 @@ def check_settings(**kwargs: Any) -> list[checks.CheckMessage]:
 def _call(method: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
     try:
         result = method(*args, **kwargs)
+    except stripe.InvalidRequestError as exc:
+        if exc.code == "resource_missing":
+            raise StripeNotFound(str(exc.user_message or exc)) from exc
+        raise StripeError(str(exc.user_message or exc)) from exc
     except stripe.StripeError as exc:
         raise StripeError(str(exc.user_message or exc)) from exc
     return to_dict(result)
@@ -153,6 +161,15 @@ def retrieve_customer(customer_id: str) -> dict[str, Any]:
     return _call(client().v1.customers.retrieve, customer_id)
 
 
+def find_customer(customer_id: str) -> dict[str, Any] | None:
+    """The customer, or None if there is no such customer (or it was deleted)."""
+    try:
+        customer = retrieve_customer(customer_id)
+    except StripeNotFound:
+        return None
+    return None if customer.get("deleted") else customer
+
+
 # --- Checkout and the Customer Portal --------------------------------------------------
 
 
@@ -178,6 +195,20 @@ def create_portal_session(*, customer_id: str, return_url: str) -> dict[str, Any
 
 def retrieve_subscription(subscription_id: str) -> dict[str, Any]:
     return _call(client().v1.subscriptions.retrieve, subscription_id)
+
+
+def list_customer_subscriptions(customer_id: str) -> list[dict[str, Any]]:
+    """Every subscription of the customer, ended ones included, through all pages."""
+    params = {"customer": customer_id, "status": "all", "limit": 100}
+    try:
+        page = client().v1.subscriptions.list(params)  # type: ignore[arg-type]
+        return [to_dict(subscription) for subscription in page.auto_paging_iter()]
+    except stripe.InvalidRequestError as exc:
+        if exc.code == "resource_missing":
+            raise StripeNotFound(str(exc.user_message or exc)) from exc
+        raise StripeError(str(exc.user_message or exc)) from exc
+    except stripe.StripeError as exc:
+        raise StripeError(str(exc.user_message or exc)) from exc
 
 
 # --- Products and prices (plans) -------------------------------------------------------

@@ -2,12 +2,24 @@
 
 The paywall marker is a horizontal rule with the class `paywall`
 (`<hr class="paywall">`): everything after it is for paid readers only.
+
+Footnotes are links between two ids: a reference `<sup><a id="fnref-1"
+href="#fn-1">1</a></sup>` in the text and the note `<p id="fn-1">` it points to (with a
+link back to `#fnref-1`). Those are the only ids a body keeps: an arbitrary id could
+collide with the page's own (a form's, a skip link's target) or clobber a script global
+(https://html.spec.whatwg.org/#named-access-on-the-window-object).
+
+Videos: an `<iframe>` is kept only as a privacy-enhanced YouTube or Vimeo player
+(`EMBED_SRC_RE`; the Content-Security-Policy's frame-src allows those two hosts and no
+other); any other iframe is removed. Mail and Telegram cannot play them:
+`embeds_as_links` turns each into a link (a thumbnail for YouTube).
 """
 
 from __future__ import annotations
 
 import re
-from html import unescape
+from html import escape, unescape
+from html.parser import HTMLParser
 from typing import TYPE_CHECKING
 
 import nh3
@@ -22,16 +34,57 @@ _PAYWALL_RE = re.compile(r"<hr\b[^>]*\bclass=\"[^\"]*\bpaywall\b[^\"]*\"[^>]*>",
 
 ALLOWED_TAGS = {
     "a", "abbr", "b", "blockquote", "br", "caption", "code", "em", "figcaption", "figure",
-    "h2", "h3", "h4", "hr", "i", "img", "li", "ol", "p", "pre", "s", "strong", "sub",
-    "sup", "table", "tbody", "td", "th", "thead", "tr", "u", "ul",
+    "h2", "h3", "h4", "hr", "i", "iframe", "img", "li", "ol", "p", "pre", "s", "strong",
+    "sub", "sup", "table", "tbody", "td", "th", "thead", "tr", "u", "ul",
 }  # fmt: skip
 ALLOWED_ATTRIBUTES = {
-    "a": {"href", "title"},
+    "a": {"href", "title", "id"},
     "img": {"src", "alt", "title", "width", "height"},
     "hr": {"class"},
+    "iframe": {"src", "width", "height", "allowfullscreen"},
+    "li": {"id"},
+    "p": {"id"},
+    "sup": {"id"},
     "td": {"colspan", "rowspan"},
     "th": {"colspan", "rowspan"},
 }
+# The ids footnotes use: `fn-<n>` on a note, `fnref-<n>` on the reference to it.
+FOOTNOTE_ID_RE = re.compile(r"fn(?:ref)?-[0-9]{1,4}")
+
+
+def footnote_id(number: int | str) -> str:
+    return f"fn-{number}"
+
+
+def footnote_ref_id(number: int | str) -> str:
+    return f"fnref-{number}"
+
+
+# The players a body may embed, by the privacy-enhanced address each offers.
+EMBED_HOSTS = ("https://www.youtube-nocookie.com", "https://player.vimeo.com")
+EMBED_SRC_RE = re.compile(
+    r"https://www\.youtube-nocookie\.com/embed/(?P<youtube>[A-Za-z0-9_-]{6,20})"
+    r"|https://player\.vimeo\.com/video/(?P<vimeo>[0-9]{1,12})(?:\?dnt=1)?"
+)
+# After nh3, whose iframe attributes are only src (an allowed player), digits and empty
+# values (`_keep_attribute`), so no `>` can occur inside the tag. An iframe's content is
+# raw text that no browser shows; it is dropped, then iframes left without a src.
+_IFRAME_CONTENT_RE = re.compile(r"(<iframe\b[^>]*>).*?</iframe>", re.DOTALL)
+_EMPTY_IFRAME_RE = re.compile(r"<iframe\b(?![^>]*\ssrc=)[^>]*></iframe>")
+
+
+def _keep_attribute(tag: str, attribute: str, value: str) -> str | None:
+    if attribute == "id":
+        return value if FOOTNOTE_ID_RE.fullmatch(value) else None
+    if tag == "iframe":
+        if attribute == "src":
+            return value if EMBED_SRC_RE.fullmatch(value) else None
+        if attribute in ("width", "height"):
+            return value if value.isdigit() and len(value) <= 4 else None
+        if attribute == "allowfullscreen":
+            return ""  # a boolean attribute
+        return None  # nh3's generic attributes (title, lang) too
+    return value
 
 
 def sanitize_body(*, html: str) -> str:
@@ -42,10 +95,85 @@ def sanitize_body(*, html: str) -> str:
         attributes=ALLOWED_ATTRIBUTES,
         url_schemes={"http", "https", "mailto"},
         link_rel="noopener noreferrer",
+        attribute_filter=_keep_attribute,
     )
+    cleaned = _EMPTY_IFRAME_RE.sub("", _IFRAME_CONTENT_RE.sub(r"\1</iframe>", cleaned))
     # Keep only one class on <hr>: the paywall marker; normalise it to one spelling.
     cleaned = _PAYWALL_RE.sub(PAYWALL_MARKER, cleaned)
     return re.sub(r'<hr class="(?!paywall")[^"]*">', "<hr>", cleaned)
+
+
+def embed_watch_url(src: str) -> str | None:
+    """Where a reader watches an allowed player's video, or None for any other src."""
+    match = EMBED_SRC_RE.fullmatch(src)
+    if match is None:
+        return None
+    if match["youtube"]:
+        return f"https://www.youtube.com/watch?v={match['youtube']}"
+    return f"https://vimeo.com/{match['vimeo']}"
+
+
+class _EmbedsAsLinks(HTMLParser):
+    """Re-emits a sanitised body with each player iframe replaced by a link to the video."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=False)
+        self.out: list[str] = []
+        self.in_iframe = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if self.in_iframe:
+            return
+        if tag != "iframe":
+            self.out.append(self.get_starttag_text() or "")
+            return
+        self.in_iframe = True
+        src = next((value or "" for name, value in attrs if name == "src"), "")
+        match = EMBED_SRC_RE.fullmatch(src)
+        watch = embed_watch_url(src)
+        if match is None or watch is None:
+            return
+        if match["youtube"]:
+            thumbnail = f"https://i.ytimg.com/vi/{match['youtube']}/hqdefault.jpg"
+            self.out.append(
+                f'<p><a href="{escape(watch)}"><img src="{escape(thumbnail)}" '
+                'alt="Watch the video on YouTube" width="480" height="360"></a><br>'
+                f'<a href="{escape(watch)}">Watch the video on YouTube</a></p>'
+            )
+        else:
+            self.out.append(f'<p><a href="{escape(watch)}">Watch the video on Vimeo</a></p>')
+
+    def _emit(self, text: str) -> None:
+        if not self.in_iframe:
+            self.out.append(text)
+
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self._emit(self.get_starttag_text() or "")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "iframe":
+            self.in_iframe = False
+            return
+        self._emit(f"</{tag}>")
+
+    def handle_data(self, data: str) -> None:
+        self._emit(data)
+
+    def handle_entityref(self, name: str) -> None:
+        self._emit(f"&{name};")
+
+    def handle_charref(self, name: str) -> None:
+        self._emit(f"&#{name};")
+
+
+def embeds_as_links(*, html: str) -> str:
+    """The body for mail and Telegram, which play no video: each player becomes a link."""
+    if "<iframe" not in html:
+        return html
+    parser = _EmbedsAsLinks()
+    parser.feed(html)
+    parser.close()
+    return "".join(parser.out)
 
 
 def split_at_paywall(*, html: str) -> tuple[str, str]:

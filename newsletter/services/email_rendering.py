@@ -38,7 +38,7 @@ from django.utils.text import slugify
 
 from config.mail import ascii_domain, date_header, parse_mailbox, sender_domain
 from newsletter.models import Article, Delivery, Publication
-from newsletter.services.content import free_body, full_body
+from newsletter.services.content import embeds_as_links, free_body, full_body
 from subscriptions.services.notifications import reply_to_addresses, sender_address
 from subscriptions.services.tokens import absolute_url, make_unsubscribe_token
 
@@ -90,6 +90,7 @@ _inliner = css_inline.CSSInliner(
     keep_style_tags=False, keep_at_rules=True, load_remote_stylesheets=False
 )
 _RELATIVE_URL_RE = re.compile(r"""(\b(?:src|href)=["'])/(?!/)""", re.IGNORECASE)
+_FRAGMENT_URL_RE = re.compile(r"""(\bhref=["'])#""", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -142,6 +143,13 @@ def absolutise_urls(html: str) -> str:
     return _RELATIVE_URL_RE.sub(lambda m: f"{m.group(1)}{settings.SITE_URL}/", html)
 
 
+def fragments_on_page(html: str, *, page_url: str) -> str:
+    """In-body links such as footnotes (`#fn-1`) point at the article's page: not every
+    mail client follows a link within the message, and every one opens a web page at
+    its fragment."""
+    return _FRAGMENT_URL_RE.sub(lambda m: f"{m.group(1)}{page_url}#", html)
+
+
 def _absolute(url: str) -> str:
     """A media URL as mail needs it: absolute on SITE_URL unless storage made it so."""
     return url if url.startswith(("http://", "https://")) else f"{settings.SITE_URL}{url}"
@@ -179,7 +187,8 @@ def render_article_email(
     """Render the article email for one segment (free or paid readers)."""
     publication = publication or Publication.load()
     body, cut_at_paywall = email_body_parts(article=article, segment=segment)
-    body = absolutise_urls(body)
+    body = fragments_on_page(absolutise_urls(body), page_url=article_url(article))
+    body = embeds_as_links(html=body)
     cover_url = ""
     cover_height = None
     if article.cover_image:

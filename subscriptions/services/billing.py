@@ -189,15 +189,17 @@ def sync_stripe_plans() -> list[str]:
     immutable); existing subscribers stay on the old one.
     """
     report: list[str] = []
+    # Plans made from imported prices keep the product and price they were made from.
+    ours = Plan.objects.filter(imported_from="")
     product_id = (
-        Plan.objects.exclude(stripe_product_id="").values_list("stripe_product_id", flat=True)
+        ours.exclude(stripe_product_id="").values_list("stripe_product_id", flat=True)
     ).first()
     if product_id:
         try:
             stripe_client.retrieve_product(product_id)
         except stripe_client.StripeError:
             product_id = None
-    for plan in Plan.objects.order_by("pk"):
+    for plan in ours.order_by("pk"):
         if plan.stripe_price_id and _price_matches(plan):
             if product_id and plan.stripe_product_id != product_id:
                 Plan.objects.filter(pk=plan.pk).update(stripe_product_id=product_id)

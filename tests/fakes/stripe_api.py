@@ -174,12 +174,28 @@ class FakeStripeAPI(LocalHTTPServer):
         return f"{prefix}_test{next(self._ids):06d}"
 
     def add_customer(
-        self, *, email: str, name: str = "", metadata: dict[str, str] | None = None
+        self,
+        *,
+        email: str,
+        name: str = "",
+        metadata: dict[str, str] | None = None,
+        customer_id: str | None = None,
     ) -> dict[str, Any]:
         with self._lock:
-            return copy.deepcopy(
-                self._store.put("customer", self._customer(email, name, metadata or {}))
-            )
+            customer = self._customer(email, name, metadata or {})
+            if customer_id:
+                customer["id"] = customer_id
+            return copy.deepcopy(self._store.put("customer", customer))
+
+    def delete_customer(self, customer_id: str) -> None:
+        """Delete a customer as Stripe does: retrieving it then answers `deleted: true`."""
+        with self._lock:
+            self._store.get("customer", customer_id)
+            self._store.put("customer", {"id": customer_id, "object": "customer", "deleted": True})
+
+    def add_product(self, *, name: str) -> dict[str, Any]:
+        with self._lock:
+            return copy.deepcopy(self._store.put("product", self._product(name, {})))
 
     def add_price(
         self,
@@ -521,6 +537,7 @@ class FakeStripeAPI(LocalHTTPServer):
             ("POST", r"checkout/sessions", self._create_checkout_session),
             ("GET", r"checkout/sessions/(?P<id>[^/]+)", self._retrieve_checkout_session),
             ("POST", r"billing_portal/sessions", self._create_portal_session),
+            ("GET", r"subscriptions", self._list_subscriptions),
             ("GET", r"subscriptions/(?P<id>[^/]+)", self._retrieve_subscription),
             ("POST", r"subscriptions/(?P<id>[^/]+)", self._update_subscription),
             ("DELETE", r"subscriptions/(?P<id>[^/]+)", self._cancel_subscription),
@@ -628,6 +645,32 @@ class FakeStripeAPI(LocalHTTPServer):
 
     def _retrieve_subscription(self, params: dict[str, Any], id: str) -> dict[str, Any]:
         return self._store.get("subscription", id)
+
+    def _list_subscriptions(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Newest first, `limit` a page (default 10), `starting_after` the next page; by
+        default ended subscriptions are left out, `status=all` includes them."""
+        subscriptions = sorted(
+            self._store.all("subscription"), key=lambda s: (s["created"], s["id"]), reverse=True
+        )
+        if params.get("customer"):
+            subscriptions = [s for s in subscriptions if s["customer"] == params["customer"]]
+        status = params.get("status")
+        if status != "all":
+            subscriptions = [
+                s
+                for s in subscriptions
+                if (s["status"] == status if status else s["status"] != "canceled")
+            ]
+        if params.get("starting_after"):
+            ids = [s["id"] for s in subscriptions]
+            subscriptions = subscriptions[ids.index(params["starting_after"]) + 1 :]
+        limit = int(params.get("limit") or 10)
+        return {
+            "object": "list",
+            "data": subscriptions[:limit],
+            "has_more": len(subscriptions) > limit,
+            "url": "/v1/subscriptions",
+        }
 
     def _update_subscription(self, params: dict[str, Any], id: str) -> dict[str, Any]:
         sub = self._store.get("subscription", id)

@@ -6,18 +6,27 @@ import shutil
 import time
 import tracemalloc
 import zipfile
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from html.parser import HTMLParser
+from http.server import BaseHTTPRequestHandler
+from io import BytesIO, StringIO
 from pathlib import Path
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.test import Client
+from django.utils import timezone
+from PIL import Image
 
-from newsletter.models import Article, EmailSend, TelegramPost
+from newsletter.models import Article, Delivery, EmailSend, TelegramPost
 from newsletter.services.content import PAYWALL_MARKER, split_at_paywall
-from subscriptions.models import Membership, Subscriber
-from subscriptions.services.access import subscriber_is_paid
+from newsletter.services.email_rendering import render_article_email
+from subscriptions.models import Membership, Plan, StripeEvent, Subscriber
+from subscriptions.services.access import paid_subscribers, subscriber_is_paid
+from subscriptions.services.billing import active_plans, sync_stripe_plans
 from subscriptions.services.substack import convert_post_body, import_substack
-from tests.factories import ArticleFactory, SubscriberFactory
+from tests.factories import ArticleFactory, PlanFactory, SubscriberFactory
+from tests.fakes.base import LocalHTTPServer
 
 pytestmark = pytest.mark.django_db
 
@@ -72,9 +81,15 @@ def test_posts_are_archived_published_without_being_sent_and_drafts_kept_as_draf
 
 
 def test_images_and_captions_are_kept_and_unsafe_markup_dropped():
-    import_substack(path=EXPORT)
+    report = import_substack(path=EXPORT)
     body = Article.objects.get(external_id="substack:101").body
-    assert 'src="https://substack-post-media.s3.amazonaws.com/public/images/strait.jpeg"' in body
+    # The picture's host does not exist: it is reported and keeps its address.
+    assert report.images_failed == 1
+    assert any(
+        p.file == "posts/101.the-strait-in-winter.html" and "kept where it is" in p.message
+        for p in report.warnings
+    )
+    assert 'src="https://substack-post-media.s3.example/public/images/strait.jpeg"' in body
     assert "<figcaption>Tankers waiting off the strait, January.</figcaption>" in body
     assert 'alt="Tankers at anchor"' in body
     assert "<script" not in body
@@ -361,3 +376,547 @@ def test_the_first_paywall_jump_element_becomes_the_marker_and_the_rest_is_kept(
     assert "Subscribe!" not in body and "nested" not in body
     assert "paywall-jump" not in body
     assert body.count(PAYWALL_MARKER) == 1
+
+
+# --- Adopting the paid readers' Stripe subscriptions ----------------------------------
+
+
+PAID_HEADER = "email,expiry,email_disabled,stripe_connected_customer_id,type\n"
+
+
+def paid_export(tmp_path: Path, rows: list[tuple[str, datetime | None, str]]) -> Path:
+    """An export holding only a paid subscribers list: (email, expiry, customer id)."""
+    folder = tmp_path / "paid-export"
+    folder.mkdir(exist_ok=True)
+    lines = [
+        f"{email},{expiry.isoformat() if expiry else ''},false,{customer},paid\n"
+        for email, expiry, customer in rows
+    ]
+    (folder / "broadside_paid_subscribers.csv").write_text(PAID_HEADER + "".join(lines))
+    return folder
+
+
+@pytest.fixture
+def membership_price(stripe_api):
+    product = stripe_api.add_product(name="Broadside membership")
+    return stripe_api.add_price(unit_amount=800, interval="month", product=product["id"])
+
+
+def paid_on(subscriber: Subscriber, when: datetime) -> bool:
+    return paid_subscribers(now=when).filter(pk=subscriber.pk).exists()
+
+
+def test_a_paid_readers_live_subscription_is_adopted_and_renewals_after_the_export_expiry_keep_them_paid(  # noqa: E501
+    tmp_path, stripe_api, stripe_webhooks, membership_price
+):
+    customer = stripe_api.add_customer(email="paid@example.com")
+    subscription = stripe_api.add_subscription(
+        customer=customer["id"], price=membership_price["id"], period_days=30
+    )
+    expiry = timezone.now() + timedelta(days=1)
+    export = paid_export(tmp_path, [("paid@example.com", expiry, customer["id"])])
+
+    report = import_substack(path=export)
+
+    assert (report.adopted, report.comp_until_expiry, report.customers_not_found) == (1, 0, [])
+    reader = Subscriber.objects.get(email="paid@example.com")
+    assert reader.stripe_customer_id == customer["id"]
+    membership = Membership.objects.get(subscriber=reader)
+    assert membership.kind == Membership.Kind.STRIPE
+    assert membership.stripe_subscription_id == subscription["id"]
+    assert membership.status == Membership.Status.ACTIVE
+    assert membership.cancel_at_period_end is False
+    period = subscription["items"]["data"][0]
+    assert membership.current_period_end == datetime.fromtimestamp(
+        period["current_period_end"], tz=UTC
+    )
+    assert membership.imported_from == "substack:paid"
+    assert membership.foreign_price is False
+    plan = membership.plan
+    assert plan is not None
+    assert plan.stripe_price_id == membership_price["id"]
+    assert (plan.amount, plan.currency, plan.interval) == (800, "usd", "month")
+    assert plan.name.startswith("Broadside membership")
+    assert plan.imported_from == "substack"
+    assert plan not in active_plans()  # not offered on /upgrade/ until an editor says so
+    assert "Broadside membership" not in Client().get("/upgrade/").content.decode()
+
+    # A month on, Stripe renews it; the webhook keeps the reader paid past the expiry.
+    invoice = stripe_api.renew_subscription(subscription["id"])
+    assert stripe_webhooks.deliver("invoice.paid", invoice).status_code == 200
+    membership.refresh_from_db()
+    assert membership.current_period_end == datetime.fromtimestamp(
+        period["current_period_end"] + 30 * 86400, tz=UTC
+    )
+    assert paid_on(reader, expiry + timedelta(days=20))
+
+    # The reader cancels in Stripe: the webhook ends it.
+    canceled = stripe_api.update_subscription(subscription["id"], status="canceled")
+    assert stripe_webhooks.deliver("customer.subscription.deleted", canceled).status_code == 200
+    assert not paid_on(reader, timezone.now())
+    assert StripeEvent.objects.filter(processed_at__isnull=True).count() == 0
+
+
+def test_trialing_and_past_due_subscriptions_are_adopted_on_a_later_page(
+    tmp_path, stripe_api, membership_price
+):
+    customer = stripe_api.add_customer(email="long.history@example.com")
+    trialing = stripe_api.add_subscription(
+        customer=customer["id"], price=membership_price["id"], status="trialing"
+    )
+    for _ in range(100):  # a page of Stripe's list is 100; the live one is on page two
+        stripe_api.add_subscription(
+            customer=customer["id"], price=membership_price["id"], status="canceled"
+        )
+    other = stripe_api.add_customer(email="late.card@example.com")
+    past_due = stripe_api.add_subscription(
+        customer=other["id"], price=membership_price["id"], status="past_due"
+    )
+    expiry = timezone.now() + timedelta(days=3)
+    export = paid_export(
+        tmp_path,
+        [
+            ("long.history@example.com", expiry, customer["id"]),
+            ("late.card@example.com", expiry, other["id"]),
+        ],
+    )
+
+    report = import_substack(path=export)
+
+    assert report.adopted == 2
+    assert len(stripe_api.requests_to("GET", "/v1/subscriptions")) == 3
+    statuses = dict(
+        Membership.objects.filter(kind=Membership.Kind.STRIPE).values_list(
+            "stripe_subscription_id", "status"
+        )
+    )
+    assert statuses == {trialing["id"]: "trialing", past_due["id"]: "past_due"}
+    assert Plan.objects.filter(imported_from="substack").count() == 1
+
+
+def test_a_paid_reader_whose_subscription_ended_keeps_access_until_the_export_expiry(
+    tmp_path, stripe_api, membership_price
+):
+    customer = stripe_api.add_customer(email="lapsed@example.com")
+    subscription = stripe_api.add_subscription(
+        customer=customer["id"], price=membership_price["id"]
+    )
+    stripe_api.update_subscription(subscription["id"], status="canceled")
+    expiry = timezone.now() + timedelta(days=10)
+    export = paid_export(tmp_path, [("lapsed@example.com", expiry, customer["id"])])
+
+    report = import_substack(path=export)
+
+    assert (report.adopted, report.subscriptions_canceled, report.comp_until_expiry) == (0, 1, 1)
+    membership = Membership.objects.get(subscriber__email="lapsed@example.com")
+    assert membership.kind == Membership.Kind.COMP
+    assert membership.expires_at == expiry
+    assert not Plan.objects.exists()
+    reader = membership.subscriber
+    assert paid_on(reader, timezone.now())
+    assert not paid_on(reader, expiry + timedelta(minutes=1))
+
+
+def test_customers_missing_from_stripe_are_reported_and_keep_access_until_the_expiry(
+    tmp_path, stripe_api
+):
+    deleted = stripe_api.add_customer(email="deleted@example.com")
+    stripe_api.delete_customer(deleted["id"])
+    expiry = timezone.now() + timedelta(days=10)
+    export = paid_export(
+        tmp_path,
+        [
+            ("unknown@example.com", expiry, "cus_NeverExisted"),
+            ("deleted@example.com", expiry, deleted["id"]),
+        ],
+    )
+
+    report = import_substack(path=export)
+
+    assert report.customers_not_found == ["cus_NeverExisted", deleted["id"]]
+    assert report.comp_until_expiry == 2
+    lines = report.summary_lines()
+    assert "Stripe customers not found: 2" in lines
+    assert "  not found: cus_NeverExisted" in lines
+    kinds = set(Membership.objects.values_list("kind", "expires_at"))
+    assert kinds == {(Membership.Kind.COMP, expiry)}
+
+
+def test_running_the_import_again_adopts_nothing_twice_and_asks_stripe_nothing(
+    tmp_path, stripe_api, membership_price
+):
+    customer = stripe_api.add_customer(email="paid@example.com")
+    stripe_api.add_subscription(customer=customer["id"], price=membership_price["id"])
+    expiry = timezone.now() + timedelta(days=1)
+    export = paid_export(
+        tmp_path,
+        [("paid@example.com", expiry, customer["id"]), ("gone@example.com", expiry, "cus_Gone")],
+    )
+    first = import_substack(path=export)
+    assert (first.adopted, first.comp_until_expiry) == (1, 1)
+    before = {**snapshot(), "plans": list(Plan.objects.order_by("pk").values_list())}
+    asked = len(stripe_api.requests)
+
+    again = import_substack(path=export)
+
+    assert (again.adopted, again.comp_until_expiry, again.memberships_created) == (0, 0, 0)
+    assert again.customers_not_found == []
+    assert {**snapshot(), "plans": list(Plan.objects.order_by("pk").values_list())} == before
+    assert len(stripe_api.requests) == asked
+
+
+def test_a_dry_run_prints_what_it_would_adopt_and_writes_nothing(
+    tmp_path, stripe_api, membership_price
+):
+    customer = stripe_api.add_customer(email="paid@example.com")
+    stripe_api.add_subscription(customer=customer["id"], price=membership_price["id"])
+    expiry = timezone.now() + timedelta(days=1)
+    export = paid_export(
+        tmp_path,
+        [("paid@example.com", expiry, customer["id"]), ("gone@example.com", expiry, "cus_Gone")],
+    )
+    dry, real = StringIO(), StringIO()
+
+    progress = StringIO()
+    call_command("import_substack", str(export), "--dry-run", stdout=dry, stderr=progress)
+    assert progress.getvalue().splitlines() == ["Stripe lookups: 2/2"]
+
+    assert not Subscriber.objects.exists()
+    assert not Membership.objects.exists()
+    assert not Plan.objects.exists()
+    call_command("import_substack", str(export), stdout=real, stderr=StringIO())
+    dry_lines = dry.getvalue().splitlines()
+    assert dry_lines[-1] == "Dry run: nothing was written."
+    assert dry_lines[:-1] == real.getvalue().splitlines()
+    assert "Stripe subscriptions adopted: 1" in dry_lines
+    assert "Stripe customers not found: 1" in dry_lines
+    assert "Paid readers given access until the export's expiry: 1" in dry_lines
+    assert Membership.objects.filter(kind=Membership.Kind.STRIPE).count() == 1
+
+
+def test_sync_stripe_plans_leaves_the_imported_plans_price_and_product_alone(
+    tmp_path, stripe_api, membership_price
+):
+    customer = stripe_api.add_customer(email="paid@example.com")
+    stripe_api.add_subscription(customer=customer["id"], price=membership_price["id"])
+    import_substack(path=paid_export(tmp_path, [("paid@example.com", None, customer["id"])]))
+    imported = Plan.objects.get()
+    PlanFactory(name="Monthly", amount=900, stripe_price_id=None)
+
+    sync_stripe_plans()
+
+    assert Plan.objects.get(pk=imported.pk).stripe_product_id == membership_price["product"]
+    assert Plan.objects.get(pk=imported.pk).stripe_price_id == membership_price["id"]
+    created = stripe_api.requests_to("POST", "/v1/prices")
+    assert [r.params["unit_amount"] for r in created] == ["900"]
+
+
+# --- Footnotes ------------------------------------------------------------------------
+
+
+class _Links(HTMLParser):
+    """The ids of a document and the href of every link, in order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ids: set[str] = set()
+        self.hrefs: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        values = {name: value or "" for name, value in attrs}
+        if "id" in values:
+            self.ids.add(values["id"])
+        if tag == "a" and "href" in values:
+            self.hrefs.append(values["href"])
+
+
+def links_in(markup: str) -> _Links:
+    parser = _Links()
+    parser.feed(markup)
+    parser.close()
+    return parser
+
+
+def one_post_export(tmp_path: Path, *, slug: str, html: str) -> Path:
+    folder = tmp_path / "post-export"
+    (folder / "posts").mkdir(parents=True)
+    (folder / "posts.csv").write_text(
+        "post_id,post_date,is_published,type,audience,title,subtitle\n"
+        f"301.{slug},2024-04-02T08:00:00.000Z,true,newsletter,everyone,Flags,Who flies what\n"
+    )
+    (folder / "posts" / f"301.{slug}.html").write_text(html)
+    return folder
+
+
+def test_a_post_with_three_footnotes_keeps_working_links_on_the_page_and_in_the_email(
+    tmp_path, client, settings
+):
+    settings.SITE_URL = "https://broadside.example"
+    markup = (EXPORT.parent / "footnotes.html").read_text()
+    import_substack(path=one_post_export(tmp_path, slug="flags", html=markup))
+    article = Article.objects.get(external_id="substack:301")
+
+    page = client.get("/p/flags/")
+    assert page.status_code == 200
+    on_page = links_in(page.content.decode())
+    fragments = [h for h in on_page.hrefs if h.startswith("#fn")]
+    assert fragments == [
+        *(f"#fn-{n}" for n in (1, 2, 3)),
+        *(f"#fnref-{n}" for n in (1, 2, 3)),
+    ]
+    assert {h[1:] for h in fragments} <= on_page.ids  # every footnote link has its target
+    assert "intro" not in on_page.ids  # Substack's own ids are not carried over
+    free, _paid = split_at_paywall(html=article.body)
+    assert "Lloyd's List" in free and "Both are public." in free
+    assert "https://example.org/report" in on_page.hrefs
+
+    email = render_article_email(article=article, segment=Delivery.Segment.FREE)
+    in_email = links_in(email.html)
+    page_url = "https://broadside.example/p/flags/"
+    footnote_links = [h for h in in_email.hrefs if h.startswith(page_url + "#")]
+    assert footnote_links == [f"{page_url}#fn-{n}" for n in (1, 2, 3)] + [
+        f"{page_url}#fnref-{n}" for n in (1, 2, 3)
+    ]
+    assert {h.partition("#")[2] for h in footnote_links} <= on_page.ids
+    assert not [h for h in in_email.hrefs if h.startswith("#")]
+
+
+def test_footnote_markup_without_numbers_or_paragraphs_still_converts():
+    body = convert_post_body(
+        html='<p>Claim<a class="footnote-anchor" href="#footnote-4">4</a>.</p>'
+        '<p>Bare<a class="footnote-anchor" href="https://example.org/">x</a></p>'
+        '<div class="footnote"><a class="footnote-number" id="footnote-4" '
+        'href="#footnote-anchor-4">4</a><div class="footnote-content">Just text.</div></div>'
+    )
+    assert '<sup><a id="fnref-4" href="#fn-4"' in body
+    assert '<a href="https://example.org/" rel="noopener noreferrer">x</a>' in body
+    assert '<p id="fn-4"><a href="#fnref-4" rel="noopener noreferrer">4.</a></p>' in body
+    assert "Just text." in body
+
+
+# --- Embeds ---------------------------------------------------------------------------
+
+
+class _Frames(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.frames: list[dict[str, str]] = []
+        self.links: list[str] = []
+        self.images: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        values = {name: value or "" for name, value in attrs}
+        if tag == "iframe":
+            self.frames.append(values)
+        elif tag == "a":
+            self.links.append(values.get("href", ""))
+        elif tag == "img":
+            self.images.append(values.get("src", ""))
+
+
+def frames_in(markup: str) -> _Frames:
+    parser = _Frames()
+    parser.feed(markup)
+    parser.close()
+    return parser
+
+
+def test_youtube_and_vimeo_embeds_are_kept_and_an_unknown_iframe_becomes_a_link(
+    tmp_path, client, settings
+):
+    settings.SITE_URL = "https://broadside.example"
+    markup = (EXPORT.parent / "embeds.html").read_text()
+    report = import_substack(path=one_post_export(tmp_path, slug="interview", html=markup))
+
+    assert (report.embeds_kept, report.embeds_linked) == (2, 2)
+    assert [str(p) for p in report.warnings if p.file.startswith("posts/")] == [
+        "posts/301.interview.html, line 0: embed from open.spotify.com replaced by a link to it",
+        "posts/301.interview.html, line 0: an embed without a web address was removed",
+    ]
+    assert "Video embeds kept (YouTube, Vimeo): 2" in report.summary_lines()
+    page = client.get("/p/interview/")
+    on_page = frames_in(page.content.decode())
+    assert [frame["src"] for frame in on_page.frames] == [
+        "https://www.youtube-nocookie.com/embed/dQw4w9WgXcQ",
+        "https://player.vimeo.com/video/76979871?dnt=1",
+    ]
+    assert all(
+        frame.keys() == {"src", "width", "height", "allowfullscreen"} for frame in on_page.frames
+    )
+    assert "https://open.spotify.com/embed/episode/7makk4oTQel546B0PZlDM5" in on_page.links
+    assert "srcdoc" not in page.content.decode()
+    policy = dict(part.strip().split(" ", 1) for part in page["Content-Security-Policy"].split(";"))
+    assert policy["frame-src"].split() == [
+        "https://www.youtube-nocookie.com",
+        "https://player.vimeo.com",
+    ]
+
+    article = Article.objects.get(external_id="substack:301")
+    in_email = frames_in(render_article_email(article=article, segment="paid").html)
+    assert in_email.frames == []
+    assert "https://i.ytimg.com/vi/dQw4w9WgXcQ/hqdefault.jpg" in in_email.images
+    assert "https://www.youtube.com/watch?v=dQw4w9WgXcQ" in in_email.links
+    assert "https://vimeo.com/76979871" in in_email.links
+    assert "https://open.spotify.com/embed/episode/7makk4oTQel546B0PZlDM5" in in_email.links
+
+
+@pytest.mark.parametrize(
+    "src",
+    [
+        "https://www.youtube.com.evil.example/embed/dQw4w9WgXcQ",
+        "https://evil.example/?https://www.youtube-nocookie.com/embed/dQw4w9WgXcQ",
+        "javascript:alert(1)//https://player.vimeo.com/video/1",
+        "https://player.vimeo.com/video/1/../../evil",
+        'https://www.youtube-nocookie.com/embed/dQw4w9WgXcQ\\"onload=alert(1)',
+    ],
+)
+def test_an_iframe_from_anywhere_else_is_not_kept(src):
+    body = convert_post_body(html=f'<iframe src="{src}"></iframe>')
+    assert "<iframe" not in body
+
+
+# --- Pictures -------------------------------------------------------------------------
+
+
+def png_bytes() -> bytes:
+    buffer = BytesIO()
+    Image.new("RGB", (4, 3), "navy").save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+class ImageHost(LocalHTTPServer):
+    """A picture host: `files` by path, with their content type; a 404 for the rest."""
+
+    thread_name = "image-host"
+
+    def __init__(self, files: dict[str, tuple[str, bytes]]) -> None:
+        self.files = files
+        self.requested: list[str] = []
+
+    def handler_class(self) -> type[BaseHTTPRequestHandler]:
+        host = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                host.requested.append(self.path)
+                if self.path not in host.files:
+                    self.send_response(404)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                content_type, data = host.files[self.path]
+                self.send_response(200)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, format, *args):
+                pass
+
+        return Handler
+
+
+@pytest.fixture
+def image_host(settings):
+    settings.IMPORT_MEDIA_ALLOW_PRIVATE = True
+    with ImageHost(
+        {
+            "/images/strait.png": ("image/png", png_bytes()),
+            "/images/page.html": ("image/png", b"<html>not a picture</html>"),
+        }
+    ) as host:
+        yield host
+
+
+class _Unreadable:
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, str) and other.startswith("not a readable image")
+
+
+ANY_UNREADABLE = _Unreadable()
+
+
+def picture_post(url: str) -> str:
+    return (
+        '<div class="captioned-image-container"><figure><a class="image-link" '
+        f'href="{url}/images/strait.png"><img src="{url}/images/strait.png" '
+        'alt="Tankers at anchor" width="1456"></a>'
+        '<figcaption class="image-caption">Tankers off the strait.</figcaption></figure></div>'
+        f'<p>Then:</p><img src="{url}/images/missing.png" alt="Gone">'
+        f'<img src="{url}/images/page.html" alt="Not one"><img src="{url}/images/strait.png">'
+    )
+
+
+def test_pictures_are_downloaded_rewritten_and_counted_and_a_missing_one_reported(
+    tmp_path, settings, image_host
+):
+    export = one_post_export(tmp_path, slug="pictures", html=picture_post(image_host.url))
+
+    report = import_substack(path=export)
+
+    assert (report.images_downloaded, report.images_failed) == (1, 2)
+    failures = [p.message for p in report.warnings if p.file == "posts/301.pictures.html"]
+    assert [f.split(": ", 1) for f in failures] == [
+        [f"picture {image_host.url}/images/missing.png kept where it is", "answered HTTP 404"],
+        [f"picture {image_host.url}/images/page.html kept where it is", ANY_UNREADABLE],
+    ]
+    body = Article.objects.get(external_id="substack:301").body
+    frames = frames_in(body)
+    local = [src for src in frames.images if src.startswith("/media/substack/")]
+    assert len(local) == 2 and local[0] == local[1] and local[0].endswith(".png")
+    assert frames.links[0] == local[0]  # the full-size link follows the picture
+    stored = Path(settings.MEDIA_ROOT) / local[0].removeprefix("/media/")
+    assert stored.read_bytes() == png_bytes()
+    assert f'src="{image_host.url}/images/missing.png"' in body
+    assert 'alt="Tankers at anchor"' in body and 'alt="Gone"' in body
+    assert "<figcaption>Tankers off the strait.</figcaption>" in body
+    assert image_host.requested.count("/images/strait.png") == 1
+
+    # Imported again (the article deleted meanwhile): nothing is downloaded twice.
+    Article.objects.all().delete()
+    image_host.requested.clear()
+    again = import_substack(path=export)
+    assert again.images_already_copied == 1
+    assert "/images/strait.png" not in image_host.requested
+
+
+def test_pictures_on_private_or_loopback_hosts_are_refused_by_default(tmp_path, settings):
+    settings.IMPORT_MEDIA_ALLOW_PRIVATE = False
+    with ImageHost({"/images/strait.png": ("image/png", png_bytes())}) as host:
+        export = one_post_export(tmp_path, slug="pictures", html=picture_post(host.url))
+        report = import_substack(path=export)
+        assert host.requested == []
+        url = host.url
+    assert report.images_downloaded == 0
+    assert any("private or local address (127.0.0.1)" in p.message for p in report.warnings)
+    body = Article.objects.get(external_id="substack:301").body
+    assert f'src="{url}/images/strait.png"' in body
+
+
+def test_substack_status_summarises_readers_paid_adopted_and_granted(
+    tmp_path, stripe_api, membership_price
+):
+    customer = stripe_api.add_customer(email="paid@example.com")
+    stripe_api.add_subscription(customer=customer["id"], price=membership_price["id"])
+    expiry = datetime(2031, 5, 6, tzinfo=UTC)
+    import_substack(
+        path=paid_export(
+            tmp_path,
+            [("paid@example.com", expiry, customer["id"]), ("gone@example.com", expiry, "cus_X")],
+        )
+    )
+    out = StringIO()
+
+    call_command("substack_status", stdout=out)
+
+    assert out.getvalue().splitlines() == [
+        "Readers imported from Substack: 2",
+        "  active: 2",
+        "Paid now: 2",
+        "Adopted Stripe memberships: 1",
+        "  active: 1",
+        "  on a price no plan knows (no access): 0",
+        "Comp and gift memberships running: 1",
+        "  expiring from 2031-05-06 to 2031-05-06",
+    ]
