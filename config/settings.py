@@ -213,11 +213,20 @@ IMPORT_MEDIA_ALLOW_PRIVATE = env.bool("IMPORT_MEDIA_ALLOW_PRIVATE", default=Fals
 
 # The article editor's paywall button (newsletter/static/newsletter/prose/paywall.js):
 # inserts the marker <hr class="paywall"> that ends the free part of an article.
+# Footnote ids and video players (imported.js) survive opening and saving an imported
+# article.
 DJANGO_PROSE_EDITOR_EXTENSIONS = [
     {
         "js": [static_lazy("newsletter/prose/paywall.js")],
         "extensions": {"Paywall": html_tags(["hr"], {"hr": ["class"]})},
-    }
+    },
+    {
+        "js": [static_lazy("newsletter/prose/imported.js")],
+        "extensions": {
+            "FootnoteIds": html_tags([], {"p": ["id"], "li": ["id"], "a": ["id"]}),
+            "VideoEmbed": html_tags(["iframe"], {"iframe": ["src", "allowfullscreen"]}),
+        },
+    },
 ]
 
 # --- Email --------------------------------------------------------------------------

@@ -44,6 +44,8 @@ ARTICLE_EDITOR_EXTENSIONS: dict[str, Any] = {
     "HTML": True,
     "SpecialCharacters": True,
     "Paywall": True,
+    "FootnoteIds": True,
+    "VideoEmbed": True,
 }
 
 
