@@ -78,6 +78,15 @@ class StaffLoginForm(AdminAuthenticationForm):
         widget=forms.TextInput(attrs={"autocomplete": "one-time-code"}),
     )
 
+    # One answer for every failure: a wrong password, no code, a wrong code. A distinct
+    # error after the password would tell whoever guessed it that it was right.
+    error_messages = {
+        **AdminAuthenticationForm.error_messages,
+        "invalid_login": "Please enter the correct %(username)s, password and, if you set "
+        "up two-factor authentication, the code from your authenticator app (or a recovery "
+        "code) for a staff account. Note that the fields may be case-sensitive.",
+    }
+
     def clean(self) -> dict[str, Any]:
         request = self.request
         username = self.cleaned_data.get("username") or ""
@@ -99,14 +108,9 @@ class StaffLoginForm(AdminAuthenticationForm):
         if user is None or not get_mfa_adapter().is_mfa_enabled(user):
             return
         code = (self.cleaned_data.get("code") or "").strip()
-        if not code:
-            raise forms.ValidationError(
-                "Enter the code from your authenticator app (or a recovery code).",
-                code="code_required",
-            )
         second = AuthenticateForm(data={"code": code}, user=user)
-        if not second.is_valid():
-            raise forms.ValidationError("That authentication code is not right.", code="bad_code")
+        if not code or not second.is_valid():
+            raise self.get_invalid_login_error()
         second.save()  # marks a recovery code used, records the authentication
 
 

@@ -147,7 +147,7 @@ def test_staff_with_an_authenticator_sign_in_only_with_its_current_code(client, 
 
     without = sign_in(client)
     assert without.status_code == 200
-    assert "Enter the code" in without.content.decode()
+    assert "the code from your authenticator app" in without.content.decode()
     assert not signed_in(client)
     stale = totp_code(secret, at=time.time() - 300)
     assert sign_in(client, code=stale).status_code == 200
@@ -161,6 +161,27 @@ def test_staff_with_an_authenticator_sign_in_only_with_its_current_code(client, 
         .status_code
         == 200
     )
+
+
+def _errors(response) -> list[str]:
+    return response.context["form"].non_field_errors()
+
+
+def test_a_failed_sign_in_does_not_say_whether_the_password_was_right(editor_with_totp):
+    _, secret, _ = editor_with_totp
+    stale = totp_code(secret, at=time.time() - 300)
+    wrong_password = sign_in(Client(), password="a-guess", code=totp_code(secret))
+    no_code = sign_in(Client())
+    wrong_code = sign_in(Client(), code=stale)
+    junk_code = sign_in(Client(), code="not-a-code")
+
+    assert wrong_password.status_code == 200
+    for response in (no_code, wrong_code, junk_code):
+        assert response.status_code == 200
+        assert _errors(response) == _errors(wrong_password)
+        assert [f.errors for f in response.context["form"]] == [
+            f.errors for f in wrong_password.context["form"]
+        ]
 
 
 def test_a_recovery_code_signs_in_once(editor_with_totp):
