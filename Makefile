@@ -15,13 +15,20 @@ $(STAMP): requirements.txt requirements-dev.txt
 install: $(STAMP)
 
 # Everything on embedded defaults: SQLite, a filesystem broker, emails in var/mail/.
+# `make run PORT=8001` serves on another port (the links in emails follow it, unless
+# SITE_URL is set).
+PORT ?= 8000
 run: export DEBUG ?= true
+run: export PORT := $(PORT)
+ifneq ($(PORT),8000)
+run: export SITE_URL ?= http://127.0.0.1:$(PORT)
+endif
 run: $(STAMP)
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py seed_demo
 	$(BIN)/python manage.py ensure_admin
-	@echo "Broadside: http://127.0.0.1:8000   admin: http://127.0.0.1:8000/admin/"
-	$(BIN)/honcho start -f Procfile.dev
+	@echo "Broadside: http://127.0.0.1:$(PORT)   admin: http://127.0.0.1:$(PORT)/admin/"
+	$(BIN)/honcho start -f Procfile.dev -p $(PORT)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

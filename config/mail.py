@@ -222,6 +222,10 @@ def send_bytes(
     """
     sender = envelope_address(sender)
     recipients = [envelope_address(r) for r in recipients]
+    # The server's extensions are known only after EHLO, which smtplib sends lazily, in
+    # sendmail(): on a fresh connection (and after STARTTLS, which forgets them) has_extn
+    # would say no to 8BITMIME, and the first message would go re-encoded.
+    smtp.ehlo_or_helo_if_needed()
     options: list[str] = []
     if is_8bit(data):
         if smtp.has_extn("8bitmime"):

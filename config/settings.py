@@ -347,7 +347,9 @@ TELEGRAM_TIMEOUT = env.float("TELEGRAM_TIMEOUT", default=15.0)  # seconds per Bo
 
 # X-Forwarded-Proto says whether the visitor's connection was https. Any client can send
 # it, so it is believed only with BEHIND_PROXY=true: gunicorn listens on 127.0.0.1
-# (Procfile) behind a proxy that terminates TLS and overwrites the header.
+# (Procfile) behind a proxy that terminates TLS and overwrites the header. The same
+# setting makes rate limits count the address the proxy appended to X-Forwarded-For
+# (subscriptions/services/ratelimit.py:client_ip), since REMOTE_ADDR is the proxy.
 BEHIND_PROXY = env.bool("BEHIND_PROXY", default=False)
 if BEHIND_PROXY:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")

@@ -7,6 +7,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
+from django.db import models
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, redirect
@@ -32,13 +33,18 @@ from newsletter.services.publishing import (
     schedule_article,
     unschedule_article,
 )
+from newsletter.validators import BoundedImageField
 from newsletter.views.site import render_article
 from subscriptions.admin_search import AddressSearchMixin
 from subscriptions.services.notifications import sender_address
 
+# Image uploads are bounded before Django's ImageField reads them (newsletter/validators.py).
+IMAGE_FIELDS: dict[Any, dict[str, Any]] = {models.ImageField: {"form_class": BoundedImageField}}
+
 
 @admin.register(Publication)
 class PublicationAdmin(admin.ModelAdmin):
+    formfield_overrides = IMAGE_FIELDS
     """The one publication: the list goes straight to its settings."""
 
     form = PublicationAdminForm
@@ -75,6 +81,7 @@ class PublicationAdmin(admin.ModelAdmin):
 
 @admin.register(Author)
 class AuthorAdmin(AddressSearchMixin, admin.ModelAdmin):
+    formfield_overrides = IMAGE_FIELDS
     list_display = ["display_name", "slug", "user"]
     search_fields = ["display_name", "slug", "user__username", "user__email__contains"]
     prepopulated_fields = {"slug": ["display_name"]}
@@ -91,6 +98,7 @@ class SectionAdmin(admin.ModelAdmin):
 
 @admin.register(Article)
 class ArticleAdmin(admin.ModelAdmin):
+    formfield_overrides = IMAGE_FIELDS
     form = ArticleAdminForm
     change_form_template = "admin/newsletter/article/change_form.html"
     list_display = ["title", "status_label", "visibility", "section", "when", telegram_status]

@@ -24,11 +24,13 @@ from typing import Any
 from allauth.account.internal.flows.login import record_authentication
 from allauth.mfa.adapter import get_adapter as get_mfa_adapter
 from allauth.mfa.base.forms import AuthenticateForm
+from allauth.mfa.internal.flows.add import validate_can_add_authenticator
 from django import forms
 from django.conf import settings
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.contrib.admin.forms import AdminAuthenticationForm
 from django.core.cache import cache
+from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
 from django.utils.http import urlencode
@@ -78,6 +80,15 @@ class StaffLoginForm(AdminAuthenticationForm):
         widget=forms.TextInput(attrs={"autocomplete": "one-time-code"}),
     )
 
+    # One answer for every failure: a wrong password, no code, a wrong code. A distinct
+    # error after the password would tell whoever guessed it that it was right.
+    error_messages = {
+        **AdminAuthenticationForm.error_messages,
+        "invalid_login": "Please enter the correct %(username)s, password and, if you set "
+        "up two-factor authentication, the code from your authenticator app (or a recovery "
+        "code) for a staff account. Note that the fields may be case-sensitive.",
+    }
+
     def clean(self) -> dict[str, Any]:
         request = self.request
         username = self.cleaned_data.get("username") or ""
@@ -99,14 +110,9 @@ class StaffLoginForm(AdminAuthenticationForm):
         if user is None or not get_mfa_adapter().is_mfa_enabled(user):
             return
         code = (self.cleaned_data.get("code") or "").strip()
-        if not code:
-            raise forms.ValidationError(
-                "Enter the code from your authenticator app (or a recovery code).",
-                code="code_required",
-            )
         second = AuthenticateForm(data={"code": code}, user=user)
-        if not second.is_valid():
-            raise forms.ValidationError("That authentication code is not right.", code="bad_code")
+        if not code or not second.is_valid():
+            raise self.get_invalid_login_error()
         second.save()  # marks a recovery code used, records the authentication
 
 
@@ -144,6 +150,18 @@ class StaffAdminSite(admin.AdminSite):
                 and not get_mfa_adapter().is_mfa_enabled(user)
             ):
                 query = urlencode({"next": request.get_full_path()})
+                try:
+                    validate_can_add_authenticator(user)
+                except ValidationError:
+                    # allauth refuses to set up an authenticator while an address of the
+                    # account is unverified; sending them to set it up would bounce them
+                    # back here for ever. They verify or remove that address first.
+                    messages.warning(
+                        request,
+                        "Verify or remove your unverified email address, then set up "
+                        "two-factor authentication to open the admin.",
+                    )
+                    return HttpResponseRedirect(f"{reverse('account_email')}?{query}")
                 return HttpResponseRedirect(f"{reverse('mfa_activate_totp')}?{query}")
             return inner(request, *args, **kwargs)
 

@@ -5,12 +5,17 @@ about a decompression bomb below 179 megapixels. A 100-megapixel PNG compresses 
 under 100 KB and costs readers' browsers (and any thumbnailer) about 400 MB to draw,
 so an upload is refused past `MAX_IMAGE_PIXELS` or `MAX_IMAGE_BYTES`, with a message
 that says what to do. Only the header is read to learn the size: nothing is decoded.
+
+The admin's image fields are `BoundedImageField`, which checks the bounds before
+Django's own ImageField reads the file: Pillow refuses an image past 179 megapixels
+outright, which Django reports only as "not a valid image or a corrupted image".
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from django import forms
 from django.core.exceptions import ValidationError
 from django.template.defaultfilters import filesizeformat
 from PIL import Image, UnidentifiedImageError
@@ -24,6 +29,11 @@ def validate_image_upload(value: Any) -> None:
     """Refuse an image upload that is too large in bytes or in pixels."""
     if not value or getattr(value, "_committed", True):
         return  # nothing new was uploaded; the stored file was checked when it was
+    check_image_bounds(value)
+
+
+def check_image_bounds(value: Any) -> None:
+    """Refuse an uploaded file that is too large in bytes or in pixels, with the reason."""
     size = getattr(value, "size", None) or 0
     if size > MAX_IMAGE_BYTES:
         raise ValidationError(
@@ -38,6 +48,17 @@ def validate_image_upload(value: Any) -> None:
         upload.seek(0)
         with Image.open(upload) as image:
             width, height = image.size
+    except Image.DecompressionBombError as exc:
+        raise ValidationError(
+            "The image has more than %(bomb)d megapixels; images may have at most "
+            "%(limit)d megapixels and %(side)s pixels a side. Resize it and upload it again.",
+            params={
+                "bomb": 2 * (Image.MAX_IMAGE_PIXELS or 0) // 1_000_000,
+                "limit": MAX_IMAGE_PIXELS // 1_000_000,
+                "side": f"{MAX_IMAGE_SIDE:,}",
+            },
+            code="image_too_many_pixels",
+        ) from exc
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise ValidationError(
             "The file is not an image we can read (PNG, JPEG, GIF or WebP).",
@@ -59,3 +80,12 @@ def validate_image_upload(value: Any) -> None:
             },
             code="image_too_many_pixels",
         )
+
+
+class BoundedImageField(forms.ImageField):
+    """The form field of an uploaded image: bounds first, then Django's own checks."""
+
+    def to_python(self, data: Any) -> Any:
+        if data is not None and hasattr(data, "read"):
+            check_image_bounds(data)
+        return super().to_python(data)

@@ -25,6 +25,7 @@ from subscriptions.services.notifications import (
     sender_address,
     transactional_message,
 )
+from subscriptions.services.ratelimit import client_ip
 
 
 def _normalized_for_form(email: str) -> str:
@@ -81,7 +82,7 @@ class ReaderAccountAdapter(DefaultAccountAdapter):
                 user=email_address.user,
                 email=email_address.email,
                 signup=True,
-                ip=request.META.get("REMOTE_ADDR"),
+                ip=client_ip(request),
             )
         return confirmed
 

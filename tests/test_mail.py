@@ -370,3 +370,29 @@ def test_a_confirmation_from_a_sender_with_a_comma_is_well_formed_on_either_back
     assert message["Message-ID"].endswith("@meridian.example>")
     assert message["Date"].endswith("+0000")
     assert [a.addr_spec for a in message["Reply-To"].addresses] == ["editor@meridian.example"]
+
+
+def test_the_first_message_on_a_new_connection_goes_as_8bit_to_a_server_offering_8bitmime(
+    settings,
+):
+    from django.core.mail import EmailMessage as DjangoEmailMessage
+    from django.core.mail import get_connection
+
+    with FakeSMTPServer(offer_8bitmime=True) as server:
+        smtp_settings(settings, server)
+        with get_connection() as connection:
+            for n in range(2):
+                DjangoEmailMessage(
+                    subject="Olá",
+                    body=f"Caro leitor nº {n}: a edição de hoje já saiu. " * 3,
+                    from_email="Désk <letters@meridian.example>",
+                    to=["reader@example.com"],
+                    connection=connection,
+                ).send()
+        assert server.wait_for(2)
+    for captured in server.messages:
+        assert "BODY=8BITMIME" in captured.mail_options, captured.mail_options
+        assert not captured.data.isascii()
+        (text,) = [p for p in parsed(captured).walk() if p.get_content_maintype() == "text"]
+        assert text["Content-Transfer-Encoding"] == "8bit"
+        assert "nº" in text.get_content()

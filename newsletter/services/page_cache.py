@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from functools import wraps
 from urllib.parse import urlencode
 
@@ -22,7 +22,7 @@ from django.core.cache import cache
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 
-from newsletter.services.page_parameters import Order, parse_page_number
+from newsletter.services.page_parameters import Order, discussion_page_number, parse_page_number
 
 PAGE_CACHE_SECONDS = 60
 _GENERATION_KEY = "pages:generation"
@@ -57,32 +57,38 @@ def _first_generation() -> int:
     return time.time_ns()
 
 
-def page_parameters(request: HttpRequest) -> list[tuple[str, str]]:
-    """The query parameters a cached page reads, as the page reads them.
+def page_parameters(request: HttpRequest, *, reads: frozenset[str]) -> list[tuple[str, str]]:
+    """The query parameters a cached page reads (`reads`), as the page reads them.
 
-    Only the list page (`page`), the discussion page (`cpage`) and the discussion order
-    (`order`), each parsed: `?page=01`, `?order=made-up` and `?cpage=abc` key the same
-    copy as the page they render, and other parameters (utm_source, made-up ones) are
-    left out, so no query string makes a copy of its own. A number is kept as parsed;
-    one past the last page is a 404, and a 404 is never stored.
+    A list page (home, section, author) reads `page`; the article page reads `cpage` and
+    `order` (its discussion). Each is parsed as the view parses it, so `?page=01`,
+    `?order=made-up`, `?cpage=abc` and `?cpage=-1` key the same copy as the page they
+    render, and every other parameter (utm_source, made-up ones, `page` on an article)
+    is left out: no query string makes a copy of its own. A list page number that is no
+    number or below 1 is a 404 there, and a page number past the last page is a 404
+    everywhere; a 404 is never stored.
     """
     params: list[tuple[str, str]] = []
-    for name in ("cpage", "page"):
-        if name in request.GET:
-            number = parse_page_number(request.GET.get(name))
-            if number is None:
-                params.append((name, "invalid"))
-            elif number != 1:
-                params.append((name, str(number)))
-    order = Order.parse(request.GET.get("order"))
-    if order is not Order.OLDEST:
-        params.append(("order", order.value))
+    if "page" in reads and "page" in request.GET:
+        number = parse_page_number(request.GET.get("page"))
+        if number is None:
+            params.append(("page", "invalid"))
+        elif number != 1:
+            params.append(("page", str(number)))
+    if "cpage" in reads:
+        discussion = discussion_page_number(request.GET.get("cpage"))
+        if discussion != 1:
+            params.append(("cpage", str(discussion)))
+    if "order" in reads:
+        order = Order.parse(request.GET.get("order"))
+        if order is not Order.OLDEST:
+            params.append(("order", order.value))
     return params
 
 
-def _key(request: HttpRequest) -> str:
+def _key(request: HttpRequest, reads: frozenset[str]) -> str:
     generation = cache.get_or_set(_GENERATION_KEY, _first_generation, timeout=None)
-    params = urlencode(page_parameters(request))
+    params = urlencode(page_parameters(request, reads=reads))
     page = f"{request.scheme}://{request.get_host()}{request.path}?{params}"
     url = hashlib.sha256(page.encode()).hexdigest()
     return f"pages:{generation}:{url}"
@@ -104,26 +110,38 @@ def _kept_something_for_this_visitor(request: HttpRequest) -> bool:
     return bool(getattr(getattr(request, "_messages", None), "added_new", False))
 
 
-def cache_anonymous_page(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
-    @wraps(view)
-    def wrapped(request: HttpRequest, *args, **kwargs) -> HttpResponse:
-        if request.method not in ("GET", "HEAD") or not _anonymous(request):
-            return view(request, *args, **kwargs)
-        key = _key(request)
-        cached = cache.get(key)
-        if cached is not None:
-            cached["X-Page-Cache"] = "hit"
-            return cached
-        response = view(request, *args, **kwargs)
-        if (
-            request.method == "GET"
-            and response.status_code == 200
-            and not response.cookies
-            and not request.user.is_authenticated
-            and not _kept_something_for_this_visitor(request)
-        ):
-            response["X-Page-Cache"] = "miss"
-            cache.set(key, response, PAGE_CACHE_SECONDS)
-        return response
+View = Callable[..., HttpResponse]
 
-    return wrapped
+
+def cache_anonymous_page(*, reads: Iterable[str] = ()) -> Callable[[View], View]:
+    """Store the view's page for anonymous readers, keyed by the query parameters it `reads`."""
+    known = frozenset(reads)
+    unknown = known - {"page", "cpage", "order"}
+    if unknown:
+        raise ValueError(f"The page cache does not know how a page reads {sorted(unknown)}")
+
+    def decorate(view: View) -> View:
+        @wraps(view)
+        def wrapped(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+            if request.method not in ("GET", "HEAD") or not _anonymous(request):
+                return view(request, *args, **kwargs)
+            key = _key(request, known)
+            cached = cache.get(key)
+            if cached is not None:
+                cached["X-Page-Cache"] = "hit"
+                return cached
+            response = view(request, *args, **kwargs)
+            if (
+                request.method == "GET"
+                and response.status_code == 200
+                and not response.cookies
+                and not request.user.is_authenticated
+                and not _kept_something_for_this_visitor(request)
+            ):
+                response["X-Page-Cache"] = "miss"
+                cache.set(key, response, PAGE_CACHE_SECONDS)
+            return response
+
+        return wrapped
+
+    return decorate

@@ -33,3 +33,12 @@ def parse_page_number(value: str | None) -> int | None:
         return int(value.strip())
     except ValueError:  # also for more digits than int() takes from text
         return None
+
+
+def discussion_page_number(value: str | None) -> int:
+    """The discussion page an article shows for `?cpage=`: junk, zero and below are page 1.
+
+    The article view (404 past the last page), the thread template tag and the page
+    cache's key all read it through here, so they agree on which page a value means.
+    """
+    return max(parse_page_number(value) or 1, 1)

@@ -10,6 +10,7 @@ from django import template
 from newsletter.forms_comments import CommentForm
 from newsletter.models import Article, Comment, Publication
 from newsletter.services import comments as comment_service
+from newsletter.services.page_parameters import discussion_page_number
 
 register = template.Library()
 
@@ -20,7 +21,7 @@ def comment_thread(context: template.Context, article: Article) -> dict[str, Any
     request = context.get("request")
     user = getattr(request, "user", None)
     order = comment_service.Order.parse(request.GET.get("order") if request else None)
-    page = _page_number(request.GET.get("cpage") if request else None)
+    page = discussion_page_number(request.GET.get("cpage") if request else None)
     publication = context.get("publication")
     thread = comment_service.comment_thread(
         article=article,
@@ -44,10 +45,6 @@ def comment_thread(context: template.Context, article: Article) -> dict[str, Any
         else "",
         "access": thread.access.value,
     }
-
-
-def _page_number(value: str | None) -> int:
-    return max(comment_service.parse_page_number(value) or 1, 1)
 
 
 @register.simple_tag

@@ -19,6 +19,7 @@ from newsletter.models import Article, Author, Section
 from newsletter.services import comments as comment_service
 from newsletter.services.content import excerpt, free_body, full_body
 from newsletter.services.page_cache import cache_anonymous_page
+from newsletter.services.page_parameters import discussion_page_number
 from subscriptions.services.access import can_read_full_article
 
 
@@ -48,13 +49,13 @@ def _article_list(
 
 
 @require_safe
-@cache_anonymous_page
+@cache_anonymous_page(reads=("page",))
 def home(request: HttpRequest) -> HttpResponse:
     return _article_list(request, "newsletter/home.html", selectors.published_articles())
 
 
 @require_safe
-@cache_anonymous_page
+@cache_anonymous_page(reads=("page",))
 def section(request: HttpRequest, slug: str) -> HttpResponse:
     section = get_object_or_404(Section, slug=slug)
     articles = selectors.articles_in_section(section=section)
@@ -62,7 +63,7 @@ def section(request: HttpRequest, slug: str) -> HttpResponse:
 
 
 @require_safe
-@cache_anonymous_page
+@cache_anonymous_page(reads=("page",))
 def author(request: HttpRequest, slug: str) -> HttpResponse:
     author = get_object_or_404(Author, slug=slug)
     articles = selectors.articles_by_author(author=author)
@@ -70,10 +71,10 @@ def author(request: HttpRequest, slug: str) -> HttpResponse:
 
 
 @require_safe
-@cache_anonymous_page
+@cache_anonymous_page(reads=("cpage", "order"))
 def article(request: HttpRequest, slug: str) -> HttpResponse:
     article = selectors.get_published_article(slug=slug)
-    discussion_page = comment_service.parse_page_number(request.GET.get("cpage")) or 1
+    discussion_page = discussion_page_number(request.GET.get("cpage"))
     if discussion_page > 1 and discussion_page > comment_service.thread_page_count(
         article=article, user=request.user
     ):

@@ -17,7 +17,7 @@ from django.core.mail import EmailMultiAlternatives
 from django.db import transaction
 from django.template.loader import render_to_string
 
-from config.mail import date_header, message_id, parse_mailbox, sender_domain
+from config.mail import ascii_domain, date_header, message_id, parse_mailbox, sender_domain
 from newsletter.models import Publication
 
 _inliner = css_inline.CSSInliner(keep_style_tags=False, keep_at_rules=True)
@@ -29,7 +29,9 @@ def sender_address(publication: Publication) -> str:
     if publication.sender_email:
         address = parse_mailbox(publication.sender_email)
         name = (publication.sender_name or publication.name).strip()
-        return formataddr((name, address.addr_spec))
+        # The domain as DNS writes it: formataddr takes only an ASCII address, and an
+        # internationalised domain (`Bücher.example`) goes out in IDNA.
+        return formataddr((name, f"{address.username}@{ascii_domain(address.domain)}"))
     return settings.DEFAULT_FROM_EMAIL
 
 

@@ -1,8 +1,10 @@
 """Fixed-window rate limits kept in the Django cache (Redis in production).
 
-The client address is REMOTE_ADDR. Behind a reverse proxy, have the proxy overwrite
-REMOTE_ADDR (e.g. gunicorn's `--forwarded-allow-ips` with a proxy that sets it, or
-nginx's `real_ip` module) rather than trusting a client-supplied X-Forwarded-For.
+The client address is REMOTE_ADDR, except with BEHIND_PROXY=true: gunicorn then sees
+only the proxy on the same machine (every visitor would be 127.0.0.1, and ten signups
+would lock out the whole site), so the address is the one the proxy appended to
+X-Forwarded-For, its rightmost entry. Entries to its left come from the client and are
+never believed.
 """
 
 from __future__ import annotations
@@ -10,12 +12,21 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 
+from django.conf import settings
 from django.core.cache import cache
 from django.http import HttpRequest
 
 
 def client_ip(request: HttpRequest) -> str | None:
-    return request.META.get("REMOTE_ADDR") or None
+    """The visitor's address, as rate limits and consent records count it."""
+    remote = request.META.get("REMOTE_ADDR") or None
+    if not settings.BEHIND_PROXY:
+        return remote
+    forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "").split(",")[-1].strip()
+    try:
+        return str(ipaddress.ip_address(forwarded))
+    except ValueError:
+        return remote
 
 
 def network_key(ip: str | None) -> str:

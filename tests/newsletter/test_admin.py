@@ -368,3 +368,18 @@ def test_sender_fields_that_make_no_valid_from_line_are_refused(editor_client, f
     assert response.status_code == 200
     assert error in response.content.decode()
     assert Publication.load().sender_email == ""
+
+
+def test_a_sender_address_with_an_internationalised_domain_is_saved_and_sent_in_idna(
+    editor_client,
+):
+    from config.mail import parse_mailbox
+    from subscriptions.services.notifications import sender_address
+
+    url, response = _publication_form(editor_client, sender_email="letters@Bücher.example")
+
+    assert response.status_code == 302
+    publication = Publication.load()
+    assert parse_mailbox(sender_address(publication)).addr_spec == ("letters@xn--bcher-kva.example")
+    page = editor_client.get(url).content.decode()
+    assert "letters@xn--bcher-kva.example" in page

@@ -147,7 +147,7 @@ def test_staff_with_an_authenticator_sign_in_only_with_its_current_code(client, 
 
     without = sign_in(client)
     assert without.status_code == 200
-    assert "Enter the code" in without.content.decode()
+    assert "the code from your authenticator app" in without.content.decode()
     assert not signed_in(client)
     stale = totp_code(secret, at=time.time() - 300)
     assert sign_in(client, code=stale).status_code == 200
@@ -161,6 +161,27 @@ def test_staff_with_an_authenticator_sign_in_only_with_its_current_code(client, 
         .status_code
         == 200
     )
+
+
+def _errors(response) -> list[str]:
+    return response.context["form"].non_field_errors()
+
+
+def test_a_failed_sign_in_does_not_say_whether_the_password_was_right(editor_with_totp):
+    _, secret, _ = editor_with_totp
+    stale = totp_code(secret, at=time.time() - 300)
+    wrong_password = sign_in(Client(), password="a-guess", code=totp_code(secret))
+    no_code = sign_in(Client())
+    wrong_code = sign_in(Client(), code=stale)
+    junk_code = sign_in(Client(), code="not-a-code")
+
+    assert wrong_password.status_code == 200
+    for response in (no_code, wrong_code, junk_code):
+        assert response.status_code == 200
+        assert _errors(response) == _errors(wrong_password)
+        assert [f.errors for f in response.context["form"]] == [
+            f.errors for f in wrong_password.context["form"]
+        ]
 
 
 def test_a_recovery_code_signs_in_once(editor_with_totp):
@@ -187,3 +208,55 @@ def test_an_emailed_sign_in_code_does_not_skip_the_authenticator(client, editor_
     assert response.status_code == 302
     assert response["Location"].startswith("/accounts/2fa/authenticate/")
     assert not signed_in(client)
+
+
+def test_a_new_admin_from_ensure_admin_can_set_up_two_factor_and_open_the_admin(
+    client, settings, tmp_path
+):
+    from io import StringIO
+
+    from allauth.account.models import EmailAddress
+    from django.core.management import call_command
+
+    settings.VAR_DIR = tmp_path
+    settings.STAFF_MFA_REQUIRED = True
+    out = StringIO()
+    call_command("ensure_admin", "--email", "Chief.Editor@example.com", stdout=out)
+    password = out.getvalue().split("password: ")[1].split()[0]
+    assert (
+        client.post(
+            "/admin/login/?next=/admin/", {"username": "admin", "password": password}
+        ).status_code
+        == 302
+    )
+    # Opening allauth's address page (a natural first step) leaves nothing unverified.
+    assert client.get("/accounts/email/").status_code == 200
+    assert list(EmailAddress.objects.values_list("email", "verified", "primary")) == [
+        ("chief.editor@example.com", True, True)
+    ]
+
+    blocked = client.get("/admin/")
+    assert blocked["Location"].startswith("/accounts/2fa/totp/activate/")
+    assert client.get(blocked["Location"]).status_code == 200
+    secret = client.session["mfa.totp.secret"]
+    activated = client.post("/accounts/2fa/totp/activate/", {"code": totp_code(secret)})
+    assert activated.status_code == 302
+    assert client.get("/admin/").status_code == 200
+
+
+def test_staff_with_an_unverified_address_are_sent_to_their_addresses_not_round_in_a_loop(
+    client, editor, settings
+):
+    from allauth.account.models import EmailAddress
+
+    settings.STAFF_MFA_REQUIRED = True
+    EmailAddress.objects.create(user=editor, email=editor.email, verified=False, primary=True)
+    assert sign_in(client).status_code == 302
+
+    response = client.get("/admin/")
+
+    assert response.status_code == 302
+    assert response["Location"].startswith("/accounts/email/")
+    page = client.get(response["Location"])
+    assert page.status_code == 200
+    assert "Verify or remove your unverified email address" in page.content.decode()

@@ -110,3 +110,14 @@ def test_a_huge_logo_and_a_huge_avatar_are_refused_too(editor_client, bomb):
     )
     assert "100 megapixels" in response.context["adminform"].form.errors["avatar"][0]
     assert not Author.objects.get(pk=author.pk).avatar
+
+
+def test_a_cover_past_pillow_s_own_limit_gets_the_size_message_not_corrupted(editor_client):
+    # Over 179 megapixels Pillow refuses to open the file at all (a decompression bomb).
+    response = _post_article(editor_client, _upload(_png(15_000, 12_000)))
+
+    assert response.status_code == 200
+    (error,) = response.context["adminform"].form.errors["cover_image"]
+    assert "more than 178 megapixels" in error, error
+    assert "at most 25 megapixels" in error
+    assert not Article.objects.exists()

@@ -137,7 +137,7 @@ def test_a_page_whose_view_kept_something_for_the_visitor_is_not_stored(rf, keep
 
     from newsletter.services.page_cache import cache_anonymous_page
 
-    @cache_anonymous_page
+    @cache_anonymous_page()
     def view(request):
         if keeps == "session":
             request.session["seen"] = True
@@ -236,7 +236,7 @@ def decorated_view(answer):
 
     calls = []
 
-    @cache_anonymous_page
+    @cache_anonymous_page()
     def view(request):
         calls.append(request.method)
         return answer(request)

@@ -93,3 +93,43 @@ def test_the_last_discussion_page_and_spellings_of_a_page_number_are_served(clie
     assert client.get(url, {"cpage": "3"}).status_code == 404
     assert client.get(url, {"cpage": "1"})["X-Page-Cache"] == "miss"
     assert client.get(url)["X-Page-Cache"] == "hit"
+
+
+def test_page_numbers_an_article_does_not_read_share_its_copy(client):
+    article = PublishedArticleFactory()
+    url = article.get_absolute_url()
+    assert client.get(url)["X-Page-Cache"] == "miss"
+    stored = _stored_pages()
+
+    for n in range(300):
+        value = [str(n + 2), f"junk-{n}", str(-n)][n % 3]
+        response = client.get(url, {"page": value})
+        assert response.status_code == 200, value
+        assert response["X-Page-Cache"] == "hit", value
+    assert _stored_pages() == stored
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "-2", "-99999999999999999999", "abc", "", " 1"])
+def test_a_discussion_page_below_one_or_no_number_is_the_first_page_s_copy(client, value):
+    article = PublishedArticleFactory()
+    url = article.get_absolute_url()
+    first = client.get(url)
+    assert first["X-Page-Cache"] == "miss"
+
+    response = client.get(url, {"cpage": value})
+
+    assert response.status_code == 200
+    assert response["X-Page-Cache"] == "hit"
+    assert response.content == first.content
+
+
+@pytest.mark.parametrize("path", ["/", "/s/world/"])
+def test_a_list_page_shares_its_copy_whatever_cpage_says(client, path):
+    SectionFactory(slug="world")
+    PublishedArticleFactory()
+    assert client.get(path)["X-Page-Cache"] == "miss"
+    stored = _stored_pages()
+    for value in ("2", "3", "99999999999999999999", "-1", "x"):
+        response = client.get(path, {"cpage": value, "order": "newest"})
+        assert response["X-Page-Cache"] == "hit", value
+    assert _stored_pages() == stored
