@@ -113,19 +113,52 @@ def embed_watch_url(src: str) -> str | None:
     return f"https://vimeo.com/{match['vimeo']}"
 
 
-class _EmbedsAsLinks(HTMLParser):
-    """Re-emits a sanitised body with each player iframe replaced by a link to the video."""
+class MarkupRewriter(HTMLParser):
+    """Writes HTML back token by token as it came; subclasses change what they must.
+
+    One pass through Python's HTML tokenizer, so the time grows with the length of the
+    markup whatever it holds. Every piece goes out through `_emit` (into `out`), which a
+    subclass may override to hold or drop text.
+    """
 
     def __init__(self) -> None:
         super().__init__(convert_charrefs=False)
         self.out: list[str] = []
+
+    def _emit(self, text: str) -> None:
+        self.out.append(text)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self._emit(self.get_starttag_text() or "")
+
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self._emit(self.get_starttag_text() or "")
+
+    def handle_endtag(self, tag: str) -> None:
+        self._emit(f"</{tag}>")
+
+    def handle_data(self, data: str) -> None:
+        self._emit(data)
+
+    def handle_entityref(self, name: str) -> None:
+        self._emit(f"&{name};")
+
+    def handle_charref(self, name: str) -> None:
+        self._emit(f"&#{name};")
+
+
+class _EmbedsAsLinks(MarkupRewriter):
+    """Re-emits a sanitised body with each player iframe replaced by a link to the video."""
+
+    def __init__(self) -> None:
+        super().__init__()
         self.in_iframe = False
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if self.in_iframe:
             return
         if tag != "iframe":
-            self.out.append(self.get_starttag_text() or "")
+            self._emit(self.get_starttag_text() or "")
             return
         self.in_iframe = True
         src = next((value or "" for name, value in attrs if name == "src"), "")
@@ -147,23 +180,11 @@ class _EmbedsAsLinks(HTMLParser):
         if not self.in_iframe:
             self.out.append(text)
 
-    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        self._emit(self.get_starttag_text() or "")
-
     def handle_endtag(self, tag: str) -> None:
         if tag == "iframe":
             self.in_iframe = False
             return
         self._emit(f"</{tag}>")
-
-    def handle_data(self, data: str) -> None:
-        self._emit(data)
-
-    def handle_entityref(self, name: str) -> None:
-        self._emit(f"&{name};")
-
-    def handle_charref(self, name: str) -> None:
-        self._emit(f"&#{name};")
 
 
 def embeds_as_links(*, html: str) -> str:

@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from html import escape as html_escape
-from html.parser import HTMLParser
 from urllib.parse import urlsplit
 
 from newsletter.services.content import (
     EMBED_SRC_RE,
     PAYWALL_MARKER,
+    MarkupRewriter,
     footnote_id,
     footnote_ref_id,
     sanitize_body,
@@ -87,7 +87,7 @@ def _player_src(src: str) -> str | None:
     return player if player and EMBED_SRC_RE.fullmatch(player) else None
 
 
-class _SubstackRewriter(HTMLParser):
+class _SubstackRewriter(MarkupRewriter):
     """Re-emits a post's HTML with Substack's own elements turned into ours.
 
     - The first element whose class list has `paywall-jump` becomes `PAYWALL_MARKER`
@@ -107,8 +107,7 @@ class _SubstackRewriter(HTMLParser):
     """
 
     def __init__(self) -> None:
-        super().__init__(convert_charrefs=False)
-        self.out: list[str] = []
+        super().__init__()
         self.marker_written = False
         # Inside a paywall element: its tag name, the depth of that name, and what
         # came inside it (written back only if it never closes).
@@ -234,15 +233,6 @@ class _SubstackRewriter(HTMLParser):
             return
         self._emit(f"</{tag}>")
 
-    def handle_data(self, data: str) -> None:
-        self._emit(data)
-
-    def handle_entityref(self, name: str) -> None:
-        self._emit(f"&{name};")
-
-    def handle_charref(self, name: str) -> None:
-        self._emit(f"&#{name};")
-
     def handle_comment(self, data: str) -> None:
         pass  # comments carry nothing a reader sees (and nh3 drops them anyway)
 
@@ -257,7 +247,7 @@ class _SubstackRewriter(HTMLParser):
 MEDIA_FOLDER = "substack"
 
 
-class _ImageLocaliser(HTMLParser):
+class _ImageLocaliser(MarkupRewriter):
     """Re-emits a sanitised body with each picture pointing at its local copy.
 
     `copy(url)` returns the local URL or raises MediaDownloadError (the original
@@ -266,9 +256,8 @@ class _ImageLocaliser(HTMLParser):
     """
 
     def __init__(self, *, copy: Callable[[str], str | None]) -> None:
-        super().__init__(convert_charrefs=False)
+        super().__init__()
         self.copy = copy
-        self.out: list[str] = []
         self.link: tuple[int, list[tuple[str, str | None]]] | None = None
 
     @staticmethod
@@ -314,15 +303,6 @@ class _ImageLocaliser(HTMLParser):
         if tag == "a":
             self.link = None
         self.out.append(f"</{tag}>")
-
-    def handle_data(self, data: str) -> None:
-        self.out.append(data)
-
-    def handle_entityref(self, name: str) -> None:
-        self.out.append(f"&{name};")
-
-    def handle_charref(self, name: str) -> None:
-        self.out.append(f"&#{name};")
 
 
 def localise_images(*, body: str, file: str, report: SubstackReport) -> str:
