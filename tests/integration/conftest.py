@@ -17,7 +17,8 @@ import email.policy
 import sqlite3
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -168,3 +169,53 @@ def mail_file_recipients(mail_dir: Path) -> list[str]:
                 message = email.message_from_bytes(chunk, policy=email.policy.default)
                 recipients.append(str(message["To"]))
     return recipients
+
+
+# --- the audience every send test mails, and the tally at the mail server -------------
+
+
+def audience_setup(*, readers: int, paid: int, slug: str, ineligible_each: int) -> str:
+    """A `manage.py shell` script: `readers` active readers of whom `paid` are paid
+    (`reader0000@`..., `paid00@`...), `ineligible_each` pending, unsubscribed, bounced and
+    complained ones who must get nothing, and a paid article `slug` with a paywall."""
+    return f"""
+from newsletter.models import Article
+from subscriptions.models import Subscriber
+from tests.factories import ArticleFactory, MembershipFactory
+Subscriber.objects.bulk_create(
+    Subscriber(email=f"reader{{i:04d}}@example.com", status="active")
+    for i in range({readers - paid})
+)
+for i in range({paid}):
+    MembershipFactory(subscriber__email=f"paid{{i:02d}}@example.com")
+Subscriber.objects.bulk_create(
+    Subscriber(email=f"{{status}}{{i}}@example.com", status=status)
+    for status in ("pending", "unsubscribed", "bounced", "complained")
+    for i in range({ineligible_each})
+)
+ArticleFactory(
+    slug="{slug}",
+    body='<p>Free part.</p><hr class="paywall"><p>Paid part.</p>',
+    visibility=Article.Visibility.PAID,
+)
+"""
+
+
+def publish_script(slug: str) -> str:
+    """A `manage.py shell` one-liner that publishes `slug` as an editor would."""
+    return (
+        "from newsletter.models import Article; "
+        "from newsletter.services.publishing import publish_article; "
+        f"publish_article(article=Article.objects.get(slug='{slug}'))"
+    )
+
+
+def eligible_addresses(*, readers: int, paid: int) -> set[str]:
+    """Everyone `audience_setup` made who should get the article."""
+    free = {f"reader{i:04d}@example.com" for i in range(readers - paid)}
+    return free | {f"paid{i:02d}@example.com" for i in range(paid)}
+
+
+def second_copies(recipients: Iterable[str]) -> dict[str, int]:
+    """The addresses the mail server took more than once, with how many times."""
+    return {address: n for address, n in Counter(recipients).items() if n > 1}

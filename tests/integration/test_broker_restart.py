@@ -10,13 +10,13 @@ config/broker.py's guard both workers exit "Unrecoverable error: AttributeError"
 
 from __future__ import annotations
 
-import collections
 import time
 
 import pytest
 
 from tests import processes
 from tests.fakes.smtp import FakeSMTPServer
+from tests.integration.conftest import eligible_addresses, second_copies
 from tests.integration.test_send_crash import PUBLISH, READERS, SETUP, SLUG
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
@@ -79,10 +79,9 @@ def test_a_send_finishes_through_a_broker_restart_without_anyone_restarting_work
         smtp.release()
         smtp.stop()
 
-    received = collections.Counter(smtp.recipients())
-    eligible = {f"reader{i:04d}@example.com" for i in range(READERS - 50)}
-    eligible |= {f"paid{i:02d}@example.com" for i in range(50)}
-    duplicates = {email: n for email, n in received.items() if n > 1}
+    received = smtp.recipients()
+    eligible = eligible_addresses(readers=READERS, paid=50)
+    duplicates = second_copies(received)
     print(
         f"broker restart: {READERS} readers, missing {len(eligible - set(received))}, "
         f"duplicated {len(duplicates)}, restart to finished {recovery:.1f} s, "

@@ -25,7 +25,7 @@ import pytest
 
 from tests import processes
 from tests.fakes.smtp import FakeSMTPServer
-from tests.integration.conftest import POSTGRESQL_REDIS, Stack
+from tests.integration.conftest import POSTGRESQL_REDIS, Stack, second_copies
 from tests.integration.test_send_crash import PUBLISH, READERS, SETUP, SLUG
 from tests.integration.test_send_faults import ELIGIBLE
 
@@ -122,7 +122,7 @@ def test_a_send_finishes_through_a_database_restart_with_no_second_copies(tmp_pa
             smtp.stop()
 
     received = collections.Counter(smtp.recipients())
-    duplicates = {email: n for email, n in received.items() if n > 1}
+    duplicates = second_copies(received.elements())
     print(
         f"database restart: {READERS} readers, missing {len(ELIGIBLE - set(received))}, "
         f"duplicated {len(duplicates)}, restart to finished {finished:.1f} s"

@@ -15,13 +15,18 @@ then no longer renewed, and the sweeper hands them to the second worker.
 
 from __future__ import annotations
 
-import collections
 import time
 
 import pytest
 
 from tests import processes
 from tests.fakes.smtp import FakeSMTPServer
+from tests.integration.conftest import (
+    audience_setup,
+    eligible_addresses,
+    publish_script,
+    second_copies,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -31,31 +36,8 @@ LEASE = 3.0
 SWEEP = 0.5
 SLUG = "crash-test"
 
-SETUP = f"""
-from newsletter.models import Article
-from subscriptions.models import Subscriber
-from tests.factories import ArticleFactory, MembershipFactory
-Subscriber.objects.bulk_create(
-    Subscriber(email=f"reader{{i:04d}}@example.com", status="active") for i in range({READERS - 50})
-)
-for i in range(50):
-    MembershipFactory(subscriber__email=f"paid{{i:02d}}@example.com")
-Subscriber.objects.bulk_create(
-    Subscriber(email=f"{{status}}{{i}}@example.com", status=status)
-    for status in ("pending", "unsubscribed", "bounced", "complained")
-    for i in range(5)
-)
-ArticleFactory(
-    slug="{SLUG}",
-    body='<p>Free part.</p><hr class="paywall"><p>Paid part.</p>',
-    visibility=Article.Visibility.PAID,
-)
-"""
-PUBLISH = (
-    "from newsletter.models import Article; "
-    "from newsletter.services.publishing import publish_article; "
-    f"publish_article(article=Article.objects.get(slug='{SLUG}'))"
-)
+SETUP = audience_setup(readers=READERS, paid=50, slug=SLUG, ineligible_each=5)
+PUBLISH = publish_script(SLUG)
 # The reader whose delivery is claimed last unsubscribes while the send runs.
 LEAVER = f"reader{READERS - 51:04d}@example.com"
 UNSUBSCRIBE = (
@@ -127,10 +109,9 @@ def test_every_eligible_reader_gets_the_article_once_when_a_worker_is_killed_mid
     for log in stack.logs:  # every chunk task ran to its end, none raised
         assert "raised unexpected" not in log.read_text(errors="replace"), log.name
 
-    received = collections.Counter(smtp_server.recipients())
-    eligible = {f"reader{i:04d}@example.com" for i in range(READERS - 50)}
-    eligible |= {f"paid{i:02d}@example.com" for i in range(50)}
-    duplicates = {email: n for email, n in received.items() if n > 1}
+    received = smtp_server.recipients()
+    eligible = eligible_addresses(readers=READERS, paid=50)
+    duplicates = second_copies(received)
     print(
         f"{stack.name}: {READERS} readers, killed at {received_before_kill}, "
         f"missing {len(eligible - {LEAVER} - set(received))}, duplicated {len(duplicates)}, "

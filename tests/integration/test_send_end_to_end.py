@@ -17,37 +17,22 @@ import time
 import pytest
 
 from tests.fakes.smtp import FakeSMTPServer
-from tests.integration.conftest import POSTGRESQL_REDIS, mail_file_recipients
+from tests.integration.conftest import (
+    POSTGRESQL_REDIS,
+    audience_setup,
+    eligible_addresses,
+    mail_file_recipients,
+    publish_script,
+    second_copies,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
 READERS = 300
 SLUG = "end-to-end"
 
-SETUP = f"""
-from newsletter.models import Article
-from subscriptions.models import Subscriber
-from tests.factories import ArticleFactory, MembershipFactory
-Subscriber.objects.bulk_create(
-    Subscriber(email=f"reader{{i:04d}}@example.com", status="active") for i in range({READERS - 10})
-)
-for i in range(10):
-    MembershipFactory(subscriber__email=f"paid{{i:02d}}@example.com")
-Subscriber.objects.bulk_create(
-    Subscriber(email=f"{{status}}@example.com", status=status)
-    for status in ("pending", "unsubscribed", "bounced", "complained")
-)
-ArticleFactory(
-    slug="{SLUG}",
-    body='<p>Free part.</p><hr class="paywall"><p>Paid part.</p>',
-    visibility=Article.Visibility.PAID,
-)
-"""
-PUBLISH = (
-    "from newsletter.models import Article; "
-    "from newsletter.services.publishing import publish_article; "
-    f"publish_article(article=Article.objects.get(slug='{SLUG}'))"
-)
+SETUP = audience_setup(readers=READERS, paid=10, slug=SLUG, ineligible_each=1)
+PUBLISH = publish_script(SLUG)
 LEASE = 1.0
 
 
@@ -88,9 +73,8 @@ def test_every_reader_gets_the_article_once_and_nothing_is_resent_after_the_leas
         if smtp is not None:
             smtp.stop()
 
-    expected = {f"reader{i:04d}@example.com" for i in range(READERS - 10)}
-    expected |= {f"paid{i:02d}@example.com" for i in range(10)}
-    duplicates = {address: n for address, n in received.items() if n > 1}
+    expected = eligible_addresses(readers=READERS, paid=10)
+    duplicates = second_copies(received.elements())
     print(f"{stack.name}: {READERS} readers in {finished:.1f} s, duplicates {len(duplicates)}")
     assert duplicates == {}
     assert set(received) == expected

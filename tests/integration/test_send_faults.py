@@ -16,14 +16,12 @@ from django.db import connection
 
 from tests import processes
 from tests.fakes.smtp import FakeSMTPServer
-from tests.integration.conftest import POSTGRESQL_REDIS, Stack
+from tests.integration.conftest import POSTGRESQL_REDIS, Stack, eligible_addresses, second_copies
 from tests.integration.test_send_crash import PUBLISH, READERS, SETUP, SLUG
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
-ELIGIBLE = {f"reader{i:04d}@example.com" for i in range(READERS - 50)} | {
-    f"paid{i:02d}@example.com" for i in range(50)
-}
+ELIGIBLE = eligible_addresses(readers=READERS, paid=50)
 
 
 @pytest.fixture
@@ -98,7 +96,7 @@ def test_a_mail_server_outage_spends_attempts_only_on_the_messages_actually_trie
     waiting = [row for row in during if row[0] != "sent"]
     tried = [row for row in waiting if row[2]]
     received = collections.Counter(smtp_server.recipients())
-    duplicates = {email: n for email, n in received.items() if n > 1}
+    duplicates = second_copies(received.elements())
     after = collections.Counter((status, attempts) for status, attempts, _ in _attempts(stack))
     print(
         f"mail-server outage: {READERS} readers, {len(waiting)} waiting during the outage, "
@@ -138,7 +136,7 @@ def test_lost_database_connections_mid_send_cost_no_second_copies(postgresql_sta
     stack.stop()
 
     received = collections.Counter(smtp_server.recipients())
-    duplicates = {email: n for email, n in received.items() if n > 1}
+    duplicates = second_copies(received.elements())
     lost_marks = sum(
         log.read_text(errors="replace").count("could not be recorded as sent") for log in stack.logs
     )
