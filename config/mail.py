@@ -25,7 +25,9 @@ import email
 import email.charset
 import email.policy
 import functools
+import re
 import smtplib
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.headerregistry import Address, HeaderRegistry
@@ -212,13 +214,24 @@ def _qp_charset(name: str) -> email.charset.Charset:
     return charset
 
 
-def send_bytes(
-    smtp: smtplib.SMTP, *, sender: str, recipients: list[str], data: bytes
-) -> dict[str, tuple[int, bytes]]:
-    """Send one finished message over an open connection, signed and labelled right.
+@dataclass
+class Outgoing:
+    """One finished message for the envelope given, as it goes on the wire."""
 
-    Raises smtplib's errors; `SMTPNotSupportedError` when an address needs SMTPUTF8
-    and the server does not offer it (such a message cannot be delivered there).
+    sender: str
+    recipients: list[str]
+    data: bytes
+    options: list[str]
+    # The caller's own reference (the delivery it is for).
+    ref: Any = None
+
+
+def prepare(smtp: smtplib.SMTP, *, sender: str, recipients: list[str], data: bytes) -> Outgoing:
+    """The envelope, MAIL FROM options and (signed, 7bit-safe if need be) content for one
+    message over this connection.
+
+    Raises `SMTPNotSupportedError` when an address needs SMTPUTF8 and the server does
+    not offer it (such a message cannot be delivered there).
     """
     sender = envelope_address(sender)
     recipients = [envelope_address(r) for r in recipients]
@@ -233,12 +246,140 @@ def send_bytes(
         else:
             data = seven_bit(data)
     if not all(address.isascii() for address in (sender, *recipients)):
-        # smtplib raises SMTPNotSupportedError itself when the server lacks it.
+        if not smtp.has_extn("smtputf8"):
+            raise smtplib.SMTPNotSupportedError(
+                "An address needs SMTPUTF8, which the server does not offer."
+            )
         options.append("SMTPUTF8")
     key = dkim_key()
     if key is not None:
         data = dkim_sign(data, key=key)
-    return smtp.sendmail(sender, recipients, data, mail_options=options)
+    return Outgoing(sender=sender, recipients=recipients, data=data, options=options)
+
+
+def send_bytes(
+    smtp: smtplib.SMTP, *, sender: str, recipients: list[str], data: bytes
+) -> dict[str, tuple[int, bytes]]:
+    """Send one finished message over an open connection, signed and labelled right.
+
+    Raises smtplib's errors; `SMTPNotSupportedError` when an address needs SMTPUTF8
+    and the server does not offer it (such a message cannot be delivered there).
+    """
+    message = prepare(smtp, sender=sender, recipients=recipients, data=data)
+    return smtp.sendmail(
+        message.sender, message.recipients, message.data, mail_options=message.options
+    )
+
+
+def offers_pipelining(smtp: smtplib.SMTP) -> bool:
+    smtp.ehlo_or_helo_if_needed()
+    return bool(smtp.has_extn("pipelining"))
+
+
+_LEADING_DOT = re.compile(rb"(?m)^\.")
+
+
+class ConnectionDropped(Exception):
+    """The server closed the channel (421, or the connection broke) mid-pipeline."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+def send_pipelined(
+    smtp: smtplib.SMTP,
+    *,
+    next_message: Callable[[], Outgoing | None],
+    done: Callable[[Outgoing, BaseException | None], None],
+    give_back: Callable[[Outgoing], None],
+) -> None:
+    """Send messages one after another with RFC 2920 pipelining: one round trip each.
+
+    Each write carries the previous message's content and final dot together with the
+    next message's MAIL FROM, RCPT TO and DATA (RFC 2920 section 3.1: the content may
+    begin a group, DATA must end one), then reads their replies in order. `done(m,
+    None)` is called once the server accepted m's content, `done(m, error)` when it
+    refused m (the errors are smtplib's, as `sendmail` raises them), `give_back(m)`
+    for a message whose content was never sent. Once a message's envelope is out, its
+    content follows (a DATA cannot be taken back): `next_message` is where the caller
+    decides whether to go on. The server must offer PIPELINING (`offers_pipelining`).
+
+    Raises `ConnectionDropped` when the connection breaks or the server answers 421;
+    the message whose content was in flight then gets `done(m, error)` (the server may
+    or may not have taken it), and the one whose envelope was in flight is given back.
+    """
+    accepted_envelope: Outgoing | None = None  # DATA answered 354: the content is next
+    reset = False
+    while True:
+        content = accepted_envelope
+        accepted_envelope = None
+        envelope = next_message()
+        if content is None and envelope is None:
+            return
+        parts: list[bytes] = []
+        if content is not None:
+            data = _LEADING_DOT.sub(b"..", content.data)
+            parts += [data, b".\r\n" if data.endswith(b"\r\n") else b"\r\n.\r\n"]
+        if envelope is not None:
+            encoding = "utf-8" if "SMTPUTF8" in envelope.options else "ascii"
+            if reset:
+                parts.append(b"RSET\r\n")
+            options = "".join(" " + option for option in envelope.options)
+            parts.append(f"MAIL FROM:<{envelope.sender}>{options}\r\n".encode(encoding))
+            parts += [f"RCPT TO:<{r}>\r\n".encode(encoding) for r in envelope.recipients]
+            parts.append(b"DATA\r\n")
+        try:
+            smtp.send(b"".join(parts))
+            if content is not None:
+                code, reply = smtp.getreply()
+                finished, content = content, None
+                if code == 250:
+                    done(finished, None)
+                else:
+                    error = smtplib.SMTPDataError(code, reply)
+                    done(finished, error)
+                    if code == 421:
+                        raise ConnectionDropped(error)
+            if envelope is not None:
+                if reset:
+                    smtp.getreply()
+                    reset = False
+                mail = smtp.getreply()
+                rcpts = {r: smtp.getreply() for r in envelope.recipients}
+                data_reply = smtp.getreply()
+                error = _envelope_error(envelope, mail, rcpts, data_reply)
+                if error is None:
+                    accepted_envelope, envelope = envelope, None
+                    continue
+                refused, envelope = envelope, None
+                done(refused, error)
+                reset = True
+                if 421 in (mail[0], data_reply[0], *(code for code, _ in rcpts.values())):
+                    raise ConnectionDropped(error)
+        except (OSError, smtplib.SMTPServerDisconnected) as exc:
+            if content is not None:
+                done(content, exc)
+            if envelope is not None:
+                give_back(envelope)
+            raise ConnectionDropped(exc) from exc
+
+
+def _envelope_error(
+    envelope: Outgoing,
+    mail: tuple[int, bytes],
+    rcpts: dict[str, tuple[int, bytes]],
+    data: tuple[int, bytes],
+) -> BaseException | None:
+    """The error `sendmail` would have raised for these replies, or None for 354."""
+    if mail[0] != 250:
+        return smtplib.SMTPSenderRefused(mail[0], mail[1], envelope.sender)
+    refused = {r: reply for r, reply in rcpts.items() if reply[0] not in (250, 251)}
+    if len(refused) == len(rcpts):
+        return smtplib.SMTPRecipientsRefused(refused)
+    if data[0] != 354:
+        return smtplib.SMTPDataError(data[0], data[1])
+    return None
 
 
 class EmailBackend(DjangoSMTPBackend):

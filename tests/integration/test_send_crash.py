@@ -7,7 +7,7 @@ sweeper), and an aiosmtpd server capturing every message.
 
 Where the kill lands: the one window the design leaves for a duplicate is between the
 mail server accepting a message and the worker committing it as sent (documented in
-newsletter/services/sending.py). To test everything else deterministically, the SMTP
+newsletter/services/sending/). To test everything else deterministically, the SMTP
 server holds every RCPT TO once enough mail is in, and the worker is killed while it
 waits there, mid-chunk, with claimed deliveries outstanding. Their lease (3 s here) is
 then no longer renewed, and the sweeper hands them to the second worker.
