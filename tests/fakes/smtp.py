@@ -5,6 +5,8 @@
     server.refuse("b@example.com", code=451, times=1)   # refuse once, then accept
     FakeSMTPServer(offer_8bitmime=False)   # a server that takes 7bit only (refuses 8bit)
     FakeSMTPServer(offer_smtputf8=True)    # offers SMTPUTF8 (RFC 6531)
+    FakeSMTPServer(offer_pipelining=False) # does not offer PIPELINING (RFC 2920)
+    server.pipelined  # MAIL FROMs that arrived with the next command already sent
     ... point EMAIL_HOST/EMAIL_PORT (or EMAIL_URL=server.url) at it ...
     server.messages   # CapturedMessage(mail_from, rcpt_tos, data, message)
     server.stop()
@@ -76,7 +78,24 @@ class _Handler:
         session.host_name = hostname
         if not self.server.offer_8bitmime:
             responses = [r for r in responses if r[4:] != "8BITMIME"]
+        if self.server.offer_pipelining:
+            # aiosmtpd reads commands one by one from its stream, so pipelined commands
+            # are answered in order; it only does not say so.
+            responses = [*responses[:-1], "250-PIPELINING", responses[-1]]
         return responses
+
+    async def handle_MAIL(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: Any
+    ) -> str:
+        # Whether the client sent on without waiting for this command's reply: its next
+        # command is already in the server's read buffer (RFC 2920).
+        reader: Any = server._reader
+        if reader is not None and len(getattr(reader, "_buffer", b"")):
+            with self.server._lock:
+                self.server.pipelined += 1
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         if self.server.data_delay:
@@ -100,12 +119,15 @@ class FakeSMTPServer(LocalServer):
         keep_messages: bool = True,
         offer_8bitmime: bool = True,
         offer_smtputf8: bool = False,
+        offer_pipelining: bool = True,
     ) -> None:
         self.host = host
         self.port = port
         self.keep_messages = keep_messages
         self.offer_8bitmime = offer_8bitmime
         self.offer_smtputf8 = offer_smtputf8
+        self.offer_pipelining = offer_pipelining
+        self.pipelined = 0
         self.messages: list[CapturedMessage] = []
         self.received = 0
         self.connections = 0
@@ -192,6 +214,7 @@ class FakeSMTPServer(LocalServer):
             self.messages.clear()
             self.received = 0
             self.connections = 0
+            self.pipelined = 0
             self.refused.clear()
 
     def wait_for(self, count: int, timeout: float = 10.0) -> bool:

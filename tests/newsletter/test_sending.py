@@ -9,8 +9,8 @@ from django.utils import timezone
 from newsletter import tasks
 from newsletter.models import Article, Delivery, EmailSend
 from newsletter.services import sending
-from newsletter.services.sending import marking, refusals
 from newsletter.services.publishing import publish_article
+from newsletter.services.sending import marking, refusals
 from subscriptions.models import Membership, Subscriber
 from tests.factories import ArticleFactory, MembershipFactory, SubscriberFactory
 from tests.fakes.smtp import FakeSMTPServer
