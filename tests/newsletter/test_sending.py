@@ -779,3 +779,57 @@ def test_a_server_that_drops_every_message_stops_the_chunk_after_two_tries(reade
     assert result.outage.startswith("421")
     attempts = sorted(email_send.deliveries.values_list("attempts", flat=True))
     assert attempts == [0, 1, 1]
+
+
+def test_parallel_connections_share_a_chunk_without_sending_anything_twice(smtp_server, settings):
+    settings.EMAIL_SEND_CONNECTIONS = 4
+    readers = SubscriberFactory.create_batch(150)
+    email_send = publish_article(article=ArticleFactory()).email_send
+    mark_sending(email_send)
+
+    result = sending.send_chunk(email_send_id=email_send.pk, size=150)
+
+    assert result.sent == 150
+    assert smtp_server.connections == 4
+    received = smtp_server.recipients()
+    assert sorted(received) == sorted(r.email for r in readers)  # each once
+    # Pipelined: MAIL FROM, RCPT TO and DATA (and the previous content) in one write.
+    assert smtp_server.pipelined >= 150 - 4
+    assert set(email_send.deliveries.values_list("status", flat=True)) == {"sent"}
+    # Each reader's Message-ID is the one recorded on their delivery.
+    ids = dict(email_send.deliveries.values_list("subscriber__email", "provider_message_id"))
+    assert {m.rcpt_tos[0]: m.message["Message-ID"] for m in smtp_server.messages} == ids
+
+
+def test_a_server_without_pipelining_gets_one_command_at_a_time(readers, settings):
+    with FakeSMTPServer(offer_pipelining=False) as server:
+        settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+        settings.EMAIL_HOST, settings.EMAIL_PORT = server.host, server.port
+        email_send = publish_article(article=ArticleFactory()).email_send
+        mark_sending(email_send)
+
+        result = sending.send_chunk(email_send_id=email_send.pk)
+
+        assert result.sent == 3
+        assert server.pipelined == 0
+        assert len(server.messages) == 3
+
+
+def test_pipelined_refusals_are_recorded_per_reader_and_the_rest_go_out(smtp_server, settings):
+    settings.EMAIL_SEND_CONNECTIONS = 1
+    readers = SubscriberFactory.create_batch(6)
+    smtp_server.refuse(readers[1].email, code=550, text="5.1.1 No such user")
+    smtp_server.refuse(readers[3].email, code=451, text="4.3.0 Try later")
+    email_send = publish_article(article=ArticleFactory()).email_send
+    mark_sending(email_send)
+
+    result = sending.send_chunk(email_send_id=email_send.pk)
+
+    assert (result.sent, result.failed, result.retrying, result.bounced) == (4, 1, 1, 1)
+    assert smtp_server.pipelined > 0
+    assert sorted(smtp_server.recipients()) == sorted(
+        r.email for i, r in enumerate(readers) if i not in (1, 3)
+    )
+    statuses = dict(email_send.deliveries.values_list("subscriber__email", "status"))
+    assert statuses[readers[1].email] == Delivery.Status.FAILED
+    assert statuses[readers[3].email] == Delivery.Status.PENDING
