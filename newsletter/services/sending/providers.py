@@ -87,8 +87,9 @@ class _PostmarkBatchPayload(PostmarkPayload):
         return "email/batch"
 
     def data_for_recipient(self, to: Any) -> dict[str, Any]:
-        merge = (self.merge_data or {}).get(to.addr_spec, {})
-        saved, self.merge_data = self.merge_data, None
+        saved: Any = getattr(self, "merge_data", None)
+        merge = (saved or {}).get(to.addr_spec, {})
+        self.merge_data = None
         try:
             data: dict[str, Any] = super().data_for_recipient(to)
         finally:
