@@ -387,6 +387,8 @@ def send_pipelined(
                     refusal = smtplib.SMTPDataError(code, reply)
                     done(finished, refusal)
                     if code == 421:
+                        if envelope is not None:
+                            give_back(envelope)
                         raise ConnectionDropped(refusal)
             if envelope is not None:
                 if reset:

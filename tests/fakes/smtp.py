@@ -56,6 +56,7 @@ class _Refusal:
     code: int
     text: str
     times: int | None
+    at_data: bool = False
 
 
 class _Handler:
@@ -66,7 +67,7 @@ class _Handler:
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: Any
     ) -> str:
         await self.server._wait_while_held()
-        answer = self.server._answer_for(address)
+        answer = self.server._answer_for(address, at_data=False)
         if answer is not None:
             return answer
         envelope.rcpt_tos.append(address)
@@ -101,6 +102,9 @@ class _Handler:
         if self.server.data_delay:
             await asyncio.sleep(self.server.data_delay)
         content = envelope.content
+        answer = self.server._answer_for(envelope.rcpt_tos[0], at_data=True)
+        if answer is not None:
+            return answer
         if not self.server.offer_8bitmime and isinstance(content, bytes) and not content.isascii():
             # RFC 6152: 8bit data only after the server offered 8BITMIME.
             return "554 5.6.1 8bit message content, but 8BITMIME was not offered"
@@ -148,11 +152,22 @@ class FakeSMTPServer(LocalServer):
     def url(self) -> str:
         return f"smtp://{self.host}:{self.port}"
 
-    def refuse(self, address: str, *, code: int = 550, text: str = "", times: int | None = None):
-        """Answer RCPT TO for this address with `code` (`times` times, or always)."""
+    def refuse(
+        self,
+        address: str,
+        *,
+        code: int = 550,
+        text: str = "",
+        times: int | None = None,
+        at_data: bool = False,
+    ):
+        """Answer RCPT TO for this address with `code` (`times` times, or always); with
+        `at_data`, answer the end of its message's content instead."""
         text = text or ("Mailbox unavailable" if code >= 500 else "Try again later")
         with self._lock:
-            self._refusals[address.lower()] = _Refusal(code=code, text=text, times=times)
+            self._refusals[address.lower()] = _Refusal(
+                code=code, text=text, times=times, at_data=at_data
+            )
         return self
 
     def hold_after(self, count: int) -> None:
@@ -178,10 +193,10 @@ class FakeSMTPServer(LocalServer):
             with self._lock:
                 self.held -= 1
 
-    def _answer_for(self, address: str) -> str | None:
+    def _answer_for(self, address: str, *, at_data: bool) -> str | None:
         with self._lock:
             refusal = self._refusals.get(address.lower())
-            if refusal is None:
+            if refusal is None or refusal.at_data != at_data:
                 return None
             if refusal.times is not None:
                 if refusal.times <= 0:

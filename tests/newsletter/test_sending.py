@@ -833,3 +833,26 @@ def test_pipelined_refusals_are_recorded_per_reader_and_the_rest_go_out(smtp_ser
     statuses = dict(email_send.deliveries.values_list("subscriber__email", "status"))
     assert statuses[readers[1].email] == Delivery.Status.FAILED
     assert statuses[readers[3].email] == Delivery.Status.PENDING
+
+
+def test_a_421_after_a_pipelined_message_hands_the_next_envelope_back_untried(
+    smtp_server, settings
+):
+    settings.EMAIL_SEND_CONNECTIONS = 1
+    readers = SubscriberFactory.create_batch(4)
+    # The server closes the channel at the end of the second message's content, while
+    # the third's envelope is already on its way.
+    smtp_server.refuse(readers[1].email, code=421, text="4.3.2 Closing", times=1, at_data=True)
+    email_send = publish_article(article=ArticleFactory()).email_send
+    mark_sending(email_send)
+
+    result = sending.send_chunk(email_send_id=email_send.pk)
+
+    assert (result.sent, result.retrying, result.released) == (3, 1, 0)
+    assert smtp_server.connections == 2  # reconnected for the rest
+    assert sorted(smtp_server.recipients()) == sorted(
+        r.email for i, r in enumerate(readers) if i != 1
+    )
+    rows = dict(email_send.deliveries.values_list("subscriber__email", "status"))
+    assert rows[readers[1].email] == Delivery.Status.PENDING
+    assert rows[readers[2].email] == Delivery.Status.SENT
