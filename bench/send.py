@@ -1,24 +1,38 @@
-"""Email sending benchmark: real Celery workers against a local SMTP sink.
+"""Email sending benchmark: real Celery workers against Postfix's smtp-sink and ESP stand-ins.
 
-    .venv/bin/python bench/send.py                      # 10k and 100k, 1 and 2 workers
-    .venv/bin/python bench/send.py --sizes 10000 --workers 1
+    .venv/bin/python bench/send.py                         # every scenario below
+    .venv/bin/python bench/send.py --scenarios sink --sizes 10000,100000 --workers 1,2
+    .venv/bin/python bench/send.py --scenarios latency --latency-ms 20
+    .venv/bin/python bench/send.py --scenarios esp --esp-latency-ms 50
 
 Needs PostgreSQL (DATABASE_URL's server; a `broadside_bench` database is created and
-dropped) and Redis (database 7 as the broker, flushed; BENCH_BROKER_URL to change it).
-For each list size it prints: the time to publish (create the send and its
-deliveries), then for each number of worker processes the messages per second handed
-to the sink, as a ratio to plain smtplib pushing pre-built messages to the same sink
-in the same run, and the peak memory (VmHWM) of each worker process.
+dropped), Redis (database 7 as the broker, flushed; BENCH_BROKER_URL to change it) and
+Postfix's `smtp-sink` (Debian: `apt-get install postfix`, then `postfix stop`; only the
+sink program is used, SMTP_SINK to point elsewhere).
+
+Scenarios, each with its reference measured in the same run:
+- sink: straight into smtp-sink. Reference: plain smtplib pushing one pre-built message
+  per recipient over one connection. Also the time to publish (create the send and its
+  deliveries) and the peak memory (VmHWM) of each worker process.
+- latency: through bench/latency_proxy.py, which delays every reply of the sink by
+  --latency-ms (a relay that far away). Reference: the same plain smtplib loop through
+  the same proxy. 1 and 2 worker processes: here the sink is not the limit.
+- esp: through the Mailgun and Postmark batch API stand-ins (tests/fakes/esp.py) with
+  --esp-latency-ms per call. Reference: anymail sending one message per call (its
+  ordinary path) to the same stand-in.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import signal
 import smtplib
+import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -74,30 +88,73 @@ def drop_database() -> None:
         conn.execute("DROP DATABASE IF EXISTS broadside_bench WITH (FORCE)")
 
 
+SMTP_SINK = os.environ.get("SMTP_SINK", "/usr/sbin/smtp-sink")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 class Sink:
-    """tests/fakes/smtp.py in its own process, counting messages."""
+    """Postfix's smtp-sink: accepts (PIPELINING, 8BITMIME) and discards, counting."""
 
     def __init__(self) -> None:
+        if not Path(SMTP_SINK).exists():
+            sys.exit(
+                f"No smtp-sink at {SMTP_SINK}: apt-get install postfix (then postfix stop), "
+                "or set SMTP_SINK."
+            )
+        self.port = free_port()
+        user = ["-u", "nobody"] if os.geteuid() == 0 else []
+        # Its counter goes to a file: a pipe nobody reads would fill and stop the sink.
+        self.output = tempfile.TemporaryFile()  # noqa: SIM115 (closed in stop())
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "tests.fakes.smtp", "--count-only"],
+            [SMTP_SINK, *user, "-c", f"127.0.0.1:{self.port}", "1024"],
+            stdout=self.output,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return
+            time.sleep(0.05)
+        raise RuntimeError("smtp-sink did not start")
+
+    def stop(self) -> int:
+        """Stop it; the number of messages it received."""
+        self.process.send_signal(signal.SIGTERM)
+        self.process.wait(10)
+        self.output.seek(0)
+        output = self.output.read()
+        self.output.close()
+        counts = re.findall(rb"mesg=(\d+)", output)
+        return int(counts[-1]) if counts else 0
+
+
+class Helper:
+    """A helper process that prints its port first (the latency proxy, an ESP stand-in)."""
+
+    def __init__(self, *args: str) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, *args],
             cwd=ROOT,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
         )
-        assert self.process.stdout is not None and self.process.stdin is not None
+        assert self.process.stdout is not None
         self.port = int(self.process.stdout.readline())
-
-    def count(self) -> int:
-        assert self.process.stdout is not None and self.process.stdin is not None
-        self.process.stdin.write("count\n")
-        self.process.stdin.flush()
-        return int(self.process.stdout.readline())
 
     def stop(self) -> None:
         assert self.process.stdin is not None
         self.process.stdin.close()
-        self.process.wait(10)
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
 
 
 def smtplib_rate(port: int, message: bytes, count: int) -> float:
@@ -109,6 +166,26 @@ def smtplib_rate(port: int, message: bytes, count: int) -> float:
     elapsed = time.perf_counter() - started
     client.quit()
     return count / elapsed
+
+
+def anymail_rate(env: dict[str, str], count: int) -> float:
+    """anymail's ordinary path, one message per API call, to the same stand-in."""
+    from django.core.mail import EmailMultiAlternatives, get_connection
+    from django.test import override_settings
+
+    anymail = {k.removeprefix("ANYMAIL_"): v for k, v in env.items() if k.startswith("ANYMAIL_")}
+    with override_settings(EMAIL_BACKEND=env["EMAIL_BACKEND"], ANYMAIL=anymail):
+        connection = get_connection()
+        messages = []
+        for i in range(count):
+            message = EmailMultiAlternatives(
+                "Sample", "text " * 500, "letters@broadside.example", [f"r{i}@example.com"]
+            )
+            message.attach_alternative("<p>html</p>" * 500, "text/html")
+            messages.append(message)
+        started = time.perf_counter()
+        connection.send_messages(messages)
+        return count / (time.perf_counter() - started)
 
 
 def make_readers(size: int) -> None:
@@ -133,13 +210,8 @@ def make_readers(size: int) -> None:
     )
 
 
-def start_workers(count: int, port: int, tmp: Path) -> list[subprocess.Popen[bytes]]:
-    env = {
-        **os.environ,
-        "EMAIL_URL": f"smtp://127.0.0.1:{port}",
-        "EMAIL_SEND_PARALLELISM": str(2 * count),
-        "CONN_MAX_AGE": "600",
-    }
+def start_workers(count: int, env: dict[str, str], tmp: Path) -> list[subprocess.Popen[bytes]]:
+    env = {**os.environ, "EMAIL_SEND_PARALLELISM": str(2 * count), "CONN_MAX_AGE": "600", **env}
     workers = []
     for i in range(count):
         log = (tmp / f"worker{i}.log").open("wb")
@@ -179,7 +251,9 @@ def peak_memory_mb(pid: int) -> float:
     return float("nan")
 
 
-def run_send(size: int, worker_count: int, sink: Sink, tmp: Path) -> dict[str, float]:
+def run_send(
+    size: int, worker_count: int, env: dict[str, str], tmp: Path, label: str
+) -> dict[str, float]:
     import redis
     from django.db.models import Max, Min
 
@@ -191,12 +265,11 @@ def run_send(size: int, worker_count: int, sink: Sink, tmp: Path) -> dict[str, f
     Article.objects.all().delete()
     article = Article.objects.create(
         title=f"Bench {size} x{worker_count}",
-        slug=f"bench-{size}-{worker_count}",
+        slug=f"bench-{label}-{size}-{worker_count}",
         body=BODY,
         visibility=Article.Visibility.PAID,
     )
-    workers = start_workers(worker_count, sink.port, tmp)
-    received_before = sink.count()
+    workers = start_workers(worker_count, env, tmp)
     try:
         started = time.perf_counter()
         result = publish_article(article=article)
@@ -229,7 +302,6 @@ def run_send(size: int, worker_count: int, sink: Sink, tmp: Path) -> dict[str, f
         "publish_seconds": publish_seconds,
         "sent": email_send.sent_count,
         "failed": email_send.failed_count,
-        "received": sink.count() - received_before,
         "rate": email_send.sent_count / seconds if seconds else float("nan"),
         "wall_rate": email_send.sent_count / wall,
         "peak_mb": max(memory),
@@ -258,12 +330,101 @@ def sample_message() -> bytes:
     return prepared[0]
 
 
+def report(label: str, count: int, figures: dict[str, float], reference: float) -> None:
+    print(
+        f"  {label}, {count} worker process(es): {figures['rate']:7.0f} msg/s "
+        f"(ratio {figures['rate'] / reference:.2f}; {figures['wall_rate']:.0f} msg/s "
+        f"publish-to-finish), sent {figures['sent']:.0f}, failed {figures['failed']:.0f}, "
+        f"peak worker memory {figures['peak_mb']:.0f} MB"
+    )
+
+
+def scenario_sink(sizes: list[int], worker_counts: list[int], message: bytes, tmp: Path) -> None:
+    print("\n== straight into smtp-sink")
+    for size in sizes:
+        make_readers(size)
+        sink = Sink()
+        baseline_count = min(size, BASELINE_MAX)
+        baseline = smtplib_rate(sink.port, message, baseline_count)
+        env = {"EMAIL_URL": f"smtp://127.0.0.1:{sink.port}"}
+        print(f"{size} subscribers ({size // PAID_SHARE} paid)")
+        print(f"  reference: smtplib, pre-built messages, 1 connection: {baseline:7.0f} msg/s "
+              f"({baseline_count} messages)")  # fmt: skip
+        publish = []
+        for count in worker_counts:
+            figures = run_send(size, count, env, tmp, "sink")
+            report("Broadside", count, figures, baseline)
+            publish.append(figures["publish_seconds"])
+        received = sink.stop()
+        expected = baseline_count + size * len(worker_counts)
+        print(f"  publish (create {size} deliveries): {min(publish):.2f} s; "
+              f"sink received {received} of {expected} messages")  # fmt: skip
+
+
+def scenario_latency(
+    size: int, worker_counts: list[int], delay_ms: float, message: bytes, tmp: Path
+) -> None:
+    print(f"\n== smtp-sink behind {delay_ms:g} ms of reply latency (bench/latency_proxy.py)")
+    make_readers(size)
+    sink = Sink()
+    proxy = Helper(
+        "bench/latency_proxy.py", "--upstream", f"127.0.0.1:{sink.port}", "--delay-ms",
+        str(delay_ms),
+    )  # fmt: skip
+    try:
+        baseline = smtplib_rate(proxy.port, message, 50)
+        print(f"{size} subscribers")
+        print(f"  reference: smtplib, pre-built messages, 1 connection: {baseline:7.1f} msg/s "
+              "(50 messages)")  # fmt: skip
+        env = {"EMAIL_URL": f"smtp://127.0.0.1:{proxy.port}"}
+        for count in worker_counts:
+            report("Broadside", count, run_send(size, count, env, tmp, "latency"), baseline)
+    finally:
+        proxy.stop()
+        sink.stop()
+
+
+def scenario_esp(size: int, delay_ms: float, tmp: Path) -> None:
+    print(f"\n== ESP batch API stand-ins, {delay_ms:g} ms per call (tests/fakes/esp.py)")
+    make_readers(size)
+    for provider in ("mailgun", "postmark"):
+        fake = Helper("-m", "tests.fakes.esp", provider, "--latency-ms", str(delay_ms))
+        url = f"http://127.0.0.1:{fake.port}"
+        if provider == "mailgun":
+            env = {
+                "EMAIL_BACKEND": "anymail.backends.mailgun.EmailBackend",
+                "ANYMAIL_MAILGUN_API_KEY": "bench",
+                "ANYMAIL_MAILGUN_API_URL": f"{url}/v3",
+                "ANYMAIL_MAILGUN_SENDER_DOMAIN": "broadside.example",
+            }
+        else:
+            env = {
+                "EMAIL_BACKEND": "anymail.backends.postmark.EmailBackend",
+                "ANYMAIL_POSTMARK_SERVER_TOKEN": "bench",
+                "ANYMAIL_POSTMARK_API_URL": f"{url}/",
+            }
+        try:
+            baseline = anymail_rate(env, 20)
+            print(f"{provider}, {size} subscribers")
+            print(f"  reference: anymail, one message per call: {baseline:7.1f} msg/s "
+                  "(20 messages)")  # fmt: skip
+            report("Broadside", 1, run_send(size, 1, env, tmp, provider), baseline)
+        finally:
+            fake.stop()
+
+
 def main() -> None:
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--sizes", default="10000,100000")
-    parser.add_argument("--workers", default="1,2")
+    parser.add_argument("--scenarios", default="sink,latency,esp")
+    parser.add_argument("--sizes", default="10000,100000", help="for the sink scenario")
+    parser.add_argument("--workers", default="1,2", help="for the sink and latency scenarios")
+    parser.add_argument("--latency-ms", type=float, default=20.0)
+    parser.add_argument("--latency-size", type=int, default=20000)
+    parser.add_argument("--esp-latency-ms", type=float, default=50.0)
+    parser.add_argument("--esp-size", type=int, default=20000)
     args = parser.parse_args()
+    scenarios = args.scenarios.split(",")
     sizes = [int(s) for s in args.sizes.split(",")]
     worker_counts = [int(w) for w in args.workers.split(",")]
 
@@ -277,30 +438,19 @@ def main() -> None:
     from django.core.management import call_command
 
     call_command("migrate", verbosity=0)
-    sink = Sink()
+    print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     try:
         message = sample_message()
-        print(f"message size: {len(message)} bytes; sink: aiosmtpd on port {sink.port}")
-        for size in sizes:
-            make_readers(size)
-            baseline_count = min(size, BASELINE_MAX)
-            baseline = smtplib_rate(sink.port, message, baseline_count)
-            print(f"\n{size} subscribers ({size // PAID_SHARE} paid)")
-            print(f"  smtplib, pre-built messages, 1 connection: {baseline:7.0f} msg/s "
-                  f"({baseline_count} messages)")  # fmt: skip
-            for count in worker_counts:
-                figures = run_send(size, count, sink, tmp)
-                print(
-                    f"  {count} worker process(es): {figures['rate']:7.0f} msg/s "
-                    f"(ratio {figures['rate'] / baseline:.2f}; {figures['wall_rate']:.0f} msg/s "
-                    f"publish-to-finish), sent {figures['sent']:.0f}, failed "
-                    f"{figures['failed']:.0f}, sink got {figures['received']:.0f}, "
-                    f"peak worker memory {figures['peak_mb']:.0f} MB"
-                )
-                print(f"  publish (create {size} deliveries): {figures['publish_seconds']:.2f} s")
+        print(f"message size: {len(message)} bytes")
+        if "sink" in scenarios:
+            scenario_sink(sizes, worker_counts, message, tmp)
+        if "latency" in scenarios:
+            scenario_latency(args.latency_size, worker_counts, args.latency_ms, message, tmp)
+        if "esp" in scenarios:
+            scenario_esp(args.esp_size, args.esp_latency_ms, tmp)
     finally:
-        sink.stop()
         drop_database()
+        print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
 if __name__ == "__main__":

@@ -256,8 +256,19 @@ EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=30)
 # (raise with the number of worker processes), how long a claim lives after its worker
 # last renewed it (every fifth of that while it sends) before the sweeper hands it to
 # another worker, and how often the sweeper runs.
-EMAIL_SEND_CHUNK_SIZE = env.int("EMAIL_SEND_CHUNK_SIZE", default=200)
+EMAIL_SEND_CHUNK_SIZE = env.int("EMAIL_SEND_CHUNK_SIZE", default=1000)
 EMAIL_SEND_PARALLELISM = env.int("EMAIL_SEND_PARALLELISM", default=4)
+# Connections to the mail server (or provider) each worker process sends a chunk over
+# at once, pipelined (RFC 2920) where the server offers it.
+EMAIL_SEND_CONNECTIONS = env.int("EMAIL_SEND_CONNECTIONS", default=32)
+# Sent-marks are committed in batches of up to EMAIL_SEND_MARK_BATCH, or once the
+# oldest has waited EMAIL_SEND_MARK_INTERVAL seconds; a worker process never has more
+# than EMAIL_SEND_MARK_BATCH messages handed over without a committed mark (the most a
+# crash can send twice).
+EMAIL_SEND_MARK_BATCH = env.int("EMAIL_SEND_MARK_BATCH", default=128)
+EMAIL_SEND_MARK_INTERVAL = env.float("EMAIL_SEND_MARK_INTERVAL", default=0.005)
+# With an anymail ESP that has a batch API (Mailgun, Postmark): many readers per call.
+EMAIL_SEND_ESP_BATCH = env.bool("EMAIL_SEND_ESP_BATCH", default=True)
 EMAIL_CLAIM_TIMEOUT = env.float("EMAIL_CLAIM_TIMEOUT", default=20.0)
 EMAIL_SWEEP_INTERVAL = env.float("EMAIL_SWEEP_INTERVAL", default=5.0)
 EMAIL_UNSUBSCRIBE_MAILTO = env("EMAIL_UNSUBSCRIBE_MAILTO", default="")

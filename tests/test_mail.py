@@ -22,6 +22,9 @@ import pytest
 from django.core.management import call_command
 from django.test import Client
 from django.utils import timezone
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from config.mail import dkim_aligned, send_bytes
 from newsletter.checks import check_dkim
@@ -396,3 +399,42 @@ def test_the_first_message_on_a_new_connection_goes_as_8bit_to_a_server_offering
         (text,) = [p for p in parsed(captured).walk() if p.get_content_maintype() == "text"]
         assert text["Content-Transfer-Encoding"] == "8bit"
         assert "nº" in text.get_content()
+
+
+_header_text = st.text(
+    st.characters(codec="utf-8", exclude_categories=("Cc", "Cs")), min_size=1, max_size=60
+)
+_body_line = st.text(
+    st.characters(codec="utf-8", exclude_categories=("Cs",), exclude_characters="\r\n"),
+    max_size=120,
+)
+
+
+@hypothesis_settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    subject=_header_text,
+    name=_header_text,
+    lines=st.lists(_body_line, max_size=12),
+    trailing=st.sampled_from(["", "\n", "\n\n\n", "  \n\t\n"]),
+)
+def test_a_signature_made_with_cryptography_is_one_dkimpy_verifies(
+    dkim_key_file, subject, name, lines, trailing
+):
+    from config.mail import _dkim_key, dkim_sign
+
+    path, record = dkim_key_file
+    key = _dkim_key("meridian.example", "s2026", "", str(path))
+    message = EmailMessage()
+    message["From"] = f'"{name}" <letters@meridian.example>'
+    message["To"] = "reader@example.com"
+    message["Subject"] = subject
+    message["List-Unsubscribe"] = "<https://meridian.example/u/x>"
+    message.set_content("\n".join(lines) + trailing)
+    data = message.as_bytes(policy=message.policy.clone(linesep="\r\n"))
+
+    signed = dkim_sign(data, key=key)
+
+    assert dkim.verify(signed, dnsfunc=lambda name, timeout=5: record)
+    # And the signature covers what it says: another unsubscribe link breaks it.
+    tampered = signed.replace(b"/u/x>", b"/u/y>")
+    assert not dkim.verify(tampered, dnsfunc=lambda name, timeout=5: record)

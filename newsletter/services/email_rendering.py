@@ -19,6 +19,7 @@ import functools
 import hashlib
 import re
 import textwrap
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from email.utils import formataddr
 from html import escape, unescape
@@ -367,6 +368,82 @@ def personalise(
     )
     message.attach_alternative(html, "text/html")
     return message
+
+
+# The per-reader values of a provider's batch call (`batch_message`, `merge_values`),
+# each in the form its part needs (escaped in the html part).
+MERGE_FIELDS = {
+    "html": {
+        UNSUBSCRIBE_PLACEHOLDER: "unsubscribe_html",
+        GREETING_PLACEHOLDER: "greeting_html",
+        EMAIL_PLACEHOLDER: "email_html",
+    },
+    "text": {
+        UNSUBSCRIBE_PLACEHOLDER: "unsubscribe_text",
+        GREETING_PLACEHOLDER: "greeting_text",
+        EMAIL_PLACEHOLDER: "email_text",
+    },
+}
+
+
+def batch_message(
+    *,
+    rendered: RenderedArticleEmail,
+    recipients: list[str],
+    send_id: int,
+    merge_field: Callable[[str], str],
+) -> EmailMultiAlternatives:
+    """One segment's message for many readers at once, for a provider's batch API.
+
+    Where each reader's values go, the provider's merge syntax (`merge_field(name)`,
+    e.g. Mailgun's `%recipient.name%`); the values themselves, and the headers that
+    differ per reader, come from `merge_values` as anymail's merge_data and
+    merge_headers. The headers every copy shares are set here.
+    """
+    html = _READER_PLACEHOLDERS.sub(
+        lambda m: merge_field(MERGE_FIELDS["html"][m.group()]), rendered.html
+    )
+    text = _READER_PLACEHOLDERS.sub(
+        lambda m: merge_field(MERGE_FIELDS["text"][m.group()]), rendered.text
+    )
+    shared = _article_headers(
+        to="",
+        date="",
+        message_id="",
+        list_unsubscribe="",
+        list_id=rendered.list_id,
+        feedback_id=f"{send_id}:{rendered.segment}:{rendered.feedback_label}:broadside",
+    )
+    # The provider dates each copy and gives it its Message-ID; List-Unsubscribe is the
+    # reader's own (merge headers).
+    for name in ("Date", "Message-ID", "List-Unsubscribe"):
+        del shared[name]
+    message = EmailMultiAlternatives(
+        subject=rendered.subject,
+        body=text,
+        from_email=rendered.from_email,
+        to=recipients,
+        reply_to=list(rendered.reply_to) or None,
+        headers=shared,
+    )
+    message.attach_alternative(html, "text/html")
+    return message
+
+
+def merge_values(
+    *, rendered: RenderedArticleEmail, reader: Reader, send_id: int
+) -> tuple[dict[str, str], dict[str, str]]:
+    """(merge data, merge headers) of one reader in a batch call (`batch_message`)."""
+    values = _reader_values(rendered=rendered, reader=reader, send_id=send_id, date="-")
+    data = {
+        "unsubscribe_html": escape(values.one_click),
+        "unsubscribe_text": values.one_click,
+        "greeting_html": values.greeting_html,
+        "greeting_text": values.greeting_text,
+        "email_html": escape(reader.email),
+        "email_text": reader.email,
+    }
+    return data, {"List-Unsubscribe": values.headers["List-Unsubscribe"]}
 
 
 def personalised_bytes(

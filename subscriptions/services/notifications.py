@@ -3,7 +3,7 @@
 Every one of them, and allauth's sign-in codes and the comment digests, is built by
 `transactional_message`: the publication's sender and reply-to, a Message-ID on the
 sender's domain, a Date in UTC, the HTML with its CSS inlined. Newsletter issues go
-through `newsletter/services/sending.py` instead.
+through `newsletter/services/sending/` instead.
 """
 
 from __future__ import annotations

@@ -5,6 +5,8 @@
     server.refuse("b@example.com", code=451, times=1)   # refuse once, then accept
     FakeSMTPServer(offer_8bitmime=False)   # a server that takes 7bit only (refuses 8bit)
     FakeSMTPServer(offer_smtputf8=True)    # offers SMTPUTF8 (RFC 6531)
+    FakeSMTPServer(offer_pipelining=False) # does not offer PIPELINING (RFC 2920)
+    server.pipelined  # MAIL FROMs that arrived with the next command already sent
     ... point EMAIL_HOST/EMAIL_PORT (or EMAIL_URL=server.url) at it ...
     server.messages   # CapturedMessage(mail_from, rcpt_tos, data, message)
     server.stop()
@@ -54,6 +56,7 @@ class _Refusal:
     code: int
     text: str
     times: int | None
+    at_data: bool = False
 
 
 class _Handler:
@@ -64,7 +67,7 @@ class _Handler:
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: Any
     ) -> str:
         await self.server._wait_while_held()
-        answer = self.server._answer_for(address)
+        answer = self.server._answer_for(address, at_data=False)
         if answer is not None:
             return answer
         envelope.rcpt_tos.append(address)
@@ -76,12 +79,32 @@ class _Handler:
         session.host_name = hostname
         if not self.server.offer_8bitmime:
             responses = [r for r in responses if r[4:] != "8BITMIME"]
+        if self.server.offer_pipelining:
+            # aiosmtpd reads commands one by one from its stream, so pipelined commands
+            # are answered in order; it only does not say so.
+            responses = [*responses[:-1], "250-PIPELINING", responses[-1]]
         return responses
+
+    async def handle_MAIL(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: Any
+    ) -> str:
+        # Whether the client sent on without waiting for this command's reply: its next
+        # command is already in the server's read buffer (RFC 2920).
+        reader: Any = server._reader
+        if reader is not None and len(getattr(reader, "_buffer", b"")):
+            with self.server._lock:
+                self.server.pipelined += 1
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         if self.server.data_delay:
             await asyncio.sleep(self.server.data_delay)
         content = envelope.content
+        answer = self.server._answer_for(envelope.rcpt_tos[0], at_data=True)
+        if answer is not None:
+            return answer
         if not self.server.offer_8bitmime and isinstance(content, bytes) and not content.isascii():
             # RFC 6152: 8bit data only after the server offered 8BITMIME.
             return "554 5.6.1 8bit message content, but 8BITMIME was not offered"
@@ -100,12 +123,15 @@ class FakeSMTPServer(LocalServer):
         keep_messages: bool = True,
         offer_8bitmime: bool = True,
         offer_smtputf8: bool = False,
+        offer_pipelining: bool = True,
     ) -> None:
         self.host = host
         self.port = port
         self.keep_messages = keep_messages
         self.offer_8bitmime = offer_8bitmime
         self.offer_smtputf8 = offer_smtputf8
+        self.offer_pipelining = offer_pipelining
+        self.pipelined = 0
         self.messages: list[CapturedMessage] = []
         self.received = 0
         self.connections = 0
@@ -126,11 +152,22 @@ class FakeSMTPServer(LocalServer):
     def url(self) -> str:
         return f"smtp://{self.host}:{self.port}"
 
-    def refuse(self, address: str, *, code: int = 550, text: str = "", times: int | None = None):
-        """Answer RCPT TO for this address with `code` (`times` times, or always)."""
+    def refuse(
+        self,
+        address: str,
+        *,
+        code: int = 550,
+        text: str = "",
+        times: int | None = None,
+        at_data: bool = False,
+    ):
+        """Answer RCPT TO for this address with `code` (`times` times, or always); with
+        `at_data`, answer the end of its message's content instead."""
         text = text or ("Mailbox unavailable" if code >= 500 else "Try again later")
         with self._lock:
-            self._refusals[address.lower()] = _Refusal(code=code, text=text, times=times)
+            self._refusals[address.lower()] = _Refusal(
+                code=code, text=text, times=times, at_data=at_data
+            )
         return self
 
     def hold_after(self, count: int) -> None:
@@ -156,10 +193,10 @@ class FakeSMTPServer(LocalServer):
             with self._lock:
                 self.held -= 1
 
-    def _answer_for(self, address: str) -> str | None:
+    def _answer_for(self, address: str, *, at_data: bool) -> str | None:
         with self._lock:
             refusal = self._refusals.get(address.lower())
-            if refusal is None:
+            if refusal is None or refusal.at_data != at_data:
                 return None
             if refusal.times is not None:
                 if refusal.times <= 0:
@@ -192,6 +229,7 @@ class FakeSMTPServer(LocalServer):
             self.messages.clear()
             self.received = 0
             self.connections = 0
+            self.pipelined = 0
             self.refused.clear()
 
     def wait_for(self, count: int, timeout: float = 10.0) -> bool:

@@ -7,7 +7,7 @@ sweeper), and an aiosmtpd server capturing every message.
 
 Where the kill lands: the one window the design leaves for a duplicate is between the
 mail server accepting a message and the worker committing it as sent (documented in
-newsletter/services/sending.py). To test everything else deterministically, the SMTP
+newsletter/services/sending/). To test everything else deterministically, the SMTP
 server holds every RCPT TO once enough mail is in, and the worker is killed while it
 waits there, mid-chunk, with claimed deliveries outstanding. Their lease (3 s here) is
 then no longer renewed, and the sweeper hands them to the second worker.
@@ -134,3 +134,48 @@ def test_every_eligible_reader_gets_the_article_once_when_a_worker_is_killed_mid
     assert "Paid part." in paid_text
     assert "Paid part." not in free_text
     assert "Free part." in free_text
+
+
+MARK_BATCH = 10
+
+
+def test_a_kill_mid_batch_sends_at_most_one_batch_of_marks_twice(stack, smtp_server):
+    # Marks wait up to 0.3 s for a batch of ten to fill, so the kill lands with some
+    # accepted messages not yet marked: at most MARK_BATCH of them, however many
+    # connections the worker process drives.
+    smtp_server.data_delay = 0.005
+    env = stack.environment(
+        EMAIL_URL=smtp_server.url,
+        EMAIL_SEND_CHUNK_SIZE="200",
+        EMAIL_SEND_PARALLELISM="1",
+        EMAIL_SEND_CONNECTIONS="4",
+        EMAIL_SEND_MARK_BATCH=str(MARK_BATCH),
+        EMAIL_SEND_MARK_INTERVAL="0.3",
+        EMAIL_CLAIM_TIMEOUT=str(LEASE),
+        EMAIL_SWEEP_INTERVAL=str(SWEEP),
+        CELERY_VISIBILITY_TIMEOUT="10",
+    )
+    stack.shell(SETUP, env=env)
+    first = stack.start_worker(name="first", env=env, concurrency=1)
+    stack.shell(PUBLISH, env=env)
+    stack.wait(lambda: smtp_server.received >= 250, 60, "the first 250 emails")
+    processes.kill(first)  # no waiting for a quiet moment: wherever the batch stands
+    received_before_kill = smtp_server.received
+    assert received_before_kill < READERS, "the send finished before the kill"
+
+    stack.start_worker(name="second", env=env, concurrency=1)
+    stack.wait(lambda: stack.send_row(slug=SLUG)[0] == "sent", 60, "the send to finish")
+    stack.stop()
+
+    received = smtp_server.recipients()
+    duplicates = second_copies(received)
+    twice = sum(n - 1 for n in duplicates.values())
+    print(
+        f"{stack.name}: killed at {received_before_kill} of {READERS}, {twice} second copies "
+        f"(batch {MARK_BATCH}, 4 connections)"
+    )
+    assert twice <= MARK_BATCH
+    assert set(received) == eligible_addresses(readers=READERS, paid=50)
+    assert stack.send_row(slug=SLUG) == ("sent", READERS, READERS, 0)
+    # The pipelined connections shared the chunks: more than one was open at a time.
+    assert smtp_server.pipelined > 0

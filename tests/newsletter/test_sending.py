@@ -10,6 +10,7 @@ from newsletter import tasks
 from newsletter.models import Article, Delivery, EmailSend
 from newsletter.services import sending
 from newsletter.services.publishing import publish_article
+from newsletter.services.sending import marking, refusals
 from subscriptions.models import Membership, Subscriber
 from tests.factories import ArticleFactory, MembershipFactory, SubscriberFactory
 from tests.fakes.smtp import FakeSMTPServer
@@ -258,7 +259,7 @@ def test_a_refused_recipient_does_not_cost_the_chunk_its_connection(readers, smt
 
 def test_a_421_answer_reconnects_and_the_rest_of_the_chunk_goes_out(readers, smtp_server):
     # smtplib closes the connection on 421 (service closing the channel, RFC 5321).
-    closing = min([r.email for r in readers["free"]] + ["paid@example.com"])
+    closing = readers["free"][0].email  # the first in claim order: two follow it
     smtp_server.refuse(closing, code=421, text="Too many messages, closing", times=1)
     email_send = publish_article(article=ArticleFactory()).email_send
     mark_sending(email_send)
@@ -421,7 +422,7 @@ def test_a_worker_whose_claim_was_handed_on_does_not_record_it_as_its_own(reader
     claim, claimed, _ = sending.claim_chunk(email_send_id=email_send.pk)
     Delivery.objects.filter(send=email_send).update(claim_token=claim.token + 1)
 
-    assert not sending._mark_sent(pk=claimed[0].pk, token=claim.token, provider_message_id="<x@y>")
+    assert not marking._mark_sent(pk=claimed[0].pk, token=claim.token, provider_message_id="<x@y>")
     assert Delivery.objects.get(pk=claimed[0].pk).status == Delivery.Status.CLAIMED
 
 
@@ -430,8 +431,8 @@ def test_a_sent_mark_written_again_after_its_answer_was_lost_still_counts(reader
     mark_sending(email_send)
     claim, claimed, _ = sending.claim_chunk(email_send_id=email_send.pk)
 
-    assert sending._mark_sent(pk=claimed[0].pk, token=claim.token, provider_message_id="<x@y>")
-    assert sending._mark_sent(pk=claimed[0].pk, token=claim.token, provider_message_id="<x@y>")
+    assert marking._mark_sent(pk=claimed[0].pk, token=claim.token, provider_message_id="<x@y>")
+    assert marking._mark_sent(pk=claimed[0].pk, token=claim.token, provider_message_id="<x@y>")
 
     assert Delivery.objects.get(pk=claimed[0].pk).status == Delivery.Status.SENT
 
@@ -447,14 +448,14 @@ def test_a_slow_workers_mark_still_counts_when_its_swept_claim_was_not_taken_aga
     assert sending.sweep_email_sends(now=later).released == 3
 
     # The slow worker's message was accepted meanwhile: its mark must stop a second copy.
-    assert sending._mark_sent(pk=claimed[0].pk, token=claim.token, provider_message_id="<a@b>")
+    assert marking._mark_sent(pk=claimed[0].pk, token=claim.token, provider_message_id="<a@b>")
 
     delivery = Delivery.objects.get(pk=claimed[0].pk)
     assert delivery.status == Delivery.Status.SENT
     _, reclaimed, _ = sending.claim_chunk(email_send_id=email_send.pk)
     assert {d.pk for d in reclaimed} == {d.pk for d in claimed[1:]}
     # Once claimed again, the first worker's late mark no longer counts.
-    assert not sending._mark_sent(pk=claimed[1].pk, token=claim.token, provider_message_id="<c@d>")
+    assert not marking._mark_sent(pk=claimed[1].pk, token=claim.token, provider_message_id="<c@d>")
 
 
 def test_a_failure_on_a_claim_taken_over_is_not_counted_by_the_worker_that_lost_it(readers):
@@ -465,7 +466,7 @@ def test_a_failure_on_a_claim_taken_over_is_not_counted_by_the_worker_that_lost_
     Delivery.objects.filter(pk=refused.pk).update(claim_token=claim.token + 1)
     result = sending.ChunkResult()
 
-    sending._record_failures(
+    marking._record_failures(
         [(refused, sending.PERMANENT, "554 5.7.1 x")], token=claim.token, result=result
     )
 
@@ -492,11 +493,11 @@ def test_a_chunk_finishing_after_another_worker_closed_the_send_is_not_counted_t
     mark_sending(email_send)
     claim, claimed, _ = sending.claim_chunk(email_send_id=email_send.pk)
     for delivery in claimed:  # this worker's marks are committed...
-        sending._mark_sent(pk=delivery.pk, token=claim.token, provider_message_id="<m@x>")
+        marking._mark_sent(pk=delivery.pk, token=claim.token, provider_message_id="<m@x>")
     # ...and another chain, finding nothing left, closes the send from the ledger
     assert sending.finish_send_if_done(email_send_id=email_send.pk)
 
-    sending._record_chunk(email_send_id=email_send.pk, result=sending.ChunkResult(sent=3))
+    marking._record_chunk(email_send_id=email_send.pk, result=sending.ChunkResult(sent=3))
 
     email_send.refresh_from_db()
     assert (email_send.status, email_send.sent_count) == (EmailSend.Status.SENT, 3)
@@ -629,7 +630,7 @@ def test_a_relaxed_sent_mark_leaves_synchronous_commit_as_it_was_on_the_connecti
         claim_token=12345,
     )
 
-    assert sending._mark_sent(
+    assert marking._mark_sent(
         pk=delivery.pk, token=12345, provider_message_id="<m@x>", relaxed=True
     )
 
@@ -704,10 +705,10 @@ def test_a_refusal_about_the_message_or_sender_fails_the_delivery_without_blamin
 
 
 def test_a_refused_message_at_data_is_not_taken_for_a_missing_mailbox():
-    kind, error = sending._classify(smtplib.SMTPDataError(550, b"Message content rejected"))
+    kind, error = refusals._classify(smtplib.SMTPDataError(550, b"Message content rejected"))
     assert (kind, error) == (sending.PERMANENT, "550 Message content rejected")
     refused_sender = smtplib.SMTPSenderRefused(553, b"5.1.1 Sender unknown", "news@x.test")
-    assert sending._classify(refused_sender)[0] == sending.PERMANENT
+    assert refusals._classify(refused_sender)[0] == sending.PERMANENT
 
 
 def test_an_expired_lease_goes_back_to_pending_and_a_renewed_one_stays(readers, settings):
@@ -733,7 +734,7 @@ def test_a_live_worker_renews_its_lease_while_it_waits_on_a_slow_mail_server(rea
     settings.EMAIL_SEND_PARALLELISM = 0
     email_send = publish_article(article=ArticleFactory()).email_send
     claim, claimed, _ = sending.claim_chunk(email_send_id=email_send.pk)
-    keeper = sending._ClaimKeeper(claim=claim, pks=[d.pk for d in claimed])
+    keeper = marking._ClaimKeeper(claim=claim, pks=[d.pk for d in claimed])
     try:
         time.sleep(1.6)  # longer than the lease, as one slow SMTP dialogue could take
 
@@ -752,7 +753,7 @@ def test_a_worker_whose_lease_was_handed_on_stops_sending_from_the_chunk(readers
     settings.EMAIL_SEND_PARALLELISM = 0
     email_send = publish_article(article=ArticleFactory()).email_send
     claim, claimed, _ = sending.claim_chunk(email_send_id=email_send.pk)
-    keeper = sending._ClaimKeeper(claim=claim, pks=[d.pk for d in claimed])
+    keeper = marking._ClaimKeeper(claim=claim, pks=[d.pk for d in claimed])
     try:
         # The sweeper took one delivery back (the worker had stalled past its lease).
         Delivery.objects.filter(pk=claimed[0].pk).update(status=Delivery.Status.PENDING)
@@ -778,3 +779,80 @@ def test_a_server_that_drops_every_message_stops_the_chunk_after_two_tries(reade
     assert result.outage.startswith("421")
     attempts = sorted(email_send.deliveries.values_list("attempts", flat=True))
     assert attempts == [0, 1, 1]
+
+
+def test_parallel_connections_share_a_chunk_without_sending_anything_twice(smtp_server, settings):
+    settings.EMAIL_SEND_CONNECTIONS = 4
+    readers = SubscriberFactory.create_batch(150)
+    email_send = publish_article(article=ArticleFactory()).email_send
+    mark_sending(email_send)
+
+    result = sending.send_chunk(email_send_id=email_send.pk, size=150)
+
+    assert result.sent == 150
+    assert smtp_server.connections == 4
+    received = smtp_server.recipients()
+    assert sorted(received) == sorted(r.email for r in readers)  # each once
+    # Pipelined: MAIL FROM, RCPT TO and DATA (and the previous content) in one write.
+    assert smtp_server.pipelined >= 150 - 4
+    assert set(email_send.deliveries.values_list("status", flat=True)) == {"sent"}
+    # Each reader's Message-ID is the one recorded on their delivery.
+    ids = dict(email_send.deliveries.values_list("subscriber__email", "provider_message_id"))
+    assert {m.rcpt_tos[0]: m.message["Message-ID"] for m in smtp_server.messages} == ids
+
+
+def test_a_server_without_pipelining_gets_one_command_at_a_time(readers, settings):
+    with FakeSMTPServer(offer_pipelining=False) as server:
+        settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+        settings.EMAIL_HOST, settings.EMAIL_PORT = server.host, server.port
+        email_send = publish_article(article=ArticleFactory()).email_send
+        mark_sending(email_send)
+
+        result = sending.send_chunk(email_send_id=email_send.pk)
+
+        assert result.sent == 3
+        assert server.pipelined == 0
+        assert len(server.messages) == 3
+
+
+def test_pipelined_refusals_are_recorded_per_reader_and_the_rest_go_out(smtp_server, settings):
+    settings.EMAIL_SEND_CONNECTIONS = 1
+    readers = SubscriberFactory.create_batch(6)
+    smtp_server.refuse(readers[1].email, code=550, text="5.1.1 No such user")
+    smtp_server.refuse(readers[3].email, code=451, text="4.3.0 Try later")
+    email_send = publish_article(article=ArticleFactory()).email_send
+    mark_sending(email_send)
+
+    result = sending.send_chunk(email_send_id=email_send.pk)
+
+    assert (result.sent, result.failed, result.retrying, result.bounced) == (4, 1, 1, 1)
+    assert smtp_server.pipelined > 0
+    assert sorted(smtp_server.recipients()) == sorted(
+        r.email for i, r in enumerate(readers) if i not in (1, 3)
+    )
+    statuses = dict(email_send.deliveries.values_list("subscriber__email", "status"))
+    assert statuses[readers[1].email] == Delivery.Status.FAILED
+    assert statuses[readers[3].email] == Delivery.Status.PENDING
+
+
+def test_a_421_after_a_pipelined_message_hands_the_next_envelope_back_untried(
+    smtp_server, settings
+):
+    settings.EMAIL_SEND_CONNECTIONS = 1
+    readers = SubscriberFactory.create_batch(4)
+    # The server closes the channel at the end of the second message's content, while
+    # the third's envelope is already on its way.
+    smtp_server.refuse(readers[1].email, code=421, text="4.3.2 Closing", times=1, at_data=True)
+    email_send = publish_article(article=ArticleFactory()).email_send
+    mark_sending(email_send)
+
+    result = sending.send_chunk(email_send_id=email_send.pk)
+
+    assert (result.sent, result.retrying, result.released) == (3, 1, 0)
+    assert smtp_server.connections == 2  # reconnected for the rest
+    assert sorted(smtp_server.recipients()) == sorted(
+        r.email for i, r in enumerate(readers) if i != 1
+    )
+    rows = dict(email_send.deliveries.values_list("subscriber__email", "status"))
+    assert rows[readers[1].email] == Delivery.Status.PENDING
+    assert rows[readers[2].email] == Delivery.Status.SENT

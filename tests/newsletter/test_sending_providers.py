@@ -1,0 +1,172 @@
+"""A chunk through a provider's batch API (Mailgun, Postmark), against local stand-ins
+of their HTTP APIs (tests/fakes/esp.py) driven by the real anymail backends."""
+
+from datetime import timedelta
+from urllib.parse import urlsplit
+
+import pytest
+from django.urls import resolve
+from django.utils import timezone
+
+from newsletter.models import Delivery, EmailSend
+from newsletter.services import sending
+from newsletter.services.publishing import publish_article
+from subscriptions.services.tokens import read_unsubscribe_token
+from tests.factories import ArticleFactory, MembershipFactory, SubscriberFactory
+from tests.fakes.esp import FakeMailgun, FakePostmark
+
+pytestmark = pytest.mark.django_db
+
+PAYWALLED_BODY = '<p>Free opening.</p><hr class="paywall"><p>Paid analysis.</p>'
+
+
+@pytest.fixture(params=["mailgun", "postmark"])
+def provider(request, settings):
+    if request.param == "mailgun":
+        fake = FakeMailgun().start()
+        settings.EMAIL_BACKEND = "anymail.backends.mailgun.EmailBackend"
+        settings.ANYMAIL = {
+            "MAILGUN_API_KEY": "key-test",
+            "MAILGUN_API_URL": f"{fake.url}/v3",
+            "MAILGUN_SENDER_DOMAIN": "mg.example.com",
+        }
+    else:
+        fake = FakePostmark().start()
+        settings.EMAIL_BACKEND = "anymail.backends.postmark.EmailBackend"
+        settings.ANYMAIL = {"POSTMARK_SERVER_TOKEN": "token", "POSTMARK_API_URL": fake.url + "/"}
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture
+def readers():
+    free = [SubscriberFactory(name=f"Reader {i}") for i in range(30)]
+    paid = [MembershipFactory().subscriber for _ in range(3)]
+    SubscriberFactory(email="gone@example.com", status="unsubscribed")
+    return {"free": free, "paid": paid}
+
+
+def start(article):
+    email_send = publish_article(article=article).email_send
+    EmailSend.objects.filter(pk=email_send.pk).update(
+        status=EmailSend.Status.SENDING, started_at=timezone.now()
+    )
+    return email_send
+
+
+def unsubscribe_link_owner(url: str) -> int:
+    match = resolve(urlsplit(url).path)
+    assert match.url_name == "unsubscribe"
+    return read_unsubscribe_token(token=match.kwargs["token"])
+
+
+def test_a_chunk_goes_out_in_one_call_per_segment_each_reader_with_their_own_link(
+    provider, readers
+):
+    email_send = start(ArticleFactory(body=PAYWALLED_BODY, visibility="paid"))
+
+    result = sending.send_chunk(email_send_id=email_send.pk)
+
+    assert (result.claimed, result.sent, result.failed) == (33, 33, 0)
+    assert sorted(provider.calls) == [3, 30]  # free and paid readers: two calls
+    subscribers = {s.email: s for s in [*readers["free"], *readers["paid"]]}
+    assert sorted(provider.recipients()) == sorted(subscribers)
+    for copy in provider.copies:
+        owner = subscribers[copy.to]
+        # Their own link in the text, the html and the List-Unsubscribe header.
+        text_link = next(w for w in copy.text.split() if "/unsubscribe/" in w)
+        assert unsubscribe_link_owner(text_link) == owner.pk
+        assert text_link in copy.html
+        one_click = copy.headers["List-Unsubscribe"].split(",")[0].strip("<> ")
+        assert unsubscribe_link_owner(one_click) == owner.pk
+        assert copy.headers["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+        assert owner.email in copy.html and owner.email in copy.text
+        if owner.name:
+            assert f"Hi {owner.name}," in copy.text
+        paid = owner in readers["paid"]
+        assert ("Paid analysis." in copy.text) is paid
+    # Each delivery records the provider's message id for its reader.
+    ids = dict(email_send.deliveries.values_list("subscriber__email", "provider_message_id"))
+    assert all(ids.values())
+    assert set(email_send.deliveries.values_list("status", flat=True)) == {"sent"}
+
+
+def test_a_call_refused_for_now_is_retried_later_for_its_readers(provider, readers, settings):
+    email_send = start(ArticleFactory(body=PAYWALLED_BODY, visibility="paid"))
+    provider.fail_calls(503, times=1)  # the first call (either segment) is throttled
+
+    result = sending.send_chunk(email_send_id=email_send.pk)
+
+    assert result.retrying in (3, 30)
+    assert result.sent == 33 - result.retrying
+    waiting = email_send.deliveries.filter(status=Delivery.Status.PENDING)
+    assert waiting.count() == result.retrying
+    assert all(d.attempts == 1 and d.next_attempt_at for d in waiting)
+    assert "503" in waiting.first().last_error
+    # Once the retry is due, they go out, and nobody got a second copy.
+    waiting.update(next_attempt_at=timezone.now() - timedelta(seconds=1))
+    again = sending.send_chunk(email_send_id=email_send.pk)
+    assert again.sent == result.retrying
+    assert len(provider.recipients()) == len(set(provider.recipients())) == 33
+    assert set(email_send.deliveries.values_list("status", flat=True)) == {"sent"}
+
+
+def test_a_recipient_the_provider_rejects_fails_and_the_rest_are_sent(readers, settings):
+    with FakePostmark() as postmark:
+        settings.EMAIL_BACKEND = "anymail.backends.postmark.EmailBackend"
+        settings.ANYMAIL = {"POSTMARK_SERVER_TOKEN": "t", "POSTMARK_API_URL": postmark.url + "/"}
+        rejected = readers["free"][5]
+        postmark.reject(rejected.email)
+        email_send = start(ArticleFactory())
+
+        result = sending.send_chunk(email_send_id=email_send.pk)
+
+    assert (result.sent, result.failed, result.retrying) == (32, 1, 0)
+    delivery = Delivery.objects.get(send=email_send, subscriber=rejected)
+    assert delivery.status == Delivery.Status.FAILED
+    assert "406" in delivery.last_error and "inactive" in delivery.last_error
+    assert rejected.email not in postmark.recipients()
+
+
+def test_a_call_refused_for_good_fails_its_readers(readers, settings):
+    with FakeMailgun() as mailgun:
+        settings.EMAIL_BACKEND = "anymail.backends.mailgun.EmailBackend"
+        settings.ANYMAIL = {
+            "MAILGUN_API_KEY": "k",
+            "MAILGUN_API_URL": f"{mailgun.url}/v3",
+            "MAILGUN_SENDER_DOMAIN": "mg.example.com",
+        }
+        mailgun.fail_calls(400, times=2)
+        email_send = start(ArticleFactory(body=PAYWALLED_BODY, visibility="paid"))
+
+        result = sending.send_chunk(email_send_id=email_send.pk)
+
+    assert (result.sent, result.failed, result.retrying) == (0, 33, 0)
+    assert mailgun.copies == []
+    failed = email_send.deliveries.filter(status=Delivery.Status.FAILED)
+    assert failed.count() == 33
+    assert all("Mailgun: HTTP 400" in d.last_error for d in failed)
+
+
+def test_batch_calls_hold_no_more_readers_than_the_provider_takes(settings):
+    SubscriberFactory.create_batch(620)
+    with FakePostmark() as postmark:
+        settings.EMAIL_BACKEND = "anymail.backends.postmark.EmailBackend"
+        settings.ANYMAIL = {"POSTMARK_SERVER_TOKEN": "t", "POSTMARK_API_URL": postmark.url + "/"}
+        settings.EMAIL_SEND_CONNECTIONS = 1
+        email_send = start(ArticleFactory())
+
+        result = sending.send_chunk(email_send_id=email_send.pk, size=620)
+
+    assert result.sent == 620
+    assert sorted(postmark.calls) == [120, 500]
+
+
+def test_without_batch_sending_each_reader_is_one_call(provider, readers, settings):
+    settings.EMAIL_SEND_ESP_BATCH = False
+    email_send = start(ArticleFactory())
+
+    result = sending.send_chunk(email_send_id=email_send.pk)
+
+    assert result.sent == 33
+    assert provider.calls == [1] * 33
