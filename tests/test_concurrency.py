@@ -53,6 +53,26 @@ def at_once(*work: Callable[[], Any]) -> list[Any]:
     return results
 
 
+def wait_until_blocked_or_done(thread: threading.Thread, *, timeout: float = 15) -> None:
+    """Until `thread` waits on a row lock held by another connection, or has finished.
+
+    A fixed pause is not enough on a busy machine: the thread may not have reached the
+    lock yet, and the test would then check the order it wanted to force by luck."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while thread.is_alive() and time.monotonic() < deadline:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            )
+            if cursor.fetchone()[0]:
+                return
+        time.sleep(0.02)
+    assert not thread.is_alive(), "the thread neither finished nor waited on a lock"
+
+
 # --- Stripe: the on-commit task and the sweeper on the same event ------------------------
 
 
@@ -126,7 +146,7 @@ def test_two_events_about_one_subscription_at_once_leave_the_newer_state_in_plac
     assert slow.arrived.wait(timeout=10)  # its answer (renewing) is on its way
     stripe_api.update_subscription(subscription["id"], cancel_at_period_end=True)
     second = process("updated", updated.pk)
-    second.join(timeout=1)  # with the lock it waits for the first; without, it is done
+    wait_until_blocked_or_done(second)  # with the lock it waits for the first
     slow.release.set()
     first.join(timeout=30)
     second.join(timeout=30)
@@ -315,9 +335,9 @@ def test_a_failure_that_loses_the_race_to_a_success_does_not_mark_the_event_fail
 
     task = process("task")
     assert slow.arrived.wait(timeout=10)  # its answer: a customer without an email
-    sweeper = process("sweeper")  # waits on the event's row lock
     stripe_api._store.get("customer", customer["id"])["email"] = "late@example.com"
-    sweeper.join(timeout=1)
+    sweeper = process("sweeper")
+    wait_until_blocked_or_done(sweeper)  # on the event's row lock
     slow.release.set()
     task.join(timeout=30)
     sweeper.join(timeout=30)

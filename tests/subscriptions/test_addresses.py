@@ -8,6 +8,7 @@ domain anyone can register).
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import re
 import string
@@ -20,10 +21,17 @@ from django.test import Client
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from subscriptions.models import Membership, Subscriber
+from subscriptions.models import Membership, Subscriber, Suppression
 from subscriptions.services.access import subscriber_is_paid, user_is_paid
 from subscriptions.services.accounts import link_reader_account, prepare_sign_in
-from subscriptions.services.addresses import InvalidAddress, normalize_email
+from subscriptions.services.addresses import (
+    InvalidAddress,
+    email_hash,
+    normalize_email,
+    suppress,
+    suppressed_among,
+    unsuppress,
+)
 from subscriptions.services.memberships import find_subscriber_for_stripe
 from subscriptions.services.signup import subscribe
 from subscriptions.services.substack import import_substack
@@ -106,6 +114,58 @@ def test_addresses_the_rule_cannot_send_to_are_refused_with_a_reason(typed):
     with pytest.raises(InvalidAddress) as refused:
         normalize_email(typed)
     assert str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("typed", "reason"),
+    [
+        ("", "the email address is empty"),
+        ("   ", "the email address is empty"),
+        (f"v{DOTLESS_I}ctim@gmail.com", "has non-ASCII characters before the @"),
+        # The mailbox is everything before the last @, so a look-alike letter between
+        # two @ signs is named for what it is, not as a mere syntax error.
+        (f"a@v{DOTLESS_I}ctim@gmail.com", "has non-ASCII characters before the @"),
+        ("not-an-email", "is not a valid email address"),
+        ("x" * 250 + "@example.com", "is not a valid email address: The email address is too long"),
+        # Too long only once the domain is spelled in punycode, the form that is stored.
+        ("a" * 60 + "@" + "\u00fc" * 50 + "." + "b" * 63 + "." + "c" * 63 + ".com", "too long"),
+    ],
+)
+def test_the_reason_a_person_reads_names_what_is_wrong_with_the_address(typed, reason):
+    with pytest.raises(InvalidAddress) as refused:
+        normalize_email(typed)
+    assert reason in str(refused.value)
+
+
+def test_an_address_of_exactly_254_characters_is_accepted_unchanged():
+    local = "a" * 64
+    domain = "b" * 63 + "." + "c" * 63 + "." + "d" * (254 - 64 - 1 - 128 - 4) + ".com"
+    address = f"{local}@{domain}"
+    assert len(address) == 254
+    assert normalize_email(address) == address
+
+
+def test_the_suppression_list_keys_an_address_by_its_normal_form():
+    suppress(email="Anna@B\u00fccher.example", reason="bounce")
+    assert suppressed_among(emails=["anna@xn--bcher-kva.example", "bob@example.com"]) == {
+        "anna@xn--bcher-kva.example"
+    }
+    assert (
+        email_hash("anna@xn--bcher-kva.example")
+        == hashlib.sha256(b"anna@xn--bcher-kva.example").hexdigest()
+    )
+    unsuppress(email="ANNA@xn--BCHER-kva.example ")
+    assert not Suppression.objects.exists()
+
+
+def test_an_entry_that_is_no_address_is_found_by_its_trimmed_lower_case_text():
+    # Entries stored before the address rule hashed the trimmed, lower-cased text.
+    Suppression.objects.create(
+        email_hash=hashlib.sha256(b"no address here").hexdigest(), reason="complaint"
+    )
+    assert suppressed_among(emails=[" No Address HERE "]) == {" No Address HERE "}
+    unsuppress(email="NO ADDRESS HERE")
+    assert not Suppression.objects.exists()
 
 
 # Local parts: ASCII atoms with letters in either case, dots between them.
