@@ -184,7 +184,10 @@ ACCOUNT_RATE_LIMITS = {
 # --- Internationalisation ----------------------------------------------------------
 
 LANGUAGE_CODE = "en-us"
-TIME_ZONE = "UTC"
+# The publication's time zone (an IANA name, e.g. "Europe/London"): the admin's date
+# fields are entered in it (shown next to "Publish at") and every date on the site and
+# in email is shown in it. Stored times stay UTC.
+TIME_ZONE = env("TIME_ZONE", default="UTC")
 USE_I18N = True
 USE_TZ = True
 
@@ -226,6 +229,15 @@ DJANGO_PROSE_EDITOR_EXTENSIONS = [
             "FootnoteIds": html_tags([], {"p": ["id"], "li": ["id"], "a": ["id"]}),
             "VideoEmbed": html_tags(["iframe"], {"iframe": ["src", "allowfullscreen"]}),
         },
+    },
+    # Pictures uploaded into the body (button, drop, paste) and numbered footnotes.
+    {
+        "js": [static_lazy("newsletter/prose/images.js")],
+        "extensions": {"BodyImageUpload": html_tags([], {})},
+    },
+    {
+        "js": [static_lazy("newsletter/prose/footnotes.js")],
+        "extensions": {"Footnote": html_tags(["sup"], {"sup": ["data-note"]})},
     },
 ]
 
