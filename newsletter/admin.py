@@ -11,9 +11,9 @@ from django.db import models
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, redirect
+from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
-from django.template.response import TemplateResponse
 
 from newsletter import telegram
 from newsletter.admin_sending import publish_without_email, send_test_email_to_me
@@ -428,8 +428,8 @@ class ArticleAdmin(admin.ModelAdmin):
 
     def get_changeform_initial_data(self, request: HttpRequest) -> dict[str, Any]:
         """A new article: its author is the editor writing it, Telegram as configured."""
-        initial = super().get_changeform_initial_data(request)
-        author = Author.objects.filter(user=request.user).first()
+        initial: dict[str, Any] = dict(super().get_changeform_initial_data(request))
+        author = Author.objects.filter(user__pk=request.user.pk or 0).first()
         if author is not None:
             initial.setdefault("authors", [author.pk])
         initial.setdefault("post_to_telegram", telegram.is_configured())

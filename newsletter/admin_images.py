@@ -18,7 +18,7 @@ from newsletter.services.body_images import BodyImageError, store_body_image
 
 @admin.register(BodyImage)
 class BodyImageAdmin(admin.ModelAdmin):
-    list_display = ["thumbnail", "key", "width", "height", "size_bytes", "uploaded_by", "created_at"]
+    list_display = ["thumbnail", "key", "width", "height", "size_bytes", "uploaded_by"]
     list_display_links = ["key"]
     readonly_fields = [f.name for f in BodyImage._meta.fields] + ["thumbnail"]
 

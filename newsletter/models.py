@@ -404,4 +404,4 @@ class BodyImage(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"Image {self.key[:8]} ({self.width}×{self.height})"
+        return f"Image {self.key[:8]} ({self.width} x {self.height})"

@@ -8,7 +8,7 @@ is "1 December 2026"; a time with it is "1 December 2026, 09:30 GMT".
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 from django.conf import settings
 from django.utils import timezone
@@ -21,7 +21,7 @@ TIME_FORMAT = "H:i T"
 def local(value: datetime) -> datetime:
     """The moment in the publication's time zone (a naive value is taken as UTC)."""
     if timezone.is_naive(value):
-        value = timezone.make_aware(value, timezone.utc)
+        value = timezone.make_aware(value, UTC)
     return timezone.localtime(value, timezone.get_default_timezone())
 
 

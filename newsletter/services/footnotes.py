@@ -84,8 +84,6 @@ def render_footnotes(*, html: str) -> str:
     start = parser.notes[0][0]
     start_attr = f' start="{start}"' if start != 1 else ""
     return (
-        "".join(parser.out)
-        + f'<div class="footnotes"><hr><h2 class="footnotes-title">Notes</h2>'
+        "".join(parser.out) + f'<div class="footnotes"><hr><h2 class="footnotes-title">Notes</h2>'
         f"<ol{start_attr}>{items}</ol></div>"
     )
-
