@@ -122,7 +122,9 @@ def _save_rendition(
     picture: Image.Image, folder: str, width: int, has_alpha: bool, label: str = ""
 ) -> str:
     height = max(1, round(picture.height * width / picture.width))
-    resized = picture if width == picture.width else picture.resize((width, height), Image.Resampling.LANCZOS)
+    resized = picture
+    if width != picture.width:
+        resized = picture.resize((width, height), Image.Resampling.LANCZOS)
     buffer = io.BytesIO()
     if has_alpha:
         resized.save(buffer, "PNG", optimize=True)
