@@ -395,8 +395,8 @@ class BodyImage(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
-        verbose_name = "image in an article"
-        verbose_name_plural = "images in articles"
+        verbose_name = "image"
+        verbose_name_plural = "images"
         constraints = [
             models.CheckConstraint(
                 condition=Q(width__gt=0) & Q(height__gt=0), name="body_image_has_size"

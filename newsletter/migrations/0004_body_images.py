@@ -28,8 +28,8 @@ class Migration(migrations.Migration):
                 ('uploaded_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
             ],
             options={
-                'verbose_name': 'image in an article',
-                'verbose_name_plural': 'images in articles',
+                'verbose_name': 'image',
+                'verbose_name_plural': 'images',
                 'ordering': ['-created_at'],
                 'constraints': [models.CheckConstraint(condition=models.Q(('width__gt', 0), ('height__gt', 0)), name='body_image_has_size')],
             },

@@ -16,13 +16,16 @@ function csrfToken() {
 }
 
 function statusLine(editor) {
+  // Right under the toolbar, which stays in view while the body scrolls.
   const wrapper = editor.view.dom.closest(".prose-editor") || editor.view.dom.parentElement
-  let line = wrapper.parentElement.querySelector(".body-image-status")
+  let line = wrapper.querySelector(".body-image-status")
   if (!line) {
     line = document.createElement("p")
     line.className = "body-image-status"
     line.setAttribute("role", "status")
-    wrapper.before(line)
+    const menubar = wrapper.querySelector(".prose-menubar")
+    if (menubar) menubar.after(line)
+    else wrapper.prepend(line)
   }
   return line
 }
@@ -43,7 +46,7 @@ async function uploadAndInsert(editor, file, uploadUrl, position) {
         description: " Describe the picture for readers who cannot see it.",
         required: true,
       },
-      caption: { type: "string", title: "Caption", description: " Shown under the picture; optional." },
+      caption: { type: "string", title: "Image caption", description: " Shown under the picture; optional." },
     },
     { title: `Insert ${file.name || "the pasted image"}`, submitText: "Upload and insert" },
   )(editor, { altText: "", caption: "" })
