@@ -415,3 +415,18 @@ def test_the_admin_home_shows_send_results_audience_and_whats_waiting(editor_cli
     assert dashboard.active_subscribers == 2
     assert dashboard.paid_members == 1
     assert dashboard.draft_count == 1
+
+
+@given(note=note_texts)
+@hypothesis_settings(max_examples=40, deadline=None)
+def test_a_note_survives_saving_and_nothing_else_rides_on_it(note):
+    from html import escape
+
+    from newsletter.services.content import sanitize_body
+
+    saved = sanitize_body(
+        html=f'<p>x<sup data-note="{escape(note)}" onclick="steal()" data-x="1"></sup></p>'
+    )
+    sup = _parse(saved).find(".//h:sup", NS)
+    assert sup.get("data-note") == note
+    assert sup.get("onclick") is None and sup.get("data-x") is None
