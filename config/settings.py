@@ -184,9 +184,14 @@ ACCOUNT_RATE_LIMITS = {
 # --- Internationalisation ----------------------------------------------------------
 
 LANGUAGE_CODE = "en-us"
-TIME_ZONE = "UTC"
+# The publication's time zone (an IANA name, e.g. "Europe/London"): the admin's date
+# fields are entered in it (shown next to "Publish at") and every date on the site and
+# in email is shown in it. Stored times stay UTC.
+TIME_ZONE = env("TIME_ZONE", default="UTC")
 USE_I18N = True
 USE_TZ = True
+# "1 December 2026" wherever Django formats a date by default (config/formats/en/).
+FORMAT_MODULE_PATH = ["config.formats"]
 
 # --- Static and media --------------------------------------------------------------
 
@@ -195,8 +200,26 @@ STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = Path(env("STATIC_ROOT", default=str(BASE_DIR / "staticfiles")))
 MEDIA_URL = "/media/"
 MEDIA_ROOT = Path(env("MEDIA_ROOT", default=str(VAR_DIR / "media")))
+# Uploads (covers, logos, avatars, pictures in bodies) go through Django's storage API
+# only, so any storage backend works by configuration: the local disk by default, or an
+# S3-compatible bucket with MEDIA_STORAGE=storages.backends.s3.S3Storage (install
+# django-storages[s3]) and the MEDIA_S3_* variables (README "Pictures in articles").
+MEDIA_STORAGE = env("MEDIA_STORAGE", default="django.core.files.storage.FileSystemStorage")
+_MEDIA_OPTIONS: dict[str, object] = {}
+if env("MEDIA_S3_BUCKET", default=""):
+    _MEDIA_OPTIONS = {
+        "bucket_name": env("MEDIA_S3_BUCKET"),
+        "endpoint_url": env("MEDIA_S3_ENDPOINT_URL", default="") or None,
+        "region_name": env("MEDIA_S3_REGION", default="") or None,
+        "access_key": env("MEDIA_S3_ACCESS_KEY_ID", default="") or None,
+        "secret_key": env("MEDIA_S3_SECRET_ACCESS_KEY", default="") or None,
+        # The public address readers' browsers and mail clients load images from.
+        "custom_domain": env("MEDIA_S3_CUSTOM_DOMAIN", default="") or None,
+        "querystring_auth": False,  # plain URLs: a signed one expires inside old emails
+        "file_overwrite": False,
+    }
 STORAGES = {
-    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "default": {"BACKEND": MEDIA_STORAGE, "OPTIONS": _MEDIA_OPTIONS},
     "staticfiles": {
         "BACKEND": (
             "django.contrib.staticfiles.storage.StaticFilesStorage"
@@ -226,6 +249,15 @@ DJANGO_PROSE_EDITOR_EXTENSIONS = [
             "FootnoteIds": html_tags([], {"p": ["id"], "li": ["id"], "a": ["id"]}),
             "VideoEmbed": html_tags(["iframe"], {"iframe": ["src", "allowfullscreen"]}),
         },
+    },
+    # Pictures uploaded into the body (button, drop, paste) and numbered footnotes.
+    {
+        "js": [static_lazy("newsletter/prose/images.js")],
+        "extensions": {"BodyImageUpload": html_tags([], {})},
+    },
+    {
+        "js": [static_lazy("newsletter/prose/footnotes.js")],
+        "extensions": {"Footnote": html_tags(["sup"], {"sup": ["data-note"]})},
     },
 ]
 

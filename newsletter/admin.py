@@ -11,11 +11,11 @@ from django.db import models
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, redirect
+from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
-from django.utils import timezone
 from django.utils.html import format_html
-from django.views.decorators.http import require_POST
 
+from newsletter import telegram
 from newsletter.admin_sending import publish_without_email, send_test_email_to_me
 from newsletter.admin_telegram import (
     TelegramPostInline,
@@ -24,11 +24,14 @@ from newsletter.admin_telegram import (
     telegram_status,
     update_telegram_post,
 )
-from newsletter.forms import ArticleAdminForm, PublicationAdminForm, ScheduleForm
+from newsletter.forms import ArticleAdminForm, PublicationAdminForm
 from newsletter.models import Article, Author, Publication, Section
+from newsletter.services import sending
 from newsletter.services.content import has_paywall
+from newsletter.services.dates import long_date, long_datetime
 from newsletter.services.publishing import (
     PublishError,
+    publication_audience,
     publish_article,
     schedule_article,
     unschedule_article,
@@ -101,7 +104,8 @@ class ArticleAdmin(admin.ModelAdmin):
     formfield_overrides = IMAGE_FIELDS
     form = ArticleAdminForm
     change_form_template = "admin/newsletter/article/change_form.html"
-    list_display = ["title", "status_label", "visibility", "section", "when", telegram_status]
+    # Fits 1,280 px beside the sidebar and the filters: the section is a filter.
+    list_display = ["title", "status_label", "visibility", "when", telegram_status]
     list_filter = ["status", "visibility", "section", "published_at", "publish_at"]
     list_select_related = ["section"]
     search_fields = ["title", "subtitle", "slug", "body"]
@@ -175,12 +179,12 @@ class ArticleAdmin(admin.ModelAdmin):
     def status_label(self, obj: Article) -> str:
         return obj.get_status_display()
 
-    @admin.display(description="Published / scheduled for", ordering="published_at")
+    @admin.display(description="Published / scheduled", ordering="published_at")
     def when(self, obj: Article) -> Any:
-        if obj.status == Article.Status.PUBLISHED:
-            return obj.published_at
-        if obj.status == Article.Status.SCHEDULED:
-            return obj.publish_at
+        if obj.status == Article.Status.PUBLISHED and obj.published_at:
+            return long_date(obj.published_at)
+        if obj.status == Article.Status.SCHEDULED and obj.publish_at:
+            return long_datetime(obj.publish_at)
         return "—"
 
     def save_model(self, request: HttpRequest, obj: Article, form: Any, change: bool) -> None:
@@ -273,11 +277,118 @@ class ArticleAdmin(admin.ModelAdmin):
         label = "what a reader with access sees" if as_paid else "what a reader without access sees"
         return render_article(request, article=article, full=as_paid, preview=label)
 
-    def publish_view(self, request: HttpRequest, object_id: int) -> HttpResponse:
-        return require_POST(self._publish)(request, object_id)
+    # --- The article page's buttons: save the form first, then confirm -------------
+    #
+    # "Publish now…", "Schedule…" and "Send a test email to me" submit the article's own
+    # form. Django saves it (or shows its errors, and nothing is published); then
+    # `response_change` goes on to the confirmation page, which shows what the saved
+    # article will do (who gets the email, whether Telegram gets a post), and only its
+    # POST publishes. What is published is what the editor saw.
 
-    def _publish(self, request: HttpRequest, object_id: int) -> HttpResponse:
+    PAGE_ACTIONS = {
+        "_publish": "publish",
+        "_schedule": "schedule",
+        "_unschedule": "unschedule",
+        "_test_email": "test email",
+    }
+
+    def _page_action(self, request: HttpRequest) -> str | None:
+        return next((key for key in self.PAGE_ACTIONS if key in request.POST), None)
+
+    def render_change_form(
+        self,
+        request: HttpRequest,
+        context: dict[str, Any],
+        add: bool = False,
+        change: bool = False,
+        form_url: str = "",
+        obj: Article | None = None,
+    ) -> Any:
+        action = self._page_action(request) if request.method == "POST" else None
+        if action is not None:
+            # The form did not validate: nothing was saved, published or sent.
+            done = {
+                "_publish": "published",
+                "_schedule": "scheduled",
+                "_unschedule": "unscheduled",
+                "_test_email": "sent as a test",
+            }[action]
+            self.message_user(
+                request,
+                f"Not saved and not {done}: correct the errors shown below, then press the "
+                "button again.",
+                messages.ERROR,
+            )
+        context["publication_time_zone"] = settings.TIME_ZONE
+        return super().render_change_form(request, context, add, change, form_url, obj)
+
+    def response_add(
+        self, request: HttpRequest, obj: Article, post_url_continue: str | None = None
+    ) -> HttpResponse:
+        response = self._after_save(request, obj)
+        return response or super().response_add(request, obj, post_url_continue)
+
+    def response_change(self, request: HttpRequest, obj: Article) -> HttpResponse:
+        return self._after_save(request, obj) or super().response_change(request, obj)
+
+    def _after_save(self, request: HttpRequest, obj: Article) -> HttpResponse | None:
+        action = self._page_action(request)
+        if action == "_publish":
+            return redirect("admin:newsletter_article_publish", obj.pk)
+        if action == "_schedule":
+            if obj.publish_at is None:
+                self.message_user(
+                    request,
+                    "Saved. To schedule, set “Publish at” first, then press Schedule again.",
+                    messages.ERROR,
+                )
+                return self._back_to(obj)
+            return redirect("admin:newsletter_article_schedule", obj.pk)
+        if action == "_unschedule":
+            try:
+                unschedule_article(article=obj)
+            except PublishError as exc:
+                self.message_user(request, f"Saved, but: {exc}", messages.ERROR)
+            else:
+                self.message_user(request, "Saved; the article is a draft again.")
+            return self._back_to(obj)
+        if action == "_test_email":
+            to_email = getattr(request.user, "email", "")
+            try:
+                sending.send_test_email(article=obj, to_email=to_email)
+            except sending.SendError as exc:
+                self.message_user(request, f"Saved, but no test was sent: {exc}", messages.ERROR)
+            else:
+                self.message_user(
+                    request,
+                    f"Saved, and sent a test email to {to_email} (the paid readers' version).",
+                    messages.SUCCESS,
+                )
+            return self._back_to(obj)
+        return None
+
+    def _confirmation(
+        self, request: HttpRequest, article: Article, *, kind: str, **extra: Any
+    ) -> HttpResponse:
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "original": article,
+            "title": f"{kind.capitalize()} “{article.title}”?",
+            "kind": kind,
+            "audience": publication_audience(article=article),
+            "publication_time_zone": settings.TIME_ZONE,
+            **extra,
+        }
+        return TemplateResponse(request, "admin/newsletter/article/confirm_publish.html", context)
+
+    def publish_view(self, request: HttpRequest, object_id: int) -> HttpResponse:
         article = self._article_for_change(request, object_id)
+        if request.method != "POST":
+            if article.is_published:
+                self.message_user(request, "This article is already published.", messages.INFO)
+                return self._back_to(article)
+            return self._confirmation(request, article, kind="publish")
         try:
             result = publish_article(article=article)
         except PublishError as exc:
@@ -297,23 +408,33 @@ class ArticleAdmin(admin.ModelAdmin):
         return self._back_to(article)
 
     def schedule_view(self, request: HttpRequest, object_id: int) -> HttpResponse:
-        return require_POST(self._schedule)(request, object_id)
-
-    def _schedule(self, request: HttpRequest, object_id: int) -> HttpResponse:
         article = self._article_for_change(request, object_id)
-        form = ScheduleForm(request.POST)
-        if not form.is_valid():
-            self.message_user(request, "Pick a date and time to schedule.", messages.ERROR)
+        if article.publish_at is None:
+            self.message_user(request, "Set “Publish at” first, then schedule.", messages.ERROR)
             return self._back_to(article)
+        if request.method != "POST":
+            return self._confirmation(request, article, kind="schedule")
         try:
-            article = schedule_article(article=article, publish_at=form.cleaned_data["publish_at"])
+            article = schedule_article(article=article, publish_at=article.publish_at)
         except PublishError as exc:
             self.message_user(request, str(exc), messages.ERROR)
         else:
             assert article.publish_at is not None
-            when = timezone.localtime(article.publish_at).strftime("%Y-%m-%d %H:%M %Z")
-            self.message_user(request, f"Scheduled for {when}.", messages.SUCCESS)
+            self.message_user(
+                request,
+                f"Scheduled for {long_datetime(article.publish_at)}.",
+                messages.SUCCESS,
+            )
         return self._back_to(article)
+
+    def get_changeform_initial_data(self, request: HttpRequest) -> dict[str, Any]:
+        """A new article: its author is the editor writing it, Telegram as configured."""
+        initial: dict[str, Any] = dict(super().get_changeform_initial_data(request))
+        author = Author.objects.filter(user__pk=request.user.pk or 0).first()
+        if author is not None:
+            initial.setdefault("authors", [author.pk])
+        initial.setdefault("post_to_telegram", telegram.is_configured())
+        return initial
 
     def change_view(
         self,
@@ -324,7 +445,6 @@ class ArticleAdmin(admin.ModelAdmin):
     ) -> HttpResponse:
         extra_context = {
             **(extra_context or {}),
-            "schedule_form": ScheduleForm(),
             "preview_url": reverse("admin:newsletter_article_preview", args=[object_id])
             if object_id.isdigit()
             else "",
@@ -333,4 +453,9 @@ class ArticleAdmin(admin.ModelAdmin):
 
 
 # Admin modules of the distribution and discussion features register themselves here.
-from newsletter import admin_comments, admin_sending, admin_telegram  # noqa: E402, F401
+from newsletter import (  # noqa: E402, F401
+    admin_comments,
+    admin_images,
+    admin_sending,
+    admin_telegram,
+)

@@ -31,6 +31,7 @@ from django.contrib import admin, messages
 from django.contrib.admin.forms import AdminAuthenticationForm
 from django.core.cache import cache
 from django.core.exceptions import ValidationError
+from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
 from django.utils.http import urlencode
@@ -118,6 +119,36 @@ class StaffLoginForm(AdminAuthenticationForm):
 
 class StaffAdminSite(admin.AdminSite):
     login_form = StaffLoginForm
+    site_header = "Broadside"
+    site_title = "Broadside admin"
+    index_title = "Home"
+    index_template = "admin/editors_home.html"
+
+    def each_context(self, request: HttpRequest) -> dict[str, Any]:
+        context = super().each_context(request)
+        from newsletter.models import Publication  # the admin site loads before the apps
+
+        try:
+            name = Publication.load().name
+        except DatabaseError:  # before the first migration
+            name = ""
+        if name:
+            context["site_header"] = name
+            context["site_title"] = f"{name} admin"
+        return context
+
+    def get_app_list(self, request: HttpRequest, app_label: str | None = None) -> list[Any]:
+        app_list = super().get_app_list(request, app_label)
+        if app_label is not None:
+            return app_list  # an app's own page keeps Django's list
+        from newsletter.admin_home import grouped_app_list
+
+        return grouped_app_list(app_list)
+
+    def index(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> Any:
+        from newsletter.admin_home import editor_dashboard
+
+        return super().index(request, {**(extra_context or {}), "dashboard": editor_dashboard()})
 
     def login(self, request: HttpRequest, extra_context: dict[str, Any] | None = None):
         response = super().login(request, extra_context)

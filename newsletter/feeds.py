@@ -11,6 +11,7 @@ from django.utils.html import escape
 
 from newsletter import selectors
 from newsletter.models import Article, Publication
+from newsletter.services.body_images import render_body
 from newsletter.services.content import free_body
 
 FEED_LENGTH = 20
@@ -42,7 +43,7 @@ class LatestArticlesFeed(Feed):
         return f"{settings.SITE_URL}{item.get_absolute_url()}"
 
     def item_description(self, item: Article) -> str:
-        html = free_body(article=item)
+        html = render_body(html=free_body(article=item), for_email=True)
         if item.visibility != Article.Visibility.PUBLIC:
             paid = item.visibility == Article.Visibility.PAID
             audience = "paid subscribers" if paid else "subscribers"

@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
+from django.conf import settings
+from django.urls import reverse_lazy
 from django.utils import timezone
 from django_prose_editor.fields import ProseEditorFormField
 from django_prose_editor.widgets import AdminProseEditorWidget
@@ -46,6 +48,8 @@ ARTICLE_EDITOR_EXTENSIONS: dict[str, Any] = {
     "Paywall": True,
     "FootnoteIds": True,
     "VideoEmbed": True,
+    "BodyImageUpload": {"uploadUrl": reverse_lazy("admin:newsletter_bodyimage_upload")},
+    "Footnote": True,
 }
 
 
@@ -56,9 +60,19 @@ class ArticleAdminForm(forms.ModelForm):
         widget=AdminProseEditorWidget,
         help_text=(
             "Use the lock button to insert the paywall: on subscriber and paid articles, "
-            "readers without access see only what comes before it."
+            "readers without access see only what comes before it. Add pictures with the "
+            "image button, or drop or paste them here; notes with the numbered-list button."
         ),
     )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if "publish_at" in self.fields:
+            self.fields["publish_at"].label = "Publish at"
+            self.fields["publish_at"].help_text = (
+                f"In the publication's time zone, {settings.TIME_ZONE}. Set it, then press "
+                "“Schedule…”; move a scheduled article by changing it and saving."
+            )
 
     class Meta:
         model = Article
@@ -103,14 +117,6 @@ class ArticleAdminForm(forms.ModelForm):
         ):
             self.add_error("publish_at", "Pick a time in the future, or publish now.")
         return cleaned
-
-
-class ScheduleForm(forms.Form):
-    publish_at = forms.DateTimeField(
-        label="Publish at (UTC)",
-        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
-        input_formats=["%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M", "%Y-%m-%d %H:%M:%S"],
-    )
 
 
 class PublicationAdminForm(forms.ModelForm):

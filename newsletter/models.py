@@ -370,3 +370,38 @@ class CommentBan(models.Model):
 
     def __str__(self) -> str:
         return f"Comment ban of {self.user}"
+
+
+class BodyImage(models.Model):
+    """A picture uploaded into an article's body, with the renditions made of it once.
+
+    The files live in the media storage (`default_storage`: the disk, or S3 through
+    django-storages) under `body-images/<key>/`; a body refers to one by the URL of its
+    display rendition, which carries the key (newsletter/services/body_images.py).
+    """
+
+    key = models.CharField(max_length=32, unique=True, editable=False)
+    original = models.CharField(max_length=300, help_text="Storage name of the file as uploaded.")
+    width = models.PositiveIntegerField()
+    height = models.PositiveIntegerField()
+    # {"480": "body-images/<key>/w480.jpg", ...}: width in pixels -> storage name.
+    renditions = models.JSONField(default=dict)
+    email_rendition = models.CharField(max_length=300)
+    size_bytes = models.PositiveIntegerField(default=0)
+    uploaded_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = "image"
+        verbose_name_plural = "images"
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(width__gt=0) & Q(height__gt=0), name="body_image_has_size"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"Image {self.key[:8]} ({self.width} x {self.height})"

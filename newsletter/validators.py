@@ -59,11 +59,23 @@ def check_image_bounds(value: Any) -> None:
             },
             code="image_too_many_pixels",
         ) from exc
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise ValidationError(
-            "The file is not an image we can read (PNG, JPEG, GIF or WebP).",
-            code="image_unreadable",
-        ) from exc
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        # A PNG cut off after its header still says how large it claims to be: a
+        # decompression bomb is named as one, not as an unreadable file.
+        upload.seek(0)
+        claimed = _png_header_size(upload.read(33))
+        if claimed is None:
+            raise ValidationError(
+                "The file is not an image we can read (PNG, JPEG, GIF or WebP), or it is "
+                "damaged or incomplete.",
+                code="image_unreadable",
+            ) from exc
+        width, height = claimed
+        if width * height <= MAX_IMAGE_PIXELS and max(width, height) <= MAX_IMAGE_SIDE:
+            raise ValidationError(
+                "The image file is damaged or incomplete. Export it again and upload it again.",
+                code="image_unreadable",
+            ) from exc
     finally:
         upload.seek(position)
     if width * height > MAX_IMAGE_PIXELS or max(width, height) > MAX_IMAGE_SIDE:
@@ -80,6 +92,13 @@ def check_image_bounds(value: Any) -> None:
             },
             code="image_too_many_pixels",
         )
+
+
+def _png_header_size(head: bytes) -> tuple[int, int] | None:
+    """The width and height a PNG's IHDR chunk claims, or None if it is no PNG."""
+    if len(head) < 24 or head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR":
+        return None
+    return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
 
 
 class BoundedImageField(forms.ImageField):

@@ -9,6 +9,9 @@ link back to `#fnref-1`). Those are the only ids a body keeps: an arbitrary id c
 collide with the page's own (a form's, a skip link's target) or clobber a script global
 (https://html.spec.whatwg.org/#named-access-on-the-window-object).
 
+Notes written in the editor are stored where they are referenced, as `<sup
+data-note="…">`, and numbered only when shown (newsletter/services/footnotes.py).
+
 Videos: an `<iframe>` is kept only as a privacy-enhanced YouTube or Vimeo player
 (`EMBED_SRC_RE`; the Content-Security-Policy's frame-src allows those two hosts and no
 other); any other iframe is removed. Mail and Telegram cannot play them:
@@ -44,7 +47,7 @@ ALLOWED_ATTRIBUTES = {
     "iframe": {"src", "width", "height", "allowfullscreen"},
     "li": {"id"},
     "p": {"id"},
-    "sup": {"id"},
+    "sup": {"id", "data-note"},
     "td": {"colspan", "rowspan"},
     "th": {"colspan", "rowspan"},
 }

@@ -39,6 +39,7 @@ from django.utils.text import slugify
 
 from config.mail import ascii_domain, date_header, parse_mailbox, sender_domain
 from newsletter.models import Article, Delivery, Publication
+from newsletter.services.body_images import render_body
 from newsletter.services.content import embeds_as_links, free_body, full_body
 from subscriptions.services.notifications import reply_to_addresses, sender_address
 from subscriptions.services.tokens import absolute_url, make_unsubscribe_token
@@ -188,6 +189,7 @@ def render_article_email(
     """Render the article email for one segment (free or paid readers)."""
     publication = publication or Publication.load()
     body, cut_at_paywall = email_body_parts(article=article, segment=segment)
+    body = render_body(html=body, for_email=True)
     body = fragments_on_page(absolutise_urls(body), page_url=article_url(article))
     body = embeds_as_links(html=body)
     cover_url = ""

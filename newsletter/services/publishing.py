@@ -1,7 +1,9 @@
 """Publishing: the one state change that takes an article to its readers.
 
-`publish_article` is called by the admin actions, the scheduler task and
-`manage.py publish_article`. Distribution (email, Telegram) hangs off it here.
+`publish_article` is called by the admin (the article page's Publish now, after its
+form is saved, and the list's actions), the scheduler task and `manage.py
+publish_article`. Distribution (email, Telegram) hangs off it here.
+`publication_audience` tells the editor, before they confirm, who will get it.
 """
 
 from __future__ import annotations
@@ -11,10 +13,12 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from django.db import transaction
+from django.db.models import Count, Q
 from django.utils import timezone
 
-from newsletter.models import Article, EmailSend, TelegramPost
-from newsletter.services.sending import create_email_send
+from newsletter import telegram
+from newsletter.models import Article, Delivery, EmailSend, TelegramPost
+from newsletter.services.sending import audience, create_email_send
 from newsletter.services.telegram_posting import queue_telegram_post
 
 logger = logging.getLogger(__name__)
@@ -30,6 +34,44 @@ class PublishResult:
     newly_published: bool
     email_send: EmailSend | None
     telegram_post: TelegramPost | None
+
+
+@dataclass(frozen=True)
+class PublicationAudience:
+    """Who an article reaches when it is published now, as its saved settings stand."""
+
+    paid: int
+    free: int
+    telegram: bool
+
+    @property
+    def email_total(self) -> int:
+        return self.paid + self.free
+
+    def summary(self) -> str:
+        """One line for the confirmation: "Email 12,345 readers: 1,234 paid, 11,111 free"."""
+        if self.email_total == 0:
+            email = "Email nobody"
+        else:
+            readers = "reader" if self.email_total == 1 else "readers"
+            parts = [f"{self.paid:,} paid"]
+            if self.free:
+                parts.append(f"{self.free:,} free")
+            email = f"Email {self.email_total:,} {readers}: {', '.join(parts)}"
+        return f"{email}; {'post to Telegram' if self.telegram else 'no Telegram post'}"
+
+
+def publication_audience(*, article: Article) -> PublicationAudience:
+    """Who gets the article: the same selection `create_email_send` makes, counted."""
+    telegram_post = article.post_to_telegram and telegram.is_configured()
+    already_sent = EmailSend.objects.filter(article=article).exists()
+    if article.email_audience == Article.EmailAudience.NOBODY or already_sent:
+        return PublicationAudience(paid=0, free=0, telegram=telegram_post)
+    counts = audience(article=article).aggregate(
+        paid=Count("pk", filter=Q(segment=Delivery.Segment.PAID.value)),
+        free=Count("pk", filter=Q(segment=Delivery.Segment.FREE.value)),
+    )
+    return PublicationAudience(paid=counts["paid"], free=counts["free"], telegram=telegram_post)
 
 
 def publish_article(*, article: Article, send_email: bool = True) -> PublishResult:

@@ -17,6 +17,7 @@ from config.celery import app as celery_app
 from newsletter import selectors
 from newsletter.models import Article, Author, Section
 from newsletter.services import comments as comment_service
+from newsletter.services.body_images import render_body
 from newsletter.services.content import excerpt, free_body, full_body
 from newsletter.services.page_cache import cache_anonymous_page
 from newsletter.services.page_parameters import discussion_page_number
@@ -95,7 +96,10 @@ def render_article(
     context = {
         "article": article,
         "authors": list(article.authors.all()),
-        "body": full_body(article=article) if full else free_body(article=article),
+        "body": render_body(
+            html=full_body(article=article) if full else free_body(article=article),
+            for_email=False,
+        ),
         "locked": locked,
         "excerpt": excerpt(article=article),
         "canonical_url": _absolute(article.get_absolute_url()),

@@ -70,7 +70,9 @@ def test_editor_publishes_a_paid_article_that_reaches_each_reader_in_the_right_v
     assert article.body.index(FREE_PART) < article.body.index('<hr class="paywall">')
     assert article.body.index('<hr class="paywall">') < article.body.index(PAID_PART)
 
-    page.get_by_role("button", name="Publish now").click()
+    page.get_by_role("button", name="Publish now…").first.click()
+    expect(page.get_by_text("Email 2 readers: 1 paid, 1 free; post to Telegram")).to_be_visible()
+    page.get_by_role("button", name="Yes, publish now").click()
     expect(page.locator(".messagelist").get_by_text("Published.")).to_be_visible()
     article.refresh_from_db()
     assert article.status == Article.Status.PUBLISHED

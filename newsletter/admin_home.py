@@ -1,0 +1,146 @@
+"""The admin's home: how the last articles did, the audience this month, what is waiting.
+
+Also the grouping of the admin's models into what an editor looks for: Writing,
+Audience, Money and Settings, instead of one heading per Django app.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from django.db.models import QuerySet
+from django.utils import timezone
+
+from newsletter.models import Article, EmailSend
+from newsletter.services.dates import local
+from subscriptions.models import Subscriber
+from subscriptions.services.access import access_granting_memberships
+
+RECENT_ARTICLES = 5
+
+# (group, [app_label.ModelName, ...]) in the order the home page and sidebar show them.
+MODEL_GROUPS: list[tuple[str, list[str]]] = [
+    (
+        "Writing",
+        [
+            "newsletter.Article",
+            "newsletter.BodyImage",
+            "newsletter.Section",
+            "newsletter.Author",
+            "newsletter.Comment",
+            "newsletter.CommentBan",
+        ],
+    ),
+    (
+        "Audience",
+        [
+            "subscriptions.Subscriber",
+            "newsletter.EmailSend",
+            "newsletter.Delivery",
+            "newsletter.TelegramPost",
+            "subscriptions.Suppression",
+        ],
+    ),
+    (
+        "Money",
+        [
+            "subscriptions.Membership",
+            "subscriptions.Plan",
+            "subscriptions.Donation",
+            "subscriptions.StripeEvent",
+        ],
+    ),
+    ("Settings", ["newsletter.Publication"]),
+]
+
+
+def grouped_app_list(app_list: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Django's per-app list regrouped; models not named above go under Settings."""
+    models = {
+        f"{app['app_label']}.{model['object_name']}": model
+        for app in app_list
+        for model in app["models"]
+    }
+    groups = []
+    placed: set[str] = set()
+    for name, members in MODEL_GROUPS:
+        entries = [models[m] for m in members if m in models]
+        placed.update(m for m in members if m in models)
+        if name == "Settings":
+            entries += [model for key, model in models.items() if key not in placed]
+        if entries:
+            groups.append(
+                {
+                    "name": name,
+                    "app_label": name.lower(),
+                    "app_url": entries[0].get("admin_url") or "",
+                    "has_module_perms": True,
+                    "models": entries,
+                }
+            )
+    return groups
+
+
+@dataclass(frozen=True)
+class ArticleResult:
+    article: Article
+    email_send: EmailSend | None
+    telegram: str  # "sent", "failed", "pending", "" (not posted)
+
+
+@dataclass(frozen=True)
+class EditorDashboard:
+    month_start: datetime
+    recent: list[ArticleResult]
+    active_subscribers: int
+    new_subscribers_this_month: int
+    paid_members: int
+    new_paid_members_this_month: int
+    drafts: QuerySet[Article]
+    draft_count: int
+    scheduled: QuerySet[Article]
+
+
+def editor_dashboard(*, now: datetime | None = None) -> EditorDashboard:
+    now = now or timezone.now()
+    # The month as the publication counts it: from the 1st in its time zone.
+    start = local(now).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    recent_articles = (
+        Article.objects.filter(status=Article.Status.PUBLISHED)
+        .select_related("email_send")
+        .prefetch_related("telegram_posts")
+        .order_by("-published_at")[:RECENT_ARTICLES]
+    )
+    recent = []
+    for article in recent_articles:
+        try:
+            email_send: EmailSend | None = article.email_send
+        except EmailSend.DoesNotExist:
+            email_send = None
+        posts = list(article.telegram_posts.all())
+        recent.append(
+            ArticleResult(
+                article=article,
+                email_send=email_send,
+                telegram=posts[0].get_status_display() if posts else "",
+            )
+        )
+    active = Subscriber.objects.filter(status=Subscriber.Status.ACTIVE)
+    granting = access_granting_memberships(now=now)
+    drafts = Article.objects.filter(status=Article.Status.DRAFT).order_by("-updated_at")
+    return EditorDashboard(
+        month_start=start,
+        recent=recent,
+        active_subscribers=active.count(),
+        new_subscribers_this_month=active.filter(confirmed_at__gte=start).count(),
+        paid_members=granting.values("subscriber_id").distinct().count(),
+        new_paid_members_this_month=granting.filter(created_at__gte=start)
+        .values("subscriber_id")
+        .distinct()
+        .count(),
+        drafts=drafts[:RECENT_ARTICLES],
+        draft_count=drafts.count(),
+        scheduled=Article.objects.filter(status=Article.Status.SCHEDULED).order_by("publish_at"),
+    )
