@@ -63,6 +63,10 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # ETag/Last-Modified checks (304) for every page, cached or not; then cached
+    # anonymous pages, answered before anything below runs (newsletter/middleware.py).
+    "django.middleware.http.ConditionalGetMiddleware",
+    "newsletter.middleware.PageCacheMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
