@@ -307,6 +307,7 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = "UTC"
+STRIPE_OUTBOX_POLL_SECONDS = env.float("STRIPE_OUTBOX_POLL_SECONDS", default=1.0)
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 CELERY_BEAT_SCHEDULE = {
     "publish-due-articles": {
@@ -317,9 +318,12 @@ CELERY_BEAT_SCHEDULE = {
         "task": "subscriptions.tasks.expire_memberships",
         "schedule": crontab(minute=15),
     },
-    "retry-stripe-events": {
-        "task": "subscriptions.tasks.retry_stripe_events",
-        "schedule": 60.0,
+    # The Stripe events' outbox: accepted events are applied within about this long.
+    "drain-stripe-events": {
+        "task": "subscriptions.tasks.drain_stripe_events",
+        "schedule": STRIPE_OUTBOX_POLL_SECONDS,
+        # A poll that waited longer than the next one is of no use.
+        "options": {"expires": STRIPE_OUTBOX_POLL_SECONDS * 2},
     },
     "send-comment-digests": {
         "task": "newsletter.tasks.send_comment_digests",
