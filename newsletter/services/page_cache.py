@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import wraps
+from typing import TypeVar
 from urllib.parse import urlencode
 
 from django.conf import settings
@@ -76,6 +77,19 @@ def _first_generation() -> int:
     pages stayed): the clock, so that it never lands on a generation whose pages are
     still stored. Restarting from a fixed number would serve them again."""
     return time.time_ns()
+
+
+T = TypeVar("T")
+
+
+def shared_fragment(name: str, build: Callable[[], T]) -> T:
+    """A part of every page that is the same for every reader, signed in or not (the
+    publication, the navigation), built once per generation of the page cache.
+
+    Only for what anonymous readers may see too: it is shared by every reader.
+    """
+    generation = cache.get_or_set(_GENERATION_KEY, _first_generation, timeout=None)
+    return cache.get_or_set(f"fragments:{generation}:{name}", build, PAGE_CACHE_SECONDS)
 
 
 def page_parameters(request: HttpRequest, *, reads: frozenset[str]) -> list[tuple[str, str]]:

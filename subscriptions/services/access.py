@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
@@ -76,8 +79,29 @@ def subscriber_for_user(*, user: AbstractBaseUser | AnonymousUser | None) -> Sub
     return Subscriber.objects.filter(user_id=user.pk).first()
 
 
+# Within one request (`remembered_for_one_request`), a reader's access is looked up once,
+# though the article, its discussion and the layout each ask.
+_paid_this_request: ContextVar[dict[int, bool] | None] = ContextVar(
+    "paid_this_request", default=None
+)
+
+
+@contextmanager
+def remembered_for_one_request() -> Iterator[None]:
+    token = _paid_this_request.set({})
+    try:
+        yield
+    finally:
+        _paid_this_request.reset(token)
+
+
 def user_is_paid(*, user: AbstractBaseUser | AnonymousUser | None) -> bool:
-    return subscriber_is_paid(subscriber=subscriber_for_user(user=user))
+    memo = _paid_this_request.get()
+    if memo is None or user is None or not user.is_authenticated or user.pk is None:
+        return subscriber_is_paid(subscriber=subscriber_for_user(user=user))
+    if user.pk not in memo:
+        memo[user.pk] = subscriber_is_paid(subscriber=subscriber_for_user(user=user))
+    return memo[user.pk]
 
 
 def can_read_full_article(
