@@ -89,7 +89,7 @@ def shared_fragment(name: str, build: Callable[[], T]) -> T:
     Only for what anonymous readers may see too: it is shared by every reader.
     """
     generation = cache.get_or_set(_GENERATION_KEY, _first_generation, timeout=None)
-    return cache.get_or_set(f"fragments:{generation}:{name}", build, PAGE_CACHE_SECONDS)
+    return cache.get_or_set(f"fragments:{generation}:{name}", build, PAGE_CACHE_SECONDS)  # type: ignore[return-value]
 
 
 def page_parameters(request: HttpRequest, *, reads: frozenset[str]) -> list[tuple[str, str]]:
