@@ -57,45 +57,43 @@ class PageCacheMiddleware:
         if reads is None:
             return self.get_response(request)
         try:
-            key = page_cache.page_key(request, reads)
+            slot, page = page_cache.lookup(request, reads)
         except DisallowedHost:
             return self.get_response(request)  # answered 400 by the stack, as ever
-        page = page_cache.stored(key)
         if page is not None:
             return page.response(state="hit")
-        lock = f"pagelock:{key}"
-        rendering = cache.add(lock, 1, PAGE_RENDER_LOCK_SECONDS)
+        rendering = cache.add(slot.lock, 1, PAGE_RENDER_LOCK_SECONDS)
         if not rendering:
-            page = _wait_for(key=key, lock=lock)
+            page = _wait_for(slot)
             if page is not None:
                 return page.response(state="hit")
         try:
-            return self._render(request, key)
+            return self._render(request, slot)
         finally:
             if rendering:
-                cache.delete(lock)
+                cache.delete(slot.lock)
 
-    def _render(self, request: HttpRequest, key: str) -> HttpResponseBase:
+    def _render(self, request: HttpRequest, slot: page_cache.Slot) -> HttpResponseBase:
         setattr(request, page_cache.MIDDLEWARE_MARK, True)
         response = self.get_response(request)
         if getattr(response, page_cache.STORABLE_MARK, False) and page_cache.fit_to_store(
             request, response
         ):
-            page_cache.store(key, response)  # type: ignore[arg-type]
+            page_cache.store(slot, response)  # type: ignore[arg-type]
         return response
 
 
-def _wait_for(*, key: str, lock: str) -> page_cache.StoredPage | None:
+def _wait_for(slot: page_cache.Slot) -> page_cache.StoredPage | None:
     """Another request is rendering this page: its copy once stored, or None when that
     render ended without one (a 404, a page with a cookie) or took too long."""
     deadline = time.monotonic() + PAGE_RENDER_WAIT_SECONDS
     pause = _FIRST_POLL_SECONDS
     while time.monotonic() < deadline:
         time.sleep(pause)
-        page = page_cache.stored(key)
+        page = page_cache.stored(slot)
         if page is not None:
             return page
-        if cache.get(lock) is None:
-            return page_cache.stored(key)
+        if cache.get(slot.lock) is None:
+            return page_cache.stored(slot)
         pause = min(pause * 2, _LONGEST_POLL_SECONDS)
     return None

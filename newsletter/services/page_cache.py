@@ -83,10 +83,13 @@ T = TypeVar("T")
 
 
 def shared_fragment(name: str, build: Callable[[], T]) -> T:
-    """A part of every page that is the same for every reader, signed in or not (the
-    publication, the navigation), built once per generation of the page cache.
+    """Something every page needs that is the same for every reader, signed in or not
+    (the publication, the navigation, an article's row, its discussion), built once per
+    generation of the page cache, so every change shows at once.
 
-    Only for what anonymous readers may see too: it is shared by every reader.
+    These are server-side objects, never a rendered page: what a reader is shown of
+    them (the free or the whole article, their own comments' edit links) is still
+    decided for each request.
     """
     generation = cache.get_or_set(_GENERATION_KEY, _first_generation, timeout=None)
     return cache.get_or_set(f"fragments:{generation}:{name}", build, PAGE_CACHE_SECONDS)  # type: ignore[return-value]
@@ -127,17 +130,49 @@ def page_parameters(request: HttpRequest, *, reads: frozenset[str]) -> list[tupl
     return params
 
 
-def page_key(request: HttpRequest, reads: frozenset[str]) -> str:
-    """The key of this request's copy in the current generation.
+@dataclass(frozen=True)
+class Slot:
+    """Where a request's copy lives (`key`, one per page) and the generation it is of.
 
-    Taken before the page is rendered: a page rendered while a change commits is stored
-    under the generation it was rendered in, which the change has already left.
+    The generation is read before the page is rendered: a page rendered while a change
+    commits is stored as of the generation it was rendered in, which the change has
+    already left, so it is never served.
     """
-    generation = cache.get_or_set(_GENERATION_KEY, _first_generation, timeout=None)
+
+    key: str
+    generation: int
+
+    @property
+    def lock(self) -> str:
+        return f"pagelock:{self.generation}:{self.key}"
+
+
+def _page_slot_key(request: HttpRequest, reads: frozenset[str]) -> str:
     params = urlencode(page_parameters(request, reads=reads))
     page = f"{request.scheme}://{request.get_host()}{request.path}?{params}"
-    url = hashlib.sha256(page.encode()).hexdigest()
-    return f"pages:{generation}:{url}"
+    return f"pages:{hashlib.sha256(page.encode()).hexdigest()}"
+
+
+def lookup(request: HttpRequest, reads: frozenset[str]) -> tuple[Slot, StoredPage | None]:
+    """This request's slot, and its copy if one of the current generation is stored.
+
+    One cache round trip for a hit: the generation and the page are read together, and
+    a copy of another generation is no copy.
+    """
+    key = _page_slot_key(request, reads)
+    values = cache.get_many([_GENERATION_KEY, key])
+    generation = values.get(_GENERATION_KEY)
+    if generation is None:
+        generation = cache.get_or_set(_GENERATION_KEY, _first_generation, timeout=None)
+        return Slot(key=key, generation=int(generation or 0)), None
+    slot = Slot(key=key, generation=generation)
+    return slot, _of_generation(values.get(key), slot)
+
+
+def _of_generation(value: object, slot: Slot) -> StoredPage | None:
+    if isinstance(value, StoredPage) and value.generation == slot.generation:
+        return value
+    return None
 
 
 def anonymous(request: HttpRequest) -> bool:
@@ -157,6 +192,7 @@ class StoredPage:
     """A page as it left the stack: status, headers and body, without the response object
     (no middleware state, no request, nothing but what a visitor receives)."""
 
+    generation: int
     status: int
     headers: tuple[tuple[str, str], ...]
     content: bytes
@@ -178,7 +214,7 @@ def fit_to_store(request: HttpRequest, response: HttpResponseBase) -> bool:
     )
 
 
-def store(key: str, response: HttpResponse) -> None:
+def store(slot: Slot, response: HttpResponse) -> None:
     """Keep this page for `PAGE_CACHE_SECONDS`, with the validators a revisit is checked by.
 
     The ETag is the body's hash, so a copy rendered again after a change elsewhere
@@ -191,16 +227,17 @@ def store(key: str, response: HttpResponse) -> None:
         response["Last-Modified"] = http_date()
     response["X-Page-Cache"] = "miss"
     stored = StoredPage(
+        generation=slot.generation,
         status=response.status_code,
         headers=tuple((name, value) for name, value in response.items() if name != "X-Page-Cache"),
         content=response.content,
     )
-    cache.set(key, stored, PAGE_CACHE_SECONDS)
+    cache.set(slot.key, stored, PAGE_CACHE_SECONDS)
 
 
-def stored(key: str) -> StoredPage | None:
-    page = cache.get(key)
-    return page if isinstance(page, StoredPage) else None
+def stored(slot: Slot) -> StoredPage | None:
+    """The slot's copy, if one of the slot's generation is stored now."""
+    return _of_generation(cache.get(slot.key), slot)
 
 
 def _kept_something_for_this_visitor(request: HttpRequest) -> bool:
@@ -234,13 +271,12 @@ def cache_anonymous_page(*, reads: Iterable[str] = ()) -> Callable[[View], View]
                 response = view(request, *args, **kwargs)
                 setattr(response, STORABLE_MARK, _for_everyone(request))
                 return response
-            key = page_key(request, known)
-            page = stored(key)
+            slot, page = lookup(request, known)
             if page is not None:
                 return page.response(state="hit")
             response = view(request, *args, **kwargs)
             if fit_to_store(request, response) and _for_everyone(request):
-                store(key, response)
+                store(slot, response)
             return response
 
         wrapped.page_cache_reads = known  # type: ignore[attr-defined]

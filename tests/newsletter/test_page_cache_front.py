@@ -116,10 +116,12 @@ def test_a_render_that_stores_nothing_lets_the_waiting_requests_render_their_own
     from django.core.cache import cache
 
     from newsletter.middleware import _wait_for
+    from newsletter.services.page_cache import Slot
 
-    cache.add("pagelock:pages:1:x", 1, 10)
-    cache.delete("pagelock:pages:1:x")  # the render ended without a copy
-    assert _wait_for(key="pages:1:x", lock="pagelock:pages:1:x") is None
+    slot = Slot(key="pages:x", generation=1)
+    cache.add(slot.lock, 1, 10)
+    cache.delete(slot.lock)  # the render ended without a copy
+    assert _wait_for(slot) is None
 
 
 # --- Conditional requests ----------------------------------------------------------------
