@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from django.db.models import Q, QuerySet
 from django.utils import timezone
@@ -96,12 +96,19 @@ def remembered_for_one_request() -> Iterator[None]:
 
 
 def user_is_paid(*, user: AbstractBaseUser | AnonymousUser | None) -> bool:
+    if user is None or not user.is_authenticated or user.pk is None:
+        return False
     memo = _paid_this_request.get()
-    if memo is None or user is None or not user.is_authenticated or user.pk is None:
-        return subscriber_is_paid(subscriber=subscriber_for_user(user=user))
+    if memo is None:
+        return _user_is_paid(user_pk=user.pk)
     if user.pk not in memo:
-        memo[user.pk] = subscriber_is_paid(subscriber=subscriber_for_user(user=user))
+        memo[user.pk] = _user_is_paid(user_pk=user.pk)
     return memo[user.pk]
+
+
+def _user_is_paid(*, user_pk: Any) -> bool:
+    """One query: a membership granting access, of the subscriber linked to this user."""
+    return access_granting_memberships().filter(subscriber__user_id=user_pk).exists()
 
 
 def can_read_full_article(

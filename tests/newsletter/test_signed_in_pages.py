@@ -11,10 +11,10 @@ from tests.factories import AuthorFactory, CommentFactory, PublishedArticleFacto
 
 pytestmark = pytest.mark.django_db
 
-# The signed-in user, their paid status (subscriber and membership: once for the page,
+# The signed-in user, their paid status (one query, once for the page,
 # its discussion and the layout) and whether they may comment. The article, its authors
 # and its discussion are the same for every reader and come from the cache.
-ARTICLE_PAGE_QUERIES = 4
+ARTICLE_PAGE_QUERIES = 3
 
 
 def paid_article(*, comments: int, authors: int) -> Article:
