@@ -499,8 +499,9 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--signups", type=int, default=500)
     parser.add_argument("--webhooks", type=int, default=1000)
-    parser.add_argument("--web-workers", type=int, default=2 * (os.cpu_count() or 1) + 1)
-    parser.add_argument("--web-threads", type=int, default=1, help="1: sync workers")
+    # The Procfile's web line: gthread, 2 processes x 4 threads.
+    parser.add_argument("--web-workers", type=int, default=2)
+    parser.add_argument("--web-threads", type=int, default=4, help="1: sync workers")
     parser.add_argument(
         "--only-pages", action="store_true", help="skip the signup and webhook parts"
     )
