@@ -109,16 +109,63 @@ def seed_content() -> dict[str, str]:
         )
         article.authors.add(author)
         slug = article.slug
-    return {"article_path": f"/p/{slug}/"}
+    paid = Article.objects.create(
+        title="The members' briefing",
+        slug="the-members-briefing",
+        subtitle="For paid subscribers",
+        body=paragraph * 4 + '<hr class="paywall">' + paragraph * 16,
+        section=section,
+        status=Article.Status.PUBLISHED,
+        visibility=Article.Visibility.PAID,
+        published_at=timezone.now(),
+    )
+    paid.authors.add(author)
+    return {
+        "article_path": f"/p/{slug}/",
+        "paid_path": paid.get_absolute_url(),
+        "paid_session": paid_reader_session(),
+    }
+
+
+def paid_reader_session() -> str:
+    """A signed-in reader with an active paid membership: their session cookie's value."""
+    from django.conf import settings
+    from django.contrib.auth import get_user_model
+    from django.test import Client
+
+    from subscriptions.models import Membership, Plan, Subscriber
+
+    user = get_user_model().objects.create_user(
+        username="paid-reader", email="paid-reader@example.com"
+    )
+    plan = Plan.objects.create(
+        name="Monthly", interval="month", amount=800, currency="usd", stripe_price_id="price_b"
+    )
+    subscriber = Subscriber.objects.create(
+        email=user.email, user=user, status=Subscriber.Status.ACTIVE
+    )
+    Membership.objects.create(
+        subscriber=subscriber,
+        plan=plan,
+        kind=Membership.Kind.STRIPE,
+        stripe_subscription_id="sub_bench_paid_reader",
+        status=Membership.Status.ACTIVE,
+    )
+    client = Client()
+    client.force_login(user)
+    return client.cookies[settings.SESSION_COOKIE_NAME].value
 
 
 # --- 1. pages -----------------------------------------------------------------------------
 
 
-def wrk(url: str, *, duration: int, connections: int, threads: int) -> tuple[float, int, int]:
+def wrk(
+    url: str, *, duration: int, connections: int, threads: int, cookie: str = ""
+) -> tuple[float, int, int]:
     """(requests/second, requests, non-2xx/3xx responses) measured by wrk."""
+    headers = ["-H", f"Cookie: {cookie}"] if cookie else []
     result = subprocess.run(
-        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency", url],
+        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency", *headers, url],
         capture_output=True,
         text=True,
         check=True,
@@ -130,7 +177,7 @@ def wrk(url: str, *, duration: int, connections: int, threads: int) -> tuple[flo
 
 
 def python_load(
-    url: str, *, duration: int, connections: int, threads: int
+    url: str, *, duration: int, connections: int, threads: int, cookie: str = ""
 ) -> tuple[float, int, int]:
     """The same measurement without wrk: keep-alive connections, one per thread."""
     parts = urlsplit(url)
@@ -142,7 +189,7 @@ def python_load(
         conn = HTTPConnection(parts.hostname, parts.port, timeout=30)
         done = bad = 0
         while time.monotonic() < stop_at:
-            conn.request("GET", parts.path or "/")
+            conn.request("GET", parts.path or "/", headers={"Cookie": cookie} if cookie else {})
             response = conn.getresponse()
             response.read()
             done += 1
@@ -163,7 +210,12 @@ def python_load(
 
 
 def measure_pages(
-    site_url: str, article_path: str, *, duration: int, connections: int, use_wrk: bool
+    site_url: str,
+    paths: dict[str, str],
+    *,
+    duration: int,
+    connections: int,
+    use_wrk: bool,
 ) -> None:
     tool = wrk if use_wrk and shutil.which("wrk") else python_load
     print(f"\n1. Pages ({tool.__name__}, {connections} connections, {duration}s each)")
@@ -173,16 +225,32 @@ def measure_pages(
     hashed = re.search(r'href="(/static/css/site\.[0-9a-f]+\.css)"', html)
     if hashed:
         static_path = hashed.group(1)
+    session = f"sessionid={paths['paid_session']}"
+    with urllib.request.urlopen(
+        urllib.request.Request(f"{site_url}{paths['paid_path']}", headers={"Cookie": session})
+    ) as response:
+        full = response.read().decode().count("Shipping through the strait") >= 20
+        check(full, "the paid reader is signed in and gets the whole article")
     results = {}
-    for name, path in (("static file", static_path), ("home", "/"), ("article", article_path)):
+    for name, path, cookie in (
+        ("static file", static_path, ""),
+        ("home", "/", ""),
+        ("article", paths["article_path"], ""),
+        ("paid, signed in", paths["paid_path"], session),
+    ):
         rate, total, bad = tool(
-            f"{site_url}{path}", duration=duration, connections=connections, threads=2
+            f"{site_url}{path}",
+            duration=duration,
+            connections=connections,
+            threads=2,
+            cookie=cookie,
         )
         results[name] = rate
-        print(f"  {name:<12} {path:<45} {rate:9.1f} req/s  ({total} requests, {bad} errors)")
+        print(f"  {name:<16} {path:<41} {rate:9.1f} req/s  ({total} requests, {bad} errors)")
         check(bad == 0, f"{name}: every response was 2xx/3xx")
-    for name in ("home", "article"):
+    for name in ("home", "article", "paid, signed in"):
         print(f"  {name} / static file ratio: {results[name] / results['static file']:.3f}")
+    print(f"  load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
 # --- 2. signup burst ---------------------------------------------------------------------
@@ -431,7 +499,12 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--signups", type=int, default=500)
     parser.add_argument("--webhooks", type=int, default=1000)
-    parser.add_argument("--web-workers", type=int, default=2 * (os.cpu_count() or 1) + 1)
+    # The Procfile's web line: gthread, 2 processes x 4 threads.
+    parser.add_argument("--web-workers", type=int, default=2)
+    parser.add_argument("--web-threads", type=int, default=4, help="1: sync workers")
+    parser.add_argument(
+        "--only-pages", action="store_true", help="skip the signup and webhook parts"
+    )
     parser.add_argument(
         "--no-wrk", action="store_true", help="measure pages with the Python client"
     )
@@ -440,7 +513,8 @@ def main() -> int:
     workdir = Path(os.environ.get("BENCH_WORKDIR", "/tmp")) / f"broadside-load-{os.getpid()}"
     print(
         f"Broadside load on loopback: {os.cpu_count()} CPUs, gunicorn with "
-        f"{args.web_workers} sync workers, PostgreSQL, Redis ({harness.REDIS_URL})"
+        f"{args.web_workers} workers x {args.web_threads} threads, PostgreSQL, "
+        f"Redis ({harness.REDIS_URL})"
     )
     harness.create_database(DATABASE)
     try:
@@ -470,6 +544,7 @@ def main() -> int:
                     smtp_port=smtp_port,
                     stripe_api_base=stripe_api.url,
                     web_workers=args.web_workers,
+                    web_threads=args.web_threads,
                     # Production's persistent connections (the harness's default is 0).
                     extra_env={"CONN_MAX_AGE": "60"},
                 )
@@ -477,13 +552,14 @@ def main() -> int:
             stripe_api.webhook_url = f"{site.site_url}/stripe/webhook/"
             measure_pages(
                 site.site_url,
-                paths["article_path"],
+                paths,
                 duration=args.duration,
                 connections=args.connections,
                 use_wrk=not args.no_wrk,
             )
-            measure_signups(site.site_url, mail, total=args.signups)
-            measure_webhooks(site.site_url, stripe_api, mail, total=args.webhooks)
+            if not args.only_pages:
+                measure_signups(site.site_url, mail, total=args.signups)
+                measure_webhooks(site.site_url, stripe_api, mail, total=args.webhooks)
             site.check_alive()
     finally:
         if "django.db" in sys.modules:

@@ -63,12 +63,17 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # ETag/Last-Modified checks (304) for every page, cached or not; then cached
+    # anonymous pages, answered before anything below runs (newsletter/middleware.py).
+    "django.middleware.http.ConditionalGetMiddleware",
+    "newsletter.middleware.PageCacheMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "subscriptions.middleware.ReaderAccessMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "allauth.account.middleware.AccountMiddleware",
@@ -346,6 +351,7 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = "UTC"
+STRIPE_OUTBOX_POLL_SECONDS = env.float("STRIPE_OUTBOX_POLL_SECONDS", default=1.0)
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 CELERY_BEAT_SCHEDULE = {
     "publish-due-articles": {
@@ -356,9 +362,12 @@ CELERY_BEAT_SCHEDULE = {
         "task": "subscriptions.tasks.expire_memberships",
         "schedule": crontab(minute=15),
     },
-    "retry-stripe-events": {
-        "task": "subscriptions.tasks.retry_stripe_events",
-        "schedule": 60.0,
+    # The Stripe events' outbox: accepted events are applied within about this long.
+    "drain-stripe-events": {
+        "task": "subscriptions.tasks.drain_stripe_events",
+        "schedule": STRIPE_OUTBOX_POLL_SECONDS,
+        # A poll that waited longer than the next one is of no use.
+        "options": {"expires": STRIPE_OUTBOX_POLL_SECONDS * 2},
     },
     "send-comment-digests": {
         "task": "newsletter.tasks.send_comment_digests",
@@ -401,6 +410,9 @@ SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=_https and not DEB
 # Load balancers probe /healthz over plain http inside the network.
 SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
 SESSION_COOKIE_SECURE = _https
+# Sessions read from the cache (written through to the database): a signed-in page does
+# not wait for a session query.
+SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
 CSRF_COOKIE_SECURE = _https
 SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31536000 if _https else 0)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=_https)

@@ -2,6 +2,7 @@ from django.contrib.sitemaps.views import sitemap
 from django.urls import path
 
 from newsletter.feeds import LatestArticlesFeed
+from newsletter.services.page_cache import cache_anonymous_page
 from newsletter.sitemaps import SITEMAPS
 from newsletter.views import comments, site
 
@@ -16,8 +17,14 @@ urlpatterns = [
     path("account/name/", comments.display_name, name="display_name"),
     path("s/<slug:slug>/", site.section, name="section"),
     path("authors/<slug:slug>/", site.author, name="author"),
-    path("feed/", LatestArticlesFeed(), name="feed"),
-    path("sitemap.xml", sitemap, {"sitemaps": SITEMAPS}, name="sitemap"),
+    # The feed and the sitemap show only what anonymous readers may see: cached as pages.
+    path("feed/", cache_anonymous_page()(LatestArticlesFeed()), name="feed"),
+    path(
+        "sitemap.xml",
+        cache_anonymous_page(reads=("p",))(sitemap),
+        {"sitemaps": SITEMAPS},
+        name="sitemap",
+    ),
     path("robots.txt", site.robots_txt, name="robots"),
     path("healthz", site.healthz, name="healthz"),
 ]

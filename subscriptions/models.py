@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
@@ -245,9 +247,24 @@ class StripeEvent(models.Model):
     needs_attention = models.BooleanField(
         default=False, help_text="Flagged for editors, e.g. a payment dispute."
     )
+    object_id = models.CharField(
+        max_length=255,
+        blank=True,
+        db_index=True,
+        help_text="The Stripe object the event is about; its events are applied in order.",
+    )
 
     class Meta:
         ordering = ["-received_at"]
 
     def __str__(self) -> str:
         return f"{self.type} {self.stripe_id}"
+
+    @staticmethod
+    def object_id_in(payload: Any) -> str:
+        """The Stripe object an event is about (`data.object.id`), or "" when it names none."""
+        try:
+            value = payload["data"]["object"]["id"]
+        except (KeyError, TypeError):
+            return ""
+        return value[:255] if isinstance(value, str) else ""

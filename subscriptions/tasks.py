@@ -2,7 +2,7 @@
 
 from celery import shared_task
 
-from subscriptions.services import memberships, signup, stripe_events
+from subscriptions.services import memberships, signup, stripe_events, stripe_outbox
 
 
 @shared_task(acks_late=True)
@@ -12,12 +12,17 @@ def process_stripe_event(event_id: int) -> bool:
 
 
 @shared_task
+def drain_stripe_events() -> int:
+    """Apply the stored events that are due, in order per Stripe object (the outbox's
+    poll, every STRIPE_OUTBOX_POLL_SECONDS)."""
+    return stripe_outbox.drain()
+
+
+@shared_task
 def retry_stripe_events() -> int:
-    """Queue the events whose retry is due (failed ones, or ones never picked up)."""
-    due = stripe_events.claim_due_events()
-    for event_id in due:
-        process_stripe_event.delay(event_id)
-    return len(due)
+    """The sweeper's earlier name, for tasks already queued under it: the drain also
+    retries failed events and picks up those of a worker that died."""
+    return stripe_outbox.drain()
 
 
 @shared_task

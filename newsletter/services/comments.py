@@ -27,7 +27,7 @@ from django.utils.html import linebreaks, urlize
 from django.utils.safestring import SafeString, mark_safe
 
 from newsletter.models import COMMENT_MAX_LENGTH, Article, Comment, CommentBan, Publication
-from newsletter.services.page_cache import invalidate_pages
+from newsletter.services.page_cache import invalidate_pages, shared_fragment
 from newsletter.services.page_parameters import Order, parse_page_number  # noqa: F401
 from subscriptions.services.access import can_read_full_article, user_is_paid
 from subscriptions.services.notifications import transactional_message
@@ -441,6 +441,36 @@ def thread_page_of(*, comment: Comment, user: AbstractBaseUser | AnonymousUser |
     return earlier.count() // THREAD_PAGE_SIZE + 1
 
 
+@dataclass(frozen=True)
+class _ThreadRows:
+    count: int
+    top_level: list[Comment]  # one more than a page: whether another page follows
+    replies: list[Comment]
+
+
+def _thread_rows(*, article_id: int, viewer_is_staff: bool, order: Order, page: int) -> _ThreadRows:
+    shown_statuses = _shown_statuses(viewer_is_staff=viewer_is_staff)
+    count = Comment.objects.filter(article_id=article_id, status=Comment.Status.VISIBLE).count()
+    sort = ("created_at", "pk") if order is Order.OLDEST else ("-created_at", "-pk")
+    offset = (page - 1) * THREAD_PAGE_SIZE
+    top_level = list(
+        _shown_threads(article_id=article_id, viewer_is_staff=viewer_is_staff)
+        .select_related("user", "user__author")
+        .order_by(*sort)[offset : offset + THREAD_PAGE_SIZE + 1]
+    )
+    replies = []
+    if top_level:
+        replies = list(
+            Comment.objects.filter(
+                parent_id__in=[c.pk for c in top_level[:THREAD_PAGE_SIZE]],
+                status__in=shown_statuses,
+            )
+            .select_related("user", "user__author")
+            .order_by("created_at", "pk")
+        )
+    return _ThreadRows(count=count, top_level=top_level, replies=replies)
+
+
 def comment_thread(
     *,
     article: Article,
@@ -456,32 +486,30 @@ def comment_thread(
     come THREAD_PAGE_SIZE at a time, each with all of its replies.
     """
     viewer_is_staff = _is_staff(user)
-    shown_statuses = _shown_statuses(viewer_is_staff=viewer_is_staff)
-    count = Comment.objects.filter(article=article, status=Comment.Status.VISIBLE).count()
-    sort = ("created_at", "pk") if order is Order.OLDEST else ("-created_at", "-pk")
     # Far past any real discussion, and small enough for SQL's OFFSET (a bigint).
     page = min(max(page, 1), 10**9)
-    offset = (page - 1) * THREAD_PAGE_SIZE
-    top_level = list(
-        _shown_threads(article_id=article.pk, viewer_is_staff=viewer_is_staff)
-        .select_related("user", "user__author")
-        .order_by(*sort)[offset : offset + THREAD_PAGE_SIZE + 1]
+
+    def rows() -> _ThreadRows:
+        return _thread_rows(
+            article_id=article.pk, viewer_is_staff=viewer_is_staff, order=order, page=page
+        )
+
+    # Every reader but an editor sees the same comments: read once per generation of the
+    # page cache (each comment saved, hidden or deleted starts a new one).
+    shared = (
+        rows()
+        if viewer_is_staff
+        else shared_fragment(f"thread:{article.pk}:{order.value}:{page}", rows)
     )
-    has_more = len(top_level) > THREAD_PAGE_SIZE
-    top_level = top_level[:THREAD_PAGE_SIZE]
+    top_level = shared.top_level[:THREAD_PAGE_SIZE]
+    has_more = len(shared.top_level) > THREAD_PAGE_SIZE
+    count = shared.count
     now = timezone.now()
     replies: dict[int, list[ThreadComment]] = defaultdict(list)
-    if top_level:
-        for reply in (
-            Comment.objects.filter(
-                parent_id__in=[c.pk for c in top_level], status__in=shown_statuses
-            )
-            .select_related("user", "user__author")
-            .order_by("created_at", "pk")
-        ):
-            replies[reply.parent_id].append(  # type: ignore[index]
-                _thread_entry(comment=reply, user=user, now=now, viewer_is_staff=viewer_is_staff)
-            )
+    for reply in shared.replies:
+        replies[reply.parent_id].append(  # type: ignore[index]
+            _thread_entry(comment=reply, user=user, now=now, viewer_is_staff=viewer_is_staff)
+        )
     entries = []
     for comment in top_level:
         entry = _thread_entry(comment=comment, user=user, now=now, viewer_is_staff=viewer_is_staff)

@@ -6,7 +6,17 @@ a request that carries a session (a signed-in reader, an editor, someone mid-sig
 is never stored and never served from here: that copy may hold paid text.
 
 Copies live for `PAGE_CACHE_SECONDS` at most, and every change to what the pages show
-(an article, a comment, the publication) starts a new generation of keys at once.
+(an article, a comment, the publication, an import) starts a new generation of keys at
+once.
+
+Two pieces share the work. `cache_anonymous_page` marks a view as cacheable, says which
+query parameters key its copies, and judges each response it renders (anonymous, 200,
+no cookie, nothing kept in the session). `newsletter.middleware.PageCacheMiddleware`,
+first in the stack, answers hits before any other middleware runs (no session, auth,
+messages or CSRF work, no database query, no rendering) and stores the judged pages
+once every other middleware has added its headers, so a hit carries the same
+Content-Security-Policy, security headers and ETag as the page it copies. A view called
+without the middleware (a test's request factory) stores and serves its own copies.
 """
 
 from __future__ import annotations
@@ -14,18 +24,30 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from functools import wraps
+from typing import TypeVar
 from urllib.parse import urlencode
 
 from django.conf import settings
 from django.core.cache import cache
 from django.db import transaction
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseBase
+from django.utils.cache import set_response_etag
+from django.utils.http import http_date
 
 from newsletter.services.page_parameters import Order, discussion_page_number, parse_page_number
 
 PAGE_CACHE_SECONDS = 60
 _GENERATION_KEY = "pages:generation"
+# The query parameters a cached view may read: list pages, an article's discussion, and
+# the sitemap's own page number.
+KNOWN_PARAMETERS = frozenset({"page", "cpage", "order", "p"})
+# Set on a request by the middleware: the view only judges its page, the middleware
+# serves and stores it.
+MIDDLEWARE_MARK = "_page_cache_middleware"
+# Set on a response by the view: fit to be stored for every anonymous visitor.
+STORABLE_MARK = "_page_cache_storable"
 # Cookies that mean the page may be personal: the session (signed in, or a sign-in or
 # checkout under way) and one-time messages shown at the top of the next page.
 _PERSONAL_COOKIES = {settings.SESSION_COOKIE_NAME, "messages"}
@@ -57,6 +79,22 @@ def _first_generation() -> int:
     return time.time_ns()
 
 
+T = TypeVar("T")
+
+
+def shared_fragment(name: str, build: Callable[[], T]) -> T:
+    """Something every page needs that is the same for every reader, signed in or not
+    (the publication, the navigation, an article's row, its discussion), built once per
+    generation of the page cache, so every change shows at once.
+
+    These are server-side objects, never a rendered page: what a reader is shown of
+    them (the free or the whole article, their own comments' edit links) is still
+    decided for each request.
+    """
+    generation = cache.get_or_set(_GENERATION_KEY, _first_generation, timeout=None)
+    return cache.get_or_set(f"fragments:{generation}:{name}", build, PAGE_CACHE_SECONDS)  # type: ignore[return-value]
+
+
 def page_parameters(request: HttpRequest, *, reads: frozenset[str]) -> list[tuple[str, str]]:
     """The query parameters a cached page reads (`reads`), as the page reads them.
 
@@ -83,19 +121,123 @@ def page_parameters(request: HttpRequest, *, reads: frozenset[str]) -> list[tupl
         order = Order.parse(request.GET.get("order"))
         if order is not Order.OLDEST:
             params.append(("order", order.value))
+    if "p" in reads and "p" in request.GET:
+        number = parse_page_number(request.GET.get("p"))
+        if number is None:
+            params.append(("p", "invalid"))
+        elif number != 1:
+            params.append(("p", str(number)))
     return params
 
 
-def _key(request: HttpRequest, reads: frozenset[str]) -> str:
-    generation = cache.get_or_set(_GENERATION_KEY, _first_generation, timeout=None)
+@dataclass(frozen=True)
+class Slot:
+    """Where a request's copy lives (`key`, one per page) and the generation it is of.
+
+    The generation is read before the page is rendered: a page rendered while a change
+    commits is stored as of the generation it was rendered in, which the change has
+    already left, so it is never served.
+    """
+
+    key: str
+    generation: int
+
+    @property
+    def lock(self) -> str:
+        return f"pagelock:{self.generation}:{self.key}"
+
+
+def _page_slot_key(request: HttpRequest, reads: frozenset[str]) -> str:
     params = urlencode(page_parameters(request, reads=reads))
     page = f"{request.scheme}://{request.get_host()}{request.path}?{params}"
-    url = hashlib.sha256(page.encode()).hexdigest()
-    return f"pages:{generation}:{url}"
+    return f"pages:{hashlib.sha256(page.encode()).hexdigest()}"
 
 
-def _anonymous(request: HttpRequest) -> bool:
+def lookup(request: HttpRequest, reads: frozenset[str]) -> tuple[Slot, StoredPage | None]:
+    """This request's slot, and its copy if one of the current generation is stored.
+
+    One cache round trip for a hit: the generation and the page are read together, and
+    a copy of another generation is no copy.
+    """
+    key = _page_slot_key(request, reads)
+    values = cache.get_many([_GENERATION_KEY, key])
+    generation = values.get(_GENERATION_KEY)
+    if generation is None:
+        generation = cache.get_or_set(_GENERATION_KEY, _first_generation, timeout=None)
+        return Slot(key=key, generation=int(generation or 0)), None
+    slot = Slot(key=key, generation=generation)
+    return slot, _of_generation(values.get(key), slot)
+
+
+def _of_generation(value: object, slot: Slot) -> StoredPage | None:
+    if isinstance(value, StoredPage) and value.generation == slot.generation:
+        return value
+    return None
+
+
+def anonymous(request: HttpRequest) -> bool:
+    """No cookie that could make the page personal (session, messages)."""
     return not (_PERSONAL_COOKIES & request.COOKIES.keys())
+
+
+def cacheable_request(request: HttpRequest) -> bool:
+    return request.method in ("GET", "HEAD") and anonymous(request)
+
+
+# --- Stored copies ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StoredPage:
+    """A page as it left the stack: status, headers and body, without the response object
+    (no middleware state, no request, nothing but what a visitor receives)."""
+
+    generation: int
+    status: int
+    headers: tuple[tuple[str, str], ...]
+    content: bytes
+
+    def response(self, *, state: str) -> HttpResponse:
+        response = HttpResponse(self.content, status=self.status, headers=dict(self.headers))
+        response["X-Page-Cache"] = state
+        return response
+
+
+def fit_to_store(request: HttpRequest, response: HttpResponseBase) -> bool:
+    """Only a plain 200 to a GET, with no cookie for this visitor, is a copy for everyone."""
+    return (
+        request.method == "GET"
+        and response.status_code == 200
+        and not response.streaming
+        and not response.cookies
+        and isinstance(response, HttpResponse)
+    )
+
+
+def store(slot: Slot, response: HttpResponse) -> None:
+    """Keep this page for `PAGE_CACHE_SECONDS`, with the validators a revisit is checked by.
+
+    The ETag is the body's hash, so a copy rendered again after a change elsewhere
+    still matches what a reader's browser holds; Last-Modified is when it was made,
+    unless the view said when its content changed (the feed does).
+    """
+    if not response.has_header("ETag"):
+        set_response_etag(response)
+    if not response.has_header("Last-Modified"):
+        response["Last-Modified"] = http_date()
+    response["X-Page-Cache"] = "miss"
+    stored = StoredPage(
+        generation=slot.generation,
+        status=response.status_code,
+        headers=tuple((name, value) for name, value in response.items() if name != "X-Page-Cache"),
+        content=response.content,
+    )
+    cache.set(slot.key, stored, PAGE_CACHE_SECONDS)
+
+
+def stored(slot: Slot) -> StoredPage | None:
+    """The slot's copy, if one of the slot's generation is stored now."""
+    return _of_generation(cache.get(slot.key), slot)
 
 
 def _kept_something_for_this_visitor(request: HttpRequest) -> bool:
@@ -116,32 +258,35 @@ View = Callable[..., HttpResponse]
 def cache_anonymous_page(*, reads: Iterable[str] = ()) -> Callable[[View], View]:
     """Store the view's page for anonymous readers, keyed by the query parameters it `reads`."""
     known = frozenset(reads)
-    unknown = known - {"page", "cpage", "order"}
+    unknown = known - KNOWN_PARAMETERS
     if unknown:
         raise ValueError(f"The page cache does not know how a page reads {sorted(unknown)}")
 
     def decorate(view: View) -> View:
         @wraps(view)
         def wrapped(request: HttpRequest, *args, **kwargs) -> HttpResponse:
-            if request.method not in ("GET", "HEAD") or not _anonymous(request):
+            if not cacheable_request(request):
                 return view(request, *args, **kwargs)
-            key = _key(request, known)
-            cached = cache.get(key)
-            if cached is not None:
-                cached["X-Page-Cache"] = "hit"
-                return cached
+            if getattr(request, MIDDLEWARE_MARK, False):
+                response = view(request, *args, **kwargs)
+                setattr(response, STORABLE_MARK, _for_everyone(request))
+                return response
+            slot, page = lookup(request, known)
+            if page is not None:
+                return page.response(state="hit")
             response = view(request, *args, **kwargs)
-            if (
-                request.method == "GET"
-                and response.status_code == 200
-                and not response.cookies
-                and not request.user.is_authenticated
-                and not _kept_something_for_this_visitor(request)
-            ):
-                response["X-Page-Cache"] = "miss"
-                cache.set(key, response, PAGE_CACHE_SECONDS)
+            if fit_to_store(request, response) and _for_everyone(request):
+                store(slot, response)
             return response
 
+        wrapped.page_cache_reads = known  # type: ignore[attr-defined]
         return wrapped
 
     return decorate
+
+
+def _for_everyone(request: HttpRequest) -> bool:
+    """Nobody signed in during the view, and it kept nothing for this visitor."""
+    user = getattr(request, "user", None)
+    signed_in = user is not None and user.is_authenticated
+    return not signed_in and not _kept_something_for_this_visitor(request)

@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 from django import template
-from django.db.models import QuerySet
 
 from newsletter import selectors
 from newsletter.models import Article, Section
 from newsletter.services.content import excerpt
+from newsletter.services.page_cache import shared_fragment
 
 register = template.Library()
 
 
 @register.simple_tag
-def nav_sections() -> QuerySet[Section]:
-    """Sections with at least one published article, for the site navigation."""
-    return selectors.sections_with_articles()
+def nav_sections() -> list[Section]:
+    """Sections with at least one published article, for the site navigation (the same
+    for every reader: built once per page-cache generation)."""
+    return shared_fragment("nav-sections", lambda: list(selectors.sections_with_articles()))
 
 
 @register.simple_tag

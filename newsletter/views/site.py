@@ -19,7 +19,7 @@ from newsletter.models import Article, Author, Section
 from newsletter.services import comments as comment_service
 from newsletter.services.body_images import render_body
 from newsletter.services.content import excerpt, free_body, full_body
-from newsletter.services.page_cache import cache_anonymous_page
+from newsletter.services.page_cache import cache_anonymous_page, shared_fragment
 from newsletter.services.page_parameters import discussion_page_number
 from subscriptions.services.access import can_read_full_article
 
@@ -74,7 +74,9 @@ def author(request: HttpRequest, slug: str) -> HttpResponse:
 @require_safe
 @cache_anonymous_page(reads=("cpage", "order"))
 def article(request: HttpRequest, slug: str) -> HttpResponse:
-    article = selectors.get_published_article(slug=slug)
+    # The same row for every reader (what each may read of it is decided below): read
+    # once per generation of the page cache, which every change to an article renews.
+    article = shared_fragment(f"article:{slug}", lambda: selectors.get_published_article(slug=slug))
     discussion_page = discussion_page_number(request.GET.get("cpage"))
     if discussion_page > 1 and discussion_page > comment_service.thread_page_count(
         article=article, user=request.user

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from django.db.models import Q, QuerySet
 from django.utils import timezone
@@ -76,8 +79,36 @@ def subscriber_for_user(*, user: AbstractBaseUser | AnonymousUser | None) -> Sub
     return Subscriber.objects.filter(user_id=user.pk).first()
 
 
+# Within one request (`remembered_for_one_request`), a reader's access is looked up once,
+# though the article, its discussion and the layout each ask.
+_paid_this_request: ContextVar[dict[int, bool] | None] = ContextVar(
+    "paid_this_request", default=None
+)
+
+
+@contextmanager
+def remembered_for_one_request() -> Iterator[None]:
+    token = _paid_this_request.set({})
+    try:
+        yield
+    finally:
+        _paid_this_request.reset(token)
+
+
 def user_is_paid(*, user: AbstractBaseUser | AnonymousUser | None) -> bool:
-    return subscriber_is_paid(subscriber=subscriber_for_user(user=user))
+    if user is None or not user.is_authenticated or user.pk is None:
+        return False
+    memo = _paid_this_request.get()
+    if memo is None:
+        return _user_is_paid(user_pk=user.pk)
+    if user.pk not in memo:
+        memo[user.pk] = _user_is_paid(user_pk=user.pk)
+    return memo[user.pk]
+
+
+def _user_is_paid(*, user_pk: Any) -> bool:
+    """One query: a membership granting access, of the subscriber linked to this user."""
+    return access_granting_memberships().filter(subscriber__user_id=user_pk).exists()
 
 
 def can_read_full_article(

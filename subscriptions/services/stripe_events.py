@@ -1,12 +1,13 @@
 """Stripe webhooks: verify, record once, then apply in a worker.
 
 Receiving (`receive_webhook`) only verifies the signature, parses the JSON and inserts
-the StripeEvent; its unique `stripe_id` makes a redelivered event a no-op. Processing
-(`process_event`) happens in a Celery task queued on commit. It re-reads the session or
-subscription from Stripe, so whatever order events arrive in, the newest state is what
-gets applied (https://docs.stripe.com/webhooks#event-ordering). A failure is recorded on
-the event (error, attempts) and retried with backoff by `retry_due_events`; editors can
-also retry it from the admin.
+the StripeEvent, due at once; its unique `stripe_id` makes a redelivered event a no-op.
+Processing (`process_event`) happens in a worker draining the stored events in order
+(`subscriptions.services.stripe_outbox`), with no broker call in the request. It
+re-reads the session or subscription from Stripe, so whatever order events arrive in,
+the newest state is what gets applied (https://docs.stripe.com/webhooks#event-ordering).
+A failure is recorded on the event (error, attempts) and retried with backoff by the
+same drain; editors can also retry it from the admin.
 """
 
 from __future__ import annotations
@@ -48,8 +49,8 @@ logger = logging.getLogger(__name__)
 MAX_ATTEMPTS = 10
 # Stripe's statuses of a subscription that has been paid for (past_due: a renewal failed).
 PAYING_STATUSES = ("active", "trialing", "past_due")
-# If the task queued on commit never ran (the broker was down), the sweeper picks the
-# event up after this long.
+# A drainer's lease on the events it claimed: if it dies mid-batch, they are due again
+# after this long.
 SAFETY_NET_DELAY = timedelta(minutes=5)
 
 
@@ -102,7 +103,8 @@ def receive_webhook(*, payload: bytes, signature_header: str | None) -> Received
         livemode=bool(data.get("livemode")),
         payload=data,
         received_at=now,
-        next_attempt_at=now + SAFETY_NET_DELAY,
+        next_attempt_at=now,
+        object_id=StripeEvent.object_id_in(data),
     )
     event.pk = _insert_unless_known(event)
     if event.pk is None:

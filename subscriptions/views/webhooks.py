@@ -1,25 +1,17 @@
-"""Stripe's webhook endpoint: verify, record, queue, answer."""
+"""Stripe's webhook endpoint: verify, record, answer.
+
+Nothing else happens in the request: the stored event is the workers' to-do
+(`subscriptions.services.stripe_outbox`), so no broker is called and an event accepted
+while the broker is down is applied when the workers can.
+"""
 
 from __future__ import annotations
 
-import logging
-
-from django.db import transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
 from subscriptions.services.stripe_events import WebhookRejected, receive_webhook
-from subscriptions.tasks import process_stripe_event
-
-logger = logging.getLogger(__name__)
-
-
-def _queue(event_id: int) -> None:
-    try:
-        process_stripe_event.delay(event_id)
-    except Exception:
-        logger.exception("Could not queue Stripe event %s; it will be retried", event_id)
 
 
 @csrf_exempt  # Stripe cannot send a CSRF token; the signature authenticates the request.
@@ -31,7 +23,4 @@ def stripe_webhook(request: HttpRequest) -> HttpResponse:
         )
     except WebhookRejected as exc:
         return JsonResponse({"error": str(exc)}, status=400)
-    if received.created:
-        event_id = received.event.pk
-        transaction.on_commit(lambda: _queue(event_id))
     return JsonResponse({"received": True, "duplicate": not received.created})

@@ -263,8 +263,12 @@ def wait_for_gunicorn(process: Process, site_url: str) -> None:
 def spawn_celery_worker(
     *, env: dict[str, str], workdir: Path, concurrency: int = 2, name: str = "e2e"
 ) -> Process:
+    # Beat embedded, as production runs it beside the workers: it polls the Stripe
+    # events' outbox, so webhooks are applied.
     args = processes.celery_worker_command(
-        hostname=f"{name}-{os.getpid()}@%h", concurrency=concurrency
+        hostname=f"{name}-{os.getpid()}@%h",
+        concurrency=concurrency,
+        beat_schedule=workdir / f"celerybeat-{name}",
     )
     return spawn("celery worker", args, env=env, log_path=workdir / f"celery-{name}.log")
 

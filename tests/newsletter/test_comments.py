@@ -621,13 +621,16 @@ def test_the_article_page_needs_no_more_queries_for_fifty_comments_than_for_one(
     client.force_login(paid_reader)
     first = CommentFactory(article=article)
     thread_html(client, article)  # warm up: the first request creates the publication row
+    from newsletter.services.page_cache import invalidate_pages
 
+    invalidate_pages()  # both measured pages read the discussion from the database
     with CaptureQueriesContext(connection) as one:
         thread_html(client, article)
 
     readers = UserFactory.create_batch(10)
     for n in range(49):
         CommentFactory(article=article, user=readers[n % 10], parent=first if n % 3 else None)
+    invalidate_pages()
     with django_assert_max_num_queries(len(one.captured_queries)):
         html = thread_html(client, article)
     assert "50 comments" in html

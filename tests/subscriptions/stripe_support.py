@@ -10,6 +10,8 @@ from typing import Any
 
 import stripe  # only for the library's own webhook signing helper
 
+from subscriptions.services import stripe_outbox
+
 WEBHOOK_SECRET = "whsec_test_broadside_0123456789"  # as set by the stripe_api fixture
 WEBHOOK_URL = "/stripe/webhook/"
 
@@ -29,7 +31,10 @@ def post_webhook(
 ) -> Any:
     headers = {"HTTP_STRIPE_SIGNATURE": signature} if signature is not None else {}
     with capture_on_commit(execute=True):
-        return client.post(WEBHOOK_URL, data=body, content_type="application/json", **headers)
+        response = client.post(WEBHOOK_URL, data=body, content_type="application/json", **headers)
+        # What the workers' next poll does with the stored event.
+        stripe_outbox.drain()
+    return response
 
 
 def send_event(client, event: dict[str, Any], *, capture_on_commit) -> Any:

@@ -209,6 +209,9 @@ def test_paying_on_the_stand_in_checkout_page_delivers_signed_webhooks_over_http
         "customer.subscription.created",
         "invoice.paid",
     ]
+    from subscriptions.services import stripe_outbox
+
+    stripe_outbox.drain()  # the workers' next poll
     assert StripeEvent.objects.filter(processed_at__isnull=False).count() == 3
     subscriber = Subscriber.objects.get(email="http@example.com")
     assert access.subscriber_is_paid(subscriber=subscriber)

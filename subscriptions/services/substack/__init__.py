@@ -38,6 +38,7 @@ from pathlib import Path
 
 from django.db import transaction
 
+from newsletter.services.page_cache import invalidate_pages
 from subscriptions.services.substack.archive import open_export
 from subscriptions.services.substack.markup import convert_post, convert_post_body
 from subscriptions.services.substack.posts import import_posts
@@ -95,6 +96,9 @@ def _import_all(
                 export=export, name=name, layout=layout, report=report, pending=pending
             )
     adopt_stripe_subscriptions(readers=pending, report=report, progress=progress)
+    # Bulk inserts send no signals: a new page-cache generation shows what was imported
+    # (articles, and readers' memberships) at once rather than when old copies expire.
+    invalidate_pages()
 
 
 __all__ = [

@@ -1,0 +1,99 @@
+"""The page cache in front of the stack: cached anonymous pages at close to a static file's cost.
+
+First in MIDDLEWARE, so a hit is answered before the session, authentication, messages
+and CSRF middleware run, without a database query and without rendering: one cache read
+for the generation, one for the page. Which views are cached, and what keys their
+copies, the views say (`cache_anonymous_page`); this resolves the path to find out.
+
+A miss renders once. The first request for a page takes a short lock and renders it;
+requests for the same page meanwhile (a widely shared article just after a save renewed
+every key) wait for that copy instead of rendering their own, up to
+`PAGE_RENDER_WAIT_SECONDS`, then render it themselves. They never get the previous
+generation's copy: a save must show at once, and that copy may hold text that has just
+turned paid.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from functools import lru_cache
+
+from django.conf import settings
+from django.core.cache import cache
+from django.core.exceptions import DisallowedHost
+from django.http import HttpRequest, HttpResponseBase
+from django.urls import Resolver404, get_urlconf, resolve
+
+from newsletter.services import page_cache
+
+# The longest a render may hold its page's lock; a worker that dies mid-render frees it
+# after this.
+PAGE_RENDER_LOCK_SECONDS = 10
+# How long a request waits for another one's render of the same page.
+PAGE_RENDER_WAIT_SECONDS = 3.0
+_FIRST_POLL_SECONDS = 0.005
+_LONGEST_POLL_SECONDS = 0.05
+
+
+@lru_cache(maxsize=4096)
+def _cached_reads(urlconf: str, path: str) -> frozenset[str] | None:
+    """The query parameters the view at `path` keys its copies by; None: not cached."""
+    try:
+        match = resolve(path, urlconf)
+    except Resolver404:
+        return None
+    return getattr(match.func, "page_cache_reads", None)
+
+
+class PageCacheMiddleware:
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponseBase]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponseBase:
+        if not page_cache.cacheable_request(request):
+            return self.get_response(request)
+        reads = _cached_reads(get_urlconf() or settings.ROOT_URLCONF, request.path_info)
+        if reads is None:
+            return self.get_response(request)
+        try:
+            slot, page = page_cache.lookup(request, reads)
+        except DisallowedHost:
+            return self.get_response(request)  # answered 400 by the stack, as ever
+        if page is not None:
+            return page.response(state="hit")
+        rendering = cache.add(slot.lock, 1, PAGE_RENDER_LOCK_SECONDS)
+        if not rendering:
+            page = _wait_for(slot)
+            if page is not None:
+                return page.response(state="hit")
+        try:
+            return self._render(request, slot)
+        finally:
+            if rendering:
+                cache.delete(slot.lock)
+
+    def _render(self, request: HttpRequest, slot: page_cache.Slot) -> HttpResponseBase:
+        setattr(request, page_cache.MIDDLEWARE_MARK, True)
+        response = self.get_response(request)
+        if getattr(response, page_cache.STORABLE_MARK, False) and page_cache.fit_to_store(
+            request, response
+        ):
+            page_cache.store(slot, response)  # type: ignore[arg-type]
+        return response
+
+
+def _wait_for(slot: page_cache.Slot) -> page_cache.StoredPage | None:
+    """Another request is rendering this page: its copy once stored, or None when that
+    render ended without one (a 404, a page with a cookie) or took too long."""
+    deadline = time.monotonic() + PAGE_RENDER_WAIT_SECONDS
+    pause = _FIRST_POLL_SECONDS
+    while time.monotonic() < deadline:
+        time.sleep(pause)
+        page = page_cache.stored(slot)
+        if page is not None:
+            return page
+        if cache.get(slot.lock) is None:
+            return page_cache.stored(slot)
+        pause = min(pause * 2, _LONGEST_POLL_SECONDS)
+    return None
