@@ -313,6 +313,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "subscriptions.tasks.expire_memberships",
         "schedule": crontab(minute=15),
     },
+    "deliver-gifts": {
+        "task": "subscriptions.tasks.deliver_gifts",
+        "schedule": crontab(minute="*/10"),
+    },
     "retry-stripe-events": {
         "task": "subscriptions.tasks.retry_stripe_events",
         "schedule": 60.0,
