@@ -320,6 +320,13 @@ class FakeStripeAPI(LocalHTTPServer):
             sub["latest_invoice"] = invoice["id"]
             return copy.deepcopy(invoice)
 
+    def set_promotion_code(self, promotion_code_id: str, *, active: bool) -> dict[str, Any]:
+        """Deactivate (or reactivate) a promotion code, as in Stripe's dashboard."""
+        with self._lock:
+            promotion = self._store.get("promotion_code", promotion_code_id)
+            promotion["active"] = active
+            return copy.deepcopy(promotion)
+
     def subscription(self, subscription_id: str) -> dict[str, Any]:
         """The subscription as a webhook's snapshot carries it (discounts as ids)."""
         with self._lock:
