@@ -46,6 +46,12 @@ def access_granting_memberships(*, now=None) -> QuerySet[Membership]:
     )
 
 
+def paid_for_stripe_memberships(*, now=None) -> QuerySet[Membership]:
+    """Stripe subscriptions on our plans that are paid for now, group ones included
+    (whether or not their seats are taken): what the revenue figures bill."""
+    return Membership.objects.filter(_stripe_grants(now=now or timezone.now(), prefix=""))
+
+
 def _stripe_grants(*, now, prefix: str) -> Q:
     """A Stripe subscription on one of our plans that is paid for (or in grace)."""
 

@@ -10,7 +10,11 @@ from django.db.models import Count, F, Sum
 from django.utils import timezone
 
 from subscriptions.models import Donation, Gift, Membership, Plan
-from subscriptions.services.access import access_granting_memberships, paid_subscribers
+from subscriptions.services.access import (
+    access_granting_memberships,
+    paid_for_stripe_memberships,
+    paid_subscribers,
+)
 from subscriptions.services.offers import offer_figures
 
 
@@ -67,13 +71,7 @@ def revenue_summary(*, now: datetime | None = None) -> RevenueSummary:
     paying = granting.filter(kind=Membership.Kind.STRIPE).exclude(status=Membership.Status.TRIALING)
 
     mrr: dict[str, int] = defaultdict(int)
-    # A group's subscription grants its seats, not itself: count it from the seats' side.
-    billed = Membership.objects.filter(
-        pk__in=granting.filter(kind=Membership.Kind.STRIPE).values("pk")
-    ) | Membership.objects.filter(
-        pk__in=granting.filter(kind=Membership.Kind.GROUP).values("group_id")
-    )
-    billed = billed.exclude(status=Membership.Status.TRIALING)
+    billed = paid_for_stripe_memberships(now=now).exclude(status=Membership.Status.TRIALING)
     founding_yearly: dict[str, int] = defaultdict(int)
     founding = 0
     for membership in billed.select_related("plan").filter(plan__isnull=False):
