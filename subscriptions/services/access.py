@@ -89,6 +89,17 @@ def subscriber_is_paying(*, subscriber: Subscriber | None) -> bool:
     )
 
 
+def founding_member_user_ids(*, user_ids: set[int]) -> set[int]:
+    """Which of these reader accounts are paid members on a founding plan now."""
+    if not user_ids:
+        return set()
+    return set(
+        access_granting_memberships()
+        .filter(plan__kind=Plan.Kind.FOUNDING, subscriber__user_id__in=user_ids)
+        .values_list("subscriber__user_id", flat=True)
+    )
+
+
 def subscriber_for_user(*, user: AbstractBaseUser | AnonymousUser | None) -> Subscriber | None:
     if user is None or not user.is_authenticated:
         return None
