@@ -27,7 +27,7 @@ from subscriptions import stripe_client
 from subscriptions.models import Gift, Membership, Plan, Subscriber
 from subscriptions.services.access import access_granting_memberships
 from subscriptions.services.accounts import ensure_reader_account
-from subscriptions.services.addresses import clean_address, normalized_or_none
+from subscriptions.services.addresses import clean_address
 from subscriptions.services.donations import format_amount
 from subscriptions.services.memberships import (
     PURPOSE_GIFT,
@@ -206,12 +206,11 @@ def record_paid_gift(*, session: dict[str, Any], now: datetime | None = None) ->
         return None
     now = now or timezone.now()
     gift_id = str((session.get("metadata") or {}).get(GIFT_KEY) or "")
-    gift = (
-        Gift.objects.select_for_update()
-        .filter(Q(stripe_checkout_session_id=session["id"]) | Q(pk=int(gift_id or 0)))
-        .select_related("plan")
-        .first()
-    )
+    ours = Q(stripe_checkout_session_id=session["id"])
+    if gift_id.isdigit():
+        # Checkout may complete before the session's id was stored on the gift.
+        ours |= Q(pk=int(gift_id), stripe_checkout_session_id__isnull=True)
+    gift = Gift.objects.select_for_update().filter(ours).select_related("plan").first()
     if gift is None:
         logger.warning("Paid gift session %s names no gift of ours", session["id"])
         return None
@@ -393,8 +392,3 @@ def _gift_context(gift: Gift) -> dict[str, Any]:
         "upgrade_url": absolute_url("/upgrade/"),
         "gift_url": absolute_url("/gift/"),
     }
-
-
-def recipient_is_known(*, email: str) -> bool:
-    normalized = normalized_or_none(email)
-    return bool(normalized and Subscriber.objects.filter(email=normalized).exists())

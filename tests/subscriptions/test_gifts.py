@@ -248,3 +248,12 @@ def test_add_months_keeps_the_day_or_takes_the_months_last():
     assert gifts.add_months(datetime(2026, 5, 1, tzinfo=UTC), 12) == datetime(
         2027, 5, 1, tzinfo=UTC
     )
+
+
+def test_an_abandoned_gift_checkout_keeps_nothing(client, stripe_api, stripe_webhooks, monthly):
+    abandoned = buy(client, monthly, recipient="left@example.org")
+    paid_session = stripe_api.complete_checkout(buy(client, monthly))
+    stripe_webhooks.deliver("checkout.session.completed", paid_session)
+    expired = {**stripe_api.get("checkout.session", abandoned), "status": "expired"}
+    stripe_webhooks.deliver("checkout.session.expired", expired)
+    assert list(Gift.objects.values_list("recipient_email", flat=True)) == ["ada@example.org"]
