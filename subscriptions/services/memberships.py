@@ -287,8 +287,15 @@ def _apply_discount(membership: Membership, subscription: dict[str, Any]) -> Non
             membership.discount_amount_off = int(coupon["amount_off"])
         membership.discount_ends_at = from_timestamp(discount.get("end"))
         if coupon.get("duration") == "once":
-            # Applied to one invoice only: the period it paid for.
-            membership.discount_ends_at = subscription_period(subscription, "current_period_end")
+            # Applied to one invoice only: the period that began when it was applied.
+            started = from_timestamp(discount.get("start"))
+            period_start = subscription_period(subscription, "current_period_start")
+            if started and period_start and started < period_start - timedelta(hours=1):
+                membership.discount_ends_at = period_start
+            else:
+                membership.discount_ends_at = subscription_period(
+                    subscription, "current_period_end"
+                )
         break
 
 

@@ -216,3 +216,43 @@ def test_any_typed_code_is_either_refused_or_in_the_stripe_alphabet(code):
         return
     assert all(c.isascii() and (c.isalnum() or c == "-") for c in normal)
     assert normal == normal.strip().upper()
+
+
+def test_a_first_payment_discount_counts_only_for_the_period_it_paid():
+    from subscriptions.services.memberships import _apply_discount
+
+    day = 86400
+    start = int(timezone.now().timestamp()) - 40 * day
+
+    def subscription(period_start: int) -> dict:
+        return {
+            "items": {
+                "data": [
+                    {
+                        "current_period_start": period_start,
+                        "current_period_end": period_start + 30 * day,
+                    }
+                ]
+            },
+            "discounts": [
+                {
+                    "start": start,
+                    "end": None,
+                    "source": {"coupon": {"percent_off": 50, "duration": "once"}},
+                }
+            ],
+        }
+
+    first = Membership()
+    _apply_discount(first, subscription(start))
+    assert first.discount_percent_off == 50
+    assert first.discount_ends_at.timestamp() == start + 30 * day
+    renewed = Membership()
+    _apply_discount(renewed, subscription(start + 30 * day))
+    assert renewed.discount_ends_at.timestamp() == start + 30 * day
+    # Bare ids (a webhook snapshot) leave what was known.
+    known = Membership(discount_amount_off=300)
+    _apply_discount(known, {"discounts": ["di_1"]})
+    assert known.discount_amount_off == 300
+    _apply_discount(known, {"discounts": []})
+    assert known.discount_amount_off is None
