@@ -369,6 +369,10 @@ CELERY_BEAT_SCHEDULE = {
         # A poll that waited longer than the next one is of no use.
         "options": {"expires": STRIPE_OUTBOX_POLL_SECONDS * 2},
     },
+    "deliver-gifts": {
+        "task": "subscriptions.tasks.deliver_gifts",
+        "schedule": crontab(minute="*/10"),
+    },
     "send-comment-digests": {
         "task": "newsletter.tasks.send_comment_digests",
         "schedule": crontab(minute=5),

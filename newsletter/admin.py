@@ -59,7 +59,10 @@ class PublicationAdmin(admin.ModelAdmin):
             "Support and channels",
             {"fields": ["kofi_url", "buymeacoffee_url", "telegram_channel_url"]},
         ),
-        ("Comments", {"fields": ["comment_policy", "comment_digest_enabled"]}),
+        (
+            "Comments",
+            {"fields": ["comment_policy", "comment_digest_enabled", "show_founding_badges"]},
+        ),
     ]
 
     def has_add_permission(self, request: HttpRequest) -> bool:

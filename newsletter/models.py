@@ -42,6 +42,11 @@ class Publication(models.Model):
         default=False,
         help_text="Each article's authors get one email an hour listing its new comments.",
     )
+    show_founding_badges = models.BooleanField(
+        "mark founding members' comments",
+        default=False,
+        help_text="Comments by readers on a founding plan carry a 'Founding member' badge.",
+    )
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:

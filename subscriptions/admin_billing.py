@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import ImproperlyConfigured
 from django.db.models import QuerySet
@@ -13,8 +14,8 @@ from django.utils.html import format_html
 
 from subscriptions import stripe_client
 from subscriptions.admin_search import AddressSearchMixin
-from subscriptions.models import Donation, Membership, Plan, StripeEvent
-from subscriptions.services import billing, revenue, stripe_events
+from subscriptions.models import Donation, Gift, GroupInvite, Membership, Offer, Plan, StripeEvent
+from subscriptions.services import billing, offers, revenue, stripe_events
 from subscriptions.services.access import access_granting_memberships
 from subscriptions.services.donations import format_amount
 from subscriptions.tasks import process_stripe_event
@@ -22,8 +23,17 @@ from subscriptions.tasks import process_stripe_event
 
 @admin.register(Plan)
 class PlanAdmin(admin.ModelAdmin):
-    list_display = ["name", "interval", "price", "active", "stripe_price_id", "position"]
-    list_filter = ["active", "interval"]
+    list_display = [
+        "name",
+        "interval",
+        "kind",
+        "price",
+        "trial_days",
+        "active",
+        "stripe_price_id",
+        "position",
+    ]
+    list_filter = ["active", "interval", "kind"]
     list_editable = ["active", "position"]
     search_fields = ["name", "stripe_price_id"]
     readonly_fields = ["stripe_product_id"]
@@ -66,6 +76,7 @@ class MembershipAdmin(AddressSearchMixin, admin.ModelAdmin):
         "subscriber",
         "kind",
         "plan",
+        "founding",
         "status",
         "current_period_end",
         "expires_at",
@@ -77,6 +88,8 @@ class MembershipAdmin(AddressSearchMixin, admin.ModelAdmin):
         AccessFilter,
         "kind",
         "status",
+        "plan__kind",
+        "offer",
         "plan",
         "foreign_price",
         "cancel_at_period_end",
@@ -92,13 +105,39 @@ class MembershipAdmin(AddressSearchMixin, admin.ModelAdmin):
         "created_at",
         "stripe_price_id",
         "foreign_price",
+        "group",
+        "quantity",
+        "unit_amount",
+        "offer",
+        "discount_percent_off",
+        "discount_amount_off",
+        "discount_ends_at",
+        "trial_end",
+        "trial_reminder_sent_at",
     ]
     fieldsets = [
         (None, {"fields": ["subscriber", "kind", "plan", "status"]}),
         (
+            "Trial, offer, seats",
+            {
+                "fields": [
+                    "trial_end",
+                    "trial_reminder_sent_at",
+                    "offer",
+                    "discount_percent_off",
+                    "discount_amount_off",
+                    "discount_ends_at",
+                    "quantity",
+                    "unit_amount",
+                    "group",
+                ],
+                "classes": ["collapse"],
+            },
+        ),
+        (
             "Complimentary and gift",
             {
-                "fields": ["expires_at", "reminder_sent_at"],
+                "fields": ["starts_at", "expires_at", "reminder_sent_at"],
                 "description": "Grant a comp or gift membership: choose the kind, status "
                 "Active and an expiry (empty for no end). Readers get a reminder a week "
                 "before it ends.",
@@ -121,6 +160,10 @@ class MembershipAdmin(AddressSearchMixin, admin.ModelAdmin):
             },
         ),
     ]
+
+    @admin.display(description="Founding", boolean=True)
+    def founding(self, membership: Membership) -> bool:
+        return bool(membership.plan and membership.plan.kind == Plan.Kind.FOUNDING)
 
     def get_changeform_initial_data(self, request: HttpRequest) -> dict[str, Any]:
         # Memberships added by hand are granted ones; Stripe's arrive by webhook.
@@ -148,6 +191,8 @@ class MembershipAdmin(AddressSearchMixin, admin.ModelAdmin):
             "revenue": summary,
             "mrr_display": _money(summary.mrr),
             "donations_display": _money(summary.donations_this_month),
+            "gift_revenue_display": _money(summary.gift_revenue_this_month),
+            "founding_display": _money(summary.founding_revenue_yearly),
         }
         return super().changelist_view(request, extra_context=extra_context)
 
@@ -156,6 +201,127 @@ def _money(amounts: dict[str, int]) -> str:
     if not amounts:
         return format_amount(0, "usd")
     return " + ".join(format_amount(v, c) for c, v in sorted(amounts.items()))
+
+
+class OfferAdminForm(forms.ModelForm):
+    class Meta:
+        model = Offer
+        fields = [
+            "name",
+            "code",
+            "kind",
+            "percent_off",
+            "amount_off",
+            "currency",
+            "duration",
+            "duration_in_months",
+            "trial_days",
+            "plan",
+            "ends_at",
+            "max_redemptions",
+            "active",
+        ]
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        if cleaned.get("code"):
+            cleaned["code"] = offers.normalize_code(cleaned["code"])
+        candidate = Offer(**{k: v for k, v in cleaned.items() if k in self.Meta.fields})
+        try:
+            offers.check_offer(offer=candidate)
+        except offers.OfferError as exc:
+            raise forms.ValidationError(str(exc)) from exc
+        if self.instance.pk and self.instance.stripe_coupon_id:
+            for name in ("kind", "percent_off", "amount_off", "currency", "duration"):
+                if getattr(self.instance, name) != cleaned.get(name):
+                    raise forms.ValidationError(
+                        "Stripe coupons cannot change: end this offer and create a new one."
+                    )
+        return cleaned
+
+
+@admin.register(Offer)
+class OfferAdmin(admin.ModelAdmin):
+    form = OfferAdminForm
+    list_display = ["name", "code", "kind", "value", "ends_at", "redeemed", "active", "link"]
+    list_filter = ["active", "kind"]
+    search_fields = ["name", "code"]
+    readonly_fields = ["stripe_coupon_id", "stripe_promotion_code_id", "created_at"]
+    actions = ["end_offers"]
+
+    @admin.display(description="Discount")
+    def value(self, offer: Offer) -> str:
+        if offer.kind == Offer.Kind.PERCENT:
+            return f"{offer.percent_off}% off"
+        if offer.kind == Offer.Kind.AMOUNT:
+            return f"{format_amount(offer.amount_off or 0, offer.currency)} off"
+        return f"{offer.trial_days} days free"
+
+    @admin.display(description="Redemptions")
+    def redeemed(self, offer: Offer) -> str:
+        count = offers.redemptions(offer=offer)
+        return f"{count} / {offer.max_redemptions}" if offer.max_redemptions else str(count)
+
+    @admin.display(description="Link")
+    def link(self, offer: Offer) -> str:
+        return format_html("<code>/upgrade/?offer={}</code>", offer.code)
+
+    def save_model(self, request: HttpRequest, obj: Offer, form: Any, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        try:
+            offers.publish_offer(offer=obj)
+        except (stripe_client.StripeError, ImproperlyConfigured, offers.OfferError) as exc:
+            self.message_user(
+                request,
+                f"Saved, but Stripe did not take the offer yet ({exc}); save it again to retry.",
+                messages.ERROR,
+            )
+
+    @admin.action(description="End the selected offers")
+    def end_offers(self, request: HttpRequest, queryset: QuerySet[Offer]) -> None:
+        for offer in queryset:
+            try:
+                offers.end_offer(offer=offer)
+            except stripe_client.StripeError as exc:
+                self.message_user(request, f"{offer.code}: {exc}", messages.ERROR)
+        self.message_user(request, "Ended.", messages.SUCCESS)
+
+
+@admin.register(Gift)
+class GiftAdmin(AddressSearchMixin, admin.ModelAdmin):
+    list_display = [
+        "created_at",
+        "recipient_email",
+        "buyer_email",
+        "plan",
+        "months",
+        "amount_display",
+        "deliver_on",
+        "status",
+    ]
+    list_filter = ["status", "plan"]
+    search_fields = ["recipient_email__contains", "buyer_email__contains"]
+    date_hierarchy = "created_at"
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Gift | None = None) -> Any:
+        return [f.name for f in Gift._meta.fields]
+
+    @admin.display(description="Amount", ordering="amount")
+    def amount_display(self, gift: Gift) -> str:
+        return format_amount(gift.amount, gift.currency)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # Gifts are bought on /gift/.
+
+
+@admin.register(GroupInvite)
+class GroupInviteAdmin(AddressSearchMixin, admin.ModelAdmin):
+    list_display = ["email", "group", "invited_at", "accepted_at", "removed_at"]
+    search_fields = ["email__contains"]
+    readonly_fields = ["group", "email", "invited_at", "accepted_at", "removed_at", "seat"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # Buyers invite from /account/group/.
 
 
 @admin.register(Donation)

@@ -78,6 +78,11 @@ class Plan(models.Model):
         MONTH = "month", "Monthly"
         YEAR = "year", "Yearly"
 
+    class Kind(models.TextChoices):
+        INDIVIDUAL = "individual", "Individual"
+        FOUNDING = "founding", "Founding member (pay what you want above the amount)"
+        GROUP = "group", "Group (the amount is per seat)"
+
     name = models.CharField(max_length=200)
     description = models.TextField(blank=True)
     interval = models.CharField(max_length=10, choices=Interval.choices)
@@ -89,6 +94,16 @@ class Plan(models.Model):
         default=True, help_text="Offered on /upgrade/ (needs a Stripe price)."
     )
     position = models.PositiveIntegerField(default=0)
+    kind = models.CharField(
+        max_length=20,
+        choices=Kind.choices,
+        default=Kind.INDIVIDUAL,
+        help_text="Founding: a yearly plan whose amount is the least a founding member pays. "
+        "Group: bought with a number of seats, one reader per seat.",
+    )
+    trial_days = models.PositiveIntegerField(
+        default=0, help_text="Days of free trial before the first charge (0 for none)."
+    )
     imported_from = models.CharField(
         max_length=100,
         blank=True,
@@ -101,7 +116,15 @@ class Plan(models.Model):
     class Meta:
         ordering = ["position", "amount"]
         constraints = [
-            models.CheckConstraint(condition=Q(amount__gt=0), name="plan_amount_positive")
+            models.CheckConstraint(condition=Q(amount__gt=0), name="plan_amount_positive"),
+            models.CheckConstraint(
+                condition=Q(kind__in=["individual", "founding", "group"]), name="plan_kind_valid"
+            ),
+            models.CheckConstraint(
+                condition=~Q(kind="founding") | Q(interval="year"),
+                name="plan_founding_is_yearly",
+                violation_error_message="A founding plan is yearly.",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -115,6 +138,7 @@ class Membership(models.Model):
         STRIPE = "stripe", "Stripe subscription"
         COMP = "comp", "Complimentary"
         GIFT = "gift", "Gift"
+        GROUP = "group", "Group seat"
 
     class Status(models.TextChoices):
         # Stripe's subscription statuses, plus "expired" for comp and gift memberships.
@@ -141,6 +165,38 @@ class Membership(models.Model):
     expires_at = models.DateTimeField(
         null=True, blank=True, help_text="For complimentary and gift memberships."
     )
+    starts_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="For a gift to a reader who is already paid: it starts when their "
+        "current period ends. Empty: from its creation.",
+    )
+    group = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="seats",
+        help_text="For a group seat: the group's Stripe membership, whose state it follows.",
+    )
+    quantity = models.PositiveIntegerField(
+        default=1, help_text="Seats bought (group plans); mirrored from Stripe."
+    )
+    unit_amount = models.PositiveIntegerField(
+        null=True, blank=True, help_text="The Stripe price's amount per seat, in cents."
+    )
+    offer = models.ForeignKey(
+        "Offer", null=True, blank=True, on_delete=models.SET_NULL, related_name="memberships"
+    )
+    discount_percent_off = models.FloatField(null=True, blank=True)
+    discount_amount_off = models.PositiveIntegerField(null=True, blank=True)
+    discount_ends_at = models.DateTimeField(
+        null=True, blank=True, help_text="When a repeating discount stops (empty: forever)."
+    )
+    trial_end = models.DateTimeField(
+        null=True, blank=True, help_text="When the free trial ends (or ended)."
+    )
+    trial_reminder_sent_at = models.DateTimeField(null=True, blank=True)
     reminder_sent_at = models.DateTimeField(null=True, blank=True)
     imported_from = models.CharField(
         max_length=100, blank=True, default="", help_text="e.g. substack, for imported members."
@@ -173,6 +229,15 @@ class Membership(models.Model):
                     "A Stripe membership comes from Stripe's webhook. To grant one by hand, "
                     "choose Complimentary or Gift."
                 ),
+            ),
+            models.CheckConstraint(
+                condition=~Q(kind="group") | Q(group__isnull=False),
+                name="membership_group_seat_has_group",
+            ),
+            models.UniqueConstraint(
+                fields=["group", "subscriber"],
+                condition=Q(kind="group", status="active"),
+                name="membership_one_live_seat_per_reader",
             ),
         ]
 
@@ -268,3 +333,149 @@ class StripeEvent(models.Model):
         except (KeyError, TypeError):
             return ""
         return value[:255] if isinstance(value, str) else ""
+
+
+class Offer(models.Model):
+    """A discount or an extended trial on a shareable link (/upgrade/?offer=CODE).
+
+    It becomes a Stripe coupon and promotion code (percent or amount off) when saved in
+    the admin; a trial offer needs neither, Checkout starts the subscription in trial.
+    """
+
+    class Kind(models.TextChoices):
+        PERCENT = "percent", "Percent off"
+        AMOUNT = "amount", "Amount off"
+        TRIAL = "trial", "Free trial"
+
+    class Duration(models.TextChoices):
+        ONCE = "once", "First payment"
+        REPEATING = "repeating", "A number of months"
+        FOREVER = "forever", "Forever"
+
+    code = models.CharField(
+        max_length=40,
+        unique=True,
+        help_text="Letters, digits and dashes; the link is /upgrade/?offer=CODE.",
+    )
+    name = models.CharField(max_length=200, help_text="Shown to readers, e.g. 'Spring offer'.")
+    kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.PERCENT)
+    percent_off = models.PositiveSmallIntegerField(null=True, blank=True)
+    amount_off = models.PositiveIntegerField(
+        null=True, blank=True, help_text="In the plans' currency's smallest unit (cents)."
+    )
+    currency = models.CharField(max_length=3, default="usd")
+    duration = models.CharField(max_length=10, choices=Duration.choices, default=Duration.ONCE)
+    duration_in_months = models.PositiveSmallIntegerField(null=True, blank=True)
+    trial_days = models.PositiveSmallIntegerField(null=True, blank=True)
+    plan = models.ForeignKey(
+        Plan,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        help_text="Only this plan (empty: any individual or founding plan).",
+    )
+    ends_at = models.DateTimeField(null=True, blank=True, help_text="Not redeemable after.")
+    max_redemptions = models.PositiveIntegerField(null=True, blank=True)
+    active = models.BooleanField(default=True)
+    stripe_coupon_id = models.CharField(max_length=100, blank=True, default="")
+    stripe_promotion_code_id = models.CharField(max_length=100, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.CheckConstraint(
+                condition=(
+                    Q(kind="percent", percent_off__gte=1, percent_off__lte=100)
+                    | Q(kind="amount", amount_off__gt=0)
+                    | Q(kind="trial", trial_days__gte=1)
+                ),
+                name="offer_has_its_value",
+                violation_error_message="Give the percent, the amount or the trial's days.",
+            ),
+            models.CheckConstraint(
+                condition=~Q(duration="repeating") | Q(duration_in_months__gte=1),
+                name="offer_repeating_has_months",
+                violation_error_message="Say for how many months the discount repeats.",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.code})"
+
+
+class Gift(models.Model):
+    """A gift subscription: paid once by a buyer, redeemed by the recipient."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Awaiting payment"
+        PAID = "paid", "Paid, to be delivered"
+        DELIVERED = "delivered", "Delivered"
+        REDEEMED = "redeemed", "Redeemed"
+        REFUNDED = "refunded", "Refunded (revoked)"
+
+    plan = models.ForeignKey(Plan, on_delete=models.PROTECT)
+    months = models.PositiveSmallIntegerField()
+    amount = models.PositiveIntegerField(help_text="Paid, in cents.")
+    currency = models.CharField(max_length=3, default="usd")
+    buyer_email = models.EmailField()
+    buyer_name = models.CharField(max_length=200, blank=True)
+    recipient_email = models.EmailField()
+    recipient_name = models.CharField(max_length=200, blank=True)
+    message = models.TextField(blank=True)
+    deliver_on = models.DateField(help_text="The day the recipient is emailed (UTC).")
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.PENDING)
+    stripe_checkout_session_id = models.CharField(
+        max_length=200, null=True, blank=True, unique=True
+    )
+    stripe_payment_intent_id = models.CharField(max_length=200, blank=True, db_index=True)
+    paid_at = models.DateTimeField(null=True, blank=True)
+    receipt_sent_at = models.DateTimeField(null=True, blank=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    redeemed_at = models.DateTimeField(null=True, blank=True)
+    refunded_at = models.DateTimeField(null=True, blank=True)
+    membership = models.OneToOneField(
+        Membership, null=True, blank=True, on_delete=models.SET_NULL, related_name="gift"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["status", "deliver_on"])]
+        constraints = [
+            models.CheckConstraint(condition=Q(amount__gt=0), name="gift_amount_positive"),
+            models.CheckConstraint(condition=Q(months__gte=1), name="gift_months_positive"),
+            models.CheckConstraint(
+                condition=~Q(status="redeemed") | Q(membership__isnull=False),
+                name="gift_redeemed_has_membership",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.months} months of {self.plan} for {self.recipient_email}"
+
+
+class GroupInvite(models.Model):
+    """A seat of a group subscription offered to one address."""
+
+    group = models.ForeignKey(Membership, on_delete=models.CASCADE, related_name="invites")
+    email = models.EmailField()
+    invited_at = models.DateTimeField(auto_now_add=True)
+    accepted_at = models.DateTimeField(null=True, blank=True)
+    removed_at = models.DateTimeField(null=True, blank=True)
+    seat = models.OneToOneField(
+        Membership, null=True, blank=True, on_delete=models.SET_NULL, related_name="invite"
+    )
+
+    class Meta:
+        ordering = ["invited_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["group", "email"],
+                condition=Q(removed_at__isnull=True),
+                name="group_invite_one_open_per_address",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.email} in group {self.group_id}"

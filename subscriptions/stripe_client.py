@@ -194,7 +194,23 @@ def create_portal_session(*, customer_id: str, return_url: str) -> dict[str, Any
 
 
 def retrieve_subscription(subscription_id: str) -> dict[str, Any]:
-    return _call(client().v1.subscriptions.retrieve, subscription_id)
+    # Discounts come as ids unless expanded; the revenue figures need their coupons.
+    return _call(client().v1.subscriptions.retrieve, subscription_id, {"expand": ["discounts"]})
+
+
+def update_subscription_quantity(
+    *, subscription_id: str, item_id: str, quantity: int, idempotency_key: str
+) -> dict[str, Any]:
+    """Change the seats of a group subscription; Stripe prorates the difference."""
+    return _call(
+        client().v1.subscriptions.update,
+        subscription_id,
+        {
+            "items": [{"id": item_id, "quantity": quantity}],
+            "proration_behavior": "create_prorations",
+        },
+        _options(idempotency_key),
+    )
 
 
 def list_customer_subscriptions(customer_id: str) -> list[dict[str, Any]]:
@@ -246,6 +262,44 @@ def create_price(
         },
         _options(idempotency_key),
     )
+
+
+# --- Coupons and promotion codes (offers) ----------------------------------------------
+
+
+def create_coupon(*, params: dict[str, Any], idempotency_key: str) -> dict[str, Any]:
+    """https://docs.stripe.com/api/coupons/create"""
+    return _call(client().v1.coupons.create, params, _options(idempotency_key))
+
+
+def create_promotion_code(
+    *,
+    coupon_id: str,
+    code: str,
+    expires_at: int | None,
+    max_redemptions: int | None,
+    metadata: dict[str, str],
+    idempotency_key: str,
+) -> dict[str, Any]:
+    """https://docs.stripe.com/api/promotion_codes/create"""
+    params: dict[str, Any] = {
+        "promotion": {"type": "coupon", "coupon": coupon_id},
+        "code": code,
+        "metadata": metadata,
+    }
+    if expires_at:
+        params["expires_at"] = expires_at
+    if max_redemptions:
+        params["max_redemptions"] = max_redemptions
+    return _call(client().v1.promotion_codes.create, params, _options(idempotency_key))
+
+
+def retrieve_promotion_code(promotion_code_id: str) -> dict[str, Any]:
+    return _call(client().v1.promotion_codes.retrieve, promotion_code_id)
+
+
+def set_promotion_code_active(*, promotion_code_id: str, active: bool) -> dict[str, Any]:
+    return _call(client().v1.promotion_codes.update, promotion_code_id, {"active": active})
 
 
 def retrieve_price(price_id: str) -> dict[str, Any]:

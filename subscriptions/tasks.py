@@ -2,7 +2,7 @@
 
 from celery import shared_task
 
-from subscriptions.services import memberships, signup, stripe_events, stripe_outbox
+from subscriptions.services import gifts, memberships, signup, stripe_events, stripe_outbox
 
 
 @shared_task(acks_late=True)
@@ -29,6 +29,12 @@ def retry_stripe_events() -> int:
 def expire_memberships() -> dict[str, int]:
     """End lapsed comp and gift memberships; remind readers a week before."""
     return memberships.expire_memberships()
+
+
+@shared_task
+def deliver_gifts() -> int:
+    """Email the recipients of the gifts whose delivery day has come."""
+    return gifts.deliver_due_gifts()
 
 
 # Signup emails are sent here, not in the request: the answer to a signup must take as

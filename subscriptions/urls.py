@@ -1,6 +1,15 @@
 from django.urls import path
 
-from subscriptions.views import account, billing, donate, signup, unsubscribe, webhooks
+from subscriptions.views import (
+    account,
+    billing,
+    donate,
+    gifts,
+    groups,
+    signup,
+    unsubscribe,
+    webhooks,
+)
 
 app_name = "subscriptions"
 
@@ -18,5 +27,10 @@ urlpatterns: list = [
     path("account/billing/", billing.billing_view, name="billing"),
     path("donate/", donate.donate_view, name="donate"),
     path("donate/thanks/", donate.donate_thanks_view, name="donate_thanks"),
+    path("gift/", gifts.gift_view, name="gift"),
+    path("gift/thanks/", gifts.gift_thanks_view, name="gift_thanks"),
+    path("gift/redeem/<str:token>/", gifts.redeem_view, name="gift_redeem"),
+    path("account/group/", groups.group_view, name="group"),
+    path("account/group/join/<str:token>/", groups.join_view, name="group_join"),
     path("stripe/webhook/", webhooks.stripe_webhook, name="stripe_webhook"),
 ]

@@ -29,7 +29,11 @@ from django.utils.safestring import SafeString, mark_safe
 from newsletter.models import COMMENT_MAX_LENGTH, Article, Comment, CommentBan, Publication
 from newsletter.services.page_cache import invalidate_pages, shared_fragment
 from newsletter.services.page_parameters import Order, parse_page_number  # noqa: F401
-from subscriptions.services.access import can_read_full_article, user_is_paid
+from subscriptions.services.access import (
+    can_read_full_article,
+    founding_member_user_ids,
+    user_is_paid,
+)
 from subscriptions.services.notifications import transactional_message
 
 if TYPE_CHECKING:
@@ -375,6 +379,7 @@ class ThreadComment:
     is_own: bool
     can_change: bool
     is_placeholder: bool  # hidden or deleted, shown only to keep its replies in context
+    is_founding: bool = False
     replies: list[ThreadComment] = field(default_factory=list)
 
     @property
@@ -510,9 +515,19 @@ def comment_thread(
         replies[reply.parent_id].append(  # type: ignore[index]
             _thread_entry(comment=reply, user=user, now=now, viewer_is_staff=viewer_is_staff)
         )
+    publication = publication or Publication.load()
+    if publication.show_founding_badges:
+        everyone = [e for group in replies.values() for e in group]
+        user_ids = {c.user_id for c in top_level} | {e.comment.user_id for e in everyone}
+        founding = founding_member_user_ids(user_ids={i for i in user_ids if i})
+        for entry in everyone:
+            entry.is_founding = entry.comment.user_id in founding and not entry.is_placeholder
+    else:
+        founding = set()
     entries = []
     for comment in top_level:
         entry = _thread_entry(comment=comment, user=user, now=now, viewer_is_staff=viewer_is_staff)
+        entry.is_founding = comment.user_id in founding and not entry.is_placeholder
         entry.replies = replies.get(comment.pk, [])
         entries.append(entry)
     return Thread(

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from subscriptions.models import Membership, Subscriber
+from subscriptions.models import Membership, Plan, Subscriber
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
@@ -33,19 +33,38 @@ def access_granting_memberships(*, now=None) -> QuerySet[Membership]:
     grants nothing.
     """
     now = now or timezone.now()
-    ours = Q(kind=Membership.Kind.STRIPE, foreign_price=False)
     return Membership.objects.filter(
-        ours & Q(status__in=["active", "trialing"])
-        | ours
-        & Q(
-            status="past_due",
-            current_period_start__gt=now - PAST_DUE_GRACE,
-        )
+        # A group's own subscription pays for its seats, not for its buyer: the buyer
+        # reads by taking a seat like everyone else.
+        _stripe_grants(now=now, prefix="") & ~Q(plan__kind=Plan.Kind.GROUP)
+        | Q(kind=Membership.Kind.GROUP, status=Membership.Status.ACTIVE)
+        & _stripe_grants(now=now, prefix="group__")
+        & Q(group__plan__kind=Plan.Kind.GROUP)
         | Q(
             kind__in=[Membership.Kind.COMP, Membership.Kind.GIFT],
             status=Membership.Status.ACTIVE,
         )
         & (Q(expires_at__isnull=True) | Q(expires_at__gt=now))
+        & (Q(starts_at__isnull=True) | Q(starts_at__lte=now))
+    )
+
+
+def paid_for_stripe_memberships(*, now=None) -> QuerySet[Membership]:
+    """Stripe subscriptions on our plans that are paid for now, group ones included
+    (whether or not their seats are taken): what the revenue figures bill."""
+    return Membership.objects.filter(_stripe_grants(now=now or timezone.now(), prefix=""))
+
+
+def _stripe_grants(*, now, prefix: str) -> Q:
+    """A Stripe subscription on one of our plans that is paid for (or in grace)."""
+
+    def q(**lookups) -> Q:
+        return Q(**{f"{prefix}{key}": value for key, value in lookups.items()})
+
+    ours = q(kind=Membership.Kind.STRIPE, foreign_price=False)
+    return ours & (
+        q(status__in=["active", "trialing"])
+        | q(status="past_due", current_period_start__gt=now - PAST_DUE_GRACE)
     )
 
 
@@ -70,6 +89,17 @@ def subscriber_is_paying(*, subscriber: Subscriber | None) -> bool:
         access_granting_memberships()
         .filter(subscriber=subscriber, kind=Membership.Kind.STRIPE)
         .exists()
+    )
+
+
+def founding_member_user_ids(*, user_ids: set[int]) -> set[int]:
+    """Which of these reader accounts are paid members on a founding plan now."""
+    if not user_ids:
+        return set()
+    return set(
+        access_granting_memberships()
+        .filter(plan__kind=Plan.Kind.FOUNDING, subscriber__user_id__in=user_ids)
+        .values_list("subscriber__user_id", flat=True)
     )
 
 

@@ -17,11 +17,14 @@ from django.utils import timezone
 
 from newsletter.models import Publication
 from subscriptions import stripe_client
-from subscriptions.models import Plan, Subscriber
+from subscriptions.models import Membership, Offer, Plan, Subscriber
+from subscriptions.services import offers
 from subscriptions.services.access import subscriber_is_paying
 from subscriptions.services.accounts import link_reader_account
 from subscriptions.services.addresses import clean_address
+from subscriptions.services.donations import format_amount
 from subscriptions.services.memberships import (
+    OFFER_KEY,
     PURPOSE_KEY,
     PURPOSE_MEMBERSHIP,
     SUBSCRIBER_KEY,
@@ -51,6 +54,29 @@ class CheckoutRedirect:
 def active_plans() -> QuerySet[Plan]:
     return Plan.objects.filter(active=True, stripe_price_id__isnull=False).exclude(
         stripe_price_id=""
+    )
+
+
+def change_group_seats(*, group: Membership, seats: int, attempt: str) -> None:
+    """Ask Stripe for `seats` seats; the webhook's subscription update mirrors them."""
+    if group.plan is None or group.plan.kind != Plan.Kind.GROUP or not group.stripe_subscription_id:
+        raise BillingError("This is not a group subscription.")
+    taken = group.invites.filter(removed_at__isnull=True).count()
+    if seats < max(taken, 1):
+        raise BillingError(
+            f"{taken} seats are taken or invited: remove someone before going below that."
+        )
+    if seats > MAX_SEATS:
+        raise BillingError(f"A group has at most {MAX_SEATS} seats.")
+    subscription = stripe_client.retrieve_subscription(group.stripe_subscription_id)
+    items = (subscription.get("items") or {}).get("data", [])
+    if not items:
+        raise BillingError("Stripe has no item on this subscription.")
+    stripe_client.update_subscription_quantity(
+        subscription_id=group.stripe_subscription_id,
+        item_id=str(items[0]["id"]),
+        quantity=seats,
+        idempotency_key=f"broadside-seats-{group.pk}-{seats}-{attempt}",
     )
 
 
@@ -98,8 +124,60 @@ def ensure_stripe_customer(*, subscriber: Subscriber) -> str:
 # --- Checkout and the portal ------------------------------------------------------------
 
 
+MAX_SEATS = 500
+FOUNDING_MAX_AMOUNT = 10_000_000  # in cents; larger pledges are arranged by hand
+
+
+def trial_days_for(*, subscriber: Subscriber, plan: Plan, offer: Offer | None = None) -> int:
+    """The free days Checkout gives this reader: the offer's or the plan's, and only
+    to a reader who never had a trial (one trial per reader)."""
+    days = offer.trial_days if offer is not None and offer.kind == Offer.Kind.TRIAL else 0
+    days = days or plan.trial_days
+    if not days or subscriber.pk is None:
+        return days
+    had_trial = Membership.objects.filter(
+        subscriber=subscriber, kind=Membership.Kind.STRIPE, trial_end__isnull=False
+    ).exists()
+    return 0 if had_trial else days
+
+
+def founding_price(*, plan: Plan, amount: int) -> str:
+    """A Stripe price for a founding member's own yearly amount (at least the plan's).
+
+    It is made on the plan's product with the plan's id in its metadata, which is how
+    `memberships.plan_for_price` knows it as this plan; one price per amount.
+    """
+    if amount < plan.amount:
+        least = format_amount(plan.amount, plan.currency)
+        raise BillingError(f"The founding membership is at least {least} a year.")
+    if amount > FOUNDING_MAX_AMOUNT:
+        raise BillingError("Please get in touch with us for a pledge that large.")
+    if amount == plan.amount and plan.stripe_price_id:
+        return plan.stripe_price_id
+    product_id: str = plan.stripe_product_id
+    if not product_id:
+        product = stripe_client.retrieve_price(plan.stripe_price_id or "").get("product")
+        product_id = str(product.get("id") if isinstance(product, dict) else product or "")
+    price = stripe_client.create_price(
+        product_id=product_id,
+        amount=amount,
+        currency=plan.currency.lower(),
+        interval=Plan.Interval.YEAR,
+        metadata={"plan_id": str(plan.pk), "founding": "true"},
+        idempotency_key=f"broadside-founding-price-{plan.pk}-{amount}-{plan.currency.lower()}",
+    )
+    return str(price["id"])
+
+
 def start_plan_checkout(
-    *, plan: Plan, subscriber: Subscriber, trusted: bool, attempt: str | None = None
+    *,
+    plan: Plan,
+    subscriber: Subscriber,
+    trusted: bool,
+    attempt: str | None = None,
+    offer: Offer | None = None,
+    seats: int = 1,
+    amount: int | None = None,
 ) -> CheckoutRedirect:
     """Create a Checkout Session (mode=subscription) for this reader and plan.
 
@@ -121,19 +199,40 @@ def start_plan_checkout(
     if not trusted and (paid or subscriber.stripe_customer_id):
         # One answer for both, so the form does not tell strangers who pays.
         raise SignInRequired("Please sign in with this address to continue.")
-    if paid:
+    if paid and plan.kind != Plan.Kind.GROUP:
         raise AlreadyPaid("You already have a paid subscription. Manage it from your account.")
+    if plan.kind == Plan.Kind.GROUP:
+        if not 1 <= seats <= MAX_SEATS:
+            raise BillingError(f"A group has between 1 and {MAX_SEATS} seats.")
+    else:
+        seats = 1
+    if offer is not None:
+        offer = offers.offer_for_code(code=offer.code, plan=plan)
+    price_id = plan.stripe_price_id
+    if plan.kind == Plan.Kind.FOUNDING:
+        price_id = founding_price(plan=plan, amount=amount or plan.amount)
     metadata = {PURPOSE_KEY: PURPOSE_MEMBERSHIP, SUBSCRIBER_KEY: str(subscriber.pk)}
+    if offer is not None:
+        metadata[OFFER_KEY] = str(offer.pk)
+    subscription_data: dict[str, Any] = {"metadata": metadata}
+    trial_days = trial_days_for(subscriber=subscriber, plan=plan, offer=offer)
+    if trial_days:
+        # https://docs.stripe.com/payments/checkout/free-trials
+        subscription_data["trial_period_days"] = trial_days
     params: dict[str, Any] = {
         "mode": "subscription",
         "client_reference_id": str(subscriber.pk),
-        "line_items": [{"price": plan.stripe_price_id, "quantity": 1}],
+        "line_items": [{"price": price_id, "quantity": seats}],
         "metadata": {**metadata, "plan_id": str(plan.pk)},
-        "subscription_data": {"metadata": metadata},
+        "subscription_data": subscription_data,
         "success_url": absolute_url("/upgrade/success/?session_id={CHECKOUT_SESSION_ID}"),
         "cancel_url": absolute_url("/upgrade/"),
-        "allow_promotion_codes": True,
     }
+    if offer is not None and offer.stripe_promotion_code_id:
+        # A promotion code given here cannot be combined with allow_promotion_codes.
+        params["discounts"] = [{"promotion_code": offer.stripe_promotion_code_id}]
+    else:
+        params["allow_promotion_codes"] = True
     if subscriber.stripe_customer_id or (trusted and _address_proven(subscriber)):
         params["customer"] = ensure_stripe_customer(subscriber=subscriber)
     else:

@@ -16,7 +16,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from subscriptions.models import Membership, Plan, Subscriber
+from subscriptions.models import Gift, Membership, Offer, Plan, Subscriber
 from subscriptions.services.access import subscriber_is_paying
 from subscriptions.services.addresses import normalize_email, normalized_or_none
 from subscriptions.services.notifications import send_email_on_commit
@@ -29,6 +29,8 @@ PURPOSE_KEY = "broadside_purpose"
 PURPOSE_MEMBERSHIP = "membership"
 PURPOSE_DONATION = "donation"
 SUBSCRIBER_KEY = "subscriber_id"
+OFFER_KEY = "offer_id"
+PURPOSE_GIFT = "gift"
 
 REMINDER_BEFORE_EXPIRY = timedelta(days=7)
 # Final in Stripe: https://docs.stripe.com/billing/subscriptions/overview#subscription-statuses
@@ -234,6 +236,17 @@ def sync_membership_from_stripe(
                 price_id,
             )
 
+    items = (subscription.get("items") or {}).get("data", [])
+    if items:
+        membership.quantity = max(int(items[0].get("quantity") or 1), 1)
+        price = items[0].get("price")
+        if isinstance(price, dict) and price.get("unit_amount") is not None:
+            membership.unit_amount = int(price["unit_amount"])
+    membership.trial_end = from_timestamp(subscription.get("trial_end")) or membership.trial_end
+    _apply_discount(membership, subscription)
+    offer_id = str((subscription.get("metadata") or {}).get(OFFER_KEY) or "")
+    if offer_id.isdigit() and membership.offer_id is None:
+        membership.offer = Offer.objects.filter(pk=int(offer_id)).first()
     membership.status = status
     membership.current_period_start = subscription_period(subscription, "current_period_start")
     membership.current_period_end = subscription_period(subscription, "current_period_end")
@@ -251,6 +264,39 @@ def sync_membership_from_stripe(
     membership.stripe_synced_at = observed_at
     membership.save()
     return membership
+
+
+def _apply_discount(membership: Membership, subscription: dict[str, Any]) -> None:
+    """The subscription's discount, for the revenue figures. Stripe lists discounts as
+    ids unless expanded (`stripe_client.retrieve_subscription` expands them); a snapshot
+    with bare ids leaves what we knew alone."""
+    discounts = subscription.get("discounts")
+    if discounts is None or any(not isinstance(d, dict) for d in discounts):
+        return
+    membership.discount_percent_off = None
+    membership.discount_amount_off = None
+    membership.discount_ends_at = None
+    for discount in discounts:
+        # Since API version 2025-09-30 the coupon sits under `source`.
+        coupon = (discount.get("source") or {}).get("coupon") or discount.get("coupon")
+        if not isinstance(coupon, dict):
+            continue
+        if coupon.get("percent_off"):
+            membership.discount_percent_off = float(coupon["percent_off"])
+        elif coupon.get("amount_off"):
+            membership.discount_amount_off = int(coupon["amount_off"])
+        membership.discount_ends_at = from_timestamp(discount.get("end"))
+        if coupon.get("duration") == "once":
+            # Applied to one invoice only: the period that began when it was applied.
+            started = from_timestamp(discount.get("start"))
+            period_start = subscription_period(subscription, "current_period_start")
+            if started and period_start and started < period_start - timedelta(hours=1):
+                membership.discount_ends_at = period_start
+            else:
+                membership.discount_ends_at = subscription_period(
+                    subscription, "current_period_end"
+                )
+        break
 
 
 # --- Comp and gift memberships --------------------------------------------------------
@@ -283,18 +329,27 @@ def expire_memberships(*, now: datetime | None = None) -> dict[str, int]:
             if membership is None:
                 continue
             subscriber = membership.subscriber
-            if subscriber.status in (
-                Subscriber.Status.BOUNCED,
-                Subscriber.Status.COMPLAINED,
-            ) or subscriber_is_paying(subscriber=subscriber):
-                # The address takes no mail, or a paid subscription carries on after this.
+            if (
+                subscriber.status
+                in (
+                    Subscriber.Status.BOUNCED,
+                    Subscriber.Status.COMPLAINED,
+                )
+                or subscriber_is_paying(subscriber=subscriber)
+                or _carried_on(membership)
+            ):
+                # The address takes no mail, or a paid subscription or a later gift
+                # carries on after this.
                 membership.reminder_sent_at = now
                 membership.save(update_fields=["reminder_sent_at", "updated_at"])
                 continue
+            # A bought gift invites its reader to subscribe; a gift granted by hand is
+            # reminded like a complimentary membership.
+            gift = Gift.objects.filter(membership=membership).exists()
             send_email_on_commit(
                 to=subscriber.email,
-                subject="Your membership ends soon",
-                template="membership_reminder",
+                subject="Your gift subscription ends soon" if gift else "Your membership ends soon",
+                template="gift_ending" if gift else "membership_reminder",
                 context={
                     "subscriber": subscriber,
                     "membership": membership,
@@ -305,3 +360,17 @@ def expire_memberships(*, now: datetime | None = None) -> dict[str, int]:
             membership.save(update_fields=["reminder_sent_at", "updated_at"])
             reminded += 1
     return {"expired": expired, "reminded": reminded}
+
+
+def _carried_on(membership: Membership) -> bool:
+    """Whether another granted membership of the reader runs on past this one's end."""
+    return (
+        Membership.objects.filter(
+            subscriber_id=membership.subscriber_id,
+            kind__in=[Membership.Kind.COMP, Membership.Kind.GIFT],
+            status=Membership.Status.ACTIVE,
+        )
+        .exclude(pk=membership.pk)
+        .filter(Q(expires_at__isnull=True) | Q(expires_at__gt=membership.expires_at))
+        .exists()
+    )

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from django.db.models import Count, F, Sum
 from django.utils import timezone
 
-from subscriptions.models import Donation, Membership, Plan
-from subscriptions.services.access import access_granting_memberships, paid_subscribers
+from subscriptions.models import Donation, Gift, Membership, Plan
+from subscriptions.services.access import (
+    access_granting_memberships,
+    paid_for_stripe_memberships,
+    paid_subscribers,
+)
+from subscriptions.services.offers import offer_figures
 
 
 @dataclass(frozen=True)
@@ -24,6 +29,35 @@ class RevenueSummary:
     churned_this_month: int
     churn_rate_this_month: float | None
     month_start: datetime
+    trials_active: int = 0
+    trials_started_this_month: int = 0
+    trials_converted_this_month: int = 0
+    trials_lapsed_this_month: int = 0
+    offers: list[dict] = field(default_factory=list)
+    gifts_sold_this_month: int = 0
+    gift_revenue_this_month: dict[str, int] = field(default_factory=dict)
+    gifts_redeemed_this_month: int = 0
+    gift_members: int = 0
+    founding_members: int = 0
+    founding_revenue_yearly: dict[str, int] = field(default_factory=dict)
+    groups: int = 0
+    group_seats: int = 0
+    group_seats_taken: int = 0
+
+
+def monthly_amount(membership: Membership, *, now: datetime) -> float:
+    """What a Stripe membership brings in a month: its price times its seats, less a
+    discount still in effect, a yearly price spread over twelve months."""
+    plan = membership.plan
+    assert plan is not None
+    unit = membership.unit_amount if membership.unit_amount is not None else plan.amount
+    amount = float(unit * (membership.quantity or 1))
+    if membership.discount_ends_at is None or membership.discount_ends_at > now:
+        if membership.discount_percent_off:
+            amount -= amount * membership.discount_percent_off / 100
+        elif membership.discount_amount_off:
+            amount = max(amount - membership.discount_amount_off, 0.0)
+    return amount if plan.interval == Plan.Interval.MONTH else amount / 12
 
 
 def month_start(now: datetime) -> datetime:
@@ -37,11 +71,18 @@ def revenue_summary(*, now: datetime | None = None) -> RevenueSummary:
     paying = granting.filter(kind=Membership.Kind.STRIPE).exclude(status=Membership.Status.TRIALING)
 
     mrr: dict[str, int] = defaultdict(int)
-    for membership in paying.select_related("plan").filter(plan__isnull=False):
+    billed = paid_for_stripe_memberships(now=now).exclude(status=Membership.Status.TRIALING)
+    founding_yearly: dict[str, int] = defaultdict(int)
+    founding = 0
+    for membership in billed.select_related("plan").filter(plan__isnull=False):
         plan = membership.plan
         assert plan is not None
-        monthly = plan.amount if plan.interval == Plan.Interval.MONTH else plan.amount / 12
-        mrr[plan.currency.lower()] += round(monthly)
+        mrr[plan.currency.lower()] += round(monthly_amount(membership, now=now))
+        if plan.kind == Plan.Kind.FOUNDING:
+            founding += 1
+            founding_yearly[plan.currency.lower()] += round(
+                monthly_amount(membership, now=now) * 12
+            )
 
     donations: dict[str, int] = {}
     rows = (
@@ -63,10 +104,56 @@ def revenue_summary(*, now: datetime | None = None) -> RevenueSummary:
         .exclude(status__in=[Membership.Status.INCOMPLETE, Membership.Status.INCOMPLETE_EXPIRED])
         .count()
     )
+    trial_memberships = stripe_memberships.filter(trial_end__isnull=False)
+    ended_trials = trial_memberships.filter(trial_end__gte=start, trial_end__lte=now)
+    gifts = Gift.objects.exclude(status=Gift.Status.PENDING)
+    sold = gifts.filter(paid_at__gte=start, paid_at__lte=now)
+    gift_revenue: dict[str, int] = {}
+    for gift_row in (
+        sold.exclude(status=Gift.Status.REFUNDED).values("currency").annotate(total=Sum("amount"))
+    ):
+        gift_revenue[gift_row["currency"].lower()] = int(gift_row["total"] or 0)
+    groups = Membership.objects.filter(
+        kind=Membership.Kind.STRIPE,
+        plan__kind=Plan.Kind.GROUP,
+        status__in=[
+            Membership.Status.ACTIVE,
+            Membership.Status.TRIALING,
+            Membership.Status.PAST_DUE,
+        ],
+    )
     return RevenueSummary(
+        trials_active=granting.filter(status=Membership.Status.TRIALING).count(),
+        trials_started_this_month=trial_memberships.filter(
+            created_at__gte=start, created_at__lte=now
+        ).count(),
+        # The trial ended this month into a paid subscription, or into nothing.
+        trials_converted_this_month=ended_trials.filter(status=Membership.Status.ACTIVE).count(),
+        trials_lapsed_this_month=ended_trials.filter(
+            status__in=[
+                Membership.Status.CANCELED,
+                Membership.Status.UNPAID,
+                Membership.Status.INCOMPLETE_EXPIRED,
+            ]
+        ).count(),
+        offers=offer_figures(),
+        gifts_sold_this_month=sold.count(),
+        gift_revenue_this_month=gift_revenue,
+        gifts_redeemed_this_month=gifts.filter(
+            redeemed_at__gte=start, redeemed_at__lte=now
+        ).count(),
+        gift_members=granting.filter(kind=Membership.Kind.GIFT)
+        .values("subscriber")
+        .distinct()
+        .count(),
+        founding_members=founding,
+        founding_revenue_yearly=dict(founding_yearly),
+        groups=groups.count(),
+        group_seats=groups.aggregate(total=Sum("quantity"))["total"] or 0,
+        group_seats_taken=granting.filter(kind=Membership.Kind.GROUP).count(),
         paid_members=paid_subscribers(now=now).count(),
         paying_members=paying.values("subscriber").distinct().count(),
-        complimentary_members=granting.exclude(kind=Membership.Kind.STRIPE)
+        complimentary_members=granting.filter(kind__in=[Membership.Kind.COMP, Membership.Kind.GIFT])
         .values("subscriber")
         .distinct()
         .count(),

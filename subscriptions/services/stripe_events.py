@@ -26,7 +26,7 @@ from django.utils import timezone
 
 from subscriptions import stripe_client
 from subscriptions.models import Membership, StripeEvent, Subscriber
-from subscriptions.services import donations
+from subscriptions.services import donations, gifts, offers, trials
 from subscriptions.services.memberships import (
     PURPOSE_DONATION,
     PURPOSE_KEY,
@@ -300,6 +300,9 @@ def handle_checkout_completed(event: StripeEvent) -> None:
         if stripe_client.is_configured()
         else snapshot
     )
+    if gifts.is_gift_session(session):
+        gifts.record_paid_gift(session=session)
+        return
     if donations.is_donation_session(session):
         donations.record_paid_donation(session=session)
         return
@@ -325,6 +328,7 @@ def handle_checkout_completed(event: StripeEvent) -> None:
 def handle_checkout_expired(event: StripeEvent) -> None:
     # Expired is final for a Checkout Session: it can no longer be paid.
     donations.forget_abandoned_donation(session_id=str(_object(event)["id"]))
+    gifts.forget_abandoned_gift(session_id=str(_object(event)["id"]))
 
 
 def handle_subscription_changed(event: StripeEvent) -> None:
@@ -391,8 +395,30 @@ def handle_invoice_payment_failed(event: StripeEvent) -> None:
     )
 
 
+def handle_trial_will_end(event: StripeEvent) -> None:
+    """Three days before a trial ends: remind the reader of the first charge, once."""
+    subscription, membership = _apply_subscription(
+        subscription_id=str(_object(event)["id"]), event=event
+    )
+    if membership is None:
+        return
+    trials.send_trial_reminder(membership=membership, subscription=subscription)
+
+
 def handle_charge_refunded(event: StripeEvent) -> None:
-    donations.mark_donation_refunded(charge=_object(event))
+    charge = _object(event)
+    donations.mark_donation_refunded(charge=charge)
+    gifts.mark_gift_refunded(charge=charge)
+
+
+def handle_promotion_code_updated(event: StripeEvent) -> None:
+    snapshot = _object(event)
+    code = (
+        stripe_client.retrieve_promotion_code(str(snapshot["id"]))
+        if stripe_client.is_configured()
+        else snapshot
+    )
+    offers.apply_promotion_code_update(promotion_code=code)
 
 
 def handle_dispute_created(event: StripeEvent) -> None:
@@ -433,6 +459,8 @@ HANDLERS: dict[str, Callable[[StripeEvent], None]] = {
     "customer.subscription.resumed": handle_subscription_changed,
     "invoice.paid": handle_invoice_paid,
     "invoice.payment_failed": handle_invoice_payment_failed,
+    "customer.subscription.trial_will_end": handle_trial_will_end,
     "charge.refunded": handle_charge_refunded,
+    "promotion_code.updated": handle_promotion_code_updated,
     "charge.dispute.created": handle_dispute_created,
 }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from django import forms
@@ -16,8 +17,8 @@ from django.utils.http import urlencode
 from django.views.decorators.http import require_http_methods
 
 from subscriptions import stripe_client
-from subscriptions.models import Plan, Subscriber
-from subscriptions.services import billing
+from subscriptions.models import Offer, Plan, Subscriber
+from subscriptions.services import billing, offers
 from subscriptions.services.access import subscriber_is_paid, subscriber_is_paying
 from subscriptions.services.accounts import subscriber_for_account
 from subscriptions.services.addresses import InvalidAddress
@@ -35,6 +36,14 @@ class UpgradeForm(forms.Form):
     )
     email = forms.EmailField(required=False, max_length=254)
     attempt = forms.CharField(required=False, max_length=32, widget=forms.HiddenInput)
+    offer = forms.CharField(required=False, max_length=40, widget=forms.HiddenInput)
+    seats = forms.IntegerField(
+        required=False,
+        min_value=1,
+        max_value=billing.MAX_SEATS,
+        error_messages={"max_value": f"A group has at most {billing.MAX_SEATS} seats."},
+    )
+    founding_amount = forms.CharField(required=False, max_length=12)
 
     def __init__(self, *args, signed_in: bool, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -49,6 +58,44 @@ class UpgradeForm(forms.Form):
     def clean_attempt(self) -> str:
         attempt = self.cleaned_data.get("attempt") or ""
         return attempt if _ATTEMPT.match(attempt) else uuid.uuid4().hex
+
+    def clean_founding_amount(self) -> int | None:
+        typed = (self.cleaned_data.get("founding_amount") or "").strip().replace(",", "")
+        if not typed:
+            return None
+        try:
+            value = Decimal(typed.lstrip("$€£"))
+            exact = value.is_finite() and value == value.quantize(Decimal("0.01"))
+        except InvalidOperation:
+            raise forms.ValidationError("Enter the amount as a number, like 250.") from None
+        if not exact or value <= 0:
+            raise forms.ValidationError("Enter the amount with at most two decimals.")
+        return int(value * 100)
+
+    def clean(self) -> dict:
+        data = super().clean() or {}
+        plan = data.get("plan")
+        amount = data.get("founding_amount")
+        founding = plan is not None and plan.kind == Plan.Kind.FOUNDING
+        if founding and plan is not None and amount is not None and amount < plan.amount:
+            self.add_error(
+                "founding_amount",
+                f"The founding membership is at least "
+                f"{format_amount(plan.amount, plan.currency)} a year.",
+            )
+        if plan is not None and plan.kind == Plan.Kind.GROUP and not data.get("seats"):
+            self.add_error("seats", "Say how many seats the group needs.")
+        return data
+
+
+def _offer_from(code: str, plan: Plan | None = None) -> tuple[Offer | None, str]:
+    """The offer a link names and, if it cannot be used, why not."""
+    if not code:
+        return None, ""
+    try:
+        return offers.offer_for_code(code=code, plan=plan), ""
+    except offers.OfferError as exc:
+        return None, str(exc)
 
 
 def _checkout_redirect(url: str) -> HttpResponseRedirect:
@@ -72,7 +119,12 @@ def upgrade_view(request: HttpRequest) -> HttpResponse:
                 _context(form, subscriber),
                 status=429,
             )
-        if form.is_valid():
+        # The plan is checked against the offer when the checkout starts.
+        offer, offer_error = _offer_from(request.POST.get("offer", "")[:40])
+        if offer_error:
+            form.is_valid()
+            form.add_error(None, offer_error)
+        if not offer_error and form.is_valid():
             try:
                 reader = billing.subscriber_for_checkout(
                     email=form.cleaned_data.get("email") or "", user=request.user
@@ -84,6 +136,9 @@ def upgrade_view(request: HttpRequest) -> HttpResponse:
                     # merely started a checkout for an address once proves nothing.)
                     trusted=signed_in,
                     attempt=form.cleaned_data["attempt"],
+                    offer=offer,
+                    seats=form.cleaned_data.get("seats") or 1,
+                    amount=form.cleaned_data.get("founding_amount"),
                 )
             except InvalidAddress as exc:
                 form.add_error("email", f"Please check your email address: {exc}.")
@@ -94,34 +149,78 @@ def upgrade_view(request: HttpRequest) -> HttpResponse:
             except billing.AlreadyPaid as exc:
                 messages.info(request, str(exc))
                 return redirect("/account/")
+            except offers.OfferError as exc:
+                form.add_error(None, str(exc))
             except (billing.BillingError, stripe_client.StripeError) as exc:
                 form.add_error(None, f"We could not start the payment: {exc}")
             else:
                 return _checkout_redirect(checkout.url)
         return render(
-            request, "subscriptions/billing/upgrade.html", _context(form, subscriber), status=400
+            request,
+            "subscriptions/billing/upgrade.html",
+            _context(form, subscriber, offer=offer),
+            status=400,
         )
+    code = request.GET.get("offer", "")[:40]
+    offer, offer_error = _offer_from(code)
     form = UpgradeForm(
         signed_in=signed_in,
-        initial={"attempt": uuid.uuid4().hex, "plan": request.GET.get("plan")},
+        initial={
+            "attempt": uuid.uuid4().hex,
+            "plan": request.GET.get("plan") or (offer.plan_id if offer else None),
+            "offer": offer.code if offer else "",
+            "seats": 3,
+        },
     )
-    return render(request, "subscriptions/billing/upgrade.html", _context(form, subscriber))
+    return render(
+        request,
+        "subscriptions/billing/upgrade.html",
+        _context(form, subscriber, offer=offer, offer_error=offer_error),
+        status=200,
+    )
 
 
-def _context(form: UpgradeForm, subscriber: Subscriber | None) -> dict[str, Any]:
+def _context(
+    form: UpgradeForm,
+    subscriber: Subscriber | None,
+    *,
+    offer: Offer | None = None,
+    offer_error: str = "",
+) -> dict[str, Any]:
     chosen = str(form["plan"].value() or "")
     plans = list(billing.active_plans())
-    options = [
-        {
-            "plan": plan,
-            "price": format_amount(plan.amount, plan.currency),
-            "selected": chosen == str(plan.pk) or (not chosen and index == 0),
-        }
-        for index, plan in enumerate(plans)
-    ]
+    if offer is not None:
+        plans = [plan for plan in plans if offers.offer_applies(offer=offer, plan=plan)]
+    options = []
+    for index, plan in enumerate(plans):
+        trial_days = (
+            billing.trial_days_for(subscriber=subscriber, plan=plan, offer=offer)
+            if subscriber is not None
+            else (offer.trial_days if offer and offer.kind == Offer.Kind.TRIAL else 0)
+            or plan.trial_days
+        )
+        options.append(
+            {
+                "plan": plan,
+                "price": format_amount(plan.amount, plan.currency),
+                "selected": chosen == str(plan.pk) or (not chosen and index == 0),
+                "offer_price": (
+                    offers.describe(offer=offer, amount=plan.amount, currency=plan.currency)
+                    if offer is not None
+                    else ""
+                ),
+                "trial_days": trial_days,
+                "founding": plan.kind == Plan.Kind.FOUNDING,
+                "group": plan.kind == Plan.Kind.GROUP,
+            }
+        )
     return {
         "form": form,
         "plan_options": options,
+        "offer": offer,
+        "offer_error": offer_error,
+        "has_founding": any(o["founding"] for o in options),
+        "has_group": any(o["group"] for o in options),
         "is_paid": subscriber_is_paying(subscriber=subscriber),
         "attempt": form["attempt"].value() or uuid.uuid4().hex,
     }

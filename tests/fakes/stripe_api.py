@@ -266,7 +266,16 @@ class FakeStripeAPI(LocalHTTPServer):
                 sub = self._subscription(
                     customer["id"], line["price"], session["_subscription_metadata"]
                 )
+                sub["items"]["data"][0]["quantity"] = line["quantity"]
                 sub["status"] = "active"
+                trial_days = session["_trial_period_days"]
+                if trial_days:
+                    now = int(time.time())
+                    sub["status"] = "trialing"
+                    sub["trial_start"], sub["trial_end"] = now, now + trial_days * 86400
+                    sub["items"]["data"][0]["current_period_end"] = sub["trial_end"]
+                for promotion_id in session["_promotion_codes"]:
+                    sub["discounts"].append(self._discount(promotion_id, sub))
                 self._store.put("subscription", sub)
                 invoice = self._invoice(sub, billing_reason="subscription_create")
                 sub["latest_invoice"] = invoice["id"]
@@ -287,6 +296,41 @@ class FakeStripeAPI(LocalHTTPServer):
             invoice = self._invoice(sub, billing_reason="subscription_cycle")
             sub["latest_invoice"] = invoice["id"]
             return copy.deepcopy(invoice)
+
+    def end_trial(self, subscription_id: str, *, outcome: str = "paid") -> dict[str, Any]:
+        """The trial is over: `paid` (first charge taken, active), `failed` (past_due,
+        an open invoice) or `canceled` (no card, Stripe ends it). Returns the invoice,
+        or the subscription when canceled."""
+        with self._lock:
+            sub = self._store.get("subscription", subscription_id)
+            now = int(time.time())
+            sub["trial_end"] = min(sub.get("trial_end") or now, now)
+            if outcome == "canceled":
+                sub["status"] = "canceled"
+                sub["canceled_at"] = sub["ended_at"] = now
+                return copy.deepcopy(sub)
+            item = sub["items"]["data"][0]
+            interval = (item["price"].get("recurring") or {}).get("interval", "month")
+            item["current_period_start"] = now
+            item["current_period_end"] = now + (365 if interval == "year" else 30) * 86400
+            sub["status"] = "active" if outcome == "paid" else "past_due"
+            invoice = self._invoice(
+                sub, billing_reason="subscription_cycle", paid=outcome == "paid"
+            )
+            sub["latest_invoice"] = invoice["id"]
+            return copy.deepcopy(invoice)
+
+    def set_promotion_code(self, promotion_code_id: str, *, active: bool) -> dict[str, Any]:
+        """Deactivate (or reactivate) a promotion code, as in Stripe's dashboard."""
+        with self._lock:
+            promotion = self._store.get("promotion_code", promotion_code_id)
+            promotion["active"] = active
+            return copy.deepcopy(promotion)
+
+    def subscription(self, subscription_id: str) -> dict[str, Any]:
+        """The subscription as a webhook's snapshot carries it (discounts as ids)."""
+        with self._lock:
+            return _expanded(self._store.get("subscription", subscription_id), {})
 
     def fail_invoice(self, subscription_id: str) -> dict[str, Any]:
         """A renewal payment failed: the new period started (Stripe moves it on when it
@@ -405,6 +449,9 @@ class FakeStripeAPI(LocalHTTPServer):
             "start_date": now,
             "latest_invoice": None,
             "livemode": False,
+            "trial_start": None,
+            "trial_end": None,
+            "discounts": [],
             "items": {
                 "object": "list",
                 "data": [
@@ -425,9 +472,20 @@ class FakeStripeAPI(LocalHTTPServer):
     def _invoice(
         self, sub: dict[str, Any], *, billing_reason: str, paid: bool = True
     ) -> dict[str, Any]:
-        price = sub["items"]["data"][0]["price"]
+        item = sub["items"]["data"][0]
+        price = item["price"]
         customer = self._store.get("customer", sub["customer"])
         intent_id = self.new_id("pi")
+        amount = price["unit_amount"] * int(item.get("quantity") or 1)
+        for discount in sub.get("discounts") or []:
+            if discount["end"] is None or discount["end"] > int(time.time()):
+                coupon = discount["source"]["coupon"]
+                if coupon.get("percent_off"):
+                    amount -= round(amount * coupon["percent_off"] / 100)
+                else:
+                    amount = max(amount - int(coupon.get("amount_off") or 0), 0)
+        if sub["status"] == "trialing":
+            amount = 0
         invoice = {
             "id": self.new_id("in"),
             "object": "invoice",
@@ -435,8 +493,8 @@ class FakeStripeAPI(LocalHTTPServer):
             "customer_email": customer["email"],
             "status": "paid" if paid else "open",
             "billing_reason": billing_reason,
-            "amount_due": price["unit_amount"],
-            "amount_paid": price["unit_amount"] if paid else 0,
+            "amount_due": amount,
+            "amount_paid": amount if paid else 0,
             "currency": price["currency"],
             "attempt_count": 1,
             "created": int(time.time()),
@@ -454,8 +512,8 @@ class FakeStripeAPI(LocalHTTPServer):
             },
         }
         self._store.put("invoice", invoice)
-        if paid:
-            self._charge(customer, price["unit_amount"], price["currency"], intent_id)
+        if paid and amount:
+            self._charge(customer, amount, price["currency"], intent_id)
         return invoice
 
     def _charge(
@@ -547,6 +605,12 @@ class FakeStripeAPI(LocalHTTPServer):
             ("POST", r"prices", self._create_price),
             ("GET", r"prices/(?P<id>[^/]+)", lambda p, id: self._store.get("price", id)),
             ("GET", r"prices", self._list_prices),
+            ("POST", r"coupons", self._create_coupon),
+            ("GET", r"coupons/(?P<id>[^/]+)", lambda p, id: self._store.get("coupon", id)),
+            ("POST", r"promotion_codes", self._create_promotion_code),
+            ("GET", r"promotion_codes/(?P<id>[^/]+)", self._retrieve_promotion_code),
+            ("POST", r"promotion_codes/(?P<id>[^/]+)", self._update_promotion_code),
+            ("GET", r"charges/(?P<id>[^/]+)", lambda p, id: self._store.get("charge", id)),
         ]
         for route_method, pattern, view in routes:
             match = re.fullmatch(pattern, resource)
@@ -593,6 +657,26 @@ class FakeStripeAPI(LocalHTTPServer):
             line_items.append({"price": price, "quantity": int(item.get("quantity", 1))})
         session_id = self.new_id("cs")
         subscription_data = params.get("subscription_data") or {}
+        discounts = params.get("discounts") or []
+        if discounts and params.get("allow_promotion_codes"):
+            raise StripeAPIError(
+                400,
+                "You may only specify one of these parameters: allow_promotion_codes, discounts.",
+                "parameter_invalid",
+            )
+        promotion_codes = []
+        for discount in discounts:
+            promotion = self._store.get("promotion_code", discount.get("promotion_code", ""))
+            if not _redeemable(promotion):
+                raise StripeAPIError(
+                    400, "This promotion code cannot be redeemed.", "promotion_code_invalid"
+                )
+            promotion_codes.append(promotion["id"])
+        trial_days = int(subscription_data.get("trial_period_days") or 0)
+        if trial_days and mode != "subscription":
+            raise StripeAPIError(
+                400, "trial_period_days is only for mode=subscription.", "parameter_invalid"
+            )
         session = {
             "id": session_id,
             "object": "checkout.session",
@@ -618,7 +702,19 @@ class FakeStripeAPI(LocalHTTPServer):
             "livemode": False,
             "_line_items": line_items,
             "_subscription_metadata": subscription_data.get("metadata", {}),
+            "_trial_period_days": trial_days,
+            "_promotion_codes": promotion_codes,
         }
+        amount_total = session["amount_total"]
+        for promotion_id in promotion_codes:
+            coupon = self._store.get("promotion_code", promotion_id)["promotion"]["coupon"]
+            coupon = self._store.get("coupon", coupon)
+            if coupon.get("percent_off"):
+                amount_total -= round(amount_total * coupon["percent_off"] / 100)
+            else:
+                amount_total = max(amount_total - int(coupon["amount_off"]), 0)
+        session["amount_total"] = 0 if trial_days else amount_total
+        session["discounts"] = [{"promotion_code": p} for p in promotion_codes]
         self._store.put("checkout.session", session)
         return _public(session)
 
@@ -644,7 +740,7 @@ class FakeStripeAPI(LocalHTTPServer):
         )
 
     def _retrieve_subscription(self, params: dict[str, Any], id: str) -> dict[str, Any]:
-        return self._store.get("subscription", id)
+        return _expanded(self._store.get("subscription", id), params)
 
     def _list_subscriptions(self, params: dict[str, Any]) -> dict[str, Any]:
         """Newest first, `limit` a page (default 10), `starting_after` the next page; by
@@ -678,7 +774,111 @@ class FakeStripeAPI(LocalHTTPServer):
             sub["cancel_at_period_end"] = params["cancel_at_period_end"] == "true"
         if "metadata" in params:
             sub["metadata"].update(params["metadata"])
-        return sub
+        for change in params.get("items") or []:
+            item = next((i for i in sub["items"]["data"] if i["id"] == change.get("id")), None)
+            if item is None:
+                raise StripeAPIError(400, f"No such subscription item: '{change.get('id')}'")
+            if "quantity" in change:
+                quantity = int(change["quantity"])
+                if quantity < 1:
+                    raise StripeAPIError(400, "Invalid quantity.", "parameter_invalid")
+                item["quantity"] = quantity
+        return _expanded(sub, params)
+
+    def _create_coupon(self, params: dict[str, Any]) -> dict[str, Any]:
+        duration = params.get("duration", "once")
+        if duration not in ("once", "repeating", "forever"):
+            raise StripeAPIError(400, "Invalid duration.", "parameter_invalid")
+        if bool(params.get("percent_off")) == bool(params.get("amount_off")):
+            raise StripeAPIError(
+                400, "Provide exactly one of percent_off or amount_off.", "parameter_invalid"
+            )
+        if params.get("amount_off") and not params.get("currency"):
+            raise StripeAPIError(400, "Missing required param: currency.", "parameter_missing")
+        if duration == "repeating" and not params.get("duration_in_months"):
+            raise StripeAPIError(
+                400, "Missing required param: duration_in_months.", "parameter_missing"
+            )
+        coupon = {
+            "id": self.new_id("coupon"),
+            "object": "coupon",
+            "name": params.get("name"),
+            "percent_off": float(params["percent_off"]) if params.get("percent_off") else None,
+            "amount_off": int(params["amount_off"]) if params.get("amount_off") else None,
+            "currency": params.get("currency"),
+            "duration": duration,
+            "duration_in_months": (
+                int(params["duration_in_months"]) if params.get("duration_in_months") else None
+            ),
+            "applies_to": params.get("applies_to"),
+            "metadata": params.get("metadata", {}),
+            "valid": True,
+            "times_redeemed": 0,
+            "created": int(time.time()),
+            "livemode": False,
+        }
+        return self._store.put("coupon", coupon)
+
+    def _create_promotion_code(self, params: dict[str, Any]) -> dict[str, Any]:
+        promotion = params.get("promotion") or {}
+        if promotion.get("type") != "coupon":
+            raise StripeAPIError(400, "Missing required param: promotion.", "parameter_missing")
+        self._store.get("coupon", promotion.get("coupon", ""))
+        code = params.get("code") or self.new_id("PROMO").upper()
+        if not re.fullmatch(r"[A-Za-z0-9-]+", code):
+            raise StripeAPIError(400, "Invalid code.", "parameter_invalid")
+        for other in self._store.all("promotion_code"):
+            if other["active"] and other["code"].lower() == code.lower():
+                raise StripeAPIError(
+                    400, "An active promotion code with `code` already exists.", "resource_exists"
+                )
+        return self._store.put(
+            "promotion_code",
+            {
+                "id": self.new_id("promo"),
+                "object": "promotion_code",
+                "code": code,
+                "active": params.get("active", "true") != "false",
+                "promotion": {"type": "coupon", "coupon": promotion["coupon"]},
+                "expires_at": int(params["expires_at"]) if params.get("expires_at") else None,
+                "max_redemptions": (
+                    int(params["max_redemptions"]) if params.get("max_redemptions") else None
+                ),
+                "times_redeemed": 0,
+                "metadata": params.get("metadata", {}),
+                "created": int(time.time()),
+                "livemode": False,
+            },
+        )
+
+    def _retrieve_promotion_code(self, params: dict[str, Any], id: str) -> dict[str, Any]:
+        return self._store.get("promotion_code", id)
+
+    def _update_promotion_code(self, params: dict[str, Any], id: str) -> dict[str, Any]:
+        promotion = self._store.get("promotion_code", id)
+        if "active" in params:
+            promotion["active"] = params["active"] == "true"
+        if "metadata" in params:
+            promotion["metadata"].update(params["metadata"])
+        return promotion
+
+    def _discount(self, promotion_id: str, sub: dict[str, Any]) -> dict[str, Any]:
+        promotion = self._store.get("promotion_code", promotion_id)
+        promotion["times_redeemed"] += 1
+        coupon = self._store.get("coupon", promotion["promotion"]["coupon"])
+        coupon["times_redeemed"] += 1
+        now = int(time.time())
+        months = coupon.get("duration_in_months")
+        return {
+            "id": self.new_id("di"),
+            "object": "discount",
+            "source": {"type": "coupon", "coupon": copy.deepcopy(coupon)},
+            "promotion_code": promotion_id,
+            "customer": sub["customer"],
+            "subscription": sub["id"],
+            "start": now,
+            "end": now + months * 30 * 86400 if coupon["duration"] == "repeating" else None,
+        }
 
     def _cancel_subscription(self, params: dict[str, Any], id: str) -> dict[str, Any]:
         sub = self._store.get("subscription", id)
@@ -753,6 +953,23 @@ class FakeStripeAPI(LocalHTTPServer):
         )
         handler.send_header("Content-Length", "0")
         handler.end_headers()
+
+
+def _redeemable(promotion: dict[str, Any]) -> bool:
+    if not promotion["active"]:
+        return False
+    if promotion["expires_at"] and promotion["expires_at"] <= time.time():
+        return False
+    limit = promotion["max_redemptions"]
+    return not (limit and promotion["times_redeemed"] >= limit)
+
+
+def _expanded(sub: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+    """The subscription as the API answers: discounts as ids unless expanded."""
+    answer = copy.deepcopy(sub)
+    if "discounts" not in (params.get("expand") or []):
+        answer["discounts"] = [d["id"] for d in sub.get("discounts") or []]
+    return answer
 
 
 def _start_next_period(sub: dict[str, Any]) -> None:
