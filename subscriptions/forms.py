@@ -34,7 +34,7 @@ class AddressField(forms.CharField):
 
     def to_python(self, value: object) -> str:
         text = super().to_python(value)
-        if text in self.empty_values:
+        if not text:
             return ""
         try:
             return clean_address(text)
