@@ -37,9 +37,11 @@ class ReaderAccountAdapter(DefaultAccountAdapter):
     error_messages = {
         **DefaultAccountAdapter.error_messages,
         "incorrect_code": "That is not the code we emailed. Check it and try again.",
+        # Both after three wrong codes and after too many codes asked for one address.
         "too_many_login_attempts": (
-            "That code did not match three times, so it no longer works. Enter your "
-            "address again and we will email you a new code."
+            "Too many attempts with this address, so that code no longer works. Enter "
+            "your address again (after a few minutes, if it says so again) and we will "
+            "email you a new code."
         ),
         "rate_limited": "Too many attempts. Please wait a few minutes and try again.",
     }

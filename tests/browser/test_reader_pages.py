@@ -176,7 +176,7 @@ def test_three_wrong_codes_lead_back_to_the_sites_sign_in_page(site: Site, page:
         page.get_by_role("button", name="Sign in", exact=True).click()
 
     expect(page.get_by_role("heading", level=1)).to_have_text("Sign in")
-    expect(page.locator(".messages")).to_contain_text("did not match three times")
+    expect(page.locator(".messages")).to_contain_text("that code no longer works")
     assert page.title() == "Sign in · The Meridian Letter"
     assert axe_violations(page) == []
 
