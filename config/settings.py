@@ -171,6 +171,7 @@ ACCOUNT_LOGOUT_ON_GET = False
 ACCOUNT_FORMS = {
     "login": "subscriptions.adapters.ReaderLoginForm",
     "request_login_code": "subscriptions.adapters.ReaderRequestLoginCodeForm",
+    "signup": "subscriptions.adapters.ReaderSignupForm",
 }
 # Two-factor authentication for staff (newsletter/admin_site.py): an authenticator app
 # (TOTP) and recovery codes, set up at /accounts/2fa/. STAFF_MFA_REQUIRED sends staff

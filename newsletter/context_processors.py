@@ -3,7 +3,9 @@ from django.utils.functional import SimpleLazyObject
 
 from newsletter.models import Publication
 from newsletter.services.page_cache import shared_fragment
+from subscriptions import stripe_client
 from subscriptions.services.access import user_is_paid
+from subscriptions.services.plans import upgrades_open
 
 
 def publication(request: HttpRequest) -> dict:
@@ -12,4 +14,8 @@ def publication(request: HttpRequest) -> dict:
         "publication": shared_fragment("publication", Publication.load),
         # Looked up only by templates that ask, and never for anonymous readers.
         "reader_is_paid": SimpleLazyObject(lambda: user_is_paid(user=request.user)),
+        # Whether a plan can be bought now, and whether /donate/ takes payments: without
+        # them no page links to an upgrade or a donation form that leads nowhere.
+        "upgrades_open": SimpleLazyObject(upgrades_open),
+        "donations_open": stripe_client.is_configured(),
     }

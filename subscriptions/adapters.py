@@ -11,13 +11,13 @@ from __future__ import annotations
 from typing import Any
 
 from allauth.account.adapter import DefaultAccountAdapter
-from allauth.account.forms import LoginForm, RequestLoginCodeForm
+from allauth.account.forms import LoginForm, RequestLoginCodeForm, SignupForm
 from allauth.account.models import EmailAddress
-from django import forms
 from django.core.mail import EmailMessage
 from django.http import HttpRequest
 
 from newsletter.models import Publication
+from subscriptions.forms import AddressField
 from subscriptions.services.accounts import link_reader_account, prepare_sign_in
 from subscriptions.services.addresses import InvalidAddress, normalize_email
 from subscriptions.services.notifications import (
@@ -29,16 +29,23 @@ from subscriptions.services.ratelimit import client_ip
 
 
 def _normalized_for_form(email: str) -> str:
-    try:
-        return normalize_email(email)
-    except InvalidAddress as exc:
-        raise forms.ValidationError(
-            "Please enter an email address we can send to (%(reason)s).",
-            params={"reason": exc},
-        ) from exc
+    """The one address rule, in the words every reader form uses for it."""
+    return AddressField().clean(email)
 
 
 class ReaderAccountAdapter(DefaultAccountAdapter):
+    error_messages = {
+        **DefaultAccountAdapter.error_messages,
+        "incorrect_code": "That is not the code we emailed. Check it and try again.",
+        # Both after three wrong codes and after too many codes asked for one address.
+        "too_many_login_attempts": (
+            "Too many attempts with this address, so that code no longer works. Enter "
+            "your address again (after a few minutes, if it says so again) and we will "
+            "email you a new code."
+        ),
+        "rate_limited": "Too many attempts. Please wait a few minutes and try again.",
+    }
+
     def clean_email(self, email: str) -> str:
         """Every address allauth stores (signup, added addresses) in the one normal form
         (`subscriptions.services.addresses`), so it is the same text as the subscriber's."""
@@ -98,12 +105,18 @@ class ReaderRequestLoginCodeForm(RequestLoginCodeForm):
     Only for subscribers who confirmed or were imported: their address is known good.
     """
 
+    email = AddressField()
+
     def clean_email(self) -> str:
-        email = self.cleaned_data.get("email") or ""
-        if email:
-            email = self.cleaned_data["email"] = _normalized_for_form(email)
+        if email := self.cleaned_data.get("email"):
             prepare_sign_in(email=email)
         return super().clean_email()
+
+
+class ReaderSignupForm(SignupForm):
+    """Signup takes exactly the addresses sign-in and the subscribe form take."""
+
+    email = AddressField()
 
 
 class ReaderLoginForm(LoginForm):

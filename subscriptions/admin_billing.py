@@ -18,6 +18,7 @@ from subscriptions.models import Donation, Gift, GroupInvite, Membership, Offer,
 from subscriptions.services import billing, offers, revenue, stripe_events
 from subscriptions.services.access import access_granting_memberships
 from subscriptions.services.donations import format_amount
+from subscriptions.services.plans import missing_offer
 from subscriptions.tasks import process_stripe_event
 
 
@@ -38,6 +39,13 @@ class PlanAdmin(admin.ModelAdmin):
     search_fields = ["name", "stripe_price_id"]
     readonly_fields = ["stripe_product_id"]
     actions = ["sync_with_stripe"]
+
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        if problem := missing_offer():
+            self.message_user(request, problem, messages.WARNING)
+        return super().changelist_view(request, extra_context)
 
     @admin.display(description="Price")
     def price(self, plan: Plan) -> str:

@@ -8,6 +8,7 @@ class SubscriptionsConfig(AppConfig):
 
     def ready(self) -> None:
         from subscriptions import stripe_client
+        from subscriptions.services import plans
 
         # Connects the email provider's bounce/complaint signal receiver.
         from subscriptions.views import provider_events
@@ -15,3 +16,5 @@ class SubscriptionsConfig(AppConfig):
         # Stripe's keys must come together: a misconfiguration fails at start.
         checks.register(stripe_client.check_settings, checks.Tags.security)
         checks.register(provider_events.check_settings, checks.Tags.security)
+        # Stripe on and nothing to buy: said at migrate time and on the Plans list.
+        checks.register(plans.check_offer, checks.Tags.database)

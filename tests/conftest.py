@@ -54,6 +54,14 @@ def stripe_api(settings):
 
 
 @pytest.fixture
+def plans_on_sale(stripe_api):
+    """Stripe configured and a priced plan: the site and emails offer upgrades."""
+    from tests.factories import PlanFactory
+
+    return [PlanFactory()]
+
+
+@pytest.fixture
 def paid_reader_client(client):
     """The test client, signed in as a reader with an active paid membership."""
     from tests.factories import MembershipFactory, SubscriberFactory, UserFactory

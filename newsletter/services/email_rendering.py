@@ -42,6 +42,7 @@ from newsletter.models import Article, Delivery, Publication
 from newsletter.services.body_images import render_body
 from newsletter.services.content import embeds_as_links, free_body, full_body
 from subscriptions.services.notifications import reply_to_addresses, sender_address
+from subscriptions.services.plans import upgrades_open
 from subscriptions.services.tokens import absolute_url, make_unsubscribe_token
 
 # Placeholders survive templates (no characters to escape) and the CSS inliner.
@@ -218,7 +219,8 @@ def render_article_email(
         "authors": authors,
         "byline": ", ".join(a.display_name for a in authors),
         "cut_at_paywall": cut_at_paywall,
-        "upgrade_url": f"{settings.SITE_URL}/upgrade/",
+        # No upgrade to offer while no plan can be bought (Stripe off, or no priced plan).
+        "upgrade_url": f"{settings.SITE_URL}/upgrade/" if upgrades_open() else "",
         "donate_url": f"{settings.SITE_URL}/donate/",
         "account_url": f"{settings.SITE_URL}/account/",
         "site_url": settings.SITE_URL,

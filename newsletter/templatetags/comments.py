@@ -44,6 +44,7 @@ def comment_thread(context: template.Context, article: Article) -> dict[str, Any
         if user is not None and user.is_authenticated
         else "",
         "access": thread.access.value,
+        "upgrades_open": context.get("upgrades_open", False),
     }
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from django import template
 
 from newsletter import selectors
@@ -23,3 +25,12 @@ def nav_sections() -> list[Section]:
 def article_excerpt(article: Article) -> str:
     """Text safe to show anyone in a list: never anything after the paywall."""
     return excerpt(article=article)
+
+
+@register.filter
+def html_datetime(value: datetime | None) -> str:
+    """A `<time datetime>` value: ISO 8601 in UTC to the second (HTML's "valid global
+    date and time string" allows at most three fraction digits; Python's has six)."""
+    if value is None:
+        return ""
+    return value.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")

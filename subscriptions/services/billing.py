@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from allauth.account.models import EmailAddress
-from django.db.models import QuerySet
 from django.utils import timezone
 
 from newsletter.models import Publication
@@ -30,6 +29,7 @@ from subscriptions.services.memberships import (
     SUBSCRIBER_KEY,
     find_or_create_subscriber,
 )
+from subscriptions.services.plans import active_plans as active_plans  # re-exported
 from subscriptions.services.tokens import absolute_url
 
 
@@ -49,12 +49,6 @@ class AlreadyPaid(BillingError):
 class CheckoutRedirect:
     url: str
     session_id: str
-
-
-def active_plans() -> QuerySet[Plan]:
-    return Plan.objects.filter(active=True, stripe_price_id__isnull=False).exclude(
-        stripe_price_id=""
-    )
 
 
 def change_group_seats(*, group: Membership, seats: int, attempt: str) -> None:

@@ -20,6 +20,7 @@ from subscriptions.models import Gift, Membership, Offer, Plan, Subscriber
 from subscriptions.services.access import subscriber_is_paying
 from subscriptions.services.addresses import normalize_email, normalized_or_none
 from subscriptions.services.notifications import send_email_on_commit
+from subscriptions.services.plans import upgrades_open
 from subscriptions.services.tokens import absolute_url
 
 logger = logging.getLogger(__name__)
@@ -353,7 +354,7 @@ def expire_memberships(*, now: datetime | None = None) -> dict[str, int]:
                 context={
                     "subscriber": subscriber,
                     "membership": membership,
-                    "upgrade_url": absolute_url("/upgrade/"),
+                    "upgrade_url": absolute_url("/upgrade/") if upgrades_open() else "",
                 },
             )
             membership.reminder_sent_at = now

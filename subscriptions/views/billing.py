@@ -23,6 +23,7 @@ from subscriptions.services.access import subscriber_is_paid, subscriber_is_payi
 from subscriptions.services.accounts import subscriber_for_account
 from subscriptions.services.addresses import InvalidAddress
 from subscriptions.services.donations import format_amount
+from subscriptions.services.plans import listed_plans
 from subscriptions.services.ratelimit import client_ip, consume, network_key
 
 _ATTEMPT = re.compile(r"^[0-9a-f]{32}$")
@@ -109,6 +110,12 @@ def _checkout_redirect(url: str) -> HttpResponseRedirect:
 def upgrade_view(request: HttpRequest) -> HttpResponse:
     signed_in = request.user.is_authenticated
     subscriber = subscriber_for_account(user=request.user) if signed_in else None  # type: ignore[arg-type]
+    if request.method == "POST" and not stripe_client.is_configured():
+        # The page offers no form then; a stale one or a script gets the page, not a 500.
+        form = UpgradeForm(signed_in=signed_in)
+        return render(
+            request, "subscriptions/billing/upgrade.html", _context(form, subscriber), status=503
+        )
     if request.method == "POST":
         form = UpgradeForm(request.POST, signed_in=signed_in)
         if not consume(scope="upgrade", key=network_key(client_ip(request)), limit=20, period=600):
@@ -216,6 +223,12 @@ def _context(
         )
     return {
         "form": form,
+        "checkout_open": stripe_client.is_configured(),
+        # Without Stripe the plans are shown, priced, with no way to pay yet.
+        "listed_plans": [
+            {"plan": plan, "price": format_amount(plan.amount, plan.currency)}
+            for plan in listed_plans()
+        ],
         "plan_options": options,
         "offer": offer,
         "offer_error": offer_error,

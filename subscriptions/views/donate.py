@@ -11,6 +11,8 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
 from django.views.decorators.http import require_http_methods
 
+from subscriptions import stripe_client
+from subscriptions.forms import AddressField
 from subscriptions.services import donations
 from subscriptions.services.accounts import subscriber_for_account
 from subscriptions.services.ratelimit import client_ip, consume, network_key
@@ -26,7 +28,7 @@ class DonationForm(forms.Form):
         initial="once",
         widget=forms.RadioSelect,
     )
-    email = forms.EmailField(required=False, max_length=254)
+    email = AddressField(required=False)
     message = forms.CharField(
         required=False,
         max_length=donations.MESSAGE_MAX_LENGTH,
@@ -83,6 +85,9 @@ class DonationForm(forms.Form):
 
 @require_http_methods(["GET", "POST"])
 def donate_view(request: HttpRequest) -> HttpResponse:
+    if not stripe_client.is_configured():
+        # Without Stripe the page offers the publication's other ways to give, if any.
+        return render(request, "subscriptions/billing/donate.html", {"payments_open": False})
     currency = donations.donation_currency()
     subscriber = (
         subscriber_for_account(user=request.user) if request.user.is_authenticated else None
@@ -126,6 +131,7 @@ def _render(request: HttpRequest, form: DonationForm, status: int = 200) -> Http
         request,
         "subscriptions/billing/donate.html",
         {
+            "payments_open": True,
             "form": form,
             "attempt": form["attempt"].value() or uuid.uuid4().hex,
             "min_amount": donations.format_amount(donations.MIN_AMOUNT, form.currency),

@@ -32,7 +32,7 @@ def sign_in_with_emailed_code(site: Site, page: Page, email: str) -> None:
     )
     assert code, message_text(message)
     page.get_by_label("Code").fill(code.group(1))
-    page.get_by_role("button", name="Confirm").click()
+    page.get_by_role("button", name="Sign in", exact=True).click()
     expect(page.get_by_role("link", name="Account", exact=True)).to_be_visible()
 
 

@@ -106,7 +106,7 @@ def test_a_free_reader_comments_when_everyone_signed_in_may(reader_client, reade
 
 
 def test_a_free_reader_is_invited_to_upgrade_when_only_paid_readers_comment(
-    reader_client, article, paid_policy
+    reader_client, article, paid_policy, plans_on_sale
 ):
     html = thread_html(reader_client, article)
     # The header and footer link /upgrade/ on every page: look in the discussion only.

@@ -93,7 +93,9 @@ def reader(subscriber: Subscriber) -> Reader:
 
 
 @pytest.mark.parametrize("wire", [False, True])
-def test_free_readers_email_stops_at_the_paywall_with_an_upgrade_button(publication, article, wire):
+def test_free_readers_email_stops_at_the_paywall_with_an_upgrade_button(
+    publication, article, wire, plans_on_sale
+):
     subscriber = SubscriberFactory()
     rendered = render_article_email(article=article, segment=Delivery.Segment.FREE)
 
@@ -130,7 +132,9 @@ def test_public_articles_go_out_whole_to_free_readers(publication, article):
     assert "/upgrade/" not in rendered.html
 
 
-def test_a_paid_article_without_a_marker_sends_free_readers_no_body_text(publication):
+def test_a_paid_article_without_a_marker_sends_free_readers_no_body_text(
+    publication, plans_on_sale
+):
     article = ArticleFactory(body="<p>All of it is paid.</p>", visibility=Article.Visibility.PAID)
 
     rendered = render_article_email(article=article, segment=Delivery.Segment.FREE)
@@ -316,7 +320,9 @@ def tags_of(html: str) -> _Tags:
     return parser
 
 
-def test_the_email_is_built_for_desktop_outlook_yahoo_and_dark_mode(publication, article):
+def test_the_email_is_built_for_desktop_outlook_yahoo_and_dark_mode(
+    publication, article, plans_on_sale
+):
     rendered = render_article_email(article=article, segment=Delivery.Segment.FREE)
     _, html = parts(built(rendered, SubscriberFactory(), wire=True))
     document = tags_of(html)
@@ -370,3 +376,15 @@ def test_an_uploaded_body_image_gets_its_height_for_the_column(publication, tmp_
 
     chart = next(a for t, a in tags_of(rendered.html).tags if t == "img" and "chart" in a["src"])
     assert (chart["width"], chart["height"]) == ("536", "302")
+
+
+@pytest.mark.parametrize("wire", [False, True])
+def test_with_no_plan_on_sale_the_free_email_offers_no_upgrade(publication, article, wire):
+    rendered = render_article_email(article=article, segment=Delivery.Segment.FREE)
+
+    text, html = parts(built(rendered, SubscriberFactory(), wire=wire))
+
+    assert "Free opening" in text and "Free opening" in html
+    assert "Paid analysis" not in text and "Paid analysis" not in html
+    assert "/upgrade/" not in html and "/upgrade/" not in text
+    assert "for paid subscribers" in text and "for paid subscribers" in html

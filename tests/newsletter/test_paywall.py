@@ -68,7 +68,9 @@ def test_article_page_stops_at_the_paywall_for_readers_without_access(
     assert 'id="paywall"' in html
 
 
-def test_a_signed_in_free_reader_is_offered_the_upgrade(free_reader_client, paid_article):
+def test_a_signed_in_free_reader_is_offered_the_upgrade(
+    free_reader_client, paid_article, plans_on_sale
+):
     html = free_reader_client.get(paid_article.get_absolute_url()).content.decode()
     # The header and footer link /upgrade/ on every page: look in the paywall box only.
     box = element(html, id="paywall")

@@ -143,7 +143,7 @@ def test_publishing_emails_every_eligible_reader_once_and_finishes_the_send(
 
 
 def test_free_readers_get_the_text_before_the_paywall_and_paid_readers_all_of_it(
-    readers, django_capture_on_commit_callbacks
+    readers, django_capture_on_commit_callbacks, plans_on_sale
 ):
     article = ArticleFactory(body=PAYWALLED_BODY, visibility=Article.Visibility.PAID)
     publish(article, django_capture_on_commit_callbacks)

@@ -113,7 +113,7 @@ def test_article_page_shows_cover_caption_byline_date_and_section(client):
     assert '{% include "comments/_thread.html" %}' not in html
 
 
-def test_article_page_links_support_donations_and_telegram(client):
+def test_article_page_links_support_donations_and_telegram(client, plans_on_sale):
     publication = Publication.load()
     publication.kofi_url = "https://ko-fi.com/example"
     publication.buymeacoffee_url = "https://www.buymeacoffee.com/example"
@@ -261,7 +261,7 @@ def test_article_lists_show_visible_comment_counts_in_the_same_queries(client):
     assert len(again) == len(captured)
 
 
-def test_signed_in_readers_are_offered_an_upgrade_only_until_they_are_paid(client):
+def test_signed_in_readers_are_offered_an_upgrade_only_until_they_are_paid(client, plans_on_sale):
     reader = UserFactory()
     SubscriberFactory(email=reader.email, user=reader)
     client.force_login(reader)
@@ -274,3 +274,26 @@ def test_signed_in_readers_are_offered_an_upgrade_only_until_they_are_paid(clien
     assert 'href="/upgrade/">Upgrade</a>' not in paid_page
     assert "Become a paid subscriber" not in paid_page
     assert 'href="/account/">Account</a>' in paid_page
+
+
+@pytest.mark.parametrize("stripe_on", [False, True])
+def test_with_nothing_to_buy_no_page_offers_an_upgrade_or_donation_form(
+    client, settings, stripe_on
+):
+    """Stripe off (a fresh install), or on with no priced plan: no link to /upgrade/."""
+    settings.STRIPE_SECRET_KEY = "sk_test_broadside_0123456789" if stripe_on else ""
+    article = PublishedArticleFactory(
+        visibility="paid", body='<p>Free opening.</p><hr class="paywall"><p>Paid part.</p>'
+    )
+    reader = UserFactory()
+    SubscriberFactory(email=reader.email, user=reader)
+
+    anonymous = client.get(article.get_absolute_url()).content.decode()
+    client.force_login(reader)
+    signed_in = client.get(article.get_absolute_url()).content.decode()
+
+    for page in (anonymous, signed_in):
+        assert "/upgrade/" not in page
+        assert "Paid subscriptions are not open yet" in page
+        assert "Paid part." not in page
+        assert ('href="/donate/"' in page) is stripe_on

@@ -37,8 +37,9 @@ def test_comp_and_gift_memberships_grant_access_until_they_expire():
 
 
 def test_the_periodic_task_expires_lapsed_memberships_and_reminds_a_week_before(
-    django_capture_on_commit_callbacks,
+    django_capture_on_commit_callbacks, stripe_api
 ):
+    PlanFactory()
     lapsed = granted("gift", days=30)
     Membership.objects.filter(pk=lapsed.pk).update(expires_at=timezone.now() - timedelta(hours=1))
     soon = granted("comp", days=5)
@@ -236,3 +237,18 @@ def test_an_editor_grants_a_gift_membership_in_the_admin(editor_client):
     assert refused.status_code == 200
     assert "To grant one by hand, choose Complimentary or Gift." in refused.content.decode()
     assert Membership.objects.count() == 1
+
+
+def test_without_a_plan_to_buy_the_reminder_offers_no_upgrade_link(
+    django_capture_on_commit_callbacks,
+):
+    PlanFactory()  # priced, but Stripe is not configured: nothing can be bought
+    soon = granted("comp", days=5)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        expire_memberships.delay().get()
+
+    [reminder] = mail.outbox
+    assert reminder.to == [soon.subscriber.email]
+    assert "/upgrade/" not in reminder.body
+    assert "/upgrade/" not in str(reminder.alternatives[0][0])

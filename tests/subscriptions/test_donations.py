@@ -33,11 +33,39 @@ def paid_donation(client, stripe_api, stripe_webhooks):
     return pay
 
 
-def test_the_donate_page_offers_presets_custom_amounts_and_monthly(client):
+def test_the_donate_page_offers_presets_custom_amounts_and_monthly(client, stripe_api):
     page = client.get("/donate/").content.decode()
     for label in ("$5.00", "$10.00", "$25.00", "$50.00", "Other amount", "Monthly"):
         assert label in page
+    assert page.count("Other amount") == 1
     assert 'name="message"' in page
+
+
+@pytest.mark.parametrize("method", ["get", "post"])
+def test_without_stripe_the_donate_page_offers_the_publications_support_links(client, method):
+    from newsletter.models import Publication
+
+    publication = Publication.load()
+    publication.kofi_url = "https://ko-fi.com/meridian"
+    publication.buymeacoffee_url = "https://buymeacoffee.com/meridian"
+    publication.save()
+
+    response = getattr(client, method)("/donate/", {"amount": "1000", "frequency": "once"})
+
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert 'href="https://ko-fi.com/meridian"' in page
+    assert 'href="https://buymeacoffee.com/meridian"' in page
+    assert "Continue to payment" not in page
+    assert not Donation.objects.exists()
+
+
+def test_without_stripe_or_support_links_the_donate_page_says_donations_are_not_open(client):
+    response = client.get("/donate/")
+
+    assert response.status_code == 200
+    assert "Donations are not open yet" in response.content.decode()
+    assert 'name="custom_amount"' not in response.content.decode()
 
 
 def test_a_one_off_donation_opens_checkout_in_payment_mode(client, stripe_api):

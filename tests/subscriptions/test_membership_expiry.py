@@ -83,7 +83,9 @@ def test_the_reminder_goes_to_active_comp_and_gift_readers_within_a_week_of_the_
     }
 
 
-def test_the_reminder_says_which_membership_ends_and_when(django_capture_on_commit_callbacks):
+def test_the_reminder_says_which_membership_ends_and_when(
+    django_capture_on_commit_callbacks, plans_on_sale
+):
     gift = membership(K.GIFT, days=5, email="gifted@example.com")
     run(django_capture_on_commit_callbacks)
 

@@ -22,6 +22,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from newsletter.models import Article, Author, Publication, Section
 from newsletter.services.content import PAYWALL_MARKER, sanitize_body
+from subscriptions.models import Plan
 
 
 @dataclass(frozen=True)
@@ -343,6 +344,26 @@ def _rgb(value: str) -> tuple[int, int, int]:
     return int(value[0:2], 16), int(value[2:4], 16), int(value[4:6], 16)
 
 
+PLANS = [
+    {
+        "name": "Monthly",
+        "description": "Every article in full, and the archive.",
+        "interval": "month",
+        "amount": 800,
+        "currency": "usd",
+        "position": 0,
+    },
+    {
+        "name": "Yearly",
+        "description": "Two months free, and the same full access.",
+        "interval": "year",
+        "amount": 8000,
+        "currency": "usd",
+        "position": 1,
+    },
+]
+
+
 class Command(BaseCommand):
     help = (
         "Create a demo publication: two authors, three sections, articles (free, paid, "
@@ -367,6 +388,13 @@ class Command(BaseCommand):
             )[0]
             for i, (slug, (name, description)) in enumerate(SECTIONS.items())
         }
+
+        # Two plans, so the demo shows the upgrade page; without Stripe they are listed
+        # unpriced, and `sync_stripe_plans` gives them prices once Stripe is set up.
+        plans = 0
+        if not Plan.objects.exists():
+            Plan.objects.bulk_create(Plan(**fields) for fields in PLANS)
+            plans = len(PLANS)
 
         created = 0
         now = timezone.now()
@@ -401,6 +429,7 @@ class Command(BaseCommand):
         self.stdout.write(
             self.style.SUCCESS(
                 f"Demo publication {publication.name!r}: {created} article(s) created, "
-                f"{len(ARTICLES) - created} already there."
+                f"{len(ARTICLES) - created} already there"
+                + (f"; {plans} paid plan(s) created." if plans else ".")
             )
         )
