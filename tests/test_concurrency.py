@@ -307,10 +307,11 @@ def test_two_events_about_one_donation_checkout_at_once_record_and_thank_it_once
         assert [message.to for message in mail.outbox] == [[f"coffee{n}@example.com"]]
 
 
-def test_a_failure_that_loses_the_race_to_a_success_does_not_mark_the_event_failed(stripe_api):
+def test_a_failure_is_on_record_before_a_waiting_worker_applies_the_event(stripe_api):
     """The task fails (the customer had no address yet) while the sweeper waits on the
-    event's row lock; the sweeper then succeeds. The late failure report must not count
-    an attempt or leave an error on the processed event."""
+    event's row lock; the sweeper then succeeds. The failure is recorded before the lock
+    is let go, so it cannot land on the applied event afterwards: two attempts counted,
+    no error left, nothing due again."""
     price = stripe_api.add_price(unit_amount=800)
     PlanFactory(stripe_price_id=price["id"])
     customer = stripe_api.add_customer(email="")
@@ -345,8 +346,9 @@ def test_a_failure_that_loses_the_race_to_a_success_does_not_mark_the_event_fail
     assert results == {"task": False, "sweeper": True}
     stored.refresh_from_db()
     assert stored.processed_at is not None
-    assert stored.attempts == 1
+    assert stored.attempts == 2
     assert stored.error == ""
+    assert stored.next_attempt_at is None
     assert Subscriber.objects.get(email="late@example.com").memberships.count() == 1
 
 

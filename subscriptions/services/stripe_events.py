@@ -162,8 +162,17 @@ def process_event(*, event_id: int) -> bool:
             if event.processed_at is not None:
                 return True
             handler = HANDLERS.get(event.type)
-            if handler is not None:
-                handler(event)
+            try:
+                if handler is not None:
+                    # A savepoint: a failure undoes the handler's writes, not the lock.
+                    with transaction.atomic():
+                        handler(event)
+            except Exception as exc:
+                logger.exception("Processing Stripe event %s failed", event_id)
+                # Recorded before the row lock is released, so a worker waiting on this
+                # event applies it after the failure is on record, never before.
+                _note_failure(event=event, exc=exc)
+                return False
             now = timezone.now()
             event.processed_at = now
             event.attempts += 1
@@ -180,6 +189,7 @@ def process_event(*, event_id: int) -> bool:
             )
             return True
     except Exception as exc:
+        # The database itself failed (a lost connection, say): record it when it can.
         logger.exception("Processing Stripe event %s failed", event_id)
         _record_failure(event_id=event_id, exc=exc)
         return False
@@ -190,12 +200,17 @@ def _record_failure(*, event_id: int, exc: BaseException) -> None:
         event = StripeEvent.objects.select_for_update().filter(pk=event_id).first()
         if event is None or event.processed_at is not None:
             return
-        event.attempts += 1
-        event.error = "".join(traceback.format_exception_only(type(exc), exc)).strip()[:4000]
-        event.next_attempt_at = (
-            timezone.now() + retry_delay(event.attempts) if event.attempts < MAX_ATTEMPTS else None
-        )
-        event.save(update_fields=["attempts", "error", "next_attempt_at"])
+        _note_failure(event=event, exc=exc)
+
+
+def _note_failure(*, event: StripeEvent, exc: BaseException) -> None:
+    """Count a failed attempt on the locked event, with its error and next try."""
+    event.attempts += 1
+    event.error = "".join(traceback.format_exception_only(type(exc), exc)).strip()[:4000]
+    event.next_attempt_at = (
+        timezone.now() + retry_delay(event.attempts) if event.attempts < MAX_ATTEMPTS else None
+    )
+    event.save(update_fields=["attempts", "error", "next_attempt_at"])
 
 
 def claim_due_events(*, now: datetime | None = None, limit: int = 100) -> list[int]:
