@@ -72,6 +72,7 @@ def test_the_demo_site_serves_its_articles(client):
 
 def test_ensure_admin_creates_one_admin_and_prints_working_credentials(client, settings, tmp_path):
     settings.VAR_DIR = tmp_path
+    settings.DEBUG = True  # as `make run` has it
     output = _run("ensure_admin")
     lines = dict(
         line.strip().split(": ", 1) for line in output.splitlines() if line.startswith("  ")
@@ -83,6 +84,23 @@ def test_ensure_admin_creates_one_admin_and_prints_working_credentials(client, s
     again = _run("ensure_admin")
     assert get_user_model().objects.filter(is_superuser=True).count() == 1
     assert f"password: {lines['password']}" in again  # shown again, not replaced
+
+
+def test_ensure_admin_in_production_shows_the_password_once_and_keeps_it_nowhere(
+    client, settings, tmp_path
+):
+    settings.VAR_DIR = tmp_path
+    settings.DEBUG = False
+    output = _run("ensure_admin", "--email", "Chief@Example.org")
+    password = next(
+        line.split(": ", 1)[1] for line in output.splitlines() if line.startswith("  password: ")
+    )
+    assert client.login(username="admin", password=password)
+    assert "shown once and kept nowhere" in output
+    assert list(tmp_path.iterdir()) == []
+    again = _run("ensure_admin")
+    assert password not in again
+    assert "already exists (admin)" in again
 
 
 def test_ensure_admin_leaves_an_existing_admin_alone(settings, tmp_path):

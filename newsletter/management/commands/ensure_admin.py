@@ -36,14 +36,16 @@ class Command(BaseCommand):
         except InvalidAddress as exc:
             raise CommandError(f"--email: {exc}") from exc
         user_model = get_user_model()
-        # The generated password is kept beside the local database (mode 0600) so that
-        # `make run` can show it again; change it and the file is simply ignored.
+        # On a development machine (DEBUG) the generated password is kept beside the local
+        # database (mode 0600) so that `make run` can show it again; change it and the
+        # file is simply ignored. In production it is printed once and kept nowhere.
         credentials_file = Path(settings.VAR_DIR) / "admin-credentials.txt"
+        remember = settings.DEBUG
         admin_url = f"{settings.SITE_URL}/admin/"
 
         existing = user_model.objects.filter(is_superuser=True).order_by("pk").first()
         if existing is not None:
-            password = self._remembered_password(credentials_file, existing)
+            password = self._remembered_password(credentials_file, existing) if remember else ""
             if password:
                 self._print(admin_url, existing.get_username(), password)
             else:
@@ -63,11 +65,17 @@ class Command(BaseCommand):
             # up two-factor while any address of the account is unverified, and with
             # STAFF_MFA_REQUIRED the admin would then never open.
             EmailAddress.objects.create(user=user, email=email, verified=True, primary=True)
-        credentials_file.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(credentials_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(f"{username}\n{password}\n")
+        if remember:
+            credentials_file.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(credentials_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(f"{username}\n{password}\n")
         self._print(admin_url, username, password)
+        if not remember:
+            self.stdout.write(
+                "  This password is shown once and kept nowhere: sign in and change it "
+                f"(`manage.py changepassword {username}`), then set up two-factor sign-in."
+            )
 
     def _remembered_password(self, credentials_file: Path, user: Any) -> str:
         try:
