@@ -21,12 +21,12 @@ class SharedClientRedisCacheClient(RedisCacheClient):
         self._clients: dict[int, Any] = {}
 
     def get_client(self, key: Any = None, *, write: bool = False) -> Any:
-        index = self._get_connection_pool_index(write)
+        base: Any = self  # Django's private helpers, which the type stubs leave out
+        index = base._get_connection_pool_index(write)
         client = self._clients.get(index)
         if client is None:
-            client = self._clients.setdefault(
-                index, self._client(connection_pool=self._get_connection_pool(write))
-            )
+            pool = base._get_connection_pool(write)
+            client = self._clients.setdefault(index, base._client(connection_pool=pool))
         return client
 
 
