@@ -1,7 +1,7 @@
 """Signed Stripe events accepted per second by /stripe/webhook/ under gunicorn.
 
     .venv/bin/python bench/webhooks.py [--events 2000] [--concurrency 8] [--workers 2]
-                                       [--rounds 3] [--burst 10000]
+                                       [--threads 4] [--rounds 3] [--burst 10000]
 
 Starts gunicorn (on 127.0.0.1, a port the kernel picks) with the production settings on
 a PostgreSQL database of its own (`bench_broadside_webhooks`, created from the models
@@ -422,8 +422,9 @@ def main() -> int:
     parser.add_argument("--events", type=int, default=2000, help="requests per round")
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--workers", type=int, default=2, help="gunicorn worker processes")
+    # The Procfile's web line: gthread, 2 processes x 4 threads.
     parser.add_argument(
-        "--threads", type=int, default=1, help="threads per gunicorn worker (1: sync, as Procfile)"
+        "--threads", type=int, default=4, help="threads per gunicorn worker (1: sync workers)"
     )
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument(

@@ -51,6 +51,10 @@ class PageCacheMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponseBase:
+        with page_cache.one_generation_per_request():
+            return self._answer(request)
+
+    def _answer(self, request: HttpRequest) -> HttpResponseBase:
         if not page_cache.cacheable_request(request):
             return self.get_response(request)
         reads = _cached_reads(get_urlconf() or settings.ROOT_URLCONF, request.path_info)

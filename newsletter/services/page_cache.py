@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import wraps
 from typing import TypeVar
@@ -51,6 +53,10 @@ STORABLE_MARK = "_page_cache_storable"
 # Cookies that mean the page may be personal: the session (signed in, or a sign-in or
 # checkout under way) and one-time messages shown at the top of the next page.
 _PERSONAL_COOKIES = {settings.SESSION_COOKIE_NAME, "messages"}
+# The generation one request works with, read once (see `one_generation_per_request`).
+_request_generation: ContextVar[list[int] | None] = ContextVar(
+    "page_cache_request_generation", default=None
+)
 
 
 def invalidate_pages() -> None:
@@ -66,10 +72,48 @@ def invalidate_pages() -> None:
 
 
 def _new_generation() -> None:
+    _forget_request_generation()
     try:
         cache.incr(_GENERATION_KEY)
     except ValueError:
         cache.set(_GENERATION_KEY, _first_generation(), timeout=None)
+
+
+@contextmanager
+def one_generation_per_request() -> Iterator[None]:
+    """Within, the generation is read from the cache once, not once per fragment: a
+    signed-in article page needs five fragments, and each read is a cache round trip.
+
+    Every fragment and the page itself then belong to the same generation. A change
+    made within (which starts a new generation here) is seen at once: the remembered
+    generation is forgotten and read again.
+    """
+    token = _request_generation.set([])
+    try:
+        yield
+    finally:
+        _request_generation.reset(token)
+
+
+def _current_generation() -> int:
+    memo = _request_generation.get()
+    if memo:
+        return memo[0]
+    generation = int(cache.get_or_set(_GENERATION_KEY, _first_generation, timeout=None) or 0)
+    _remember_generation(generation)
+    return generation
+
+
+def _remember_generation(generation: int) -> None:
+    memo = _request_generation.get()
+    if memo is not None:
+        memo[:] = [generation]
+
+
+def _forget_request_generation() -> None:
+    memo = _request_generation.get()
+    if memo is not None:
+        memo.clear()
 
 
 def _first_generation() -> int:
@@ -91,7 +135,7 @@ def shared_fragment(name: str, build: Callable[[], T]) -> T:
     them (the free or the whole article, their own comments' edit links) is still
     decided for each request.
     """
-    generation = cache.get_or_set(_GENERATION_KEY, _first_generation, timeout=None)
+    generation = _current_generation()
     return cache.get_or_set(f"fragments:{generation}:{name}", build, PAGE_CACHE_SECONDS)  # type: ignore[return-value]
 
 
@@ -163,8 +207,9 @@ def lookup(request: HttpRequest, reads: frozenset[str]) -> tuple[Slot, StoredPag
     values = cache.get_many([_GENERATION_KEY, key])
     generation = values.get(_GENERATION_KEY)
     if generation is None:
-        generation = cache.get_or_set(_GENERATION_KEY, _first_generation, timeout=None)
-        return Slot(key=key, generation=int(generation or 0)), None
+        _forget_request_generation()
+        return Slot(key=key, generation=_current_generation()), None
+    _remember_generation(generation)
     slot = Slot(key=key, generation=generation)
     return slot, _of_generation(values.get(key), slot)
 

@@ -95,21 +95,39 @@ def render_article(
     preview is exactly what readers will get.
     """
     locked = not full and article.visibility != Article.Visibility.PUBLIC
+    if preview:
+        # The editor's unsaved text: never read from, nor stored in, the shared copies.
+        body, summary = _article_text(article=article, full=full)
+    else:
+        body, summary = shared_fragment(
+            f"article-text:{article.pk}:{article.updated_at.isoformat()}:"
+            f"{'full' if full else 'free'}",
+            lambda: _article_text(article=article, full=full),
+        )
     context = {
         "article": article,
         "authors": list(article.authors.all()),
-        "body": render_body(
-            html=full_body(article=article) if full else free_body(article=article),
-            for_email=False,
-        ),
+        "body": body,
         "locked": locked,
-        "excerpt": excerpt(article=article),
+        "excerpt": summary,
         "canonical_url": _absolute(article.get_absolute_url()),
         "cover_url": _absolute(article.cover_image.url) if article.cover_image else "",
         "preview": preview,
     }
     response = render(request, "newsletter/article.html", context)
     return _personal(request, response)
+
+
+def _article_text(*, article: Article, full: bool) -> tuple[str, str]:
+    """The body as the page shows it (the whole text with `full`, else the free part)
+    and the free-safe excerpt: the same for every reader of one access level, so the
+    article page computes them once per version of the article and level.
+
+    `full` is in the key of the shared copy, and the view decides it for each request:
+    a copy of the whole text is only ever read by a request allowed to read it.
+    """
+    html = full_body(article=article) if full else free_body(article=article)
+    return render_body(html=html, for_email=False), excerpt(article=article)
 
 
 @require_safe

@@ -455,7 +455,7 @@ def redis_cache(settings):
     """The production cache backend, on a Redis database of this file's own."""
     settings.CACHES = {
         "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "BACKEND": "config.cache.SharedClientRedisCache",
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": "test-comments",
         }

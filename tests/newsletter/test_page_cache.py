@@ -321,3 +321,59 @@ def test_a_change_after_the_generation_was_evicted_still_hides_the_pages_stored_
     assert client.get(url)["X-Page-Cache"] == "miss"
     invalidate_pages()
     assert client.get(url)["X-Page-Cache"] == "miss"
+
+
+def test_one_request_reads_the_generation_once_and_sees_its_own_changes_at_once():
+    from django.core.cache import cache
+
+    from newsletter.services import page_cache
+
+    builds = []
+
+    def build(label):
+        def make():
+            builds.append(label)
+            return label
+
+        return make
+
+    page_cache.invalidate_pages()
+    with page_cache.one_generation_per_request():
+        assert page_cache.shared_fragment("f", build("first")) == "first"
+        # Another process starts a new generation: this request keeps the one it began
+        # with, so its fragments and its page are of one generation.
+        cache.incr(page_cache._GENERATION_KEY)
+        assert page_cache.shared_fragment("f", build("second")) == "first"
+        # A change this request makes itself is seen at once.
+        page_cache.invalidate_pages()
+        assert page_cache.shared_fragment("f", build("third")) == "third"
+    # The next request reads the current generation.
+    page_cache.invalidate_pages()
+    assert page_cache.shared_fragment("f", build("fourth")) == "fourth"
+    assert builds == ["first", "third", "fourth"]
+
+
+def test_a_signed_in_article_page_reads_the_generation_from_the_cache_once(paid_reader_client):
+    from unittest import mock
+
+    from django.core.cache import cache
+
+    from newsletter.services import page_cache
+
+    article = PublishedArticleFactory(body=f"<p>Free.</p>{PAYWALL_MARKER}<p>Paid.</p>")
+    CommentFactory(article=article)
+    url = article.get_absolute_url()
+    assert paid_reader_client.get(url).status_code == 200
+    reads = []
+    real_get_or_set = cache.get_or_set
+
+    def counting_get_or_set(key, *args, **kwargs):
+        if key == page_cache._GENERATION_KEY:
+            reads.append(key)
+        return real_get_or_set(key, *args, **kwargs)
+
+    with mock.patch.object(cache, "get_or_set", counting_get_or_set):
+        response = paid_reader_client.get(url)
+    assert response.status_code == 200
+    assert "Paid." in response.content.decode()
+    assert len(reads) == 1

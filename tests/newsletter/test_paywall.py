@@ -216,3 +216,47 @@ def test_an_anonymous_visitor_reads_no_paid_text_when_a_paid_subscriber_has_no_a
     box = element(html, id="paywall")
     assert "This article is for paid subscribers" in box
     assert "Already a paid subscriber? Sign in" in box
+
+
+def test_a_cached_whole_text_is_never_served_to_a_reader_without_access(
+    reader_without_access, paid_article
+):
+    from django.core.cache import cache
+    from django.test import Client
+
+    paid = Client()
+    user = UserFactory()
+    MembershipFactory(subscriber=SubscriberFactory(email=user.email, user=user))
+    paid.force_login(user)
+    url = paid_article.get_absolute_url()
+    assert PAID_TEXT in paid.get(url).content.decode()
+    # The page keeps the whole text it rendered for the paid reader, for the next one.
+    stored = [key for key in cache._cache if f"article-text:{paid_article.pk}:" in key]
+    assert any(key.endswith(":full") for key in stored)
+
+    for _ in range(2):  # the first render of the free text, then its shared copy
+        html = reader_without_access.get(url).content.decode()
+        assert FREE_TEXT in html
+        assert PAID_TEXT not in html
+        assert 'id="paywall"' in html
+    # And the paid reader still gets the whole text after the free one was stored.
+    assert PAID_TEXT in paid.get(url).content.decode()
+
+
+def test_the_shared_text_follows_an_edit_and_a_move_behind_the_paywall(client, paid_reader_client):
+    from django.test import Client
+
+    article = PublishedArticleFactory(subtitle="", body=f"<p>{FREE_TEXT}.</p><p>{PAID_TEXT}.</p>")
+    url = article.get_absolute_url()
+    anonymous = Client()
+    assert PAID_TEXT in anonymous.get(url).content.decode()
+    assert PAID_TEXT in paid_reader_client.get(url).content.decode()
+    article.body = PAID_BODY
+    article.visibility = Article.Visibility.PAID
+    article.save()
+    html = anonymous.get(url).content.decode()
+    assert FREE_TEXT in html
+    assert PAID_TEXT not in html
+    # The excerpt in the page's description is the new free part's, not the old body's.
+    assert PAID_TEXT not in html.split("</head>")[0]
+    assert PAID_TEXT in paid_reader_client.get(url).content.decode()
