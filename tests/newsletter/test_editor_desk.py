@@ -345,6 +345,48 @@ def test_a_transparent_png_keeps_its_transparency():
     assert all(name.endswith(".png") for name in stored.image.renditions.values())
 
 
+CAMERA = "Broadside Test Camera"
+
+
+def _photo_with_gps(*, fmt: str = "JPEG", mode: str = "RGB") -> bytes:
+    """A photo as a phone writes it: GPS position and camera make in its EXIF."""
+    exif = Image.Exif()
+    exif[0x010F] = CAMERA  # Make
+    exif[0x0112] = 6  # Orientation: rotate 90 degrees clockwise to show
+    exif[0x8825] = {1: "N", 2: (38.0, 42.0, 30.0), 3: "W", 4: (9.0, 8.0, 20.0)}
+    buffer = io.BytesIO()
+    Image.new(mode, (1200, 800), (40, 90, 160)[: len(mode)]).save(buffer, fmt, exif=exif)
+    data = buffer.getvalue()
+    assert CAMERA.encode() in data  # the fixture really carries it
+    return data
+
+
+def assert_no_location_or_camera(name: str) -> None:
+    with default_storage.open(name) as stored:
+        data = stored.read()
+    assert CAMERA.encode() not in data, name
+    with Image.open(io.BytesIO(data)) as image:
+        exif = image.getexif()
+        assert 0x8825 not in exif and 0x010F not in exif, (name, dict(exif))
+        assert "xmp" not in image.info, name
+
+
+@pytest.mark.parametrize(("fmt", "mode"), [("JPEG", "RGB"), ("PNG", "RGBA"), ("WEBP", "RGB")])
+def test_no_stored_file_of_a_body_image_keeps_the_photo_s_location_or_camera(fmt, mode):
+    stored = store_body_image(
+        upload=_upload(_photo_with_gps(fmt=fmt, mode=mode), name=f"p.{fmt.lower()}")
+    )
+    image = stored.image
+    _, files = default_storage.listdir(f"body-images/{image.key}")
+    assert files and image.original.rsplit("/", 1)[1] in files
+    for name in files:
+        assert_no_location_or_camera(f"body-images/{image.key}/{name}")
+    # The orientation the camera recorded is applied, not lost with the metadata.
+    with default_storage.open(image.original) as original:
+        assert Image.open(original).size == (800, 1200)
+    assert (image.width, image.height) == (800, 1200)
+
+
 @given(
     width=st.integers(min_value=1, max_value=60_000),
     height=st.integers(min_value=1, max_value=60_000),
