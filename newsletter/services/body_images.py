@@ -91,6 +91,7 @@ def store_body_image(*, upload: Any, uploaded_by: Any = None) -> StoredImage:
     )
     icc_profile = probe.info.get("icc_profile") if probe.mode in ("RGB", "RGBA") else None
     picture = picture.convert("RGBA" if has_alpha else "RGB")
+    picture.info.clear()  # EXIF, XMP, comments: Pillow would write some of them back
     if icc_profile:
         picture.info["icc_profile"] = icc_profile
     key = secrets.token_hex(16)
