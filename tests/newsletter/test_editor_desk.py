@@ -459,6 +459,29 @@ def test_the_admin_home_shows_send_results_audience_and_whats_waiting(editor_cli
     assert dashboard.draft_count == 1
 
 
+def test_every_admin_model_sits_in_its_group_and_settings_holds_only_settings(editor_client):
+    from django.contrib import admin
+
+    page = editor_client.get(reverse("admin:index"))
+    placed = {
+        group["name"]: {model["object_name"] for model in group["models"]}
+        for group in page.context["app_list"]
+    }
+    money = {
+        "Membership", "Plan", "Offer", "Gift", "GroupInvite", "Donation", "StripeEvent",
+    }  # fmt: skip
+    assert placed["Money"] == money
+    # Every subscriptions model is either audience or money: none is a setting.
+    subscriptions = {
+        model.__name__ for model in admin.site._registry if model._meta.app_label == "subscriptions"
+    }
+    assert subscriptions <= placed["Money"] | placed["Audience"]
+    # Settings holds the publication and the sign-in accounts, nothing that fell through.
+    assert placed["Settings"] == {"Publication", "User", "Group", "EmailAddress", "Authenticator"}
+    listed = [name for names in placed.values() for name in names]
+    assert len(listed) == len(set(listed)) == len(admin.site._registry)
+
+
 @given(note=note_texts)
 @hypothesis_settings(max_examples=40, deadline=None)
 def test_a_note_survives_saving_and_nothing_else_rides_on_it(note):
