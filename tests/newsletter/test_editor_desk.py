@@ -166,6 +166,36 @@ def test_schedule_saves_publish_at_in_the_publication_time_zone(editor_client, s
     assert article.publish_at == datetime(2030, 7, 1, 13, 30, tzinfo=UTC)
 
 
+def test_the_confirmation_says_saved_only_after_a_save_and_names_the_zone_once(
+    editor_client, settings
+):
+    settings.TIME_ZONE = "UTC"
+    article = ArticleFactory(slug="direct", publish_at=datetime(2030, 7, 1, 14, 14, tzinfo=UTC))
+    change_url = reverse("admin:newsletter_article_change", args=[article.pk])
+    schedule_url = reverse("admin:newsletter_article_schedule", args=[article.pk])
+    publish_url = reverse("admin:newsletter_article_publish", args=[article.pk])
+
+    for url in (schedule_url, publish_url):  # opened directly: nothing was saved
+        page = editor_client.get(url).content.decode()
+        assert "ublishing" in page and "will:" in page
+        assert "saved" not in page.lower()
+
+    data = _change_data(
+        article, editor_client, publish_at_0="2030-07-01", publish_at_1="14:14", _schedule="1"
+    )
+    assert editor_client.post(change_url, data)["Location"] == schedule_url
+    page = editor_client.get(schedule_url).content.decode()
+    assert "Your changes are saved." in page
+    assert "1 July 2030, 14:14 UTC</strong>, publishing will" in page
+    assert "(UTC)" not in page
+    # Only the page that followed the save says so.
+    assert "saved" not in editor_client.get(schedule_url).content.decode().lower()
+
+    settings.TIME_ZONE = "America/New_York"
+    page = editor_client.get(schedule_url).content.decode()
+    assert "1 July 2030, 10:14 EDT</strong> (America/New_York)" in page
+
+
 def test_the_test_email_button_saves_and_sends_the_page_as_it_is(editor_client, mailoutbox):
     article = ArticleFactory(title="Draft title", slug="draft-x")
     change_url = reverse("admin:newsletter_article_change", args=[article.pk])
