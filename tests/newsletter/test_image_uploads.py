@@ -168,3 +168,19 @@ def test_a_cover_logo_or_avatar_keeps_no_location_or_camera(editor_client, fmt):
     )
     assert response.status_code == 302
     _assert_no_location_or_camera(Author.objects.get(pk=author.pk).avatar)
+
+
+def test_an_animated_gif_cover_keeps_its_frames_when_its_metadata_goes(editor_client):
+    frames = [Image.new("RGB", (64, 48), colour) for colour in ("red", "lime", "blue")]
+    buffer = io.BytesIO()
+    frames[0].save(
+        buffer, "GIF", save_all=True, append_images=frames[1:], duration=120, loop=0,
+        comment=CAMERA.encode(),
+    )  # fmt: skip
+    response = _post_article(editor_client, _upload(buffer.getvalue(), "moving.gif"))
+    assert response.status_code == 302, response.context["adminform"].form.errors
+    with Article.objects.get().cover_image.open("rb") as stored:
+        data = stored.read()
+    assert CAMERA.encode() not in data
+    with Image.open(io.BytesIO(data)) as image:
+        assert (image.format, image.n_frames, image.size) == ("GIF", 3, (64, 48))
