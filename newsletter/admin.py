@@ -28,7 +28,7 @@ from newsletter.forms import ArticleAdminForm, PublicationAdminForm
 from newsletter.models import Article, Author, Publication, Section
 from newsletter.services import sending
 from newsletter.services.content import has_paywall
-from newsletter.services.dates import long_date, long_datetime
+from newsletter.services.dates import local, long_date, long_datetime
 from newsletter.services.publishing import (
     PublishError,
     publication_audience,
@@ -295,6 +295,8 @@ class ArticleAdmin(admin.ModelAdmin):
         "_test_email": "test email",
     }
 
+    SAVED_FOR_CONFIRMATION = "newsletter_article_saved_for_confirmation"
+
     def _page_action(self, request: HttpRequest) -> str | None:
         return next((key for key in self.PAGE_ACTIONS if key in request.POST), None)
 
@@ -336,6 +338,10 @@ class ArticleAdmin(admin.ModelAdmin):
 
     def _after_save(self, request: HttpRequest, obj: Article) -> HttpResponse | None:
         action = self._page_action(request)
+        if action in ("_publish", "_schedule"):
+            # The confirmation says "Your changes are saved" only after this save, not
+            # when its address is opened directly.
+            request.session[self.SAVED_FOR_CONFIRMATION] = obj.pk
         if action == "_publish":
             return redirect("admin:newsletter_article_publish", obj.pk)
         if action == "_schedule":
@@ -373,10 +379,20 @@ class ArticleAdmin(admin.ModelAdmin):
     def _confirmation(
         self, request: HttpRequest, article: Article, *, kind: str, **extra: Any
     ) -> HttpResponse:
+        just_saved = request.session.pop(self.SAVED_FOR_CONFIRMATION, None) == article.pk
+        when = zone = ""
+        if article.publish_at is not None:
+            when = long_datetime(article.publish_at)
+            # "09:30 EDT (America/New_York)", but "14:14 UTC" rather than "UTC (UTC)".
+            if local(article.publish_at).tzname() != str(settings.TIME_ZONE):
+                zone = str(settings.TIME_ZONE)
         context = {
             **self.admin_site.each_context(request),
             "opts": self.opts,
             "original": article,
+            "just_saved": just_saved,
+            "publish_when": when,
+            "publish_zone": zone,
             "title": f"{kind.capitalize()} “{article.title}”?",
             "kind": kind,
             "audience": publication_audience(article=article),

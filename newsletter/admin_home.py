@@ -48,6 +48,9 @@ MODEL_GROUPS: list[tuple[str, list[str]]] = [
         [
             "subscriptions.Membership",
             "subscriptions.Plan",
+            "subscriptions.Offer",
+            "subscriptions.Gift",
+            "subscriptions.GroupInvite",
             "subscriptions.Donation",
             "subscriptions.StripeEvent",
         ],

@@ -9,20 +9,25 @@ that says what to do. Only the header is read to learn the size: nothing is deco
 The admin's image fields are `BoundedImageField`, which checks the bounds before
 Django's own ImageField reads the file: Pillow refuses an image past 179 megapixels
 outright, which Django reports only as "not a valid image or a corrupted image".
+It then stores the picture re-encoded without its metadata (`without_metadata`): media
+is public, and a photo's EXIF/XMP gives where it was taken (GPS) and with what camera.
 """
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
 from django import forms
 from django.core.exceptions import ValidationError
+from django.core.files.uploadedfile import SimpleUploadedFile
 from django.template.defaultfilters import filesizeformat
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 MAX_IMAGE_PIXELS = 25_000_000  # e.g. 6,000 x 4,000: more than any cover or logo needs
 MAX_IMAGE_SIDE = 10_000
 MAX_IMAGE_BYTES = 10 * 1024 * 1024
+METADATA_KEYS = ("exif", "xmp", "XML:com.adobe.xmp", "comment", "photoshop", "adobe")
 
 
 def validate_image_upload(value: Any) -> None:
@@ -107,4 +112,41 @@ class BoundedImageField(forms.ImageField):
     def to_python(self, data: Any) -> Any:
         if data is not None and hasattr(data, "read"):
             check_image_bounds(data)
-        return super().to_python(data)
+        checked = super().to_python(data)
+        if checked is None or not hasattr(checked, "read"):
+            return checked
+        return without_metadata(checked)
+
+
+def without_metadata(upload: Any) -> Any:
+    """The uploaded image re-encoded in its own format with only its pixels and colour
+    profile: no EXIF (orientation is applied first), XMP or comments."""
+    upload.seek(0)
+    with Image.open(upload) as image:
+        kind = image.format or "PNG"
+        options: dict[str, Any] = {}
+        if "icc_profile" in image.info:
+            options["icc_profile"] = image.info["icc_profile"]
+        if kind == "JPEG":
+            options["quality"] = 90
+        if getattr(image, "is_animated", False):
+            picture: Image.Image = image
+            options["save_all"] = True
+            for key in ("duration", "loop", "transparency", "disposal"):
+                if key in image.info:
+                    options[key] = image.info[key]
+        else:
+            picture = ImageOps.exif_transpose(image)
+            if "transparency" in image.info:
+                options["transparency"] = image.info["transparency"]
+        if kind == "MPO":
+            kind = "JPEG"
+        for key in METADATA_KEYS:  # Pillow writes some of these back unless they are gone
+            picture.info.pop(key, None)
+        buffer = io.BytesIO()
+        picture.save(buffer, kind, **options)
+    cleaned = SimpleUploadedFile(
+        upload.name, buffer.getvalue(), content_type=getattr(upload, "content_type", None) or ""
+    )
+    cleaned.image = getattr(upload, "image", None)  # type: ignore[attr-defined]
+    return cleaned

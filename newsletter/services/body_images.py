@@ -14,6 +14,10 @@ paste all post there) and by the body rendering of the site and of email.
   (never wider than the original) and `EMAIL_WIDTH` wide for email. The body keeps the
   display rendition's URL; the site adds `width`, `height` and `srcset`, email swaps
   in the email rendition.
+- **No metadata.** The uploaded bytes are never stored: media is public, and a photo's
+  EXIF/XMP carries where it was taken (GPS) and with what camera. The kept original is
+  the decoded picture re-encoded at full size (orientation applied, colour profile
+  kept), like every rendition.
 """
 
 from __future__ import annotations
@@ -85,12 +89,15 @@ def store_body_image(*, upload: Any, uploaded_by: Any = None) -> StoredImage:
     has_alpha = picture.mode in ("RGBA", "LA", "PA") or (
         picture.mode == "P" and "transparency" in picture.info
     )
+    icc_profile = probe.info.get("icc_profile") if probe.mode in ("RGB", "RGBA") else None
     picture = picture.convert("RGBA" if has_alpha else "RGB")
+    picture.info.clear()  # EXIF, XMP, comments: Pillow would write some of them back
+    if icc_profile:
+        picture.info["icc_profile"] = icc_profile
     key = secrets.token_hex(16)
     folder = f"body-images/{key}"
-    extension = {"JPEG": "jpg", "MPO": "jpg"}.get(kind, kind.lower())
-    original = default_storage.save(f"{folder}/original.{extension}", ContentFile(data))
     width, height = picture.size
+    original = _save_rendition(picture, folder, width, has_alpha, "original")
     renditions: dict[str, str] = {}
     for target in sorted({min(w, width) for w in (*SITE_WIDTHS, DISPLAY_WIDTH)}):
         renditions[str(target)] = _save_rendition(picture, folder, target, has_alpha)
@@ -126,13 +133,18 @@ def _save_rendition(
     if width != picture.width:
         resized = picture.resize((width, height), Image.Resampling.LANCZOS)
     buffer = io.BytesIO()
+    # Only the pixels and the colour profile are written: no EXIF, XMP or comments.
+    profile = {"icc_profile": picture.info["icc_profile"]} if "icc_profile" in picture.info else {}
     if has_alpha:
-        resized.save(buffer, "PNG", optimize=True)
+        resized.save(buffer, "PNG", optimize=True, **profile)
         extension = "png"
     else:
-        resized.save(buffer, "JPEG", quality=JPEG_QUALITY, progressive=True, optimize=True)
+        resized.save(
+            buffer, "JPEG", quality=JPEG_QUALITY, progressive=True, optimize=True, **profile
+        )
         extension = "jpg"
-    name = f"{folder}/{label or 'w'}{width}.{extension}"
+    stem = "original" if label == "original" else f"{label or 'w'}{width}"
+    name = f"{folder}/{stem}.{extension}"
     return default_storage.save(name, ContentFile(buffer.getvalue()))
 
 

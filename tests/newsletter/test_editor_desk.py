@@ -166,6 +166,36 @@ def test_schedule_saves_publish_at_in_the_publication_time_zone(editor_client, s
     assert article.publish_at == datetime(2030, 7, 1, 13, 30, tzinfo=UTC)
 
 
+def test_the_confirmation_says_saved_only_after_a_save_and_names_the_zone_once(
+    editor_client, settings
+):
+    settings.TIME_ZONE = "UTC"
+    article = ArticleFactory(slug="direct", publish_at=datetime(2030, 7, 1, 14, 14, tzinfo=UTC))
+    change_url = reverse("admin:newsletter_article_change", args=[article.pk])
+    schedule_url = reverse("admin:newsletter_article_schedule", args=[article.pk])
+    publish_url = reverse("admin:newsletter_article_publish", args=[article.pk])
+
+    for url in (schedule_url, publish_url):  # opened directly: nothing was saved
+        page = editor_client.get(url).content.decode()
+        assert "ublishing" in page and "will:" in page
+        assert "saved" not in page.lower()
+
+    data = _change_data(
+        article, editor_client, publish_at_0="2030-07-01", publish_at_1="14:14", _schedule="1"
+    )
+    assert editor_client.post(change_url, data)["Location"] == schedule_url
+    page = editor_client.get(schedule_url).content.decode()
+    assert "Your changes are saved." in page
+    assert "1 July 2030, 14:14 UTC</strong>, publishing will" in page
+    assert "(UTC)" not in page
+    # Only the page that followed the save says so.
+    assert "saved" not in editor_client.get(schedule_url).content.decode().lower()
+
+    settings.TIME_ZONE = "America/New_York"
+    page = editor_client.get(schedule_url).content.decode()
+    assert "1 July 2030, 10:14 EDT</strong> (America/New_York)" in page
+
+
 def test_the_test_email_button_saves_and_sends_the_page_as_it_is(editor_client, mailoutbox):
     article = ArticleFactory(title="Draft title", slug="draft-x")
     change_url = reverse("admin:newsletter_article_change", args=[article.pk])
@@ -345,6 +375,48 @@ def test_a_transparent_png_keeps_its_transparency():
     assert all(name.endswith(".png") for name in stored.image.renditions.values())
 
 
+CAMERA = "Broadside Test Camera"
+
+
+def _photo_with_gps(*, fmt: str = "JPEG", mode: str = "RGB") -> bytes:
+    """A photo as a phone writes it: GPS position and camera make in its EXIF."""
+    exif = Image.Exif()
+    exif[0x010F] = CAMERA  # Make
+    exif[0x0112] = 6  # Orientation: rotate 90 degrees clockwise to show
+    exif[0x8825] = {1: "N", 2: (38.0, 42.0, 30.0), 3: "W", 4: (9.0, 8.0, 20.0)}
+    buffer = io.BytesIO()
+    Image.new(mode, (1200, 800), (40, 90, 160)[: len(mode)]).save(buffer, fmt, exif=exif)
+    data = buffer.getvalue()
+    assert CAMERA.encode() in data  # the fixture really carries it
+    return data
+
+
+def assert_no_location_or_camera(name: str) -> None:
+    with default_storage.open(name) as stored:
+        data = stored.read()
+    assert CAMERA.encode() not in data, name
+    with Image.open(io.BytesIO(data)) as image:
+        exif = image.getexif()
+        assert 0x8825 not in exif and 0x010F not in exif, (name, dict(exif))
+        assert "xmp" not in image.info, name
+
+
+@pytest.mark.parametrize(("fmt", "mode"), [("JPEG", "RGB"), ("PNG", "RGBA"), ("WEBP", "RGB")])
+def test_no_stored_file_of_a_body_image_keeps_the_photo_s_location_or_camera(fmt, mode):
+    stored = store_body_image(
+        upload=_upload(_photo_with_gps(fmt=fmt, mode=mode), name=f"p.{fmt.lower()}")
+    )
+    image = stored.image
+    _, files = default_storage.listdir(f"body-images/{image.key}")
+    assert files and image.original.rsplit("/", 1)[1] in files
+    for name in files:
+        assert_no_location_or_camera(f"body-images/{image.key}/{name}")
+    # The orientation the camera recorded is applied, not lost with the metadata.
+    with default_storage.open(image.original) as original:
+        assert Image.open(original).size == (800, 1200)
+    assert (image.width, image.height) == (800, 1200)
+
+
 @given(
     width=st.integers(min_value=1, max_value=60_000),
     height=st.integers(min_value=1, max_value=60_000),
@@ -415,6 +487,29 @@ def test_the_admin_home_shows_send_results_audience_and_whats_waiting(editor_cli
     assert dashboard.active_subscribers == 2
     assert dashboard.paid_members == 1
     assert dashboard.draft_count == 1
+
+
+def test_every_admin_model_sits_in_its_group_and_settings_holds_only_settings(editor_client):
+    from django.contrib import admin
+
+    page = editor_client.get(reverse("admin:index"))
+    placed = {
+        group["name"]: {model["object_name"] for model in group["models"]}
+        for group in page.context["app_list"]
+    }
+    money = {
+        "Membership", "Plan", "Offer", "Gift", "GroupInvite", "Donation", "StripeEvent",
+    }  # fmt: skip
+    assert placed["Money"] == money
+    # Every subscriptions model is either audience or money: none is a setting.
+    subscriptions = {
+        model.__name__ for model in admin.site._registry if model._meta.app_label == "subscriptions"
+    }
+    assert subscriptions <= placed["Money"] | placed["Audience"]
+    # Settings holds the publication and the sign-in accounts, nothing that fell through.
+    assert placed["Settings"] == {"Publication", "User", "Group", "EmailAddress", "Authenticator"}
+    listed = [name for names in placed.values() for name in names]
+    assert len(listed) == len(set(listed)) == len(admin.site._registry)
 
 
 @given(note=note_texts)

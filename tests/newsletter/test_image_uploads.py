@@ -121,3 +121,66 @@ def test_a_cover_past_pillow_s_own_limit_gets_the_size_message_not_corrupted(edi
     assert "more than 178 megapixels" in error, error
     assert "at most 25 megapixels" in error
     assert not Article.objects.exists()
+
+
+CAMERA = "Broadside Test Camera"
+
+
+def _photo_with_gps(fmt: str = "JPEG") -> bytes:
+    exif = Image.Exif()
+    exif[0x010F] = CAMERA  # Make
+    exif[0x8825] = {1: "N", 2: (38.0, 42.0, 30.0), 3: "W", 4: (9.0, 8.0, 20.0)}
+    buffer = io.BytesIO()
+    Image.new("RGB", (640, 480), (40, 90, 160)).save(
+        buffer, fmt, exif=exif, xmp=b"<x:xmpmeta>" + CAMERA.encode() + b"</x:xmpmeta>"
+    )
+    assert CAMERA.encode() in buffer.getvalue()
+    return buffer.getvalue()
+
+
+def _assert_no_location_or_camera(field) -> None:
+    with field.open("rb") as stored:
+        data = stored.read()
+    assert CAMERA.encode() not in data
+    with Image.open(io.BytesIO(data)) as image:
+        exif = image.getexif()
+        assert 0x8825 not in exif and 0x010F not in exif
+        assert image.size == (640, 480)
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP"])
+def test_a_cover_logo_or_avatar_keeps_no_location_or_camera(editor_client, fmt):
+    name = f"photo.{fmt.lower()}"
+    response = _post_article(editor_client, _upload(_photo_with_gps(fmt), name))
+    assert response.status_code == 302, response.context["adminform"].form.errors
+    _assert_no_location_or_camera(Article.objects.get().cover_image)
+
+    author = AuthorFactory()
+    response = editor_client.post(
+        reverse("admin:newsletter_author_change", args=[author.pk]),
+        {
+            "display_name": author.display_name,
+            "slug": author.slug,
+            "bio": "",
+            "user": "",
+            "avatar": _upload(_photo_with_gps(fmt), name),
+        },
+    )
+    assert response.status_code == 302
+    _assert_no_location_or_camera(Author.objects.get(pk=author.pk).avatar)
+
+
+def test_an_animated_gif_cover_keeps_its_frames_when_its_metadata_goes(editor_client):
+    frames = [Image.new("RGB", (64, 48), colour) for colour in ("red", "lime", "blue")]
+    buffer = io.BytesIO()
+    frames[0].save(
+        buffer, "GIF", save_all=True, append_images=frames[1:], duration=120, loop=0,
+        comment=CAMERA.encode(),
+    )  # fmt: skip
+    response = _post_article(editor_client, _upload(buffer.getvalue(), "moving.gif"))
+    assert response.status_code == 302, response.context["adminform"].form.errors
+    with Article.objects.get().cover_image.open("rb") as stored:
+        data = stored.read()
+    assert CAMERA.encode() not in data
+    with Image.open(io.BytesIO(data)) as image:
+        assert (image.format, image.n_frames, image.size) == ("GIF", 3, (64, 48))
