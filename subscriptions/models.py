@@ -404,6 +404,27 @@ class Offer(models.Model):
         return f"{self.name} ({self.code})"
 
 
+class OfferReservation(models.Model):
+    """A place an offer holds for a Checkout Session that was started with it.
+
+    Started checkouts count against the offer's cap until Stripe says the session
+    completed (the membership counts then) or expired, so a capped trial offer, which
+    has no Stripe promotion code to enforce the cap, cannot be started more times.
+    """
+
+    offer = models.ForeignKey(Offer, on_delete=models.CASCADE, related_name="reservations")
+    # Blank only between taking the place and Stripe answering with the session.
+    stripe_checkout_session_id = models.CharField(max_length=255, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    released_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["stripe_checkout_session_id"])]
+
+    def __str__(self) -> str:
+        return f"{self.offer.code}: {self.stripe_checkout_session_id or 'starting'}"
+
+
 class Gift(models.Model):
     """A gift subscription: paid once by a buyer, redeemed by the recipient."""
 

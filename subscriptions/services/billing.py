@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from allauth.account.models import EmailAddress
@@ -200,8 +201,40 @@ def start_plan_checkout(
             raise BillingError(f"A group has between 1 and {MAX_SEATS} seats.")
     else:
         seats = 1
+    reservation = None
     if offer is not None:
-        offer = offers.offer_for_code(code=offer.code, plan=plan)
+        # Holds a place until Stripe says the session completed or expired.
+        reservation = offers.reserve_place(offer=offer, plan=plan)
+        offer = reservation.offer
+    try:
+        redirect = _create_plan_session(
+            plan=plan,
+            subscriber=subscriber,
+            trusted=trusted,
+            attempt=attempt,
+            offer=offer,
+            seats=seats,
+            amount=amount,
+        )
+    except BaseException:
+        if reservation is not None:
+            offers.release_reservation(reservation=reservation)
+        raise
+    if reservation is not None:
+        offers.reservation_started(reservation=reservation, session_id=redirect.session_id)
+    return redirect
+
+
+def _create_plan_session(
+    *,
+    plan: Plan,
+    subscriber: Subscriber,
+    trusted: bool,
+    attempt: str | None,
+    offer: Offer | None,
+    seats: int,
+    amount: int | None,
+) -> CheckoutRedirect:
     price_id = plan.stripe_price_id
     if plan.kind == Plan.Kind.FOUNDING:
         price_id = founding_price(plan=plan, amount=amount or plan.amount)
@@ -222,6 +255,13 @@ def start_plan_checkout(
         "success_url": absolute_url("/upgrade/success/?session_id={CHECKOUT_SESSION_ID}"),
         "cancel_url": absolute_url("/upgrade/"),
     }
+    if offer is not None and offer.ends_at is not None:
+        # A session is payable for 24 hours; one started just before the offer ends
+        # expires with it (Stripe takes 30 minutes at the least).
+        now = timezone.now()
+        if offer.ends_at < now + timedelta(hours=23):
+            ends = max(offer.ends_at, now + timedelta(minutes=31))
+            params["expires_at"] = int(ends.timestamp())
     if offer is not None and offer.stripe_promotion_code_id:
         # A promotion code given here cannot be combined with allow_promotion_codes.
         params["discounts"] = [{"promotion_code": offer.stripe_promotion_code_id}]

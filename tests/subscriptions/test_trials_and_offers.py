@@ -336,3 +336,53 @@ def test_a_founding_member_pays_what_they_choose_above_the_minimum(
     assert summary.founding_members == 1
     assert summary.founding_revenue_yearly == {"usd": 25000}
     assert summary.mrr == {"usd": round(25000 / 12)}
+
+
+@pytest.mark.parametrize("stripe_kind", ["trial", "amount"])
+def test_a_capped_offer_cannot_be_started_more_times_than_its_cap_until_a_checkout_expires(
+    client, stripe_api, stripe_webhooks, monthly, stripe_kind
+):
+    from django.test import Client
+
+    from subscriptions.models import OfferReservation
+
+    fields: dict = (
+        {"kind": Offer.Kind.TRIAL, "trial_days": 30}
+        if stripe_kind == "trial"
+        else {"kind": Offer.Kind.AMOUNT, "amount_off": 300}
+    )
+    offer = make_offer(code="ONE-ONLY", max_redemptions=1, **fields)
+    signed_in(client, "first@example.com")
+    first_session = checkout(client, {"plan": monthly.pk, "offer": offer.code})
+
+    second = Client()
+    signed_in(second, "second@example.com")
+    before = len(stripe_api.requests_to("POST", "/v1/checkout/sessions"))
+    refused = second.post("/upgrade/", {"plan": monthly.pk, "offer": offer.code})
+    assert refused.status_code == 400
+    assert "has been used up" in refused.content.decode()
+    assert len(stripe_api.requests_to("POST", "/v1/checkout/sessions")) == before
+
+    # The first reader walks away: Stripe expires the session and the place is free.
+    expired = {**stripe_api.get("checkout.session", first_session), "status": "expired"}
+    stripe_webhooks.deliver("checkout.session.expired", expired)
+    second_session = checkout(second, {"plan": monthly.pk, "offer": offer.code})
+    pay(stripe_api, stripe_webhooks, second_session)
+    assert offers.redemptions(offer=offer) == 1
+    assert not OfferReservation.objects.filter(released_at__isnull=True).exists()
+
+    # Used once: a third reader is refused.
+    third = Client()
+    signed_in(third, "third@example.com")
+    assert third.post("/upgrade/", {"plan": monthly.pk, "offer": offer.code}).status_code == 400
+
+
+def test_a_failed_checkout_gives_the_offer_place_back(client, stripe_api, monthly, settings):
+    from subscriptions.models import OfferReservation
+
+    offer = make_offer(code="TRY-ONCE", kind=Offer.Kind.TRIAL, trial_days=30, max_redemptions=1)
+    signed_in(client, "unlucky@example.com")
+    settings.STRIPE_API_BASE = "http://127.0.0.1:9"  # Stripe out of reach
+    client.post("/upgrade/", {"plan": monthly.pk, "offer": offer.code})
+    assert offers.places_taken(offer=offer) == 0
+    assert OfferReservation.objects.get().released_at is not None
