@@ -21,14 +21,22 @@ from subscriptions.services.ratelimit import client_ip, consume, network_key
 _ATTEMPT = re.compile(r"^[0-9a-f]{32}$")
 
 
+class NameField(forms.CharField):
+    """A person's name as one line: line breaks and control characters typed or pasted
+    into it become spaces before it is checked, since it goes into email subjects."""
+
+    def to_python(self, value: object) -> str:
+        return gifts.single_line(super().to_python(value) or "")
+
+
 class GiftForm(forms.Form):
     option = forms.ChoiceField(
         error_messages={"invalid_choice": "Please choose one of the gifts shown."}
     )
     recipient_email = forms.EmailField(max_length=254)
-    recipient_name = forms.CharField(required=False, max_length=200)
+    recipient_name = NameField(required=False, max_length=200)
     buyer_email = forms.EmailField(max_length=254)
-    buyer_name = forms.CharField(required=False, max_length=200)
+    buyer_name = NameField(required=False, max_length=200)
     message = forms.CharField(
         required=False,
         max_length=gifts.MESSAGE_MAX_LENGTH,
