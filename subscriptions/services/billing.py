@@ -54,6 +54,10 @@ class CheckoutRedirect:
 
 def change_group_seats(*, group: Membership, seats: int, attempt: str) -> None:
     """Ask Stripe for `seats` seats; the webhook's subscription update mirrors them."""
+    if not stripe_client.is_configured():
+        raise BillingError(
+            "Seats cannot be changed right now: payments are not set up on this site."
+        )
     if group.plan is None or group.plan.kind != Plan.Kind.GROUP or not group.stripe_subscription_id:
         raise BillingError("This is not a group subscription.")
     taken = group.invites.filter(removed_at__isnull=True).count()

@@ -109,6 +109,11 @@ def gift_options() -> list[GiftOption]:
     return options
 
 
+def gifts_open() -> bool:
+    """A gift can be paid for now: Stripe is configured and a plan can be given."""
+    return stripe_client.is_configured() and bool(gift_options())
+
+
 def option_for_key(key: str) -> GiftOption:
     for option in gift_options():
         if option.key == key:

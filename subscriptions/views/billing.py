@@ -18,7 +18,7 @@ from django.views.decorators.http import require_http_methods
 
 from subscriptions import stripe_client
 from subscriptions.models import Offer, Plan, Subscriber
-from subscriptions.services import billing, offers
+from subscriptions.services import billing, gifts, offers
 from subscriptions.services.access import subscriber_is_paid, subscriber_is_paying
 from subscriptions.services.accounts import subscriber_for_account
 from subscriptions.services.addresses import InvalidAddress
@@ -224,6 +224,7 @@ def _context(
     return {
         "form": form,
         "checkout_open": stripe_client.is_configured(),
+        "gifts_open": gifts.gifts_open(),
         # Without Stripe the plans are shown, priced, with no way to pay yet.
         "listed_plans": [
             {"plan": plan, "price": format_amount(plan.amount, plan.currency)}

@@ -14,6 +14,7 @@ from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_http_methods
 
+from subscriptions import stripe_client
 from subscriptions.services import gifts
 from subscriptions.services.addresses import InvalidAddress
 from subscriptions.services.ratelimit import client_ip, consume, network_key
@@ -67,7 +68,11 @@ class GiftForm(forms.Form):
 
 @require_http_methods(["GET", "POST"])
 def gift_view(request: HttpRequest) -> HttpResponse:
-    options = gifts.gift_options()
+    options = gifts.gift_options() if gifts.gifts_open() else []
+    if request.method == "POST" and not options:
+        # The page offers no form then (Stripe is off, or no plan can be given); a stale
+        # form or a script gets the page saying so, not a 500 and no pending gift.
+        return _render(request, GiftForm(options=options), status=503)
     if request.method == "POST":
         form = GiftForm(request.POST, options=options)
         if not consume(scope="gift", key=network_key(client_ip(request)), limit=20, period=600):
@@ -122,6 +127,7 @@ def _render(request: HttpRequest, form: GiftForm, status: int = 200) -> HttpResp
             ],
             "attempt": form["attempt"].value() or uuid.uuid4().hex,
             "today": timezone.now().date().isoformat(),
+            "stripe_open": stripe_client.is_configured(),
         },
         status=status,
     )

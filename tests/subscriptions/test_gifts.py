@@ -14,7 +14,7 @@ from django.utils import timezone
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from subscriptions.models import Gift, Membership, Subscriber
+from subscriptions.models import Gift, Membership, Plan, Subscriber
 from subscriptions.services import access, gifts, memberships, revenue
 from tests.factories import MembershipFactory, PlanFactory, SubscriberFactory
 
@@ -353,3 +353,31 @@ def test_a_gift_the_mail_server_refuses_stays_due_and_goes_on_the_next_run(
     assert delivery.to == ["ada@example.org"]
     gift.refresh_from_db()
     assert gift.status == Gift.Status.DELIVERED
+
+
+def test_with_stripe_off_gifts_say_they_are_not_open_and_a_post_starts_nothing(client, settings):
+    settings.STRIPE_SECRET_KEY = ""
+    PlanFactory(name="Monthly", amount=800, stripe_price_id="price_left_from_before")
+    page = client.get("/gift/")
+    assert page.status_code == 200
+    text = page.content.decode()
+    assert "Gift subscriptions are not open yet" in text
+    assert 'action="/gift/"' not in text and "/donate/" not in text
+    assert "Give a gift subscription" not in client.get("/upgrade/").content.decode()
+
+    plan = Plan.objects.get()
+    stale = client.post(
+        "/gift/",
+        {
+            "option": f"{plan.pk}-1",
+            "recipient_email": "ada@example.org",
+            "buyer_email": "buyer@example.com",
+        },
+    )
+    assert stale.status_code == 503
+    assert "Gift subscriptions are not open yet" in stale.content.decode()
+    assert not Gift.objects.exists()
+
+
+def test_with_stripe_on_the_upgrade_page_links_to_gifts(client, monthly):
+    assert "Give a gift subscription" in client.get("/upgrade/").content.decode()

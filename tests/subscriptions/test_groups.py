@@ -172,3 +172,15 @@ def test_an_invitation_link_signs_in_only_once_when_it_takes_the_seat(
     again = first.post(link, follow=True)
     assert again.wsgi_request.user.email == "once@uni.example"
     assert "already joined this group" in again.content.decode()
+
+
+def test_with_stripe_off_changing_seats_says_so_instead_of_failing(
+    client, stripe_api, stripe_webhooks, group_plan, buyer, settings
+):
+    group = buy_group(client, stripe_api, stripe_webhooks, group_plan, seats=2)
+    settings.STRIPE_SECRET_KEY = ""
+    page = client.post("/account/group/", {"action": "seats", "seats": 4}, follow=True)
+    assert page.status_code == 200
+    assert "payments are not set up on this site" in page.content.decode()
+    group.refresh_from_db()
+    assert group.quantity == 2
