@@ -444,7 +444,9 @@ class Gift(models.Model):
     recipient_email = models.EmailField()
     recipient_name = models.CharField(max_length=200, blank=True)
     message = models.TextField(blank=True)
-    deliver_on = models.DateField(help_text="The day the recipient is emailed (UTC).")
+    deliver_on = models.DateField(
+        help_text="The day the recipient is emailed (in the publication's TIME_ZONE)."
+    )
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.PENDING)
     stripe_checkout_session_id = models.CharField(
         max_length=200, null=True, blank=True, unique=True

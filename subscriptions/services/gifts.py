@@ -147,7 +147,7 @@ def start_gift_checkout(
 
     Raises InvalidAddress for an address we cannot email, GiftError otherwise.
     """
-    today = timezone.now().date()
+    today = timezone.localdate()
     deliver_on = deliver_on or today
     if deliver_on < today:
         raise GiftError("The delivery date has passed; choose today or a later day.")
@@ -241,7 +241,7 @@ def record_paid_gift(*, session: dict[str, Any], now: datetime | None = None) ->
             template="gift_receipt",
             context=_gift_context(gift),
         )
-    if gift.deliver_on <= now.date():
+    if gift.deliver_on <= timezone.localdate(now):
         # Once the payment is on record; a failure leaves the gift for the next run.
         gift_id_paid = gift.pk
         transaction.on_commit(lambda: deliver_gift(gift_id=gift_id_paid, now=now))
@@ -262,7 +262,7 @@ def deliver_due_gifts(*, now: datetime | None = None) -> int:
     """Email every paid gift whose day has come (the periodic task). Returns how many."""
     now = now or timezone.now()
     due = Gift.objects.filter(
-        status=Gift.Status.PAID, delivered_at__isnull=True, deliver_on__lte=now.date()
+        status=Gift.Status.PAID, delivered_at__isnull=True, deliver_on__lte=timezone.localdate(now)
     ).values_list("pk", flat=True)
     return sum(deliver_gift(gift_id=gift_id, now=now) for gift_id in list(due[:500]))
 

@@ -58,10 +58,10 @@ class GiftForm(forms.Form):
         return attempt if _ATTEMPT.match(attempt) else uuid.uuid4().hex
 
     def clean_deliver_on(self) -> date:
-        day = self.cleaned_data.get("deliver_on") or timezone.now().date()
-        if day < timezone.now().date():
+        day = self.cleaned_data.get("deliver_on") or timezone.localdate()
+        if day < timezone.localdate():
             raise forms.ValidationError("Choose today or a later day.")
-        if day > timezone.now().date() + gifts.LATEST_DELIVERY:
+        if day > timezone.localdate() + gifts.LATEST_DELIVERY:
             raise forms.ValidationError("Choose a day within a year.")
         return day
 
@@ -108,7 +108,7 @@ def gift_view(request: HttpRequest) -> HttpResponse:
             "attempt": uuid.uuid4().hex,
             "option": options[0].key if options else "",
             "buyer_email": email,
-            "deliver_on": timezone.now().date(),
+            "deliver_on": timezone.localdate(),
         },
     )
     return _render(request, form)
@@ -126,7 +126,7 @@ def _render(request: HttpRequest, form: GiftForm, status: int = 200) -> HttpResp
                 for i, o in enumerate(form.options)
             ],
             "attempt": form["attempt"].value() or uuid.uuid4().hex,
-            "today": timezone.now().date().isoformat(),
+            "today": timezone.localdate().isoformat(),
             "stripe_open": stripe_client.is_configured(),
         },
         status=status,

@@ -381,3 +381,51 @@ def test_with_stripe_off_gifts_say_they_are_not_open_and_a_post_starts_nothing(c
 
 def test_with_stripe_on_the_upgrade_page_links_to_gifts(client, monthly):
     assert "Give a gift subscription" in client.get("/upgrade/").content.decode()
+
+
+def test_gift_days_are_the_publications_days_not_utcs(monthly, settings, monkeypatch, client):
+    """In Kiritimati (UTC+14) it is already 2 June at noon UTC on 1 June."""
+    from datetime import UTC, date, datetime
+
+    from subscriptions.views.gifts import GiftForm
+
+    settings.TIME_ZONE = "Pacific/Kiritimati"
+    noon_utc = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
+    monkeypatch.setattr(timezone, "now", lambda: noon_utc)
+    local_today, utc_today = date(2026, 6, 2), date(2026, 6, 1)
+
+    def form(day: date) -> GiftForm:
+        data = {
+            "option": f"{monthly.pk}-1",
+            "recipient_email": "ada@example.org",
+            "buyer_email": "buyer@example.com",
+            "deliver_on": day.isoformat(),
+        }
+        return GiftForm(data=data, options=gifts.gift_options())
+
+    yesterday = form(utc_today)
+    assert not yesterday.is_valid()
+    assert yesterday.errors["deliver_on"] == ["Choose today or a later day."]
+    assert form(local_today).is_valid()
+    assert f'min="{local_today.isoformat()}"' in client.get("/gift/").content.decode()
+    with pytest.raises(gifts.GiftError, match="has passed"):
+        gifts.start_gift_checkout(
+            option=gifts.gift_options()[0],
+            buyer_email="buyer@example.com",
+            recipient_email="ada@example.org",
+            deliver_on=utc_today,
+        )
+
+    # A gift for the local today is due now, although UTC's date is the day before.
+    Gift.objects.create(
+        plan=monthly,
+        months=1,
+        amount=800,
+        buyer_email="buyer@example.com",
+        recipient_email="ada@example.org",
+        deliver_on=local_today,
+        status=Gift.Status.PAID,
+    )
+    mail.outbox.clear()
+    assert gifts.deliver_due_gifts(now=noon_utc) == 1
+    assert [m.to for m in mail.outbox] == [["ada@example.org"]]
