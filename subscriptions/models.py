@@ -372,7 +372,7 @@ class Offer(models.Model):
         null=True,
         blank=True,
         on_delete=models.PROTECT,
-        help_text="Only this plan (empty: any individual or founding plan).",
+        help_text="Only this plan (empty: any individual plan; a founding plan only if named).",
     )
     ends_at = models.DateTimeField(null=True, blank=True, help_text="Not redeemable after.")
     max_redemptions = models.PositiveIntegerField(null=True, blank=True)

@@ -269,7 +269,8 @@ def _create_plan_session(
     if offer is not None and offer.stripe_promotion_code_id:
         # A promotion code given here cannot be combined with allow_promotion_codes.
         params["discounts"] = [{"promotion_code": offer.stripe_promotion_code_id}]
-    else:
+    elif plan.kind != Plan.Kind.FOUNDING:
+        # A founding plan's amount is its minimum: no code typed at Checkout lowers it.
         params["allow_promotion_codes"] = True
     if subscriber.stripe_customer_id or (trusted and _address_proven(subscriber)):
         params["customer"] = ensure_stripe_customer(subscriber=subscriber)

@@ -137,9 +137,11 @@ def offer_for_code(*, code: str, plan: Plan | None = None, now: datetime | None 
 
 
 def offer_applies(*, offer: Offer, plan: Plan) -> bool:
+    """An offer for no plan in particular applies to individual plans only: a founding
+    plan's amount is its minimum, which only an offer naming that plan may go below."""
     if offer.plan_id is not None:
         return offer.plan_id == plan.pk
-    if plan.kind == Plan.Kind.GROUP:
+    if plan.kind in (Plan.Kind.GROUP, Plan.Kind.FOUNDING):
         return False
     return offer.kind != Offer.Kind.AMOUNT or offer.currency.lower() == plan.currency.lower()
 

@@ -69,8 +69,9 @@ class UpgradeForm(forms.Form):
             exact = value.is_finite() and value == value.quantize(Decimal("0.01"))
         except InvalidOperation:
             raise forms.ValidationError("Enter the amount as a number, like 250.") from None
-        if not exact or value <= 0:
+        if not exact:
             raise forms.ValidationError("Enter the amount with at most two decimals.")
+        # Zero or less is below the plan's minimum, which clean() names.
         return int(value * 100)
 
     def clean(self) -> dict:

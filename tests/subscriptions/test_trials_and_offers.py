@@ -386,3 +386,57 @@ def test_a_failed_checkout_gives_the_offer_place_back(client, stripe_api, monthl
     client.post("/upgrade/", {"plan": monthly.pk, "offer": offer.code})
     assert offers.places_taken(offer=offer) == 0
     assert OfferReservation.objects.get().released_at is not None
+
+
+@pytest.fixture
+def founding_plan(stripe_api):
+    product = stripe_api.add_product(name="Membership")
+    price = stripe_api.add_price(unit_amount=15000, interval="year", product=product["id"])
+    return PlanFactory(
+        name="Founding",
+        amount=15000,
+        interval="year",
+        kind=Plan.Kind.FOUNDING,
+        stripe_price_id=price["id"],
+        stripe_product_id=product["id"],
+    )
+
+
+@pytest.mark.parametrize("typed", ["-5", "0", "-0.01"])
+def test_a_founding_amount_of_zero_or_less_is_told_the_minimum(client, founding_plan, typed):
+    signed_in(client, "founder@example.com")
+    refused = client.post("/upgrade/", {"plan": founding_plan.pk, "founding_amount": typed})
+    assert refused.status_code == 400
+    text = refused.content.decode()
+    assert "at least $150.00 a year" in text
+    assert "at most two decimals" not in text
+
+
+def test_an_offer_for_no_plan_does_not_take_a_founding_plan_below_its_minimum(
+    client, stripe_api, monthly, founding_plan
+):
+    make_offer(code="ANY-50", kind=Offer.Kind.PERCENT, percent_off=50)
+    signed_in(client, "founder@example.com")
+    before = len(stripe_api.requests_to("POST", "/v1/checkout/sessions"))
+    refused = client.post("/upgrade/", {"plan": founding_plan.pk, "offer": "ANY-50"})
+    assert refused.status_code == 400
+    assert "is not for the Founding plan" in refused.content.decode()
+    assert len(stripe_api.requests_to("POST", "/v1/checkout/sessions")) == before
+    # Nor can the code be typed at Checkout.
+    checkout(client, {"plan": founding_plan.pk})
+    sent = stripe_api.requests_to("POST", "/v1/checkout/sessions")[-1].params
+    assert "allow_promotion_codes" not in sent and "discounts" not in sent
+    # It still applies to an individual plan.
+    checkout(client, {"plan": monthly.pk, "offer": "ANY-50"})
+    sent = stripe_api.requests_to("POST", "/v1/checkout/sessions")[-1].params
+    assert "discounts" in sent
+
+
+def test_an_offer_naming_the_founding_plan_applies_to_it(client, stripe_api, founding_plan):
+    offer = make_offer(
+        code="FOUNDER-10", kind=Offer.Kind.PERCENT, percent_off=10, plan=founding_plan
+    )
+    signed_in(client, "founder@example.com")
+    checkout(client, {"plan": founding_plan.pk, "offer": "FOUNDER-10"})
+    sent = stripe_api.requests_to("POST", "/v1/checkout/sessions")[-1].params
+    assert sent["discounts"] == [{"promotion_code": offer.stripe_promotion_code_id}]
