@@ -372,7 +372,7 @@ class Offer(models.Model):
         null=True,
         blank=True,
         on_delete=models.PROTECT,
-        help_text="Only this plan (empty: any individual or founding plan).",
+        help_text="Only this plan (empty: any individual plan; a founding plan only if named).",
     )
     ends_at = models.DateTimeField(null=True, blank=True, help_text="Not redeemable after.")
     max_redemptions = models.PositiveIntegerField(null=True, blank=True)
@@ -404,6 +404,27 @@ class Offer(models.Model):
         return f"{self.name} ({self.code})"
 
 
+class OfferReservation(models.Model):
+    """A place an offer holds for a Checkout Session that was started with it.
+
+    Started checkouts count against the offer's cap until Stripe says the session
+    completed (the membership counts then) or expired, so a capped trial offer, which
+    has no Stripe promotion code to enforce the cap, cannot be started more times.
+    """
+
+    offer = models.ForeignKey(Offer, on_delete=models.CASCADE, related_name="reservations")
+    # Blank only between taking the place and Stripe answering with the session.
+    stripe_checkout_session_id = models.CharField(max_length=255, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    released_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["stripe_checkout_session_id"])]
+
+    def __str__(self) -> str:
+        return f"{self.offer.code}: {self.stripe_checkout_session_id or 'starting'}"
+
+
 class Gift(models.Model):
     """A gift subscription: paid once by a buyer, redeemed by the recipient."""
 
@@ -423,7 +444,9 @@ class Gift(models.Model):
     recipient_email = models.EmailField()
     recipient_name = models.CharField(max_length=200, blank=True)
     message = models.TextField(blank=True)
-    deliver_on = models.DateField(help_text="The day the recipient is emailed (UTC).")
+    deliver_on = models.DateField(
+        help_text="The day the recipient is emailed (in the publication's TIME_ZONE)."
+    )
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.PENDING)
     stripe_checkout_session_id = models.CharField(
         max_length=200, null=True, blank=True, unique=True

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from allauth.account.models import EmailAddress
@@ -53,6 +54,10 @@ class CheckoutRedirect:
 
 def change_group_seats(*, group: Membership, seats: int, attempt: str) -> None:
     """Ask Stripe for `seats` seats; the webhook's subscription update mirrors them."""
+    if not stripe_client.is_configured():
+        raise BillingError(
+            "Seats cannot be changed right now: payments are not set up on this site."
+        )
     if group.plan is None or group.plan.kind != Plan.Kind.GROUP or not group.stripe_subscription_id:
         raise BillingError("This is not a group subscription.")
     taken = group.invites.filter(removed_at__isnull=True).count()
@@ -200,8 +205,40 @@ def start_plan_checkout(
             raise BillingError(f"A group has between 1 and {MAX_SEATS} seats.")
     else:
         seats = 1
+    reservation = None
     if offer is not None:
-        offer = offers.offer_for_code(code=offer.code, plan=plan)
+        # Holds a place until Stripe says the session completed or expired.
+        reservation = offers.reserve_place(offer=offer, plan=plan)
+        offer = reservation.offer
+    try:
+        redirect = _create_plan_session(
+            plan=plan,
+            subscriber=subscriber,
+            trusted=trusted,
+            attempt=attempt,
+            offer=offer,
+            seats=seats,
+            amount=amount,
+        )
+    except BaseException:
+        if reservation is not None:
+            offers.release_reservation(reservation=reservation)
+        raise
+    if reservation is not None:
+        offers.reservation_started(reservation=reservation, session_id=redirect.session_id)
+    return redirect
+
+
+def _create_plan_session(
+    *,
+    plan: Plan,
+    subscriber: Subscriber,
+    trusted: bool,
+    attempt: str | None,
+    offer: Offer | None,
+    seats: int,
+    amount: int | None,
+) -> CheckoutRedirect:
     price_id = plan.stripe_price_id
     if plan.kind == Plan.Kind.FOUNDING:
         price_id = founding_price(plan=plan, amount=amount or plan.amount)
@@ -222,10 +259,18 @@ def start_plan_checkout(
         "success_url": absolute_url("/upgrade/success/?session_id={CHECKOUT_SESSION_ID}"),
         "cancel_url": absolute_url("/upgrade/"),
     }
+    if offer is not None and offer.ends_at is not None:
+        # A session is payable for 24 hours; one started just before the offer ends
+        # expires with it (Stripe takes 30 minutes at the least).
+        now = timezone.now()
+        if offer.ends_at < now + timedelta(hours=23):
+            ends = max(offer.ends_at, now + timedelta(minutes=31))
+            params["expires_at"] = int(ends.timestamp())
     if offer is not None and offer.stripe_promotion_code_id:
         # A promotion code given here cannot be combined with allow_promotion_codes.
         params["discounts"] = [{"promotion_code": offer.stripe_promotion_code_id}]
-    else:
+    elif plan.kind != Plan.Kind.FOUNDING:
+        # A founding plan's amount is its minimum: no code typed at Checkout lowers it.
         params["allow_promotion_codes"] = True
     if subscriber.stripe_customer_id or (trusted and _address_proven(subscriber)):
         params["customer"] = ensure_stripe_customer(subscriber=subscriber)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import calendar
 import logging
+import unicodedata
 import uuid
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -35,10 +36,19 @@ from subscriptions.services.memberships import (
     confirm_paying_subscriber,
     find_or_create_subscriber,
 )
-from subscriptions.services.notifications import send_email_on_commit
+from subscriptions.services.notifications import send_email_on_commit, send_transactional_email
 from subscriptions.services.tokens import absolute_url
 
 logger = logging.getLogger(__name__)
+
+
+def single_line(text: str) -> str:
+    """A name as one line of plain text: control characters and line or paragraph
+    separators (CR, LF, NUL, U+2028...) become spaces, runs of spaces one. Names go
+    into email headers (a subject), where a line break would be refused or forge one."""
+    cleaned = "".join(" " if unicodedata.category(ch) in ("Cc", "Zl", "Zp") else ch for ch in text)
+    return " ".join(cleaned.split())
+
 
 GIFT_KEY = "gift_id"
 GIFT_SALT = "broadside.subscriptions.gift"
@@ -99,6 +109,11 @@ def gift_options() -> list[GiftOption]:
     return options
 
 
+def gifts_open() -> bool:
+    """A gift can be paid for now: Stripe is configured and a plan can be given."""
+    return stripe_client.is_configured() and bool(gift_options())
+
+
 def option_for_key(key: str) -> GiftOption:
     for option in gift_options():
         if option.key == key:
@@ -132,7 +147,7 @@ def start_gift_checkout(
 
     Raises InvalidAddress for an address we cannot email, GiftError otherwise.
     """
-    today = timezone.now().date()
+    today = timezone.localdate()
     deliver_on = deliver_on or today
     if deliver_on < today:
         raise GiftError("The delivery date has passed; choose today or a later day.")
@@ -149,9 +164,9 @@ def start_gift_checkout(
             amount=option.amount,
             currency=plan.currency.lower(),
             buyer_email=buyer,
-            buyer_name=buyer_name.strip()[:200],
+            buyer_name=single_line(buyer_name)[:200],
             recipient_email=recipient,
-            recipient_name=recipient_name.strip()[:200],
+            recipient_name=single_line(recipient_name)[:200],
             message=message,
             deliver_on=deliver_on,
         )
@@ -226,8 +241,10 @@ def record_paid_gift(*, session: dict[str, Any], now: datetime | None = None) ->
             template="gift_receipt",
             context=_gift_context(gift),
         )
-    if gift.deliver_on <= now.date():
-        deliver_gift(gift_id=gift.pk, now=now)
+    if gift.deliver_on <= timezone.localdate(now):
+        # Once the payment is on record; a failure leaves the gift for the next run.
+        gift_id_paid = gift.pk
+        transaction.on_commit(lambda: deliver_gift(gift_id=gift_id_paid, now=now))
     return gift
 
 
@@ -245,29 +262,38 @@ def deliver_due_gifts(*, now: datetime | None = None) -> int:
     """Email every paid gift whose day has come (the periodic task). Returns how many."""
     now = now or timezone.now()
     due = Gift.objects.filter(
-        status=Gift.Status.PAID, delivered_at__isnull=True, deliver_on__lte=now.date()
+        status=Gift.Status.PAID, delivered_at__isnull=True, deliver_on__lte=timezone.localdate(now)
     ).values_list("pk", flat=True)
-    delivered = 0
-    for gift_id in list(due[:500]):
-        with transaction.atomic():
-            delivered += deliver_gift(gift_id=gift_id, now=now)
-    return delivered
+    return sum(deliver_gift(gift_id=gift_id, now=now) for gift_id in list(due[:500]))
 
 
 def deliver_gift(*, gift_id: int, now: datetime) -> bool:
-    """Send the recipient their link, once (the status change is the claim)."""
-    claimed = Gift.objects.filter(
-        pk=gift_id, status=Gift.Status.PAID, delivered_at__isnull=True
-    ).update(status=Gift.Status.DELIVERED, delivered_at=now)
-    if not claimed:
+    """Send the recipient their link, once: the gift is claimed under a row lock and
+    marked delivered only after the mail server took the email. A failure (the server
+    refuses it, a header it rejects) is logged and leaves the gift due for the next run.
+    """
+    try:
+        with transaction.atomic():
+            gift = (
+                Gift.objects.select_for_update(skip_locked=True)
+                .select_related("plan")
+                .filter(pk=gift_id, status=Gift.Status.PAID, delivered_at__isnull=True)
+                .first()
+            )
+            if gift is None:
+                return False
+            send_transactional_email(
+                to=gift.recipient_email,
+                subject=f"{single_line(gift.buyer_name) or 'Someone'} gave you a subscription",
+                template="gift_delivery",
+                context={**_gift_context(gift), "redeem_url": redemption_url(gift=gift)},
+            )
+            gift.status = Gift.Status.DELIVERED
+            gift.delivered_at = now
+            gift.save(update_fields=["status", "delivered_at"])
+    except Exception:
+        logger.exception("Gift %s could not be delivered; it stays due", gift_id)
         return False
-    gift = Gift.objects.select_related("plan").get(pk=gift_id)
-    send_email_on_commit(
-        to=gift.recipient_email,
-        subject=f"{gift.buyer_name or 'Someone'} gave you a subscription",
-        template="gift_delivery",
-        context={**_gift_context(gift), "redeem_url": redemption_url(gift=gift)},
-    )
     return True
 
 
@@ -354,7 +380,9 @@ def redeem_gift(*, token: str, now: datetime | None = None) -> Redemption:
         gift.save(update_fields=["status", "redeemed_at", "membership"])
         send_email_on_commit(
             to=gift.buyer_email,
-            subject=f"{gift.recipient_name or gift.recipient_email} redeemed your gift",
+            subject=(
+                f"{single_line(gift.recipient_name) or gift.recipient_email} redeemed your gift"
+            ),
             template="gift_redeemed",
             context={**_gift_context(gift), "membership": membership},
         )

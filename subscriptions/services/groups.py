@@ -46,6 +46,8 @@ class Joined:
     seat: Membership
     subscriber: Subscriber
     user: Any
+    # True only for the request that took the seat: the link signs in that once.
+    first_time: bool = False
 
 
 def groups_of(*, subscriber: Subscriber | None) -> QuerySet[Membership]:
@@ -114,7 +116,8 @@ def invite_for_token(*, token: str) -> GroupInvite:
 
 def join_group(*, token: str, now: datetime | None = None) -> Joined:
     """Take the invited seat: the reader (made if need be, with an account) gets a
-    group-seat membership. Joining twice is the same seat; a removed invite is refused."""
+    group-seat membership. Joining twice is the same seat (`first_time` is False then,
+    so the link is a login once only); a removed invite is refused."""
     now = now or timezone.now()
     found = invite_for_token(token=token)
     with transaction.atomic():
@@ -134,6 +137,7 @@ def join_group(*, token: str, now: datetime | None = None) -> Joined:
         confirm_paying_subscriber(subscriber=subscriber, source="group invite")
         user = ensure_reader_account(subscriber=subscriber)
         seat = invite.seat
+        first_time = seat is None
         if seat is None:
             seat = Membership.objects.create(
                 subscriber=subscriber,
@@ -145,7 +149,7 @@ def join_group(*, token: str, now: datetime | None = None) -> Joined:
             invite.seat = seat
             invite.accepted_at = now
             invite.save(update_fields=["seat", "accepted_at"])
-    return Joined(invite=invite, seat=seat, subscriber=subscriber, user=user)
+    return Joined(invite=invite, seat=seat, subscriber=subscriber, user=user, first_time=first_time)
 
 
 def remove_from_group(

@@ -4,26 +4,32 @@ The editor creates an offer in the admin; `publish_offer` makes its Stripe coupo
 promotion code (a trial offer needs neither). The upgrade page shows the discounted
 price (`offer_price`) and `billing.start_plan_checkout` applies the promotion code at
 Checkout. A redemption is a membership that came from the offer, so the count cannot
-drift from what readers actually hold.
+drift from what readers actually hold. A capped offer also counts the checkouts started
+with it and not yet completed or expired (`OfferReservation`, taken under a row lock on
+the offer by `reserve_place`), so no more readers can start it than its cap.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
+from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
 from subscriptions import stripe_client
-from subscriptions.models import Membership, Offer, Plan
+from subscriptions.models import Membership, Offer, OfferReservation, Plan
 from subscriptions.services.donations import format_amount
 from subscriptions.services.memberships import OFFER_KEY
 
 CODE_PATTERN = re.compile(r"^[A-Z0-9][A-Z0-9-]{1,38}[A-Z0-9]$")
 # Memberships that never became a subscription somebody agreed to pay for.
 NOT_REDEEMED = (Membership.Status.INCOMPLETE, Membership.Status.INCOMPLETE_EXPIRED)
+# A place taken for a checkout that never got its session id back (Stripe failed, the
+# process died) is free again after this.
+UNSTARTED_RESERVATION_TTL = timedelta(hours=1)
 
 
 class OfferError(Exception):
@@ -55,6 +61,56 @@ def redemptions(*, offer: Offer) -> int:
     return offer.memberships.exclude(status__in=NOT_REDEEMED).count()
 
 
+def open_reservations(*, offer: Offer, now: datetime | None = None) -> int:
+    now = now or timezone.now()
+    return (
+        offer.reservations.filter(released_at__isnull=True)
+        .filter(
+            ~Q(stripe_checkout_session_id="") | Q(created_at__gt=now - UNSTARTED_RESERVATION_TTL)
+        )
+        .count()
+    )
+
+
+def places_taken(*, offer: Offer, now: datetime | None = None) -> int:
+    """Redemptions plus checkouts started with the offer and still open."""
+    return redemptions(offer=offer) + open_reservations(offer=offer, now=now)
+
+
+def reserve_place(*, offer: Offer, plan: Plan, now: datetime | None = None) -> OfferReservation:
+    """Check the offer again under a row lock and hold a place for one checkout.
+
+    Raises OfferError if it cannot be used (used up, ended...). On SQLite the
+    transaction takes the write lock at BEGIN, which serialises the same way.
+    """
+    with transaction.atomic():
+        Offer.objects.select_for_update().filter(pk=offer.pk).first()
+        checked = offer_for_code(code=offer.code, plan=plan, now=now)
+        return OfferReservation.objects.create(offer=checked)
+
+
+def reservation_started(*, reservation: OfferReservation, session_id: str) -> None:
+    OfferReservation.objects.filter(pk=reservation.pk).update(stripe_checkout_session_id=session_id)
+
+
+def release_reservation(
+    *,
+    reservation: OfferReservation | None = None,
+    session_id: str = "",
+    now: datetime | None = None,
+) -> None:
+    """The checkout completed (its membership counts now), expired, or never started."""
+    now = now or timezone.now()
+    rows = OfferReservation.objects.filter(released_at__isnull=True)
+    if reservation is not None:
+        rows = rows.filter(pk=reservation.pk)
+    elif session_id:
+        rows = rows.filter(stripe_checkout_session_id=session_id)
+    else:
+        return
+    rows.update(released_at=now)
+
+
 def offer_for_code(*, code: str, plan: Plan | None = None, now: datetime | None = None) -> Offer:
     """The offer a link names, if a reader may use it now (on `plan`, if given).
 
@@ -66,7 +122,10 @@ def offer_for_code(*, code: str, plan: Plan | None = None, now: datetime | None 
         raise OfferError("This offer does not exist. Check the link, or choose a plan below.")
     if not offer.active or (offer.ends_at is not None and offer.ends_at <= now):
         raise OfferError(f"The offer “{offer.name}” has ended. You can still choose a plan below.")
-    if offer.max_redemptions is not None and redemptions(offer=offer) >= offer.max_redemptions:
+    if (
+        offer.max_redemptions is not None
+        and places_taken(offer=offer, now=now) >= offer.max_redemptions
+    ):
         raise OfferError(
             f"The offer “{offer.name}” has been used up. You can still choose a plan below."
         )
@@ -78,9 +137,11 @@ def offer_for_code(*, code: str, plan: Plan | None = None, now: datetime | None 
 
 
 def offer_applies(*, offer: Offer, plan: Plan) -> bool:
+    """An offer for no plan in particular applies to individual plans only: a founding
+    plan's amount is its minimum, which only an offer naming that plan may go below."""
     if offer.plan_id is not None:
         return offer.plan_id == plan.pk
-    if plan.kind == Plan.Kind.GROUP:
+    if plan.kind in (Plan.Kind.GROUP, Plan.Kind.FOUNDING):
         return False
     return offer.kind != Offer.Kind.AMOUNT or offer.currency.lower() == plan.currency.lower()
 

@@ -338,12 +338,15 @@ def handle_checkout_completed(event: StripeEvent) -> None:
     _apply_subscription(
         subscription_id=str(session["subscription"]), event=event, hint_subscriber=subscriber
     )
+    # The membership carries the offer now: the place held for this checkout is used.
+    offers.release_reservation(session_id=session_id)
 
 
 def handle_checkout_expired(event: StripeEvent) -> None:
     # Expired is final for a Checkout Session: it can no longer be paid.
     donations.forget_abandoned_donation(session_id=str(_object(event)["id"]))
     gifts.forget_abandoned_gift(session_id=str(_object(event)["id"]))
+    offers.release_reservation(session_id=str(_object(event)["id"]))
 
 
 def handle_subscription_changed(event: StripeEvent) -> None:

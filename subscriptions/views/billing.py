@@ -18,7 +18,7 @@ from django.views.decorators.http import require_http_methods
 
 from subscriptions import stripe_client
 from subscriptions.models import Offer, Plan, Subscriber
-from subscriptions.services import billing, offers
+from subscriptions.services import billing, gifts, offers
 from subscriptions.services.access import subscriber_is_paid, subscriber_is_paying
 from subscriptions.services.accounts import subscriber_for_account
 from subscriptions.services.addresses import InvalidAddress
@@ -69,8 +69,9 @@ class UpgradeForm(forms.Form):
             exact = value.is_finite() and value == value.quantize(Decimal("0.01"))
         except InvalidOperation:
             raise forms.ValidationError("Enter the amount as a number, like 250.") from None
-        if not exact or value <= 0:
+        if not exact:
             raise forms.ValidationError("Enter the amount with at most two decimals.")
+        # Zero or less is below the plan's minimum, which clean() names.
         return int(value * 100)
 
     def clean(self) -> dict:
@@ -224,6 +225,7 @@ def _context(
     return {
         "form": form,
         "checkout_open": stripe_client.is_configured(),
+        "gifts_open": gifts.gifts_open(),
         # Without Stripe the plans are shown, priced, with no way to pay yet.
         "listed_plans": [
             {"plan": plan, "price": format_amount(plan.amount, plan.currency)}

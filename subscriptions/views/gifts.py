@@ -14,6 +14,7 @@ from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_http_methods
 
+from subscriptions import stripe_client
 from subscriptions.services import gifts
 from subscriptions.services.addresses import InvalidAddress
 from subscriptions.services.ratelimit import client_ip, consume, network_key
@@ -21,14 +22,22 @@ from subscriptions.services.ratelimit import client_ip, consume, network_key
 _ATTEMPT = re.compile(r"^[0-9a-f]{32}$")
 
 
+class NameField(forms.CharField):
+    """A person's name as one line: line breaks and control characters typed or pasted
+    into it become spaces before it is checked, since it goes into email subjects."""
+
+    def to_python(self, value: object) -> str:
+        return gifts.single_line(super().to_python(value) or "")
+
+
 class GiftForm(forms.Form):
     option = forms.ChoiceField(
         error_messages={"invalid_choice": "Please choose one of the gifts shown."}
     )
     recipient_email = forms.EmailField(max_length=254)
-    recipient_name = forms.CharField(required=False, max_length=200)
+    recipient_name = NameField(required=False, max_length=200)
     buyer_email = forms.EmailField(max_length=254)
-    buyer_name = forms.CharField(required=False, max_length=200)
+    buyer_name = NameField(required=False, max_length=200)
     message = forms.CharField(
         required=False,
         max_length=gifts.MESSAGE_MAX_LENGTH,
@@ -49,17 +58,21 @@ class GiftForm(forms.Form):
         return attempt if _ATTEMPT.match(attempt) else uuid.uuid4().hex
 
     def clean_deliver_on(self) -> date:
-        day = self.cleaned_data.get("deliver_on") or timezone.now().date()
-        if day < timezone.now().date():
+        day = self.cleaned_data.get("deliver_on") or timezone.localdate()
+        if day < timezone.localdate():
             raise forms.ValidationError("Choose today or a later day.")
-        if day > timezone.now().date() + gifts.LATEST_DELIVERY:
+        if day > timezone.localdate() + gifts.LATEST_DELIVERY:
             raise forms.ValidationError("Choose a day within a year.")
         return day
 
 
 @require_http_methods(["GET", "POST"])
 def gift_view(request: HttpRequest) -> HttpResponse:
-    options = gifts.gift_options()
+    options = gifts.gift_options() if gifts.gifts_open() else []
+    if request.method == "POST" and not options:
+        # The page offers no form then (Stripe is off, or no plan can be given); a stale
+        # form or a script gets the page saying so, not a 500 and no pending gift.
+        return _render(request, GiftForm(options=options), status=503)
     if request.method == "POST":
         form = GiftForm(request.POST, options=options)
         if not consume(scope="gift", key=network_key(client_ip(request)), limit=20, period=600):
@@ -95,7 +108,7 @@ def gift_view(request: HttpRequest) -> HttpResponse:
             "attempt": uuid.uuid4().hex,
             "option": options[0].key if options else "",
             "buyer_email": email,
-            "deliver_on": timezone.now().date(),
+            "deliver_on": timezone.localdate(),
         },
     )
     return _render(request, form)
@@ -113,7 +126,8 @@ def _render(request: HttpRequest, form: GiftForm, status: int = 200) -> HttpResp
                 for i, o in enumerate(form.options)
             ],
             "attempt": form["attempt"].value() or uuid.uuid4().hex,
-            "today": timezone.now().date().isoformat(),
+            "today": timezone.localdate().isoformat(),
+            "stripe_open": stripe_client.is_configured(),
         },
         status=status,
     )

@@ -10,6 +10,7 @@ from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_http_methods
 
 from subscriptions import stripe_client
@@ -104,8 +105,22 @@ def join_view(request: HttpRequest, token: str) -> HttpResponse:
                 {"invite": invite, "error": str(exc)},
                 status=409,
             )
+        if request.user.is_authenticated and request.user.pk == joined.user.pk:
+            if joined.first_time:
+                messages.success(request, "You have joined the group: you can read every article.")
+            else:
+                messages.info(request, "You have already joined this group.")
+            return redirect("/account/")
+        if not joined.first_time:
+            # The link signed in once, when it took the seat; it is not a login link after.
+            messages.info(
+                request,
+                "You have already joined this group. Sign in with a code sent to "
+                f"{joined.invite.email} to read.",
+            )
+            return redirect(reverse("account_request_login_code"))
         if not getattr(joined.user, "is_staff", False):
-            # The link reached this mailbox and works once; staff sign in with a code.
+            # The link reached this mailbox and took the seat; staff sign in with a code.
             login(request, joined.user, backend="django.contrib.auth.backends.ModelBackend")
         messages.success(request, "You have joined the group: you can read every article.")
         return redirect("/account/")

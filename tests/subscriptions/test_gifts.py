@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from datetime import timedelta
+from email import message_from_bytes
+from email import policy as email_policy
 
 import pytest
 from django.core import mail
 from django.utils import timezone
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from subscriptions.models import Gift, Membership, Subscriber
+from subscriptions.models import Gift, Membership, Plan, Subscriber
 from subscriptions.services import access, gifts, memberships, revenue
 from tests.factories import MembershipFactory, PlanFactory, SubscriberFactory
 
@@ -257,3 +262,170 @@ def test_an_abandoned_gift_checkout_keeps_nothing(client, stripe_api, stripe_web
     expired = {**stripe_api.get("checkout.session", abandoned), "status": "expired"}
     stripe_webhooks.deliver("checkout.session.expired", expired)
     assert list(Gift.objects.values_list("recipient_email", flat=True)) == ["ada@example.org"]
+
+
+# --- Names that go into headers ------------------------------------------------------
+
+_breaks = st.sampled_from(["\r", "\n", "\r\n", "\x00", "\u2028", "\u2029", "\x85", "\x0b", "\t"])
+typed_names = st.one_of(
+    st.text(max_size=60),
+    st.lists(st.one_of(st.text(max_size=12), _breaks), max_size=8).map("".join),
+    st.sampled_from(["Grace\r\nBcc: victim@example.com", "Ada\u2028Lovelace", "\x00", "Zoë"]),
+)
+
+
+@settings(
+    max_examples=80,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(buyer_name=typed_names, recipient_name=typed_names)
+def test_any_typed_name_reaches_the_recipient_in_one_subject_line(
+    monthly, buyer_name, recipient_name
+):
+    from subscriptions.views.gifts import GiftForm
+
+    form = GiftForm(
+        data={
+            "option": f"{monthly.pk}-3",
+            "recipient_email": "ada@example.org",
+            "recipient_name": recipient_name,
+            "buyer_email": "buyer@example.com",
+            "buyer_name": buyer_name,
+        },
+        options=gifts.gift_options(),
+    )
+    assert form.is_valid(), form.errors
+    names = [form.cleaned_data["buyer_name"], form.cleaned_data["recipient_name"]]
+    for name in names:
+        assert not any(unicodedata.category(ch) in ("Cc", "Zl", "Zp") for ch in name)
+        assert name == name.strip()
+    gift = Gift.objects.create(
+        plan=monthly,
+        months=3,
+        amount=2400,
+        buyer_email="buyer@example.com",
+        buyer_name=names[0],
+        recipient_email="ada@example.org",
+        recipient_name=names[1],
+        deliver_on=timezone.localdate(),
+        status=Gift.Status.PAID,
+    )
+    mail.outbox.clear()
+    assert gifts.deliver_gift(gift_id=gift.pk, now=timezone.now())
+    (sent,) = mail.outbox
+    parsed = message_from_bytes(sent.message().as_bytes(), policy=email_policy.default)
+    # Folding may leave a space where the encoder broke the line; the words are the name.
+    subject = " ".join(str(parsed["Subject"]).split())
+    assert subject == f"{names[0] or 'Someone'} gave you a subscription"
+    assert [a.addr_spec for a in parsed["To"].addresses] == ["ada@example.org"]
+    assert parsed["Bcc"] is None
+    gift.refresh_from_db()
+    assert gift.status == Gift.Status.DELIVERED
+
+
+def test_a_gift_the_mail_server_refuses_stays_due_and_goes_on_the_next_run(
+    monthly, settings, caplog
+):
+    gift = Gift.objects.create(
+        plan=monthly,
+        months=1,
+        amount=800,
+        buyer_email="buyer@example.com",
+        buyer_name="Grace",
+        recipient_email="ada@example.org",
+        deliver_on=timezone.localdate(),
+        status=Gift.Status.PAID,
+    )
+    # A mail server that is not there: the hand-over fails.
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST, settings.EMAIL_PORT, settings.EMAIL_TIMEOUT = "127.0.0.1", 9, 2
+    assert gifts.deliver_due_gifts() == 0
+    gift.refresh_from_db()
+    assert gift.status == Gift.Status.PAID and gift.delivered_at is None
+    assert "could not be delivered" in caplog.text
+
+    settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+    mail.outbox.clear()
+    assert gifts.deliver_due_gifts() == 1
+    assert gifts.deliver_due_gifts() == 0
+    (delivery,) = mail.outbox
+    assert delivery.to == ["ada@example.org"]
+    gift.refresh_from_db()
+    assert gift.status == Gift.Status.DELIVERED
+
+
+def test_with_stripe_off_gifts_say_they_are_not_open_and_a_post_starts_nothing(client, settings):
+    settings.STRIPE_SECRET_KEY = ""
+    PlanFactory(name="Monthly", amount=800, stripe_price_id="price_left_from_before")
+    page = client.get("/gift/")
+    assert page.status_code == 200
+    text = page.content.decode()
+    assert "Gift subscriptions are not open yet" in text
+    assert 'action="/gift/"' not in text and "/donate/" not in text
+    assert "Give a gift subscription" not in client.get("/upgrade/").content.decode()
+
+    plan = Plan.objects.get()
+    stale = client.post(
+        "/gift/",
+        {
+            "option": f"{plan.pk}-1",
+            "recipient_email": "ada@example.org",
+            "buyer_email": "buyer@example.com",
+        },
+    )
+    assert stale.status_code == 503
+    assert "Gift subscriptions are not open yet" in stale.content.decode()
+    assert not Gift.objects.exists()
+
+
+def test_with_stripe_on_the_upgrade_page_links_to_gifts(client, monthly):
+    assert "Give a gift subscription" in client.get("/upgrade/").content.decode()
+
+
+def test_gift_days_are_the_publications_days_not_utcs(monthly, settings, monkeypatch, client):
+    """In Kiritimati (UTC+14) it is already 2 June at noon UTC on 1 June."""
+    from datetime import UTC, date, datetime
+
+    from subscriptions.views.gifts import GiftForm
+
+    settings.TIME_ZONE = "Pacific/Kiritimati"
+    noon_utc = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
+    monkeypatch.setattr(timezone, "now", lambda: noon_utc)
+    local_today, utc_today = date(2026, 6, 2), date(2026, 6, 1)
+
+    def form(day: date) -> GiftForm:
+        data = {
+            "option": f"{monthly.pk}-1",
+            "recipient_email": "ada@example.org",
+            "buyer_email": "buyer@example.com",
+            "deliver_on": day.isoformat(),
+        }
+        return GiftForm(data=data, options=gifts.gift_options())
+
+    yesterday = form(utc_today)
+    assert not yesterday.is_valid()
+    assert yesterday.errors["deliver_on"] == ["Choose today or a later day."]
+    assert form(local_today).is_valid()
+    assert f'min="{local_today.isoformat()}"' in client.get("/gift/").content.decode()
+    with pytest.raises(gifts.GiftError, match="has passed"):
+        gifts.start_gift_checkout(
+            option=gifts.gift_options()[0],
+            buyer_email="buyer@example.com",
+            recipient_email="ada@example.org",
+            deliver_on=utc_today,
+        )
+
+    # A gift for the local today is due now, although UTC's date is the day before.
+    Gift.objects.create(
+        plan=monthly,
+        months=1,
+        amount=800,
+        buyer_email="buyer@example.com",
+        recipient_email="ada@example.org",
+        deliver_on=local_today,
+        status=Gift.Status.PAID,
+    )
+    mail.outbox.clear()
+    assert gifts.deliver_due_gifts(now=noon_utc) == 1
+    assert [m.to for m in mail.outbox] == [["ada@example.org"]]

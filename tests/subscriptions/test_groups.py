@@ -141,3 +141,46 @@ def test_the_group_page_needs_a_group_and_a_signed_in_buyer(client, group_plan):
 
 def test_an_invitation_link_that_was_tampered_with_is_refused(client):
     assert client.get("/account/group/join/nonsense/").status_code == 404
+
+
+def test_an_invitation_link_signs_in_only_once_when_it_takes_the_seat(
+    client, stripe_api, stripe_webhooks, group_plan, buyer, django_capture_on_commit_callbacks
+):
+    from django.test import Client
+
+    group = buy_group(client, stripe_api, stripe_webhooks, group_plan, seats=2)
+    mail.outbox.clear()
+    with django_capture_on_commit_callbacks(execute=True):
+        groups.invite_to_group(group=group, email="once@uni.example")
+    link = join_link(mail.outbox[-1])
+
+    first = Client()
+    assert first.post(link).status_code == 302
+    assert first.get("/account/").wsgi_request.user.email == "once@uni.example"
+
+    # Whoever else holds the link later (a forwarded mail, a shared computer) is not signed in.
+    for _ in range(3):
+        other = Client()
+        response = other.post(link, follow=True)
+        assert not response.wsgi_request.user.is_authenticated
+        assert response.redirect_chain[-1][0].startswith("/accounts/login/code/")
+        assert "already joined this group" in response.content.decode()
+        assert other.get("/account/").status_code == 302  # still signed out
+    assert Membership.objects.filter(kind=Membership.Kind.GROUP).count() == 1
+
+    # The signed-in invitee sees that they have joined.
+    again = first.post(link, follow=True)
+    assert again.wsgi_request.user.email == "once@uni.example"
+    assert "already joined this group" in again.content.decode()
+
+
+def test_with_stripe_off_changing_seats_says_so_instead_of_failing(
+    client, stripe_api, stripe_webhooks, group_plan, buyer, settings
+):
+    group = buy_group(client, stripe_api, stripe_webhooks, group_plan, seats=2)
+    settings.STRIPE_SECRET_KEY = ""
+    page = client.post("/account/group/", {"action": "seats", "seats": 4}, follow=True)
+    assert page.status_code == 200
+    assert "payments are not set up on this site" in page.content.decode()
+    group.refresh_from_db()
+    assert group.quantity == 2

@@ -336,3 +336,107 @@ def test_a_founding_member_pays_what_they_choose_above_the_minimum(
     assert summary.founding_members == 1
     assert summary.founding_revenue_yearly == {"usd": 25000}
     assert summary.mrr == {"usd": round(25000 / 12)}
+
+
+@pytest.mark.parametrize("stripe_kind", ["trial", "amount"])
+def test_a_capped_offer_cannot_be_started_more_times_than_its_cap_until_a_checkout_expires(
+    client, stripe_api, stripe_webhooks, monthly, stripe_kind
+):
+    from django.test import Client
+
+    from subscriptions.models import OfferReservation
+
+    fields: dict = (
+        {"kind": Offer.Kind.TRIAL, "trial_days": 30}
+        if stripe_kind == "trial"
+        else {"kind": Offer.Kind.AMOUNT, "amount_off": 300}
+    )
+    offer = make_offer(code="ONE-ONLY", max_redemptions=1, **fields)
+    signed_in(client, "first@example.com")
+    first_session = checkout(client, {"plan": monthly.pk, "offer": offer.code})
+
+    second = Client()
+    signed_in(second, "second@example.com")
+    before = len(stripe_api.requests_to("POST", "/v1/checkout/sessions"))
+    refused = second.post("/upgrade/", {"plan": monthly.pk, "offer": offer.code})
+    assert refused.status_code == 400
+    assert "has been used up" in refused.content.decode()
+    assert len(stripe_api.requests_to("POST", "/v1/checkout/sessions")) == before
+
+    # The first reader walks away: Stripe expires the session and the place is free.
+    expired = {**stripe_api.get("checkout.session", first_session), "status": "expired"}
+    stripe_webhooks.deliver("checkout.session.expired", expired)
+    second_session = checkout(second, {"plan": monthly.pk, "offer": offer.code})
+    pay(stripe_api, stripe_webhooks, second_session)
+    assert offers.redemptions(offer=offer) == 1
+    assert not OfferReservation.objects.filter(released_at__isnull=True).exists()
+
+    # Used once: a third reader is refused.
+    third = Client()
+    signed_in(third, "third@example.com")
+    assert third.post("/upgrade/", {"plan": monthly.pk, "offer": offer.code}).status_code == 400
+
+
+def test_a_failed_checkout_gives_the_offer_place_back(client, stripe_api, monthly, settings):
+    from subscriptions.models import OfferReservation
+
+    offer = make_offer(code="TRY-ONCE", kind=Offer.Kind.TRIAL, trial_days=30, max_redemptions=1)
+    signed_in(client, "unlucky@example.com")
+    settings.STRIPE_API_BASE = "http://127.0.0.1:9"  # Stripe out of reach
+    client.post("/upgrade/", {"plan": monthly.pk, "offer": offer.code})
+    assert offers.places_taken(offer=offer) == 0
+    assert OfferReservation.objects.get().released_at is not None
+
+
+@pytest.fixture
+def founding_plan(stripe_api):
+    product = stripe_api.add_product(name="Membership")
+    price = stripe_api.add_price(unit_amount=15000, interval="year", product=product["id"])
+    return PlanFactory(
+        name="Founding",
+        amount=15000,
+        interval="year",
+        kind=Plan.Kind.FOUNDING,
+        stripe_price_id=price["id"],
+        stripe_product_id=product["id"],
+    )
+
+
+@pytest.mark.parametrize("typed", ["-5", "0", "-0.01"])
+def test_a_founding_amount_of_zero_or_less_is_told_the_minimum(client, founding_plan, typed):
+    signed_in(client, "founder@example.com")
+    refused = client.post("/upgrade/", {"plan": founding_plan.pk, "founding_amount": typed})
+    assert refused.status_code == 400
+    text = refused.content.decode()
+    assert "at least $150.00 a year" in text
+    assert "at most two decimals" not in text
+
+
+def test_an_offer_for_no_plan_does_not_take_a_founding_plan_below_its_minimum(
+    client, stripe_api, monthly, founding_plan
+):
+    make_offer(code="ANY-50", kind=Offer.Kind.PERCENT, percent_off=50)
+    signed_in(client, "founder@example.com")
+    before = len(stripe_api.requests_to("POST", "/v1/checkout/sessions"))
+    refused = client.post("/upgrade/", {"plan": founding_plan.pk, "offer": "ANY-50"})
+    assert refused.status_code == 400
+    assert "is not for the Founding plan" in refused.content.decode()
+    assert len(stripe_api.requests_to("POST", "/v1/checkout/sessions")) == before
+    # Nor can the code be typed at Checkout.
+    checkout(client, {"plan": founding_plan.pk})
+    sent = stripe_api.requests_to("POST", "/v1/checkout/sessions")[-1].params
+    assert "allow_promotion_codes" not in sent and "discounts" not in sent
+    # It still applies to an individual plan.
+    checkout(client, {"plan": monthly.pk, "offer": "ANY-50"})
+    sent = stripe_api.requests_to("POST", "/v1/checkout/sessions")[-1].params
+    assert "discounts" in sent
+
+
+def test_an_offer_naming_the_founding_plan_applies_to_it(client, stripe_api, founding_plan):
+    offer = make_offer(
+        code="FOUNDER-10", kind=Offer.Kind.PERCENT, percent_off=10, plan=founding_plan
+    )
+    signed_in(client, "founder@example.com")
+    checkout(client, {"plan": founding_plan.pk, "offer": "FOUNDER-10"})
+    sent = stripe_api.requests_to("POST", "/v1/checkout/sessions")[-1].params
+    assert sent["discounts"] == [{"promotion_code": offer.stripe_promotion_code_id}]
