@@ -25,6 +25,7 @@ import json
 import re
 import threading
 import time
+from abc import abstractmethod
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
 from typing import Any
@@ -81,8 +82,9 @@ class _FakeESP(LocalHTTPServer):
     def _message_id(self) -> str:
         return f"{self.provider}-{next(self._ids)}"
 
+    @abstractmethod
     def answer(self, path: str, content_type: str, body: bytes) -> tuple[int, Any]:
-        raise NotImplementedError
+        """The provider's status and JSON answer to one API call."""
 
     def handler_class(self) -> type[BaseHTTPRequestHandler]:
         fake = self
