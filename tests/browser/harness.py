@@ -302,12 +302,16 @@ def running_stack(
     web_threads: int = 1,
     worker_concurrency: int = 2,
     with_worker: bool = True,
+    static_collected: bool = False,
     extra_env: dict[str, str] | None = None,
 ) -> Iterator[Stack]:
     """gunicorn and a celery worker on an existing, migrated database.
 
     Static files are collected while both processes boot (only pages, not /healthz,
-    need the manifest), and the stack is handed over once all three are done.
+    need the manifest), and the stack is handed over once all three are done. A caller
+    that has collected them already says `static_collected=True`: collecting again
+    while gunicorn boots would race whitenoise's scan of STATIC_ROOT, since the
+    manifest storage deletes each hashed file before it writes it again.
     """
     workdir.mkdir(parents=True, exist_ok=True)
     sock = bind_loopback()
@@ -323,7 +327,7 @@ def running_stack(
         extra=extra_env,
     )
     stack = Stack(site_url=site_url, env=env, workdir=workdir)
-    collectstatic = spawn_collectstatic(env=env, workdir=workdir)
+    collectstatic = None if static_collected else spawn_collectstatic(env=env, workdir=workdir)
     try:
         web = spawn_gunicorn(
             env=env, sock=sock, workdir=workdir, workers=web_workers, threads=web_threads
@@ -334,7 +338,8 @@ def running_stack(
             worker = spawn_celery_worker(env=env, workdir=workdir, concurrency=worker_concurrency)
             stack.processes.append(worker)
         try:
-            wait_for_exit(collectstatic)
+            if collectstatic is not None:
+                wait_for_exit(collectstatic)
             wait_for_gunicorn(web, site_url)
             if with_worker:
                 wait_for_celery_worker(worker)
@@ -342,7 +347,8 @@ def running_stack(
             raise HarnessError(f"The stack did not start: {exc}\n\n{stack.logs()}") from exc
         yield stack
     finally:
-        collectstatic.stop()
+        if collectstatic is not None:
+            collectstatic.stop()
         stack.stop()
         sock.close()
 

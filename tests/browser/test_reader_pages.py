@@ -198,6 +198,7 @@ def stripe_off(e2e_stack: Site, django_db_blocker, tmp_path_factory) -> Iterator
         workdir=workdir,
         with_worker=False,
         web_workers=1,
+        static_collected=True,
         extra_env={
             **off,
             "CACHE_KEY_PREFIX": prefix,
