@@ -36,8 +36,9 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from newsletter import telegram
-from newsletter.models import Article, Publication, TelegramPost
+from newsletter.models import Article, TelegramPost
 from newsletter.services.content import free_body
+from publication.models import Publication
 
 # Opening lines of the article shown under the title (visible characters).
 EXCERPT_LENGTH = 600

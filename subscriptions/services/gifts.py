@@ -23,7 +23,8 @@ from django.db import transaction
 from django.db.models import Max, Q
 from django.utils import timezone
 
-from newsletter.models import Publication
+from publication.emails import send_email_on_commit, send_transactional_email
+from publication.models import Publication
 from subscriptions import stripe_client
 from subscriptions.models import Gift, Membership, Plan, Subscriber
 from subscriptions.services.access import access_granting_memberships
@@ -36,7 +37,6 @@ from subscriptions.services.memberships import (
     confirm_paying_subscriber,
     find_or_create_subscriber,
 )
-from subscriptions.services.notifications import send_email_on_commit, send_transactional_email
 from subscriptions.services.tokens import absolute_url
 
 logger = logging.getLogger(__name__)

@@ -14,10 +14,10 @@ from datetime import timedelta
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from publication.emails import send_transactional_email
 from subscriptions.models import Subscriber
 from subscriptions.services.accounts import ensure_reader_account
 from subscriptions.services.addresses import clean_address, normalized_or_none, unsuppress
-from subscriptions.services.notifications import send_transactional_email
 from subscriptions.services.tokens import (
     CONFIRMATION_MAX_AGE,
     InvalidToken,
