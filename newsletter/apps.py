@@ -16,7 +16,10 @@ class NewsletterConfig(AppConfig):
 
     def ready(self) -> None:
         from newsletter import checks, signals
+        from newsletter.services import reader_data
 
         del checks  # registered on import
 
         signals.connect()
+        # Its parts of a reader's export and erasure (subscriptions/reader_data.py).
+        reader_data.register_reader_data_parts()

@@ -8,7 +8,7 @@ class SubscriptionsConfig(AppConfig):
 
     def ready(self) -> None:
         from subscriptions import stripe_client
-        from subscriptions.services import plans
+        from subscriptions.services import accounts, plans
 
         # Connects the email provider's bounce/complaint signal receiver.
         from subscriptions.views import provider_events
@@ -18,3 +18,5 @@ class SubscriptionsConfig(AppConfig):
         checks.register(provider_events.check_settings, checks.Tags.security)
         # Stripe on and nothing to buy: said at migrate time and on the Plans list.
         checks.register(plans.check_offer, checks.Tags.database)
+        # Its parts of a reader's export and erasure (subscriptions/reader_data.py).
+        accounts.register_reader_data_parts()
