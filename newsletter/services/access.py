@@ -22,8 +22,8 @@ def can_read_full_article(
     """Whether this reader sees the whole article, including text after the paywall."""
     if user is not None and user.is_authenticated and getattr(user, "is_staff", False):
         return True
-    if article.visibility == Article.Visibility.PUBLIC:
+    if article.visibility == article.Visibility.PUBLIC:
         return True
-    if article.visibility == Article.Visibility.SUBSCRIBERS:
+    if article.visibility == article.Visibility.SUBSCRIBERS:
         return user is not None and user.is_authenticated
     return user_is_paid(user=user)
