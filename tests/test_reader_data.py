@@ -12,7 +12,8 @@ from allauth.mfa.models import Authenticator
 from django.apps import apps
 from django.contrib.admin.models import CHANGE, LogEntry
 from django.contrib.auth import get_user_model
-from django.db import models
+from django.core import mail
+from django.db import models, transaction
 from django.utils import timezone
 
 from newsletter.models import Comment, CommentBan, Delivery, EmailSend
@@ -26,6 +27,7 @@ from subscriptions.models import (
     Suppression,
 )
 from subscriptions.reader_data import models_with_reader_data, reader_data_parts
+from subscriptions.services import gifts
 from subscriptions.services.accounts import delete_reader_account, export_reader_data
 from subscriptions.services.addresses import email_hash
 from tests.factories import (
@@ -232,3 +234,45 @@ def test_the_export_has_one_entry_per_part_with_the_readers_rows(reader_everywhe
     assert len(data["comments"]) == 2
     assert data["comment_ban"]["reason"] == "for a week"
     assert "secret" not in str(data)  # two-factor keys are erased, never exported
+
+
+@pytest.mark.django_db
+def test_gifts_of_an_erased_reader_are_never_mailed_to_the_blank_address(
+    django_capture_on_commit_callbacks,
+):
+    user = UserFactory(email=EMAIL)
+    EmailAddress.objects.create(user=user, email=EMAIL, verified=True, primary=True)
+    SubscriberFactory(email=EMAIL, user=user)
+    plan = PlanFactory()
+    today = timezone.localdate()
+    bought = Gift.objects.create(
+        plan=plan,
+        months=1,
+        amount=800,
+        buyer_email=EMAIL,
+        recipient_email="fran@example.com",
+        deliver_on=today,
+        stripe_checkout_session_id="cs_rita",
+    )
+    Gift.objects.create(
+        plan=plan,
+        months=1,
+        amount=800,
+        buyer_email="fran@example.com",
+        recipient_email=EMAIL,
+        deliver_on=today,
+        status=Gift.Status.PAID,
+    )
+    delete_reader_account(user=user)
+    mail.outbox.clear()
+
+    # The erased recipient's gift is not due to anyone; the erased buyer's gift, paid
+    # after all, still reaches its recipient, with no receipt to a blank address.
+    assert gifts.deliver_due_gifts() == 0
+    session = {"id": "cs_rita", "status": "complete", "payment_status": "paid"}
+    with django_capture_on_commit_callbacks(execute=True), transaction.atomic():
+        gifts.record_paid_gift(session=session)
+
+    assert [m.to for m in mail.outbox] == [["fran@example.com"]]
+    bought.refresh_from_db()
+    assert bought.status == Gift.Status.DELIVERED
