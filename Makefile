@@ -30,9 +30,11 @@ run: $(STAMP)
 	@echo "Broadside: http://127.0.0.1:$(PORT)   admin: http://127.0.0.1:$(PORT)/admin/"
 	$(BIN)/honcho start -f Procfile.dev -p $(PORT)
 
+# lint-imports: which app may import which (pyproject.toml [tool.importlinter]).
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 # The files to check are listed in pyproject.toml ([tool.mypy] files).
 typecheck: $(STAMP)

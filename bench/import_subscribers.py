@@ -69,7 +69,7 @@ def child(rows: int) -> None:
     databases = setup_databases(verbosity=0, interactive=False)
     try:
         from subscriptions.models import Membership, Subscriber
-        from subscriptions.services.substack import import_substack
+        from substack.services import import_substack
 
         with tempfile.TemporaryDirectory() as folder:
             export = Path(folder)

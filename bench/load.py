@@ -79,7 +79,8 @@ def setup_django(env: dict[str, str]) -> None:
 def seed_content() -> dict[str, str]:
     from django.utils import timezone
 
-    from newsletter.models import Article, Author, Publication, Section
+    from newsletter.models import Article, Author, Section
+    from publication.models import Publication
 
     Publication.objects.update_or_create(
         pk=1,

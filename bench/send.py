@@ -330,12 +330,13 @@ def run_send(
 
 def sample_message() -> bytes:
     """One real article email, as the workers send it."""
-    from newsletter.models import Article, Delivery, Publication
+    from newsletter.models import Article, Delivery
     from newsletter.services.email_rendering import (
         Reader,
         personalised_bytes,
         render_article_email,
     )
+    from publication.models import Publication
 
     article = Article(title="Sample", slug="sample", body=BODY, visibility="paid")
     rendered = render_article_email(

@@ -22,7 +22,7 @@ import django  # noqa: E402
 
 django.setup()
 
-from subscriptions.services.substack import convert_post_body  # noqa: E402
+from substack.services import convert_post_body  # noqa: E402
 
 
 def main() -> None:

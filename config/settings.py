@@ -58,8 +58,12 @@ INSTALLED_APPS = [
     "anymail",
     "csp",
     "django_prose_editor",
-    "newsletter",
+    # Our apps, bottom layer first (README, "Code tour"): each imports only the ones
+    # listed before it (pyproject.toml [tool.importlinter]).
+    "publication",
     "subscriptions",
+    "newsletter",
+    "substack",
 ]
 
 MIDDLEWARE = [

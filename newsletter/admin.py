@@ -25,7 +25,7 @@ from newsletter.admin_telegram import (
     update_telegram_post,
 )
 from newsletter.forms import ArticleAdminForm, PublicationAdminForm
-from newsletter.models import Article, Author, Publication, Section
+from newsletter.models import Article, Author, Section
 from newsletter.services import sending
 from newsletter.services.content import has_paywall
 from newsletter.services.dates import local, long_date, long_datetime
@@ -36,12 +36,13 @@ from newsletter.services.publishing import (
     schedule_article,
     unschedule_article,
 )
-from newsletter.validators import BoundedImageField
 from newsletter.views.site import render_article
+from publication.emails import sender_address
+from publication.models import Publication
+from publication.validators import BoundedImageField
 from subscriptions.admin_search import AddressSearchMixin
-from subscriptions.services.notifications import sender_address
 
-# Image uploads are bounded before Django's ImageField reads them (newsletter/validators.py).
+# Image uploads are bounded before Django's ImageField reads them (publication/validators.py).
 IMAGE_FIELDS: dict[Any, dict[str, Any]] = {models.ImageField: {"form_class": BoundedImageField}}
 
 
@@ -82,7 +83,7 @@ class PublicationAdmin(admin.ModelAdmin):
         self, request: HttpRequest, extra_context: dict[str, Any] | None = None
     ) -> HttpResponse:
         publication = Publication.load()
-        return redirect("admin:newsletter_publication_change", publication.pk)
+        return redirect("admin:publication_publication_change", publication.pk)
 
 
 @admin.register(Author)

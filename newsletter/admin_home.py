@@ -55,7 +55,7 @@ MODEL_GROUPS: list[tuple[str, list[str]]] = [
             "subscriptions.StripeEvent",
         ],
     ),
-    ("Settings", ["newsletter.Publication"]),
+    ("Settings", ["publication.Publication"]),
 ]
 
 

@@ -126,7 +126,7 @@ class StaffAdminSite(admin.AdminSite):
 
     def each_context(self, request: HttpRequest) -> dict[str, Any]:
         context = super().each_context(request)
-        from newsletter.models import Publication  # the admin site loads before the apps
+        from publication.models import Publication  # the admin site loads before the apps
 
         try:
             name = Publication.load().name

@@ -15,8 +15,15 @@ class NewsletterConfig(AppConfig):
     verbose_name = "Publishing"
 
     def ready(self) -> None:
-        from newsletter import checks, signals
+        from django.core import checks as django_checks
 
-        del checks  # registered on import
+        from config import queue
+        from newsletter import checks, signals, tasks
+        from newsletter.services import reader_data
+
+        del checks, tasks  # registered on import; services queue the tasks by name
+        django_checks.register(queue.check_task_names)
 
         signals.connect()
+        # Its parts of a reader's export and erasure (subscriptions/reader_data.py).
+        reader_data.register_reader_data_parts()

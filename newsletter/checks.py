@@ -58,8 +58,8 @@ def check_dkim(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
 
 
 def _senders() -> list[tuple[str, str]]:
-    from newsletter.models import Publication
-    from subscriptions.services.notifications import sender_address
+    from publication.emails import sender_address
+    from publication.models import Publication
 
     """Who the emails come from: the publication's sender, else DEFAULT_FROM_EMAIL."""
     try:

@@ -1,8 +1,8 @@
 from django.http import HttpRequest
 from django.utils.functional import SimpleLazyObject
 
-from newsletter.models import Publication
 from newsletter.services.page_cache import shared_fragment
+from publication.models import Publication
 from subscriptions import stripe_client
 from subscriptions.services.access import user_is_paid
 from subscriptions.services.plans import upgrades_open

@@ -10,9 +10,10 @@ from django.http import HttpRequest
 from django.utils.html import escape
 
 from newsletter import selectors
-from newsletter.models import Article, Publication
+from newsletter.models import Article
 from newsletter.services.body_images import render_body
 from newsletter.services.content import free_body
+from publication.models import Publication
 
 FEED_LENGTH = 20
 

@@ -12,9 +12,10 @@ from django_prose_editor.fields import ProseEditorFormField
 from django_prose_editor.widgets import AdminProseEditorWidget
 
 from config.mail import AddressError, ascii_domain, parse_mailbox
-from newsletter.models import Article, Publication
+from newsletter.models import Article
 from newsletter.services.content import PAYWALL_MARKER, sanitize_body
-from subscriptions.services.notifications import sender_address
+from publication.emails import sender_address
+from publication.models import Publication
 
 # What the article editor offers. Whatever it produces is sanitised again on the way in
 # (newsletter.services.content.sanitize_body), so the editor is a convenience, not a gate.

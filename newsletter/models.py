@@ -1,4 +1,4 @@
-"""Content and its distribution: the publication, articles, comments, sends, posts."""
+"""Content and its distribution: articles, authors, sections, comments, sends, posts."""
 
 from __future__ import annotations
 
@@ -9,56 +9,7 @@ from django.db.models.functions import Length
 from django.db.models.lookups import GreaterThan, LessThanOrEqual
 from django.urls import reverse
 
-from newsletter.validators import validate_image_upload
-
-
-class Publication(models.Model):
-    """The one publication this site serves (a singleton, pk=1)."""
-
-    class CommentPolicy(models.TextChoices):
-        SIGNED_IN = "signed_in", "Everyone signed in"
-        PAID = "paid", "Paid readers only"
-
-    name = models.CharField(max_length=200, default="Broadside")
-    tagline = models.CharField(max_length=300, blank=True)
-    description = models.TextField(blank=True)
-    logo = models.ImageField(
-        upload_to="publication/", blank=True, validators=[validate_image_upload]
-    )
-    sender_name = models.CharField(max_length=200, blank=True)
-    sender_email = models.EmailField(blank=True)
-    reply_to_email = models.EmailField(blank=True)
-    kofi_url = models.URLField("Ko-fi link", blank=True)
-    buymeacoffee_url = models.URLField("Buy Me a Coffee link", blank=True)
-    telegram_channel_url = models.URLField("Telegram channel link", blank=True)
-    footer_text = models.TextField(
-        blank=True, help_text="Shown in the site and email footer (e.g. a postal address)."
-    )
-    comment_policy = models.CharField(
-        max_length=20, choices=CommentPolicy.choices, default=CommentPolicy.SIGNED_IN
-    )
-    comment_digest_enabled = models.BooleanField(
-        "email authors a digest of new comments",
-        default=False,
-        help_text="Each article's authors get one email an hour listing its new comments.",
-    )
-    show_founding_badges = models.BooleanField(
-        "mark founding members' comments",
-        default=False,
-        help_text="Comments by readers on a founding plan carry a 'Founding member' badge.",
-    )
-    updated_at = models.DateTimeField(auto_now=True)
-
-    class Meta:
-        constraints = [models.CheckConstraint(condition=Q(pk=1), name="publication_singleton")]
-
-    def __str__(self) -> str:
-        return self.name
-
-    @classmethod
-    def load(cls) -> Publication:
-        publication, _ = cls.objects.get_or_create(pk=1)
-        return publication
+from publication.validators import validate_image_upload
 
 
 class Author(models.Model):

@@ -14,7 +14,8 @@ def _invalidate(**kwargs: Any) -> None:
 
 
 def connect() -> None:
-    from newsletter.models import Article, Author, Comment, Publication, Section
+    from newsletter.models import Article, Author, Comment, Section
+    from publication.models import Publication
 
     for model in (Article, Author, Comment, Publication, Section):
         post_save.connect(_invalidate, sender=model, dispatch_uid=f"pages-save-{model.__name__}")

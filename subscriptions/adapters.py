@@ -16,15 +16,15 @@ from allauth.account.models import EmailAddress
 from django.core.mail import EmailMessage
 from django.http import HttpRequest
 
-from newsletter.models import Publication
-from subscriptions.forms import AddressField
-from subscriptions.services.accounts import link_reader_account, prepare_sign_in
-from subscriptions.services.addresses import InvalidAddress, normalize_email
-from subscriptions.services.notifications import (
+from publication.emails import (
     email_context,
     sender_address,
     transactional_message,
 )
+from publication.models import Publication
+from subscriptions.forms import AddressField
+from subscriptions.services.accounts import link_reader_account, prepare_sign_in
+from subscriptions.services.addresses import InvalidAddress, normalize_email
 from subscriptions.services.ratelimit import client_ip
 
 

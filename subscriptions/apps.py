@@ -7,14 +7,19 @@ class SubscriptionsConfig(AppConfig):
     verbose_name = "Readers and money"
 
     def ready(self) -> None:
-        from subscriptions import stripe_client
-        from subscriptions.services import plans
+        from config import queue
+        from subscriptions import stripe_client, tasks
+        from subscriptions.services import accounts, plans
 
         # Connects the email provider's bounce/complaint signal receiver.
         from subscriptions.views import provider_events
 
+        del tasks  # registered on import; services queue the tasks by name
+        checks.register(queue.check_task_names)
         # Stripe's keys must come together: a misconfiguration fails at start.
         checks.register(stripe_client.check_settings, checks.Tags.security)
         checks.register(provider_events.check_settings, checks.Tags.security)
         # Stripe on and nothing to buy: said at migrate time and on the Plans list.
         checks.register(plans.check_offer, checks.Tags.database)
+        # Its parts of a reader's export and erasure (subscriptions/reader_data.py).
+        accounts.register_reader_data_parts()

@@ -468,8 +468,11 @@ class Gift(models.Model):
         constraints = [
             models.CheckConstraint(condition=Q(amount__gt=0), name="gift_amount_positive"),
             models.CheckConstraint(condition=Q(months__gte=1), name="gift_months_positive"),
+            # Unless its recipient erased their account, which takes the membership.
             models.CheckConstraint(
-                condition=~Q(status="redeemed") | Q(membership__isnull=False),
+                condition=~Q(status="redeemed")
+                | Q(membership__isnull=False)
+                | Q(recipient_email=""),
                 name="gift_redeemed_has_membership",
             ),
         ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from newsletter.models import Publication
+from publication.models import Publication
 from tests.factories import PublishedArticleFactory
 
 pytestmark = pytest.mark.django_db

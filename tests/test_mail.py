@@ -28,11 +28,12 @@ from hypothesis import strategies as st
 
 from config.mail import dkim_aligned, send_bytes
 from newsletter.checks import check_dkim
-from newsletter.models import Comment, Publication
+from newsletter.models import Comment
 from newsletter.services import comments as comment_service
 from newsletter.services.publishing import publish_article
+from publication.emails import send_transactional_email
+from publication.models import Publication
 from subscriptions.models import Membership, Subscriber
-from subscriptions.services.notifications import send_transactional_email
 from subscriptions.services.signup import send_confirmation_email, send_welcome_email
 from tests.factories import (
     ArticleFactory,

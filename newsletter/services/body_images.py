@@ -7,7 +7,7 @@ paste all post there) and by the body rendering of the site and of email.
   local disk under MEDIA_ROOT by default, or any S3-compatible bucket by configuring
   django-storages in `STORAGES["default"]`; nothing here knows which.
 - **Bounds.** The upload is refused, with the reason, past `MAX_IMAGE_BYTES` or
-  `MAX_IMAGE_PIXELS` / `MAX_IMAGE_SIDE` (newsletter/validators.py: read from the header
+  `MAX_IMAGE_PIXELS` / `MAX_IMAGE_SIDE` (publication/validators.py: read from the header
   before anything is decoded), or when it is not a PNG, JPEG, GIF or WebP, or when it
   cannot be decoded whole (a truncated file claiming a large size decodes nothing).
 - **Renditions** are made once, at upload, with Pillow: `SITE_WIDTHS` wide for the site
@@ -37,7 +37,7 @@ from PIL import Image, ImageOps
 from newsletter.models import BodyImage
 from newsletter.services.content import MarkupRewriter
 from newsletter.services.footnotes import render_footnotes
-from newsletter.validators import check_image_bounds
+from publication.validators import check_image_bounds
 
 SITE_WIDTHS = (480, 960, 1440, 2000)
 DISPLAY_WIDTH = 960  # the rendition the body's <img src> names

@@ -26,15 +26,13 @@ from django.utils import timezone
 from django.utils.html import linebreaks, urlize
 from django.utils.safestring import SafeString, mark_safe
 
-from newsletter.models import COMMENT_MAX_LENGTH, Article, Comment, CommentBan, Publication
+from newsletter.models import COMMENT_MAX_LENGTH, Article, Comment, CommentBan
+from newsletter.services.access import can_read_full_article
 from newsletter.services.page_cache import invalidate_pages, shared_fragment
 from newsletter.services.page_parameters import Order, parse_page_number  # noqa: F401
-from subscriptions.services.access import (
-    can_read_full_article,
-    founding_member_user_ids,
-    user_is_paid,
-)
-from subscriptions.services.notifications import transactional_message
+from publication.emails import transactional_message
+from publication.models import Publication
+from subscriptions.services.access import founding_member_user_ids, user_is_paid
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, User

@@ -38,10 +38,11 @@ from django.urls import reverse
 from django.utils.text import slugify
 
 from config.mail import ascii_domain, date_header, parse_mailbox, sender_domain
-from newsletter.models import Article, Delivery, Publication
+from newsletter.models import Article, Delivery
 from newsletter.services.body_images import render_body
 from newsletter.services.content import embeds_as_links, free_body, full_body
-from subscriptions.services.notifications import reply_to_addresses, sender_address
+from publication.emails import reply_to_addresses, sender_address
+from publication.models import Publication
 from subscriptions.services.plans import upgrades_open
 from subscriptions.services.tokens import absolute_url, make_unsubscribe_token
 

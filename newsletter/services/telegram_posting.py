@@ -35,9 +35,11 @@ from django.db.models import F, QuerySet, Subquery, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from config import queue
 from newsletter import telegram
-from newsletter.models import Article, Publication, TelegramPost
+from newsletter.models import Article, TelegramPost
 from newsletter.services.content import free_body
+from publication.models import Publication
 
 # Opening lines of the article shown under the title (visible characters).
 EXCERPT_LENGTH = 600
@@ -282,10 +284,12 @@ def _queue_sending(post: TelegramPost) -> None:
     _queue_sending_by_id(post.pk)
 
 
-def _queue_sending_by_id(post_id: int) -> None:
-    from newsletter.tasks import post_article_to_telegram  # tasks import the services
+POST_ARTICLE_TO_TELEGRAM = queue.task_name("newsletter.tasks.post_article_to_telegram")
+UPDATE_TELEGRAM_POST = queue.task_name("newsletter.tasks.update_telegram_post")
 
-    transaction.on_commit(lambda: post_article_to_telegram.delay(post_id))
+
+def _queue_sending_by_id(post_id: int) -> None:
+    transaction.on_commit(lambda: queue.enqueue(POST_ARTICLE_TO_TELEGRAM, post_id))
 
 
 def send_telegram_post(*, telegram_post_id: int, last_attempt: bool = False) -> TelegramPost | None:
@@ -452,10 +456,8 @@ def request_telegram_update(*, article: Article) -> TelegramPost:
     ).first()
     if post is None:
         raise TelegramPostingError(f"“{article.title}” has no Telegram post to update.")
-    from newsletter.tasks import update_telegram_post as update_task
-
     post_id = post.pk
-    transaction.on_commit(lambda: update_task.delay(post_id))
+    transaction.on_commit(lambda: queue.enqueue(UPDATE_TELEGRAM_POST, post_id))
     return post
 
 

@@ -8,9 +8,10 @@ from urllib.parse import quote
 from django import template
 
 from newsletter.forms_comments import CommentForm
-from newsletter.models import Article, Comment, Publication
+from newsletter.models import Article, Comment
 from newsletter.services import comments as comment_service
 from newsletter.services.page_parameters import discussion_page_number
+from publication.models import Publication
 
 register = template.Library()
 

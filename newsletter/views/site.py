@@ -17,11 +17,11 @@ from config.celery import app as celery_app
 from newsletter import selectors
 from newsletter.models import Article, Author, Section
 from newsletter.services import comments as comment_service
+from newsletter.services.access import can_read_full_article
 from newsletter.services.body_images import render_body
 from newsletter.services.content import excerpt, free_body, full_body
 from newsletter.services.page_cache import cache_anonymous_page, shared_fragment
 from newsletter.services.page_parameters import discussion_page_number
-from subscriptions.services.access import can_read_full_article
 
 
 def _absolute(url: str) -> str:

@@ -1,4 +1,8 @@
-"""Who may read what. The one place that decides whether a reader is paid."""
+"""Whether a reader is paid, or a subscriber: the one place that decides it.
+
+Readers and money only: which article such a reader may read is newsletter's
+answer (`newsletter/services/access.py`), built on these.
+"""
 
 from __future__ import annotations
 
@@ -15,8 +19,6 @@ from subscriptions.models import Membership, Plan, Subscriber
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
-
-    from newsletter.models import Article
 
 # A reader whose card failed keeps access this long past the end of the paid period
 # while Stripe retries the payment (Stripe's Smart Retries run for about two weeks).
@@ -139,16 +141,3 @@ def user_is_paid(*, user: AbstractBaseUser | AnonymousUser | None) -> bool:
 def _user_is_paid(*, user_pk: Any) -> bool:
     """One query: a membership granting access, of the subscriber linked to this user."""
     return access_granting_memberships().filter(subscriber__user_id=user_pk).exists()
-
-
-def can_read_full_article(
-    *, user: AbstractBaseUser | AnonymousUser | None, article: Article
-) -> bool:
-    """Whether this reader sees the whole article, including text after the paywall."""
-    if user is not None and user.is_authenticated and getattr(user, "is_staff", False):
-        return True
-    if article.visibility == article.Visibility.PUBLIC:
-        return True
-    if article.visibility == article.Visibility.SUBSCRIBERS:
-        return user is not None and user.is_authenticated
-    return user_is_paid(user=user)

@@ -1,4 +1,5 @@
-"""Reader accounts: the User behind a subscriber, the account page's changes, erasure.
+"""Reader accounts: the User behind a subscriber, the account page's changes, export and
+erasure (through `subscriptions.reader_data`, which every app fills with its part).
 
 A confirmed subscriber gets a User with a verified address at confirmation; an
 imported one at their first sign-in (`subscriptions.adapters` asks for it before the
@@ -12,15 +13,22 @@ import secrets
 from typing import Any
 
 from allauth.account.models import EmailAddress
+from django.contrib.admin.models import LogEntry
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import IntegrityError, models, transaction
+from django.contrib.contenttypes.models import ContentType
+from django.db import IntegrityError, transaction
 from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
 
-from newsletter.models import Comment, CommentBan, Delivery
-from newsletter.services.comments import erase_comments_of
-from subscriptions.models import Donation, Membership, StripeEvent, Subscriber
+from subscriptions.models import Donation, Gift, GroupInvite, Membership, StripeEvent, Subscriber
+from subscriptions.reader_data import (
+    Reader,
+    erase_reader_parts,
+    export_reader_parts,
+    register_reader_data,
+    row,
+)
 from subscriptions.services.access import subscriber_is_paid
 from subscriptions.services.addresses import normalized_or_none, suppress, unsuppress
 from subscriptions.services.unsubscribe import unsubscribe_subscriber
@@ -199,14 +207,6 @@ def set_newsletter_subscription(
     return subscriber
 
 
-def _row(obj: models.Model, *, exclude: tuple[str, ...] = ()) -> dict[str, Any]:
-    return {
-        field.attname: getattr(obj, field.attname)
-        for field in obj._meta.concrete_fields
-        if field.attname not in exclude
-    }
-
-
 def _owned_addresses(*, user: AbstractBaseUser, subscriber: Subscriber | None) -> set[str]:
     """The addresses this reader has proved are theirs.
 
@@ -229,48 +229,34 @@ def _donations_of(*, emails: set[str], subscriber: Subscriber | None) -> QuerySe
     return Donation.objects.filter(match)
 
 
-def export_reader_data(*, user: AbstractBaseUser) -> dict[str, Any]:
-    """Everything stored about this reader, for the account page's JSON download."""
+def reader_of(*, user: AbstractBaseUser) -> Reader:
     subscriber = subscriber_for_account(user=user)
-    emails = _owned_addresses(user=user, subscriber=subscriber)
-    data: dict[str, Any] = {
-        "exported_at": timezone.now(),
-        "account": _row(user, exclude=("password",)),
-        "email_addresses": [_row(a) for a in EmailAddress.objects.filter(user_id=user.pk)],
-        "subscriber": _row(subscriber) if subscriber else None,
-        "paid": subscriber_is_paid(subscriber=subscriber),
-        "memberships": [],
-        "deliveries": [],
-        "donations": [_row(d) for d in _donations_of(emails=emails, subscriber=subscriber)],
-        "comments": [_row(c) for c in Comment.objects.filter(user_id=user.pk)],
-        "comment_ban": next(
-            (
-                _row(b, exclude=("banned_by_id",))
-                for b in CommentBan.objects.filter(user_id=user.pk)
-            ),
-            None,
-        ),
-    }
-    if subscriber is not None:
-        data["memberships"] = [_row(m) for m in subscriber.memberships.all()]
-        data["deliveries"] = [
-            {**_row(d), "article_title": d.send.article.title}
-            for d in Delivery.objects.filter(subscriber=subscriber).select_related("send__article")
-        ]
-    return data
+    return Reader(
+        user=user,
+        subscriber=subscriber,
+        emails=frozenset(_owned_addresses(user=user, subscriber=subscriber)),
+    )
+
+
+def export_reader_data(*, user: AbstractBaseUser) -> dict[str, Any]:
+    """Everything stored about this reader, for the account page's JSON download: each
+    app's part (`subscriptions.reader_data`)."""
+    return {"exported_at": timezone.now(), **export_reader_parts(reader=reader_of(user=user))}
 
 
 def delete_reader_account(*, user: AbstractBaseUser) -> None:
     """Erase the reader's personal data, keeping only a hashed suppression entry.
 
-    Donations stay as anonymous bookkeeping records (amount, currency, date), and
-    Stripe events as ledger entries without their payloads.
+    Each app erases its own part (`subscriptions.reader_data`); then the subscriber and
+    the account go. Donations stay as anonymous bookkeeping records (amount, currency,
+    date), and Stripe events as ledger entries without their payloads.
     """
     if getattr(user, "is_staff", False):
         raise AccountError(
             "Editors' accounts are managed in the admin; ask an administrator to remove yours."
         )
-    subscriber = subscriber_for_account(user=user)
+    reader = reader_of(user=user)
+    subscriber = reader.subscriber
     if (
         subscriber is not None
         and subscriber.memberships.filter(kind=Membership.Kind.STRIPE)
@@ -281,20 +267,150 @@ def delete_reader_account(*, user: AbstractBaseUser) -> None:
             "You have a paid subscription that still renews. Cancel it under Billing "
             "(/account/billing/) first, then delete your account."
         )
-    emails = _owned_addresses(user=user, subscriber=subscriber)
     with transaction.atomic():
-        for email in emails:
-            suppress(email=email, reason="account deleted")
-        _donations_of(emails=emails, subscriber=subscriber).update(
-            email="", message="", subscriber=None
-        )
-        _redact_stripe_events(
-            terms=[*emails, subscriber.stripe_customer_id if subscriber else None]
-        )
-        erase_comments_of(user=user)
+        erase_reader_parts(reader=reader)
         if subscriber is not None:
             subscriber.delete()
         user.delete()
+
+
+# --- The parts of a reader's data that are subscriptions' own -----------------------------
+
+
+def _export_account(reader: Reader) -> dict[str, Any]:
+    return row(reader.user, exclude=("password",))
+
+
+def _erase_account(reader: Reader) -> None:
+    """The admin's history of changes to this reader's account and subscriber names them
+    (`object_repr` is the address); the account's own rows go with it (cascade)."""
+    objects = Q(
+        content_type=ContentType.objects.get_for_model(reader.user), object_id=str(reader.user.pk)
+    )
+    if reader.subscriber is not None:
+        objects |= Q(
+            content_type=ContentType.objects.get_for_model(Subscriber),
+            object_id=str(reader.subscriber.pk),
+        )
+    LogEntry.objects.filter(objects).delete()
+
+
+def _export_email_addresses(reader: Reader) -> list[dict[str, Any]]:
+    return [row(a) for a in EmailAddress.objects.filter(user_id=reader.user.pk)]
+
+
+def _export_subscriber(reader: Reader) -> dict[str, Any] | None:
+    return row(reader.subscriber) if reader.subscriber else None
+
+
+def _suppress_addresses(reader: Reader) -> None:
+    for email in reader.emails:
+        suppress(email=email, reason="account deleted")
+
+
+def _export_paid(reader: Reader) -> bool:
+    return subscriber_is_paid(subscriber=reader.subscriber)
+
+
+def _export_memberships(reader: Reader) -> list[dict[str, Any]]:
+    if reader.subscriber is None:
+        return []
+    return [row(m) for m in reader.subscriber.memberships.all()]
+
+
+def _export_donations(reader: Reader) -> list[dict[str, Any]]:
+    return [row(d) for d in _donations_of(emails=set(reader.emails), subscriber=reader.subscriber)]
+
+
+def _anonymise_donations(reader: Reader) -> None:
+    _donations_of(emails=set(reader.emails), subscriber=reader.subscriber).update(
+        email="", message="", subscriber=None
+    )
+
+
+def _export_gifts(reader: Reader) -> dict[str, list[dict[str, Any]]]:
+    return {
+        "given": [row(g) for g in Gift.objects.filter(buyer_email__in=reader.emails)],
+        "received": [row(g) for g in Gift.objects.filter(recipient_email__in=reader.emails)],
+    }
+
+
+def _anonymise_gifts(reader: Reader) -> None:
+    """A gift stays as the buyer's bookkeeping record; the reader's side of it goes (and
+    the message, which they wrote or received). A redeemed gift loses its membership
+    with the subscriber, as its constraint allows once the recipient is blank."""
+    Gift.objects.filter(buyer_email__in=reader.emails).update(
+        buyer_email="", buyer_name="", message=""
+    )
+    Gift.objects.filter(recipient_email__in=reader.emails).update(
+        recipient_email="", recipient_name="", message=""
+    )
+
+
+def _export_group_invites(reader: Reader) -> list[dict[str, Any]]:
+    return [row(i) for i in GroupInvite.objects.filter(email__in=reader.emails)]
+
+
+def _delete_group_invites(reader: Reader) -> None:
+    """Invites to the reader's addresses; the seat they took goes with the subscriber."""
+    GroupInvite.objects.filter(email__in=reader.emails).delete()
+
+
+def _redact_reader_stripe_events(reader: Reader) -> None:
+    customer = reader.subscriber.stripe_customer_id if reader.subscriber else None
+    _redact_stripe_events(terms=[*reader.emails, customer])
+
+
+def register_reader_data_parts() -> None:
+    """Subscriptions' parts of a reader's data (SubscriptionsConfig.ready)."""
+    User = get_user_model()
+    register_reader_data(
+        name="account",
+        models=[
+            User._meta.label,
+            User.groups.through._meta.label,
+            User.user_permissions.through._meta.label,
+            "admin.LogEntry",
+            "mfa.Authenticator",  # two-factor keys: erased with the account, never exported
+        ],
+        export=_export_account,
+        erase=_erase_account,
+    )
+    register_reader_data(
+        name="email_addresses", models=["account.EmailAddress"], export=_export_email_addresses
+    )
+    register_reader_data(
+        name="subscriber",
+        # The suppression entry is a hash of the address: it keeps it from being mailed.
+        models=["subscriptions.Subscriber", "subscriptions.Suppression"],
+        export=_export_subscriber,
+        erase=_suppress_addresses,
+    )
+    register_reader_data(name="paid", models=[], export=_export_paid)
+    register_reader_data(
+        name="memberships", models=["subscriptions.Membership"], export=_export_memberships
+    )
+    register_reader_data(
+        name="donations",
+        models=["subscriptions.Donation"],
+        export=_export_donations,
+        erase=_anonymise_donations,
+    )
+    register_reader_data(
+        name="gifts", models=["subscriptions.Gift"], export=_export_gifts, erase=_anonymise_gifts
+    )
+    register_reader_data(
+        name="group_invites",
+        models=["subscriptions.GroupInvite"],
+        export=_export_group_invites,
+        erase=_delete_group_invites,
+    )
+    # Stripe's payloads are Stripe's record, available from Stripe; not exported.
+    register_reader_data(
+        name="stripe_events",
+        models=["subscriptions.StripeEvent"],
+        erase=_redact_reader_stripe_events,
+    )
 
 
 def _redact_stripe_events(*, terms: list[str | None]) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 from allauth.account.models import EmailAddress
 from django.utils import timezone
 
-from newsletter.models import Publication
+from publication.models import Publication
 from subscriptions import stripe_client
 from subscriptions.models import Membership, Offer, Plan, Subscriber
 from subscriptions.services import offers

@@ -14,7 +14,8 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from newsletter.models import Publication
+from publication.emails import send_email_on_commit
+from publication.models import Publication
 from subscriptions import stripe_client
 from subscriptions.models import Donation, Plan, Subscriber
 from subscriptions.services.addresses import normalized_or_none
@@ -26,7 +27,6 @@ from subscriptions.services.memberships import (
     invoice_subscription_metadata,
     link_stripe_customer,
 )
-from subscriptions.services.notifications import send_email_on_commit
 from subscriptions.services.tokens import absolute_url
 
 logger = logging.getLogger(__name__)

@@ -20,10 +20,11 @@ from typing import Any
 
 from django.core import signing
 from django.db import transaction
-from django.db.models import Max, Q
+from django.db.models import Max, Q, QuerySet
 from django.utils import timezone
 
-from newsletter.models import Publication
+from publication.emails import send_email_on_commit, send_transactional_email
+from publication.models import Publication
 from subscriptions import stripe_client
 from subscriptions.models import Gift, Membership, Plan, Subscriber
 from subscriptions.services.access import access_granting_memberships
@@ -36,7 +37,6 @@ from subscriptions.services.memberships import (
     confirm_paying_subscriber,
     find_or_create_subscriber,
 )
-from subscriptions.services.notifications import send_email_on_commit, send_transactional_email
 from subscriptions.services.tokens import absolute_url
 
 logger = logging.getLogger(__name__)
@@ -234,7 +234,9 @@ def record_paid_gift(*, session: dict[str, Any], now: datetime | None = None) ->
         gift.paid_at = now
         gift.stripe_payment_intent_id = str(session.get("payment_intent") or "")
         gift.save(update_fields=["status", "paid_at", "stripe_payment_intent_id"])
-    if Gift.objects.filter(pk=gift.pk, receipt_sent_at__isnull=True).update(receipt_sent_at=now):
+    receipt_due = Gift.objects.filter(pk=gift.pk, receipt_sent_at__isnull=True)
+    # A buyer who erased their account meanwhile has no address left to send it to.
+    if receipt_due.update(receipt_sent_at=now) and gift.buyer_email:
         send_email_on_commit(
             to=gift.buyer_email,
             subject="Your gift subscription",
@@ -261,10 +263,17 @@ def forget_abandoned_gift(*, session_id: str) -> int:
 def deliver_due_gifts(*, now: datetime | None = None) -> int:
     """Email every paid gift whose day has come (the periodic task). Returns how many."""
     now = now or timezone.now()
-    due = Gift.objects.filter(
-        status=Gift.Status.PAID, delivered_at__isnull=True, deliver_on__lte=timezone.localdate(now)
-    ).values_list("pk", flat=True)
+    due = (
+        _deliverable().filter(deliver_on__lte=timezone.localdate(now)).values_list("pk", flat=True)
+    )
     return sum(deliver_gift(gift_id=gift_id, now=now) for gift_id in list(due[:500]))
+
+
+def _deliverable() -> QuerySet[Gift]:
+    """Paid and not yet sent, to a recipient who has not erased their account since."""
+    return Gift.objects.filter(status=Gift.Status.PAID, delivered_at__isnull=True).exclude(
+        recipient_email=""
+    )
 
 
 def deliver_gift(*, gift_id: int, now: datetime) -> bool:
@@ -275,9 +284,10 @@ def deliver_gift(*, gift_id: int, now: datetime) -> bool:
     try:
         with transaction.atomic():
             gift = (
-                Gift.objects.select_for_update(skip_locked=True)
+                _deliverable()
+                .select_for_update(skip_locked=True)
                 .select_related("plan")
-                .filter(pk=gift_id, status=Gift.Status.PAID, delivered_at__isnull=True)
+                .filter(pk=gift_id)
                 .first()
             )
             if gift is None:
@@ -355,6 +365,10 @@ def redeem_gift(*, token: str, now: datetime | None = None) -> Redemption:
             raise GiftError("This gift was refunded and can no longer be redeemed.")
         if gift.status != Gift.Status.DELIVERED:
             raise GiftError("This gift is not ready yet.")
+        if not gift.recipient_email:
+            raise GiftError(
+                "This gift's recipient deleted their account; it can no longer be redeemed."
+            )
         subscriber = find_or_create_subscriber(
             email=gift.recipient_email,
             name=gift.recipient_name,
@@ -378,14 +392,15 @@ def redeem_gift(*, token: str, now: datetime | None = None) -> Redemption:
         gift.redeemed_at = now
         gift.membership = membership
         gift.save(update_fields=["status", "redeemed_at", "membership"])
-        send_email_on_commit(
-            to=gift.buyer_email,
-            subject=(
-                f"{single_line(gift.recipient_name) or gift.recipient_email} redeemed your gift"
-            ),
-            template="gift_redeemed",
-            context={**_gift_context(gift), "membership": membership},
-        )
+        if gift.buyer_email:  # unless the buyer erased their account meanwhile
+            send_email_on_commit(
+                to=gift.buyer_email,
+                subject=(
+                    f"{single_line(gift.recipient_name) or gift.recipient_email} redeemed your gift"
+                ),
+                template="gift_redeemed",
+                context={**_gift_context(gift), "membership": membership},
+            )
     return Redemption(gift=gift, membership=membership, subscriber=subscriber, user=user)
 
 

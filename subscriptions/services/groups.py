@@ -19,11 +19,11 @@ from django.db import IntegrityError, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
+from publication.emails import send_email_on_commit
 from subscriptions.models import GroupInvite, Membership, Plan, Subscriber
 from subscriptions.services.accounts import ensure_reader_account
 from subscriptions.services.addresses import clean_address
 from subscriptions.services.memberships import confirm_paying_subscriber, find_or_create_subscriber
-from subscriptions.services.notifications import send_email_on_commit
 from subscriptions.services.tokens import absolute_url
 
 INVITE_SALT = "broadside.subscriptions.group-invite"

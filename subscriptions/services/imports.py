@@ -1,7 +1,7 @@
 """Bringing an existing list in: CSV reading that loses nothing, and bulk inserts.
 
 Used by `manage.py import_subscribers`, the admin's CSV import and the Substack import
-(`subscriptions/services/substack/`). Valid rows are imported in batches of a few
+(`substack/services/`). Valid rows are imported in batches of a few
 queries each; a bad row is reported with its file and line number and skipped.
 
 Imported readers get their reader account at their first sign-in

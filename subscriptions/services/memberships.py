@@ -16,10 +16,10 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from publication.emails import send_email_on_commit
 from subscriptions.models import Gift, Membership, Offer, Plan, Subscriber
 from subscriptions.services.access import subscriber_is_paying
 from subscriptions.services.addresses import normalize_email, normalized_or_none
-from subscriptions.services.notifications import send_email_on_commit
 from subscriptions.services.plans import upgrades_open
 from subscriptions.services.tokens import absolute_url
 

@@ -14,10 +14,11 @@ from datetime import timedelta
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from config import queue
+from publication.emails import send_transactional_email
 from subscriptions.models import Subscriber
 from subscriptions.services.accounts import ensure_reader_account
 from subscriptions.services.addresses import clean_address, normalized_or_none, unsuppress
-from subscriptions.services.notifications import send_transactional_email
 from subscriptions.services.tokens import (
     CONFIRMATION_MAX_AGE,
     InvalidToken,
@@ -28,6 +29,8 @@ from subscriptions.services.tokens import (
 
 # The same address gets at most one confirmation email per this long.
 CONFIRMATION_RESEND_INTERVAL = timedelta(minutes=5)
+SEND_CONFIRMATION_EMAIL = queue.task_name("subscriptions.tasks.send_confirmation_email")
+SEND_WELCOME_EMAIL = queue.task_name("subscriptions.tasks.send_welcome_email")
 
 # A complained address reported us as spam: never mail it again, not even to confirm.
 _NO_CONFIRMATION = {Subscriber.Status.ACTIVE, Subscriber.Status.COMPLAINED}
@@ -70,12 +73,12 @@ def subscribe(*, email: str, ip: str | None, source: str, name: str = "") -> Sig
         if name and not subscriber.name:
             subscriber.name = name[:200]
         subscriber.save()
-        from subscriptions.tasks import send_confirmation_email as task  # tasks import us
-
         # robust: the signup is stored either way; a broker that is down is logged.
         # A lambda, not a partial: Django logs a robust callback's failure by its
         # __qualname__, which a partial lacks, so the failure would escape after all.
-        transaction.on_commit(lambda: task.delay(subscriber.pk), robust=True)
+        transaction.on_commit(
+            lambda: queue.enqueue(SEND_CONFIRMATION_EMAIL, subscriber.pk), robust=True
+        )
     return SignupResult(subscriber=subscriber, confirmation_sent=True)
 
 
@@ -144,7 +147,5 @@ def confirm_subscriber(*, token: str) -> Subscriber:
         subscriber.save()
         unsuppress(email=subscriber.email)
         ensure_reader_account(subscriber=subscriber)
-        from subscriptions.tasks import send_welcome_email as task  # tasks import us
-
-        transaction.on_commit(lambda: task.delay(subscriber.pk), robust=True)
+        transaction.on_commit(lambda: queue.enqueue(SEND_WELCOME_EMAIL, subscriber.pk), robust=True)
     return subscriber

@@ -24,6 +24,7 @@ from django.contrib.auth import get_user_model
 from django.db import connection, transaction
 from django.utils import timezone
 
+from publication.emails import send_email_on_commit
 from subscriptions import stripe_client
 from subscriptions.models import Membership, StripeEvent, Subscriber
 from subscriptions.services import donations, gifts, offers, trials
@@ -41,7 +42,6 @@ from subscriptions.services.memberships import (
     subscription_purpose,
     sync_membership_from_stripe,
 )
-from subscriptions.services.notifications import send_email_on_commit
 from subscriptions.services.tokens import absolute_url
 
 logger = logging.getLogger(__name__)

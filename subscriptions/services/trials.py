@@ -13,9 +13,9 @@ from typing import Any
 
 from django.utils import timezone
 
+from publication.emails import send_email_on_commit
 from subscriptions.models import Membership, Subscriber
 from subscriptions.services.donations import format_amount
-from subscriptions.services.notifications import send_email_on_commit
 from subscriptions.services.tokens import absolute_url
 
 

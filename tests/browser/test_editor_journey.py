@@ -11,7 +11,8 @@ import re
 import pytest
 from playwright.sync_api import Page, expect
 
-from newsletter.models import Article, Delivery, EmailSend, Publication
+from newsletter.models import Article, Delivery, EmailSend
+from publication.models import Publication
 from subscriptions.models import Subscriber
 from tests.browser.conftest import Site, save_screenshot
 from tests.browser.harness import TELEGRAM_CHAT_ID, message_html, message_text, wait_until

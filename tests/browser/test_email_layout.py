@@ -14,9 +14,10 @@ from django.template.loader import render_to_string
 from PIL import Image
 from playwright.sync_api import Browser, Route
 
-from newsletter.models import Article, Delivery, Publication
+from newsletter.models import Article, Delivery
 from newsletter.services.email_rendering import Reader, personalise, render_article_email
-from subscriptions.services.notifications import email_context, transactional_message
+from publication.emails import email_context, transactional_message
+from publication.models import Publication
 
 # No database: the ORM would open a connection of its own under Playwright's event loop.
 pytestmark = [pytest.mark.browser]

@@ -10,7 +10,8 @@ import pytest
 from django.utils import timezone
 from playwright.sync_api import Browser, Page, expect
 
-from newsletter.models import Article, Publication
+from newsletter.models import Article
+from publication.models import Publication
 from subscriptions.models import Gift, Membership, Offer, Plan, StripeEvent, Subscriber
 from subscriptions.services import offers
 from subscriptions.services.access import subscriber_is_paid

@@ -15,7 +15,8 @@ from django.db import connection
 from django.utils import timezone
 from playwright.sync_api import Page, expect
 
-from newsletter.models import Article, Author, Publication
+from newsletter.models import Article, Author
+from publication.models import Publication
 from tests.browser import harness
 from tests.browser.checks import axe_violations, html_errors
 from tests.browser.conftest import Site

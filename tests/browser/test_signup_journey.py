@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from playwright.sync_api import Page, expect
 
-from newsletter.models import Publication
+from publication.models import Publication
 from subscriptions.models import Subscriber
 from tests.browser.conftest import Site, save_screenshot
 from tests.browser.harness import message_html, message_text

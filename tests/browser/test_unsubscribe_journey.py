@@ -8,7 +8,8 @@ import urllib.request
 import pytest
 from playwright.sync_api import Page, expect
 
-from newsletter.models import EmailSend, Publication
+from newsletter.models import EmailSend
+from publication.models import Publication
 from subscriptions.models import Subscriber
 from tests.browser.conftest import Site, save_screenshot
 from tests.browser.harness import manage, message_html, wait_until

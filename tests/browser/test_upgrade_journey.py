@@ -8,7 +8,8 @@ import pytest
 from django.utils import timezone
 from playwright.sync_api import Page, expect
 
-from newsletter.models import Article, Publication
+from newsletter.models import Article
+from publication.models import Publication
 from subscriptions.models import Membership, StripeEvent, Subscriber
 from subscriptions.services.access import subscriber_is_paid
 from tests.browser.conftest import Site, save_screenshot

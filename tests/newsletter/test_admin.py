@@ -11,8 +11,9 @@ from django.urls import reverse
 from django.utils import timezone
 
 from newsletter.forms import ArticleAdminForm
-from newsletter.models import Article, Publication
+from newsletter.models import Article
 from newsletter.services.publishing import publish_article
+from publication.models import Publication
 from tests.factories import (
     ArticleFactory,
     AuthorFactory,
@@ -219,13 +220,13 @@ def test_the_status_cannot_be_set_through_the_form(editor_client):
 
 
 def test_the_publication_is_edited_as_one_page(editor_client):
-    response = editor_client.get(reverse("admin:newsletter_publication_changelist"))
+    response = editor_client.get(reverse("admin:publication_publication_changelist"))
     publication = Publication.load()
     assert response.status_code == 302
     assert response["Location"] == reverse(
-        "admin:newsletter_publication_change", args=[publication.pk]
+        "admin:publication_publication_change", args=[publication.pk]
     )
-    assert editor_client.get(reverse("admin:newsletter_publication_add")).status_code == 403
+    assert editor_client.get(reverse("admin:publication_publication_add")).status_code == 403
 
 
 @pytest.mark.parametrize("signed_in", [False, True])
@@ -321,7 +322,7 @@ def test_saving_the_article_page_does_not_undo_a_publish_that_lands_meanwhile(
 
 
 def _publication_form(editor_client, **changes):
-    url = reverse("admin:newsletter_publication_change", args=[Publication.load().pk])
+    url = reverse("admin:publication_publication_change", args=[Publication.load().pk])
     data = {
         "name": "The Meridian Letter, Lisbon",
         "tagline": "",
@@ -374,7 +375,7 @@ def test_a_sender_address_with_an_internationalised_domain_is_saved_and_sent_in_
     editor_client,
 ):
     from config.mail import parse_mailbox
-    from subscriptions.services.notifications import sender_address
+    from publication.emails import sender_address
 
     url, response = _publication_form(editor_client, sender_email="letters@Bücher.example")
 

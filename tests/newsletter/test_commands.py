@@ -10,8 +10,9 @@ from django.core import mail
 from django.core.management import CommandError, call_command
 from PIL import Image
 
-from newsletter.models import Article, Author, EmailSend, Publication, Section, TelegramPost
+from newsletter.models import Article, Author, EmailSend, Section, TelegramPost
 from newsletter.services.content import has_paywall
+from publication.models import Publication
 from tests.factories import ArticleFactory, PublishedArticleFactory, SubscriberFactory
 
 pytestmark = pytest.mark.django_db

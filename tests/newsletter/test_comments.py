@@ -11,9 +11,10 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from newsletter.models import Article, Comment, CommentBan, Publication
+from newsletter.models import Article, Comment, CommentBan
 from newsletter.services import comments as comment_service
 from newsletter.tasks import send_comment_digests
+from publication.models import Publication
 from tests import processes
 from tests.factories import (
     AuthorFactory,

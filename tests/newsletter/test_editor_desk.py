@@ -28,7 +28,7 @@ from newsletter.services.dates import long_date, long_datetime
 from newsletter.services.email_rendering import render_article_email
 from newsletter.services.footnotes import render_footnotes
 from newsletter.services.publishing import publication_audience
-from newsletter.validators import MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE
+from publication.validators import MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE
 from tests.factories import (
     ArticleFactory,
     AuthorFactory,
@@ -444,7 +444,7 @@ def test_any_file_that_is_not_a_whole_image_is_refused(data):
 
 
 def test_a_file_over_the_byte_limit_is_refused(settings, monkeypatch):
-    monkeypatch.setattr("newsletter.validators.MAX_IMAGE_BYTES", 1000)
+    monkeypatch.setattr("publication.validators.MAX_IMAGE_BYTES", 1000)
     with pytest.raises(BodyImageError, match="images may be at most"):
         store_body_image(upload=_upload(_png(400, 400, (1, 2, 3)) + b"\0" * 2000))
 

@@ -10,7 +10,7 @@ from django.core.files.base import ContentFile
 from django.test import Client
 from PIL import Image
 
-from newsletter.models import Article, Delivery, Publication
+from newsletter.models import Article, Delivery
 from newsletter.services.email_rendering import (
     Reader,
     html_to_text,
@@ -20,6 +20,7 @@ from newsletter.services.email_rendering import (
     render_article_email,
     wrap_html_lines,
 )
+from publication.models import Publication
 from subscriptions.models import Subscriber
 from tests.factories import ArticleFactory, AuthorFactory, SubscriberFactory
 

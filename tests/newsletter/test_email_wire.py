@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from config.mail import envelope_address
-from newsletter.models import Article, Delivery, Publication
+from newsletter.models import Article, Delivery
 from newsletter.services.email_rendering import (
     Reader,
     RenderedArticleEmail,
@@ -27,6 +27,7 @@ from newsletter.services.email_rendering import (
     personalised_bytes,
     render_article_email,
 )
+from publication.models import Publication
 from subscriptions.services.tokens import unsubscribe_url
 
 DATE = "Tue, 01 Dec 2026 10:00:00 +0000"

@@ -10,8 +10,9 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 from PIL import Image
 
-from newsletter.models import Article, Author, Publication
-from newsletter.validators import MAX_IMAGE_BYTES
+from newsletter.models import Article, Author
+from publication.models import Publication
+from publication.validators import MAX_IMAGE_BYTES
 from tests.factories import AuthorFactory, SectionFactory
 from tests.newsletter.test_admin import _add_form_data, _inline_management_data
 
@@ -84,7 +85,7 @@ def test_a_cover_over_the_byte_limit_is_refused(editor_client):
 
 def test_a_huge_logo_and_a_huge_avatar_are_refused_too(editor_client, bomb):
     publication = Publication.load()
-    url = reverse("admin:newsletter_publication_change", args=[publication.pk])
+    url = reverse("admin:publication_publication_change", args=[publication.pk])
     page = editor_client.get(url)
     data = {
         key: value

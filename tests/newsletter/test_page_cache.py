@@ -8,10 +8,11 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from newsletter.models import Article, Publication
+from newsletter.models import Article
 from newsletter.services.comments import hide_comments
 from newsletter.services.content import PAYWALL_MARKER
 from newsletter.services.publishing import publish_article
+from publication.models import Publication
 from tests.factories import (
     ArticleFactory,
     CommentFactory,

@@ -10,8 +10,9 @@ from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
-from newsletter.models import Article, Publication
+from newsletter.models import Article
 from newsletter.services.content import PAYWALL_MARKER
+from publication.models import Publication
 from tests.factories import PublishedArticleFactory
 
 pytestmark = pytest.mark.django_db

@@ -7,8 +7,8 @@ from django.core.cache import cache
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from newsletter.models import Publication
 from newsletter.services.comments import THREAD_PAGE_SIZE
+from publication.models import Publication
 from tests.factories import CommentFactory, PublishedArticleFactory, SectionFactory, UserFactory
 
 pytestmark = pytest.mark.django_db

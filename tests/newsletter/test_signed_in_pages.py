@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from newsletter.models import Article, Publication
+from newsletter.models import Article
 from newsletter.services.content import PAYWALL_MARKER
+from publication.models import Publication
 from tests.factories import AuthorFactory, CommentFactory, PublishedArticleFactory, SectionFactory
 
 pytestmark = pytest.mark.django_db

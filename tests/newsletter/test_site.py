@@ -12,9 +12,9 @@ from django.test import RequestFactory
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from newsletter.models import Publication
 from newsletter.selectors import ARTICLES_PER_PAGE
 from newsletter.views.site import server_error
+from publication.models import Publication
 from tests.factories import (
     AuthorFactory,
     CommentFactory,

@@ -10,9 +10,10 @@ from django.contrib.auth.models import Permission
 from django.urls import reverse
 from django.utils import timezone
 
-from newsletter.models import Article, Publication, TelegramPost
+from newsletter.models import Article, TelegramPost
 from newsletter.services import telegram_posting
 from newsletter.services.publishing import publish_article
+from publication.models import Publication
 from tests.factories import ArticleFactory, PublishedArticleFactory, StaffUserFactory
 
 pytestmark = pytest.mark.django_db

@@ -13,9 +13,9 @@ from django.contrib.auth.models import AnonymousUser
 from django.utils import timezone
 
 from newsletter.models import Article
+from newsletter.services.access import can_read_full_article
 from subscriptions.models import Membership
 from subscriptions.services.access import (
-    can_read_full_article,
     paid_subscribers,
     subscriber_for_user,
     subscriber_is_paid,
@@ -25,7 +25,6 @@ from subscriptions.services.access import (
 from tests.factories import (
     MembershipFactory,
     PublishedArticleFactory,
-    StaffUserFactory,
     SubscriberFactory,
     UserFactory,
 )
@@ -159,27 +158,6 @@ def test_a_subscriber_not_yet_saved_is_neither_paid_nor_paying():
     unsaved = Subscriber(email="unsaved@example.com")
     assert subscriber_is_paid(subscriber=unsaved) is False
     assert subscriber_is_paying(subscriber=unsaved) is False
-
-
-def test_what_each_visibility_lets_each_reader_read():
-    public = PublishedArticleFactory(visibility=Article.Visibility.PUBLIC)
-    subscribers = PublishedArticleFactory(visibility=Article.Visibility.SUBSCRIBERS)
-    paid = PublishedArticleFactory(visibility=Article.Visibility.PAID)
-    free_user, _ = reader_with(status=S.CANCELED)
-    paid_user, _ = reader_with(status=S.ACTIVE)
-    editor = StaffUserFactory()  # no subscriber, no membership
-    expected = {
-        "anonymous": (AnonymousUser(), (True, False, False)),
-        "nobody": (None, (True, False, False)),
-        "free": (free_user, (True, True, False)),
-        "paid": (paid_user, (True, True, True)),
-        "editor": (editor, (True, True, True)),
-    }
-    for name, (user, reads) in expected.items():
-        got = tuple(
-            can_read_full_article(user=user, article=a) for a in (public, subscribers, paid)
-        )
-        assert got == reads, name
 
 
 def test_the_past_due_grace_is_for_stripe_subscriptions_only():

@@ -18,14 +18,14 @@ from newsletter.models import Comment, CommentBan, Delivery, EmailSend
 from subscriptions.models import Donation, Membership, StripeEvent, Subscriber, Suppression
 from subscriptions.services.addresses import email_hash
 from subscriptions.services.imports import import_subscribers_csv
-from subscriptions.services.substack import import_substack
+from substack.services import import_substack
 from tests.factories import (
     MembershipFactory,
     PublishedArticleFactory,
     SubscriberFactory,
     UserFactory,
 )
-from tests.subscriptions.test_substack import EXPORT
+from tests.substack.test_import import EXPORT
 
 pytestmark = pytest.mark.django_db
 

@@ -34,8 +34,8 @@ from subscriptions.services.addresses import (
 )
 from subscriptions.services.memberships import find_subscriber_for_stripe
 from subscriptions.services.signup import subscribe
-from subscriptions.services.substack import import_substack
 from subscriptions.services.unsubscribe import record_provider_event
+from substack.services import import_substack
 from tests.factories import MembershipFactory, PlanFactory, SubscriberFactory, UserFactory
 
 pytestmark = pytest.mark.django_db

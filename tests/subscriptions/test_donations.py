@@ -43,7 +43,7 @@ def test_the_donate_page_offers_presets_custom_amounts_and_monthly(client, strip
 
 @pytest.mark.parametrize("method", ["get", "post"])
 def test_without_stripe_the_donate_page_offers_the_publications_support_links(client, method):
-    from newsletter.models import Publication
+    from publication.models import Publication
 
     publication = Publication.load()
     publication.kofi_url = "https://ko-fi.com/meridian"

@@ -10,8 +10,8 @@ from django.utils import timezone
 from hypothesis import given
 from hypothesis import strategies as st
 
-from newsletter.models import Publication
 from newsletter.services.comments import comment_thread
+from publication.models import Publication
 from subscriptions.models import Membership, Offer, Plan
 from subscriptions.services import access, offers
 from subscriptions.services.revenue import monthly_amount

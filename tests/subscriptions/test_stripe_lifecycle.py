@@ -11,6 +11,7 @@ from django.test import Client
 from django.utils import timezone
 
 from newsletter.models import Article
+from newsletter.services.access import can_read_full_article
 from subscriptions.models import Membership, StripeEvent, Subscriber
 from subscriptions.services import access
 from tests.factories import PlanFactory, PublishedArticleFactory, UserFactory
@@ -36,7 +37,7 @@ def plan(stripe_api):
 
 
 def can_read(client, user, article) -> bool:
-    via_service = access.can_read_full_article(user=user, article=article)
+    via_service = can_read_full_article(user=user, article=article)
     page = client.get(f"/p/{article.slug}/")
     assert page.status_code == 200
     assert "The free opening." in page.content.decode()

@@ -10,8 +10,8 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from config.mail import AddressError, generate_dkim_key, sender_domain
-from newsletter.models import Publication
-from subscriptions.services.notifications import sender_address
+from publication.emails import sender_address
+from publication.models import Publication
 
 
 class Command(BaseCommand):

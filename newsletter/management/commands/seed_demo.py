@@ -20,8 +20,9 @@ from django.db import transaction
 from django.utils import timezone
 from PIL import Image, ImageDraw, ImageFont
 
-from newsletter.models import Article, Author, Publication, Section
+from newsletter.models import Article, Author, Section
 from newsletter.services.content import PAYWALL_MARKER, sanitize_body
+from publication.models import Publication
 from subscriptions.models import Plan
 
 

@@ -30,7 +30,7 @@ from config.mail import (
     send_bytes,
     send_pipelined,
 )
-from newsletter.models import EmailSend, Publication
+from newsletter.models import EmailSend
 from newsletter.services.email_rendering import (
     Reader,
     RenderedArticleEmail,
@@ -51,6 +51,7 @@ from newsletter.services.sending.marking import (
     _release,
 )
 from newsletter.services.sending.refusals import _classify, _is_connection_error
+from publication.models import Publication
 
 logger = logging.getLogger(__name__)
 

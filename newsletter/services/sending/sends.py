@@ -15,6 +15,7 @@ from django.db.models import Case, Count, DateTimeField, QuerySet, Value, When
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from config import queue
 from newsletter.models import Article, Delivery, EmailSend
 from newsletter.services.email_rendering import Reader, personalise, render_article_email
 from newsletter.services.sending.claiming import database_now, due_deliveries
@@ -85,17 +86,17 @@ def _insert_deliveries(*, email_send: EmailSend, article: Article) -> int:
         return max(cursor.rowcount, 0)
 
 
-def _queue_start(email_send_id: int) -> None:
-    from newsletter import tasks
+START_EMAIL_SEND = queue.task_name("newsletter.tasks.start_email_send")
+SEND_EMAIL_CHUNK = queue.task_name("newsletter.tasks.send_email_chunk")
 
-    tasks.start_email_send.delay(email_send_id)
+
+def _queue_start(email_send_id: int) -> None:
+    queue.enqueue(START_EMAIL_SEND, email_send_id)
 
 
 def _queue_chunks(email_send_id: int, count: int) -> None:
-    from newsletter import tasks
-
     for _ in range(count):
-        tasks.send_email_chunk.delay(email_send_id)
+        queue.enqueue(SEND_EMAIL_CHUNK, email_send_id)
 
 
 def start_send(*, email_send_id: int) -> int:

@@ -6,7 +6,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 
-from subscriptions.services.substack import import_status_lines
+from substack.services import import_status_lines
 
 
 class Command(BaseCommand):

@@ -18,7 +18,7 @@ from django.db import transaction
 from django.template.loader import render_to_string
 
 from config.mail import ascii_domain, date_header, message_id, parse_mailbox, sender_domain
-from newsletter.models import Publication
+from publication.models import Publication
 
 _inliner = css_inline.CSSInliner(keep_style_tags=False, keep_at_rules=True)
 

@@ -7,7 +7,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from subscriptions import stripe_client
 from subscriptions.services.imports import ImportFileError
-from subscriptions.services.substack import import_substack
+from substack.services import import_substack
 
 
 class Command(BaseCommand):

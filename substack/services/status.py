@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from subscriptions.models import Membership, Subscriber
 from subscriptions.services.access import paid_subscribers
-from subscriptions.services.substack.report import (
+from substack.services.report import (
     SOURCE,
 )
 

@@ -18,8 +18,8 @@ from subscriptions.services.memberships import (
     subscription_price_id,
     sync_membership_from_stripe,
 )
-from subscriptions.services.substack.readers import _granted_membership
-from subscriptions.services.substack.report import (
+from substack.services.readers import _granted_membership
+from substack.services.report import (
     SOURCE,
     PendingPaidReader,
     SubstackReport,

@@ -14,9 +14,9 @@ from subscriptions.services.imports import (
     parse_datetime_value,
     read_csv,
 )
-from subscriptions.services.substack.archive import DAMAGED_MEMBER, Export
-from subscriptions.services.substack.markup import convert_post, localise_images
-from subscriptions.services.substack.report import (
+from substack.services.archive import DAMAGED_MEMBER, Export
+from substack.services.markup import convert_post, localise_images
+from substack.services.report import (
     SubstackReport,
 )
 

@@ -15,12 +15,12 @@ from newsletter.services.content import (
     footnote_ref_id,
     sanitize_body,
 )
-from subscriptions.services.media_download import (
+from substack.services.media_download import (
     MediaDownloadError,
     download_image,
     stored_image_url,
 )
-from subscriptions.services.substack.report import (
+from substack.services.report import (
     SubstackReport,
 )
 

@@ -24,7 +24,7 @@ from newsletter.services.email_rendering import render_article_email
 from subscriptions.models import Membership, Plan, StripeEvent, Subscriber
 from subscriptions.services.access import paid_subscribers, subscriber_is_paid
 from subscriptions.services.billing import active_plans, sync_stripe_plans
-from subscriptions.services.substack import convert_post_body, import_substack
+from substack.services import convert_post_body, import_substack
 from tests.factories import ArticleFactory, PlanFactory, SubscriberFactory
 from tests.fakes.base import LocalHTTPServer
 

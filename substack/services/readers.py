@@ -20,8 +20,8 @@ from subscriptions.services.imports import (
     parse_datetime_value,
     read_csv,
 )
-from subscriptions.services.substack.archive import DAMAGED_MEMBER, Export
-from subscriptions.services.substack.report import (
+from substack.services.archive import DAMAGED_MEMBER, Export
+from substack.services.report import (
     SOURCE,
     PendingPaidReader,
     SubstackReport,

@@ -39,17 +39,17 @@ from pathlib import Path
 from django.db import transaction
 
 from newsletter.services.page_cache import invalidate_pages
-from subscriptions.services.substack.archive import open_export
-from subscriptions.services.substack.markup import convert_post, convert_post_body
-from subscriptions.services.substack.posts import import_posts
-from subscriptions.services.substack.readers import (
+from substack.services.archive import open_export
+from substack.services.markup import convert_post, convert_post_body
+from substack.services.posts import import_posts
+from substack.services.readers import (
     PAID_FORMAT,
     _import_subscriber_file,
     _subscriber_lists,
 )
-from subscriptions.services.substack.report import PendingPaidReader, SubstackReport
-from subscriptions.services.substack.status import import_status_lines
-from subscriptions.services.substack.stripe_adoption import adopt_stripe_subscriptions
+from substack.services.report import PendingPaidReader, SubstackReport
+from substack.services.status import import_status_lines
+from substack.services.stripe_adoption import adopt_stripe_subscriptions
 
 
 class _DryRun(Exception):

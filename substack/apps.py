@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class SubstackConfig(AppConfig):
+    name = "substack"
+    verbose_name = "Substack import"
