@@ -16,7 +16,11 @@ class NewsletterConfig(AppConfig):
 
     def ready(self) -> None:
         from newsletter import checks, signals
+        from newsletter.services.attribution import article_for_ref
+        from subscriptions.services.attribution import register_source_resolver
 
         del checks  # registered on import
 
         signals.connect()
+        # Readers and money know no articles: the refs their forms carry are read here.
+        register_source_resolver(article_for_ref)

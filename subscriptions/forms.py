@@ -51,6 +51,8 @@ class SubscribeForm(forms.Form):
     # The honeypot: hidden from people by CSS, filled in by form-filling bots.
     website = forms.CharField(required=False, label="Leave this empty")
     source = forms.CharField(required=False, max_length=500, widget=forms.HiddenInput())
+    # The article the reader came from; any length, since a ref naming nothing is ignored.
+    ref = forms.CharField(required=False, widget=forms.HiddenInput())
 
     @property
     def is_bot(self) -> bool:

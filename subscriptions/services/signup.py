@@ -39,8 +39,18 @@ class SignupResult:
     confirmation_sent: bool
 
 
-def subscribe(*, email: str, ip: str | None, source: str, name: str = "") -> SignupResult:
+def subscribe(
+    *,
+    email: str,
+    ip: str | None,
+    source: str,
+    name: str = "",
+    source_article_id: int | None = None,
+) -> SignupResult:
     """Record a signup and send one confirmation email if one is due.
+
+    `source_article_id` is the article the signup came from (resolved by
+    `attribution.source_for_ref`); the last signup that names one is credited.
 
     Raises InvalidAddress for an address we cannot email.
     """
@@ -52,7 +62,10 @@ def subscribe(*, email: str, ip: str | None, source: str, name: str = "") -> Sig
             try:
                 with transaction.atomic():
                     subscriber = Subscriber.objects.create(
-                        email=email, name=name[:200], status=Subscriber.Status.PENDING
+                        email=email,
+                        name=name[:200],
+                        status=Subscriber.Status.PENDING,
+                        source_article_id=source_article_id,
                     )
             except IntegrityError:  # the same address signed up at the same moment
                 subscriber = Subscriber.objects.select_for_update().get(email=email)
@@ -69,6 +82,8 @@ def subscribe(*, email: str, ip: str | None, source: str, name: str = "") -> Sig
         subscriber.confirmation_sent_at = now
         if name and not subscriber.name:
             subscriber.name = name[:200]
+        if source_article_id is not None:
+            subscriber.source_article_id = source_article_id
         subscriber.save()
         from subscriptions.tasks import send_confirmation_email as task  # tasks import us
 
