@@ -122,11 +122,11 @@ def editor_dashboard(*, now: datetime | None = None) -> EditorDashboard:
         .order_by("-published_at")[:RECENT_ARTICLES]
     )
     recent = []
-    recent_articles = list(recent_articles)
+    recent_list = list(recent_articles)
     conversions = conversions_by_source(
-        source_article_ids=[article.pk for article in recent_articles], now=now
+        source_article_ids=[article.pk for article in recent_list], now=now
     )
-    for article in recent_articles:
+    for article in recent_list:
         try:
             email_send: EmailSend | None = article.email_send
         except EmailSend.DoesNotExist:

@@ -14,14 +14,20 @@ page cache. The cache keys pages by the parameters a page reads, and no page rea
 
 from __future__ import annotations
 
+import re
 from urllib.parse import urlencode
 
 from newsletter.models import Article
 from subscriptions.services.growth import ArticleConversions, conversions_by_source
 
+# What Django's SlugField accepts (articles' slugs are not unicode).
+_SLUG = re.compile(r"[-a-zA-Z0-9_]+")
+
 
 def article_for_ref(ref: str) -> int | None:
     """The id of the published article whose slug `ref` is, or None."""
+    if not _SLUG.fullmatch(ref):
+        return None  # no slug: nothing to look up (and no NUL byte sent to the database)
     return (
         Article.objects.filter(slug=ref, status=Article.Status.PUBLISHED)
         .values_list("pk", flat=True)

@@ -27,6 +27,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from django.db.models import Count, DateField, DateTimeField, F, Q, Sum
@@ -88,7 +89,7 @@ class ArticleConversions:
 
 
 def _zone() -> ZoneInfo:
-    return timezone.get_default_timezone()  # type: ignore[return-value]
+    return timezone.get_default_timezone()
 
 
 def _window(*, days: int, now: datetime | None) -> tuple[list[date], datetime, datetime]:
@@ -108,7 +109,7 @@ def _local_day(moment: datetime) -> date:
     return timezone.localtime(moment, _zone()).date()
 
 
-def _per_day(rows: Iterable[dict], days: list[date], key: str = "n") -> list[int]:
+def _per_day(rows: Iterable[Any], days: list[date], key: str = "n") -> list[int]:
     by_day = {row["day"]: int(row[key] or 0) for row in rows}
     return [by_day.get(day, 0) for day in days]
 
@@ -279,7 +280,7 @@ def _paid_donations(*, start: datetime, now: datetime):
     ).annotate(net=F("amount") - F("amount_refunded"))
 
 
-def _donation_totals(rows: Iterable[dict], periods: list[date]) -> DonationTotals:
+def _donation_totals(rows: Iterable[Any], periods: list[date]) -> DonationTotals:
     amounts: dict[str, list[int]] = defaultdict(lambda: [0] * len(periods))
     counts = [0] * len(periods)
     index = {period: n for n, period in enumerate(periods)}
@@ -345,9 +346,10 @@ def conversions_by_source(
         )
         .order_by()
     )
-    for row in signups:
-        figures[row["source_article_id"]]["signups"] = row["confirmed"]
-        figures[row["source_article_id"]]["pending_signups"] = row["pending"]
+    for signup in signups:
+        entry = figures[int(signup["source_article_id"] or 0)]
+        entry["signups"] = signup["confirmed"]
+        entry["pending_signups"] = signup["pending"]
     upgrades = (
         Membership.objects.filter(source_article_id__in=ids, kind=Membership.Kind.STRIPE)
         .exclude(status__in=_NEVER_PAID)
@@ -355,8 +357,8 @@ def conversions_by_source(
         .annotate(n=Count("pk"))
         .order_by()
     )
-    for row in upgrades:
-        figures[row["source_article_id"]]["upgrades"] = row["n"]
+    for upgrade in upgrades:
+        figures[int(upgrade["source_article_id"] or 0)]["upgrades"] = upgrade["n"]
     paying = (
         paid_for_stripe_memberships(now=now)
         .exclude(status=Membership.Status.TRIALING)
@@ -364,7 +366,7 @@ def conversions_by_source(
         .select_related("plan")
     )
     for membership in paying:
-        entry = figures[membership.source_article_id]  # type: ignore[index]
+        entry = figures[int(membership.source_article_id or 0)]
         entry["paying_now"] = entry.get("paying_now", 0) + 1
         assert membership.plan is not None
         entry["mrr"][membership.plan.currency.lower()] += round(monthly_amount(membership, now=now))
@@ -374,10 +376,10 @@ def conversions_by_source(
         .annotate(total=Sum(F("amount") - F("amount_refunded")), n=Count("pk"))
         .order_by()
     )
-    for row in donations:
-        entry = figures[row["source_article_id"]]
-        entry["donations"] = entry.get("donations", 0) + row["n"]
-        entry["donated"][row["currency"].lower()] += int(row["total"] or 0)
+    for donation in donations:
+        entry = figures[int(donation["source_article_id"] or 0)]
+        entry["donations"] = entry.get("donations", 0) + donation["n"]
+        entry["donated"][donation["currency"].lower()] += int(donation["total"] or 0)
     return {
         pk: ArticleConversions(
             signups=entry.get("signups", 0),

@@ -17,6 +17,7 @@ from django.utils.http import urlencode
 from django.views.decorators.http import require_http_methods
 
 from subscriptions import stripe_client
+from subscriptions.forms import RefField
 from subscriptions.models import Offer, Plan, Subscriber
 from subscriptions.services import billing, gifts, offers
 from subscriptions.services.access import subscriber_is_paid, subscriber_is_paying
@@ -47,7 +48,7 @@ class UpgradeForm(forms.Form):
     )
     founding_amount = forms.CharField(required=False, max_length=12)
     # The article the reader came from (`?ref=` on the link); one naming none is ignored.
-    ref = forms.CharField(required=False, widget=forms.HiddenInput)
+    ref = RefField()
 
     def __init__(self, *args, signed_in: bool, **kwargs) -> None:
         super().__init__(*args, **kwargs)

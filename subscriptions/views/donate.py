@@ -12,7 +12,7 @@ from django.shortcuts import render
 from django.views.decorators.http import require_http_methods
 
 from subscriptions import stripe_client
-from subscriptions.forms import AddressField
+from subscriptions.forms import AddressField, RefField
 from subscriptions.services import donations
 from subscriptions.services.accounts import subscriber_for_account
 from subscriptions.services.attribution import source_for_ref
@@ -41,7 +41,7 @@ class DonationForm(forms.Form):
     )
     attempt = forms.CharField(required=False, max_length=32, widget=forms.HiddenInput)
     # The article the donor came from (`?ref=` on the link); one naming none is ignored.
-    ref = forms.CharField(required=False, widget=forms.HiddenInput)
+    ref = RefField()
 
     def __init__(self, *args, currency: str, **kwargs) -> None:
         super().__init__(*args, **kwargs)
