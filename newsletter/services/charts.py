@@ -78,14 +78,15 @@ class Chart:
     svg: SafeString
     table: SafeString
 
-    def __html__(self) -> str:
-        return (
+    def __html__(self) -> SafeString:
+        return mark_safe(  # noqa: S308 - both halves are built escaped
             f'<figure class="chart">{self.svg}'
             f"<details><summary>The numbers: {escape(plain_label(self.title))}</summary>"
             f"{self.table}</details></figure>"
         )
 
-    def __str__(self) -> str:
+    def __str__(self) -> SafeString:
+        # Django's templates make a value a str before escaping it: a safe one stays as is.
         return self.__html__()
 
 
