@@ -23,6 +23,7 @@ for the largest newsletters), so a reader with overlapping memberships counts on
 
 from __future__ import annotations
 
+import itertools
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -181,14 +182,22 @@ def _intersect(span: tuple[date, date | None], other: tuple[date, date | None]) 
     return (start, end) if end is None or start < end else ()
 
 
-def _add_span(counts: list[int], days: list[date], span: tuple, amount: int = 1) -> None:
-    """Add `amount` to every day of `days` within the [start, end) span."""
+def _add_span(changes: list[int], days: list[date], span: tuple, amount: int = 1) -> None:
+    """Add `amount` to every day of `days` within the [start, end) span, as changes:
+    `amount` where it begins, minus `amount` where it stops (`_running` sums them), so a
+    reader paid all year costs two additions, not 365."""
     start, end = span
     first, last = days[0], days[-1]
     begin = max(start, first)
     stop = last + timedelta(days=1) if end is None else min(end, last + timedelta(days=1))
-    for offset in range((begin - first).days, (stop - first).days):
-        counts[offset] += amount
+    if begin < stop:
+        changes[(begin - first).days] += amount
+        changes[(stop - first).days] -= amount
+
+
+def _running(changes: list[int]) -> list[int]:
+    """Each day's value from the changes `_add_span` recorded (one more than the days)."""
+    return list(itertools.accumulate(changes[:-1]))
 
 
 def _membership_span(membership: Membership) -> tuple[date, date | None]:
@@ -222,9 +231,9 @@ def _paid_by_day(
         .exclude(canceled_at__lt=start)
         .select_related("plan", "subscriber")
     )
-    paid = [0] * len(days)
-    paid_on_list = [0] * len(days)
-    mrr: dict[str, list[int]] = defaultdict(lambda: [0] * len(days))
+    paid = [0] * (len(days) + 1)
+    paid_on_list = [0] * (len(days) + 1)
+    mrr: dict[str, list[int]] = defaultdict(lambda: [0] * (len(days) + 1))
     spans: dict[int, list[tuple[date, date | None]]] = defaultdict(list)
     readers: dict[int, Subscriber] = {}
     for membership in memberships:
@@ -246,7 +255,11 @@ def _paid_by_day(
             both = _intersect(span, on_list) if on_list else ()
             if both:
                 _add_span(paid_on_list, days, both)
-    return paid, paid_on_list, dict(mrr)
+    return (
+        _running(paid),
+        _running(paid_on_list),
+        {currency: _running(changes) for currency, changes in mrr.items()},
+    )
 
 
 def growth_by_day(*, days: int = DEFAULT_DAYS, now: datetime | None = None) -> DailyGrowth:
