@@ -35,9 +35,9 @@ from django.db.models import Count, DateField, DateTimeField, F, Q, Sum
 from django.db.models.functions import Coalesce, TruncDate, TruncMonth
 from django.utils import timezone
 
-from subscriptions.models import Donation, Membership, Subscriber
+from subscriptions.models import Donation, Membership, Plan, Subscriber
 from subscriptions.services.access import paid_for_stripe_memberships
-from subscriptions.services.revenue import monthly_amount
+from subscriptions.services.revenue import monthly_amount, monthly_amount_of
 
 DEFAULT_DAYS = 365
 DEFAULT_MONTHS = 12
@@ -200,54 +200,94 @@ def _running(changes: list[int]) -> list[int]:
     return list(itertools.accumulate(changes[:-1]))
 
 
-def _membership_span(membership: Membership) -> tuple[date, date | None]:
-    start = _local_day(membership.starts_at or membership.created_at)
-    end_moment = membership.canceled_at
-    if end_moment is None and membership.status in _ENDED:
-        end_moment = membership.updated_at
+def _membership_span(row: dict[str, Any]) -> tuple[date, date | None]:
+    start = _local_day(row["starts_at"] or row["created_at"])
+    end_moment = row["canceled_at"]
+    if end_moment is None and row["status"] in _ENDED:
+        end_moment = row["updated_at"]
     return start, _local_day(end_moment) if end_moment is not None else None
 
 
-def _list_span(subscriber: Subscriber) -> tuple[date, date | None] | None:
-    if subscriber.status == Subscriber.Status.PENDING or (
-        subscriber.confirmed_at is None and subscriber.status != Subscriber.Status.ACTIVE
+def _list_span(row: dict[str, Any]) -> tuple[date, date | None] | None:
+    """The days its reader is on the list (of a membership's row, `subscriber__*`)."""
+    status = row["subscriber__status"]
+    confirmed_at = row["subscriber__confirmed_at"]
+    if status == Subscriber.Status.PENDING or (
+        confirmed_at is None and status != Subscriber.Status.ACTIVE
     ):
         return None
-    start = _local_day(subscriber.confirmed_at or subscriber.created_at)
-    if subscriber.status not in _LEFT:
+    start = _local_day(confirmed_at or row["subscriber__created_at"])
+    if status not in _LEFT:
         return start, None
-    return start, _local_day(subscriber.unsubscribed_at or subscriber.updated_at)
+    return start, _local_day(row["subscriber__unsubscribed_at"] or row["subscriber__updated_at"])
+
+
+_MEMBERSHIP_VALUES = (
+    "subscriber_id",
+    "kind",
+    "status",
+    "plan_id",
+    "starts_at",
+    "created_at",
+    "canceled_at",
+    "updated_at",
+    "trial_end",
+    "unit_amount",
+    "quantity",
+    "discount_percent_off",
+    "discount_amount_off",
+    "discount_ends_at",
+    "subscriber__status",
+    "subscriber__confirmed_at",
+    "subscriber__created_at",
+    "subscriber__unsubscribed_at",
+    "subscriber__updated_at",
+)
 
 
 def _paid_by_day(
     *, days: list[date], start: datetime, now: datetime
 ) -> tuple[list[int], list[int], dict[str, list[int]]]:
-    """Per day: readers with paid access, those of them on the list, MRR per currency."""
-    memberships = (
+    """Per day: readers with paid access, those of them on the list, MRR per currency.
+
+    The rows are read as values, not models: a large publication has tens of thousands.
+    """
+    rows = (
         Membership.objects.exclude(status__in=_NEVER_PAID)
         .exclude(foreign_price=True)
         .exclude(kind=Membership.Kind.STRIPE, plan__isnull=True)
         .filter(Q(starts_at__lte=now) | Q(starts_at__isnull=True, created_at__lte=now))
         .exclude(canceled_at__lt=start)
-        .select_related("plan", "subscriber")
+        .values(*_MEMBERSHIP_VALUES)
+        .order_by()
     )
+    plans = {plan.pk: plan for plan in Plan.objects.all()}
     paid = [0] * (len(days) + 1)
     paid_on_list = [0] * (len(days) + 1)
     mrr: dict[str, list[int]] = defaultdict(lambda: [0] * (len(days) + 1))
     spans: dict[int, list[tuple[date, date | None]]] = defaultdict(list)
-    readers: dict[int, Subscriber] = {}
-    for membership in memberships:
-        span = _membership_span(membership)
-        spans[membership.subscriber_id].append(span)
-        readers[membership.subscriber_id] = membership.subscriber
-        if membership.kind == Membership.Kind.STRIPE and membership.plan is not None:
+    readers: dict[int, dict[str, Any]] = {}
+    for row in rows:
+        span = _membership_span(row)
+        spans[row["subscriber_id"]].append(span)
+        readers[row["subscriber_id"]] = row
+        plan = plans.get(row["plan_id"])
+        if row["kind"] == Membership.Kind.STRIPE and plan is not None:
             paying_from = span[0]
-            if membership.trial_end is not None:
-                paying_from = max(paying_from, _local_day(membership.trial_end))
+            if row["trial_end"] is not None:
+                paying_from = max(paying_from, _local_day(row["trial_end"]))
             paying = _intersect((paying_from, None), span)
             if paying:
-                amount = round(monthly_amount(membership, now=now))
-                _add_span(mrr[membership.plan.currency.lower()], days, paying, amount)
+                amount = monthly_amount_of(
+                    plan=plan,
+                    unit_amount=row["unit_amount"],
+                    quantity=row["quantity"],
+                    discount_percent_off=row["discount_percent_off"],
+                    discount_amount_off=row["discount_amount_off"],
+                    discount_ends_at=row["discount_ends_at"],
+                    now=now,
+                )
+                _add_span(mrr[plan.currency.lower()], days, paying, round(amount))
     for subscriber_id, reader_spans in spans.items():
         on_list = _list_span(readers[subscriber_id])
         for span in _merge(reader_spans):

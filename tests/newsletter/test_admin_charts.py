@@ -51,6 +51,19 @@ def test_the_admin_home_charts_subscribers_mrr_donations_and_new_and_lost(editor
     assert charts["New and lost readers, last 30 days"][-1][1:] == ["3", "0"]
 
 
+def test_the_home_pages_charts_are_drawn_at_most_every_few_minutes(editor_client):
+    from django.core.cache import cache
+
+    SubscriberFactory()
+    first = charts_of(editor_client.get("/admin/").content.decode())
+    SubscriberFactory()
+    again = charts_of(editor_client.get("/admin/").content.decode())
+    assert again == first  # the copy of a moment ago
+    cache.delete("admin:growth-charts")  # as when it expires
+    later = charts_of(editor_client.get("/admin/").content.decode())
+    assert later["Subscribers over the last 12 months"][-1][1] == "2"
+
+
 def test_an_articles_admin_page_charts_what_it_converted(editor_client):
     article = PublishedArticleFactory(title="The <Straits>")
     SubscriberFactory.create_batch(3, source_article_id=article.pk)
