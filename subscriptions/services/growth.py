@@ -37,7 +37,7 @@ from django.utils import timezone
 
 from subscriptions.models import Donation, Membership, Plan, Subscriber
 from subscriptions.services.access import paid_for_stripe_memberships
-from subscriptions.services.revenue import monthly_amount, monthly_amount_of
+from subscriptions.services.revenue import monthly_amount_of
 
 DEFAULT_DAYS = 365
 DEFAULT_MONTHS = 12
@@ -416,13 +416,32 @@ def conversions_by_source(
         paid_for_stripe_memberships(now=now)
         .exclude(status=Membership.Status.TRIALING)
         .filter(source_article_id__in=ids, plan__isnull=False)
-        .select_related("plan")
+        .values(
+            "source_article_id",
+            "plan_id",
+            "unit_amount",
+            "quantity",
+            "discount_percent_off",
+            "discount_amount_off",
+            "discount_ends_at",
+        )
+        .order_by()
     )
+    plans = {plan.pk: plan for plan in Plan.objects.all()}
     for membership in paying:
-        entry = figures[int(membership.source_article_id or 0)]
+        entry = figures[int(membership["source_article_id"] or 0)]
         entry["paying_now"] = entry.get("paying_now", 0) + 1
-        assert membership.plan is not None
-        entry["mrr"][membership.plan.currency.lower()] += round(monthly_amount(membership, now=now))
+        plan = plans[membership["plan_id"]]
+        amount = monthly_amount_of(
+            plan=plan,
+            unit_amount=membership["unit_amount"],
+            quantity=membership["quantity"],
+            discount_percent_off=membership["discount_percent_off"],
+            discount_amount_off=membership["discount_amount_off"],
+            discount_ends_at=membership["discount_ends_at"],
+            now=now,
+        )
+        entry["mrr"][plan.currency.lower()] += round(amount)
     donations = (
         Donation.objects.filter(source_article_id__in=ids, status=Donation.Status.PAID)
         .values("source_article_id", "currency")
