@@ -16,6 +16,7 @@ from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 
 from newsletter import telegram
+from newsletter.admin_charts import conversion_charts
 from newsletter.admin_sending import publish_without_email, send_test_email_to_me
 from newsletter.admin_telegram import (
     TelegramPostInline,
@@ -463,11 +464,13 @@ class ArticleAdmin(admin.ModelAdmin):
         form_url: str = "",
         extra_context: dict[str, Any] | None = None,
     ) -> HttpResponse:
+        article = Article.objects.filter(pk=object_id).first() if object_id.isdigit() else None
         extra_context = {
             **(extra_context or {}),
             "preview_url": reverse("admin:newsletter_article_preview", args=[object_id])
             if object_id.isdigit()
             else "",
+            "conversion_charts": conversion_charts(article=article) if article else [],
         }
         return super().change_view(request, object_id, form_url, extra_context)
 

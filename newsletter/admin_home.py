@@ -6,17 +6,20 @@ Audience, Money and Settings, instead of one heading per Django app.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from django.db.models import QuerySet
 from django.utils import timezone
 
+from newsletter.admin_charts import cached_growth_charts, growth_charts
 from newsletter.models import Article, EmailSend
+from newsletter.services.charts import Chart
 from newsletter.services.dates import local
 from subscriptions.models import Subscriber
 from subscriptions.services.access import access_granting_memberships
+from subscriptions.services.growth import ArticleConversions, conversions_by_source
 
 RECENT_ARTICLES = 5
 
@@ -91,6 +94,7 @@ class ArticleResult:
     article: Article
     email_send: EmailSend | None
     telegram: str  # "sent", "failed", "pending", "" (not posted)
+    conversions: ArticleConversions = field(default_factory=ArticleConversions)
 
 
 @dataclass(frozen=True)
@@ -104,9 +108,11 @@ class EditorDashboard:
     drafts: QuerySet[Article]
     draft_count: int
     scheduled: QuerySet[Article]
+    charts: list[Chart] = field(default_factory=list)
 
 
 def editor_dashboard(*, now: datetime | None = None) -> EditorDashboard:
+    asked_now = now is not None
     now = now or timezone.now()
     # The month as the publication counts it: from the 1st in its time zone.
     start = local(now).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
@@ -117,7 +123,11 @@ def editor_dashboard(*, now: datetime | None = None) -> EditorDashboard:
         .order_by("-published_at")[:RECENT_ARTICLES]
     )
     recent = []
-    for article in recent_articles:
+    recent_list = list(recent_articles)
+    conversions = conversions_by_source(
+        source_article_ids=[article.pk for article in recent_list], now=now
+    )
+    for article in recent_list:
         try:
             email_send: EmailSend | None = article.email_send
         except EmailSend.DoesNotExist:
@@ -128,6 +138,7 @@ def editor_dashboard(*, now: datetime | None = None) -> EditorDashboard:
                 article=article,
                 email_send=email_send,
                 telegram=posts[0].get_status_display() if posts else "",
+                conversions=conversions[article.pk],
             )
         )
     active = Subscriber.objects.filter(status=Subscriber.Status.ACTIVE)
@@ -146,4 +157,6 @@ def editor_dashboard(*, now: datetime | None = None) -> EditorDashboard:
         drafts=drafts[:RECENT_ARTICLES],
         draft_count=drafts.count(),
         scheduled=Article.objects.filter(status=Article.Status.SCHEDULED).order_by("publish_at"),
+        # Drawn for this moment when asked about one (a test, a report), else cached.
+        charts=growth_charts(now=now) if asked_now else cached_growth_charts(),
     )

@@ -20,6 +20,8 @@ class NewsletterConfig(AppConfig):
         from config import queue
         from newsletter import checks, signals, tasks
         from newsletter.services import reader_data
+        from newsletter.services.attribution import article_for_ref
+        from subscriptions.services.attribution import register_source_resolver
 
         del checks, tasks  # registered on import; services queue the tasks by name
         django_checks.register(queue.check_task_names)
@@ -27,3 +29,5 @@ class NewsletterConfig(AppConfig):
         signals.connect()
         # Its parts of a reader's export and erasure (subscriptions/reader_data.py).
         reader_data.register_reader_data_parts()
+        # Readers and money know no articles: the refs their forms carry are read here.
+        register_source_resolver(article_for_ref)

@@ -46,11 +46,28 @@ class AddressField(forms.CharField):
             ) from exc
 
 
+class RefField(forms.CharField):
+    """The article a reader came from, as a link or a form names it: never invalid, so a
+    ref that names nothing (any length, any character) cannot fail the form it rides
+    in; `attribution.source_for_ref` reads it, ignoring what names no article."""
+
+    widget = forms.HiddenInput
+
+    def __init__(self, **kwargs) -> None:
+        kwargs.setdefault("required", False)
+        super().__init__(**kwargs)
+        self.validators = []  # not even the one refusing NUL characters
+
+    def to_python(self, value: object) -> str:
+        return value if isinstance(value, str) else ""
+
+
 class SubscribeForm(forms.Form):
     email = AddressField()
     # The honeypot: hidden from people by CSS, filled in by form-filling bots.
     website = forms.CharField(required=False, label="Leave this empty")
     source = forms.CharField(required=False, max_length=500, widget=forms.HiddenInput())
+    ref = RefField()
 
     @property
     def is_bot(self) -> bool:

@@ -38,6 +38,12 @@ class Subscriber(models.Model):
     )
     stripe_customer_id = models.CharField(max_length=100, null=True, blank=True, unique=True)
     imported_from = models.CharField(max_length=100, blank=True)
+    source_article_id = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        db_index=True,
+        help_text="The article the reader signed up from (an id the content layer resolves).",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -216,6 +222,12 @@ class Membership(models.Model):
         "no paid access. Move the subscription to a plan's price in Stripe, or grant a "
         "complimentary membership.",
     )
+    source_article_id = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        db_index=True,
+        help_text="The article the reader upgraded from (an id the content layer resolves).",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -277,6 +289,15 @@ class Donation(models.Model):
         help_text="The invoice paid, for monthly support (one donation per invoice).",
     )
     thanked_at = models.DateTimeField(null=True, blank=True)
+    paid_at = models.DateTimeField(
+        null=True, blank=True, help_text="When Stripe said it was paid (for the figures by day)."
+    )
+    source_article_id = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        db_index=True,
+        help_text="The article the donor came from (an id the content layer resolves).",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -39,6 +39,7 @@ from django.utils.text import slugify
 
 from config.mail import ascii_domain, date_header, parse_mailbox, sender_domain
 from newsletter.models import Article, Delivery
+from newsletter.services.attribution import ref_query
 from newsletter.services.body_images import render_body
 from newsletter.services.content import embeds_as_links, free_body, full_body
 from publication.emails import reply_to_addresses, sender_address
@@ -221,8 +222,11 @@ def render_article_email(
         "byline": ", ".join(a.display_name for a in authors),
         "cut_at_paywall": cut_at_paywall,
         # No upgrade to offer while no plan can be bought (Stripe off, or no priced plan).
-        "upgrade_url": f"{settings.SITE_URL}/upgrade/" if upgrades_open() else "",
-        "donate_url": f"{settings.SITE_URL}/donate/",
+        # With the article's ref: an upgrade or a donation from the email is credited to it.
+        "upgrade_url": f"{settings.SITE_URL}/upgrade/{ref_query(article)}"
+        if upgrades_open()
+        else "",
+        "donate_url": f"{settings.SITE_URL}/donate/{ref_query(article)}",
         "account_url": f"{settings.SITE_URL}/account/",
         "site_url": settings.SITE_URL,
         "unsubscribe_url": UNSUBSCRIBE_PLACEHOLDER,

@@ -18,6 +18,7 @@ from newsletter import selectors
 from newsletter.models import Article, Author, Section
 from newsletter.services import comments as comment_service
 from newsletter.services.access import can_read_full_article
+from newsletter.services.attribution import ref_query
 from newsletter.services.body_images import render_body
 from newsletter.services.content import excerpt, free_body, full_body
 from newsletter.services.page_cache import cache_anonymous_page, shared_fragment
@@ -113,6 +114,10 @@ def render_article(
         "canonical_url": _absolute(article.get_absolute_url()),
         "cover_url": _absolute(article.cover_image.url) if article.cover_image else "",
         "preview": preview,
+        # The article's own ref, the same for every reader (so fit for the page cache):
+        # a signup, upgrade or donation from this page is credited to it.
+        "subscribe_ref": article.slug,
+        "ref_query": ref_query(article),
     }
     response = render(request, "newsletter/article.html", context)
     return _personal(request, response)

@@ -22,6 +22,7 @@ from subscriptions.services import offers
 from subscriptions.services.access import subscriber_is_paying
 from subscriptions.services.accounts import link_reader_account
 from subscriptions.services.addresses import clean_address
+from subscriptions.services.attribution import source_metadata
 from subscriptions.services.donations import format_amount
 from subscriptions.services.memberships import (
     OFFER_KEY,
@@ -82,7 +83,9 @@ def change_group_seats(*, group: Membership, seats: int, attempt: str) -> None:
 # --- The reader ----------------------------------------------------------------------
 
 
-def subscriber_for_checkout(*, email: str, user: Any | None = None) -> Subscriber:
+def subscriber_for_checkout(
+    *, email: str, user: Any | None = None, source_article_id: int | None = None
+) -> Subscriber:
     """Find the reader paying, or record a new pending one (no email is sent for it).
 
     A signed-in reader is their account's subscriber. Otherwise a reader who already
@@ -98,6 +101,8 @@ def subscriber_for_checkout(*, email: str, user: Any | None = None) -> Subscribe
         status=Subscriber.Status.PENDING,
         consent_at=timezone.now(),
         consent_source="upgrade",
+        # A new address's signup is credited to the article the upgrade came from.
+        source_article_id=source_article_id,
     )
 
 
@@ -177,8 +182,12 @@ def start_plan_checkout(
     offer: Offer | None = None,
     seats: int = 1,
     amount: int | None = None,
+    source_article_id: int | None = None,
 ) -> CheckoutRedirect:
     """Create a Checkout Session (mode=subscription) for this reader and plan.
+
+    `source_article_id` (the article the upgrade came from) travels in the session's
+    and the subscription's metadata, so the membership the webhook makes is credited.
 
     `trusted` says the visitor is this reader: signed in with this address. Anyone else
     whose address already has a Stripe customer must sign in first (pending readers
@@ -219,6 +228,7 @@ def start_plan_checkout(
             offer=offer,
             seats=seats,
             amount=amount,
+            source_article_id=source_article_id,
         )
     except BaseException:
         if reservation is not None:
@@ -238,11 +248,16 @@ def _create_plan_session(
     offer: Offer | None,
     seats: int,
     amount: int | None,
+    source_article_id: int | None,
 ) -> CheckoutRedirect:
     price_id = plan.stripe_price_id
     if plan.kind == Plan.Kind.FOUNDING:
         price_id = founding_price(plan=plan, amount=amount or plan.amount)
-    metadata = {PURPOSE_KEY: PURPOSE_MEMBERSHIP, SUBSCRIBER_KEY: str(subscriber.pk)}
+    metadata = {
+        PURPOSE_KEY: PURPOSE_MEMBERSHIP,
+        SUBSCRIBER_KEY: str(subscriber.pk),
+        **source_metadata(source_article_id),
+    }
     if offer is not None:
         metadata[OFFER_KEY] = str(offer.pk)
     subscription_data: dict[str, Any] = {"metadata": metadata}

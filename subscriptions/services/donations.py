@@ -19,11 +19,13 @@ from publication.models import Publication
 from subscriptions import stripe_client
 from subscriptions.models import Donation, Plan, Subscriber
 from subscriptions.services.addresses import normalized_or_none
+from subscriptions.services.attribution import source_from_metadata, source_metadata
 from subscriptions.services.memberships import (
     PURPOSE_DONATION,
     PURPOSE_KEY,
     SUBSCRIBER_KEY,
     find_subscriber_for_stripe,
+    from_timestamp,
     invoice_subscription_metadata,
     link_stripe_customer,
 )
@@ -73,6 +75,7 @@ def start_donation_checkout(
     email: str = "",
     subscriber: Subscriber | None = None,
     attempt: str | None = None,
+    source_article_id: int | None = None,
 ) -> DonationCheckout:
     """Record a pending donation and create its Checkout Session.
 
@@ -93,8 +96,13 @@ def start_donation_checkout(
             subscriber=subscriber,
             message=message,
             recurring=recurring,
+            source_article_id=source_article_id,
         )
-    metadata = {PURPOSE_KEY: PURPOSE_DONATION, DONATION_KEY: str(donation.pk)}
+    metadata = {
+        PURPOSE_KEY: PURPOSE_DONATION,
+        DONATION_KEY: str(donation.pk),
+        **source_metadata(source_article_id),
+    }
     if subscriber is not None:
         metadata[SUBSCRIBER_KEY] = str(subscriber.pk)
     if message:
@@ -207,8 +215,11 @@ def record_paid_donation(*, session: dict[str, Any]) -> Donation | None:
         )
     if donation.subscriber is not None:
         link_stripe_customer(subscriber=donation.subscriber, customer_id=session.get("customer"))
+    if donation.source_article_id is None:
+        donation.source_article_id = source_from_metadata(metadata)
     if donation.status == Donation.Status.PENDING:
         donation.status = Donation.Status.PAID
+        donation.paid_at = timezone.now()
     if donation.amount <= 0:
         logger.warning("Checkout Session %s has no amount; not recorded", session["id"])
         return None
@@ -282,6 +293,10 @@ def record_recurring_donation_payment(*, invoice: dict[str, Any], subscription_i
             "stripe_subscription_id": subscription_id,
             "stripe_payment_intent_id": invoice_payment_intent(invoice),
             "thanked_at": timezone.now(),  # Thanked once, for the first month.
+            "paid_at": from_timestamp((invoice.get("status_transitions") or {}).get("paid_at"))
+            or timezone.now(),
+            # Each month of support is credited where the first one was.
+            "source_article_id": first.source_article_id if first else None,
         },
     )
 

@@ -20,6 +20,7 @@ from publication.emails import send_email_on_commit
 from subscriptions.models import Gift, Membership, Offer, Plan, Subscriber
 from subscriptions.services.access import subscriber_is_paying
 from subscriptions.services.addresses import normalize_email, normalized_or_none
+from subscriptions.services.attribution import source_from_metadata
 from subscriptions.services.plans import upgrades_open
 from subscriptions.services.tokens import absolute_url
 
@@ -248,6 +249,8 @@ def sync_membership_from_stripe(
     offer_id = str((subscription.get("metadata") or {}).get(OFFER_KEY) or "")
     if offer_id.isdigit() and membership.offer_id is None:
         membership.offer = Offer.objects.filter(pk=int(offer_id)).first()
+    if membership.source_article_id is None:
+        membership.source_article_id = source_from_metadata(subscription.get("metadata"))
     membership.status = status
     membership.current_period_start = subscription_period(subscription, "current_period_start")
     membership.current_period_end = subscription_period(subscription, "current_period_end")

@@ -50,13 +50,36 @@ def monthly_amount(membership: Membership, *, now: datetime) -> float:
     discount still in effect, a yearly price spread over twelve months."""
     plan = membership.plan
     assert plan is not None
-    unit = membership.unit_amount if membership.unit_amount is not None else plan.amount
-    amount = float(unit * (membership.quantity or 1))
-    if membership.discount_ends_at is None or membership.discount_ends_at > now:
-        if membership.discount_percent_off:
-            amount -= amount * membership.discount_percent_off / 100
-        elif membership.discount_amount_off:
-            amount = max(amount - membership.discount_amount_off, 0.0)
+    return monthly_amount_of(
+        plan=plan,
+        unit_amount=membership.unit_amount,
+        quantity=membership.quantity,
+        discount_percent_off=membership.discount_percent_off,
+        discount_amount_off=membership.discount_amount_off,
+        discount_ends_at=membership.discount_ends_at,
+        now=now,
+    )
+
+
+def monthly_amount_of(
+    *,
+    plan: Plan,
+    unit_amount: int | None,
+    quantity: int | None,
+    discount_percent_off: float | None,
+    discount_amount_off: int | None,
+    discount_ends_at: datetime | None,
+    now: datetime,
+) -> float:
+    """`monthly_amount` from a membership's values, for figures read without its row
+    as a model (`subscriptions.services.growth` reads thousands at once)."""
+    unit = unit_amount if unit_amount is not None else plan.amount
+    amount = float(unit * (quantity or 1))
+    if discount_ends_at is None or discount_ends_at > now:
+        if discount_percent_off:
+            amount -= amount * discount_percent_off / 100
+        elif discount_amount_off:
+            amount = max(amount - discount_amount_off, 0.0)
     return amount if plan.interval == Plan.Interval.MONTH else amount / 12
 
 

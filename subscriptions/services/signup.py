@@ -42,8 +42,18 @@ class SignupResult:
     confirmation_sent: bool
 
 
-def subscribe(*, email: str, ip: str | None, source: str, name: str = "") -> SignupResult:
+def subscribe(
+    *,
+    email: str,
+    ip: str | None,
+    source: str,
+    name: str = "",
+    source_article_id: int | None = None,
+) -> SignupResult:
     """Record a signup and send one confirmation email if one is due.
+
+    `source_article_id` is the article the signup came from (resolved by
+    `attribution.source_for_ref`); the last signup that names one is credited.
 
     Raises InvalidAddress for an address we cannot email.
     """
@@ -55,7 +65,10 @@ def subscribe(*, email: str, ip: str | None, source: str, name: str = "") -> Sig
             try:
                 with transaction.atomic():
                     subscriber = Subscriber.objects.create(
-                        email=email, name=name[:200], status=Subscriber.Status.PENDING
+                        email=email,
+                        name=name[:200],
+                        status=Subscriber.Status.PENDING,
+                        source_article_id=source_article_id,
                     )
             except IntegrityError:  # the same address signed up at the same moment
                 subscriber = Subscriber.objects.select_for_update().get(email=email)
@@ -72,6 +85,8 @@ def subscribe(*, email: str, ip: str | None, source: str, name: str = "") -> Sig
         subscriber.confirmation_sent_at = now
         if name and not subscriber.name:
             subscriber.name = name[:200]
+        if source_article_id is not None:
+            subscriber.source_article_id = source_article_id
         subscriber.save()
         # robust: the signup is stored either way; a broker that is down is logged.
         # A lambda, not a partial: Django logs a robust callback's failure by its

@@ -17,11 +17,13 @@ from django.utils.http import urlencode
 from django.views.decorators.http import require_http_methods
 
 from subscriptions import stripe_client
+from subscriptions.forms import RefField
 from subscriptions.models import Offer, Plan, Subscriber
 from subscriptions.services import billing, gifts, offers
 from subscriptions.services.access import subscriber_is_paid, subscriber_is_paying
 from subscriptions.services.accounts import subscriber_for_account
 from subscriptions.services.addresses import InvalidAddress
+from subscriptions.services.attribution import source_for_ref
 from subscriptions.services.donations import format_amount
 from subscriptions.services.plans import listed_plans
 from subscriptions.services.ratelimit import client_ip, consume, network_key
@@ -45,6 +47,8 @@ class UpgradeForm(forms.Form):
         error_messages={"max_value": f"A group has at most {billing.MAX_SEATS} seats."},
     )
     founding_amount = forms.CharField(required=False, max_length=12)
+    # The article the reader came from (`?ref=` on the link); one naming none is ignored.
+    ref = RefField()
 
     def __init__(self, *args, signed_in: bool, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -133,9 +137,12 @@ def upgrade_view(request: HttpRequest) -> HttpResponse:
             form.is_valid()
             form.add_error(None, offer_error)
         if not offer_error and form.is_valid():
+            source_article_id = source_for_ref(form.cleaned_data.get("ref"))
             try:
                 reader = billing.subscriber_for_checkout(
-                    email=form.cleaned_data.get("email") or "", user=request.user
+                    email=form.cleaned_data.get("email") or "",
+                    user=request.user,
+                    source_article_id=source_article_id,
                 )
                 checkout = billing.start_plan_checkout(
                     plan=form.cleaned_data["plan"],
@@ -147,6 +154,7 @@ def upgrade_view(request: HttpRequest) -> HttpResponse:
                     offer=offer,
                     seats=form.cleaned_data.get("seats") or 1,
                     amount=form.cleaned_data.get("founding_amount"),
+                    source_article_id=source_article_id,
                 )
             except InvalidAddress as exc:
                 form.add_error("email", f"Please check your email address: {exc}.")
@@ -171,6 +179,7 @@ def upgrade_view(request: HttpRequest) -> HttpResponse:
         )
     code = request.GET.get("offer", "")[:40]
     offer, offer_error = _offer_from(code)
+    ref = request.GET.get("ref", "")
     form = UpgradeForm(
         signed_in=signed_in,
         initial={
@@ -178,6 +187,9 @@ def upgrade_view(request: HttpRequest) -> HttpResponse:
             "plan": request.GET.get("plan") or (offer.plan_id if offer else None),
             "offer": offer.code if offer else "",
             "seats": 3,
+            # Carried on only when it names an article: nothing else typed into the
+            # link enters the page.
+            "ref": ref if source_for_ref(ref) else "",
         },
     )
     return render(

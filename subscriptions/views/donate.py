@@ -12,9 +12,10 @@ from django.shortcuts import render
 from django.views.decorators.http import require_http_methods
 
 from subscriptions import stripe_client
-from subscriptions.forms import AddressField
+from subscriptions.forms import AddressField, RefField
 from subscriptions.services import donations
 from subscriptions.services.accounts import subscriber_for_account
+from subscriptions.services.attribution import source_for_ref
 from subscriptions.services.ratelimit import client_ip, consume, network_key
 
 _ATTEMPT = re.compile(r"^[0-9a-f]{32}$")
@@ -39,6 +40,8 @@ class DonationForm(forms.Form):
         },
     )
     attempt = forms.CharField(required=False, max_length=32, widget=forms.HiddenInput)
+    # The article the donor came from (`?ref=` on the link); one naming none is ignored.
+    ref = RefField()
 
     def __init__(self, *args, currency: str, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -107,6 +110,7 @@ def donate_view(request: HttpRequest) -> HttpResponse:
                     email=form.cleaned_data.get("email") or "",
                     subscriber=subscriber,
                     attempt=form.cleaned_data["attempt"],
+                    source_article_id=source_for_ref(form.cleaned_data.get("ref")),
                 )
             except donations.DonationError as exc:
                 form.add_error(None, str(exc))
@@ -121,6 +125,7 @@ def donate_view(request: HttpRequest) -> HttpResponse:
             "attempt": uuid.uuid4().hex,
             "amount": str(donations.PRESET_AMOUNTS[1]),
             "frequency": "monthly" if request.GET.get("monthly") else "once",
+            "ref": ref if source_for_ref(ref := request.GET.get("ref", "")) else "",
         },
     )
     return _render(request, form)

@@ -11,6 +11,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 
 from subscriptions.forms import SubscribeForm
+from subscriptions.services.attribution import source_for_ref
 from subscriptions.services.ratelimit import client_ip, consume, network_key
 from subscriptions.services.signup import confirm_subscriber, subscribe
 from subscriptions.services.tokens import InvalidToken
@@ -55,7 +56,15 @@ def _posted_from_another_site(request: HttpRequest) -> bool:
 @require_http_methods(["GET", "POST"])
 def subscribe_view(request: HttpRequest) -> HttpResponse:
     if request.method == "GET":
-        form = SubscribeForm(initial={"email": request.GET.get("email", "")})
+        ref = request.GET.get("ref", "")
+        form = SubscribeForm(
+            # Only a ref that names an article is carried on: nothing else typed into the
+            # link enters the page.
+            initial={
+                "email": request.GET.get("email", ""),
+                "ref": ref if source_for_ref(ref) else "",
+            }
+        )
         return render(request, "subscriptions/subscribe.html", {"form": form})
     if _posted_from_another_site(request):
         return HttpResponseForbidden("Sign up on the publication's own site.")
@@ -71,7 +80,12 @@ def subscribe_view(request: HttpRequest) -> HttpResponse:
     if not form.is_valid():
         return render(request, "subscriptions/subscribe.html", {"form": form}, status=400)
     source = form.cleaned_data["source"] or request.META.get("HTTP_REFERER", "") or request.path
-    subscribe(email=form.cleaned_data["email"], ip=ip, source=source)
+    subscribe(
+        email=form.cleaned_data["email"],
+        ip=ip,
+        source=source,
+        source_article_id=source_for_ref(form.cleaned_data["ref"]),
+    )
     return render(request, "subscriptions/subscribe_done.html")
 
 

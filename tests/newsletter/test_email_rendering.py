@@ -106,8 +106,10 @@ def test_free_readers_email_stops_at_the_paywall_with_an_upgrade_button(
     assert "Free opening" in text and "Free opening" in html
     assert "secret" not in text and "secret" not in html
     assert "Paid analysis" not in message.as_string()
-    assert 'href="http://testserver/upgrade/"' in html
-    assert "http://testserver/upgrade/" in text
+    # The button names the article, so an upgrade from it is credited to it.
+    upgrade = f"http://testserver/upgrade/?ref={article.slug}"
+    assert f'href="{upgrade}"' in html
+    assert upgrade in text
 
 
 @pytest.mark.parametrize("wire", [False, True])

@@ -74,7 +74,8 @@ def test_a_signed_in_free_reader_is_offered_the_upgrade(
     html = free_reader_client.get(paid_article.get_absolute_url()).content.decode()
     # The header and footer link /upgrade/ on every page: look in the paywall box only.
     box = element(html, id="paywall")
-    assert '<a class="button" href="/upgrade/">Upgrade</a>' in box
+    # Naming the article, so that the upgrade is credited to it.
+    assert f'<a class="button" href="/upgrade/?ref={paid_article.slug}">Upgrade</a>' in box
     assert "Sign in" not in box
     assert PAID_TEXT not in element(html, css_class="article__body")
 

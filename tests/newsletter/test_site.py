@@ -125,7 +125,7 @@ def test_article_page_links_support_donations_and_telegram(client, plans_on_sale
         "https://ko-fi.com/example",
         "https://www.buymeacoffee.com/example",
         "https://t.me/example",
-        'href="/donate/"',
+        f'href="/donate/?ref={article.slug}"',
         'action="/subscribe/"',
     ):
         assert link in html
@@ -296,4 +296,4 @@ def test_with_nothing_to_buy_no_page_offers_an_upgrade_or_donation_form(
         assert "/upgrade/" not in page
         assert "Paid subscriptions are not open yet" in page
         assert "Paid part." not in page
-        assert ('href="/donate/"' in page) is stripe_on
+        assert (f'href="/donate/?ref={article.slug}"' in page) is stripe_on
