@@ -247,3 +247,16 @@ def test_the_discussion_s_order_and_page_each_have_their_own_shell(article, any_
 
     assert newest.index("Remark 50.") < newest.index("Remark 49.")
     assert "Remark 50." in second and "Remark 0." not in second
+
+
+def test_a_message_waiting_for_the_reader_is_shown_once_on_their_own_page(article, any_cache):
+    writer_user = paid_user("Writer")
+    writer = signed_in(writer_user)
+    page(signed_in(paid_user("Other")))  # a shell exists for this position
+    comment = comment_service.post_comment(user=writer_user, article=article, body="Oops.")
+
+    response = writer.post(f"/comments/{comment.pk}/delete/", follow=True)
+
+    assert "Your comment was deleted." in response.content.decode()
+    assert "Your comment was deleted." not in page(writer)
+    assert "Your comment was deleted." not in page(signed_in(paid_user("Third")))
