@@ -47,6 +47,10 @@ from newsletter.services.page_cache import PAGE_CACHE_SECONDS, fragment_key, sha
 from newsletter.services.page_parameters import Order, discussion_page_number
 from subscriptions.services.access import user_is_paid
 
+# In every shell's key: a deploy that changes what a shell holds reads none stored by
+# the code before it (unpickling one would fail, or fill in the wrong places).
+SHELL_FORMAT = 1
+
 
 @dataclass(frozen=True)
 class Shell:
@@ -84,7 +88,7 @@ def shell_position(
     page = discussion_page_number(request.GET.get("cpage"))
     return ":".join(
         (
-            "shell",
+            f"shell{SHELL_FORMAT}",
             str(article.pk),
             article.updated_at.isoformat(),
             "full" if full else "free",
