@@ -67,6 +67,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # Stripe's deliveries, answered before anything else runs (subscriptions/middleware.py).
+    "subscriptions.middleware.StripeWebhookFirstMiddleware",
     # ETag/Last-Modified checks (304) for every page, cached or not; then cached
     # anonymous pages, answered before anything below runs (newsletter/middleware.py).
     "django.middleware.http.ConditionalGetMiddleware",

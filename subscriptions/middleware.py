@@ -1,10 +1,13 @@
-"""Per-request memory of who may read what (`subscriptions.services.access`)."""
+"""Per-request memory of who may read what (`subscriptions.services.access`), and
+Stripe's webhook answered before the rest of the stack."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import lru_cache
 
 from django.http import HttpRequest, HttpResponseBase
+from django.urls import reverse
 
 from subscriptions.services.access import remembered_for_one_request
 
@@ -18,3 +21,30 @@ class ReaderAccessMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponseBase:
         with remembered_for_one_request():
             return self.get_response(request)
+
+
+@lru_cache(maxsize=1)
+def _webhook_path() -> str:
+    return reverse("subscriptions:stripe_webhook")
+
+
+class StripeWebhookFirstMiddleware:
+    """A delivery to /stripe/webhook/ goes straight to its view, before any other middleware.
+
+    The view needs none of them: it is CSRF-exempt (the signature authenticates the
+    request), reads no session, user, message or cookie, and answers Stripe, which
+    ignores the security headers a browser needs. Skipping them keeps a burst of
+    deliveries to verifying, inserting and answering. The host is still checked
+    against ALLOWED_HOSTS, as CommonMiddleware would (a 400 otherwise).
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponseBase]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponseBase:
+        if request.method == "POST" and request.path_info == _webhook_path():
+            from subscriptions.views.webhooks import stripe_webhook
+
+            request.get_host()  # DisallowedHost: answered 400 by the handler
+            return stripe_webhook(request)
+        return self.get_response(request)

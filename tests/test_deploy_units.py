@@ -20,7 +20,9 @@ def _procfile() -> dict[str, list[str]]:
     lines = (ROOT / "Procfile").read_text().splitlines()
     return {
         name: shlex.split(command)
-        for name, command in (line.split(":", 1) for line in lines if line.strip())
+        for name, command in (
+            line.split(":", 1) for line in lines if line.strip() and not line.startswith("#")
+        )
     }
 
 

@@ -310,10 +310,15 @@ def clean_display_name(*, name: str) -> str:
 
 
 def set_display_name(*, user: User, name: str) -> None:
-    """The name shown with a reader's comments, kept on `User.first_name`."""
+    """The name shown with a reader's comments, kept on `User.first_name`.
+
+    Their comments show it on every page at once: the shared discussions and the
+    signed-in readers' page shells that hold it start a new generation.
+    """
     name = clean_display_name(name=name)
     user.first_name = name
     user.save(update_fields=["first_name"])
+    invalidate_pages()
 
 
 def display_name(*, user: Any) -> str:

@@ -135,8 +135,13 @@ def shared_fragment(name: str, build: Callable[[], T]) -> T:
     them (the free or the whole article, their own comments' edit links) is still
     decided for each request.
     """
-    generation = _current_generation()
-    return cache.get_or_set(f"fragments:{generation}:{name}", build, PAGE_CACHE_SECONDS)  # type: ignore[return-value]
+    return cache.get_or_set(fragment_key(name), build, PAGE_CACHE_SECONDS)  # type: ignore[return-value]
+
+
+def fragment_key(name: str) -> str:
+    """The cache key of the shared fragment `name` in the current generation, for a
+    fragment stored only on some conditions (`newsletter.views.reader_shell`)."""
+    return f"fragments:{_current_generation()}:{name}"
 
 
 def page_parameters(request: HttpRequest, *, reads: frozenset[str]) -> list[tuple[str, str]]:

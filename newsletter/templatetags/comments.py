@@ -24,13 +24,16 @@ def comment_thread(context: template.Context, article: Article) -> dict[str, Any
     order = comment_service.Order.parse(request.GET.get("order") if request else None)
     page = discussion_page_number(request.GET.get("cpage") if request else None)
     publication = context.get("publication")
-    thread = comment_service.comment_thread(
-        article=article,
-        user=user,
-        order=order,
-        page=page,
-        publication=publication if isinstance(publication, Publication) else None,
-    )
+    # The page's own, when it was computed before rendering (a signed-in reader's shell).
+    thread = context.get("comment_thread_data")
+    if not isinstance(thread, comment_service.Thread):
+        thread = comment_service.comment_thread(
+            article=article,
+            user=user,
+            order=order,
+            page=page,
+            publication=publication if isinstance(publication, Publication) else None,
+        )
     path = f"/p/{article.slug}/"
     back = quote(f"{path}#comments")
     return {
@@ -41,9 +44,12 @@ def comment_thread(context: template.Context, article: Article) -> dict[str, Any
         "post_url": f"{path}comments/",
         "login_url": f"/accounts/login/?next={back}",
         "name_url": f"/account/name/?next={back}",
-        "viewer_name": comment_service.display_name(user=user)
-        if user is not None and user.is_authenticated
-        else "",
+        "viewer_name": context.get("comment_viewer_name")
+        or (
+            comment_service.display_name(user=user)
+            if user is not None and user.is_authenticated
+            else ""
+        ),
         "access": thread.access.value,
         "upgrades_open": context.get("upgrades_open", False),
     }

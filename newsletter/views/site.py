@@ -23,6 +23,7 @@ from newsletter.services.body_images import render_body
 from newsletter.services.content import excerpt, free_body, full_body
 from newsletter.services.page_cache import cache_anonymous_page, shared_fragment
 from newsletter.services.page_parameters import discussion_page_number
+from newsletter.views import reader_shell
 
 
 def _absolute(url: str) -> str:
@@ -84,16 +85,27 @@ def article(request: HttpRequest, slug: str) -> HttpResponse:
     ):
         raise Http404("The discussion has no such page.")
     full = can_read_full_article(user=request.user, article=article)
+    from_shell = reader_shell.article_page(
+        request, article=article, full=full, render_article=render_article
+    )
+    if from_shell is not None:
+        return _personal(request, from_shell)
     return render_article(request, article=article, full=full)
 
 
 def render_article(
-    request: HttpRequest, *, article: Article, full: bool, preview: str = ""
+    request: HttpRequest,
+    *,
+    article: Article,
+    full: bool,
+    preview: str = "",
+    extra_context: dict[str, Any] | None = None,
 ) -> HttpResponse:
     """The article page, as a reader with (`full`) or without access sees it.
 
     Used by the article view and by the editor's preview in the admin, so that a
-    preview is exactly what readers will get.
+    preview is exactly what readers will get. `extra_context` stands in for some of the
+    reader's values when the page is rendered as a shell (`reader_shell`).
     """
     locked = not full and article.visibility != Article.Visibility.PUBLIC
     if preview:
@@ -118,6 +130,7 @@ def render_article(
         # a signup, upgrade or donation from this page is credited to it.
         "subscribe_ref": article.slug,
         "ref_query": ref_query(article),
+        **(extra_context or {}),
     }
     response = render(request, "newsletter/article.html", context)
     return _personal(request, response)

@@ -384,3 +384,35 @@ def test_an_unpaid_subscription_from_an_unknown_address_makes_no_reader_until_it
     assert reader.status == Subscriber.Status.ACTIVE
     assert reader.memberships.get().status == Membership.Status.ACTIVE
     assert StripeEvent.objects.filter(processed_at__isnull=True).count() == 0
+
+
+def test_a_delivery_is_answered_before_the_session_auth_csrf_and_messages_middleware(
+    stripe_api, stripe_webhooks
+):
+    body = subscription_event_body(stripe_api)
+
+    response = stripe_webhooks.post(body, signature=signature_for(body))
+
+    assert response.status_code == 200
+    assert StripeEvent.objects.count() == 1
+    request = response.wsgi_request
+    assert not hasattr(request, "session")
+    assert not hasattr(request, "user")
+    assert not hasattr(request, "_messages")
+    assert "CSRF_COOKIE" not in request.META
+    assert not response.cookies
+
+
+def test_a_delivery_to_a_host_not_allowed_is_refused(stripe_api, stripe_webhooks):
+    body = subscription_event_body(stripe_api)
+
+    response = stripe_webhooks.client.post(
+        WEBHOOK_URL,
+        data=body,
+        content_type="application/json",
+        HTTP_STRIPE_SIGNATURE=signature_for(body),
+        HTTP_HOST="evil.example",
+    )
+
+    assert response.status_code == 400
+    assert StripeEvent.objects.count() == 0
