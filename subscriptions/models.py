@@ -38,6 +38,11 @@ class Subscriber(models.Model):
     )
     stripe_customer_id = models.CharField(max_length=100, null=True, blank=True, unique=True)
     imported_from = models.CharField(max_length=100, blank=True)
+    tracking_opt_out = models.BooleanField(
+        "no open and click counting",
+        default=False,
+        help_text="The reader's emails carry no open pixel and no redirected links.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
