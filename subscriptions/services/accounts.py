@@ -20,6 +20,7 @@ from django.utils import timezone
 
 from newsletter.models import Comment, CommentBan, Delivery
 from newsletter.services.comments import erase_comments_of
+from newsletter.services.tracking import erase_engagement_of, export_engagement_of
 from subscriptions.models import Donation, Membership, StripeEvent, Subscriber
 from subscriptions.services.access import subscriber_is_paid
 from subscriptions.services.addresses import normalized_or_none, suppress, unsuppress
@@ -199,6 +200,18 @@ def set_newsletter_subscription(
     return subscriber
 
 
+def set_tracking_opt_out(*, user: AbstractBaseUser, opted_out: bool) -> Subscriber:
+    """The reader's choice whether their emails count opens and clicks (the account page)."""
+    subscriber = subscriber_for_account(user=user)
+    if subscriber is None:
+        raise AccountError("This account has no newsletter subscription.")
+    Subscriber.objects.filter(pk=subscriber.pk).update(
+        tracking_opt_out=opted_out, updated_at=timezone.now()
+    )
+    subscriber.refresh_from_db()
+    return subscriber
+
+
 def _row(obj: models.Model, *, exclude: tuple[str, ...] = ()) -> dict[str, Any]:
     return {
         field.attname: getattr(obj, field.attname)
@@ -257,6 +270,7 @@ def export_reader_data(*, user: AbstractBaseUser) -> dict[str, Any]:
             {**_row(d), "article_title": d.send.article.title}
             for d in Delivery.objects.filter(subscriber=subscriber).select_related("send__article")
         ]
+        data["engagement"] = export_engagement_of(subscriber=subscriber)
     return data
 
 
@@ -293,6 +307,7 @@ def delete_reader_account(*, user: AbstractBaseUser) -> None:
         )
         erase_comments_of(user=user)
         if subscriber is not None:
+            erase_engagement_of(subscriber=subscriber)
             subscriber.delete()
         user.delete()
 

@@ -347,3 +347,52 @@ def test_the_redirect_location_is_the_url_as_an_iri(sent):
     response = Client().get(link_url(article, url, reader), HTTP_USER_AGENT=BROWSER)
     assert response.status_code == 302
     assert response["Location"] == iri_to_uri(url)
+
+
+@pytest.fixture
+def signed_in_reader(client, sent):
+    from tests.factories import UserFactory
+
+    _, (delivery, _) = sent
+    subscriber = delivery.subscriber
+    user = UserFactory(email=subscriber.email)
+    subscriber.user = user
+    subscriber.save()
+    client.force_login(user)
+    return client, subscriber
+
+
+def test_a_reader_opts_out_on_their_account_page_and_back_in(signed_in_reader):
+    client, subscriber = signed_in_reader
+    assert b"Stop counting my opens and clicks" in client.get("/account/").content
+
+    response = client.post("/account/tracking/", {"enabled": ""})
+    assert response.status_code == 302
+    subscriber.refresh_from_db()
+    assert subscriber.tracking_opt_out is True
+    assert b"Count my opens and clicks" in client.get("/account/").content
+
+    client.post("/account/tracking/", {"enabled": "on"})
+    subscriber.refresh_from_db()
+    assert subscriber.tracking_opt_out is False
+
+
+def test_the_account_export_has_the_opens_and_clicks_and_deletion_erases_them(
+    signed_in_reader, sent
+):
+    import json
+
+    client, subscriber = signed_in_reader
+    article, (delivery, other) = sent
+    pixel(delivery, HTTP_USER_AGENT=PERSON)
+    pixel(other, HTTP_USER_AGENT=PERSON)
+    Client().get(link_url(article, "https://example.org/one", delivery), HTTP_USER_AGENT=BROWSER)
+
+    data = json.loads(client.get("/account/export/").content)
+    assert len(data["engagement"]["opens"]) == 1
+    assert data["engagement"]["clicks"][0]["url"] == "https://example.org/one"
+
+    client.post("/account/delete/", {"confirm": "on"})
+    assert not Delivery.objects.filter(pk=delivery.pk).exists()
+    assert list(OpenEvent.objects.values_list("delivery_id", flat=True)) == [other.pk]
+    assert not ClickEvent.objects.exists()
