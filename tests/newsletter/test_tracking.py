@@ -2,6 +2,7 @@
 
 import email
 import email.policy
+import json
 from datetime import timedelta
 from urllib.parse import urlsplit
 
@@ -380,9 +381,7 @@ def test_a_reader_opts_out_on_their_account_page_and_back_in(signed_in_reader):
 def test_the_account_export_has_the_opens_and_clicks_and_deletion_erases_them(
     signed_in_reader, sent
 ):
-    import json
-
-    client, subscriber = signed_in_reader
+    client, _ = signed_in_reader
     article, (delivery, other) = sent
     pixel(delivery, HTTP_USER_AGENT=PERSON)
     pixel(other, HTTP_USER_AGENT=PERSON)
