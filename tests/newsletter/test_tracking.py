@@ -395,3 +395,29 @@ def test_the_account_export_has_the_opens_and_clicks_and_deletion_erases_them(
     assert not Delivery.objects.filter(pk=delivery.pk).exists()
     assert list(OpenEvent.objects.values_list("delivery_id", flat=True)) == [other.pk]
     assert not ClickEvent.objects.exists()
+
+
+def test_the_articles_admin_page_shows_readers_machines_and_clicks_per_link(sent, client):
+    from tests.factories import StaffUserFactory
+
+    article, (reader, other) = sent
+    pixel(reader, HTTP_USER_AGENT=PERSON)
+    pixel(other, HTTP_USER_AGENT="Mozilla/5.0")
+    Client().get(link_url(article, "https://example.org/one", reader), HTTP_USER_AGENT=BROWSER)
+    client.force_login(StaffUserFactory(is_superuser=True))
+
+    response = client.get(f"/admin/newsletter/article/{article.pk}/change/")
+    assert response.status_code == 200
+    document = html5lib.parse(response.content, namespaceHTMLElements=False)
+    panel = document.find(".//fieldset[@id='engagement']")
+    assert panel is not None
+    text = " ".join("".join(panel.itertext()).split())
+    assert (
+        "Opened by 1 reader (50%), and 1 more opens by mail-privacy proxies and scanners." in text
+    )
+    assert "Clicked by 1 reader (50%)." in text
+    rows = [
+        [" ".join("".join(cell.itertext()).split()) for cell in row]
+        for row in panel.findall(".//table[2]/tbody/tr")
+    ]
+    assert rows == [["https://example.org/one", "1", "1", "0"]]
