@@ -42,7 +42,7 @@ from django.conf import settings
 from django.core.cache import cache, caches
 from django.core.cache.backends.redis import RedisCache
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Case, Value, When
 
 from newsletter.models import (
     Article,
@@ -380,84 +380,131 @@ def flush_buffered_events(*, batch: int = 2000) -> int:
 
 
 def record_events(hits: Sequence[Hit]) -> int:
-    """Classify and write hits; a hit of an unknown delivery, or a link of another
-    article, is dropped. Returns how many were written."""
+    """Classify and write hits, a whole batch in a few statements: the deliveries read
+    once, the events inserted at once, each reader's first human open and click set by
+    one UPDATE. A hit of an unknown delivery, or of a link of another article, is
+    dropped. Returns how many were written."""
     if not hits:
         return 0
     deliveries = {
-        pk: (article_id, sent_at)
-        for pk, article_id, sent_at in Delivery.objects.filter(
-            pk__in={h.delivery_id for h in hits}
-        ).values_list("pk", "send__article_id", "sent_at")
+        row[0]: row[1:]
+        for row in Delivery.objects.filter(pk__in={h.delivery_id for h in hits}).values_list(
+            "pk", "send__article_id", "sent_at", "opened_at", "clicked_at"
+        )
     }
     link_articles = dict(
         TrackedLink.objects.filter(pk__in={h.link_id for h in hits if h.link_id}).values_list(
             "pk", "article_id"
         )
     )
-    written = 0
+    opens: list[OpenEvent] = []
+    clicks: list[tuple[Hit, datetime, int]] = []
     for hit in sorted(hits, key=lambda h: h.at):
         known = deliveries.get(hit.delivery_id)
         if known is None:
             continue
-        article_id, sent_at = known
+        article_id, sent_at = known[0], known[1]
         at = datetime.fromtimestamp(hit.at, tz=UTC)
         if hit.link_id == 0:
-            _record_open(hit, at=at, article_id=article_id, sent_at=sent_at)
-        elif link_articles.get(hit.link_id) == article_id:
-            _record_click(hit, at=at, article_id=article_id)
-        else:
-            continue
-        written += 1
-    return written
-
-
-def _record_open(hit: Hit, *, at: datetime, article_id: int, sent_at: datetime | None) -> None:
-    reason = classify_open(user_agent=hit.user_agent, ip=hit.ip, at=at, sent_at=sent_at)
-    engagement = Engagement.MACHINE if reason else Engagement.HUMAN
-    with transaction.atomic():
-        OpenEvent.objects.create(
-            delivery_id=hit.delivery_id,
-            article_id=article_id,
-            at=at,
-            engagement=engagement,
-            reason=reason,
-        )
-        if engagement == Engagement.HUMAN:
-            Delivery.objects.filter(
-                Q(opened_at__isnull=True) | Q(opened_at__gt=at), pk=hit.delivery_id
-            ).update(opened_at=at)
-
-
-def _record_click(hit: Hit, *, at: datetime, article_id: int) -> None:
-    reason = classify_click(user_agent=hit.user_agent, method=hit.method)
-    window = timedelta(seconds=BURST_SECONDS)
-    with transaction.atomic():
-        if not reason:
-            nearby = ClickEvent.objects.filter(
-                delivery_id=hit.delivery_id, at__gte=at - window, at__lte=at + window
-            )
-            links = set(nearby.values_list("link_id", flat=True)) | {hit.link_id}
-            if len(links) >= BURST_LINKS:
-                reason = MachineReason.BURST
-                # The burst's earlier clicks were counted as a reader's: not any more.
-                nearby.filter(engagement=Engagement.HUMAN).update(
-                    engagement=Engagement.MACHINE, reason=MachineReason.BURST
+            reason = classify_open(user_agent=hit.user_agent, ip=hit.ip, at=at, sent_at=sent_at)
+            opens.append(
+                OpenEvent(
+                    delivery_id=hit.delivery_id,
+                    article_id=article_id,
+                    at=at,
+                    engagement=Engagement.MACHINE if reason else Engagement.HUMAN,
+                    reason=reason,
                 )
-                _recompute_clicked_at(hit.delivery_id)
-        engagement = Engagement.MACHINE if reason else Engagement.HUMAN
-        ClickEvent.objects.create(
-            delivery_id=hit.delivery_id,
-            article_id=article_id,
-            link_id=hit.link_id,
-            at=at,
-            engagement=engagement,
-            reason=reason,
+            )
+        elif link_articles.get(hit.link_id) == article_id:
+            clicks.append((hit, at, article_id))
+    with transaction.atomic():
+        OpenEvent.objects.bulk_create(opens)
+        _set_first(
+            "opened_at",
+            {pk: known[2] for pk, known in deliveries.items()},
+            [(e.delivery_id, e.at) for e in opens if e.engagement == Engagement.HUMAN],
         )
-        if engagement == Engagement.HUMAN:
-            Delivery.objects.filter(
-                Q(clicked_at__isnull=True) | Q(clicked_at__gt=at), pk=hit.delivery_id
-            ).update(clicked_at=at)
+        written = _record_clicks(clicks, {pk: known[3] for pk, known in deliveries.items()})
+    return len(opens) + written
+
+
+def _set_first(
+    field: str, current: dict[int, datetime | None], human: list[tuple[int, datetime]]
+) -> None:
+    """`field` (opened_at, clicked_at) to each delivery's earliest human event, in one
+    UPDATE, where it is empty or later."""
+    earliest: dict[int, datetime] = {}
+    for delivery_id, at in human:
+        if delivery_id not in earliest or at < earliest[delivery_id]:
+            earliest[delivery_id] = at
+    changed = {}
+    for pk, at in earliest.items():
+        now_set = current.get(pk)
+        if now_set is None or now_set > at:
+            changed[pk] = at
+    if changed:
+        Delivery.objects.filter(pk__in=changed).update(
+            **{field: Case(*(When(pk=pk, then=Value(at)) for pk, at in changed.items()))}
+        )
+
+
+def _record_clicks(
+    clicks: list[tuple[Hit, datetime, int]], clicked_at: dict[int, datetime | None]
+) -> int:
+    """The batch's clicks, classified against each other and the delivery's clicks
+    already stored: a burst (BURST_LINKS links within BURST_SECONDS) is a machine's, and
+    so are the burst's clicks already counted as a reader's."""
+    if not clicks:
+        return 0
+    window = timedelta(seconds=BURST_SECONDS)
+    stored = ClickEvent.objects.filter(
+        delivery_id__in={hit.delivery_id for hit, _, _ in clicks},
+        at__gte=min(at for _, at, _ in clicks) - window,
+        at__lte=max(at for _, at, _ in clicks) + window,
+    ).values_list("pk", "delivery_id", "link_id", "at", "engagement")
+    # Per delivery: (stored pk or None, link, at, new event or None).
+    seen: dict[int, list[tuple[int | None, int, datetime, ClickEvent | None]]] = {}
+    for pk, delivery_id, link_id, at, _ in stored:
+        seen.setdefault(delivery_id, []).append((pk, link_id, at, None))
+    new: list[ClickEvent] = []
+    reclassified: set[int] = set()
+    burst_deliveries: set[int] = set()
+    for hit, at, article_id in clicks:
+        reason = classify_click(user_agent=hit.user_agent, method=hit.method)
+        event = ClickEvent(
+            delivery_id=hit.delivery_id, article_id=article_id, link_id=hit.link_id, at=at
+        )
+        nearby = [c for c in seen.get(hit.delivery_id, []) if abs(c[2] - at) <= window]
+        if not reason and len({c[1] for c in nearby} | {hit.link_id}) >= BURST_LINKS:
+            reason = MachineReason.BURST
+            burst_deliveries.add(hit.delivery_id)
+            for stored_pk, _, _, earlier in nearby:
+                if stored_pk is not None:
+                    reclassified.add(stored_pk)
+                elif earlier is not None and earlier.engagement == Engagement.HUMAN:
+                    earlier.engagement, earlier.reason = Engagement.MACHINE, MachineReason.BURST
+        event.engagement = Engagement.MACHINE if reason else Engagement.HUMAN
+        event.reason = reason
+        seen.setdefault(hit.delivery_id, []).append((None, hit.link_id, at, event))
+        new.append(event)
+    if reclassified:
+        ClickEvent.objects.filter(pk__in=reclassified, engagement=Engagement.HUMAN).update(
+            engagement=Engagement.MACHINE, reason=MachineReason.BURST
+        )
+    ClickEvent.objects.bulk_create(new)
+    for delivery_id in burst_deliveries:
+        _recompute_clicked_at(delivery_id)
+    _set_first(
+        "clicked_at",
+        {pk: at for pk, at in clicked_at.items() if pk not in burst_deliveries},
+        [
+            (e.delivery_id, e.at)
+            for e in new
+            if e.engagement == Engagement.HUMAN and e.delivery_id not in burst_deliveries
+        ],
+    )
+    return len(new)
 
 
 def _recompute_clicked_at(delivery_id: int) -> None:

@@ -421,3 +421,37 @@ def test_the_articles_admin_page_shows_readers_machines_and_clicks_per_link(sent
         for row in panel.findall(".//table[2]/tbody/tr")
     ]
     assert rows == [["https://example.org/one", "1", "1", "0"]]
+
+
+def test_a_burst_within_one_flushed_batch_is_counted_apart_and_a_later_reader_kept(sent):
+    article, (reader, scanned) = sent
+    links = [
+        TrackedLink.objects.create(article=article, url=f"https://example.org/{i}", digest=str(i))
+        for i in range(3)
+    ]
+    now = timezone.now().timestamp()
+    hits = [
+        # The gateway: three links of one copy within half a second.
+        *(
+            tracking.Hit(scanned.pk, link.pk, now + i * 0.2, BROWSER, "198.51.100.7")
+            for i, link in enumerate(links)
+        ),
+        # The reader of that copy, a minute later: a person.
+        tracking.Hit(scanned.pk, links[0].pk, now + 60, BROWSER, "203.0.113.5"),
+        tracking.Hit(reader.pk, links[1].pk, now + 1, BROWSER, "203.0.113.9"),
+        tracking.Hit(reader.pk, 0, now + 2, PERSON, "203.0.113.9"),
+        tracking.Hit(reader.pk, 0, now + 1.5, PERSON, "203.0.113.9"),
+    ]
+    assert tracking.record_events(hits) == 7
+
+    engagements = list(
+        ClickEvent.objects.filter(delivery=scanned).order_by("at").values_list("reason", flat=True)
+    )
+    assert engagements == ["burst", "burst", "burst", ""]
+    scanned.refresh_from_db()
+    reader.refresh_from_db()
+    assert scanned.clicked_at.timestamp() == pytest.approx(now + 60)
+    assert reader.clicked_at.timestamp() == pytest.approx(now + 1)
+    assert reader.opened_at.timestamp() == pytest.approx(now + 1.5)
+    figures = engagement.article_engagement(article=article)
+    assert (figures.clicked_readers, figures.machine_clicks) == (2, 3)
