@@ -187,7 +187,7 @@ def generate(*, deliveries: int, events: int) -> int:
             [base + deliveries],
         )
         cursor.execute("SELECT COALESCE(MAX(id), 0) FROM newsletter_delivery")
-        first = cursor.fetchone()[0] + 1
+        first_id = cursor.fetchone()[0] + 1
         # Every other reader opened (a person), one in ten clicked, all at t0; the
         # first events are those first opens and clicks, the rest repeats and machines'
         # fetches over the following days.
@@ -199,28 +199,32 @@ def generate(*, deliveries: int, events: int) -> int:
             "%(t0)s - interval '1 hour', 1, '', '', "
             "CASE WHEN i %% 2 = 0 THEN %(t0)s END, CASE WHEN i %% 10 = 0 THEN %(t0)s END "
             "FROM generate_series(0, %(n)s - 1) i",
-            {"first": first, "send": send.pk, "base": base, "t0": t0, "n": deliveries},
+            {"first": first_id, "send": send.pk, "base": base, "t0": t0, "n": deliveries},
         )
         cursor.execute(
             "SELECT setval(pg_get_serial_sequence('newsletter_delivery', 'id'), %s)",
-            [first + deliveries],
+            [first_id + deliveries],
         )
         for table, count, every, machine in (("openevent", opens, 2, "apple_proxy"),
                                              ("clickevent", clicks, 10, "scanner")):  # fmt: skip
-            link = ", link_id" if table == "clickevent" else ""
-            link_value = f", {links[0].pk} + (g %% 20)" if table == "clickevent" else ""
-            first_event = f"(g < %(n)s AND g %% {every} = 0)"
+            # Only readers who opened (clicked) have a person's events: their first one
+            # (in the first pass over the deliveries), then repeats; the rest machines'.
+            human = f"((g %% %(n)s) %% {every} = 0 AND (g < %(n)s OR g %% 5 < 2))"
+            first = f"(g < %(n)s AND g %% {every} = 0)"
+            link = ", link_id, first_of_link" if table == "clickevent" else ""
+            link_value = f", {links[0].pk} + (g %% 20), {first}" if table == "clickevent" else ""
             cursor.execute(
                 f"INSERT INTO newsletter_{table} (delivery_id, article_id{link}, at, "  # noqa: S608
-                "engagement, reason) "
+                "engagement, reason, first) "
                 f"SELECT %(first)s + (g %% %(n)s), %(article)s{link_value}, "
-                f"CASE WHEN {first_event} THEN %(t0)s "
+                f"CASE WHEN {first} THEN %(t0)s "
                 "ELSE %(t0)s + (g %% 1000 + 1) * interval '20 minutes' END, "
-                f"CASE WHEN {first_event} OR g %% 5 < 2 THEN 'human' ELSE 'machine' END, "
-                f"CASE WHEN {first_event} OR g %% 5 < 2 THEN '' ELSE '{machine}' END "
+                f"CASE WHEN {human} THEN 'human' ELSE 'machine' END, "
+                f"CASE WHEN {human} THEN '' ELSE '{machine}' END, {first} "
                 "FROM generate_series(0, %(count)s - 1) g",
-                {"first": first, "n": deliveries, "article": article.pk, "t0": t0, "count": count},
-            )
+                {"first": first_id, "n": deliveries, "article": article.pk, "t0": t0,
+                 "count": count},
+            )  # fmt: skip
         cursor.execute("ANALYZE")
     print(
         f"  generated {deliveries:,} deliveries, {opens:,} opens and {clicks:,} clicks "

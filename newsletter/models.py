@@ -470,6 +470,9 @@ class OpenEvent(models.Model):
     at = models.DateTimeField()
     engagement = models.CharField(max_length=10, choices=Engagement.choices)
     reason = models.CharField(max_length=20, choices=MachineReason.choices, blank=True)
+    # The reader's first open that looked like a person's (it set Delivery.opened_at):
+    # counting these counts readers, without a join.
+    first = models.BooleanField(default=False)
 
     class Meta:
         indexes = [
@@ -500,6 +503,10 @@ class ClickEvent(models.Model):
     at = models.DateTimeField()
     engagement = models.CharField(max_length=10, choices=Engagement.choices)
     reason = models.CharField(max_length=20, choices=MachineReason.choices, blank=True)
+    # The reader's first human click (it set Delivery.clicked_at), and their first
+    # human click on this link.
+    first = models.BooleanField(default=False)
+    first_of_link = models.BooleanField(default=False)
 
     class Meta:
         indexes = [

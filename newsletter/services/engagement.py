@@ -17,7 +17,7 @@ from datetime import UTC, date, datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Count, Exists, F, Max, Min, OuterRef, Q, QuerySet, Sum
+from django.db.models import Count, F, Max, Min, Q, QuerySet, Sum
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
@@ -39,23 +39,10 @@ _HUMAN = Q(engagement=Engagement.HUMAN)
 _MACHINE = Q(engagement=Engagement.MACHINE)
 
 
-def _first_open() -> Q:
-    """An open that is its reader's first human one (the delivery's opened_at)."""
-    return _HUMAN & Q(at=F("delivery__opened_at"))
-
-
-def _first_click() -> Q:
-    return _HUMAN & Q(at=F("delivery__clicked_at"))
-
-
-def _first_click_of_link() -> Exists:
-    """A human click with an earlier human click of the same reader on the same link."""
-    return Exists(
-        ClickEvent.objects.filter(
-            _HUMAN, delivery_id=OuterRef("delivery_id"), link_id=OuterRef("link_id"),
-            id__lt=OuterRef("id"),
-        )
-    )  # fmt: skip
+# Events that count a reader: their first human open or click (of the email, of a link),
+# marked when recorded (tracking.py), so counting readers needs no join.
+_FIRST = Q(first=True)
+_FIRST_OF_LINK = Q(first_of_link=True)
 
 
 def _mark(table: str) -> EngagementRollupMark:
@@ -91,7 +78,7 @@ def roll_up_events(*, now: datetime | None = None) -> int:
                 .annotate(
                     human=Count("id", filter=_HUMAN),
                     machine=Count("id", filter=_MACHINE),
-                    readers=Count("id", filter=_first_open()),
+                    readers=Count("id", filter=_FIRST),
                 )
             )
             for row in rows:
@@ -115,7 +102,7 @@ def roll_up_events(*, now: datetime | None = None) -> int:
             for row in batch.values("article_id", "day").annotate(
                 human=Count("id", filter=_HUMAN),
                 machine=Count("id", filter=_MACHINE),
-                readers=Count("id", filter=_first_click()),
+                readers=Count("id", filter=_FIRST),
             ):
                 _add_article_day(
                     row["article_id"],
@@ -125,14 +112,10 @@ def roll_up_events(*, now: datetime | None = None) -> int:
                     readers_clicked=row["readers"],
                 )
                 rolled += row["human"] + row["machine"]
-            for link_row in (
-                batch.annotate(repeat=_first_click_of_link())
-                .values("link_id", "day")
-                .annotate(
-                    human=Count("id", filter=_HUMAN),
-                    machine=Count("id", filter=_MACHINE),
-                    readers=Count("id", filter=_HUMAN & Q(repeat=False)),
-                )
+            for link_row in batch.values("link_id", "day").annotate(
+                human=Count("id", filter=_HUMAN),
+                machine=Count("id", filter=_MACHINE),
+                readers=Count("id", filter=_FIRST_OF_LINK),
             ):
                 link_day, _ = LinkEngagementDay.objects.get_or_create(
                     link_id=link_row["link_id"], day=link_row["day"]
@@ -228,13 +211,13 @@ def article_engagement(*, article: Article) -> ArticleEngagement:
     recent_opens = OpenEvent.objects.filter(article=article, id__gt=marks.get("open", 0)).aggregate(
         human=Count("id", filter=_HUMAN),
         machine=Count("id", filter=_MACHINE),
-        readers=Count("id", filter=_first_open()),
+        readers=Count("id", filter=_FIRST),
     )
     recent_clicks = ClickEvent.objects.filter(article=article, id__gt=marks.get("click", 0))
     clicks = recent_clicks.aggregate(
         human=Count("id", filter=_HUMAN),
         machine=Count("id", filter=_MACHINE),
-        readers=Count("id", filter=_first_click()),
+        readers=Count("id", filter=_FIRST),
     )
     per_link: dict[int, list[int]] = {}
     for link_id, readers, human, machine in (
@@ -245,10 +228,9 @@ def article_engagement(*, article: Article) -> ArticleEngagement:
     ):
         per_link[link_id] = [readers, human, machine]
     for link_id, readers, human, machine in (
-        recent_clicks.annotate(repeat=_first_click_of_link())
-        .values("link_id")
+        recent_clicks.values("link_id")
         .annotate(
-            r=Count("id", filter=_HUMAN & Q(repeat=False)),
+            r=Count("id", filter=_FIRST_OF_LINK),
             h=Count("id", filter=_HUMAN),
             m=Count("id", filter=_MACHINE),
         )

@@ -419,30 +419,32 @@ def record_events(hits: Sequence[Hit]) -> int:
         elif link_articles.get(hit.link_id) == article_id:
             clicks.append((hit, at, article_id))
     with transaction.atomic():
-        OpenEvent.objects.bulk_create(opens)
         _set_first(
             "opened_at",
             {pk: known[2] for pk, known in deliveries.items()},
-            [(e.delivery_id, e.at) for e in opens if e.engagement == Engagement.HUMAN],
+            [e for e in opens if e.engagement == Engagement.HUMAN],
         )
+        OpenEvent.objects.bulk_create(opens)
         written = _record_clicks(clicks, {pk: known[3] for pk, known in deliveries.items()})
     return len(opens) + written
 
 
 def _set_first(
-    field: str, current: dict[int, datetime | None], human: list[tuple[int, datetime]]
+    field: str, current: dict[int, datetime | None], human: Sequence[OpenEvent | ClickEvent]
 ) -> None:
     """`field` (opened_at, clicked_at) to each delivery's earliest human event, in one
-    UPDATE, where it is empty or later."""
-    earliest: dict[int, datetime] = {}
-    for delivery_id, at in human:
-        if delivery_id not in earliest or at < earliest[delivery_id]:
-            earliest[delivery_id] = at
+    UPDATE, where it is empty or later; that event is marked `first` (not yet saved)."""
+    earliest: dict[int, OpenEvent | ClickEvent] = {}
+    for event in human:
+        known = earliest.get(event.delivery_id)
+        if known is None or event.at < known.at:
+            earliest[event.delivery_id] = event
     changed = {}
-    for pk, at in earliest.items():
+    for pk, event in earliest.items():
         now_set = current.get(pk)
-        if now_set is None or now_set > at:
-            changed[pk] = at
+        if now_set is None or now_set > event.at:
+            changed[pk] = event.at
+            event.first = True
     if changed:
         Delivery.objects.filter(pk__in=changed).update(
             **{field: Case(*(When(pk=pk, then=Value(at)) for pk, at in changed.items()))}
@@ -458,14 +460,15 @@ def _record_clicks(
     if not clicks:
         return 0
     window = timedelta(seconds=BURST_SECONDS)
+    delivery_ids = {hit.delivery_id for hit, _, _ in clicks}
     stored = ClickEvent.objects.filter(
-        delivery_id__in={hit.delivery_id for hit, _, _ in clicks},
+        delivery_id__in=delivery_ids,
         at__gte=min(at for _, at, _ in clicks) - window,
         at__lte=max(at for _, at, _ in clicks) + window,
-    ).values_list("pk", "delivery_id", "link_id", "at", "engagement")
+    ).values_list("pk", "delivery_id", "link_id", "at")
     # Per delivery: (stored pk or None, link, at, new event or None).
     seen: dict[int, list[tuple[int | None, int, datetime, ClickEvent | None]]] = {}
-    for pk, delivery_id, link_id, at, _ in stored:
+    for pk, delivery_id, link_id, at in stored:
         seen.setdefault(delivery_id, []).append((pk, link_id, at, None))
     new: list[ClickEvent] = []
     reclassified: set[int] = set()
@@ -492,29 +495,42 @@ def _record_clicks(
         ClickEvent.objects.filter(pk__in=reclassified, engagement=Engagement.HUMAN).update(
             engagement=Engagement.MACHINE, reason=MachineReason.BURST
         )
-    ClickEvent.objects.bulk_create(new)
-    for delivery_id in burst_deliveries:
-        _recompute_clicked_at(delivery_id)
+    human = [e for e in new if e.engagement == Engagement.HUMAN]
+    clicked_links = set(
+        ClickEvent.objects.filter(
+            delivery_id__in={e.delivery_id for e in human},
+            link_id__in={e.link_id for e in human},
+            engagement=Engagement.HUMAN,
+        ).values_list("delivery_id", "link_id")
+    )
+    for event in sorted(human, key=lambda e: e.at):
+        if (event.delivery_id, event.link_id) not in clicked_links:
+            event.first_of_link = True
+            clicked_links.add((event.delivery_id, event.link_id))
     _set_first(
         "clicked_at",
         {pk: at for pk, at in clicked_at.items() if pk not in burst_deliveries},
-        [
-            (e.delivery_id, e.at)
-            for e in new
-            if e.engagement == Engagement.HUMAN and e.delivery_id not in burst_deliveries
-        ],
+        [e for e in human if e.delivery_id not in burst_deliveries],
     )
+    ClickEvent.objects.bulk_create(new)
+    for delivery_id in burst_deliveries:
+        _recount_firsts(delivery_id)
     return len(new)
 
 
-def _recompute_clicked_at(delivery_id: int) -> None:
-    first = (
-        ClickEvent.objects.filter(delivery_id=delivery_id, engagement=Engagement.HUMAN)
-        .order_by("at")
-        .values_list("at", flat=True)
-        .first()
-    )
-    Delivery.objects.filter(pk=delivery_id).update(clicked_at=first)
+def _recount_firsts(delivery_id: int) -> None:
+    """After a burst turned some of a delivery's clicks into a machine's: its first human
+    click, and first human click per link, again."""
+    clicks = ClickEvent.objects.filter(delivery_id=delivery_id)
+    clicks.update(first=False, first_of_link=False)
+    human = list(clicks.filter(engagement=Engagement.HUMAN).order_by("at", "id"))
+    firsts_of_link: dict[int, int] = {}
+    for event in human:
+        firsts_of_link.setdefault(event.link_id, event.pk)
+    ClickEvent.objects.filter(pk__in=firsts_of_link.values()).update(first_of_link=True)
+    if human:
+        ClickEvent.objects.filter(pk=human[0].pk).update(first=True)
+    Delivery.objects.filter(pk=delivery_id).update(clicked_at=human[0].at if human else None)
 
 
 def hit_from_request(
