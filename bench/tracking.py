@@ -14,7 +14,8 @@ On a database of its own (`bench_broadside_tracking`, created, migrated and drop
 2. the time to compute an article's figures (`article_engagement`, what the admin page
    and send_status show) with `--deliveries` deliveries and `--events` opens and clicks
    made with generate_series: after the daily roll-up, and with 20,000 events not yet
-   rolled up; and how long rolling all of them up took.
+   rolled up; and how long rolling all of them up took;
+3. what tracking adds to personalising one message on the workers' SMTP path.
 
 Figures are printed, never asserted; the exit code is non-zero only when the stack
 cannot start or a correctness check fails (every response as expected, every hit kept).
@@ -293,6 +294,42 @@ def measure_figures(args: argparse.Namespace) -> None:
     print("  target: under 200 ms")
 
 
+def measure_personalising(repeats: int = 3000) -> None:
+    """What tracking adds to each message on the workers' SMTP path: the same article
+    (the send benchmark's body, 20 links added) personalised with and without it."""
+    from bench.send import BODY
+    from newsletter.models import Article, Delivery, Publication
+    from newsletter.services.email_rendering import (
+        Reader,
+        personalised_bytes,
+        render_article_email,
+    )
+
+    links = "".join(
+        f'<p><a href="https://example.org/source/{i}?a=1&amp;b=2">{i}</a></p>' for i in range(20)
+    )
+    article = Article.objects.create(title="Personalised", slug="personalised", body=BODY + links)
+    print("\n3. Personalising one message (the SMTP fast path), 20 links")
+    timings = {}
+    for tracked in (False, True):
+        rendered = render_article_email(
+            article=article,
+            segment=Delivery.Segment.PAID,
+            publication=Publication.load(),
+            tracked=tracked,
+        )
+        started = time.perf_counter()
+        for i in range(repeats):
+            reader = Reader(
+                subscriber_id=i + 1, email=f"r{i}@example.com", name="Reader", delivery_id=i + 1
+            )
+            assert personalised_bytes(rendered=rendered, reader=reader, send_id=1) is not None
+        timings[tracked] = (time.perf_counter() - started) / repeats * 1e6
+        label = "tracked" if tracked else "untracked"
+        print(f"  {label:<9} {timings[tracked]:7.1f} us per message")
+    print(f"  tracked / untracked: {timings[True] / timings[False]:.2f}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=int, default=4, help="seconds per URL and round")
@@ -326,6 +363,7 @@ def main() -> int:
                 measure_hits(label="b", workdir=workdir, paths=paths, args=args, redis=False)
             if not args.only_hits:
                 measure_figures(args)
+            measure_personalising()
     finally:
         if "django.db" in sys.modules:
             from django.db import connections

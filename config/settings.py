@@ -366,6 +366,8 @@ TRACKING_PREFETCH_SECONDS = env.float("TRACKING_PREFETCH_SECONDS", default=10.0)
 TRACKING_APPLE_PROXY_NETWORKS_FILE = env("TRACKING_APPLE_PROXY_NETWORKS_FILE", default="")
 # With Redis, hits wait in a list and are written in batches this often.
 TRACKING_FLUSH_INTERVAL = env.float("TRACKING_FLUSH_INTERVAL", default=5.0)
+# Each web process pushes its hits onto Redis in one command this often (seconds).
+TRACKING_PUSH_INTERVAL = env.float("TRACKING_PUSH_INTERVAL", default=0.05)
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 CELERY_BEAT_SCHEDULE = {
     "publish-due-articles": {

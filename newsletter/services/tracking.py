@@ -14,22 +14,27 @@ redirect goes only to the URL signed into it, without a database read), and the
 delivery's part is put in per reader by the same placeholder replacement as the
 greeting: one HMAC per message, however many links.
 
-Recording is one push onto a Redis list when the cache is Redis (a beat task flushes
-the list in batches, `flush_buffered_events`), and on the embedded default (no Redis)
-one short transaction in the request itself. Both go through `record_events`, which
-classifies each event and writes it with one INSERT (and, for a reader's first open or
-click, one UPDATE of the delivery by its primary key).
+Recording, when the cache is Redis, appends the hit to a list in the process, which a
+thread pushes onto a Redis list every TRACKING_PUSH_INTERVAL seconds (`_Outbox`), and a
+beat task writes that list to the database in batches (`flush_buffered_events`); on
+the embedded default (no Redis) it is one short transaction in the request itself.
+Both go through `record_events`, which classifies a batch of hits and writes them in a
+few statements (one INSERT per kind, one UPDATE for readers' first opens and clicks).
 """
 
 from __future__ import annotations
 
+import atexit
 import base64
 import functools
 import hashlib
 import hmac
 import ipaddress
 import json
+import logging
+import os
 import re
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -53,6 +58,8 @@ from newsletter.models import (
     OpenEvent,
     TrackedLink,
 )
+
+logger = logging.getLogger(__name__)
 
 # Put in the rendered email wherever the delivery's token goes (see email_rendering).
 TRACKING_PLACEHOLDER = "@@broadside-tracking@@"
@@ -353,11 +360,61 @@ def _redis() -> Any | None:
     return None
 
 
+class _Outbox:
+    """Hits of this process on their way to Redis: pushed by a thread of its own every
+    TRACKING_PUSH_INTERVAL seconds in one RPUSH, so a request only appends to a list.
+
+    The price: a process that dies loses the hits of its last interval (50 ms by
+    default); a process that exits normally pushes them first (atexit).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._hits: list[str] = []
+        self._pid = 0
+        self._wake = threading.Event()
+
+    def add(self, item: str) -> None:
+        with self._lock:
+            self._hits.append(item)
+            if self._pid != os.getpid():  # first use in this (perhaps forked) process
+                self._pid = os.getpid()
+                threading.Thread(target=self._run, name="tracking-outbox", daemon=True).start()
+                atexit.register(self.push)
+
+    def push(self) -> int:
+        """Send what is waiting now; how many. A failed push keeps them for the next."""
+        with self._lock:
+            items, self._hits = self._hits, []
+        if not items:
+            return 0
+        client = _redis()
+        try:
+            if client is None:
+                raise RuntimeError("the cache is no longer Redis")
+            client.rpush(_buffer_key(), *items)
+        except Exception:
+            logger.exception("%d opens and clicks could not reach Redis; kept.", len(items))
+            with self._lock:
+                self._hits[:0] = items[-_OUTBOX_LIMIT:]
+            return 0
+        return len(items)
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(settings.TRACKING_PUSH_INTERVAL)
+            self.push()
+
+
+# What one process keeps when Redis cannot be reached: the most recent hits.
+_OUTBOX_LIMIT = 100_000
+_outbox = _Outbox()
+
+
 def record(hit: Hit) -> None:
-    """Keep one hit: a push onto the Redis buffer, else written at once."""
-    client = _redis()
-    if client is not None:
-        client.rpush(_buffer_key(), hit.dumps())
+    """Keep one hit: on its way to the Redis buffer, else written at once."""
+    if _redis() is not None:
+        _outbox.add(hit.dumps())
         return
     record_events([hit])
 
@@ -367,6 +424,7 @@ def flush_buffered_events(*, batch: int = 2000) -> int:
     client = _redis()
     if client is None:
         return 0
+    _outbox.push()  # this process's own, if it recorded any
     total = 0
     while True:
         # LPOP with a count takes the oldest `batch` hits at once (Redis 6.2+).

@@ -455,3 +455,23 @@ def test_a_burst_within_one_flushed_batch_is_counted_apart_and_a_later_reader_ke
     assert reader.opened_at.timestamp() == pytest.approx(now + 1.5)
     figures = engagement.article_engagement(article=article)
     assert (figures.clicked_readers, figures.machine_clicks) == (2, 3)
+
+
+def test_hits_that_cannot_reach_redis_are_kept_for_the_next_push(sent, settings):
+    _, (reader, _) = sent
+    settings.TRACKING_PUSH_INTERVAL = 3600  # pushed by hand below, not by the thread
+    unreachable = f"redis://127.0.0.1:{processes.free_port()}/0"
+    settings.CACHES = {
+        "default": {"BACKEND": "config.cache.SharedClientRedisCache", "LOCATION": unreachable}
+    }
+    tracking._outbox.push()  # nothing left over from another test
+    tracking.record(tracking.Hit(reader.pk, 0, timezone.now().timestamp(), PERSON, "203.0.113.1"))
+    assert tracking._outbox.push() == 0  # Redis is down: kept
+
+    with processes.flushed_redis(processes.redis_database_url(6)) as url:
+        settings.CACHES = {
+            "default": {"BACKEND": "config.cache.SharedClientRedisCache", "LOCATION": url}
+        }
+        # The push (the outbox's thread's or the flush's own) now reaches Redis.
+        assert tracking.flush_buffered_events() == 1
+    assert OpenEvent.objects.get().delivery_id == reader.pk
