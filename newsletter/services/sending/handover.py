@@ -100,7 +100,7 @@ class _Work:
     rendered: dict[Variant, RenderedArticleEmail]
     keeper: _ClaimKeeper
     left: collections.deque[_Claimed]
-    publication: Publication = field(default_factory=Publication)
+    publication: Publication
     lock: threading.Lock = field(default_factory=threading.Lock)
     failures: list[tuple[_Claimed, str, str]] = field(default_factory=list)
     untried: list[_Claimed] = field(default_factory=list)
