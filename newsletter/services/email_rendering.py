@@ -348,7 +348,9 @@ def _reader_values(
         feedback_id=f"{send_id}:{rendered.segment}:{rendered.feedback_label}:broadside",
     )
     tracking = ""
-    if rendered.tracked and reader.delivery_id is not None:
+    if rendered.tracked:
+        if reader.delivery_id is None:  # its links would all answer 400
+            raise ValueError("A tracked email is personalised for a delivery only.")
         tracking = delivery_token(reader.delivery_id)
     return _ReaderValues(
         tracking=tracking,

@@ -48,6 +48,7 @@ from django.core.cache import cache, caches
 from django.core.cache.backends.redis import RedisCache
 from django.db import transaction
 from django.db.models import Case, Value, When
+from redis.exceptions import RedisError
 
 from newsletter.models import (
     Article,
@@ -373,6 +374,7 @@ class _Outbox:
         self._hits: list[str] = []
         self._pid = 0
         self._wake = threading.Event()
+        self._pushing = threading.Lock()
 
     def add(self, item: str) -> None:
         with self._lock:
@@ -383,22 +385,27 @@ class _Outbox:
                 atexit.register(self.push)
 
     def push(self) -> int:
-        """Send what is waiting now; how many. A failed push keeps them for the next."""
-        with self._lock:
-            items, self._hits = self._hits, []
-        if not items:
-            return 0
-        client = _redis()
-        try:
-            if client is None:
-                raise RuntimeError("the cache is no longer Redis")
-            client.rpush(_buffer_key(), *items)
-        except Exception:
-            logger.exception("%d opens and clicks could not reach Redis; kept.", len(items))
+        """Send what is waiting now; how many. A failed push keeps them for the next.
+        One push at a time: a flush in this process sees the thread's push complete."""
+        with self._pushing:
             with self._lock:
-                self._hits[:0] = items[-_OUTBOX_LIMIT:]
-            return 0
-        return len(items)
+                items, self._hits = self._hits, []
+            if not items:
+                return 0
+            client = _redis()
+            try:
+                if client is None:  # the settings changed (tests): keep them
+                    raise ConnectionError("the cache is not Redis")
+                client.rpush(_buffer_key(), *items)
+            except (RedisError, OSError) as exc:
+                if client is not None:
+                    logger.warning(
+                        "%d opens and clicks kept: Redis refused them (%s).", len(items), exc
+                    )
+                with self._lock:
+                    self._hits[:0] = items[-_OUTBOX_LIMIT:]
+                return 0
+            return len(items)
 
     def _run(self) -> None:
         while True:
