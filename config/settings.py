@@ -67,6 +67,9 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # The open pixel and click redirect of emails: answered before the whole stack
+    # (newsletter/middleware.py, TrackingMiddleware).
+    "newsletter.middleware.TrackingMiddleware",
     # Stripe's deliveries, answered before anything else runs (subscriptions/middleware.py).
     "subscriptions.middleware.StripeWebhookFirstMiddleware",
     # ETag/Last-Modified checks (304) for every page, cached or not; then cached
@@ -360,6 +363,17 @@ CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = "UTC"
 STRIPE_OUTBOX_POLL_SECONDS = env.float("STRIPE_OUTBOX_POLL_SECONDS", default=1.0)
+# Opens and clicks (newsletter/services/tracking.py). Raw events older than this are
+# rolled into daily counts and deleted (13 months by default).
+TRACKING_RETENTION_DAYS = env.int("TRACKING_RETENTION_DAYS", default=396)
+# A pixel fetched sooner than this after the mail server took the message is a prefetch.
+TRACKING_PREFETCH_SECONDS = env.float("TRACKING_PREFETCH_SECONDS", default=10.0)
+# A downloaded copy of Apple's relay egress list (https://mask-api.icloud.com/egress-ip-ranges.csv).
+TRACKING_APPLE_PROXY_NETWORKS_FILE = env("TRACKING_APPLE_PROXY_NETWORKS_FILE", default="")
+# With Redis, hits wait in a list and are written in batches this often.
+TRACKING_FLUSH_INTERVAL = env.float("TRACKING_FLUSH_INTERVAL", default=5.0)
+# Each web process pushes its hits onto Redis in one command this often (seconds).
+TRACKING_PUSH_INTERVAL = env.float("TRACKING_PUSH_INTERVAL", default=0.05)
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 CELERY_BEAT_SCHEDULE = {
     "publish-due-articles": {
@@ -388,6 +402,19 @@ CELERY_BEAT_SCHEDULE = {
     "sweep-email-sends": {
         "task": "newsletter.tasks.sweep_email_sends",
         "schedule": EMAIL_SWEEP_INTERVAL,
+    },
+    "flush-tracking-hits": {
+        "task": "newsletter.tasks.flush_tracking_hits",
+        "schedule": TRACKING_FLUSH_INTERVAL,
+        "options": {"expires": TRACKING_FLUSH_INTERVAL * 2},
+    },
+    "roll-up-engagement": {
+        "task": "newsletter.tasks.roll_up_engagement",
+        "schedule": 300.0,
+    },
+    "expire-engagement-events": {
+        "task": "newsletter.tasks.expire_engagement_events",
+        "schedule": crontab(hour=3, minute=40),
     },
     "requeue-stalled-telegram-posts": {
         "task": "newsletter.tasks.requeue_stalled_telegram_posts",

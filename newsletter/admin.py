@@ -26,10 +26,15 @@ from newsletter.admin_telegram import (
     update_telegram_post,
 )
 from newsletter.forms import ArticleAdminForm, PublicationAdminForm
-from newsletter.models import Article, Author, Section
+from newsletter.models import Article, Author, EmailSend, Section
 from newsletter.services import sending
 from newsletter.services.content import has_paywall
 from newsletter.services.dates import local, long_date, long_datetime
+from newsletter.services.engagement import (
+    article_engagement,
+    clicks_sentence,
+    opens_sentence,
+)
 from newsletter.services.publishing import (
     PublishError,
     publication_audience,
@@ -65,6 +70,7 @@ class PublicationAdmin(admin.ModelAdmin):
             "Comments",
             {"fields": ["comment_policy", "comment_digest_enabled", "show_founding_badges"]},
         ),
+        ("Opens and clicks", {"fields": ["track_engagement"]}),
     ]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
@@ -472,6 +478,11 @@ class ArticleAdmin(admin.ModelAdmin):
             else "",
             "conversion_charts": conversion_charts(article=article) if article else [],
         }
+        if object_id.isdigit() and EmailSend.objects.filter(article_id=object_id).exists():
+            figures = article_engagement(article=Article(pk=int(object_id)))
+            extra_context["engagement"] = figures
+            extra_context["engagement_opens"] = opens_sentence(figures)
+            extra_context["engagement_clicks"] = clicks_sentence(figures)
         return super().change_view(request, object_id, form_url, extra_context)
 
 

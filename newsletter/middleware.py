@@ -15,17 +15,27 @@ turned paid.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from functools import lru_cache
 
 from django.conf import settings
 from django.core.cache import cache
-from django.core.exceptions import DisallowedHost
-from django.http import HttpRequest, HttpResponseBase
+from django.core.exceptions import DisallowedHost, DisallowedRedirect
+from django.http import (
+    HttpRequest,
+    HttpResponse,
+    HttpResponseBadRequest,
+    HttpResponseBase,
+    HttpResponseRedirect,
+)
 from django.urls import Resolver404, get_urlconf, resolve
 
-from newsletter.services import page_cache
+from newsletter.services import page_cache, tracking
+from subscriptions.services.ratelimit import client_ip
+
+logger = logging.getLogger(__name__)
 
 # The longest a render may hold its page's lock; a worker that dies mid-render frees it
 # after this.
@@ -101,3 +111,71 @@ def _wait_for(slot: page_cache.Slot) -> page_cache.StoredPage | None:
             return page_cache.stored(slot)
         pause = min(pause * 2, _LONGEST_POLL_SECONDS)
     return None
+
+
+class TrackingMiddleware:
+    """The open pixel and the click redirect, answered before anything else runs.
+
+    First in MIDDLEWARE: no session, authentication, CSRF or page cache for a request
+    that only records a hit and answers a 43-byte GIF or a 302. Recording is one push
+    onto Redis (or, on the embedded default, one short write); a failure to record is
+    logged and the reader still gets the image or their link.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponseBase]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponseBase:
+        path = request.path_info
+        if request.method not in ("GET", "HEAD"):
+            return self.get_response(request)
+        if path.startswith(tracking.OPEN_PATH_PREFIX):
+            token = path[len(tracking.OPEN_PATH_PREFIX) :]
+            if "/" not in token:
+                return self._open(request, token)
+        elif path.startswith(tracking.CLICK_PATH_PREFIX):
+            token = path[len(tracking.CLICK_PATH_PREFIX) :]
+            if token.endswith("/") and "/" not in token[:-1]:
+                return self._click(request, token[:-1])
+        return self.get_response(request)
+
+    def _open(self, request: HttpRequest, token: str) -> HttpResponseBase:
+        delivery_id = tracking.open_token_delivery(token)
+        if delivery_id is None:
+            return _uncached(HttpResponseBadRequest("Not a valid image address."))
+        _record(request, delivery_id=delivery_id, link_id=0)
+        return _uncached(HttpResponse(tracking.PIXEL_GIF, content_type="image/gif"))
+
+    def _click(self, request: HttpRequest, token: str) -> HttpResponseBase:
+        target = tracking.click_target(token)
+        if target is None:
+            return _uncached(HttpResponseBadRequest("This link is damaged: it cannot be followed."))
+        try:
+            response = HttpResponseRedirect(target.url)
+        except (DisallowedRedirect, ValueError):  # a scheme or header Django refuses
+            return _uncached(HttpResponseBadRequest("This link cannot be followed."))
+        _record(request, delivery_id=target.delivery_id, link_id=target.link_id)
+        return _uncached(response)
+
+
+def _record(request: HttpRequest, *, delivery_id: int, link_id: int) -> None:
+    try:
+        tracking.record(
+            tracking.hit_from_request(
+                delivery_id=delivery_id,
+                link_id=link_id,
+                meta=request.META,
+                method=request.method or "GET",
+                client_ip=client_ip(request) or "",
+            )
+        )
+    except Exception:
+        logger.exception("An open or click could not be recorded.")
+
+
+def _uncached(response: HttpResponseBase) -> HttpResponseBase:
+    # Every open and click must reach the site: no browser or proxy may keep a copy.
+    response["Cache-Control"] = "no-store, no-cache, must-revalidate, private, max-age=0"
+    response["Pragma"] = "no-cache"
+    response["Referrer-Policy"] = "no-referrer"
+    return response

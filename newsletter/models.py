@@ -251,6 +251,10 @@ class Delivery(models.Model):
     )
     provider_message_id = models.CharField(max_length=300, blank=True)
     last_error = models.TextField(blank=True)
+    # The reader's first open and first click that looked like a person's (machines'
+    # are only counted): newsletter/services/tracking.py.
+    opened_at = models.DateTimeField(null=True, blank=True)
+    clicked_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         verbose_name_plural = "deliveries"
@@ -361,3 +365,158 @@ class BodyImage(models.Model):
 
     def __str__(self) -> str:
         return f"Image {self.key[:8]} ({self.width} x {self.height})"
+
+
+class Engagement(models.TextChoices):
+    """Who an open or a click looked like it came from."""
+
+    HUMAN = "human", "A reader"
+    MACHINE = "machine", "A machine"
+
+
+class MachineReason(models.TextChoices):
+    NONE = "", "-"
+    APPLE_PROXY = "apple_proxy", "Apple Mail Privacy Protection"
+    PREFETCH = "prefetch", "Fetched within seconds of delivery"
+    SCANNER = "scanner", "A security scanner or bot"
+    HEAD = "head", "A HEAD request"
+    BURST = "burst", "Many links within a second"
+
+
+class TrackedLink(models.Model):
+    """A link of an article's email, rewritten to the site's signed redirect."""
+
+    article = models.ForeignKey(Article, on_delete=models.CASCADE, related_name="tracked_links")
+    url = models.TextField()
+    # sha256 of the URL: a unique index on the URL itself would exceed PostgreSQL's
+    # btree row limit for long ones.
+    digest = models.CharField(max_length=64)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["article", "digest"], name="tracked_link_once")
+        ]
+
+    def __str__(self) -> str:
+        return self.url
+
+
+class OpenEvent(models.Model):
+    """One fetch of a delivery's open pixel (raw; rolled up daily, deleted after
+    TRACKING_RETENTION_DAYS)."""
+
+    delivery = models.ForeignKey(Delivery, on_delete=models.CASCADE, related_name="opens")
+    # Denormalised from the delivery, so an article's recent events are one index range.
+    article = models.ForeignKey(Article, on_delete=models.CASCADE, related_name="+", db_index=False)
+    at = models.DateTimeField()
+    engagement = models.CharField(max_length=10, choices=Engagement.choices)
+    reason = models.CharField(max_length=20, choices=MachineReason.choices, blank=True)
+    # The reader's first open that looked like a person's (it set Delivery.opened_at):
+    # counting these counts readers, without a join.
+    first = models.BooleanField(default=False)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["at"], name="open_event_at_idx"),
+            models.Index(fields=["article", "id"], name="open_event_article_idx"),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(engagement="human", reason="")
+                | (Q(engagement="machine") & ~Q(reason="")),
+                name="open_event_machine_has_reason",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"Open of delivery {self.delivery_id} ({self.engagement})"
+
+
+class ClickEvent(models.Model):
+    """One follow of a rewritten link (raw; rolled up daily, deleted after
+    TRACKING_RETENTION_DAYS)."""
+
+    delivery = models.ForeignKey(
+        Delivery, on_delete=models.CASCADE, related_name="clicks", db_index=False
+    )
+    article = models.ForeignKey(Article, on_delete=models.CASCADE, related_name="+", db_index=False)
+    link = models.ForeignKey(TrackedLink, on_delete=models.CASCADE, related_name="clicks")
+    at = models.DateTimeField()
+    engagement = models.CharField(max_length=10, choices=Engagement.choices)
+    reason = models.CharField(max_length=20, choices=MachineReason.choices, blank=True)
+    # The reader's first human click (it set Delivery.clicked_at), and their first
+    # human click on this link.
+    first = models.BooleanField(default=False)
+    first_of_link = models.BooleanField(default=False)
+
+    class Meta:
+        indexes = [
+            # A scanner's burst: the delivery's clicks around this one.
+            models.Index(fields=["delivery", "at"], name="click_event_delivery_at_idx"),
+            models.Index(fields=["at"], name="click_event_at_idx"),
+            models.Index(fields=["article", "id"], name="click_event_article_idx"),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(engagement="human", reason="")
+                | (Q(engagement="machine") & ~Q(reason="")),
+                name="click_event_machine_has_reason",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"Click of delivery {self.delivery_id} on link {self.link_id} ({self.engagement})"
+
+
+class ArticleEngagementDay(models.Model):
+    """One article's opens and clicks of one day (UTC), rolled up from the raw events.
+
+    `readers_opened`/`readers_clicked` count readers whose first human open or click
+    was that day, so a sum over days counts each reader once.
+    """
+
+    article = models.ForeignKey(Article, on_delete=models.CASCADE, related_name="engagement_days")
+    day = models.DateField()
+    human_opens = models.PositiveIntegerField(default=0)
+    machine_opens = models.PositiveIntegerField(default=0)
+    readers_opened = models.PositiveIntegerField(default=0)
+    human_clicks = models.PositiveIntegerField(default=0)
+    machine_clicks = models.PositiveIntegerField(default=0)
+    readers_clicked = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["article", "day"], name="article_engagement_day_once")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.article_id} on {self.day}"
+
+
+class LinkEngagementDay(models.Model):
+    """One tracked link's clicks of one day (UTC); `readers` as in ArticleEngagementDay."""
+
+    link = models.ForeignKey(TrackedLink, on_delete=models.CASCADE, related_name="days")
+    day = models.DateField()
+    human_clicks = models.PositiveIntegerField(default=0)
+    machine_clicks = models.PositiveIntegerField(default=0)
+    readers = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["link", "day"], name="link_engagement_day_once")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.link_id} on {self.day}"
+
+
+class EngagementRollupMark(models.Model):
+    """How far the daily rollup has read each raw event table (by id)."""
+
+    table = models.CharField(max_length=20, primary_key=True)
+    last_id = models.BigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"{self.table} up to {self.last_id}"

@@ -2,7 +2,14 @@
 
 from celery import shared_task
 
-from newsletter.services import comments, publishing, sending, telegram_posting
+from newsletter.services import (
+    comments,
+    engagement,
+    publishing,
+    sending,
+    telegram_posting,
+    tracking,
+)
 
 
 @shared_task
@@ -61,3 +68,21 @@ def update_telegram_post(self, telegram_post_id: int) -> None:
         )
     except telegram_posting.RetryLater as exc:
         raise self.retry(countdown=exc.countdown) from exc
+
+
+@shared_task
+def flush_tracking_hits() -> int:
+    """Periodic: write the opens and clicks waiting in Redis (none without Redis)."""
+    return tracking.flush_buffered_events()
+
+
+@shared_task
+def roll_up_engagement() -> int:
+    """Periodic: add the raw opens and clicks since the last run to the daily counts."""
+    return engagement.roll_up_events()
+
+
+@shared_task
+def expire_engagement_events() -> int:
+    """Daily: raw opens and clicks older than TRACKING_RETENTION_DAYS, rolled up, go."""
+    return engagement.expire_events()

@@ -42,6 +42,15 @@ class Publication(models.Model):
         default=False,
         help_text="Each article's authors get one email an hour listing its new comments.",
     )
+    track_engagement = models.BooleanField(
+        "count opens and clicks",
+        default=True,
+        help_text=(
+            "Emails carry an open pixel and links through this site, so each article's page "
+            "shows how many readers opened it and what they clicked (machines counted apart). "
+            "Off: emails carry neither."
+        ),
+    )
     show_founding_badges = models.BooleanField(
         "mark founding members' comments",
         default=False,

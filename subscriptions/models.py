@@ -44,6 +44,11 @@ class Subscriber(models.Model):
         db_index=True,
         help_text="The article the reader signed up from (an id the content layer resolves).",
     )
+    tracking_opt_out = models.BooleanField(
+        "no open and click counting",
+        default=False,
+        help_text="The reader's emails carry no open pixel and no redirected links.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -19,6 +19,7 @@ urlpatterns: list = [
     path("unsubscribe/<str:token>/", unsubscribe.unsubscribe_view, name="unsubscribe"),
     path("account/", account.account_view, name="account"),
     path("account/newsletter/", account.newsletter_view, name="account_newsletter"),
+    path("account/tracking/", account.tracking_view, name="account_tracking"),
     path("account/export/", account.export_view, name="account_export"),
     path("account/delete/", account.delete_view, name="account_delete"),
     # Paid plans, billing, donations and Stripe's webhook.

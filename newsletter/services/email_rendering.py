@@ -42,6 +42,12 @@ from newsletter.models import Article, Delivery
 from newsletter.services.attribution import ref_query
 from newsletter.services.body_images import render_body
 from newsletter.services.content import embeds_as_links, free_body, full_body
+from newsletter.services.tracking import (
+    TRACKING_PLACEHOLDER,
+    add_open_pixel,
+    delivery_token,
+    track_links,
+)
 from publication.emails import reply_to_addresses, sender_address
 from publication.models import Publication
 from subscriptions.services.plans import upgrades_open
@@ -70,7 +76,17 @@ _FOLD_AT = 78
 # One pass over the message per reader: a reader's own values (a name may contain
 # anything) are never searched for placeholders.
 _READER_PLACEHOLDERS = re.compile(
-    "|".join(map(re.escape, (UNSUBSCRIBE_PLACEHOLDER, GREETING_PLACEHOLDER, EMAIL_PLACEHOLDER)))
+    "|".join(
+        map(
+            re.escape,
+            (
+                UNSUBSCRIBE_PLACEHOLDER,
+                GREETING_PLACEHOLDER,
+                EMAIL_PLACEHOLDER,
+                TRACKING_PLACEHOLDER,
+            ),
+        )
+    )
 )
 _WIRE_PLACEHOLDERS = re.compile(
     b"(%s)"
@@ -80,6 +96,7 @@ _WIRE_PLACEHOLDERS = re.compile(
             UNSUBSCRIBE_PLACEHOLDER,
             GREETING_PLACEHOLDER,
             EMAIL_PLACEHOLDER,
+            TRACKING_PLACEHOLDER,
             _CTE_PLACEHOLDER,
             *_HEADER_PLACEHOLDERS.values(),
         )
@@ -130,6 +147,8 @@ class RenderedArticleEmail:
     mailto: str
     segment: str = Delivery.Segment.PAID
     feedback_label: str = "newsletter"
+    # Carries the open pixel and links through the signed redirect (tracking.py).
+    tracked: bool = False
     # The prepared MIME message, or None when every reader's is built field by field.
     wire_template: WireTemplate | None = None
 
@@ -141,6 +160,8 @@ class Reader:
     subscriber_id: int | None
     email: str
     name: str = ""
+    # The delivery whose token a tracked email's pixel and links carry.
+    delivery_id: int | None = None
 
 
 def absolutise_urls(html: str) -> str:
@@ -187,9 +208,17 @@ def _list_id(publication: Publication, domain: str) -> str:
 
 
 def render_article_email(
-    *, article: Article, segment: str, publication: Publication | None = None
+    *,
+    article: Article,
+    segment: str,
+    publication: Publication | None = None,
+    tracked: bool = False,
 ) -> RenderedArticleEmail:
-    """Render the article email for one segment (free or paid readers)."""
+    """Render the article email for one segment (free or paid readers).
+
+    `tracked`: with the open pixel and every web link but the unsubscribe link through
+    the signed redirect, for readers who have not opted out (the caller decides).
+    """
     publication = publication or Publication.load()
     body, cut_at_paywall = email_body_parts(article=article, segment=segment)
     body = render_body(html=body, for_email=True)
@@ -232,8 +261,13 @@ def render_article_email(
         "unsubscribe_url": UNSUBSCRIBE_PLACEHOLDER,
         "greeting": GREETING_PLACEHOLDER,
         "reader_email": EMAIL_PLACEHOLDER,
+        "tracked": tracked,
+        "tracking_retention_months": round(settings.TRACKING_RETENTION_DAYS / 30.44),
     }
     html = _inliner.inline(render_to_string("email/newsletter/article.html", context))
+    if tracked:
+        # Once per segment: each reader's token is put in by placeholder replacement.
+        html = add_open_pixel(track_links(html=html, article=article))
     html = wrap_html_lines(html)
     text = wrap_text_lines(render_to_string("email/newsletter/article.txt", context))
     from_email = sender_address(publication)
@@ -251,6 +285,7 @@ def render_article_email(
         mailto=mailto,
         segment=segment,
         feedback_label=slugify(publication.name)[:40] or "newsletter",
+        tracked=tracked,
     )
     return replace(rendered, wire_template=prepare_wire_template(rendered))
 
@@ -278,6 +313,7 @@ class _ReaderValues:
     greeting_html: str
     greeting_text: str
     headers: dict[str, str]
+    tracking: str
 
 
 def _article_headers(
@@ -316,7 +352,13 @@ def _reader_values(
         list_id=rendered.list_id,
         feedback_id=f"{send_id}:{rendered.segment}:{rendered.feedback_label}:broadside",
     )
+    tracking = ""
+    if rendered.tracked:
+        if reader.delivery_id is None:  # its links would all answer 400
+            raise ValueError("A tracked email is personalised for a delivery only.")
+        tracking = delivery_token(reader.delivery_id)
     return _ReaderValues(
+        tracking=tracking,
         token=token,
         one_click=one_click,
         greeting_html=f"<p>Hi {escape(reader.name)},</p>" if reader.name else "",
@@ -359,11 +401,13 @@ def personalise(
         UNSUBSCRIBE_PLACEHOLDER: escape(values.one_click),
         GREETING_PLACEHOLDER: values.greeting_html,
         EMAIL_PLACEHOLDER: escape(reader.email),
+        TRACKING_PLACEHOLDER: values.tracking,
     }
     text_values = {
         UNSUBSCRIBE_PLACEHOLDER: values.one_click,
         GREETING_PLACEHOLDER: values.greeting_text,
         EMAIL_PLACEHOLDER: reader.email,
+        TRACKING_PLACEHOLDER: values.tracking,
     }
     html = _READER_PLACEHOLDERS.sub(lambda m: html_values[m.group()], rendered.html)
     text = _READER_PLACEHOLDERS.sub(lambda m: text_values[m.group()], rendered.text)
@@ -386,11 +430,13 @@ MERGE_FIELDS = {
         UNSUBSCRIBE_PLACEHOLDER: "unsubscribe_html",
         GREETING_PLACEHOLDER: "greeting_html",
         EMAIL_PLACEHOLDER: "email_html",
+        TRACKING_PLACEHOLDER: "tracking",
     },
     "text": {
         UNSUBSCRIBE_PLACEHOLDER: "unsubscribe_text",
         GREETING_PLACEHOLDER: "greeting_text",
         EMAIL_PLACEHOLDER: "email_text",
+        TRACKING_PLACEHOLDER: "tracking",
     },
 }
 
@@ -451,6 +497,7 @@ def merge_values(
         "greeting_text": values.greeting_text,
         "email_html": escape(reader.email),
         "email_text": reader.email,
+        "tracking": values.tracking,
     }
     return data, {"List-Unsubscribe": values.headers["List-Unsubscribe"]}
 
@@ -527,6 +574,8 @@ def prepare_wire_template(rendered: RenderedArticleEmail) -> WireTemplate | None
         + rendered.text.count(GREETING_PLACEHOLDER),
         EMAIL_PLACEHOLDER: rendered.html.count(EMAIL_PLACEHOLDER)
         + rendered.text.count(EMAIL_PLACEHOLDER),
+        TRACKING_PLACEHOLDER: rendered.html.count(TRACKING_PLACEHOLDER)
+        + rendered.text.count(TRACKING_PLACEHOLDER),
         _CTE_PLACEHOLDER: 2,
         **dict.fromkeys(_HEADER_PLACEHOLDERS.values(), 1),
     }
@@ -605,11 +654,13 @@ def _personalised_wire(
         GREETING_PLACEHOLDER: values.greeting_text,
         EMAIL_PLACEHOLDER: reader.email,
         UNSUBSCRIBE_PLACEHOLDER: values.one_click,
+        TRACKING_PLACEHOLDER: values.tracking,
     }
     html_values = {
         GREETING_PLACEHOLDER: values.greeting_html,
         EMAIL_PLACEHOLDER: escape(reader.email),
         UNSUBSCRIBE_PLACEHOLDER: escape(values.one_click),
+        TRACKING_PLACEHOLDER: values.tracking,
     }
     if not (_fits(template.text, text_values) and _fits(template.html, html_values)):
         return None  # the library would encode that part quoted-printable

@@ -1,6 +1,7 @@
-"""Newsletter's parts of a reader's data: the deliveries they received, the comments
-they wrote, a ban on their commenting. Registered with `subscriptions.reader_data`
-(the hook's module docstring says what a part must do) from NewsletterConfig.ready.
+"""Newsletter's parts of a reader's data: the deliveries they received and their opens
+and clicks, the comments they wrote, a ban on their commenting. Registered with
+`subscriptions.reader_data` (the hook's module docstring says what a part must do) from
+NewsletterConfig.ready.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from typing import Any
 
 from newsletter.models import Comment, CommentBan, Delivery
 from newsletter.services.comments import erase_comments_of
+from newsletter.services.tracking import erase_engagement_of, export_engagement_of
 from subscriptions.reader_data import Reader, register_reader_data, row
 
 
@@ -47,7 +49,25 @@ def _erase_comment_ban(reader: Reader) -> None:
     CommentBan.objects.filter(user_id=reader.user.pk).delete()
 
 
+def _export_engagement(reader: Reader) -> dict[str, list[dict[str, Any]]] | None:
+    if reader.subscriber is None:
+        return None
+    return export_engagement_of(subscriber=reader.subscriber)
+
+
+def _erase_engagement(reader: Reader) -> None:
+    if reader.subscriber is not None:
+        erase_engagement_of(subscriber=reader.subscriber)
+
+
 def register_reader_data_parts() -> None:
+    # Before the deliveries: the opens and clicks are found through them.
+    register_reader_data(
+        name="engagement",
+        models=["newsletter.OpenEvent", "newsletter.ClickEvent"],
+        export=_export_engagement,
+        erase=_erase_engagement,
+    )
     register_reader_data(
         name="deliveries",
         models=["newsletter.Delivery"],

@@ -207,6 +207,18 @@ def set_newsletter_subscription(
     return subscriber
 
 
+def set_tracking_opt_out(*, user: AbstractBaseUser, opted_out: bool) -> Subscriber:
+    """The reader's choice whether their emails count opens and clicks (the account page)."""
+    subscriber = subscriber_for_account(user=user)
+    if subscriber is None:
+        raise AccountError("This account has no newsletter subscription.")
+    Subscriber.objects.filter(pk=subscriber.pk).update(
+        tracking_opt_out=opted_out, updated_at=timezone.now()
+    )
+    subscriber.refresh_from_db()
+    return subscriber
+
+
 def _owned_addresses(*, user: AbstractBaseUser, subscriber: Subscriber | None) -> set[str]:
     """The addresses this reader has proved are theirs.
 

@@ -18,6 +18,7 @@ from subscriptions.services.accounts import (
     delete_reader_account,
     export_reader_data,
     set_newsletter_subscription,
+    set_tracking_opt_out,
     subscriber_for_account,
 )
 from subscriptions.services.ratelimit import client_ip
@@ -58,6 +59,26 @@ def newsletter_view(request: HttpRequest) -> HttpResponse:
         messages.success(
             request,
             "You will get new articles by email." if enabled else "The newsletter is off.",
+        )
+    return redirect("subscriptions:account")
+
+
+@login_required
+@require_POST
+def tracking_view(request: HttpRequest) -> HttpResponse:
+    form = NewsletterForm(request.POST)
+    form.is_valid()
+    counted = bool(form.cleaned_data.get("enabled"))
+    try:
+        set_tracking_opt_out(user=request.user, opted_out=not counted)  # type: ignore[arg-type]
+    except AccountError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(
+            request,
+            "Your emails count opens and clicks again."
+            if counted
+            else "Your emails no longer count opens or clicks.",
         )
     return redirect("subscriptions:account")
 

@@ -8,6 +8,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from newsletter.models import EmailSend
+from newsletter.services.engagement import ArticleEngagement, article_engagement
 from newsletter.services.sending import SendProgress, send_progress
 
 LIVE = {EmailSend.Status.QUEUED, EmailSend.Status.SENDING, EmailSend.Status.PAUSED}
@@ -32,10 +33,33 @@ class Command(BaseCommand):
         while True:
             progress = send_progress(email_send=email_send)
             self.stdout.write(self.render(progress))
+            self.stdout.write(
+                self.render_engagement(article_engagement(article=email_send.article))
+            )
             if not watch or progress.status not in LIVE:
                 return
             time.sleep(watch)
             self.stdout.write("")
+
+    @staticmethod
+    def render_engagement(figures: ArticleEngagement) -> str:
+        """Readers (people), with what machines did beside: proxies, prefetches, scanners."""
+
+        def rate(value: float | None) -> str:
+            return f" ({value:.0%})" if value is not None else ""
+
+        lines = [
+            f"  opened: {figures.opened_readers} readers{rate(figures.open_rate)}, "
+            f"machines: {figures.machine_opens}",
+            f"  clicked: {figures.clicked_readers} readers{rate(figures.click_rate)}, "
+            f"machines: {figures.machine_clicks}",
+        ]
+        lines.extend(
+            f"    {link.url}: {link.readers} readers, {link.human_clicks} clicks, "
+            f"machines: {link.machine_clicks}"
+            for link in figures.links
+        )
+        return "\n".join(lines)
 
     @staticmethod
     def render(progress: SendProgress) -> str:

@@ -36,6 +36,7 @@ class _Claimed:
     subscriber_id: int
     email: str
     name: str
+    tracking_opt_out: bool = False
 
 
 def claim_chunk(
@@ -77,10 +78,11 @@ def claim_chunk(
                 "subscriber__email",
                 "subscriber__name",
                 "subscriber__status",
+                "subscriber__tracking_opt_out",
             )
         )
         skipped: dict[str, list[int]] = {}
-        for pk, _, _, _, _, status in rows:
+        for pk, _, _, _, _, status, _ in rows:
             if status != Subscriber.Status.ACTIVE:
                 skipped.setdefault(f"The reader is {status}.", []).append(pk)
         active = [r for r in rows if r[5] == Subscriber.Status.ACTIVE]
@@ -112,7 +114,15 @@ def claim_chunk(
             )
         EmailSend.objects.filter(pk=email_send_id).update(last_activity_at=now)
     claimed = [
-        _Claimed(pk=r[0], segment=r[1], subscriber_id=r[2], email=r[3], name=r[4]) for r in active
+        _Claimed(
+            pk=r[0],
+            segment=r[1],
+            subscriber_id=r[2],
+            email=r[3],
+            name=r[4],
+            tracking_opt_out=r[6],
+        )
+        for r in active
     ]
     return claim, claimed, sum(len(pks) for pks in skipped.values())
 

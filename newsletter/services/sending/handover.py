@@ -59,20 +59,36 @@ logger = logging.getLogger(__name__)
 # EMAIL_SEND_CONNECTIONS: a handful of readers go out over one.
 _DELIVERIES_PER_CONNECTION = 20
 
-_render_cache: dict[tuple[int, str, str, str], RenderedArticleEmail] = {}
+_render_cache: dict[tuple[int, str, bool, str, str], RenderedArticleEmail] = {}
+
+# Which email a delivery gets: its segment, and whether it carries the open pixel and
+# tracked links (the publication counts opens and clicks and the reader has not opted out).
+Variant = tuple[str, bool]
+
+
+def _variant(delivery: _Claimed, publication: Publication) -> Variant:
+    return delivery.segment, publication.track_engagement and not delivery.tracking_opt_out
 
 
 def _rendered(
-    *, email_send: EmailSend, segment: str, publication: Publication
+    *, email_send: EmailSend, variant: Variant, publication: Publication
 ) -> RenderedArticleEmail:
-    """Render once per segment; reused across chunks until the article is edited."""
+    """Render once per segment (tracked or not); reused across chunks until the article
+    is edited."""
     article = email_send.article
-    key = (email_send.pk, segment, article.updated_at.isoformat(), str(publication.updated_at))
+    segment, tracked = variant
+    key = (
+        email_send.pk,
+        segment,
+        tracked,
+        article.updated_at.isoformat(),
+        str(publication.updated_at),
+    )
     if key not in _render_cache:
         if len(_render_cache) >= 8:
             _render_cache.clear()
         _render_cache[key] = render_article_email(
-            article=article, segment=segment, publication=publication
+            article=article, segment=segment, publication=publication, tracked=tracked
         )
     return _render_cache[key]
 
@@ -82,13 +98,20 @@ class _Work:
     """A chunk shared by its sending threads: what is left, and what happened."""
 
     email_send_id: int
-    rendered: dict[str, RenderedArticleEmail]
+    rendered: dict[Variant, RenderedArticleEmail]
     keeper: _ClaimKeeper
     left: collections.deque[_Claimed]
+    publication: Publication
     lock: threading.Lock = field(default_factory=threading.Lock)
     failures: list[tuple[_Claimed, str, str]] = field(default_factory=list)
     untried: list[_Claimed] = field(default_factory=list)
     outages: list[str] = field(default_factory=list)
+
+    def variant(self, delivery: _Claimed) -> Variant:
+        return _variant(delivery, self.publication)
+
+    def email_for(self, delivery: _Claimed) -> RenderedArticleEmail:
+        return self.rendered[self.variant(delivery)]
 
     def take(self, count: int = 1) -> list[_Claimed]:
         with self.lock:
@@ -134,8 +157,8 @@ def send_chunk(
     publication = Publication.load()
     # Rendering reads the database: done here, before the threads, which never do.
     rendered = {
-        segment: _rendered(email_send=email_send, segment=segment, publication=publication)
-        for segment in {d.segment for d in claimed}
+        variant: _rendered(email_send=email_send, variant=variant, publication=publication)
+        for variant in {_variant(d, publication) for d in claimed}
     }
     keeper = _ClaimKeeper(claim=claim, pks=[d.pk for d in claimed])
     work = _Work(
@@ -143,6 +166,7 @@ def send_chunk(
         rendered=rendered,
         keeper=keeper,
         left=collections.deque(claimed),
+        publication=publication,
     )
     count = max(
         1, min(settings.EMAIL_SEND_CONNECTIONS, -(-len(claimed) // _DELIVERIES_PER_CONNECTION))
@@ -277,7 +301,12 @@ def _next_delivery(work: _Work) -> _Claimed | None:
 
 
 def _reader(delivery: _Claimed) -> Reader:
-    return Reader(subscriber_id=delivery.subscriber_id, email=delivery.email, name=delivery.name)
+    return Reader(
+        subscriber_id=delivery.subscriber_id,
+        email=delivery.email,
+        name=delivery.name,
+        delivery_id=delivery.pk,
+    )
 
 
 def _one_by_one(connection: Any, work: _Work, accepted: list[int]) -> str | None:
@@ -287,7 +316,7 @@ def _one_by_one(connection: Any, work: _Work, accepted: list[int]) -> str | None
         try:
             provider_id = _hand_over(
                 connection=connection,
-                rendered=work.rendered[delivery.segment],
+                rendered=work.email_for(delivery),
                 reader=_reader(delivery),
                 send_id=work.email_send_id,
             )
@@ -308,7 +337,7 @@ def _pipeline(smtp: smtplib.SMTP, work: _Work, accepted: list[int]) -> str | Non
 
     def next_message() -> Outgoing | None:
         while (delivery := _next_delivery(work)) is not None:
-            rendered = work.rendered[delivery.segment]
+            rendered = work.email_for(delivery)
             prepared = personalised_bytes(
                 rendered=rendered, reader=_reader(delivery), send_id=work.email_send_id
             )

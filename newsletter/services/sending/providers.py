@@ -160,8 +160,9 @@ def send_batches(*, connection: Any, work: _Work) -> None:
             if not deliveries:
                 return
             refused = ""
-            for segment in dict.fromkeys(d.segment for d in deliveries):
-                group = [d for d in deliveries if d.segment == segment]
+            # One call per email: segment, and tracked or not.
+            for variant in dict.fromkeys(work.variant(d) for d in deliveries):
+                group = [d for d in deliveries if work.variant(d) == variant]
                 refused = (
                     _send_batch(connection=connection, api=api, work=work, group=group) or refused
                 )
@@ -175,7 +176,7 @@ def send_batches(*, connection: Any, work: _Work) -> None:
 
 def _send_batch(*, connection: Any, api: BatchAPI, work: _Work, group: list[_Claimed]) -> str:
     """One call for these readers of one segment; the error when refused as a whole."""
-    rendered = work.rendered[group[0].segment]
+    rendered = work.email_for(group[0])
     # Mailgun's recipient-variables and Postmark's messages are keyed by address.
     by_address: dict[str, _Claimed] = {}
     for delivery in group:
@@ -186,7 +187,10 @@ def _send_batch(*, connection: Any, api: BatchAPI, work: _Work, group: list[_Cla
     merge_data, merge_headers = {}, {}
     for address, delivery in by_address.items():
         reader = Reader(
-            subscriber_id=delivery.subscriber_id, email=delivery.email, name=delivery.name
+            subscriber_id=delivery.subscriber_id,
+            email=delivery.email,
+            name=delivery.name,
+            delivery_id=delivery.pk,
         )
         merge_data[address], merge_headers[address] = merge_values(
             rendered=rendered, reader=reader, send_id=work.email_send_id
