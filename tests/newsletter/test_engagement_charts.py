@@ -299,3 +299,12 @@ def test_the_admin_home_reads_the_rates_in_as_many_queries_for_thirty_articles_a
     rates = editor_dashboard(now=timezone.now()).rates_chart
     assert rates is not None
     assert rates.table.count("<tr>") == 1 + 20  # the head, and the last 20 of 30 articles
+
+
+def test_the_days_and_totals_are_utc_days_whatever_the_publications_time_zone(settings):
+    from tests.newsletter import engagement_scenario
+
+    settings.TIME_ZONE = engagement_scenario.TIME_ZONE
+    engagement_scenario.build()
+
+    assert engagement_scenario.figures() == engagement_scenario.EXPECTED
