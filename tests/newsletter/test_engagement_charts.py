@@ -176,7 +176,7 @@ def test_the_admin_home_charts_each_emailed_articles_open_and_click_rates_of_peo
     assert (straits[opened], straits[clicked], straits[machines]) == (
         "3 (75%)",
         "2 (50%)",
-        "1 opens, 1 clicks",
+        "1 open, 1 click",
     )
     harbours = rows["Harbours"]
     assert (harbours[opened], harbours[clicked], harbours[machines]) == (
