@@ -16,7 +16,7 @@ from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 
 from newsletter import telegram
-from newsletter.admin_charts import conversion_charts
+from newsletter.admin_charts import conversion_charts, engagement_charts
 from newsletter.admin_sending import publish_without_email, send_test_email_to_me
 from newsletter.admin_telegram import (
     TelegramPostInline,
@@ -481,6 +481,10 @@ class ArticleAdmin(admin.ModelAdmin):
         if object_id.isdigit() and EmailSend.objects.filter(article_id=object_id).exists():
             figures = article_engagement(article=Article(pk=int(object_id)))
             extra_context["engagement"] = figures
+            if article is not None:
+                extra_context["engagement_charts"] = engagement_charts(
+                    article=article, figures=figures
+                )
             extra_context["engagement_opens"] = opens_sentence(figures)
             extra_context["engagement_clicks"] = clicks_sentence(figures)
         return super().change_view(request, object_id, form_url, extra_context)

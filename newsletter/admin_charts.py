@@ -1,19 +1,29 @@
-"""The charts of the admin: growth and money on the home page, conversions on an article.
+"""The charts of the admin: growth, money and each article's open and click rates on the
+home page; opens and clicks by day, top links and conversions on an article.
 
-The figures come from `subscriptions.services.growth`; the drawing from
+The figures come from `subscriptions.services.growth` and `newsletter.services.engagement`
+(its daily counts, never the raw events of months); the drawing from
 `newsletter.services.charts`. Money is charted in the currency's main unit (dollars,
 not cents), one series per currency, since amounts in two currencies do not add up.
 """
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
 
 from django.core.cache import cache
+from django.utils import timezone
 
-from newsletter.models import Article
+from newsletter.models import Article, EmailSend
 from newsletter.services.attribution import article_conversions
 from newsletter.services.charts import Chart, Number, Series, bar_chart, line_chart
+from newsletter.services.engagement import (
+    ArticleEngagement,
+    EngagementSummary,
+    engagement_by_article,
+    engagement_by_day,
+)
 from subscriptions.services.growth import (
     donations_by_month,
     growth_by_day,
@@ -25,6 +35,12 @@ NEW_AND_LOST_DAYS = 30
 # reads every paid reader's memberships (about 0.3 s for 100,000 readers, bench/growth.py)
 # and the days past do not change.
 GROWTH_CHARTS_SECONDS = 300
+# An article's links charted, by readers who clicked them.
+TOP_LINKS = 10
+# The home page's open and click rates: the last this many articles emailed in a year.
+RATES_ARTICLES = 20
+RATES_DAYS = 365
+_LABEL_CHARACTERS = 40
 
 
 def money(value: Number) -> str:
@@ -107,3 +123,76 @@ def conversion_charts(*, article: Article) -> list[Chart]:
         value_format=money,
     )
     return [readers, money_chart]
+
+
+def percent(value: Number) -> str:
+    return f"{value:.1f}%"
+
+
+def short_label(text: str, *, limit: int = _LABEL_CHARACTERS) -> str:
+    """A link or a title short enough for a chart's axis and table: no scheme, no www."""
+    for prefix in ("https://", "http://"):
+        text = text.removeprefix(prefix)
+    text = text.removeprefix("www.")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def engagement_charts(*, article: Article, figures: ArticleEngagement) -> list[Chart]:
+    """Opens and clicks by day since the send (people, then machines), and the top links."""
+    by_day = engagement_by_day(article=article)
+    if not by_day.days:
+        return []
+    charts = [
+        line_chart(
+            title=f"Opens and clicks of “{article.title}” by day",
+            dates=by_day.days,
+            series=[
+                Series("Opened (people, first open)", by_day.readers_opened),
+                Series("Clicked (people, first click)", by_day.readers_clicked),
+                Series("Opens by machines", by_day.machine_opens),
+                Series("Clicks by machines", by_day.machine_clicks),
+            ],
+        )
+    ]
+    top = [link for link in figures.links if link.readers][:TOP_LINKS]
+    if top:
+        charts.append(
+            bar_chart(
+                title=f"Top links of “{article.title}”, by readers who clicked",
+                labels=[short_label(link.url) for link in top],
+                series=[Series("Readers (people)", [link.readers for link in top])],
+            )
+        )
+    return charts
+
+
+@dataclass(frozen=True)
+class ArticleRates:
+    article: Article
+    figures: EngagementSummary
+
+
+def recent_rates(*, now: datetime | None = None) -> list[ArticleRates]:
+    """The last RATES_ARTICLES articles emailed in RATES_DAYS, oldest first, with figures."""
+    since = (now or timezone.now()) - timedelta(days=RATES_DAYS)
+    sends = list(
+        EmailSend.objects.filter(sent_count__gt=0, started_at__gte=since)
+        .select_related("article")
+        .order_by("-started_at", "-pk")[:RATES_ARTICLES]
+    )
+    figures = engagement_by_article(article_ids=[send.article_id for send in sends])
+    return [ArticleRates(send.article, figures[send.article_id]) for send in reversed(sends)]
+
+
+def rates_chart(*, rates: list[ArticleRates]) -> Chart:
+    """Each article's open and click rate by people, as a share of the emails delivered."""
+    return bar_chart(
+        title=f"Open and click rates of the last {RATES_ARTICLES} articles emailed "
+        "(people, % of delivered)",
+        labels=[short_label(one.article.title) for one in rates],
+        series=[
+            Series("Opened (people)", [100 * (one.figures.open_rate or 0) for one in rates]),
+            Series("Clicked (people)", [100 * (one.figures.click_rate or 0) for one in rates]),
+        ],
+        value_format=percent,
+    )

@@ -13,10 +13,11 @@ from typing import Any
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from newsletter.admin_charts import cached_growth_charts, growth_charts
+from newsletter.admin_charts import cached_growth_charts, growth_charts, rates_chart, recent_rates
 from newsletter.models import Article, EmailSend
 from newsletter.services.charts import Chart
 from newsletter.services.dates import local
+from newsletter.services.engagement import EngagementSummary, engagement_by_article
 from subscriptions.models import Subscriber
 from subscriptions.services.access import access_granting_memberships
 from subscriptions.services.growth import ArticleConversions, conversions_by_source
@@ -95,6 +96,24 @@ class ArticleResult:
     email_send: EmailSend | None
     telegram: str  # "sent", "failed", "pending", "" (not posted)
     conversions: ArticleConversions = field(default_factory=ArticleConversions)
+    engagement: EngagementSummary | None = None  # None: not emailed
+
+    @property
+    def opened(self) -> str:
+        """ "12 (40%)": readers who opened, and their share of the emails delivered."""
+        if self.engagement is None:
+            return ""
+        return _with_rate(self.engagement.opened_readers, self.engagement.open_rate)
+
+    @property
+    def clicked(self) -> str:
+        if self.engagement is None:
+            return ""
+        return _with_rate(self.engagement.clicked_readers, self.engagement.click_rate)
+
+
+def _with_rate(readers: int, rate: float | None) -> str:
+    return f"{readers:,} ({rate:.0%})" if rate is not None else f"{readers:,}"
 
 
 @dataclass(frozen=True)
@@ -109,6 +128,7 @@ class EditorDashboard:
     draft_count: int
     scheduled: QuerySet[Article]
     charts: list[Chart] = field(default_factory=list)
+    rates_chart: Chart | None = None  # None: no article emailed in the last 12 months
 
 
 def editor_dashboard(*, now: datetime | None = None) -> EditorDashboard:
@@ -127,6 +147,7 @@ def editor_dashboard(*, now: datetime | None = None) -> EditorDashboard:
     conversions = conversions_by_source(
         source_article_ids=[article.pk for article in recent_list], now=now
     )
+    engagement = engagement_by_article(article_ids=[article.pk for article in recent_list])
     for article in recent_list:
         try:
             email_send: EmailSend | None = article.email_send
@@ -139,11 +160,13 @@ def editor_dashboard(*, now: datetime | None = None) -> EditorDashboard:
                 email_send=email_send,
                 telegram=posts[0].get_status_display() if posts else "",
                 conversions=conversions[article.pk],
+                engagement=engagement.get(article.pk),
             )
         )
     active = Subscriber.objects.filter(status=Subscriber.Status.ACTIVE)
     granting = access_granting_memberships(now=now)
     drafts = Article.objects.filter(status=Article.Status.DRAFT).order_by("-updated_at")
+    rates = recent_rates(now=now)
     return EditorDashboard(
         month_start=start,
         recent=recent,
@@ -159,4 +182,5 @@ def editor_dashboard(*, now: datetime | None = None) -> EditorDashboard:
         scheduled=Article.objects.filter(status=Article.Status.SCHEDULED).order_by("publish_at"),
         # Drawn for this moment when asked about one (a test, a report), else cached.
         charts=growth_charts(now=now) if asked_now else cached_growth_charts(),
+        rates_chart=rates_chart(rates=rates) if rates else None,
     )
