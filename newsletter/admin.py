@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from django.conf import settings
@@ -16,7 +17,7 @@ from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 
 from newsletter import telegram
-from newsletter.admin_charts import conversion_charts, engagement_charts
+from newsletter.admin_charts import conversion_charts, engagement_charts, may_see_money
 from newsletter.admin_sending import publish_without_email, send_test_email_to_me
 from newsletter.admin_telegram import (
     TelegramPostInline,
@@ -470,16 +471,23 @@ class ArticleAdmin(admin.ModelAdmin):
         form_url: str = "",
         extra_context: dict[str, Any] | None = None,
     ) -> HttpResponse:
-        article = Article.objects.filter(pk=object_id).first() if object_id.isdigit() else None
+        # Only ASCII digits name an article: str.isdigit() also takes "²" and "٣", which
+        # the ORM and the URL resolver refuse with a 500.
+        pk = int(object_id) if re.fullmatch("[0-9]+", object_id) else None
+        article = Article.objects.filter(pk=pk).first() if pk is not None else None
         extra_context = {
             **(extra_context or {}),
-            "preview_url": reverse("admin:newsletter_article_preview", args=[object_id])
-            if object_id.isdigit()
+            "preview_url": reverse("admin:newsletter_article_preview", args=[pk])
+            if pk is not None
             else "",
-            "conversion_charts": conversion_charts(article=article) if article else [],
+            "conversion_charts": conversion_charts(
+                article=article, with_money=may_see_money(request.user)
+            )
+            if article
+            else [],
         }
-        if object_id.isdigit() and EmailSend.objects.filter(article_id=object_id).exists():
-            figures = article_engagement(article=Article(pk=int(object_id)))
+        if pk is not None and EmailSend.objects.filter(article_id=pk).exists():
+            figures = article_engagement(article=Article(pk=pk))
             extra_context["engagement"] = figures
             if article is not None:
                 extra_context["engagement_charts"] = engagement_charts(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from typing import Any
 
 from django.core.cache import cache
 from django.utils import timezone
@@ -43,6 +44,12 @@ RATES_DAYS = 365
 _LABEL_CHARACTERS = 40
 
 
+def may_see_money(user: Any) -> bool:
+    """Revenue and donations are for staff who may see memberships and donations in the
+    admin; an editor with only articles to write gets the audience charts."""
+    return bool(user.has_perms(["subscriptions.view_membership", "subscriptions.view_donation"]))
+
+
 def money(value: Number) -> str:
     return f"{value:,.2f}"
 
@@ -55,22 +62,38 @@ def _main_unit(cents: list[int]) -> list[float]:
     return [value / 100 for value in cents]
 
 
-def cached_growth_charts() -> list[Chart]:
+def cached_growth_charts(*, with_money: bool) -> list[Chart]:
     """`growth_charts` as of at most GROWTH_CHARTS_SECONDS ago, for the admin home."""
-    return cache.get_or_set("admin:growth-charts", growth_charts, GROWTH_CHARTS_SECONDS) or []
+    key = f"admin:growth-charts:{'money' if with_money else 'audience'}"
+    return (
+        cache.get_or_set(key, lambda: growth_charts(with_money=with_money), GROWTH_CHARTS_SECONDS)
+        or []
+    )
 
 
-def growth_charts(*, now: datetime | None = None) -> list[Chart]:
-    """Subscribers (free and paid), MRR, donations by month, new and lost readers."""
+def growth_charts(*, now: datetime | None = None, with_money: bool = True) -> list[Chart]:
+    """Subscribers (free and paid), new and lost readers; `with_money`, MRR and
+    donations by month too."""
     growth = growth_by_day(now=now)
-    donations = donations_by_month(now=now)
     recent = slice(-NEW_AND_LOST_DAYS, None)
-    charts = [
+    audience = [
         line_chart(
             title="Subscribers over the last 12 months",
             dates=growth.days,
             series=[Series("Free", growth.free), Series("Paid", growth.paid)],
         ),
+        bar_chart(
+            title=f"New and lost readers, last {NEW_AND_LOST_DAYS} days",
+            labels=[f"{day.day} {day:%b}" for day in growth.days[recent]],
+            series=[Series("New", growth.new[recent]), Series("Lost", growth.lost[recent])],
+        ),
+    ]
+    if not with_money:
+        return audience
+    donations = donations_by_month(now=now)
+    subscribers, new_and_lost = audience
+    return [
+        subscribers,
         line_chart(
             title="Monthly recurring revenue",
             dates=growth.days,
@@ -91,23 +114,20 @@ def growth_charts(*, now: datetime | None = None) -> list[Chart]:
             or [Series("Donations", [0] * len(donations.periods))],
             value_format=money,
         ),
-        bar_chart(
-            title=f"New and lost readers, last {NEW_AND_LOST_DAYS} days",
-            labels=[f"{day.day} {day:%b}" for day in growth.days[recent]],
-            series=[Series("New", growth.new[recent]), Series("Lost", growth.lost[recent])],
-        ),
+        new_and_lost,
     ]
-    return charts
 
 
-def conversion_charts(*, article: Article) -> list[Chart]:
-    """What the article converted: readers, and the money they brought."""
+def conversion_charts(*, article: Article, with_money: bool = True) -> list[Chart]:
+    """What the article converted: readers, and (`with_money`) the money they brought."""
     figures = article_conversions(article=article)
     readers = bar_chart(
         title=f"Readers “{article.title}” converted",
         labels=["Signed up", "Upgraded to paid", "Donated"],
         series=[Series("Readers", [figures.signups, figures.upgrades, figures.donations])],
     )
+    if not with_money:
+        return [readers]
     labels: list[str] = []
     values: list[float] = []
     for currency, cents in sorted(figures.donated.items()):

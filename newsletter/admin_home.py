@@ -131,7 +131,7 @@ class EditorDashboard:
     rates_chart: Chart | None = None  # None: no article emailed in the last 12 months
 
 
-def editor_dashboard(*, now: datetime | None = None) -> EditorDashboard:
+def editor_dashboard(*, now: datetime | None = None, with_money: bool = True) -> EditorDashboard:
     asked_now = now is not None
     now = now or timezone.now()
     # The month as the publication counts it: from the 1st in its time zone.
@@ -181,6 +181,8 @@ def editor_dashboard(*, now: datetime | None = None) -> EditorDashboard:
         draft_count=drafts.count(),
         scheduled=Article.objects.filter(status=Article.Status.SCHEDULED).order_by("publish_at"),
         # Drawn for this moment when asked about one (a test, a report), else cached.
-        charts=growth_charts(now=now) if asked_now else cached_growth_charts(),
+        charts=growth_charts(now=now, with_money=with_money)
+        if asked_now
+        else cached_growth_charts(with_money=with_money),
         rates_chart=rates_chart(rates=rates) if rates else None,
     )

@@ -146,9 +146,11 @@ class StaffAdminSite(admin.AdminSite):
         return grouped_app_list(app_list)
 
     def index(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> Any:
+        from newsletter.admin_charts import may_see_money
         from newsletter.admin_home import editor_dashboard
 
-        return super().index(request, {**(extra_context or {}), "dashboard": editor_dashboard()})
+        dashboard = editor_dashboard(with_money=may_see_money(request.user))
+        return super().index(request, {**(extra_context or {}), "dashboard": dashboard})
 
     def login(self, request: HttpRequest, extra_context: dict[str, Any] | None = None):
         response = super().login(request, extra_context)

@@ -51,6 +51,12 @@ _BREAKS = re.compile("[\t\n\r]")
 _ids = itertools.count(1)
 
 
+# Bar charts of up to this many bars name every bar; longer ones (and line charts) name
+# the first and the last, at about this many units of the view box per character.
+_LABELLED_BARS = 8
+_LABEL_CHARACTER_WIDTH = 7
+
+
 def plain_label(text: object) -> str:
     """A label as the chart shows it: one line, only characters XML can carry."""
     return _BREAKS.sub(" ", _NOT_XML.sub("", str(text)))
@@ -206,6 +212,16 @@ def _chart(
     _text(axes, _LEFT - 6, baseline + 4, value_format(0), anchor="end")
     if not labels:
         _text(axes, WIDTH / 2, HEIGHT / 2, "No data yet", anchor="middle")
+    elif kind == "bar" and len(labels) <= _LABELLED_BARS:
+        # Few bars: each is named under its middle, shortened to fit its slot (the
+        # table holds every label whole).
+        slot = plot_width / len(labels)
+        fits = max(3, int(slot / _LABEL_CHARACTER_WIDTH))
+        for position, label in enumerate(labels):
+            text = plain_label(label)
+            if len(text) > fits:
+                text = text[: fits - 1] + "…"
+            _text(axes, _LEFT + slot * (position + 0.5), HEIGHT - 12, text, anchor="middle")
     else:
         _text(axes, _LEFT, HEIGHT - 12, plain_label(labels[0]), anchor="start")
         if len(labels) > 1:

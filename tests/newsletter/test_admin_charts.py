@@ -59,7 +59,7 @@ def test_the_home_pages_charts_are_drawn_at_most_every_few_minutes(editor_client
     SubscriberFactory()
     again = charts_of(editor_client.get("/admin/").content.decode())
     assert again == first  # the copy of a moment ago
-    cache.delete("admin:growth-charts")  # as when it expires
+    cache.delete("admin:growth-charts:money")  # as when it expires
     later = charts_of(editor_client.get("/admin/").content.decode())
     assert later["Subscribers over the last 12 months"][-1][1] == "2"
 
@@ -83,3 +83,54 @@ def test_an_articles_admin_page_charts_what_it_converted(editor_client):
         ["MRR of its upgrades (USD)", "8.00"],
     ]
     assert "<Straits>" not in page  # escaped everywhere
+
+
+@pytest.fixture
+def writer_client():
+    """Signed in to the admin as staff who may write articles and nothing about money
+    (a client of its own, beside `editor_client`)."""
+    from django.contrib.auth.models import Permission
+    from django.test import Client
+
+    from tests.factories import StaffUserFactory
+
+    writer = StaffUserFactory(username="writer", is_superuser=False)
+    writer.user_permissions.set(
+        Permission.objects.filter(
+            content_type__app_label="newsletter", codename__endswith="_article"
+        )
+    )
+    client = Client()
+    client.force_login(writer)
+    return client
+
+
+def test_staff_who_may_not_see_money_get_the_audience_charts_and_no_revenue(
+    writer_client, editor_client
+):
+    article = PublishedArticleFactory(title="Straits")
+    MembershipFactory(source_article_id=article.pk)
+    Donation.objects.create(amount=2500, status="paid", source_article_id=article.pk)
+
+    home = charts_of(writer_client.get("/admin/").content.decode())
+    page = writer_client.get(f"/admin/newsletter/article/{article.pk}/change/")
+
+    assert set(home) == {
+        "Subscribers over the last 12 months",
+        "New and lost readers, last 30 days",
+    }
+    charts = charts_of(page.content.decode())
+    assert "Readers “Straits” converted" in charts
+    assert "Money “Straits” brought" not in charts
+    # An editor who may see memberships and donations gets them, on the same pages.
+    assert "Monthly recurring revenue" in charts_of(editor_client.get("/admin/").content.decode())
+
+
+@pytest.mark.parametrize("object_id", ["²", "٣", "1²"])
+def test_an_article_id_in_other_digits_is_not_found_rather_than_an_error(editor_client, object_id):
+    PublishedArticleFactory()
+
+    response = editor_client.get(f"/admin/newsletter/article/{object_id}/change/", follow=True)
+
+    assert response.status_code in (200, 404)
+    assert response.status_code != 500

@@ -175,3 +175,34 @@ def test_a_value_that_cannot_be_drawn_is_refused_with_its_series_name(bad):
 def test_a_series_of_the_wrong_length_is_refused():
     with pytest.raises(ValueError, match="2 values for 3 points"):
         bar_chart(title="t", labels=["a", "b", "c"], series=[Series("Readers", [1, 2])])
+
+
+def axis_labels(chart) -> list[str]:
+    [axes] = [g for g in parsed_svg(chart).iter(f"{SVG}g") if g.get("class") == "chart__axes"]
+    return [text.text or "" for text in axes.iter(f"{SVG}text")]
+
+
+def test_a_bar_chart_of_a_few_bars_names_every_bar_and_a_long_one_only_its_ends():
+    few = bar_chart(
+        title="Converted",
+        labels=["Signed up", "Upgraded to paid", "Donated"],
+        series=[Series("Readers", [3, 1, 1])],
+    )
+    many = bar_chart(
+        title="Days",
+        labels=[f"day {n}" for n in range(20)],
+        series=[Series("Readers", list(range(20)))],
+    )
+
+    assert {"Signed up", "Upgraded to paid", "Donated"} <= set(axis_labels(few))
+    assert {"day 0", "day 19"} <= set(axis_labels(many))
+    assert "day 7" not in axis_labels(many)
+
+
+def test_a_bar_label_longer_than_its_slot_is_shortened_under_its_bar():
+    long = "A very long label that cannot fit under one of eight bars at all"
+    chart = bar_chart(title="Links", labels=[long] * 8, series=[Series("Readers", [1] * 8)])
+
+    shortened = [label for label in axis_labels(chart) if label.endswith("…")]
+    assert len(shortened) == 8
+    assert all(long.startswith(label[:-1]) for label in shortened)
