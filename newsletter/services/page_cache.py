@@ -31,7 +31,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import wraps
-from typing import TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urlencode
 
 from django.conf import settings
@@ -190,7 +190,7 @@ def read(key: str) -> object | None:
         return None
 
 
-def _read_many(keys: list[str]) -> dict[str, object]:
+def _read_many(keys: list[str]) -> dict[str, Any]:
     """`cache.get_many`, with a value that cannot be read back left out (as `read`)."""
     try:
         return cache.get_many(keys)
