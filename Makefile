@@ -87,7 +87,8 @@ node_modules/.package-lock.json: package.json package-lock.json
 
 browser-checks: java node_modules/.package-lock.json
 
-# The tests' database, as tests/settings.py defaults it; the probe fails fast without it.
+# The tests' database, as tests/settings.py defaults it, and their Redis, as
+# tests/processes.py defaults it (TEST_REDIS_URL): the probes fail fast without them.
 pytest: export DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/broadside
 pytest: export CHROMIUM := $(CHROMIUM)
 pytest: $(STAMP) chromium browser-checks
@@ -97,6 +98,12 @@ pytest: $(STAMP) chromium browser-checks
 	  s = socket.socket(); s.settimeout(3); \
 	  sys.exit(0) if s.connect_ex(where) == 0 else \
 	  sys.exit('PostgreSQL is not reachable at %s:%s. Start it (see README) or set DATABASE_URL.' % where)"
+	@$(BIN)/python -c "import os,socket,sys,urllib.parse; \
+	  url = urllib.parse.urlsplit(os.environ.get('TEST_REDIS_URL') or 'redis://127.0.0.1:6379'); \
+	  where = (url.hostname or '127.0.0.1', url.port or 6379); \
+	  s = socket.socket(); s.settimeout(3); \
+	  sys.exit(0) if s.connect_ex(where) == 0 else \
+	  sys.exit('Redis is not reachable at %s:%s. Start it (redis-server --daemonize yes; see README) or set TEST_REDIS_URL (e.g. redis://127.0.0.1:6380).' % where)"
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test: lint typecheck pytest

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
+from typing import Any
 
 from django.conf import settings
 from django.contrib.syndication.views import Feed
 from django.http import HttpRequest
+from django.utils.feedgenerator import Rss201rev2Feed
 from django.utils.html import escape
 
 from newsletter import selectors
@@ -17,8 +20,40 @@ from publication.models import Publication
 
 FEED_LENGTH = 20
 
+# What XML 1.0 cannot hold, even as a character reference: the C0 controls but tab,
+# newline and carriage return, lone surrogates, U+FFFE and U+FFFF.
+_NOT_XML = re.compile(r"[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def xml_text(value: Any) -> Any:
+    """`value` without the characters XML 1.0 cannot hold (in a string, or in each string
+    of a list or tuple); anything else as it is."""
+    if isinstance(value, str):
+        return _NOT_XML.sub("", value)
+    if isinstance(value, list | tuple):
+        return type(value)(xml_text(part) for part in value)
+    return value
+
+
+class XmlSafeRssFeed(Rss201rev2Feed):
+    """RSS 2.0 with every text the feed or an item carries made fit for XML 1.0: a control
+    character pasted into a title (Django refuses it: a 500) or U+FFFF in a body (written
+    as it is: a feed no reader can parse) is left out, the rest kept."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(
+            *(xml_text(arg) for arg in args), **{k: xml_text(v) for k, v in kwargs.items()}
+        )
+
+    def add_item(self, *args: Any, **kwargs: Any) -> None:
+        super().add_item(
+            *(xml_text(arg) for arg in args), **{k: xml_text(v) for k, v in kwargs.items()}
+        )
+
 
 class LatestArticlesFeed(Feed):
+    feed_type = XmlSafeRssFeed
+
     def get_object(self, request: HttpRequest, *args, **kwargs) -> Publication:
         return Publication.load()
 

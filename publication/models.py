@@ -59,6 +59,10 @@ class Publication(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
+        # The table the model had in `newsletter`, kept on purpose: a deploy migrates
+        # before the old processes restart, and they go on reading this table meanwhile
+        # (renaming it would fail every one of their requests until then).
+        db_table = "newsletter_publication"
         constraints = [models.CheckConstraint(condition=Q(pk=1), name="publication_singleton")]
 
     def __str__(self) -> str:

@@ -24,12 +24,17 @@ class ReaderAccessMiddleware:
 
 
 @lru_cache(maxsize=1)
-def _webhook_path() -> str:
-    return reverse("subscriptions:stripe_webhook")
+def _webhook_paths() -> frozenset[str]:
+    """The webhook's path, with and without its trailing slash: Stripe follows no
+    redirect, so an endpoint configured without the slash must not get APPEND_SLASH's
+    301 (nor, with DEBUG on, its RuntimeError for a POST)."""
+    path = reverse("subscriptions:stripe_webhook")
+    return frozenset({path, path.rstrip("/")})
 
 
 class StripeWebhookFirstMiddleware:
-    """A delivery to /stripe/webhook/ goes straight to its view, before any other middleware.
+    """A delivery to /stripe/webhook/ (or /stripe/webhook) goes straight to its view,
+    before any other middleware.
 
     The view needs none of them: it is CSRF-exempt (the signature authenticates the
     request), reads no session, user, message or cookie, and answers Stripe, which
@@ -42,7 +47,7 @@ class StripeWebhookFirstMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponseBase:
-        if request.method == "POST" and request.path_info == _webhook_path():
+        if request.method == "POST" and request.path_info in _webhook_paths():
             from subscriptions.views.webhooks import stripe_webhook
 
             request.get_host()  # DisallowedHost: answered 400 by the handler

@@ -22,13 +22,16 @@ without the middleware (a test's request factory) stores and serves its own copi
 from __future__ import annotations
 
 import hashlib
+import logging
+import pickle
 import time
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import wraps
-from typing import TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urlencode
 
 from django.conf import settings
@@ -40,7 +43,13 @@ from django.utils.http import http_date
 
 from newsletter.services.page_parameters import Order, discussion_page_number, parse_page_number
 
+logger = logging.getLogger(__name__)
+
 PAGE_CACHE_SECONDS = 60
+# In every fragment's key (shells are fragments too): a deploy that changes what a
+# fragment holds reads none stored by the code before it. 2: Publication moved from
+# `newsletter` to `publication`, so the fragments of before name a model that is gone.
+FRAGMENT_FORMAT = 2
 _GENERATION_KEY = "pages:generation"
 # The query parameters a cached view may read: list pages, an article's discussion, and
 # the sitemap's own page number.
@@ -135,13 +144,59 @@ def shared_fragment(name: str, build: Callable[[], T]) -> T:
     them (the free or the whole article, their own comments' edit links) is still
     decided for each request.
     """
-    return cache.get_or_set(fragment_key(name), build, PAGE_CACHE_SECONDS)  # type: ignore[return-value]
+    key = fragment_key(name)
+    value = read(key)
+    if value is None:
+        value = build()
+        cache.set(key, value, PAGE_CACHE_SECONDS)
+    return value  # type: ignore[return-value]
 
 
 def fragment_key(name: str) -> str:
     """The cache key of the shared fragment `name` in the current generation, for a
     fragment stored only on some conditions (`newsletter.views.reader_shell`)."""
-    return f"fragments:{_current_generation()}:{name}"
+    return f"fragments{FRAGMENT_FORMAT}:{_current_generation()}:{name}"
+
+
+# What reading back a stored value raises when the code that stored it differs from
+# the code reading it (a deploy, or the old and the new code side by side during a
+# rolling one): a model that moved apps (LookupError), a class or module that moved or
+# went (AttributeError, ImportError), a model rebuilt from fields it no longer has
+# (TypeError), a truncated or foreign value (UnpicklingError, EOFError, ValueError,
+# zlib.error from the file cache).
+_UNREADABLE = (
+    LookupError,
+    AttributeError,
+    ImportError,
+    TypeError,
+    ValueError,
+    EOFError,
+    pickle.UnpicklingError,
+    zlib.error,
+)
+
+
+def read(key: str) -> object | None:
+    """The value stored under `key`, or None if there is none or it cannot be read back
+    (see `_UNREADABLE`): a miss, so the caller builds and stores it again, never a 500.
+
+    Every read of a fragment, a shell or a page goes through here or `_read_many`.
+    """
+    try:
+        return cache.get(key)
+    except _UNREADABLE as error:
+        logger.warning("Cached %s cannot be read back (%r): treated as a miss", key, error)
+        cache.delete(key)
+        return None
+
+
+def _read_many(keys: list[str]) -> dict[str, Any]:
+    """`cache.get_many`, with a value that cannot be read back left out (as `read`)."""
+    try:
+        return cache.get_many(keys)
+    except _UNREADABLE:
+        values = {key: read(key) for key in keys}
+        return {key: value for key, value in values.items() if value is not None}
 
 
 def page_parameters(request: HttpRequest, *, reads: frozenset[str]) -> list[tuple[str, str]]:
@@ -209,7 +264,7 @@ def lookup(request: HttpRequest, reads: frozenset[str]) -> tuple[Slot, StoredPag
     a copy of another generation is no copy.
     """
     key = _page_slot_key(request, reads)
-    values = cache.get_many([_GENERATION_KEY, key])
+    values = _read_many([_GENERATION_KEY, key])
     generation = values.get(_GENERATION_KEY)
     if generation is None:
         _forget_request_generation()
@@ -287,7 +342,7 @@ def store(slot: Slot, response: HttpResponse) -> None:
 
 def stored(slot: Slot) -> StoredPage | None:
     """The slot's copy, if one of the slot's generation is stored now."""
-    return _of_generation(cache.get(slot.key), slot)
+    return _of_generation(read(slot.key), slot)
 
 
 def _kept_something_for_this_visitor(request: HttpRequest) -> bool:

@@ -43,7 +43,12 @@ from django.utils.html import escape
 
 from newsletter.models import Article
 from newsletter.services import comments as comment_service
-from newsletter.services.page_cache import PAGE_CACHE_SECONDS, fragment_key, shared_fragment
+from newsletter.services.page_cache import (
+    PAGE_CACHE_SECONDS,
+    fragment_key,
+    read,
+    shared_fragment,
+)
 from newsletter.services.page_parameters import Order, discussion_page_number
 from publication.models import Publication
 from subscriptions.services.access import user_is_paid
@@ -129,7 +134,7 @@ def article_page(
         return None
     key = fragment_key(position)
     now = timezone.now()
-    shell = cache.get(key)
+    shell = read(key)
     if not isinstance(shell, Shell):
         thread = comment_service.comment_thread(
             article=article,

@@ -1,6 +1,8 @@
 # The Publication model moves here from `newsletter` with its rows: the state is
-# created over the existing table, which is then renamed, and its content type (with
-# the admin permissions that point at it) is relabelled rather than recreated.
+# created over the existing table, which keeps its name (newsletter_publication, see
+# the model's Meta: processes still running the code from before the move read it
+# until they restart), and its content type (with the admin permissions that point at
+# it) is relabelled rather than recreated.
 # newsletter/migrations/0006_publication_moves_to_its_own_app.py drops it from
 # newsletter's state without touching the table.
 
@@ -62,7 +64,5 @@ class Migration(migrations.Migration):
             ],
             database_operations=[],
         ),
-        # The table takes the app's name: newsletter_publication -> publication_publication.
-        migrations.AlterModelTable(name="publication", table=None),
         migrations.RunPython(relabel_content_type, unrelabel_content_type),
     ]

@@ -1,6 +1,7 @@
-"""The Publication model's move from `newsletter` to `publication` keeps its row, its
-content type and the admin permissions given on it, on both databases (each in a
-process of its own: the suite runs without migrations)."""
+"""The Publication model's move from `newsletter` to `publication` keeps its table (name
+and row, so the code from before the move still reads it between `migrate` and its
+restart), its content type and the admin permissions given on it, on both databases
+(each in a process of its own: the suite runs without migrations)."""
 
 from __future__ import annotations
 
@@ -54,7 +55,12 @@ SCRIPT = textwrap.dedent(
     from publication.models import Publication
     with connection.cursor() as cursor:
         tables = connection.introspection.table_names(cursor)
-    assert "publication_publication" in tables and "newsletter_publication" not in tables
+    # The table keeps its name: processes still running the code from before the move
+    # read it until they restart, and find their row there.
+    assert "newsletter_publication" in tables and "publication_publication" not in tables
+    assert Publication._meta.db_table == "newsletter_publication"
+    still_running = OldPublication.objects.get(pk=1)
+    assert (still_running.name, still_running.comment_policy) == ("The Meridian Letter", "paid")
     migrated = Publication.load()
     assert (migrated.name, migrated.sender_email, migrated.kofi_url) == (
         "The Meridian Letter", "letters@example.com", "https://ko-fi.com/meridian"
@@ -97,7 +103,7 @@ def database_env(request, tmp_path: Path):
         drop_database(name)
 
 
-def test_the_publication_moves_apps_with_its_row_content_type_and_permissions(database_env):
+def test_the_publication_moves_apps_keeping_its_table_row_content_type_and_rights(database_env):
     result = processes.manage("shell", "-c", SCRIPT, env=database_env, timeout=180)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "MIGRATED-WITH-ROWS-OK" in result.stdout

@@ -403,6 +403,25 @@ def test_a_delivery_is_answered_before_the_session_auth_csrf_and_messages_middle
     assert not response.cookies
 
 
+@pytest.mark.parametrize("debug", [False, True], ids=["production", "debug"])
+@pytest.mark.parametrize("path", [WEBHOOK_URL, WEBHOOK_URL.rstrip("/")])
+def test_a_delivery_with_or_without_the_trailing_slash_is_answered_by_the_webhook(
+    stripe_api, stripe_webhooks, settings, path, debug
+):
+    # Stripe follows no redirect: APPEND_SLASH's 301 (a RuntimeError with DEBUG on, for
+    # a POST) would lose every delivery to an endpoint configured without the slash.
+    settings.DEBUG = debug
+    body = subscription_event_body(stripe_api)
+
+    response = stripe_webhooks.client.post(
+        path, data=body, content_type="application/json", HTTP_STRIPE_SIGNATURE=signature_for(body)
+    )
+
+    assert response.status_code == 200
+    assert StripeEvent.objects.count() == 1
+    assert not hasattr(response.wsgi_request, "session")  # answered before the stack
+
+
 def test_a_delivery_to_a_host_not_allowed_is_refused(stripe_api, stripe_webhooks):
     body = subscription_event_body(stripe_api)
 
