@@ -42,9 +42,12 @@ class Publication(models.Model):
         default=False,
         help_text="Each article's authors get one email an hour listing its new comments.",
     )
+    # db_default as well: the previous release, still running while the migration is
+    # applied, writes rows without this column.
     track_engagement = models.BooleanField(
         "count opens and clicks",
         default=True,
+        db_default=True,
         help_text=(
             "Emails carry an open pixel and links through this site, so each article's page "
             "shows how many readers opened it and what they clicked (machines counted apart). "

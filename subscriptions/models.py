@@ -44,9 +44,12 @@ class Subscriber(models.Model):
         db_index=True,
         help_text="The article the reader signed up from (an id the content layer resolves).",
     )
+    # db_default as well: processes of the previous release, still running while the
+    # migration is applied, insert subscribers without this column.
     tracking_opt_out = models.BooleanField(
         "no open and click counting",
         default=False,
+        db_default=False,
         help_text="The reader's emails carry no open pixel and no redirected links.",
     )
     created_at = models.DateTimeField(auto_now_add=True)

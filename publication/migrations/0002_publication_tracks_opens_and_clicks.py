@@ -13,6 +13,6 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='publication',
             name='track_engagement',
-            field=models.BooleanField(default=True, help_text="Emails carry an open pixel and links through this site, so each article's page shows how many readers opened it and what they clicked (machines counted apart). Off: emails carry neither.", verbose_name='count opens and clicks'),
+            field=models.BooleanField(db_default=True, default=True, help_text="Emails carry an open pixel and links through this site, so each article's page shows how many readers opened it and what they clicked (machines counted apart). Off: emails carry neither.", verbose_name='count opens and clicks'),
         ),
     ]

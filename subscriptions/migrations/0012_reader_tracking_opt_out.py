@@ -13,6 +13,6 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='subscriber',
             name='tracking_opt_out',
-            field=models.BooleanField(default=False, help_text="The reader's emails carry no open pixel and no redirected links.", verbose_name='no open and click counting'),
+            field=models.BooleanField(db_default=False, default=False, help_text="The reader's emails carry no open pixel and no redirected links.", verbose_name='no open and click counting'),
         ),
     ]
