@@ -204,3 +204,75 @@ def test_an_editor_who_is_not_a_reader_gets_the_test_without_a_greeting_or_anyon
     assert "/unsubscribe/" not in message.extra_headers["List-Unsubscribe"]
     assert message.extra_headers["Message-ID"].startswith("<broadside.0.None.")
     assert "Paid analysis." in message.body
+
+
+def test_retrying_a_sends_failures_gives_them_a_fresh_start_in_that_send_only(
+    sends, readers, django_capture_on_commit_callbacks
+):
+    this, other = sends["this"], sends["sending"]
+    yesterday = timezone.now() - timedelta(days=1)
+    EmailSend.objects.filter(pk=this.pk).update(
+        status=EmailSend.Status.FAILED, finished_at=yesterday, failed_count=2
+    )
+    for email_send in (this, other):
+        email_send.deliveries.filter(subscriber__in=readers[:2]).update(
+            status=Delivery.Status.FAILED,
+            attempts=sending.MAX_ATTEMPTS,
+            next_attempt_at=yesterday,
+            last_error="554 5.7.1 Relay access denied",
+        )
+    this.deliveries.filter(subscriber=readers[2]).update(status=Delivery.Status.SENT, attempts=1)
+
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        assert sending.retry_failed_deliveries(email_send=this) == 2
+
+    assert len(callbacks) == 1  # the send is started again once this commits
+    email_send = EmailSend.objects.get(pk=this.pk)
+    assert (email_send.status, email_send.finished_at, email_send.failed_count) == (
+        EmailSend.Status.QUEUED,
+        None,
+        0,
+    )
+    rows = {
+        d.subscriber_id: (d.status, d.attempts, d.next_attempt_at) for d in this.deliveries.all()
+    }
+    assert rows == {
+        readers[0].pk: (Delivery.Status.PENDING, 0, None),
+        readers[1].pk: (Delivery.Status.PENDING, 0, None),
+        readers[2].pk: (Delivery.Status.SENT, 1, None),
+    }
+    # Another send's failures are its own editor's to retry.
+    assert set(other.deliveries.values_list("status", flat=True)) == {
+        Delivery.Status.FAILED,
+        Delivery.Status.PENDING,
+    }
+    assert other.deliveries.filter(status=Delivery.Status.FAILED).count() == 2
+    assert EmailSend.objects.get(pk=other.pk).status == EmailSend.Status.SENDING
+
+
+def test_retrying_a_send_without_failures_changes_nothing(
+    sends, django_capture_on_commit_callbacks
+):
+    finished_at = timezone.now() - timedelta(hours=1)
+    EmailSend.objects.filter(pk=sends["this"].pk).update(
+        status=EmailSend.Status.SENT, finished_at=finished_at
+    )
+
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        assert sending.retry_failed_deliveries(email_send=sends["this"]) == 0
+
+    assert callbacks == []
+    email_send = EmailSend.objects.get(pk=sends["this"].pk)
+    assert (email_send.status, email_send.finished_at) == (EmailSend.Status.SENT, finished_at)
+
+
+@pytest.mark.parametrize("status", [EmailSend.Status.PAUSED, EmailSend.Status.CANCELLED])
+def test_a_paused_or_cancelled_sends_failures_are_not_retried(sends, readers, status):
+    EmailSend.objects.filter(pk=sends["this"].pk).update(status=status)
+    sends["this"].deliveries.filter(subscriber=readers[0]).update(status=Delivery.Status.FAILED)
+
+    with pytest.raises(sending.SendError) as refused:
+        sending.retry_failed_deliveries(email_send=sends["this"])
+
+    assert str(refused.value) == f"Resume the send first (it is {status})."
+    assert sends["this"].deliveries.filter(status=Delivery.Status.FAILED).count() == 1

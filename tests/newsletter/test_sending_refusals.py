@@ -1,13 +1,15 @@
 """What a refused or failed message means for its delivery: retry later, fail it, or
 mark the reader bounced; and whether the connection it was sent on is gone."""
 
+import json
 import smtplib
 from datetime import timedelta
 
 import pytest
-from anymail.exceptions import AnymailAPIError, AnymailRecipientsRefused
+import requests
+from anymail.exceptions import AnymailAPIError, AnymailError, AnymailRecipientsRefused
 
-from newsletter.services.sending import refusals
+from newsletter.services.sending import providers, refusals
 from newsletter.services.sending.refusals import BOUNCED, PERMANENT, TEMPORARY
 
 
@@ -151,3 +153,55 @@ def test_retries_wait_one_four_sixteen_and_sixty_four_minutes():
     # Before any attempt (or a counter reset), the first wait.
     assert refusals.retry_delay(0) == timedelta(minutes=1)
     assert refusals.MAX_ATTEMPTS == 5
+
+
+# --- A provider's batch call refused as a whole -------------------------------------------
+
+
+def http_response(status: int, body: str) -> requests.Response:
+    response = requests.Response()
+    response.status_code = status
+    response._content = body.encode()
+    response.encoding = "utf-8"
+    response.reason = "Reason"
+    return response
+
+
+@pytest.mark.parametrize(
+    ("status", "kind"),
+    [
+        (429, TEMPORARY),  # throttled
+        (428, PERMANENT),
+        (430, PERMANENT),
+        (400, PERMANENT),
+        (422, PERMANENT),
+        (499, PERMANENT),
+        (500, TEMPORARY),  # the provider's fault, from the first 5xx
+        (503, TEMPORARY),
+    ],
+)
+def test_a_refused_batch_call_is_retried_only_when_throttled_or_the_providers_fault(status, kind):
+    exc = AnymailAPIError("refused", status_code=status, response=http_response(status, "{}"))
+    assert providers._call_refusal_kind(exc) == kind
+
+
+def test_a_batch_call_that_got_no_answer_is_retried():
+    assert providers._call_refusal_kind(AnymailAPIError("no answer")) == TEMPORARY
+    # Not an API answer at all (a status code notwithstanding): retried too.
+    assert providers._call_refusal_kind(AnymailError("odd", status_code=400)) == TEMPORARY
+
+
+def test_a_refused_calls_error_is_the_providers_answer_cut_to_200_characters():
+    long_message = "x" * 300
+    as_json = http_response(422, json.dumps({"Message": long_message}))
+    error = providers._short(AnymailAPIError("refused", status_code=422, response=as_json))
+    assert error == "HTTP 422 " + json.dumps({"Message": long_message})[:200]
+
+    as_text = http_response(502, "Bad gateway " + "y" * 300)
+    error = providers._short(AnymailAPIError("refused", status_code=502, response=as_text))
+    assert error == "HTTP 502 " + ("Bad gateway " + "y" * 300)[:200]
+
+
+def test_a_call_without_an_answer_is_named_by_its_error_cut_to_200_characters():
+    error = providers._short(AnymailAPIError("z" * 300))
+    assert error == "AnymailAPIError: " + "z" * 200
