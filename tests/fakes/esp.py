@@ -54,6 +54,9 @@ class _FakeESP(LocalHTTPServer):
         self.accepted = 0
         self.rejected: set[str] = set()
         self._failures: list[int] = []
+        # Each call's request headers (the API token), and each message's stream.
+        self.request_headers: list[dict[str, str]] = []
+        self.message_streams: list[str | None] = []
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
 
@@ -97,6 +100,8 @@ class _FakeESP(LocalHTTPServer):
 
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                with fake._lock:
+                    fake.request_headers.append(dict(self.headers))
                 if fake.latency:
                     time.sleep(fake.latency)
                 failure = fake._next_failure()
@@ -136,6 +141,8 @@ class FakePostmark(_FakeESP):
         if len(messages) > 500:
             return 422, {"ErrorCode": 300, "Message": "Too many messages in one batch."}
         answers, copies = [], []
+        with self._lock:
+            self.message_streams += [message.get("MessageStream") for message in messages]
         for message in messages:
             to = message["To"]
             address = _addr_spec(to)

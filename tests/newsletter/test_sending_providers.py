@@ -170,3 +170,74 @@ def test_without_batch_sending_each_reader_is_one_call(provider, readers, settin
 
     assert result.sent == 33
     assert provider.calls == [1] * 33
+
+
+def postmark_settings(settings, postmark, **extra):
+    settings.EMAIL_BACKEND = "anymail.backends.postmark.EmailBackend"
+    settings.ANYMAIL = {
+        "POSTMARK_SERVER_TOKEN": "server-token-1",
+        "POSTMARK_API_URL": postmark.url + "/",
+        **extra,
+    }
+    settings.EMAIL_SEND_CONNECTIONS = 1
+
+
+def test_batch_calls_go_with_the_servers_token_and_message_stream(settings):
+    SubscriberFactory.create_batch(3)
+    with FakePostmark() as postmark:
+        postmark_settings(settings, postmark, POSTMARK_MESSAGE_STREAM="newsletters")
+        email_send = start(ArticleFactory())
+
+        result = sending.send_chunk(email_send_id=email_send.pk)
+
+    assert result.sent == 3
+    assert [h["X-Postmark-Server-Token"] for h in postmark.request_headers] == ["server-token-1"]
+    assert postmark.message_streams == ["newsletters"] * 3
+
+
+def test_two_calls_refused_in_a_row_end_the_connections_share_of_the_chunk(settings):
+    SubscriberFactory.create_batch(1001)
+    with FakePostmark() as postmark:
+        postmark_settings(settings, postmark)
+        postmark.fail_calls(503, times=2)
+        email_send = start(ArticleFactory())
+
+        result = sending.send_chunk(email_send_id=email_send.pk, size=1001)
+
+    # Two calls of 500 refused; the last reader is never offered to a provider that
+    # refuses everything, and waits, untried, for the sweeper to restart the send.
+    assert (result.sent, result.retrying, result.released) == (0, 1000, 1)
+    assert result.outage.startswith("Postmark: HTTP 503")
+    assert len(postmark.request_headers) == 2
+    untried = email_send.deliveries.get(attempts=0)
+    assert (untried.status, untried.next_attempt_at) == (Delivery.Status.PENDING, None)
+
+
+def test_one_refused_call_does_not_stop_the_calls_after_it(settings):
+    SubscriberFactory.create_batch(1001)
+    with FakePostmark() as postmark:
+        postmark_settings(settings, postmark)
+        postmark.fail_calls(503, times=1)
+        email_send = start(ArticleFactory())
+
+        result = sending.send_chunk(email_send_id=email_send.pk, size=1001)
+
+    assert (result.sent, result.retrying, result.released) == (501, 500, 0)
+    assert result.outage == ""
+    assert sorted(postmark.calls) == [1, 500]
+
+
+def test_a_segment_of_one_reader_goes_out_in_its_own_call(settings):
+    free = SubscriberFactory.create_batch(2)
+    paid = MembershipFactory().subscriber
+    with FakePostmark() as postmark:
+        postmark_settings(settings, postmark)
+        email_send = start(ArticleFactory(body=PAYWALLED_BODY, visibility="paid"))
+
+        result = sending.send_chunk(email_send_id=email_send.pk)
+
+    assert result.sent == 3
+    assert sorted(postmark.calls) == [1, 2]
+    copies = {copy.to: copy for copy in postmark.copies}
+    assert "Paid analysis." in copies[paid.email].text
+    assert all("Paid analysis." not in copies[r.email].text for r in free)
