@@ -241,3 +241,27 @@ def test_a_segment_of_one_reader_goes_out_in_its_own_call(settings):
     copies = {copy.to: copy for copy in postmark.copies}
     assert "Paid analysis." in copies[paid.email].text
     assert all("Paid analysis." not in copies[r.email].text for r in free)
+    # The provider's reports name the send and the segment each copy came from.
+    assert copies[paid.email].headers["Feedback-ID"].startswith(f"{email_send.pk}:paid:")
+    assert copies[free[0].email].headers["Feedback-ID"].startswith(f"{email_send.pk}:free:")
+
+
+def test_calls_refused_for_good_fail_their_readers_and_the_next_call_still_goes(settings):
+    SubscriberFactory.create_batch(1001)
+    with FakePostmark() as postmark:
+        postmark_settings(settings, postmark)
+        postmark.fail_calls(422, times=2)  # the message itself is refused, not the service
+        email_send = start(ArticleFactory())
+
+        result = sending.send_chunk(email_send_id=email_send.pk, size=1001)
+
+    # Postmark answers a batch refused as a whole with one error object, not a list of
+    # answers: the call's readers fail with its reason (they were once taken for an
+    # outage, released untried, and offered again and again).
+    assert (result.sent, result.failed, result.retrying, result.released) == (1, 1000, 0, 0)
+    assert result.outage == ""
+    assert postmark.calls == [1]
+    failed = email_send.deliveries.filter(status=Delivery.Status.FAILED)
+    assert {d.last_error for d in failed} == {
+        'Postmark: HTTP 422 {"ErrorCode": 422, "Message": "Try later"}'
+    }
