@@ -57,6 +57,10 @@ class _FakeESP(LocalHTTPServer):
         # Each call's request headers (the API token), and each message's stream.
         self.request_headers: list[dict[str, str]] = []
         self.message_streams: list[str | None] = []
+        # Postmark: addresses it calls invalid (ErrorCode 300), and how many of the last
+        # messages of each batch it leaves without an answer.
+        self.invalid: set[str] = set()
+        self.unanswered = 0
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
 
@@ -146,6 +150,9 @@ class FakePostmark(_FakeESP):
         for message in messages:
             to = message["To"]
             address = _addr_spec(to)
+            if address.lower() in self.invalid:
+                answers.append({"ErrorCode": 300, "Message": "Invalid 'To' address."})
+                continue
             if address.lower() in self.rejected:
                 answers.append(
                     {
@@ -176,6 +183,8 @@ class FakePostmark(_FakeESP):
                     "To": to,
                 }
             )
+        if self.unanswered:
+            answers = answers[: -self.unanswered]
         self._record(copies, len(copies))
         return 200, answers if path.rstrip("/").endswith("/batch") else answers[0]
 

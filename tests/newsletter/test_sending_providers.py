@@ -265,3 +265,32 @@ def test_calls_refused_for_good_fail_their_readers_and_the_next_call_still_goes(
     assert {d.last_error for d in failed} == {
         'Postmark: HTTP 422 {"ErrorCode": 422, "Message": "Try later"}'
     }
+
+
+def test_each_reader_postmark_refuses_is_failed_or_retried_by_its_own_answer(settings):
+    readers = SubscriberFactory.create_batch(6)
+    invalid, inactive = readers[1], readers[3]
+    with FakePostmark() as postmark:
+        postmark_settings(settings, postmark)
+        postmark.invalid.add(invalid.email)
+        postmark.reject(inactive.email)
+        postmark.unanswered = 1  # the last message of the batch gets no answer
+        email_send = start(ArticleFactory())
+
+        result = sending.send_chunk(email_send_id=email_send.pk)
+
+    assert (result.sent, result.failed, result.retrying) == (3, 2, 1)
+    rows = {
+        d.subscriber_id: (d.status, d.last_error)
+        for d in email_send.deliveries.exclude(status=Delivery.Status.SENT)
+    }
+    assert rows == {
+        invalid.pk: (Delivery.Status.FAILED, "Postmark 300: Invalid 'To' address."),
+        inactive.pk: (Delivery.Status.FAILED, rows[inactive.pk][1]),
+        # Not refused, only unanswered: tried again later.
+        readers[5].pk: (Delivery.Status.PENDING, "Postmark did not answer for this message."),
+    }
+    assert rows[inactive.pk][1].startswith("Postmark 406: ")
+    sent = email_send.deliveries.filter(status=Delivery.Status.SENT)
+    assert {d.subscriber_id for d in sent} == {readers[0].pk, readers[2].pk, readers[4].pk}
+    assert all(d.provider_message_id.startswith("postmark-") for d in sent)
