@@ -53,3 +53,48 @@ def test_releasing_untried_deliveries_touches_only_those_this_worker_still_holds
         taken_over.pk: (Delivery.Status.CLAIMED, 1, claim.token + 1),
         sent.pk: (Delivery.Status.SENT, 1, claim.token),
     }
+
+
+def test_renewing_the_lease_extends_only_the_rows_this_worker_still_holds(claimed, settings):
+    claim, deliveries = claimed
+    mine, taken_over, sent, other = deliveries
+    Delivery.objects.filter(pk=taken_over.pk).update(claim_token=claim.token + 1)
+    assert marking._mark_sent(pk=sent.pk, token=claim.token, provider_message_id="<m@x>")
+    before = dict(Delivery.objects.values_list("pk", "lease_expires_at"))
+    keeper = marking._ClaimKeeper(claim=claim, pks=[mine.pk, taken_over.pk, sent.pk])
+    assert keeper.inline  # the test's transaction: renewed on this connection
+
+    keeper._renew()
+
+    after = dict(Delivery.objects.values_list("pk", "lease_expires_at"))
+    assert after[mine.pk] > before[mine.pk]
+    # Another worker's lease is theirs to renew; a sent row has no lease to keep; and a
+    # row of the chunk this keeper does not hold is left alone.
+    assert after[taken_over.pk] == before[taken_over.pk]
+    assert after[sent.pk] == before[sent.pk]
+    assert after[other.pk] == before[other.pk]
+
+
+def test_a_worker_stops_holding_its_chunk_once_another_worker_has_claimed_a_row_of_it(
+    claimed,
+):
+    claim, deliveries = claimed
+    keeper = marking._ClaimKeeper(claim=claim, pks=[d.pk for d in deliveries])
+    keeper._renew()
+    assert keeper.holds_claim()
+
+    Delivery.objects.filter(pk=deliveries[2].pk).update(claim_token=claim.token + 1)
+    keeper._renew()
+
+    assert not keeper.holds_claim()
+
+
+def test_a_sent_row_does_not_count_as_handed_on(claimed):
+    claim, deliveries = claimed
+    for delivery in deliveries[:2]:
+        assert marking._mark_sent(pk=delivery.pk, token=claim.token, provider_message_id="<m>")
+    keeper = marking._ClaimKeeper(claim=claim, pks=[d.pk for d in deliveries])
+
+    keeper._renew()
+
+    assert keeper.holds_claim()
