@@ -856,3 +856,31 @@ def test_a_421_after_a_pipelined_message_hands_the_next_envelope_back_untried(
     rows = dict(email_send.deliveries.values_list("subscriber__email", "status"))
     assert rows[readers[1].email] == Delivery.Status.PENDING
     assert rows[readers[2].email] == Delivery.Status.SENT
+
+
+def test_a_reader_the_prepared_message_cannot_serve_gets_one_built_for_them_over_pipelining(
+    smtp_server, settings
+):
+    settings.EMAIL_SEND_CONNECTIONS = 1
+    plain = SubscriberFactory(name="Ann")
+    # A line separator in the name: the prepared bytes cannot carry it, so this reader's
+    # message is built field by field instead, on the same pipelined connection.
+    unusual = SubscriberFactory(name="Bea\u2028Cole")
+    email_send = publish_article(article=ArticleFactory()).email_send
+    mark_sending(email_send)
+
+    result = sending.send_chunk(email_send_id=email_send.pk)
+
+    assert result.sent == 2
+    assert smtp_server.connections == 1
+    received = {m.rcpt_tos[0]: m for m in smtp_server.messages}
+    assert set(received) == {plain.email, unusual.email}
+    ids = dict(email_send.deliveries.values_list("subscriber__email", "provider_message_id"))
+    for reader in (plain, unusual):
+        message = received[reader.email].message
+        assert message["Message-ID"] == ids[reader.email]
+        assert message["To"] == reader.email
+        assert b"\r\n\r\n" in received[reader.email].data  # CRLF line ends on the wire
+    assert ids[unusual.email].startswith(f"<broadside.{email_send.pk}.{unusual.pk}.")
+    text = received[unusual.email].message.get_body(("plain",)).get_content()
+    assert "Hi Bea" in text
