@@ -884,3 +884,27 @@ def test_a_reader_the_prepared_message_cannot_serve_gets_one_built_for_them_over
     assert ids[unusual.email].startswith(f"<broadside.{email_send.pk}.{unusual.pk}.")
     text = received[unusual.email].message.get_body(("plain",)).get_content()
     assert "Hi Bea" in text
+
+
+def test_without_pipelining_each_reader_gets_their_own_message_and_id_prepared_or_built(
+    settings,
+):
+    with FakeSMTPServer(offer_pipelining=False) as server:
+        settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+        settings.EMAIL_HOST, settings.EMAIL_PORT = server.host, server.port
+        settings.EMAIL_SEND_CONNECTIONS = 1
+        plain = SubscriberFactory(name="Ann")
+        unusual = SubscriberFactory(name="Bea\u2028Cole")  # not for the prepared bytes
+        email_send = publish_article(article=ArticleFactory()).email_send
+        mark_sending(email_send)
+
+        result = sending.send_chunk(email_send_id=email_send.pk)
+
+        assert result.sent == 2
+        received = {m.rcpt_tos[0]: m.message for m in server.messages}
+    ids = dict(email_send.deliveries.values_list("subscriber__email", "provider_message_id"))
+    for reader in (plain, unusual):
+        assert received[reader.email]["Message-ID"] == ids[reader.email]
+        assert ids[reader.email].startswith(f"<broadside.{email_send.pk}.{reader.pk}.")
+    assert "Hi Ann," in received[plain.email].get_body(("plain",)).get_content()
+    assert "Hi Bea" in received[unusual.email].get_body(("plain",)).get_content()

@@ -98,3 +98,30 @@ def test_a_sent_row_does_not_count_as_handed_on(claimed):
     keeper._renew()
 
     assert keeper.holds_claim()
+
+
+def test_a_lease_that_cannot_be_renewed_is_logged_and_the_worker_carries_on_until_it_is_old(
+    claimed, monkeypatch, caplog
+):
+    from django.db import OperationalError
+
+    claim, deliveries = claimed
+    keeper = marking._ClaimKeeper(claim=claim, pks=[d.pk for d in deliveries])
+    keeper._renew()
+    renewed_at = keeper._renewed_at
+
+    def unreachable():
+        raise OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(marking, "database_now", unreachable)
+    with caplog.at_level("WARNING", logger="newsletter.services.sending.marking"):
+        keeper._renew()
+
+    assert [r.getMessage() for r in caplog.records] == [
+        "The lease of a claimed chunk could not be renewed: "
+        "server closed the connection unexpectedly"
+    ]
+    assert keeper._renewed_at == renewed_at  # not renewed...
+    assert keeper.holds_claim()  # ...but not yet half a lease old
+    # Inline (on the caller's transaction) the connection is left open for the caller.
+    assert Delivery.objects.filter(pk__in=[d.pk for d in deliveries]).count() == 4
