@@ -175,3 +175,42 @@ def test_only_a_cancelled_sends_leftovers_are_skipped(settings, queued):
     ]
     assert statuses(paused) == [Delivery.Status.CLAIMED, Delivery.Status.PENDING]
     assert queued == []
+
+
+def test_each_busy_send_whose_claims_came_back_is_restarted_and_counted(settings, queued):
+    lease_over = {"lease_expires_at": NOW - timedelta(seconds=1)}
+    live = {"lease_expires_at": NOW + timedelta(seconds=5)}
+    first = make_send(rows=[(Delivery.Status.CLAIMED, lease_over)], **idle_for(settings, -5))
+    second = make_send(rows=[(Delivery.Status.CLAIMED, lease_over)] * 2, **idle_for(settings, -5))
+    # A third send's worker is alive and well: that does not hold the others back.
+    make_send(rows=[(Delivery.Status.CLAIMED, live)], **idle_for(settings, -5))
+
+    result = sending.sweep_email_sends(now=NOW)
+
+    assert result.released == 3
+    assert sorted(result.restarted) == sorted([first.pk, second.pk])
+
+
+def test_a_send_idle_for_exactly_the_sweep_interval_is_not_yet_restarted(settings, queued):
+    interval = timedelta(seconds=settings.EMAIL_SWEEP_INTERVAL)
+    sending_send = make_send(rows=[Delivery.Status.PENDING], last_activity_at=NOW - interval)
+    queued_send = make_send(
+        status=EmailSend.Status.QUEUED, rows=[Delivery.Status.PENDING], created_at=NOW - interval
+    )
+
+    result = sending.sweep_email_sends(now=NOW)
+
+    assert result.restarted == []
+    assert queued == []
+    assert EmailSend.objects.get(pk=queued_send.pk).status == EmailSend.Status.QUEUED
+    assert EmailSend.objects.get(pk=sending_send.pk).status == EmailSend.Status.SENDING
+
+
+def test_a_queued_send_does_not_stop_the_sweeper_looking_at_the_sends_after_it(settings, queued):
+    before = make_send(rows=[Delivery.Status.PENDING], **idle_for(settings, 1))
+    make_send(status=EmailSend.Status.QUEUED, rows=[Delivery.Status.PENDING])  # just queued
+    after = make_send(rows=[Delivery.Status.PENDING], **idle_for(settings, 1))
+
+    result = sending.sweep_email_sends(now=NOW)
+
+    assert sorted(result.restarted) == sorted([before.pk, after.pk])
