@@ -174,3 +174,15 @@ def test_only_a_sending_send_is_closed(status):
 
 def test_closing_a_send_that_does_not_exist_does_nothing():
     assert not sending.finish_send_if_done(email_send_id=987654)
+
+
+def test_with_chunks_of_one_reader_each_delivery_gets_a_chain_up_to_the_parallelism(
+    settings, queued
+):
+    settings.EMAIL_SEND_CHUNK_SIZE = 1
+    settings.EMAIL_SEND_PARALLELISM = 4
+    email_send = make_send(status=EmailSend.Status.QUEUED, rows=[Delivery.Status.PENDING] * 3)
+
+    assert sending.start_send(email_send_id=email_send.pk) == 3
+
+    assert queued == [email_send.pk] * 3
