@@ -125,3 +125,27 @@ def test_a_lease_that_cannot_be_renewed_is_logged_and_the_worker_carries_on_unti
     assert keeper.holds_claim()  # ...but not yet half a lease old
     # Inline (on the caller's transaction) the connection is left open for the caller.
     assert Delivery.objects.filter(pk__in=[d.pk for d in deliveries]).count() == 4
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_helper_thread_that_commits_the_marks_ends_cleanly(monkeypatch, settings):
+    import threading
+
+    settings.EMAIL_SEND_PARALLELISM = 0  # nothing queued at publish; this test runs it
+    crashed: list[BaseException] = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: crashed.append(args.exc_value))
+    readers = SubscriberFactory.create_batch(3)
+    article = ArticleFactory(status=Article.Status.PUBLISHED, published_at=timezone.now())
+    email_send = EmailSend.objects.create(
+        article=article,
+        audience=Article.EmailAudience.EVERYONE,
+        status=EmailSend.Status.SENDING,
+        recipient_count=3,
+    )
+    Delivery.objects.bulk_create(Delivery(send=email_send, subscriber=r) for r in readers)
+
+    result = sending.send_chunk(email_send_id=email_send.pk)
+
+    assert result.sent == 3
+    assert crashed == []
+    assert set(email_send.deliveries.values_list("status", flat=True)) == {"sent"}

@@ -205,3 +205,8 @@ def test_a_refused_calls_error_is_the_providers_answer_cut_to_200_characters():
 def test_a_call_without_an_answer_is_named_by_its_error_cut_to_200_characters():
     error = providers._short(AnymailAPIError("z" * 300))
     assert error == "AnymailAPIError: " + "z" * 200
+
+
+def test_a_reply_after_the_envelope_with_undecodable_bytes_is_recorded_not_raised():
+    kind, error = refusals._classify(smtplib.SMTPDataError(554, b"5.7.1 \xffRejected"))
+    assert (kind, error) == (PERMANENT, "554 5.7.1 \ufffdRejected")
