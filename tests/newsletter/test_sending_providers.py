@@ -170,6 +170,11 @@ def test_without_batch_sending_each_reader_is_one_call(provider, readers, settin
 
     assert result.sent == 33
     assert provider.calls == [1] * 33
+    # Each delivery records the provider's own id for its message (what its webhooks
+    # name), not the Message-ID we wrote.
+    ids = list(email_send.deliveries.values_list("provider_message_id", flat=True))
+    assert len(set(ids)) == 33
+    assert all(provider.provider in i and not i.startswith("<broadside.") for i in ids)
 
 
 def postmark_settings(settings, postmark, **extra):
