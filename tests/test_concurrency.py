@@ -195,6 +195,53 @@ def test_two_workers_claiming_at_once_never_get_the_same_delivery():
         assert set(send.deliveries.values_list("attempts", flat=True)) == {1}
 
 
+def test_two_workers_sending_one_send_at_once_email_each_reader_once(settings):
+    """Not only the claims: the whole chunk task, handing over to a real SMTP server with
+    each worker's sent-marks committed by its own helper connection."""
+    from newsletter.services.sending import send_chunk
+    from tests.fakes.smtp import FakeSMTPServer
+
+    readers = Subscriber.objects.bulk_create(
+        Subscriber(email=f"sender{n}@example.com", status=Subscriber.Status.ACTIVE)
+        for n in range(90)
+    )
+    left_alone = ArticleFactory(status=Article.Status.PUBLISHED, published_at=timezone.now())
+    other = EmailSend.objects.create(
+        article=left_alone, audience=Article.EmailAudience.EVERYONE, status=EmailSend.Status.SENDING
+    )
+    Delivery.objects.bulk_create(Delivery(send=other, subscriber=r) for r in readers[:5])
+    with FakeSMTPServer() as server:
+        settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+        settings.EMAIL_HOST, settings.EMAIL_PORT = server.host, server.port
+        settings.EMAIL_USE_TLS = settings.EMAIL_USE_SSL = False
+        settings.EMAIL_HOST_USER = settings.EMAIL_HOST_PASSWORD = ""
+        for n in range(ROUNDS):
+            server.clear()
+            article = ArticleFactory(status=Article.Status.PUBLISHED, published_at=timezone.now())
+            send = EmailSend.objects.create(
+                article=article,
+                audience=Article.EmailAudience.EVERYONE,
+                status=EmailSend.Status.SENDING,
+                recipient_count=len(readers),
+            )
+            Delivery.objects.bulk_create(Delivery(send=send, subscriber=r) for r in readers)
+
+            first, second = at_once(
+                lambda pk=send.pk: send_chunk(email_send_id=pk, size=60),
+                lambda pk=send.pk: send_chunk(email_send_id=pk, size=60),
+            )
+
+            assert first.sent + second.sent == len(readers), f"round {n}"
+            assert sorted([first.claimed, second.claimed]) == [30, 60]
+            received = server.recipients()
+            assert sorted(received) == sorted(r.email for r in readers), "a reader got two"
+            assert set(send.deliveries.values_list("status", flat=True)) == {"sent"}
+            assert set(send.deliveries.values_list("attempts", flat=True)) == {1}
+            send.refresh_from_db()
+            assert send.sent_count == len(readers)
+    assert set(other.deliveries.values_list("status", flat=True)) == {"pending"}
+
+
 # --- Publishing: two editors (or the scheduler and an editor) at once ---------------------
 
 

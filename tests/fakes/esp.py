@@ -54,6 +54,13 @@ class _FakeESP(LocalHTTPServer):
         self.accepted = 0
         self.rejected: set[str] = set()
         self._failures: list[int] = []
+        # Each call's request headers (the API token), and each message's stream.
+        self.request_headers: list[dict[str, str]] = []
+        self.message_streams: list[str | None] = []
+        # Postmark: addresses it calls invalid (ErrorCode 300), and how many of the last
+        # messages of each batch it leaves without an answer.
+        self.invalid: set[str] = set()
+        self.unanswered = 0
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
 
@@ -97,6 +104,9 @@ class _FakeESP(LocalHTTPServer):
 
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                if fake.keep_copies:  # not in a benchmark's sink
+                    with fake._lock:
+                        fake.request_headers.append(dict(self.headers))
                 if fake.latency:
                     time.sleep(fake.latency)
                 failure = fake._next_failure()
@@ -136,9 +146,15 @@ class FakePostmark(_FakeESP):
         if len(messages) > 500:
             return 422, {"ErrorCode": 300, "Message": "Too many messages in one batch."}
         answers, copies = [], []
+        if self.keep_copies:
+            with self._lock:
+                self.message_streams += [message.get("MessageStream") for message in messages]
         for message in messages:
             to = message["To"]
             address = _addr_spec(to)
+            if address.lower() in self.invalid:
+                answers.append({"ErrorCode": 300, "Message": "Invalid 'To' address."})
+                continue
             if address.lower() in self.rejected:
                 answers.append(
                     {
@@ -169,6 +185,8 @@ class FakePostmark(_FakeESP):
                     "To": to,
                 }
             )
+        if self.unanswered:
+            answers = answers[: -self.unanswered]
         self._record(copies, len(copies))
         return 200, answers if path.rstrip("/").endswith("/batch") else answers[0]
 

@@ -857,3 +857,102 @@ def test_a_421_after_a_pipelined_message_hands_the_next_envelope_back_untried(
     rows = dict(email_send.deliveries.values_list("subscriber__email", "status"))
     assert rows[readers[1].email] == Delivery.Status.PENDING
     assert rows[readers[2].email] == Delivery.Status.SENT
+
+
+def test_a_reader_the_prepared_message_cannot_serve_gets_one_built_for_them_over_pipelining(
+    smtp_server, settings
+):
+    settings.EMAIL_SEND_CONNECTIONS = 1
+    plain = SubscriberFactory(name="Ann")
+    # A line separator in the name: the prepared bytes cannot carry it, so this reader's
+    # message is built field by field instead, on the same pipelined connection.
+    unusual = SubscriberFactory(name="Bea\u2028Cole")
+    email_send = publish_article(article=ArticleFactory()).email_send
+    mark_sending(email_send)
+
+    result = sending.send_chunk(email_send_id=email_send.pk)
+
+    assert result.sent == 2
+    assert smtp_server.connections == 1
+    received = {m.rcpt_tos[0]: m for m in smtp_server.messages}
+    assert set(received) == {plain.email, unusual.email}
+    ids = dict(email_send.deliveries.values_list("subscriber__email", "provider_message_id"))
+    for reader in (plain, unusual):
+        message = received[reader.email].message
+        assert message["Message-ID"] == ids[reader.email]
+        assert message["To"] == reader.email
+        assert b"\r\n\r\n" in received[reader.email].data  # CRLF line ends on the wire
+    assert ids[unusual.email].startswith(f"<broadside.{email_send.pk}.{unusual.pk}.")
+    text = received[unusual.email].message.get_body(("plain",)).get_content()
+    assert "Hi Bea" in text
+
+
+def test_without_pipelining_each_reader_gets_their_own_message_and_id_prepared_or_built(
+    settings,
+):
+    with FakeSMTPServer(offer_pipelining=False) as server:
+        settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+        settings.EMAIL_HOST, settings.EMAIL_PORT = server.host, server.port
+        settings.EMAIL_SEND_CONNECTIONS = 1
+        plain = SubscriberFactory(name="Ann")
+        unusual = SubscriberFactory(name="Bea\u2028Cole")  # not for the prepared bytes
+        email_send = publish_article(article=ArticleFactory()).email_send
+        mark_sending(email_send)
+
+        result = sending.send_chunk(email_send_id=email_send.pk)
+
+        assert result.sent == 2
+        received = {m.rcpt_tos[0]: m.message for m in server.messages}
+    ids = dict(email_send.deliveries.values_list("subscriber__email", "provider_message_id"))
+    for reader in (plain, unusual):
+        assert received[reader.email]["Message-ID"] == ids[reader.email]
+        assert ids[reader.email].startswith(f"<broadside.{email_send.pk}.{reader.pk}.")
+    assert "Hi Ann," in received[plain.email].get_body(("plain",)).get_content()
+    assert "Hi Bea" in received[unusual.email].get_body(("plain",)).get_content()
+
+
+def test_without_pipelining_refusals_are_recorded_per_reader_and_the_rest_go_out(settings):
+    with FakeSMTPServer(offer_pipelining=False) as server:
+        settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+        settings.EMAIL_HOST, settings.EMAIL_PORT = server.host, server.port
+        settings.EMAIL_SEND_CONNECTIONS = 1
+        readers = SubscriberFactory.create_batch(6)  # claimed in this order
+        server.refuse(readers[0].email, code=550, text="5.1.1 No such user")
+        server.refuse(readers[1].email, code=451, text="4.3.0 Try later")
+        server.refuse(readers[3].email, code=421, text="4.3.2 Closing", times=1)
+        email_send = publish_article(article=ArticleFactory()).email_send
+        mark_sending(email_send)
+
+        result = sending.send_chunk(email_send_id=email_send.pk)
+
+        # The 421 closes the connection: one reconnect, and the rest go out.
+        assert server.connections == 2
+        assert sorted(server.recipients()) == sorted(
+            r.email for r in readers[2:] if r != readers[3]
+        )
+    assert (result.sent, result.failed, result.retrying, result.bounced) == (3, 1, 2, 1)
+    rows = {d.subscriber_id: (d.status, d.last_error) for d in email_send.deliveries.all()}
+    assert rows[readers[0].pk] == (
+        Delivery.Status.FAILED,
+        "550 5.1.1 No such user (the reader is now marked bounced)",
+    )
+    assert rows[readers[1].pk] == (Delivery.Status.PENDING, "451 4.3.0 Try later")
+    assert rows[readers[3].pk] == (Delivery.Status.PENDING, "421 4.3.2 Closing")
+    assert {rows[r.pk] for r in (readers[2], readers[4], readers[5])} == {
+        (Delivery.Status.SENT, "")
+    }
+
+
+def test_through_a_backend_without_smtp_each_message_carries_the_sends_id():
+    readers = SubscriberFactory.create_batch(2)
+    email_send = publish_article(article=ArticleFactory()).email_send
+    mark_sending(email_send)
+
+    result = sending.send_chunk(email_send_id=email_send.pk)
+
+    assert result.sent == 2
+    ids = dict(email_send.deliveries.values_list("subscriber__email", "provider_message_id"))
+    for reader in readers:
+        [message] = [m for m in mail.outbox if m.to == [reader.email]]
+        assert message.extra_headers["Message-ID"] == ids[reader.email]
+        assert ids[reader.email].startswith(f"<broadside.{email_send.pk}.{reader.pk}.")

@@ -170,3 +170,132 @@ def test_without_batch_sending_each_reader_is_one_call(provider, readers, settin
 
     assert result.sent == 33
     assert provider.calls == [1] * 33
+    # Each delivery records the provider's own id for its message (what its webhooks
+    # name), not the Message-ID we wrote.
+    ids = list(email_send.deliveries.values_list("provider_message_id", flat=True))
+    assert len(set(ids)) == 33
+    assert all(provider.provider in i and not i.startswith("<broadside.") for i in ids)
+
+
+def postmark_settings(settings, postmark, **extra):
+    settings.EMAIL_BACKEND = "anymail.backends.postmark.EmailBackend"
+    settings.ANYMAIL = {
+        "POSTMARK_SERVER_TOKEN": "server-token-1",
+        "POSTMARK_API_URL": postmark.url + "/",
+        **extra,
+    }
+    settings.EMAIL_SEND_CONNECTIONS = 1
+
+
+def test_batch_calls_go_with_the_servers_token_and_message_stream(settings):
+    SubscriberFactory.create_batch(3)
+    with FakePostmark() as postmark:
+        postmark_settings(settings, postmark, POSTMARK_MESSAGE_STREAM="newsletters")
+        email_send = start(ArticleFactory())
+
+        result = sending.send_chunk(email_send_id=email_send.pk)
+
+    assert result.sent == 3
+    assert [h["X-Postmark-Server-Token"] for h in postmark.request_headers] == ["server-token-1"]
+    assert postmark.message_streams == ["newsletters"] * 3
+
+
+def test_two_calls_refused_in_a_row_end_the_connections_share_of_the_chunk(settings):
+    SubscriberFactory.create_batch(1001)
+    with FakePostmark() as postmark:
+        postmark_settings(settings, postmark)
+        postmark.fail_calls(503, times=2)
+        email_send = start(ArticleFactory())
+
+        result = sending.send_chunk(email_send_id=email_send.pk, size=1001)
+
+    # Two calls of 500 refused; the last reader is never offered to a provider that
+    # refuses everything, and waits, untried, for the sweeper to restart the send.
+    assert (result.sent, result.retrying, result.released) == (0, 1000, 1)
+    assert result.outage.startswith("Postmark: HTTP 503")
+    assert len(postmark.request_headers) == 2
+    untried = email_send.deliveries.get(attempts=0)
+    assert (untried.status, untried.next_attempt_at) == (Delivery.Status.PENDING, None)
+
+
+def test_one_refused_call_does_not_stop_the_calls_after_it(settings):
+    SubscriberFactory.create_batch(1001)
+    with FakePostmark() as postmark:
+        postmark_settings(settings, postmark)
+        postmark.fail_calls(503, times=1)
+        email_send = start(ArticleFactory())
+
+        result = sending.send_chunk(email_send_id=email_send.pk, size=1001)
+
+    assert (result.sent, result.retrying, result.released) == (501, 500, 0)
+    assert result.outage == ""
+    assert sorted(postmark.calls) == [1, 500]
+
+
+def test_a_segment_of_one_reader_goes_out_in_its_own_call(settings):
+    free = SubscriberFactory.create_batch(2)
+    paid = MembershipFactory().subscriber
+    with FakePostmark() as postmark:
+        postmark_settings(settings, postmark)
+        email_send = start(ArticleFactory(body=PAYWALLED_BODY, visibility="paid"))
+
+        result = sending.send_chunk(email_send_id=email_send.pk)
+
+    assert result.sent == 3
+    assert sorted(postmark.calls) == [1, 2]
+    copies = {copy.to: copy for copy in postmark.copies}
+    assert "Paid analysis." in copies[paid.email].text
+    assert all("Paid analysis." not in copies[r.email].text for r in free)
+    # The provider's reports name the send and the segment each copy came from.
+    assert copies[paid.email].headers["Feedback-ID"].startswith(f"{email_send.pk}:paid:")
+    assert copies[free[0].email].headers["Feedback-ID"].startswith(f"{email_send.pk}:free:")
+
+
+def test_calls_refused_for_good_fail_their_readers_and_the_next_call_still_goes(settings):
+    SubscriberFactory.create_batch(1001)
+    with FakePostmark() as postmark:
+        postmark_settings(settings, postmark)
+        postmark.fail_calls(422, times=2)  # the message itself is refused, not the service
+        email_send = start(ArticleFactory())
+
+        result = sending.send_chunk(email_send_id=email_send.pk, size=1001)
+
+    # Postmark answers a batch refused as a whole with one error object, not a list of
+    # answers: the call's readers fail with its reason (they were once taken for an
+    # outage, released untried, and offered again and again).
+    assert (result.sent, result.failed, result.retrying, result.released) == (1, 1000, 0, 0)
+    assert result.outage == ""
+    assert postmark.calls == [1]
+    failed = email_send.deliveries.filter(status=Delivery.Status.FAILED)
+    assert {d.last_error for d in failed} == {
+        'Postmark: HTTP 422 {"ErrorCode": 422, "Message": "Try later"}'
+    }
+
+
+def test_each_reader_postmark_refuses_is_failed_or_retried_by_its_own_answer(settings):
+    readers = SubscriberFactory.create_batch(6)
+    invalid, inactive = readers[1], readers[3]
+    with FakePostmark() as postmark:
+        postmark_settings(settings, postmark)
+        postmark.invalid.add(invalid.email)
+        postmark.reject(inactive.email)
+        postmark.unanswered = 1  # the last message of the batch gets no answer
+        email_send = start(ArticleFactory())
+
+        result = sending.send_chunk(email_send_id=email_send.pk)
+
+    assert (result.sent, result.failed, result.retrying) == (3, 2, 1)
+    rows = {
+        d.subscriber_id: (d.status, d.last_error)
+        for d in email_send.deliveries.exclude(status=Delivery.Status.SENT)
+    }
+    assert rows == {
+        invalid.pk: (Delivery.Status.FAILED, "Postmark 300: Invalid 'To' address."),
+        inactive.pk: (Delivery.Status.FAILED, rows[inactive.pk][1]),
+        # Not refused, only unanswered: tried again later.
+        readers[5].pk: (Delivery.Status.PENDING, "Postmark did not answer for this message."),
+    }
+    assert rows[inactive.pk][1].startswith("Postmark 406: ")
+    sent = email_send.deliveries.filter(status=Delivery.Status.SENT)
+    assert {d.subscriber_id for d in sent} == {readers[0].pk, readers[2].pk, readers[4].pk}
+    assert all(d.provider_message_id.startswith("postmark-") for d in sent)

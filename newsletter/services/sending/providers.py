@@ -36,7 +36,12 @@ from typing import TYPE_CHECKING, Any
 from anymail.backends.mailgun import EmailBackend as MailgunBackend
 from anymail.backends.postmark import EmailBackend as PostmarkBackend
 from anymail.backends.postmark import PostmarkPayload
-from anymail.exceptions import AnymailAPIError, AnymailError, AnymailRecipientsRefused
+from anymail.exceptions import (
+    AnymailAPIError,
+    AnymailError,
+    AnymailRecipientsRefused,
+    AnymailRequestsAPIError,
+)
 from anymail.message import AnymailRecipientStatus
 from django.conf import settings
 
@@ -117,6 +122,18 @@ class PostmarkBatchBackend(PostmarkBackend):
         self, response: Any, payload: Any, message: Any
     ) -> dict[str, AnymailRecipientStatus]:
         answers = self.deserialize_json_response(response, payload, message)
+        if not isinstance(answers, list):
+            # A call refused as a whole (422 with one error object, not one per message).
+            answer = answers if isinstance(answers, dict) else {}
+            code, text = answer.get("ErrorCode"), answer.get("Message", "")
+            raise AnymailRequestsAPIError(
+                f"Postmark refused the batch: {code} {text}",
+                email_message=message,
+                payload=payload,
+                response=response,
+                backend=self,
+                status_code=response.status_code,
+            )
         statuses: dict[str, AnymailRecipientStatus] = {}
         errors: dict[str, str] = {}
         for to, answer in zip(payload.to_emails, answers, strict=False):

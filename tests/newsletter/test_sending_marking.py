@@ -1,0 +1,151 @@
+"""What a worker writes back at the end of a chunk: only about the deliveries it still
+holds, never about those the sweeper or another worker has taken since."""
+
+import pytest
+from django.utils import timezone
+
+from newsletter.models import Article, Delivery, EmailSend
+from newsletter.services import sending
+from newsletter.services.sending import marking
+from tests.factories import ArticleFactory, SubscriberFactory
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def claimed():
+    """A sending send of four readers, all claimed by one worker; and that claim."""
+    readers = SubscriberFactory.create_batch(4)
+    article = ArticleFactory(status=Article.Status.PUBLISHED, published_at=timezone.now())
+    email_send = EmailSend.objects.create(
+        article=article,
+        audience=Article.EmailAudience.EVERYONE,
+        status=EmailSend.Status.SENDING,
+        recipient_count=len(readers),
+    )
+    Delivery.objects.bulk_create(Delivery(send=email_send, subscriber=r) for r in readers)
+    claim, deliveries, _ = sending.claim_chunk(email_send_id=email_send.pk)
+    assert len(deliveries) == 4
+    return claim, deliveries
+
+
+def test_releasing_untried_deliveries_touches_only_those_this_worker_still_holds(claimed):
+    claim, deliveries = claimed
+    mine, swept, taken_over, sent = deliveries
+    # The sweeper handed one back (its lease ran out); another worker claimed one again;
+    # one went out and was marked.
+    Delivery.objects.filter(pk=swept.pk).update(status=Delivery.Status.PENDING)
+    Delivery.objects.filter(pk=taken_over.pk).update(claim_token=claim.token + 1)
+    assert marking._mark_sent(pk=sent.pk, token=claim.token, provider_message_id="<m@x>")
+
+    released = marking._release(deliveries, token=claim.token)
+
+    assert released == 1
+    rows = {
+        d.pk: (d.status, d.attempts, d.claim_token)
+        for d in Delivery.objects.filter(pk__in=[d.pk for d in deliveries])
+    }
+    assert rows == {
+        # Back to pending, and the attempt it never had is not counted.
+        mine.pk: (Delivery.Status.PENDING, 0, claim.token),
+        # Already pending: its attempt stays counted (it is not released twice).
+        swept.pk: (Delivery.Status.PENDING, 1, claim.token),
+        taken_over.pk: (Delivery.Status.CLAIMED, 1, claim.token + 1),
+        sent.pk: (Delivery.Status.SENT, 1, claim.token),
+    }
+
+
+def test_renewing_the_lease_extends_only_the_rows_this_worker_still_holds(claimed, settings):
+    claim, deliveries = claimed
+    mine, taken_over, sent, other = deliveries
+    Delivery.objects.filter(pk=taken_over.pk).update(claim_token=claim.token + 1)
+    assert marking._mark_sent(pk=sent.pk, token=claim.token, provider_message_id="<m@x>")
+    before = dict(Delivery.objects.values_list("pk", "lease_expires_at"))
+    keeper = marking._ClaimKeeper(claim=claim, pks=[mine.pk, taken_over.pk, sent.pk])
+    assert keeper.inline  # the test's transaction: renewed on this connection
+
+    keeper._renew()
+
+    after = dict(Delivery.objects.values_list("pk", "lease_expires_at"))
+    assert after[mine.pk] > before[mine.pk]
+    # Another worker's lease is theirs to renew; a sent row has no lease to keep; and a
+    # row of the chunk this keeper does not hold is left alone.
+    assert after[taken_over.pk] == before[taken_over.pk]
+    assert after[sent.pk] == before[sent.pk]
+    assert after[other.pk] == before[other.pk]
+
+
+def test_a_worker_stops_holding_its_chunk_once_another_worker_has_claimed_a_row_of_it(
+    claimed,
+):
+    claim, deliveries = claimed
+    keeper = marking._ClaimKeeper(claim=claim, pks=[d.pk for d in deliveries])
+    keeper._renew()
+    assert keeper.holds_claim()
+
+    Delivery.objects.filter(pk=deliveries[2].pk).update(claim_token=claim.token + 1)
+    keeper._renew()
+
+    assert not keeper.holds_claim()
+
+
+def test_a_sent_row_does_not_count_as_handed_on(claimed):
+    claim, deliveries = claimed
+    for delivery in deliveries[:2]:
+        assert marking._mark_sent(pk=delivery.pk, token=claim.token, provider_message_id="<m>")
+    keeper = marking._ClaimKeeper(claim=claim, pks=[d.pk for d in deliveries])
+
+    keeper._renew()
+
+    assert keeper.holds_claim()
+
+
+def test_a_lease_that_cannot_be_renewed_is_logged_and_the_worker_carries_on_until_it_is_old(
+    claimed, monkeypatch, caplog
+):
+    from django.db import OperationalError
+
+    claim, deliveries = claimed
+    keeper = marking._ClaimKeeper(claim=claim, pks=[d.pk for d in deliveries])
+    keeper._renew()
+    renewed_at = keeper._renewed_at
+
+    def unreachable():
+        raise OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(marking, "database_now", unreachable)
+    with caplog.at_level("WARNING", logger="newsletter.services.sending.marking"):
+        keeper._renew()
+
+    assert [r.getMessage() for r in caplog.records] == [
+        "The lease of a claimed chunk could not be renewed: "
+        "server closed the connection unexpectedly"
+    ]
+    assert keeper._renewed_at == renewed_at  # not renewed...
+    assert keeper.holds_claim()  # ...but not yet half a lease old
+    # Inline (on the caller's transaction) the connection is left open for the caller.
+    assert Delivery.objects.filter(pk__in=[d.pk for d in deliveries]).count() == 4
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_helper_thread_that_commits_the_marks_ends_cleanly(monkeypatch, settings):
+    import threading
+
+    settings.EMAIL_SEND_PARALLELISM = 0  # nothing queued at publish; this test runs it
+    crashed: list[BaseException] = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: crashed.append(args.exc_value))
+    readers = SubscriberFactory.create_batch(3)
+    article = ArticleFactory(status=Article.Status.PUBLISHED, published_at=timezone.now())
+    email_send = EmailSend.objects.create(
+        article=article,
+        audience=Article.EmailAudience.EVERYONE,
+        status=EmailSend.Status.SENDING,
+        recipient_count=3,
+    )
+    Delivery.objects.bulk_create(Delivery(send=email_send, subscriber=r) for r in readers)
+
+    result = sending.send_chunk(email_send_id=email_send.pk)
+
+    assert result.sent == 3
+    assert crashed == []
+    assert set(email_send.deliveries.values_list("status", flat=True)) == {"sent"}
