@@ -197,6 +197,9 @@ def track_links(*, html: str, article: Article) -> str:
     return _ANCHOR_HREF.sub(rewrite, html)
 
 
+_BODY_END = re.compile(r"</body\s*>", re.IGNORECASE | re.ASCII)
+
+
 def add_open_pixel(html: str) -> str:
     """The open pixel, last in the body (a client that stops loading images early still
     shows the email)."""
@@ -205,8 +208,13 @@ def add_open_pixel(html: str) -> str:
         'width="1" height="1" alt="" '
         'style="display: block; width: 1px; height: 1px; border: 0; overflow: hidden;">'
     )
-    at = html.lower().rfind("</body>")
-    return html + pixel if at < 0 else html[:at] + pixel + html[at:]
+    # Found in the text as it is: `html.lower()` is not always as long as `html` ("İ"
+    # lowers to two characters), so an index into it can land anywhere in the original.
+    ends = list(_BODY_END.finditer(html))
+    if not ends:
+        return html + pixel
+    at = ends[-1].start()
+    return html[:at] + pixel + html[at:]
 
 
 # --- Telling readers from machines -----------------------------------------------------
