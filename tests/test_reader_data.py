@@ -40,11 +40,13 @@ from tests.factories import (
 )
 
 EMAIL = "rita@example.com"
+LOOK_ALIKE = "margarita@example.com"
 # Everything below is the reader's alone: their address, name and customer id, and the
 # words they wrote or were sent. None of it may survive the erasure, in any table.
 TRACES = [
     EMAIL,
     "Rita Reader",
+    "reader-rita",
     "cus_rita",
     "unmistakably Rita's remark",
     "Rita's donation note",
@@ -102,7 +104,9 @@ def _traces_by_model(*, user_pk: int, subscriber_pk: int) -> dict[str, list[str]
                 hits = [
                     f"{field.name}~{trace}"
                     for trace in TRACES
-                    if manager.filter(**{f"{field.name}__icontains": trace}).exists()
+                    if manager.filter(**{f"{field.name}__icontains": trace})
+                    .exclude(**{field.name: LOOK_ALIKE})  # someone else's, holding EMAIL
+                    .exists()
                 ]
             if hits:
                 found.setdefault(model._meta.label, []).extend(hits)
@@ -112,19 +116,21 @@ def _traces_by_model(*, user_pk: int, subscriber_pk: int) -> dict[str, list[str]
 @pytest.fixture
 def reader_everywhere():
     """A reader with a row in every table that can hold something of theirs."""
-    user = UserFactory(email=EMAIL, first_name="Rita Reader")
+    user = UserFactory(username="reader-rita", email=EMAIL, first_name="Rita Reader")
     EmailAddress.objects.create(user=user, email=EMAIL, verified=True, primary=True)
     Authenticator.objects.create(user=user, type=Authenticator.Type.TOTP, data={"secret": "x"})
     subscriber = SubscriberFactory(
         email=EMAIL, user=user, name="Rita Reader", stripe_customer_id="cus_rita"
     )
     plan = PlanFactory()
-    MembershipFactory(subscriber=subscriber, plan=plan, status=Membership.Status.CANCELED)
+    membership = MembershipFactory(
+        subscriber=subscriber, plan=plan, status=Membership.Status.CANCELED
+    )
     received = MembershipFactory(
         subscriber=subscriber, plan=None, kind=Membership.Kind.GIFT, stripe_subscription_id=None
     )
     today = timezone.localdate()
-    Gift.objects.create(
+    gift = Gift.objects.create(
         plan=plan,
         months=3,
         amount=2400,
@@ -150,8 +156,8 @@ def reader_everywhere():
     )
     owner = SubscriberFactory(email="owner@example.com")
     group = MembershipFactory(subscriber=owner, plan=PlanFactory(kind="group"), quantity=5)
-    GroupInvite.objects.create(group=group, email=EMAIL)
-    Donation.objects.create(
+    invite = GroupInvite.objects.create(group=group, email=EMAIL)
+    donation = Donation.objects.create(
         amount=500,
         email=EMAIL,
         subscriber=subscriber,
@@ -167,7 +173,7 @@ def reader_everywhere():
     )
     article = PublishedArticleFactory()
     send = EmailSend.objects.create(article=article, audience="everyone")
-    Delivery.objects.create(
+    delivery = Delivery.objects.create(
         send=send, subscriber=subscriber, status="failed", last_error=f"450 <{EMAIL}> busy"
     )
     answered = Comment.objects.create(
@@ -178,8 +184,20 @@ def reader_everywhere():
     Comment.objects.create(article=article, user=user, body="And unmistakably Rita's remark 2.")
     editor = StaffUserFactory()
     CommentBan.objects.create(user=user, banned_by=editor, reason="for a week")
+    # The admin's history, as the admin writes it (ModelAdmin.log_change): entries about
+    # the reader's rows, named by their repr ("5.00 USD from rita@example.com", "Comment
+    # by reader-rita on ...") or not (a delivery); one about a row of someone else's whose
+    # message names the reader; one about a look-alike address, which is not theirs.
+    look_alike = SubscriberFactory(email=LOOK_ALIKE)
+    for obj in (subscriber, membership, donation, answered, gift, invite, delivery, look_alike):
+        LogEntry.objects.log_actions(
+            user_id=editor.pk, queryset=[obj], action_flag=CHANGE, change_message="status"
+        )
     LogEntry.objects.log_actions(
-        user_id=editor.pk, queryset=[subscriber], action_flag=CHANGE, change_message="status"
+        user_id=editor.pk,
+        queryset=[group],
+        action_flag=CHANGE,
+        change_message=f"Invited {EMAIL.upper()}, then Rita Reader.",
     )
     return user, subscriber
 
@@ -208,6 +226,9 @@ def test_erasing_a_reader_leaves_nothing_they_wrote_or_received_in_any_table(rea
     delete_reader_account(user=user)
 
     assert _traces_by_model(**ids) == {}
+    # The admin's history of the reader's rows goes too, named or not; a look-alike
+    # address's stays.
+    assert list(LogEntry.objects.values_list("object_repr", flat=True)) == [LOOK_ALIKE]
     assert Suppression.objects.filter(email_hash=email_hash(EMAIL)).exists()
     # What others wrote or own stays: the reply, under an anonymous placeholder; the
     # buyer's side of the gift the reader received; the group and its owner.

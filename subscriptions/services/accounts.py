@@ -13,10 +13,8 @@ import secrets
 from typing import Any
 
 from allauth.account.models import EmailAddress
-from django.contrib.admin.models import LogEntry
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
-from django.contrib.contenttypes.models import ContentType
 from django.db import IntegrityError, transaction
 from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
@@ -243,10 +241,16 @@ def _donations_of(*, emails: set[str], subscriber: Subscriber | None) -> QuerySe
 
 def reader_of(*, user: AbstractBaseUser) -> Reader:
     subscriber = subscriber_for_account(user=user)
+    names = {
+        user.get_username(),
+        user.get_full_name() if hasattr(user, "get_full_name") else "",
+        subscriber.name if subscriber else "",
+    }
     return Reader(
         user=user,
         subscriber=subscriber,
         emails=frozenset(_owned_addresses(user=user, subscriber=subscriber)),
+        names=frozenset(name.strip() for name in names if name.strip()),
     )
 
 
@@ -291,20 +295,6 @@ def delete_reader_account(*, user: AbstractBaseUser) -> None:
 
 def _export_account(reader: Reader) -> dict[str, Any]:
     return row(reader.user, exclude=("password",))
-
-
-def _erase_account(reader: Reader) -> None:
-    """The admin's history of changes to this reader's account and subscriber names them
-    (`object_repr` is the address); the account's own rows go with it (cascade)."""
-    objects = Q(
-        content_type=ContentType.objects.get_for_model(reader.user), object_id=str(reader.user.pk)
-    )
-    if reader.subscriber is not None:
-        objects |= Q(
-            content_type=ContentType.objects.get_for_model(Subscriber),
-            object_id=str(reader.subscriber.pk),
-        )
-    LogEntry.objects.filter(objects).delete()
 
 
 def _export_email_addresses(reader: Reader) -> list[dict[str, Any]]:
@@ -385,8 +375,9 @@ def register_reader_data_parts() -> None:
             "admin.LogEntry",
             "mfa.Authenticator",  # two-factor keys: erased with the account, never exported
         ],
+        # The account's own rows go with it (cascade); the admin's history of it and of
+        # every other row of the reader's goes through the hook (erase_reader_parts).
         export=_export_account,
-        erase=_erase_account,
     )
     register_reader_data(
         name="email_addresses", models=["account.EmailAddress"], export=_export_email_addresses
