@@ -19,6 +19,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
 
+from subscriptions import stripe_client
 from subscriptions.models import Donation, Gift, GroupInvite, Membership, StripeEvent, Subscriber
 from subscriptions.reader_data import (
     Reader,
@@ -29,6 +30,7 @@ from subscriptions.reader_data import (
 )
 from subscriptions.services.access import subscriber_is_paid
 from subscriptions.services.addresses import normalized_or_none, suppress, unsuppress
+from subscriptions.services.donations import monthly_donation_still_bills
 from subscriptions.services.unsubscribe import unsubscribe_subscriber
 
 # Stripe statuses after which a subscription will not bill again.
@@ -282,6 +284,22 @@ def delete_reader_account(*, user: AbstractBaseUser) -> None:
         raise AccountError(
             "You have a paid subscription that still renews. Cancel it under Billing "
             "(/account/billing/) first, then delete your account."
+        )
+    try:
+        donating = monthly_donation_still_bills(
+            donations=_donations_of(emails=set(reader.emails), subscriber=subscriber)
+        )
+    except stripe_client.StripeError as exc:
+        raise AccountError(
+            "We could not check your monthly donation with our payment provider just now. "
+            "Please try again in a few minutes."
+        ) from exc
+    if donating:
+        # Erased, its next invoice would still be charged, to a donor nobody can find.
+        raise AccountError(
+            "You have a monthly donation that still renews. Stop it with Manage billing "
+            "under Billing (/account/billing/), which opens Stripe's billing portal, "
+            "then delete your account."
         )
     with transaction.atomic():
         erase_reader_parts(reader=reader)
