@@ -5,14 +5,18 @@ reader wrote or received, by Django's own list of models and fields."""
 from __future__ import annotations
 
 from datetime import timedelta
+from importlib import import_module
 
 import pytest
 from allauth.account.models import EmailAddress
 from allauth.mfa.models import Authenticator
 from django.apps import apps
+from django.conf import settings
 from django.contrib.admin.models import CHANGE, LogEntry
-from django.contrib.auth import get_user_model
+from django.contrib.auth import BACKEND_SESSION_KEY, SESSION_KEY, get_user_model
+from django.contrib.sessions.models import Session
 from django.core import mail
+from django.core.cache import caches
 from django.db import models, transaction
 from django.utils import timezone
 
@@ -171,6 +175,14 @@ def reader_everywhere():
         payload={"data": {"object": {"customer": "cus_rita", "customer_email": EMAIL}}},
         processed_at=timezone.now(),
     )
+    StripeEvent.objects.create(
+        stripe_id="evt_rita_customer",
+        type="customer.updated",
+        created=timezone.now(),
+        payload={"data": {"object": {"id": "cus_rita", "object": "customer", "email": EMAIL}}},
+        object_id="cus_rita",
+        processed_at=timezone.now(),
+    )
     article = PublishedArticleFactory()
     send = EmailSend.objects.create(article=article, audience="everyone")
     delivery = Delivery.objects.create(
@@ -202,9 +214,24 @@ def reader_everywhere():
     return user, subscriber
 
 
+def _signed_in_session(user) -> str:
+    """A session of the user's on some device, stored as the session engine stores it."""
+    session = import_module(settings.SESSION_ENGINE).SessionStore()
+    session[SESSION_KEY] = str(user.pk)
+    session[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
+    session.save()
+    return session.session_key
+
+
 @pytest.mark.django_db
 def test_erasing_a_reader_leaves_nothing_they_wrote_or_received_in_any_table(reader_everywhere):
     user, subscriber = reader_everywhere
+    # Signed in on two devices; someone else on a third.
+    theirs = [_signed_in_session(user), _signed_in_session(user)]
+    someone_elses = _signed_in_session(UserFactory())
+    engine = import_module(settings.SESSION_ENGINE)
+    session_cache = caches[settings.SESSION_CACHE_ALIAS]
+    assert all(session_cache.get(engine.SessionStore(session_key=k).cache_key) for k in theirs)
     ids = {"user_pk": user.pk, "subscriber_pk": subscriber.pk}
     before = _traces_by_model(**ids)
     # The search sees the reader in every app's tables before the erasure.
@@ -229,6 +256,12 @@ def test_erasing_a_reader_leaves_nothing_they_wrote_or_received_in_any_table(rea
     # The admin's history of the reader's rows goes too, named or not; a look-alike
     # address's stays.
     assert list(LogEntry.objects.values_list("object_repr", flat=True)) == [LOOK_ALIKE]
+    # Signed out everywhere: no session row, and no cache copy of one (cached_db).
+    assert list(Session.objects.values_list("session_key", flat=True)) == [someone_elses]
+    for key in theirs:
+        assert session_cache.get(engine.SessionStore(session_key=key).cache_key) is None
+        assert engine.SessionStore(session_key=key).load() == {}
+    assert engine.SessionStore(session_key=someone_elses).load()[SESSION_KEY]
     assert Suppression.objects.filter(email_hash=email_hash(EMAIL)).exists()
     # What others wrote or own stays: the reply, under an anonymous placeholder; the
     # buyer's side of the gift the reader received; the group and its owner.

@@ -10,11 +10,14 @@ links accounts that readers create themselves.
 from __future__ import annotations
 
 import secrets
+from importlib import import_module
 from typing import Any
 
 from allauth.account.models import EmailAddress
-from django.contrib.auth import get_user_model
+from django.conf import settings
+from django.contrib.auth import SESSION_KEY, get_user_model
 from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.sessions.backends.db import SessionStore as DBSessionStore
 from django.db import IntegrityError, transaction
 from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
@@ -315,6 +318,22 @@ def _export_account(reader: Reader) -> dict[str, Any]:
     return row(reader.user, exclude=("password",))
 
 
+def _end_sessions(reader: Reader) -> None:
+    """Sign the reader out everywhere: their sessions on other devices hold their user
+    id until they expire. Sessions are found by decoding the unexpired ones (Django keeps
+    no index by user; an erasure is rare enough for the scan), and deleted through the
+    session engine, so cached_db's cache copy goes with the row."""
+    engine = import_module(settings.SESSION_ENGINE)
+    if not issubclass(engine.SessionStore, DBSessionStore):
+        return  # signed cookies: nothing stored on our side
+    model = engine.SessionStore.get_model_class()
+    user_id = str(reader.user.pk)
+    sessions = model.objects.filter(expire_date__gt=timezone.now())
+    for session in sessions.iterator(chunk_size=500):
+        if session.get_decoded().get(SESSION_KEY) == user_id:
+            engine.SessionStore(session_key=session.session_key).delete()
+
+
 def _export_email_addresses(reader: Reader) -> list[dict[str, Any]]:
     return [row(a) for a in EmailAddress.objects.filter(user_id=reader.user.pk)]
 
@@ -391,11 +410,13 @@ def register_reader_data_parts() -> None:
             User.groups.through._meta.label,
             User.user_permissions.through._meta.label,
             "admin.LogEntry",
+            "sessions.Session",  # by the user id in the session data
             "mfa.Authenticator",  # two-factor keys: erased with the account, never exported
         ],
         # The account's own rows go with it (cascade); the admin's history of it and of
         # every other row of the reader's goes through the hook (erase_reader_parts).
         export=_export_account,
+        erase=_end_sessions,
     )
     register_reader_data(
         name="email_addresses", models=["account.EmailAddress"], export=_export_email_addresses
@@ -445,6 +466,8 @@ def _redact_stripe_events(*, terms: list[str | None]) -> None:
     for term in filter(None, terms):
         # Quoted, as in the payload's JSON text: a whole value, not part of a longer one.
         match |= Q(payload__icontains=f'"{term}"')
+    # The object id goes too (cus_…, the customer); only events not yet applied are
+    # ordered by it (stripe_outbox.claim_batch), and those keep everything until applied.
     StripeEvent.objects.filter(match, processed_at__isnull=False).update(
-        payload={"redacted": "the reader deleted their account"}
+        payload={"redacted": "the reader deleted their account"}, object_id=""
     )
