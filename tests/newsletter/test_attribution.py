@@ -5,6 +5,7 @@ signed webhook; bogus refs ignored; the page cache untouched by refs."""
 from __future__ import annotations
 
 import re
+from urllib.parse import parse_qs, urlsplit
 
 import html5lib
 import pytest
@@ -17,7 +18,7 @@ from publication.models import Publication
 from subscriptions.models import Donation, Membership, Subscriber
 from subscriptions.services.attribution import source_for_ref
 from subscriptions.services.tokens import make_unsubscribe_token
-from tests.factories import ArticleFactory, PlanFactory, PublishedArticleFactory
+from tests.factories import ArticleFactory, PlanFactory, PublishedArticleFactory, UserFactory
 from tests.subscriptions.stripe_support import StripeWebhooks
 
 pytestmark = pytest.mark.django_db
@@ -279,3 +280,19 @@ def test_refs_on_shared_links_neither_split_nor_change_the_cached_article_page(c
     # The only ref in the page is the article's own, the same for every reader.
     refs = {form["ref"] for form in forms_of(page) if "ref" in form}
     assert refs == {"the-straits"}
+
+
+def test_signing_in_from_the_upgrade_page_comes_back_to_it_with_the_ref(
+    client, article, plans_on_sale
+):
+    page = client.get("/upgrade/", {"ref": "the-straits"}).content.decode()
+    [sign_in] = [href for href in links_of(page) if href.startswith("/accounts/login/?next=")]
+    back = parse_qs(urlsplit(sign_in).query)["next"]
+    assert back == ["/upgrade/?ref=the-straits"]
+
+    # allauth's sign-in forms carry it on, and back on the page the ref is on the form.
+    login_page = client.get(sign_in).content.decode()
+    assert any(form.get("next") == back[0] for form in forms_of(login_page))
+    client.force_login(UserFactory())
+    upgrade_form = next(f for f in forms_of(client.get(back[0]).content.decode()) if "ref" in f)
+    assert upgrade_form["ref"] == "the-straits"
