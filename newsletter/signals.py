@@ -6,6 +6,7 @@ from typing import Any
 
 from django.db.models.signals import m2m_changed, post_delete, post_save
 
+from newsletter.services.comments import renew_pages_showing_user
 from newsletter.services.page_cache import invalidate_pages
 
 
@@ -13,9 +14,18 @@ def _invalidate(**kwargs: Any) -> None:
     invalidate_pages()
 
 
+def _user_saved(*, instance: Any, created: bool, update_fields: Any, **kwargs: Any) -> None:
+    renew_pages_showing_user(user=instance, created=created, update_fields=update_fields)
+
+
 def connect() -> None:
+    from django.contrib.auth import get_user_model
+
     from newsletter.models import Article, Author, Comment, Section
     from publication.models import Publication
+
+    # The reader's own change of name (set_display_name) and the admin's, on Users.
+    post_save.connect(_user_saved, sender=get_user_model(), dispatch_uid="pages-save-user")
 
     for model in (Article, Author, Comment, Publication, Section):
         post_save.connect(_invalidate, sender=model, dispatch_uid=f"pages-save-{model.__name__}")

@@ -41,8 +41,10 @@ def deliver_gifts() -> int:
 # long for an address that gets mail as for one that does not (no address enumeration).
 # OSError covers smtplib's errors and dropped connections.
 @shared_task(autoretry_for=(OSError,), retry_backoff=30, max_retries=5)
-def send_confirmation_email(subscriber_id: int) -> bool:
-    return signup.send_confirmation_email(subscriber_id=subscriber_id)
+def send_confirmation_email(subscriber_id: int, source_article_id: int | None = None) -> bool:
+    return signup.send_confirmation_email(
+        subscriber_id=subscriber_id, source_article_id=source_article_id
+    )
 
 
 @shared_task(autoretry_for=(OSError,), retry_backoff=30, max_retries=5)

@@ -5,14 +5,18 @@ reader wrote or received, by Django's own list of models and fields."""
 from __future__ import annotations
 
 from datetime import timedelta
+from importlib import import_module
 
 import pytest
 from allauth.account.models import EmailAddress
 from allauth.mfa.models import Authenticator
 from django.apps import apps
+from django.conf import settings
 from django.contrib.admin.models import CHANGE, LogEntry
-from django.contrib.auth import get_user_model
+from django.contrib.auth import BACKEND_SESSION_KEY, SESSION_KEY, get_user_model
+from django.contrib.sessions.models import Session
 from django.core import mail
+from django.core.cache import caches
 from django.db import models, transaction
 from django.utils import timezone
 
@@ -40,11 +44,13 @@ from tests.factories import (
 )
 
 EMAIL = "rita@example.com"
+LOOK_ALIKE = "margarita@example.com"
 # Everything below is the reader's alone: their address, name and customer id, and the
 # words they wrote or were sent. None of it may survive the erasure, in any table.
 TRACES = [
     EMAIL,
     "Rita Reader",
+    "reader-rita",
     "cus_rita",
     "unmistakably Rita's remark",
     "Rita's donation note",
@@ -102,7 +108,9 @@ def _traces_by_model(*, user_pk: int, subscriber_pk: int) -> dict[str, list[str]
                 hits = [
                     f"{field.name}~{trace}"
                     for trace in TRACES
-                    if manager.filter(**{f"{field.name}__icontains": trace}).exists()
+                    if manager.filter(**{f"{field.name}__icontains": trace})
+                    .exclude(**{field.name: LOOK_ALIKE})  # someone else's, holding EMAIL
+                    .exists()
                 ]
             if hits:
                 found.setdefault(model._meta.label, []).extend(hits)
@@ -112,19 +120,21 @@ def _traces_by_model(*, user_pk: int, subscriber_pk: int) -> dict[str, list[str]
 @pytest.fixture
 def reader_everywhere():
     """A reader with a row in every table that can hold something of theirs."""
-    user = UserFactory(email=EMAIL, first_name="Rita Reader")
+    user = UserFactory(username="reader-rita", email=EMAIL, first_name="Rita Reader")
     EmailAddress.objects.create(user=user, email=EMAIL, verified=True, primary=True)
     Authenticator.objects.create(user=user, type=Authenticator.Type.TOTP, data={"secret": "x"})
     subscriber = SubscriberFactory(
         email=EMAIL, user=user, name="Rita Reader", stripe_customer_id="cus_rita"
     )
     plan = PlanFactory()
-    MembershipFactory(subscriber=subscriber, plan=plan, status=Membership.Status.CANCELED)
+    membership = MembershipFactory(
+        subscriber=subscriber, plan=plan, status=Membership.Status.CANCELED
+    )
     received = MembershipFactory(
         subscriber=subscriber, plan=None, kind=Membership.Kind.GIFT, stripe_subscription_id=None
     )
     today = timezone.localdate()
-    Gift.objects.create(
+    gift = Gift.objects.create(
         plan=plan,
         months=3,
         amount=2400,
@@ -150,8 +160,8 @@ def reader_everywhere():
     )
     owner = SubscriberFactory(email="owner@example.com")
     group = MembershipFactory(subscriber=owner, plan=PlanFactory(kind="group"), quantity=5)
-    GroupInvite.objects.create(group=group, email=EMAIL)
-    Donation.objects.create(
+    invite = GroupInvite.objects.create(group=group, email=EMAIL)
+    donation = Donation.objects.create(
         amount=500,
         email=EMAIL,
         subscriber=subscriber,
@@ -165,9 +175,17 @@ def reader_everywhere():
         payload={"data": {"object": {"customer": "cus_rita", "customer_email": EMAIL}}},
         processed_at=timezone.now(),
     )
+    StripeEvent.objects.create(
+        stripe_id="evt_rita_customer",
+        type="customer.updated",
+        created=timezone.now(),
+        payload={"data": {"object": {"id": "cus_rita", "object": "customer", "email": EMAIL}}},
+        object_id="cus_rita",
+        processed_at=timezone.now(),
+    )
     article = PublishedArticleFactory()
     send = EmailSend.objects.create(article=article, audience="everyone")
-    Delivery.objects.create(
+    delivery = Delivery.objects.create(
         send=send, subscriber=subscriber, status="failed", last_error=f"450 <{EMAIL}> busy"
     )
     answered = Comment.objects.create(
@@ -178,15 +196,42 @@ def reader_everywhere():
     Comment.objects.create(article=article, user=user, body="And unmistakably Rita's remark 2.")
     editor = StaffUserFactory()
     CommentBan.objects.create(user=user, banned_by=editor, reason="for a week")
+    # The admin's history, as the admin writes it (ModelAdmin.log_change): entries about
+    # the reader's rows, named by their repr ("5.00 USD from rita@example.com", "Comment
+    # by reader-rita on ...") or not (a delivery); one about a row of someone else's whose
+    # message names the reader; one about a look-alike address, which is not theirs.
+    look_alike = SubscriberFactory(email=LOOK_ALIKE)
+    for obj in (subscriber, membership, donation, answered, gift, invite, delivery, look_alike):
+        LogEntry.objects.log_actions(
+            user_id=editor.pk, queryset=[obj], action_flag=CHANGE, change_message="status"
+        )
     LogEntry.objects.log_actions(
-        user_id=editor.pk, queryset=[subscriber], action_flag=CHANGE, change_message="status"
+        user_id=editor.pk,
+        queryset=[group],
+        action_flag=CHANGE,
+        change_message=f"Invited {EMAIL.upper()}, then Rita Reader.",
     )
     return user, subscriber
+
+
+def _signed_in_session(user) -> str:
+    """A session of the user's on some device, stored as the session engine stores it."""
+    session = import_module(settings.SESSION_ENGINE).SessionStore()
+    session[SESSION_KEY] = str(user.pk)
+    session[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
+    session.save()
+    return session.session_key
 
 
 @pytest.mark.django_db
 def test_erasing_a_reader_leaves_nothing_they_wrote_or_received_in_any_table(reader_everywhere):
     user, subscriber = reader_everywhere
+    # Signed in on two devices; someone else on a third.
+    theirs = [_signed_in_session(user), _signed_in_session(user)]
+    someone_elses = _signed_in_session(UserFactory())
+    engine = import_module(settings.SESSION_ENGINE)
+    session_cache = caches[settings.SESSION_CACHE_ALIAS]
+    assert all(session_cache.get(engine.SessionStore(session_key=k).cache_key) for k in theirs)
     ids = {"user_pk": user.pk, "subscriber_pk": subscriber.pk}
     before = _traces_by_model(**ids)
     # The search sees the reader in every app's tables before the erasure.
@@ -208,6 +253,15 @@ def test_erasing_a_reader_leaves_nothing_they_wrote_or_received_in_any_table(rea
     delete_reader_account(user=user)
 
     assert _traces_by_model(**ids) == {}
+    # The admin's history of the reader's rows goes too, named or not; a look-alike
+    # address's stays.
+    assert list(LogEntry.objects.values_list("object_repr", flat=True)) == [LOOK_ALIKE]
+    # Signed out everywhere: no session row, and no cache copy of one (cached_db).
+    assert list(Session.objects.values_list("session_key", flat=True)) == [someone_elses]
+    for key in theirs:
+        assert session_cache.get(engine.SessionStore(session_key=key).cache_key) is None
+        assert engine.SessionStore(session_key=key).load() == {}
+    assert engine.SessionStore(session_key=someone_elses).load()[SESSION_KEY]
     assert Suppression.objects.filter(email_hash=email_hash(EMAIL)).exists()
     # What others wrote or own stays: the reply, under an anonymous placeholder; the
     # buyer's side of the gift the reader received; the group and its owner.

@@ -11,6 +11,7 @@ from __future__ import annotations
 import enum
 import logging
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -312,12 +313,27 @@ def clean_display_name(*, name: str) -> str:
 def set_display_name(*, user: User, name: str) -> None:
     """The name shown with a reader's comments, kept on `User.first_name`.
 
-    Their comments show it on every page at once: the shared discussions and the
-    signed-in readers' page shells that hold it start a new generation.
+    Their comments show it on every page at once: saving the name renews the pages
+    (`renew_pages_showing_user`, on every save of a User, the admin's too).
     """
     name = clean_display_name(name=name)
     user.first_name = name
     user.save(update_fields=["first_name"])
+
+
+# What a user's comments show of them (`display_name`).
+_SHOWN_FIELDS = frozenset({"first_name", "last_name", "is_staff"})
+
+
+def renew_pages_showing_user(
+    *, user: Any, created: bool, update_fields: Iterable[str] | None
+) -> None:
+    """A saved user (newsletter.signals): the shared discussions and the signed-in
+    readers' page shells that show their name start a new generation, unless the save
+    could not have changed what they show (a new user has no comments; a sign-in only
+    saves `last_login`)."""
+    if created or (update_fields is not None and not _SHOWN_FIELDS & set(update_fields)):
+        return
     invalidate_pages()
 
 

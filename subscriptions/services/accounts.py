@@ -10,17 +10,19 @@ links accounts that readers create themselves.
 from __future__ import annotations
 
 import secrets
+from importlib import import_module
 from typing import Any
 
 from allauth.account.models import EmailAddress
-from django.contrib.admin.models import LogEntry
-from django.contrib.auth import get_user_model
+from django.conf import settings
+from django.contrib.auth import SESSION_KEY, get_user_model
 from django.contrib.auth.models import AbstractBaseUser
-from django.contrib.contenttypes.models import ContentType
+from django.contrib.sessions.backends.db import SessionStore as DBSessionStore
 from django.db import IntegrityError, transaction
 from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
 
+from subscriptions import stripe_client
 from subscriptions.models import Donation, Gift, GroupInvite, Membership, StripeEvent, Subscriber
 from subscriptions.reader_data import (
     Reader,
@@ -31,6 +33,7 @@ from subscriptions.reader_data import (
 )
 from subscriptions.services.access import subscriber_is_paid
 from subscriptions.services.addresses import normalized_or_none, suppress, unsuppress
+from subscriptions.services.donations import monthly_donation_still_bills
 from subscriptions.services.unsubscribe import unsubscribe_subscriber
 
 # Stripe statuses after which a subscription will not bill again.
@@ -243,10 +246,16 @@ def _donations_of(*, emails: set[str], subscriber: Subscriber | None) -> QuerySe
 
 def reader_of(*, user: AbstractBaseUser) -> Reader:
     subscriber = subscriber_for_account(user=user)
+    names = {
+        user.get_username(),
+        user.get_full_name() if hasattr(user, "get_full_name") else "",
+        subscriber.name if subscriber else "",
+    }
     return Reader(
         user=user,
         subscriber=subscriber,
         emails=frozenset(_owned_addresses(user=user, subscriber=subscriber)),
+        names=frozenset(name.strip() for name in names if name.strip()),
     )
 
 
@@ -279,6 +288,22 @@ def delete_reader_account(*, user: AbstractBaseUser) -> None:
             "You have a paid subscription that still renews. Cancel it under Billing "
             "(/account/billing/) first, then delete your account."
         )
+    try:
+        donating = monthly_donation_still_bills(
+            donations=_donations_of(emails=set(reader.emails), subscriber=subscriber)
+        )
+    except stripe_client.StripeError as exc:
+        raise AccountError(
+            "We could not check your monthly donation with our payment provider just now. "
+            "Please try again in a few minutes."
+        ) from exc
+    if donating:
+        # Erased, its next invoice would still be charged, to a donor nobody can find.
+        raise AccountError(
+            "You have a monthly donation that still renews. Stop it with Manage billing "
+            "under Billing (/account/billing/), which opens Stripe's billing portal, "
+            "then delete your account."
+        )
     with transaction.atomic():
         erase_reader_parts(reader=reader)
         if subscriber is not None:
@@ -293,18 +318,20 @@ def _export_account(reader: Reader) -> dict[str, Any]:
     return row(reader.user, exclude=("password",))
 
 
-def _erase_account(reader: Reader) -> None:
-    """The admin's history of changes to this reader's account and subscriber names them
-    (`object_repr` is the address); the account's own rows go with it (cascade)."""
-    objects = Q(
-        content_type=ContentType.objects.get_for_model(reader.user), object_id=str(reader.user.pk)
-    )
-    if reader.subscriber is not None:
-        objects |= Q(
-            content_type=ContentType.objects.get_for_model(Subscriber),
-            object_id=str(reader.subscriber.pk),
-        )
-    LogEntry.objects.filter(objects).delete()
+def _end_sessions(reader: Reader) -> None:
+    """Sign the reader out everywhere: their sessions on other devices hold their user
+    id until they expire. Sessions are found by decoding the unexpired ones (Django keeps
+    no index by user; an erasure is rare enough for the scan), and deleted through the
+    session engine, so cached_db's cache copy goes with the row."""
+    engine = import_module(settings.SESSION_ENGINE)
+    if not issubclass(engine.SessionStore, DBSessionStore):
+        return  # signed cookies: nothing stored on our side
+    model = engine.SessionStore.get_model_class()
+    user_id = str(reader.user.pk)
+    sessions = model.objects.filter(expire_date__gt=timezone.now())
+    for session in sessions.iterator(chunk_size=500):
+        if session.get_decoded().get(SESSION_KEY) == user_id:
+            engine.SessionStore(session_key=session.session_key).delete()
 
 
 def _export_email_addresses(reader: Reader) -> list[dict[str, Any]]:
@@ -383,10 +410,13 @@ def register_reader_data_parts() -> None:
             User.groups.through._meta.label,
             User.user_permissions.through._meta.label,
             "admin.LogEntry",
+            "sessions.Session",  # by the user id in the session data
             "mfa.Authenticator",  # two-factor keys: erased with the account, never exported
         ],
+        # The account's own rows go with it (cascade); the admin's history of it and of
+        # every other row of the reader's goes through the hook (erase_reader_parts).
         export=_export_account,
-        erase=_erase_account,
+        erase=_end_sessions,
     )
     register_reader_data(
         name="email_addresses", models=["account.EmailAddress"], export=_export_email_addresses
@@ -436,6 +466,8 @@ def _redact_stripe_events(*, terms: list[str | None]) -> None:
     for term in filter(None, terms):
         # Quoted, as in the payload's JSON text: a whole value, not part of a longer one.
         match |= Q(payload__icontains=f'"{term}"')
+    # The object id goes too (cus_…, the customer); only events not yet applied are
+    # ordered by it (stripe_outbox.claim_batch), and those keep everything until applied.
     StripeEvent.objects.filter(match, processed_at__isnull=False).update(
-        payload={"redacted": "the reader deleted their account"}
+        payload={"redacted": "the reader deleted their account"}, object_id=""
     )

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.db import transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from publication.emails import send_email_on_commit
@@ -281,12 +282,18 @@ def record_recurring_donation_payment(*, invoice: dict[str, Any], subscription_i
     if amount <= 0:
         return  # Nothing was paid (a 100% coupon, say): no money to record.
     first = Donation.objects.filter(stripe_subscription_id=subscription_id).order_by("pk").first()
+    if first is not None and not first.email and first.subscriber_id is None:
+        # The donor erased their account (their donations were made anonymous): the
+        # money is recorded, but the invoice's address is not stored again.
+        email = ""
+    else:
+        email = invoice.get("customer_email") or (first.email if first else "")
     Donation.objects.get_or_create(
         stripe_invoice_id=invoice["id"],
         defaults={
             "amount": amount,
             "currency": str(invoice.get("currency") or "usd"),
-            "email": invoice.get("customer_email") or (first.email if first else ""),
+            "email": email,
             "subscriber": first.subscriber if first else None,
             "recurring": True,
             "status": Donation.Status.PAID,
@@ -299,6 +306,39 @@ def record_recurring_donation_payment(*, invoice: dict[str, Any], subscription_i
             "source_article_id": first.source_article_id if first else None,
         },
     )
+
+
+# Stripe statuses of a subscription that will not bill again.
+_ENDED_SUBSCRIPTION_STATUSES = {"canceled", "incomplete_expired"}
+
+
+def monthly_donation_still_bills(*, donations: QuerySet[Donation]) -> bool:
+    """Whether any of these donations' monthly support will be billed again.
+
+    Nothing here learns that a monthly donation was stopped (its subscription is not
+    mirrored), so Stripe is asked: stopped means ended, or set to end at the period's
+    end. Without Stripe to ask, a paid monthly donation is taken to go on billing.
+    Raises stripe_client.StripeError when Stripe cannot be reached.
+    """
+    subscription_ids = set(
+        donations.filter(recurring=True, status=Donation.Status.PAID)
+        .exclude(stripe_subscription_id="")
+        .values_list("stripe_subscription_id", flat=True)
+    )
+    if not subscription_ids:
+        return False
+    if not stripe_client.is_configured():
+        return True
+    for subscription_id in sorted(subscription_ids):
+        try:
+            subscription = stripe_client.retrieve_subscription(subscription_id)
+        except stripe_client.StripeNotFound:
+            continue  # deleted in Stripe: it bills nobody
+        if subscription.get("status") not in _ENDED_SUBSCRIPTION_STATUSES and not subscription.get(
+            "cancel_at_period_end"
+        ):
+            return True
+    return False
 
 
 def invoice_payment_intent(invoice: dict[str, Any]) -> str:

@@ -395,7 +395,11 @@ def conversions_by_source(
         .values("source_article_id")
         .annotate(
             confirmed=Count("pk", filter=Q(confirmed_at__isnull=False)),
-            pending=Count("pk", filter=Q(status=Subscriber.Status.PENDING)),
+            # A returning reader's new signup is credited only when confirmed; until
+            # then it is counted, confirmed once already, where it was.
+            pending=Count(
+                "pk", filter=Q(status=Subscriber.Status.PENDING, confirmed_at__isnull=True)
+            ),
         )
         .order_by()
     )

@@ -23,6 +23,7 @@ from subscriptions.services.tokens import (
     CONFIRMATION_MAX_AGE,
     InvalidToken,
     confirmation_url,
+    read_confirmation_source,
     read_confirmation_token,
     unsubscribe_url,
 )
@@ -53,7 +54,10 @@ def subscribe(
     """Record a signup and send one confirmation email if one is due.
 
     `source_article_id` is the article the signup came from (resolved by
-    `attribution.source_for_ref`); the last signup that names one is credited.
+    `attribution.source_for_ref`); the last confirmed signup that names one is credited.
+    A new address is credited at once (it counts only once confirmed); for an address
+    we already have, the source travels in the confirmation link and is applied when
+    the link is followed, so posting someone's address moves no credit.
 
     Raises InvalidAddress for an address we cannot email.
     """
@@ -61,6 +65,7 @@ def subscribe(
     now = timezone.now()
     with transaction.atomic():
         subscriber = Subscriber.objects.select_for_update().filter(email=email).first()
+        pending_source = source_article_id if subscriber is not None else None
         if subscriber is None:
             try:
                 with transaction.atomic():
@@ -85,20 +90,20 @@ def subscribe(
         subscriber.confirmation_sent_at = now
         if name and not subscriber.name:
             subscriber.name = name[:200]
-        if source_article_id is not None:
-            subscriber.source_article_id = source_article_id
         subscriber.save()
         # robust: the signup is stored either way; a broker that is down is logged.
         # A lambda, not a partial: Django logs a robust callback's failure by its
         # __qualname__, which a partial lacks, so the failure would escape after all.
+        task_args = (subscriber.pk,) if pending_source is None else (subscriber.pk, pending_source)
         transaction.on_commit(
-            lambda: queue.enqueue(SEND_CONFIRMATION_EMAIL, subscriber.pk), robust=True
+            lambda: queue.enqueue(SEND_CONFIRMATION_EMAIL, *task_args), robust=True
         )
     return SignupResult(subscriber=subscriber, confirmation_sent=True)
 
 
-def send_confirmation_email(*, subscriber_id: int) -> bool:
-    """Email the confirmation link, if the subscriber is still waiting for one."""
+def send_confirmation_email(*, subscriber_id: int, source_article_id: int | None = None) -> bool:
+    """Email the confirmation link, if the subscriber is still waiting for one; the link
+    carries the source of a returning reader's signup (`subscribe`)."""
     subscriber = Subscriber.objects.filter(
         pk=subscriber_id, status=Subscriber.Status.PENDING
     ).first()
@@ -109,7 +114,11 @@ def send_confirmation_email(*, subscriber_id: int) -> bool:
         subject="Confirm your subscription",
         template="confirm",
         context={
-            "confirm_url": confirmation_url(subscriber_id=subscriber.pk, email=subscriber.email),
+            "confirm_url": confirmation_url(
+                subscriber_id=subscriber.pk,
+                email=subscriber.email,
+                source_article_id=source_article_id,
+            ),
             "expires_in_days": CONFIRMATION_MAX_AGE // 86400,
         },
     )
@@ -138,6 +147,7 @@ def send_welcome_email(*, subscriber_id: int) -> bool:
 def confirm_subscriber(*, token: str) -> Subscriber:
     """Activate the pending subscriber the link was sent to. Idempotent; raises InvalidToken."""
     subscriber_id, email = read_confirmation_token(token=token)
+    source_article_id = read_confirmation_source(token=token)
     with transaction.atomic():
         subscriber = (
             Subscriber.objects.select_for_update()
@@ -159,6 +169,8 @@ def confirm_subscriber(*, token: str) -> Subscriber:
         subscriber.status_reason = "confirmed by email"
         subscriber.confirmed_at = now
         subscriber.unsubscribed_at = None
+        if source_article_id is not None:
+            subscriber.source_article_id = source_article_id
         subscriber.save()
         unsuppress(email=subscriber.email)
         ensure_reader_account(subscriber=subscriber)

@@ -15,18 +15,35 @@ class InvalidToken(Exception):
     """The token was tampered with, is malformed or has expired."""
 
 
-def make_confirmation_token(*, subscriber_id: int, email: str) -> str:
-    return signing.dumps({"s": subscriber_id, "e": email.lower()}, salt=CONFIRM_SALT)
+def make_confirmation_token(
+    *, subscriber_id: int, email: str, source_article_id: int | None = None
+) -> str:
+    """`source_article_id`: the article a returning reader signed up again from, credited
+    only if they confirm (`signup.confirm_subscriber`)."""
+    data: dict[str, object] = {"s": subscriber_id, "e": email.lower()}
+    if source_article_id is not None:
+        data["a"] = source_article_id
+    return signing.dumps(data, salt=CONFIRM_SALT)
 
 
-def read_confirmation_token(*, token: str) -> tuple[int, str]:
+def _load_confirmation_token(token: str) -> dict:
     try:
-        data = signing.loads(token, salt=CONFIRM_SALT, max_age=CONFIRMATION_MAX_AGE)
+        return signing.loads(token, salt=CONFIRM_SALT, max_age=CONFIRMATION_MAX_AGE)
     except signing.SignatureExpired as exc:
         raise InvalidToken("This confirmation link has expired.") from exc
     except signing.BadSignature as exc:
         raise InvalidToken("This confirmation link is not valid.") from exc
+
+
+def read_confirmation_token(*, token: str) -> tuple[int, str]:
+    data = _load_confirmation_token(token)
     return int(data["s"]), str(data["e"])
+
+
+def read_confirmation_source(*, token: str) -> int | None:
+    """The article the link's signup came from, if it carries one."""
+    source = _load_confirmation_token(token).get("a")
+    return source if isinstance(source, int) else None
 
 
 def make_unsubscribe_token(*, subscriber_id: int) -> str:
@@ -44,8 +61,12 @@ def absolute_url(path: str) -> str:
     return f"{settings.SITE_URL}{path}"
 
 
-def confirmation_url(*, subscriber_id: int, email: str) -> str:
-    token = make_confirmation_token(subscriber_id=subscriber_id, email=email)
+def confirmation_url(
+    *, subscriber_id: int, email: str, source_article_id: int | None = None
+) -> str:
+    token = make_confirmation_token(
+        subscriber_id=subscriber_id, email=email, source_article_id=source_article_id
+    )
     return absolute_url(reverse("subscriptions:confirm", kwargs={"token": token}))
 
 

@@ -200,6 +200,15 @@ def upgrade_view(request: HttpRequest) -> HttpResponse:
     )
 
 
+def _sign_in_url(form: UpgradeForm) -> str:
+    """Sign in, then back to this upgrade with its article and offer (the ref only when
+    it names an article, as on the form)."""
+    ref = str(form["ref"].value() or "")
+    back = {"ref": ref if source_for_ref(ref) else "", "offer": str(form["offer"].value() or "")}
+    query = urlencode({key: value for key, value in back.items() if value})
+    return "/accounts/login/?" + urlencode({"next": f"/upgrade/?{query}" if query else "/upgrade/"})
+
+
 def _context(
     form: UpgradeForm,
     subscriber: Subscriber | None,
@@ -236,6 +245,7 @@ def _context(
         )
     return {
         "form": form,
+        "sign_in_url": _sign_in_url(form),
         "checkout_open": stripe_client.is_configured(),
         "gifts_open": gifts.gifts_open(),
         # Without Stripe the plans are shown, priced, with no way to pay yet.

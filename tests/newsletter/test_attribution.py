@@ -4,8 +4,12 @@ signed webhook; bogus refs ignored; the page cache untouched by refs."""
 
 from __future__ import annotations
 
+import re
+from urllib.parse import parse_qs, urlsplit
+
 import html5lib
 import pytest
+from django.core import mail
 
 from newsletter.models import Article, Delivery
 from newsletter.services.attribution import article_conversions
@@ -13,7 +17,8 @@ from newsletter.services.email_rendering import render_article_email
 from publication.models import Publication
 from subscriptions.models import Donation, Membership, Subscriber
 from subscriptions.services.attribution import source_for_ref
-from tests.factories import ArticleFactory, PlanFactory, PublishedArticleFactory
+from subscriptions.services.tokens import make_unsubscribe_token
+from tests.factories import ArticleFactory, PlanFactory, PublishedArticleFactory, UserFactory
 from tests.subscriptions.stripe_support import StripeWebhooks
 
 pytestmark = pytest.mark.django_db
@@ -202,15 +207,63 @@ def test_a_ref_naming_no_published_article_is_ignored_never_an_error(client, art
     assert source_for_ref(ref) is None
 
 
-def test_the_last_signup_naming_an_article_is_credited(client, article):
-    other = PublishedArticleFactory(slug="other-piece")
-    client.post("/subscribe/", {"email": "twice@example.com", "ref": "the-straits"})
-    Subscriber.objects.filter(email="twice@example.com").update(confirmation_sent_at=None)
-    client.post("/subscribe/", {"email": "twice@example.com", "ref": "other-piece"})
-    Subscriber.objects.filter(email="twice@example.com").update(confirmation_sent_at=None)
-    client.post("/subscribe/", {"email": "twice@example.com"})  # from the home page
+def _signup(client, capture, email: str, ref: str = "") -> str:
+    """Post the signup form; the path of the confirmation link it emailed, if any."""
+    mail.outbox.clear()
+    Subscriber.objects.filter(email=email).update(confirmation_sent_at=None)
+    with capture(execute=True):
+        client.post("/subscribe/", {"email": email, "ref": ref, "website": ""})
+    if not mail.outbox:
+        return ""
+    match = re.search(r"http://testserver(/subscribe/confirm/[^/\s]+/)", mail.outbox[0].body)
+    assert match, mail.outbox[0].body
+    return match.group(1)
 
-    assert Subscriber.objects.get(email="twice@example.com").source_article_id == other.pk
+
+def test_the_last_signup_naming_an_article_is_credited_when_its_link_is_followed(
+    client, article, django_capture_on_commit_callbacks
+):
+    capture = django_capture_on_commit_callbacks
+    other = PublishedArticleFactory(slug="other-piece")
+    _signup(client, capture, "twice@example.com", ref="the-straits")
+    from_other = _signup(client, capture, "twice@example.com", ref="other-piece")
+    _signup(client, capture, "twice@example.com")  # from the home page
+
+    with capture(execute=True):
+        client.get(from_other)
+
+    subscriber = Subscriber.objects.get(email="twice@example.com")
+    assert subscriber.status == Subscriber.Status.ACTIVE
+    assert subscriber.source_article_id == other.pk
+
+
+def test_posting_a_former_readers_address_with_a_ref_moves_no_credit_until_they_confirm(
+    client, article, django_capture_on_commit_callbacks
+):
+    capture = django_capture_on_commit_callbacks
+    other = PublishedArticleFactory(slug="other-piece")
+    with capture(execute=True):
+        client.get(_signup(client, capture, "rita@example.com", ref="the-straits"))
+    with capture(execute=True):
+        client.post(
+            f"/unsubscribe/{make_unsubscribe_token(subscriber_id=Subscriber.objects.get().pk)}/"
+        )
+    assert Subscriber.objects.get().status == Subscriber.Status.UNSUBSCRIBED
+    before = (article_conversions(article=article), article_conversions(article=other))
+    assert before[0].signups == 1
+
+    # Anyone can post the address with another article's ref.
+    link = _signup(client, capture, "rita@example.com", ref="other-piece")
+
+    assert link  # the reader is asked to confirm
+    assert (article_conversions(article=article), article_conversions(article=other)) == before
+    assert Subscriber.objects.get().source_article_id == article.pk
+
+    with capture(execute=True):
+        client.get(link)  # the reader came back through that signup after all
+
+    assert article_conversions(article=article).signups == 0
+    assert article_conversions(article=other).signups == 1
 
 
 def test_refs_on_shared_links_neither_split_nor_change_the_cached_article_page(client, article):
@@ -227,3 +280,19 @@ def test_refs_on_shared_links_neither_split_nor_change_the_cached_article_page(c
     # The only ref in the page is the article's own, the same for every reader.
     refs = {form["ref"] for form in forms_of(page) if "ref" in form}
     assert refs == {"the-straits"}
+
+
+def test_signing_in_from_the_upgrade_page_comes_back_to_it_with_the_ref(
+    client, article, plans_on_sale
+):
+    page = client.get("/upgrade/", {"ref": "the-straits"}).content.decode()
+    [sign_in] = [href for href in links_of(page) if href.startswith("/accounts/login/?next=")]
+    back = parse_qs(urlsplit(sign_in).query)["next"]
+    assert back == ["/upgrade/?ref=the-straits"]
+
+    # allauth's sign-in forms carry it on, and back on the page the ref is on the form.
+    login_page = client.get(sign_in).content.decode()
+    assert any(form.get("next") == back[0] for form in forms_of(login_page))
+    client.force_login(UserFactory())
+    upgrade_form = next(f for f in forms_of(client.get(back[0]).content.decode()) if "ref" in f)
+    assert upgrade_form["ref"] == "the-straits"

@@ -261,3 +261,35 @@ def test_a_message_waiting_for_the_reader_is_shown_once_on_their_own_page(articl
     assert "Your comment was deleted." in response.content.decode()
     assert "Your comment was deleted." not in page(writer)
     assert "Your comment was deleted." not in page(signed_in(paid_user("Third")))
+
+
+def test_a_name_changed_in_the_admin_s_users_page_shows_on_the_comments_at_once(
+    article, any_cache, admin_client
+):
+    writer = paid_user("Old Name")
+    CommentFactory(article=article, user=writer, body="Signed remark.")
+    reader = signed_in(paid_user("Reader"))
+    assert "Old Name" in comment_list(page(reader))
+    anonymous_page = Client().get(article.get_absolute_url()).content.decode()
+    assert "Old Name" in anonymous_page
+    page(reader)  # the shell and the discussion are stored now
+
+    joined = timezone.localtime(writer.date_joined)
+    response = admin_client.post(
+        f"/admin/auth/user/{writer.pk}/change/",
+        {
+            "username": writer.username,
+            "first_name": "New Name",
+            "last_name": "",
+            "email": writer.email,
+            "is_active": "on",
+            "date_joined_0": joined.strftime("%Y-%m-%d"),
+            "date_joined_1": joined.strftime("%H:%M:%S"),
+        },
+    )
+    assert response.status_code == 302, response.content.decode()[:2000]
+
+    names = comment_list(page(reader))
+    assert "New Name" in names and "Old Name" not in names
+    anonymous_page = Client().get(article.get_absolute_url()).content.decode()
+    assert "New Name" in anonymous_page and "Old Name" not in anonymous_page

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from django.contrib.auth import get_user_model
 from django.core import mail
 
 from subscriptions.models import Donation, Membership, StripeEvent
@@ -395,3 +396,43 @@ def test_an_abandoned_checkout_leaves_no_pending_donation(
     donation = Donation.objects.get()
     assert donation.email == "paid@example.com"
     assert donation.status == Donation.Status.PAID
+
+
+def test_an_account_is_kept_while_its_monthly_donation_bills_and_a_later_month_is_anonymous(
+    client, stripe_api, stripe_webhooks
+):
+    from allauth.account.models import EmailAddress
+
+    response = donate(client, frequency="monthly", amount="1000", email="monthly@example.com")
+    session = stripe_api.complete_checkout(session_id_of(response))
+    subscription = stripe_api.get("subscription", session["subscription"])
+    for event in (
+        stripe_api.event("customer.subscription.created", subscription),
+        stripe_api.event("invoice.paid", stripe_api.get("invoice", session["invoice"])),
+        stripe_api.event("checkout.session.completed", session),
+    ):
+        stripe_webhooks.send(event)
+    donor = UserFactory(email="monthly@example.com")
+    EmailAddress.objects.create(user=donor, email=donor.email, verified=True, primary=True)
+    client.force_login(donor)
+
+    response = client.post("/account/delete/", {"confirm": "on"}, follow=True)
+
+    assert b"monthly donation that still renews" in response.content
+    assert b"Manage billing" in response.content
+    assert get_user_model().objects.filter(pk=donor.pk).exists()
+
+    # Stopped in the billing portal (at the period's end, Stripe's default): erasable.
+    stripe_api.update_subscription(subscription["id"], cancel_at_period_end=True)
+    client.post("/account/delete/", {"confirm": "on"})
+    assert not get_user_model().objects.filter(pk=donor.pk).exists()
+
+    # Should Stripe bill it once more after all, the money is recorded, the address not.
+    renewal = stripe_api.renew_subscription(subscription["id"])
+    assert renewal["customer_email"] == "monthly@example.com"
+    stripe_webhooks.send(stripe_api.event("invoice.paid", renewal))
+
+    later = Donation.objects.get(stripe_invoice_id=renewal["id"])
+    assert (later.amount, later.status, later.recurring) == (1000, Donation.Status.PAID, True)
+    assert (later.email, later.subscriber) == ("", None)
+    assert not Donation.objects.filter(email__icontains="monthly@").exists()
