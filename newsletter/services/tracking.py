@@ -97,14 +97,18 @@ def delivery_token(delivery_id: int) -> str:
     return _mac("delivery", ident.encode()) + ident
 
 
+def _signed(mac: str, purpose: str, message: str) -> bool:
+    """Whether `mac` signs `message`. Tokens are base64url: anything else (a URL may
+    carry any text, and `compare_digest` refuses a non-ASCII str) is simply not signed."""
+    if not (mac.isascii() and message.isascii()):
+        return False
+    return hmac.compare_digest(mac.encode(), _mac(purpose, message.encode()).encode())
+
+
 def token_delivery(token: str) -> int | None:
     """The delivery id signed into `delivery_token`'s result; None if tampered."""
     mac, ident = token[:_MAC_CHARS], token[_MAC_CHARS:]
-    if (
-        not ident
-        or len(ident) > 11
-        or not hmac.compare_digest(mac, _mac("delivery", ident.encode()))
-    ):
+    if not ident or len(ident) > 11 or not _signed(mac, "delivery", ident):
         return None
     try:
         return int.from_bytes(_unb64(ident), "big")
@@ -131,7 +135,7 @@ def click_target(token: str) -> ClickTarget | None:
     if len(parts) != 3:
         return None
     payload, mac, delivery_part = parts
-    if not hmac.compare_digest(mac, _mac("link", payload.encode())):
+    if not _signed(mac, "link", payload):
         return None
     delivery_id = token_delivery(delivery_part)
     if delivery_id is None:

@@ -4,15 +4,17 @@ import email
 import email.policy
 import json
 from datetime import timedelta
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import html5lib
+import hypothesis
 import pytest
 from django.core import mail
 from django.core.management import call_command
 from django.test import Client
 from django.utils import timezone
 from django.utils.encoding import iri_to_uri
+from hypothesis import strategies as st
 
 from newsletter.models import (
     ArticleEngagementDay,
@@ -475,3 +477,45 @@ def test_hits_that_cannot_reach_redis_are_kept_for_the_next_push(sent, settings)
         # The push (the outbox's thread's or the flush's own) now reaches Redis.
         assert tracking.flush_buffered_events() == 1
     assert OpenEvent.objects.get().delivery_id == reader.pk
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/o/ééééééééééééAQ.gif",
+        "/o/AAAAAAAAAAAAé.gif",
+        "/r/{link}.éééééééééééé/",
+        "/r/{link}.ééééééééééééAQ/",
+        "/r/é.{mac}.{delivery}/",
+        "/r/{payload}.éééééééééééé.{delivery}/",
+    ],
+)
+def test_a_token_with_non_ascii_text_answers_400_not_a_server_error(sent, path):
+    article, (reader, _) = sent
+    valid = link_url(article, "https://example.org/report", reader)
+    payload, mac, delivery = valid.removeprefix("/r/").removesuffix("/").split(".")
+    response = Client().get(
+        path.format(link=f"{payload}.{mac}", payload=payload, mac=mac, delivery=delivery),
+        HTTP_USER_AGENT=BROWSER,
+    )
+    assert response.status_code == 400
+    assert "Location" not in response
+    assert not OpenEvent.objects.exists() and not ClickEvent.objects.exists()
+
+
+@hypothesis.settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[hypothesis.HealthCheck.function_scoped_fixture],
+)
+@hypothesis.given(token=st.text(alphabet=st.characters(blacklist_categories=("Cs",))))
+def test_any_text_as_a_token_is_refused_and_never_a_server_error(sent, token):
+    assert tracking.token_delivery(token) is None
+    assert tracking.open_token_delivery(token) is None
+    assert tracking.click_target(token) is None
+    client = Client()
+    for path in (f"/o/{quote(token, safe='')}.gif", f"/r/{quote(token, safe='')}/"):
+        response = client.get(path, HTTP_USER_AGENT=BROWSER)
+        assert response.status_code in (400, 404), path
+        assert "Location" not in response
+    assert not OpenEvent.objects.exists() and not ClickEvent.objects.exists()
