@@ -237,8 +237,10 @@ APPLE_PROXY_USER_AGENT = "Mozilla/5.0"
 _APPLE_NETWORKS = ("17.0.0.0/8",)
 
 # Link checkers of mail gateways and security suites, and generic HTTP clients: they
-# follow links (and fetch images) on delivery, before any person does. Matched as
-# case-insensitive substrings of the user agent.
+# follow links (and fetch images) on delivery, before any person does. Matched,
+# case-insensitively, as whole words of the user agent (an entry ending in "/" as the
+# start of a product token, "Java/17"), never inside another word: "bot" is not the
+# phone maker CUBOT, "java/" not "myjava/".
 SCANNER_AGENTS = (
     "barracuda",
     "proofpoint",
@@ -272,7 +274,19 @@ SCANNER_AGENTS = (
     "headlesschrome",
     "phantomjs",
 )
-_SCANNER_RE = re.compile("|".join(map(re.escape, SCANNER_AGENTS)), re.I)
+# Crawlers name themselves in a product token ending in one of these words, with a
+# version: "Googlebot/2.1", "AhrefsBot/7.0", "YandexSpider/3.0".
+_CRAWLER_PRODUCT = r"[a-z0-9_-]*(?:bot|crawler|spider)/"
+_SCANNER_RE = re.compile(
+    "|".join(
+        [
+            rf"(?<![a-z0-9]){re.escape(agent)}" + ("" if agent.endswith("/") else "(?![a-z0-9])")
+            for agent in SCANNER_AGENTS
+        ]
+        + [_CRAWLER_PRODUCT]
+    ),
+    re.I,
+)
 # A burst: this many different links of one delivery followed within BURST_SECONDS is
 # a scanner following every link, not a person.
 BURST_LINKS = 3
@@ -303,6 +317,8 @@ def is_apple_proxy_address(ip: str) -> bool:
         address = ipaddress.ip_address(ip)
     except ValueError:
         return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped  # "::ffff:17.1.2.3" from a dual-stack listener
     v4, v6 = _apple_networks(settings.TRACKING_APPLE_PROXY_NETWORKS_FILE)
     networks: list[Any] = v4 if address.version == 4 else v6
     low, high = 0, len(networks)
@@ -315,11 +331,21 @@ def is_apple_proxy_address(ip: str) -> bool:
     return low > 0 and address in networks[low - 1]
 
 
-def classify_open(*, user_agent: str, ip: str, at: datetime, sent_at: datetime | None) -> str:
+def _scanner_agent(user_agent: str) -> bool:
+    """A scanner's or an HTTP library's agent, or none at all (every browser and mail
+    client sends one)."""
+    return not user_agent.strip() or _SCANNER_RE.search(user_agent) is not None
+
+
+def classify_open(
+    *, user_agent: str, ip: str, at: datetime, sent_at: datetime | None, method: str = "GET"
+) -> str:
     """The machine reason of a pixel fetch, or "" for one that looks like a reader's."""
-    if user_agent.strip() == APPLE_PROXY_USER_AGENT or is_apple_proxy_address(ip):
+    if user_agent.strip().lower() == APPLE_PROXY_USER_AGENT.lower() or is_apple_proxy_address(ip):
         return MachineReason.APPLE_PROXY
-    if _SCANNER_RE.search(user_agent):
+    if method == "HEAD":  # no image is shown for a HEAD: a checker, not a reader
+        return MachineReason.HEAD
+    if _scanner_agent(user_agent):
         return MachineReason.SCANNER
     if sent_at is not None and at - sent_at < timedelta(seconds=settings.TRACKING_PREFETCH_SECONDS):
         return MachineReason.PREFETCH
@@ -331,7 +357,7 @@ def classify_click(*, user_agent: str, method: str) -> str:
     is recorded, against the delivery's other clicks), or ""."""
     if method == "HEAD":
         return MachineReason.HEAD
-    if not user_agent.strip() or _SCANNER_RE.search(user_agent):
+    if _scanner_agent(user_agent):
         return MachineReason.SCANNER
     return MachineReason.NONE
 
@@ -483,7 +509,9 @@ def record_events(hits: Sequence[Hit]) -> int:
         article_id, sent_at = known[0], known[1]
         at = datetime.fromtimestamp(hit.at, tz=UTC)
         if hit.link_id == 0:
-            reason = classify_open(user_agent=hit.user_agent, ip=hit.ip, at=at, sent_at=sent_at)
+            reason = classify_open(
+                user_agent=hit.user_agent, ip=hit.ip, at=at, sent_at=sent_at, method=hit.method
+            )
             opens.append(
                 OpenEvent(
                     delivery_id=hit.delivery_id,

@@ -519,3 +519,79 @@ def test_any_text_as_a_token_is_refused_and_never_a_server_error(sent, token):
         assert response.status_code in (400, 404), path
         assert "Location" not in response
     assert not OpenEvent.objects.exists() and not ClickEvent.objects.exists()
+
+
+AN_HOUR_AGO = timezone.now() - timedelta(hours=1)
+
+READERS_AGENTS = [
+    PERSON,
+    BROWSER,
+    # A CUBOT phone's Chrome: "bot" inside the maker's name is not a bot.
+    "Mozilla/5.0 (Linux; Android 11; CUBOT KINGKONG 7 Build/RP1A.200720.011) "
+    "AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.6099.210 Mobile Safari/537.36",
+    "Mozilla/5.0 (Linux; Android 13; Pixel 7) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/119.0 Mobile Safari/537.36 MyJava/2.0",
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) AppleWebKit/605.1.15 "
+    "(KHTML, like Gecko) Mobile/15E148",
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/120.0 Safari/537.36 Edg/120.0 (Robotics lab)",
+]
+MACHINES_AGENTS = [
+    "",
+    "   ",
+    "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
+    "Mozilla/5.0 (compatible; bingbot/2.0; +http://www.bing.com/bingbot.htm)",
+    "Mozilla/5.0 (compatible; AhrefsBot/7.0; +http://ahrefs.com/robot/)",
+    "Mozilla/5.0 (compatible; Barracuda Sentinel)",
+    "Java/17.0.2",
+    "Apache-HttpClient/4.5 Java/1.8.0_151",
+    "python-requests/2.31.0",
+    "curl/8.4.0",
+    "Wget/1.21.4",
+    "Go-http-client/1.1",
+    "okhttp/4.12.0",
+    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "HeadlessChrome/120.0.0.0 Safari/537.36",
+]
+
+
+@pytest.mark.parametrize("user_agent", READERS_AGENTS)
+def test_real_readers_agents_are_people_for_opens_and_clicks(user_agent):
+    assert tracking.classify_click(user_agent=user_agent, method="GET") == MachineReason.NONE
+    reason = tracking.classify_open(
+        user_agent=user_agent, ip="198.51.100.7", at=timezone.now(), sent_at=AN_HOUR_AGO
+    )
+    assert reason == MachineReason.NONE
+
+
+@pytest.mark.parametrize("user_agent", MACHINES_AGENTS)
+def test_scanner_library_and_missing_agents_are_machines_for_opens_and_clicks(user_agent):
+    assert tracking.classify_click(user_agent=user_agent, method="GET") == MachineReason.SCANNER
+    reason = tracking.classify_open(
+        user_agent=user_agent, ip="198.51.100.7", at=timezone.now(), sent_at=AN_HOUR_AGO
+    )
+    assert reason == MachineReason.SCANNER
+
+
+@pytest.mark.parametrize("user_agent", ["Mozilla/5.0", " mozilla/5.0 ", "MOZILLA/5.0\t"])
+def test_apples_bare_agent_is_known_whatever_its_case_and_surrounding_space(user_agent):
+    reason = tracking.classify_open(
+        user_agent=user_agent, ip="198.51.100.7", at=timezone.now(), sent_at=AN_HOUR_AGO
+    )
+    assert reason == MachineReason.APPLE_PROXY
+
+
+@pytest.mark.parametrize("ip", ["17.1.2.3", "::ffff:17.1.2.3", "::FFFF:11.1.2.3"])
+def test_apples_relays_are_known_by_ipv4_and_ipv4_mapped_addresses(ip):
+    expected = ip.lower() != "::ffff:11.1.2.3"
+    assert tracking.is_apple_proxy_address(ip) is expected
+
+
+def test_a_head_request_for_the_pixel_is_a_machine_not_an_open(sent):
+    _, (reader, _) = sent
+    token = tracking.delivery_token(reader.pk)
+    response = Client().head(f"/o/{token}.gif", HTTP_USER_AGENT=PERSON)
+    assert response.status_code == 200
+    assert OpenEvent.objects.get().reason == MachineReason.HEAD
+    reader.refresh_from_db()
+    assert reader.opened_at is None
