@@ -42,6 +42,7 @@ from datetime import UTC, datetime, timedelta
 from html import escape, unescape
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.cache import cache, caches
@@ -161,20 +162,45 @@ def open_token_delivery(token: str) -> int | None:
 _ANCHOR_HREF = re.compile(r'(<a\b(?:\s+[^\s"\'>/=]+(?:="[^"]*")?)*?\s+href=")([^"]*)(")', re.I)
 
 
+# What a browser strips from both ends of an href before following it (the URL
+# standard's "C0 control or space"; HTML's ASCII whitespace is among them).
+_URL_SPACE = "".join(map(chr, range(0x21)))
+# The site's own pages where a reader manages or ends their subscription (and signs in
+# to do so): the way out of tracking is never itself tracked.
+_OWN_UNTRACKED_PATHS = ("/account/", "/accounts/", "/unsubscribe/")
+
+
+def _own_page(url: str) -> bool:
+    site = urlsplit(settings.SITE_URL)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # a malformed host ("http://[x"): not the site's
+        return False
+    if parts.netloc.lower() != site.netloc.lower():
+        return False
+    path = parts.path[len(site.path.rstrip("/")) :] if site.path.strip("/") else parts.path
+    return (path.rstrip("/") + "/").lower().startswith(_OWN_UNTRACKED_PATHS)
+
+
 def _untracked(url: str) -> bool:
-    """Links left as they are: anything not on the web, the unsubscribe link (RFC 8058
-    wants it to work as sent, and a reader leaving is not a click), and any other
-    per-reader value."""
-    return not url.lower().startswith(("http://", "https://")) or "@@broadside-" in url
+    """Links left as they are: anything not on the web, the site's account, sign-in and
+    unsubscribe pages (RFC 8058 wants the unsubscribe link to work as sent, and a reader
+    managing or leaving is not a click), and any other per-reader value."""
+    return (
+        not url.lower().startswith(("http://", "https://"))
+        or "@@broadside-" in url
+        or _own_page(url)
+    )
 
 
 def track_links(*, html: str, article: Article) -> str:
     """Every web link of the email's HTML through the signed redirect `/r/<token>/`.
 
     One TrackedLink per distinct URL of the article (made here, on first use). The
-    delivery's part of each token is the placeholder, filled in per reader.
+    delivery's part of each token is the placeholder, filled in per reader. An href's
+    surrounding spaces are stripped first, as a browser does.
     """
-    urls = [unescape(m.group(2)) for m in _ANCHOR_HREF.finditer(html)]
+    urls = [unescape(m.group(2)).strip(_URL_SPACE) for m in _ANCHOR_HREF.finditer(html)]
     wanted = {url for url in urls if not _untracked(url)}
     if not wanted:
         return html
@@ -191,7 +217,7 @@ def track_links(*, html: str, article: Article) -> str:
     site = settings.SITE_URL
 
     def rewrite(match: re.Match[str]) -> str:
-        url = unescape(match.group(2))
+        url = unescape(match.group(2)).strip(_URL_SPACE)
         if url not in wanted:
             return match.group(0)
         token = link_token(link_id=ids[digests[url]], url=url)

@@ -595,3 +595,49 @@ def test_a_head_request_for_the_pixel_is_a_machine_not_an_open(sent):
     assert OpenEvent.objects.get().reason == MachineReason.HEAD
     reader.refresh_from_db()
     assert reader.opened_at is None
+
+
+def test_the_sites_account_sign_in_and_unsubscribe_links_are_never_tracked(
+    django_capture_on_commit_callbacks, settings
+):
+    site = settings.SITE_URL
+    own = [f"{site}/account/tracking/", f"{site}/Account", f"{site}/accounts/login/"]
+    body = "".join(f'<p><a href="{url}">mine</a></p>' for url in own)
+    body += f'<p><a href="{site}/accountants/">an article</a></p>'
+    reader = SubscriberFactory()
+    article = ArticleFactory(body=body)
+    message = sent_messages(article, django_capture_on_commit_callbacks)[reader.email]
+    hrefs, _ = html_links(message)
+
+    manage = html5lib.parse(html_of(message), namespaceHTMLElements=False)
+    (footer_link,) = [
+        a.get("href") for a in manage.iter("a") if a.text == "Manage your subscription"
+    ]
+    assert footer_link == f"{site}/account/"
+    for url in own:
+        assert url in hrefs
+    redirected = [
+        tracking.click_target(urlsplit(h).path[3:-1]).url
+        for h in hrefs
+        if urlsplit(h).path.startswith("/r/")
+    ]
+    assert f"{site}/accountants/" in redirected
+    assert not [url for url in redirected if "/account/" in url or "/unsubscribe/" in url]
+
+
+def test_a_link_with_spaces_around_its_address_is_tracked_as_the_address(
+    django_capture_on_commit_callbacks,
+):
+    reader = SubscriberFactory()
+    article = ArticleFactory(
+        body='<p><a href=" https://example.com/x ">x</a> <a href="\nhttps://example.org/y\t">y</a></p>'
+    )
+    message = sent_messages(article, django_capture_on_commit_callbacks)[reader.email]
+    hrefs, _ = html_links(message)
+    redirected = {
+        tracking.click_target(urlsplit(h).path[3:-1]).url
+        for h in hrefs
+        if urlsplit(h).path.startswith("/r/")
+    }
+    assert {"https://example.com/x", "https://example.org/y"} <= redirected
+    assert not [h for h in hrefs if "example.com/x" in h or "example.org/y" in h]
