@@ -641,3 +641,31 @@ def test_a_link_with_spaces_around_its_address_is_tracked_as_the_address(
     }
     assert {"https://example.com/x", "https://example.org/y"} <= redirected
     assert not [h for h in hrefs if "example.com/x" in h or "example.org/y" in h]
+
+
+def test_the_pixel_and_the_redirect_carry_the_security_headers(sent, settings):
+    article, (reader, _) = sent
+    settings.SECURE_HSTS_SECONDS = 3600
+    client = Client()
+    token = tracking.delivery_token(reader.pk)
+    click = link_url(article, "https://example.org/report", reader)
+    for path in (f"/o/{token}.gif", click, "/o/forged.gif", "/r/forged/"):
+        response = client.get(path, secure=True, HTTP_USER_AGENT=BROWSER)
+        assert response["X-Content-Type-Options"] == "nosniff", path
+        assert response["Strict-Transport-Security"] == "max-age=3600", path
+        assert response["Referrer-Policy"] == "no-referrer", path
+    assert "Strict-Transport-Security" not in client.get(f"/o/{token}.gif")  # not over http
+
+
+def test_with_ssl_redirect_on_the_pixel_and_the_redirect_go_to_https_first(sent, settings):
+    article, (reader, _) = sent
+    settings.SECURE_SSL_REDIRECT = True
+    client = Client()
+    token = tracking.delivery_token(reader.pk)
+    for path in (f"/o/{token}.gif", link_url(article, "https://example.org/report", reader)):
+        response = client.get(path, HTTP_USER_AGENT=BROWSER)
+        assert response.status_code == 301
+        assert response["Location"] == f"https://testserver{path}"
+    assert not OpenEvent.objects.exists() and not ClickEvent.objects.exists()
+    assert client.get(f"/o/{token}.gif", secure=True).status_code == 200
+    assert OpenEvent.objects.count() == 1
