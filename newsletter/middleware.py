@@ -199,4 +199,6 @@ def _uncached(response: _Response) -> _Response:
     response["Cache-Control"] = "no-store, no-cache, must-revalidate, private, max-age=0"
     response["Pragma"] = "no-cache"
     response["Referrer-Policy"] = "no-referrer"
+    # Not logged as "Bad Request: <path>" by Django either: the path names a delivery.
+    response._has_been_logged = True  # type: ignore[attr-defined]
     return response

@@ -69,7 +69,11 @@ def test_opens_and_clicks_are_recorded_through_gunicorn_on_both_configurations(s
     sock = processes.bind_loopback()
     port = sock.getsockname()[1]
     log = tmp_path / "gunicorn.log"
-    web = processes.start_gunicorn(env=env, log=log, sock=sock, workers=1, threads=2)
+    # The production web line's access log (Procfile): opens and clicks are never in it.
+    logging = ("--access-logfile", "-", "--logger-class", "config.gunicorn_logging.AccessLogger")
+    web = processes.start_gunicorn(
+        env=env, log=log, sock=sock, workers=1, threads=2, options=logging
+    )
     stack.workers.append(web)
     stack.logs.append(log)
     try:
@@ -101,6 +105,9 @@ def test_opens_and_clicks_are_recorded_through_gunicorn_on_both_configurations(s
     finally:
         stack.stop()
     assert figures == [1, 1, 1, 1]
+    logged = log.read_text()
+    assert '"GET /healthz HTTP/1.1" 200' in logged
+    assert "/o/" not in logged and "/r/" not in logged
 
 
 def _answers(port: int) -> bool:

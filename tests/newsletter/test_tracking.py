@@ -669,3 +669,30 @@ def test_with_ssl_redirect_on_the_pixel_and_the_redirect_go_to_https_first(sent,
     assert not OpenEvent.objects.exists() and not ClickEvent.objects.exists()
     assert client.get(f"/o/{token}.gif", secure=True).status_code == 200
     assert OpenEvent.objects.count() == 1
+
+
+def test_both_footers_say_what_is_read_how_long_it_is_held_and_when_records_go(
+    django_capture_on_commit_callbacks, settings
+):
+    settings.TRACKING_RETENTION_DAYS = 183
+    reader = SubscriberFactory()
+    article = ArticleFactory(body=BODY)
+    message = sent_messages(article, django_capture_on_commit_callbacks)[reader.email]
+    text = message.get_body(preferencelist=("plain",)).get_content()
+    document = html5lib.parse(html_of(message), namespaceHTMLElements=False)
+    html = " ".join("".join(p.itertext()) for p in document.iter("p"))
+    for part in (html, " ".join(text.split())):
+        assert "no address or device is kept" not in part
+        assert "your IP address and your mail program's name are read" in part
+        assert "held for a few seconds until the record is written" in part
+        assert "not kept in the record or in the site's logs" in part
+        assert "The records go after 6 months." in part
+
+
+def test_a_refused_token_is_not_logged_with_its_path(sent, caplog):
+    _, (reader, _) = sent
+    forged = f"/r/abc.def.{tracking.delivery_token(reader.pk)}/"
+    with caplog.at_level("DEBUG", logger="django"):
+        assert Client().get(forged).status_code == 400
+        assert Client().get("/o/forged.gif").status_code == 400
+    assert not [r for r in caplog.records if "/r/" in r.getMessage() or "/o/" in r.getMessage()]
