@@ -89,6 +89,9 @@ def test_opens_and_clicks_are_recorded_through_gunicorn_on_both_configurations(s
         assert clicked.status == 302
         assert clicked.getheader("Location") == "https://example.org/report?a=1&b=2"
         assert get(port, paths["click"][:-3] + "xx/", person).status == 400
+        e12 = "%C3%A9" * 12  # twelve "é": a non-ASCII token is refused, not a 500
+        assert get(port, f"/o/{e12}AQ.gif", person).status == 400
+        assert get(port, paths["click"].rsplit(".", 1)[0] + f".{e12}/", person).status == 400
 
         if stack.name == POSTGRESQL_REDIS:
             assert stack.query("SELECT COUNT(*) FROM newsletter_openevent") == [(0,)]
