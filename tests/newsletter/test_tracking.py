@@ -684,7 +684,7 @@ def test_both_footers_say_what_is_read_how_long_it_is_held_and_when_records_go(
     for part in (html, " ".join(text.split())):
         assert "no address or device is kept" not in part
         assert "your IP address and your mail program's name are read" in part
-        assert "held for a few seconds until the record is written" in part
+        assert "held until the record is written, normally a few seconds;" in part
         assert "not kept in the record or in the site's logs" in part
         assert "The records go after 6 months." in part
 
