@@ -19,6 +19,7 @@ import logging
 import time
 from collections.abc import Callable
 from functools import lru_cache
+from typing import TypeVar
 
 from django.conf import settings
 from django.core.cache import cache
@@ -30,12 +31,15 @@ from django.http import (
     HttpResponseBase,
     HttpResponseRedirect,
 )
+from django.middleware.security import SecurityMiddleware
 from django.urls import Resolver404, get_urlconf, resolve
 
 from newsletter.services import page_cache, tracking
 from subscriptions.services.ratelimit import client_ip
 
 logger = logging.getLogger(__name__)
+
+_Response = TypeVar("_Response", bound=HttpResponseBase)
 
 # The longest a render may hold its page's lock; a worker that dies mid-render frees it
 # after this.
@@ -120,10 +124,16 @@ class TrackingMiddleware:
     that only records a hit and answers a 43-byte GIF or a 302. Recording is one push
     onto Redis (or, on the embedded default, one short write); a failure to record is
     logged and the reader still gets the image or their link.
+
+    Being first, it would skip SecurityMiddleware: its request and response steps are
+    run here on the pixel and the redirect (the http→https redirect when
+    SECURE_SSL_REDIRECT is on, `X-Content-Type-Options: nosniff`, HSTS when
+    SECURE_HSTS_SECONDS is set), as on every other page.
     """
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponseBase]) -> None:
         self.get_response = get_response
+        self.security = SecurityMiddleware(get_response)
 
     def __call__(self, request: HttpRequest) -> HttpResponseBase:
         path = request.path_info
@@ -132,21 +142,32 @@ class TrackingMiddleware:
         if path.startswith(tracking.OPEN_PATH_PREFIX):
             token = path[len(tracking.OPEN_PATH_PREFIX) :]
             if "/" not in token:
-                return self._open(request, token)
+                return self._secured(request, self._open, token)
         elif path.startswith(tracking.CLICK_PATH_PREFIX):
             token = path[len(tracking.CLICK_PATH_PREFIX) :]
             if token.endswith("/") and "/" not in token[:-1]:
-                return self._click(request, token[:-1])
+                return self._secured(request, self._click, token[:-1])
         return self.get_response(request)
 
-    def _open(self, request: HttpRequest, token: str) -> HttpResponseBase:
+    def _secured(
+        self,
+        request: HttpRequest,
+        answer: Callable[[HttpRequest, str], HttpResponse],
+        token: str,
+    ) -> HttpResponseBase:
+        redirect = self.security.process_request(request)
+        if redirect is not None:  # to https, before anything is recorded
+            return self.security.process_response(request, _uncached(redirect))
+        return self.security.process_response(request, answer(request, token))
+
+    def _open(self, request: HttpRequest, token: str) -> HttpResponse:
         delivery_id = tracking.open_token_delivery(token)
         if delivery_id is None:
             return _uncached(HttpResponseBadRequest("Not a valid image address."))
         _record(request, delivery_id=delivery_id, link_id=0)
         return _uncached(HttpResponse(tracking.PIXEL_GIF, content_type="image/gif"))
 
-    def _click(self, request: HttpRequest, token: str) -> HttpResponseBase:
+    def _click(self, request: HttpRequest, token: str) -> HttpResponse:
         target = tracking.click_target(token)
         if target is None:
             return _uncached(HttpResponseBadRequest("This link is damaged: it cannot be followed."))
@@ -173,9 +194,11 @@ def _record(request: HttpRequest, *, delivery_id: int, link_id: int) -> None:
         logger.exception("An open or click could not be recorded.")
 
 
-def _uncached(response: HttpResponseBase) -> HttpResponseBase:
+def _uncached(response: _Response) -> _Response:
     # Every open and click must reach the site: no browser or proxy may keep a copy.
     response["Cache-Control"] = "no-store, no-cache, must-revalidate, private, max-age=0"
     response["Pragma"] = "no-cache"
     response["Referrer-Policy"] = "no-referrer"
+    # Not logged as "Bad Request: <path>" by Django either: the path names a delivery.
+    response._has_been_logged = True  # type: ignore[attr-defined]
     return response

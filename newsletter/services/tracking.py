@@ -42,6 +42,7 @@ from datetime import UTC, datetime, timedelta
 from html import escape, unescape
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.cache import cache, caches
@@ -97,14 +98,18 @@ def delivery_token(delivery_id: int) -> str:
     return _mac("delivery", ident.encode()) + ident
 
 
+def _signed(mac: str, purpose: str, message: str) -> bool:
+    """Whether `mac` signs `message`. Tokens are base64url: anything else (a URL may
+    carry any text, and `compare_digest` refuses a non-ASCII str) is simply not signed."""
+    if not (mac.isascii() and message.isascii()):
+        return False
+    return hmac.compare_digest(mac.encode(), _mac(purpose, message.encode()).encode())
+
+
 def token_delivery(token: str) -> int | None:
     """The delivery id signed into `delivery_token`'s result; None if tampered."""
     mac, ident = token[:_MAC_CHARS], token[_MAC_CHARS:]
-    if (
-        not ident
-        or len(ident) > 11
-        or not hmac.compare_digest(mac, _mac("delivery", ident.encode()))
-    ):
+    if not ident or len(ident) > 11 or not _signed(mac, "delivery", ident):
         return None
     try:
         return int.from_bytes(_unb64(ident), "big")
@@ -131,7 +136,7 @@ def click_target(token: str) -> ClickTarget | None:
     if len(parts) != 3:
         return None
     payload, mac, delivery_part = parts
-    if not hmac.compare_digest(mac, _mac("link", payload.encode())):
+    if not _signed(mac, "link", payload):
         return None
     delivery_id = token_delivery(delivery_part)
     if delivery_id is None:
@@ -157,20 +162,45 @@ def open_token_delivery(token: str) -> int | None:
 _ANCHOR_HREF = re.compile(r'(<a\b(?:\s+[^\s"\'>/=]+(?:="[^"]*")?)*?\s+href=")([^"]*)(")', re.I)
 
 
+# What a browser strips from both ends of an href before following it (the URL
+# standard's "C0 control or space"; HTML's ASCII whitespace is among them).
+_URL_SPACE = "".join(map(chr, range(0x21)))
+# The site's own pages where a reader manages or ends their subscription (and signs in
+# to do so): the way out of tracking is never itself tracked.
+_OWN_UNTRACKED_PATHS = ("/account/", "/accounts/", "/unsubscribe/")
+
+
+def _own_page(url: str) -> bool:
+    site = urlsplit(settings.SITE_URL)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # a malformed host ("http://[x"): not the site's
+        return False
+    if parts.netloc.lower() != site.netloc.lower():
+        return False
+    path = parts.path[len(site.path.rstrip("/")) :] if site.path.strip("/") else parts.path
+    return (path.rstrip("/") + "/").lower().startswith(_OWN_UNTRACKED_PATHS)
+
+
 def _untracked(url: str) -> bool:
-    """Links left as they are: anything not on the web, the unsubscribe link (RFC 8058
-    wants it to work as sent, and a reader leaving is not a click), and any other
-    per-reader value."""
-    return not url.lower().startswith(("http://", "https://")) or "@@broadside-" in url
+    """Links left as they are: anything not on the web, the site's account, sign-in and
+    unsubscribe pages (RFC 8058 wants the unsubscribe link to work as sent, and a reader
+    managing or leaving is not a click), and any other per-reader value."""
+    return (
+        not url.lower().startswith(("http://", "https://"))
+        or "@@broadside-" in url
+        or _own_page(url)
+    )
 
 
 def track_links(*, html: str, article: Article) -> str:
     """Every web link of the email's HTML through the signed redirect `/r/<token>/`.
 
     One TrackedLink per distinct URL of the article (made here, on first use). The
-    delivery's part of each token is the placeholder, filled in per reader.
+    delivery's part of each token is the placeholder, filled in per reader. An href's
+    surrounding spaces are stripped first, as a browser does.
     """
-    urls = [unescape(m.group(2)) for m in _ANCHOR_HREF.finditer(html)]
+    urls = [unescape(m.group(2)).strip(_URL_SPACE) for m in _ANCHOR_HREF.finditer(html)]
     wanted = {url for url in urls if not _untracked(url)}
     if not wanted:
         return html
@@ -187,7 +217,7 @@ def track_links(*, html: str, article: Article) -> str:
     site = settings.SITE_URL
 
     def rewrite(match: re.Match[str]) -> str:
-        url = unescape(match.group(2))
+        url = unescape(match.group(2)).strip(_URL_SPACE)
         if url not in wanted:
             return match.group(0)
         token = link_token(link_id=ids[digests[url]], url=url)
@@ -233,8 +263,10 @@ APPLE_PROXY_USER_AGENT = "Mozilla/5.0"
 _APPLE_NETWORKS = ("17.0.0.0/8",)
 
 # Link checkers of mail gateways and security suites, and generic HTTP clients: they
-# follow links (and fetch images) on delivery, before any person does. Matched as
-# case-insensitive substrings of the user agent.
+# follow links (and fetch images) on delivery, before any person does. Matched,
+# case-insensitively, as whole words of the user agent (an entry ending in "/" as the
+# start of a product token, "Java/17"), never inside another word: "bot" is not the
+# phone maker CUBOT, "java/" not "myjava/".
 SCANNER_AGENTS = (
     "barracuda",
     "proofpoint",
@@ -268,7 +300,19 @@ SCANNER_AGENTS = (
     "headlesschrome",
     "phantomjs",
 )
-_SCANNER_RE = re.compile("|".join(map(re.escape, SCANNER_AGENTS)), re.I)
+# Crawlers name themselves in a product token ending in one of these words, with a
+# version: "Googlebot/2.1", "AhrefsBot/7.0", "YandexSpider/3.0".
+_CRAWLER_PRODUCT = r"[a-z0-9_-]*(?:bot|crawler|spider)/"
+_SCANNER_RE = re.compile(
+    "|".join(
+        [
+            rf"(?<![a-z0-9]){re.escape(agent)}" + ("" if agent.endswith("/") else "(?![a-z0-9])")
+            for agent in SCANNER_AGENTS
+        ]
+        + [_CRAWLER_PRODUCT]
+    ),
+    re.I,
+)
 # A burst: this many different links of one delivery followed within BURST_SECONDS is
 # a scanner following every link, not a person.
 BURST_LINKS = 3
@@ -299,6 +343,8 @@ def is_apple_proxy_address(ip: str) -> bool:
         address = ipaddress.ip_address(ip)
     except ValueError:
         return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped  # "::ffff:17.1.2.3" from a dual-stack listener
     v4, v6 = _apple_networks(settings.TRACKING_APPLE_PROXY_NETWORKS_FILE)
     networks: list[Any] = v4 if address.version == 4 else v6
     low, high = 0, len(networks)
@@ -311,11 +357,21 @@ def is_apple_proxy_address(ip: str) -> bool:
     return low > 0 and address in networks[low - 1]
 
 
-def classify_open(*, user_agent: str, ip: str, at: datetime, sent_at: datetime | None) -> str:
+def _scanner_agent(user_agent: str) -> bool:
+    """A scanner's or an HTTP library's agent, or none at all (every browser and mail
+    client sends one)."""
+    return not user_agent.strip() or _SCANNER_RE.search(user_agent) is not None
+
+
+def classify_open(
+    *, user_agent: str, ip: str, at: datetime, sent_at: datetime | None, method: str = "GET"
+) -> str:
     """The machine reason of a pixel fetch, or "" for one that looks like a reader's."""
-    if user_agent.strip() == APPLE_PROXY_USER_AGENT or is_apple_proxy_address(ip):
+    if user_agent.strip().lower() == APPLE_PROXY_USER_AGENT.lower() or is_apple_proxy_address(ip):
         return MachineReason.APPLE_PROXY
-    if _SCANNER_RE.search(user_agent):
+    if method == "HEAD":  # no image is shown for a HEAD: a checker, not a reader
+        return MachineReason.HEAD
+    if _scanner_agent(user_agent):
         return MachineReason.SCANNER
     if sent_at is not None and at - sent_at < timedelta(seconds=settings.TRACKING_PREFETCH_SECONDS):
         return MachineReason.PREFETCH
@@ -327,7 +383,7 @@ def classify_click(*, user_agent: str, method: str) -> str:
     is recorded, against the delivery's other clicks), or ""."""
     if method == "HEAD":
         return MachineReason.HEAD
-    if not user_agent.strip() or _SCANNER_RE.search(user_agent):
+    if _scanner_agent(user_agent):
         return MachineReason.SCANNER
     return MachineReason.NONE
 
@@ -479,7 +535,9 @@ def record_events(hits: Sequence[Hit]) -> int:
         article_id, sent_at = known[0], known[1]
         at = datetime.fromtimestamp(hit.at, tz=UTC)
         if hit.link_id == 0:
-            reason = classify_open(user_agent=hit.user_agent, ip=hit.ip, at=at, sent_at=sent_at)
+            reason = classify_open(
+                user_agent=hit.user_agent, ip=hit.ip, at=at, sent_at=sent_at, method=hit.method
+            )
             opens.append(
                 OpenEvent(
                     delivery_id=hit.delivery_id,

@@ -69,7 +69,11 @@ def test_opens_and_clicks_are_recorded_through_gunicorn_on_both_configurations(s
     sock = processes.bind_loopback()
     port = sock.getsockname()[1]
     log = tmp_path / "gunicorn.log"
-    web = processes.start_gunicorn(env=env, log=log, sock=sock, workers=1, threads=2)
+    # The production web line's access log (Procfile): opens and clicks are never in it.
+    logging = ("--access-logfile", "-", "--logger-class", "config.gunicorn_logging.AccessLogger")
+    web = processes.start_gunicorn(
+        env=env, log=log, sock=sock, workers=1, threads=2, options=logging
+    )
     stack.workers.append(web)
     stack.logs.append(log)
     try:
@@ -85,6 +89,9 @@ def test_opens_and_clicks_are_recorded_through_gunicorn_on_both_configurations(s
         assert clicked.status == 302
         assert clicked.getheader("Location") == "https://example.org/report?a=1&b=2"
         assert get(port, paths["click"][:-3] + "xx/", person).status == 400
+        e12 = "%C3%A9" * 12  # twelve "é": a non-ASCII token is refused, not a 500
+        assert get(port, f"/o/{e12}AQ.gif", person).status == 400
+        assert get(port, paths["click"].rsplit(".", 1)[0] + f".{e12}/", person).status == 400
 
         if stack.name == POSTGRESQL_REDIS:
             assert stack.query("SELECT COUNT(*) FROM newsletter_openevent") == [(0,)]
@@ -101,6 +108,9 @@ def test_opens_and_clicks_are_recorded_through_gunicorn_on_both_configurations(s
     finally:
         stack.stop()
     assert figures == [1, 1, 1, 1]
+    logged = log.read_text()
+    assert '"GET /healthz HTTP/1.1" 200' in logged
+    assert "/o/" not in logged and "/r/" not in logged
 
 
 def _answers(port: int) -> bool:

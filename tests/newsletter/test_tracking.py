@@ -4,15 +4,17 @@ import email
 import email.policy
 import json
 from datetime import timedelta
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import html5lib
+import hypothesis
 import pytest
 from django.core import mail
 from django.core.management import call_command
 from django.test import Client
 from django.utils import timezone
 from django.utils.encoding import iri_to_uri
+from hypothesis import strategies as st
 
 from newsletter.models import (
     ArticleEngagementDay,
@@ -475,3 +477,222 @@ def test_hits_that_cannot_reach_redis_are_kept_for_the_next_push(sent, settings)
         # The push (the outbox's thread's or the flush's own) now reaches Redis.
         assert tracking.flush_buffered_events() == 1
     assert OpenEvent.objects.get().delivery_id == reader.pk
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/o/ééééééééééééAQ.gif",
+        "/o/AAAAAAAAAAAAé.gif",
+        "/r/{link}.éééééééééééé/",
+        "/r/{link}.ééééééééééééAQ/",
+        "/r/é.{mac}.{delivery}/",
+        "/r/{payload}.éééééééééééé.{delivery}/",
+    ],
+)
+def test_a_token_with_non_ascii_text_answers_400_not_a_server_error(sent, path):
+    article, (reader, _) = sent
+    valid = link_url(article, "https://example.org/report", reader)
+    payload, mac, delivery = valid.removeprefix("/r/").removesuffix("/").split(".")
+    response = Client().get(
+        path.format(link=f"{payload}.{mac}", payload=payload, mac=mac, delivery=delivery),
+        HTTP_USER_AGENT=BROWSER,
+    )
+    assert response.status_code == 400
+    assert "Location" not in response
+    assert not OpenEvent.objects.exists() and not ClickEvent.objects.exists()
+
+
+@hypothesis.settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[hypothesis.HealthCheck.function_scoped_fixture],
+)
+@hypothesis.given(token=st.text(alphabet=st.characters(blacklist_categories=("Cs",))))
+def test_any_text_as_a_token_is_refused_and_never_a_server_error(sent, token):
+    assert tracking.token_delivery(token) is None
+    assert tracking.open_token_delivery(token) is None
+    assert tracking.click_target(token) is None
+    client = Client()
+    for path in (f"/o/{quote(token, safe='')}.gif", f"/r/{quote(token, safe='')}/"):
+        response = client.get(path, HTTP_USER_AGENT=BROWSER)
+        assert response.status_code in (400, 404), path
+        assert "Location" not in response
+    assert not OpenEvent.objects.exists() and not ClickEvent.objects.exists()
+
+
+AN_HOUR_AGO = timezone.now() - timedelta(hours=1)
+
+READERS_AGENTS = [
+    PERSON,
+    BROWSER,
+    # A CUBOT phone's Chrome: "bot" inside the maker's name is not a bot.
+    "Mozilla/5.0 (Linux; Android 11; CUBOT KINGKONG 7 Build/RP1A.200720.011) "
+    "AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.6099.210 Mobile Safari/537.36",
+    "Mozilla/5.0 (Linux; Android 13; Pixel 7) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/119.0 Mobile Safari/537.36 MyJava/2.0",
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) AppleWebKit/605.1.15 "
+    "(KHTML, like Gecko) Mobile/15E148",
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/120.0 Safari/537.36 Edg/120.0 (Robotics lab)",
+]
+MACHINES_AGENTS = [
+    "",
+    "   ",
+    "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
+    "Mozilla/5.0 (compatible; bingbot/2.0; +http://www.bing.com/bingbot.htm)",
+    "Mozilla/5.0 (compatible; AhrefsBot/7.0; +http://ahrefs.com/robot/)",
+    "Mozilla/5.0 (compatible; Barracuda Sentinel)",
+    "Java/17.0.2",
+    "Apache-HttpClient/4.5 Java/1.8.0_151",
+    "python-requests/2.31.0",
+    "curl/8.4.0",
+    "Wget/1.21.4",
+    "Go-http-client/1.1",
+    "okhttp/4.12.0",
+    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "HeadlessChrome/120.0.0.0 Safari/537.36",
+]
+
+
+@pytest.mark.parametrize("user_agent", READERS_AGENTS)
+def test_real_readers_agents_are_people_for_opens_and_clicks(user_agent):
+    assert tracking.classify_click(user_agent=user_agent, method="GET") == MachineReason.NONE
+    reason = tracking.classify_open(
+        user_agent=user_agent, ip="198.51.100.7", at=timezone.now(), sent_at=AN_HOUR_AGO
+    )
+    assert reason == MachineReason.NONE
+
+
+@pytest.mark.parametrize("user_agent", MACHINES_AGENTS)
+def test_scanner_library_and_missing_agents_are_machines_for_opens_and_clicks(user_agent):
+    assert tracking.classify_click(user_agent=user_agent, method="GET") == MachineReason.SCANNER
+    reason = tracking.classify_open(
+        user_agent=user_agent, ip="198.51.100.7", at=timezone.now(), sent_at=AN_HOUR_AGO
+    )
+    assert reason == MachineReason.SCANNER
+
+
+@pytest.mark.parametrize("user_agent", ["Mozilla/5.0", " mozilla/5.0 ", "MOZILLA/5.0\t"])
+def test_apples_bare_agent_is_known_whatever_its_case_and_surrounding_space(user_agent):
+    reason = tracking.classify_open(
+        user_agent=user_agent, ip="198.51.100.7", at=timezone.now(), sent_at=AN_HOUR_AGO
+    )
+    assert reason == MachineReason.APPLE_PROXY
+
+
+@pytest.mark.parametrize("ip", ["17.1.2.3", "::ffff:17.1.2.3", "::FFFF:11.1.2.3"])
+def test_apples_relays_are_known_by_ipv4_and_ipv4_mapped_addresses(ip):
+    expected = ip.lower() != "::ffff:11.1.2.3"
+    assert tracking.is_apple_proxy_address(ip) is expected
+
+
+def test_a_head_request_for_the_pixel_is_a_machine_not_an_open(sent):
+    _, (reader, _) = sent
+    token = tracking.delivery_token(reader.pk)
+    response = Client().head(f"/o/{token}.gif", HTTP_USER_AGENT=PERSON)
+    assert response.status_code == 200
+    assert OpenEvent.objects.get().reason == MachineReason.HEAD
+    reader.refresh_from_db()
+    assert reader.opened_at is None
+
+
+def test_the_sites_account_sign_in_and_unsubscribe_links_are_never_tracked(
+    django_capture_on_commit_callbacks, settings
+):
+    site = settings.SITE_URL
+    own = [f"{site}/account/tracking/", f"{site}/Account", f"{site}/accounts/login/"]
+    body = "".join(f'<p><a href="{url}">mine</a></p>' for url in own)
+    body += f'<p><a href="{site}/accountants/">an article</a></p>'
+    reader = SubscriberFactory()
+    article = ArticleFactory(body=body)
+    message = sent_messages(article, django_capture_on_commit_callbacks)[reader.email]
+    hrefs, _ = html_links(message)
+
+    manage = html5lib.parse(html_of(message), namespaceHTMLElements=False)
+    (footer_link,) = [
+        a.get("href") for a in manage.iter("a") if a.text == "Manage your subscription"
+    ]
+    assert footer_link == f"{site}/account/"
+    for url in own:
+        assert url in hrefs
+    redirected = [
+        tracking.click_target(urlsplit(h).path[3:-1]).url
+        for h in hrefs
+        if urlsplit(h).path.startswith("/r/")
+    ]
+    assert f"{site}/accountants/" in redirected
+    assert not [url for url in redirected if "/account/" in url or "/unsubscribe/" in url]
+
+
+def test_a_link_with_spaces_around_its_address_is_tracked_as_the_address(
+    django_capture_on_commit_callbacks,
+):
+    reader = SubscriberFactory()
+    article = ArticleFactory(
+        body='<p><a href=" https://example.com/x ">x</a> <a href="\nhttps://example.org/y\t">y</a></p>'
+    )
+    message = sent_messages(article, django_capture_on_commit_callbacks)[reader.email]
+    hrefs, _ = html_links(message)
+    redirected = {
+        tracking.click_target(urlsplit(h).path[3:-1]).url
+        for h in hrefs
+        if urlsplit(h).path.startswith("/r/")
+    }
+    assert {"https://example.com/x", "https://example.org/y"} <= redirected
+    assert not [h for h in hrefs if "example.com/x" in h or "example.org/y" in h]
+
+
+def test_the_pixel_and_the_redirect_carry_the_security_headers(sent, settings):
+    article, (reader, _) = sent
+    settings.SECURE_HSTS_SECONDS = 3600
+    client = Client()
+    token = tracking.delivery_token(reader.pk)
+    click = link_url(article, "https://example.org/report", reader)
+    for path in (f"/o/{token}.gif", click, "/o/forged.gif", "/r/forged/"):
+        response = client.get(path, secure=True, HTTP_USER_AGENT=BROWSER)
+        assert response["X-Content-Type-Options"] == "nosniff", path
+        assert response["Strict-Transport-Security"] == "max-age=3600", path
+        assert response["Referrer-Policy"] == "no-referrer", path
+    assert "Strict-Transport-Security" not in client.get(f"/o/{token}.gif")  # not over http
+
+
+def test_with_ssl_redirect_on_the_pixel_and_the_redirect_go_to_https_first(sent, settings):
+    article, (reader, _) = sent
+    settings.SECURE_SSL_REDIRECT = True
+    client = Client()
+    token = tracking.delivery_token(reader.pk)
+    for path in (f"/o/{token}.gif", link_url(article, "https://example.org/report", reader)):
+        response = client.get(path, HTTP_USER_AGENT=BROWSER)
+        assert response.status_code == 301
+        assert response["Location"] == f"https://testserver{path}"
+    assert not OpenEvent.objects.exists() and not ClickEvent.objects.exists()
+    assert client.get(f"/o/{token}.gif", secure=True).status_code == 200
+    assert OpenEvent.objects.count() == 1
+
+
+def test_both_footers_say_what_is_read_how_long_it_is_held_and_when_records_go(
+    django_capture_on_commit_callbacks, settings
+):
+    settings.TRACKING_RETENTION_DAYS = 183
+    reader = SubscriberFactory()
+    article = ArticleFactory(body=BODY)
+    message = sent_messages(article, django_capture_on_commit_callbacks)[reader.email]
+    text = message.get_body(preferencelist=("plain",)).get_content()
+    document = html5lib.parse(html_of(message), namespaceHTMLElements=False)
+    html = " ".join("".join(p.itertext()) for p in document.iter("p"))
+    for part in (html, " ".join(text.split())):
+        assert "no address or device is kept" not in part
+        assert "your IP address and your mail program's name are read" in part
+        assert "held until the record is written, normally a few seconds;" in part
+        assert "not kept in the record or in the site's logs" in part
+        assert "The records go after 6 months." in part
+
+
+def test_a_refused_token_is_not_logged_with_its_path(sent, caplog):
+    _, (reader, _) = sent
+    forged = f"/r/abc.def.{tracking.delivery_token(reader.pk)}/"
+    with caplog.at_level("DEBUG", logger="django"):
+        assert Client().get(forged).status_code == 400
+        assert Client().get("/o/forged.gif").status_code == 400
+    assert not [r for r in caplog.records if "/r/" in r.getMessage() or "/o/" in r.getMessage()]
