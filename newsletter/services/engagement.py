@@ -34,6 +34,7 @@ from newsletter.models import (
     OpenEvent,
     TrackedLink,
 )
+from newsletter.services import tracking
 
 # Events younger than this wait for the next roll-up: a burst may still reclassify them.
 SETTLE = timedelta(seconds=60)
@@ -48,6 +49,9 @@ _FIRST_OF_LINK = Q(first_of_link=True)
 
 
 def _mark(table: str) -> EngagementRollupMark:
+    # The writers' lock first: while it is held no flush is half-way through a
+    # transaction, so no event with an id below the last committed one can still appear.
+    tracking.lock_engagement_writers()
     EngagementRollupMark.objects.get_or_create(table=table)
     return EngagementRollupMark.objects.select_for_update().get(table=table)
 

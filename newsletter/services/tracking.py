@@ -55,6 +55,7 @@ from newsletter.models import (
     ClickEvent,
     Delivery,
     Engagement,
+    EngagementRollupMark,
     MachineReason,
     OpenEvent,
     TrackedLink,
@@ -459,6 +460,25 @@ def record_events(hits: Sequence[Hit]) -> int:
     dropped. Returns how many were written."""
     if not hits:
         return 0
+    with transaction.atomic():
+        # One writer at a time: a flush reads each delivery's first open and click and
+        # the stored clicks, and must not race another flush (nor the roll-up) doing so.
+        lock_engagement_writers()
+        return _record_events(hits)
+
+
+def lock_engagement_writers() -> None:
+    """Inside a transaction: wait until no other flush or roll-up holds the lock.
+    A row lock (SELECT FOR UPDATE) on PostgreSQL; SQLite serialises writers itself."""
+    EngagementRollupMark.objects.get_or_create(table=_WRITERS)
+    list(EngagementRollupMark.objects.select_for_update().filter(table=_WRITERS))
+
+
+# The EngagementRollupMark row whose lock says who writes events.
+_WRITERS = "writers"
+
+
+def _record_events(hits: Sequence[Hit]) -> int:
     deliveries = {
         row[0]: row[1:]
         for row in Delivery.objects.filter(pk__in={h.delivery_id for h in hits}).values_list(
@@ -491,14 +511,13 @@ def record_events(hits: Sequence[Hit]) -> int:
             )
         elif link_articles.get(hit.link_id) == article_id:
             clicks.append((hit, at, article_id))
-    with transaction.atomic():
-        _set_first(
-            "opened_at",
-            {pk: known[2] for pk, known in deliveries.items()},
-            [e for e in opens if e.engagement == Engagement.HUMAN],
-        )
-        OpenEvent.objects.bulk_create(opens)
-        written = _record_clicks(clicks, {pk: known[3] for pk, known in deliveries.items()})
+    _set_first(
+        "opened_at",
+        {pk: known[2] for pk, known in deliveries.items()},
+        [e for e in opens if e.engagement == Engagement.HUMAN],
+    )
+    OpenEvent.objects.bulk_create(opens)
+    written = _record_clicks(clicks, {pk: known[3] for pk, known in deliveries.items()})
     return len(opens) + written
 
 
@@ -522,6 +541,9 @@ def _set_first(
         Delivery.objects.filter(pk__in=changed).update(
             **{field: Case(*(When(pk=pk, then=Value(at)) for pk, at in changed.items()))}
         )
+        # An earlier event arrived after a later one: the later one is first no more.
+        model = OpenEvent if field == "opened_at" else ClickEvent
+        model.objects.filter(delivery_id__in=changed, first=True).update(first=False)
 
 
 def _record_clicks(
@@ -569,17 +591,29 @@ def _record_clicks(
             engagement=Engagement.MACHINE, reason=MachineReason.BURST
         )
     human = [e for e in new if e.engagement == Engagement.HUMAN]
-    clicked_links = set(
+    # Each (delivery, link)'s first human click stored: its pk and time.
+    first_clicks: dict[tuple[int, int], tuple[int | None, datetime]] = {}
+    for pk, delivery_id, link_id, at in (
         ClickEvent.objects.filter(
             delivery_id__in={e.delivery_id for e in human},
             link_id__in={e.link_id for e in human},
             engagement=Engagement.HUMAN,
-        ).values_list("delivery_id", "link_id")
-    )
+        )
+        .order_by("at", "id")
+        .values_list("pk", "delivery_id", "link_id", "at")
+    ):
+        first_clicks.setdefault((delivery_id, link_id), (pk, at))
+    superseded: set[int] = set()
     for event in sorted(human, key=lambda e: e.at):
-        if (event.delivery_id, event.link_id) not in clicked_links:
+        key = (event.delivery_id, event.link_id)
+        known = first_clicks.get(key)
+        if known is None or event.at < known[1]:
+            if known is not None and known[0] is not None:
+                superseded.add(known[0])  # stored later, arrived earlier: first no more
             event.first_of_link = True
-            clicked_links.add((event.delivery_id, event.link_id))
+            first_clicks[key] = (None, event.at)
+    if superseded:
+        ClickEvent.objects.filter(pk__in=superseded).update(first_of_link=False)
     _set_first(
         "clicked_at",
         {pk: at for pk, at in clicked_at.items() if pk not in burst_deliveries},
