@@ -27,6 +27,7 @@ from newsletter.models import (
     Article,
     ArticleEngagementDay,
     ClickEvent,
+    Delivery,
     EmailSend,
     Engagement,
     EngagementRollupMark,
@@ -165,6 +166,11 @@ def expire_events(*, now: datetime | None = None, batch: int = 10_000) -> int:
                 break
             count, _ = model.objects.filter(id__in=ids).delete()
             deleted += count
+    # The deliveries' first open and click go with the events (the daily counts keep the
+    # figures): the footer promises a reader's records go after the retention period.
+    Delivery.objects.filter(sent_at__lt=cutoff).filter(
+        Q(opened_at__isnull=False) | Q(clicked_at__isnull=False)
+    ).update(opened_at=None, clicked_at=None)
     return deleted
 
 

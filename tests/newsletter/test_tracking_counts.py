@@ -146,3 +146,22 @@ def test_an_event_committed_after_a_higher_id_is_still_rolled_up():
     engagement.roll_up_events(now=timezone.now() + timedelta(minutes=5))
     day = ArticleEngagementDay.objects.get(article=article)
     assert (day.human_opens, day.readers_opened, day.human_clicks) == (2, 2, 1)
+
+
+@pytest.mark.django_db
+def test_retention_clears_the_deliveries_first_open_and_click(settings):
+    settings.TRACKING_RETENTION_DAYS = 30
+    article, [old] = sent_to(1, hours_ago=24 * 40)
+    _, [recent] = sent_to(1)
+    link = TrackedLink.objects.create(article=article, url="https://example.org/", digest="d")
+    tracking.record_events([open_hit(old, minutes_after=1), click_hit(old, link, minutes_after=1)])
+    tracking.record_events([open_hit(recent, minutes_after=1)])
+
+    engagement.expire_events()
+
+    old.refresh_from_db()
+    recent.refresh_from_db()
+    assert (old.opened_at, old.clicked_at) == (None, None)
+    assert recent.opened_at is not None
+    day = ArticleEngagementDay.objects.get(article=article)
+    assert (day.readers_opened, day.readers_clicked) == (1, 1)
