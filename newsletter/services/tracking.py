@@ -34,6 +34,7 @@ import json
 import logging
 import os
 import re
+import secrets
 import threading
 import time
 from collections.abc import Sequence
@@ -436,21 +437,85 @@ def record(hit: Hit) -> None:
 
 
 def flush_buffered_events(*, batch: int = 2000) -> int:
-    """Write the hits waiting in the Redis buffer (the beat task); how many."""
+    """Write the hits waiting in the Redis buffer (the beat task); how many.
+
+    A batch is moved (one Lua script, atomically) to a numbered processing list and
+    deleted from it only once written: a flush that fails (database down, worker killed)
+    leaves it for the next flush, which writes it first. The batch's number is saved in
+    the same transaction as its events, so a batch written whose list was not deleted
+    (the worker died in between) is not written again."""
     client = _redis()
     if client is None:
         return 0
     _outbox.push()  # this process's own, if it recorded any
     total = 0
     while True:
-        # LPOP with a count takes the oldest `batch` hits at once (Redis 6.2+).
-        raw = client.lpop(_buffer_key(), batch) or []
+        number, raw = _take_batch(client, batch)
         if not raw:
             return total
-        record_events([Hit.loads(item) for item in raw])
+        _write_batch(client, number, [Hit.loads(item) for item in raw])
+        _finish_batch(client, number)
         total += len(raw)
         if len(raw) < batch:
             return total
+
+
+# KEYS: buffer, processing list, its number's key; ARGV: batch size, a new number. The
+# processing batch left by a failed flush if there is one, else the oldest hits moved
+# there under the new number (random: a Redis emptied by a restart cannot repeat one).
+_TAKE = """
+local number = redis.call('GET', KEYS[3])
+if number then return {number, redis.call('LRANGE', KEYS[2], 0, -1)} end
+local items = redis.call('LRANGE', KEYS[1], 0, tonumber(ARGV[1]) - 1)
+if #items == 0 then return {'0', items} end
+redis.call('LTRIM', KEYS[1], #items, -1)
+number = ARGV[2]
+redis.call('DEL', KEYS[2])
+for i = 1, #items, 500 do
+  redis.call('RPUSH', KEYS[2], unpack(items, i, math.min(i + 499, #items)))
+end
+redis.call('SET', KEYS[3], number)
+return {number, items}
+"""
+# KEYS: processing list, its number's key; ARGV: the batch written. Another flush may
+# have finished it and taken the next one meanwhile: only this batch is deleted.
+_FINISH = """
+if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[1], KEYS[2]) end
+return 1
+"""
+
+
+def _batch_keys() -> list[str]:
+    return [
+        _buffer_key(),
+        cache.make_key("tracking:processing"),
+        cache.make_key("tracking:processing-number"),
+    ]
+
+
+def _take_batch(client: Any, size: int) -> tuple[int, list[bytes]]:
+    number, items = client.eval(_TAKE, 3, *_batch_keys(), size, secrets.randbits(62) + 1)
+    return int(number), list(items)
+
+
+def _finish_batch(client: Any, number: int) -> None:
+    keys = _batch_keys()
+    client.eval(_FINISH, 2, keys[1], keys[2], str(number))
+
+
+def _write_batch(client: Any, number: int, hits: Sequence[Hit]) -> int:
+    """One buffered batch's events and its number, in one transaction; 0 if written
+    already (by a flush that died before deleting it, or by another flush meanwhile)."""
+    with transaction.atomic():
+        lock_engagement_writers()
+        if client.get(_batch_keys()[2]) != str(number).encode():
+            return 0  # another flush wrote and deleted it while this one waited
+        done, _ = EngagementRollupMark.objects.get_or_create(table=_FLUSHED)
+        if done.last_id == number:
+            return 0
+        written = _record_events(hits)
+        EngagementRollupMark.objects.filter(table=_FLUSHED).update(last_id=number)
+    return written
 
 
 def record_events(hits: Sequence[Hit]) -> int:
@@ -474,8 +539,10 @@ def lock_engagement_writers() -> None:
     list(EngagementRollupMark.objects.select_for_update().filter(table=_WRITERS))
 
 
-# The EngagementRollupMark row whose lock says who writes events.
+# The EngagementRollupMark row whose lock says who writes events, and the one holding
+# the number of the last buffered batch written (flush_buffered_events).
 _WRITERS = "writers"
+_FLUSHED = "flushed-batch"
 
 
 def _record_events(hits: Sequence[Hit]) -> int:

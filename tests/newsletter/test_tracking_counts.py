@@ -7,7 +7,7 @@ import threading
 from datetime import timedelta
 
 import pytest
-from django.db import connections, transaction
+from django.db import OperationalError, connection, connections, transaction
 from django.utils import timezone
 
 from newsletter.models import (
@@ -19,6 +19,7 @@ from newsletter.models import (
     TrackedLink,
 )
 from newsletter.services import engagement, tracking
+from tests import processes
 from tests.factories import ArticleFactory, SubscriberFactory
 from tests.test_concurrency import at_once, wait_until_blocked_or_done
 
@@ -165,3 +166,76 @@ def test_retention_clears_the_deliveries_first_open_and_click(settings):
     assert recent.opened_at is not None
     day = ArticleEngagementDay.objects.get(article=article)
     assert (day.readers_opened, day.readers_clicked) == (1, 1)
+
+
+@pytest.fixture
+def redis_cache(settings):
+    with processes.flushed_redis(processes.redis_database_url(6)) as url:
+        settings.CACHES = {
+            "default": {"BACKEND": "config.cache.SharedClientRedisCache", "LOCATION": url}
+        }
+        yield tracking._redis()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_flush_that_fails_leaves_its_hits_in_redis_and_the_next_writes_them_once(
+    redis_cache,
+):
+    _, (reader, other, gone) = sent_to(3)
+    for hit in (
+        open_hit(reader, minutes_after=1),
+        open_hit(other, minutes_after=2),
+        open_hit(gone, minutes_after=3),
+    ):
+        tracking.record(hit)
+    gone.delete()  # its hit is dropped, not the batch
+    holding, release = threading.Event(), threading.Event()
+
+    def hold_the_writers_lock() -> None:
+        try:
+            with transaction.atomic():
+                tracking.lock_engagement_writers()
+                holding.set()
+                release.wait(20)
+        finally:
+            connections.close_all()
+
+    holder = threading.Thread(target=hold_the_writers_lock)
+    holder.start()
+    assert holding.wait(10)
+    with connection.cursor() as cursor:
+        cursor.execute("SET lock_timeout = '200ms'")
+    try:
+        with pytest.raises(OperationalError):  # the database gives up waiting: a failure
+            tracking.flush_buffered_events()
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("RESET lock_timeout")
+        release.set()
+        holder.join(10)
+    assert not OpenEvent.objects.exists()
+
+    tracking.flush_buffered_events()
+    tracking.flush_buffered_events()
+    assert sorted(OpenEvent.objects.values_list("delivery_id", flat=True)) == sorted(
+        [reader.pk, other.pk]
+    )
+
+
+@pytest.mark.django_db
+def test_a_batch_written_by_a_flush_that_died_before_deleting_it_is_not_written_again(
+    redis_cache,
+):
+    _, [reader] = sent_to(1)
+    tracking.record(open_hit(reader, minutes_after=1))
+    tracking._outbox.push()
+    # A flush takes the batch and writes it, and its worker is killed before it deletes it.
+    number, raw = tracking._take_batch(redis_cache, 2000)
+    tracking._write_batch(redis_cache, number, [tracking.Hit.loads(item) for item in raw])
+
+    tracking.flush_buffered_events()
+
+    assert OpenEvent.objects.count() == 1
+    tracking.record(open_hit(reader, minutes_after=2))
+    tracking.flush_buffered_events()
+    assert OpenEvent.objects.count() == 2
