@@ -61,6 +61,7 @@ from newsletter.models import (
     OpenEvent,
     TrackedLink,
 )
+from publication.models import Publication
 
 logger = logging.getLogger(__name__)
 
@@ -546,11 +547,16 @@ _FLUSHED = "flushed-batch"
 
 
 def _record_events(hits: Sequence[Hit]) -> int:
+    if not Publication.load().track_engagement:
+        return 0  # opens and clicks are not counted now, even from emails sent before
+    # Not the hits of a reader who opted out, nor of a send whose emails were untracked.
     deliveries = {
         row[0]: row[1:]
-        for row in Delivery.objects.filter(pk__in={h.delivery_id for h in hits}).values_list(
-            "pk", "send__article_id", "sent_at", "opened_at", "clicked_at"
-        )
+        for row in Delivery.objects.filter(
+            pk__in={h.delivery_id for h in hits},
+            send__tracked=True,
+            subscriber__tracking_opt_out=False,
+        ).values_list("pk", "send__article_id", "sent_at", "opened_at", "clicked_at")
     }
     link_articles = dict(
         TrackedLink.objects.filter(pk__in={h.link_id for h in hits if h.link_id}).values_list(

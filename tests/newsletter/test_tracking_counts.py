@@ -19,6 +19,9 @@ from newsletter.models import (
     TrackedLink,
 )
 from newsletter.services import engagement, tracking
+from newsletter.services.sending import sends
+from publication.models import Publication
+from subscriptions.models import Subscriber
 from tests import processes
 from tests.factories import ArticleFactory, SubscriberFactory
 from tests.test_concurrency import at_once, wait_until_blocked_or_done
@@ -239,3 +242,50 @@ def test_a_batch_written_by_a_flush_that_died_before_deleting_it_is_not_written_
     tracking.record(open_hit(reader, minutes_after=2))
     tracking.flush_buffered_events()
     assert OpenEvent.objects.count() == 2
+
+
+@pytest.mark.django_db
+def test_the_opens_and_clicks_of_a_reader_who_opted_out_are_not_recorded():
+    article, (counted, opted_out) = sent_to(2)
+    link = TrackedLink.objects.create(article=article, url="https://example.org/", digest="d")
+    Subscriber.objects.filter(pk=opted_out.subscriber_id).update(tracking_opt_out=True)
+
+    tracking.record_events(
+        [
+            open_hit(counted, minutes_after=1),
+            open_hit(opted_out, minutes_after=1),
+            click_hit(opted_out, link, minutes_after=2),
+        ]
+    )
+
+    assert list(OpenEvent.objects.values_list("delivery_id", flat=True)) == [counted.pk]
+    assert not ClickEvent.objects.exists()
+    opted_out.refresh_from_db()
+    assert opted_out.opened_at is None
+
+
+@pytest.mark.django_db
+def test_nothing_is_recorded_while_the_publication_does_not_count_opens_and_clicks():
+    _, [reader] = sent_to(1)
+    Publication.objects.filter(pk=Publication.load().pk).update(track_engagement=False)
+
+    assert tracking.record_events([open_hit(reader, minutes_after=1)]) == 0
+
+    assert not OpenEvent.objects.exists()
+    Publication.objects.filter(pk=1).update(track_engagement=True)
+    assert tracking.record_events([open_hit(reader, minutes_after=2)]) == 1
+
+
+@pytest.mark.django_db
+def test_a_send_made_while_tracking_was_off_records_nothing_after_it_is_switched_on():
+    Publication.objects.filter(pk=Publication.load().pk).update(track_engagement=False)
+    untracked = sends.create_email_send(article=ArticleFactory(email_audience="everyone"))
+    Publication.objects.filter(pk=1).update(track_engagement=True)
+    tracked = sends.create_email_send(article=ArticleFactory(email_audience="everyone"))
+    assert (untracked.tracked, tracked.tracked) == (False, True)
+    _, [reader] = sent_to(1)
+    Delivery.objects.filter(pk=reader.pk).update(send=untracked)
+
+    assert tracking.record_events([open_hit(reader, minutes_after=1)]) == 0
+
+    assert not OpenEvent.objects.exists()
