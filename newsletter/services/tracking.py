@@ -49,6 +49,7 @@ from django.core.cache import cache, caches
 from django.core.cache.backends.redis import RedisCache
 from django.db import transaction
 from django.db.models import Case, Value, When
+from django.utils import timezone
 from redis.exceptions import RedisError
 
 from newsletter.models import (
@@ -549,13 +550,16 @@ _FLUSHED = "flushed-batch"
 def _record_events(hits: Sequence[Hit]) -> int:
     if not Publication.load().track_engagement:
         return 0  # opens and clicks are not counted now, even from emails sent before
-    # Not the hits of a reader who opted out, nor of a send whose emails were untracked.
+    # Not the hits of a reader who opted out, nor of a send whose emails were untracked,
+    # nor of an email older than the retention period (its first open and click are
+    # cleared then: a late hit would count the reader a second time).
     deliveries = {
         row[0]: row[1:]
         for row in Delivery.objects.filter(
             pk__in={h.delivery_id for h in hits},
             send__tracked=True,
             subscriber__tracking_opt_out=False,
+            sent_at__gte=timezone.now() - timedelta(days=settings.TRACKING_RETENTION_DAYS),
         ).values_list("pk", "send__article_id", "sent_at", "opened_at", "clicked_at")
     }
     link_articles = dict(

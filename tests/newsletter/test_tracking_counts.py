@@ -154,14 +154,17 @@ def test_an_event_committed_after_a_higher_id_is_still_rolled_up():
 
 @pytest.mark.django_db
 def test_retention_clears_the_deliveries_first_open_and_click(settings):
-    settings.TRACKING_RETENTION_DAYS = 30
     article, [old] = sent_to(1, hours_ago=24 * 40)
     _, [recent] = sent_to(1)
     link = TrackedLink.objects.create(article=article, url="https://example.org/", digest="d")
     tracking.record_events([open_hit(old, minutes_after=1), click_hit(old, link, minutes_after=1)])
     tracking.record_events([open_hit(recent, minutes_after=1)])
+    settings.TRACKING_RETENTION_DAYS = 30
 
     engagement.expire_events()
+    # A hit from that old email now is not recorded: it would count the reader again.
+    assert tracking.record_events([open_hit(old, minutes_after=60 * 24 * 39)]) == 0
+    engagement.roll_up_events(now=timezone.now() + timedelta(minutes=5))
 
     old.refresh_from_db()
     recent.refresh_from_db()
