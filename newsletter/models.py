@@ -197,6 +197,10 @@ class EmailSend(models.Model):
     recipient_count = models.PositiveIntegerField(default=0)
     sent_count = models.PositiveIntegerField(default=0)
     failed_count = models.PositiveIntegerField(default=0)
+    # Whether its emails carry the open pixel and tracked links: the publication's switch
+    # when it was created. Hits of an untracked send are not recorded. db_default: the
+    # previous release, still running during a deploy, inserts sends without it.
+    tracked = models.BooleanField(default=True, db_default=True)
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)

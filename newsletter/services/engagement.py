@@ -27,6 +27,7 @@ from newsletter.models import (
     Article,
     ArticleEngagementDay,
     ClickEvent,
+    Delivery,
     EmailSend,
     Engagement,
     EngagementRollupMark,
@@ -34,6 +35,7 @@ from newsletter.models import (
     OpenEvent,
     TrackedLink,
 )
+from newsletter.services import tracking
 
 # Events younger than this wait for the next roll-up: a burst may still reclassify them.
 SETTLE = timedelta(seconds=60)
@@ -48,6 +50,9 @@ _FIRST_OF_LINK = Q(first_of_link=True)
 
 
 def _mark(table: str) -> EngagementRollupMark:
+    # The writers' lock first: while it is held no flush is half-way through a
+    # transaction, so no event with an id below the last committed one can still appear.
+    tracking.lock_engagement_writers()
     EngagementRollupMark.objects.get_or_create(table=table)
     return EngagementRollupMark.objects.select_for_update().get(table=table)
 
@@ -161,6 +166,11 @@ def expire_events(*, now: datetime | None = None, batch: int = 10_000) -> int:
                 break
             count, _ = model.objects.filter(id__in=ids).delete()
             deleted += count
+    # The deliveries' first open and click go with the events (the daily counts keep the
+    # figures): the footer promises a reader's records go after the retention period.
+    Delivery.objects.filter(sent_at__lt=cutoff).filter(
+        Q(opened_at__isnull=False) | Q(clicked_at__isnull=False)
+    ).update(opened_at=None, clicked_at=None)
     return deleted
 
 

@@ -34,6 +34,7 @@ import json
 import logging
 import os
 import re
+import secrets
 import threading
 import time
 from collections.abc import Sequence
@@ -49,6 +50,7 @@ from django.core.cache import cache, caches
 from django.core.cache.backends.redis import RedisCache
 from django.db import transaction
 from django.db.models import Case, Value, When
+from django.utils import timezone
 from redis.exceptions import RedisError
 
 from newsletter.models import (
@@ -56,10 +58,12 @@ from newsletter.models import (
     ClickEvent,
     Delivery,
     Engagement,
+    EngagementRollupMark,
     MachineReason,
     OpenEvent,
     TrackedLink,
 )
+from publication.models import Publication
 
 logger = logging.getLogger(__name__)
 
@@ -491,21 +495,85 @@ def record(hit: Hit) -> None:
 
 
 def flush_buffered_events(*, batch: int = 2000) -> int:
-    """Write the hits waiting in the Redis buffer (the beat task); how many."""
+    """Write the hits waiting in the Redis buffer (the beat task); how many.
+
+    A batch is moved (one Lua script, atomically) to a numbered processing list and
+    deleted from it only once written: a flush that fails (database down, worker killed)
+    leaves it for the next flush, which writes it first. The batch's number is saved in
+    the same transaction as its events, so a batch written whose list was not deleted
+    (the worker died in between) is not written again."""
     client = _redis()
     if client is None:
         return 0
     _outbox.push()  # this process's own, if it recorded any
     total = 0
     while True:
-        # LPOP with a count takes the oldest `batch` hits at once (Redis 6.2+).
-        raw = client.lpop(_buffer_key(), batch) or []
+        number, raw = _take_batch(client, batch)
         if not raw:
             return total
-        record_events([Hit.loads(item) for item in raw])
+        _write_batch(client, number, [Hit.loads(item) for item in raw])
+        _finish_batch(client, number)
         total += len(raw)
         if len(raw) < batch:
             return total
+
+
+# KEYS: buffer, processing list, its number's key; ARGV: batch size, a new number. The
+# processing batch left by a failed flush if there is one, else the oldest hits moved
+# there under the new number (random: a Redis emptied by a restart cannot repeat one).
+_TAKE = """
+local number = redis.call('GET', KEYS[3])
+if number then return {number, redis.call('LRANGE', KEYS[2], 0, -1)} end
+local items = redis.call('LRANGE', KEYS[1], 0, tonumber(ARGV[1]) - 1)
+if #items == 0 then return {'0', items} end
+redis.call('LTRIM', KEYS[1], #items, -1)
+number = ARGV[2]
+redis.call('DEL', KEYS[2])
+for i = 1, #items, 500 do
+  redis.call('RPUSH', KEYS[2], unpack(items, i, math.min(i + 499, #items)))
+end
+redis.call('SET', KEYS[3], number)
+return {number, items}
+"""
+# KEYS: processing list, its number's key; ARGV: the batch written. Another flush may
+# have finished it and taken the next one meanwhile: only this batch is deleted.
+_FINISH = """
+if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[1], KEYS[2]) end
+return 1
+"""
+
+
+def _batch_keys() -> list[str]:
+    return [
+        _buffer_key(),
+        cache.make_key("tracking:processing"),
+        cache.make_key("tracking:processing-number"),
+    ]
+
+
+def _take_batch(client: Any, size: int) -> tuple[int, list[bytes]]:
+    number, items = client.eval(_TAKE, 3, *_batch_keys(), size, secrets.randbits(62) + 1)
+    return int(number), list(items)
+
+
+def _finish_batch(client: Any, number: int) -> None:
+    keys = _batch_keys()
+    client.eval(_FINISH, 2, keys[1], keys[2], str(number))
+
+
+def _write_batch(client: Any, number: int, hits: Sequence[Hit]) -> int:
+    """One buffered batch's events and its number, in one transaction; 0 if written
+    already (by a flush that died before deleting it, or by another flush meanwhile)."""
+    with transaction.atomic():
+        lock_engagement_writers()
+        if client.get(_batch_keys()[2]) != str(number).encode():
+            return 0  # another flush wrote and deleted it while this one waited
+        done, _ = EngagementRollupMark.objects.get_or_create(table=_FLUSHED)
+        if done.last_id == number:
+            return 0
+        written = _record_events(hits)
+        EngagementRollupMark.objects.filter(table=_FLUSHED).update(last_id=number)
+    return written
 
 
 def record_events(hits: Sequence[Hit]) -> int:
@@ -515,11 +583,40 @@ def record_events(hits: Sequence[Hit]) -> int:
     dropped. Returns how many were written."""
     if not hits:
         return 0
+    with transaction.atomic():
+        # One writer at a time: a flush reads each delivery's first open and click and
+        # the stored clicks, and must not race another flush (nor the roll-up) doing so.
+        lock_engagement_writers()
+        return _record_events(hits)
+
+
+def lock_engagement_writers() -> None:
+    """Inside a transaction: wait until no other flush or roll-up holds the lock.
+    A row lock (SELECT FOR UPDATE) on PostgreSQL; SQLite serialises writers itself."""
+    EngagementRollupMark.objects.get_or_create(table=_WRITERS)
+    list(EngagementRollupMark.objects.select_for_update().filter(table=_WRITERS))
+
+
+# The EngagementRollupMark row whose lock says who writes events, and the one holding
+# the number of the last buffered batch written (flush_buffered_events).
+_WRITERS = "writers"
+_FLUSHED = "flushed-batch"
+
+
+def _record_events(hits: Sequence[Hit]) -> int:
+    if not Publication.load().track_engagement:
+        return 0  # opens and clicks are not counted now, even from emails sent before
+    # Not the hits of a reader who opted out, nor of a send whose emails were untracked,
+    # nor of an email older than the retention period (its first open and click are
+    # cleared then: a late hit would count the reader a second time).
     deliveries = {
         row[0]: row[1:]
-        for row in Delivery.objects.filter(pk__in={h.delivery_id for h in hits}).values_list(
-            "pk", "send__article_id", "sent_at", "opened_at", "clicked_at"
-        )
+        for row in Delivery.objects.filter(
+            pk__in={h.delivery_id for h in hits},
+            send__tracked=True,
+            subscriber__tracking_opt_out=False,
+            sent_at__gte=timezone.now() - timedelta(days=settings.TRACKING_RETENTION_DAYS),
+        ).values_list("pk", "send__article_id", "sent_at", "opened_at", "clicked_at")
     }
     link_articles = dict(
         TrackedLink.objects.filter(pk__in={h.link_id for h in hits if h.link_id}).values_list(
@@ -549,14 +646,13 @@ def record_events(hits: Sequence[Hit]) -> int:
             )
         elif link_articles.get(hit.link_id) == article_id:
             clicks.append((hit, at, article_id))
-    with transaction.atomic():
-        _set_first(
-            "opened_at",
-            {pk: known[2] for pk, known in deliveries.items()},
-            [e for e in opens if e.engagement == Engagement.HUMAN],
-        )
-        OpenEvent.objects.bulk_create(opens)
-        written = _record_clicks(clicks, {pk: known[3] for pk, known in deliveries.items()})
+    _set_first(
+        "opened_at",
+        {pk: known[2] for pk, known in deliveries.items()},
+        [e for e in opens if e.engagement == Engagement.HUMAN],
+    )
+    OpenEvent.objects.bulk_create(opens)
+    written = _record_clicks(clicks, {pk: known[3] for pk, known in deliveries.items()})
     return len(opens) + written
 
 
@@ -580,6 +676,9 @@ def _set_first(
         Delivery.objects.filter(pk__in=changed).update(
             **{field: Case(*(When(pk=pk, then=Value(at)) for pk, at in changed.items()))}
         )
+        # An earlier event arrived after a later one: the later one is first no more.
+        model = OpenEvent if field == "opened_at" else ClickEvent
+        model.objects.filter(delivery_id__in=changed, first=True).update(first=False)
 
 
 def _record_clicks(
@@ -627,17 +726,29 @@ def _record_clicks(
             engagement=Engagement.MACHINE, reason=MachineReason.BURST
         )
     human = [e for e in new if e.engagement == Engagement.HUMAN]
-    clicked_links = set(
+    # Each (delivery, link)'s first human click stored: its pk and time.
+    first_clicks: dict[tuple[int, int], tuple[int | None, datetime]] = {}
+    for pk, delivery_id, link_id, at in (
         ClickEvent.objects.filter(
             delivery_id__in={e.delivery_id for e in human},
             link_id__in={e.link_id for e in human},
             engagement=Engagement.HUMAN,
-        ).values_list("delivery_id", "link_id")
-    )
+        )
+        .order_by("at", "id")
+        .values_list("pk", "delivery_id", "link_id", "at")
+    ):
+        first_clicks.setdefault((delivery_id, link_id), (pk, at))
+    superseded: set[int] = set()
     for event in sorted(human, key=lambda e: e.at):
-        if (event.delivery_id, event.link_id) not in clicked_links:
+        key = (event.delivery_id, event.link_id)
+        known = first_clicks.get(key)
+        if known is None or event.at < known[1]:
+            if known is not None and known[0] is not None:
+                superseded.add(known[0])  # stored later, arrived earlier: first no more
             event.first_of_link = True
-            clicked_links.add((event.delivery_id, event.link_id))
+            first_clicks[key] = (None, event.at)
+    if superseded:
+        ClickEvent.objects.filter(pk__in=superseded).update(first_of_link=False)
     _set_first(
         "clicked_at",
         {pk: at for pk, at in clicked_at.items() if pk not in burst_deliveries},

@@ -20,6 +20,7 @@ from newsletter.models import Article, Delivery, EmailSend
 from newsletter.services.email_rendering import Reader, personalise, render_article_email
 from newsletter.services.sending.claiming import database_now, due_deliveries
 from newsletter.services.sending.marking import ChunkResult
+from publication.models import Publication
 from subscriptions.models import Subscriber
 from subscriptions.services.access import paid_subscribers
 from subscriptions.services.addresses import normalized_or_none
@@ -58,7 +59,11 @@ def create_email_send(*, article: Article) -> EmailSend | None:
     if existing is not None:
         return existing
     with transaction.atomic():
-        email_send = EmailSend.objects.create(article=article, audience=article.email_audience)
+        email_send = EmailSend.objects.create(
+            article=article,
+            audience=article.email_audience,
+            tracked=Publication.load().track_engagement,
+        )
         created = _insert_deliveries(email_send=email_send, article=article)
         email_send.recipient_count = created
         if created == 0:
