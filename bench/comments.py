@@ -33,25 +33,13 @@ import django  # noqa: E402
 
 django.setup()
 
+from _schema import schema_from_models  # noqa: E402  (bench/, the script's folder)
 from django.conf import settings  # noqa: E402
 from django.core.signals import request_started  # noqa: E402
 from django.db import connection, reset_queries  # noqa: E402
 from django.test import Client  # noqa: E402
-from django.test.utils import (  # noqa: E402
-    CaptureQueriesContext,
-    setup_databases,
-    setup_test_environment,
-    teardown_databases,
-)
+from django.test.utils import CaptureQueriesContext  # noqa: E402
 from django.utils import timezone  # noqa: E402
-
-
-class _NoMigrations(dict):
-    def __contains__(self, item: object) -> bool:
-        return True
-
-    def __getitem__(self, item: str) -> None:
-        return None
 
 
 def _timed_gets(client: Client, url: str, count: int) -> tuple[float, float, int]:
@@ -76,21 +64,15 @@ def main() -> None:
     args = parser.parse_args()
     sizes = [int(size) for size in args.sizes.split(",")]
 
-    # Build the schema from the models, as the test suite does (--nomigrations).
-    settings.MIGRATION_MODULES = _NoMigrations()
     settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
     settings.STORAGES = {
         **settings.STORAGES,
         "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
     }
-    setup_test_environment()
     # Count the queries of a whole request: Django empties the log when one starts.
     request_started.disconnect(reset_queries)
-    old_config = setup_databases(verbosity=0, interactive=False)
-    try:
+    with schema_from_models():
         run(sizes=sizes, requests=args.requests)
-    finally:
-        teardown_databases(old_config, verbosity=0)
 
 
 def run(*, sizes: list[int], requests: int) -> None:

@@ -39,22 +39,10 @@ import django  # noqa: E402
 
 django.setup()
 
+from _schema import schema_from_models  # noqa: E402  (bench/, the script's folder)
 from django.conf import settings  # noqa: E402
 from django.db import connection  # noqa: E402
-from django.test.utils import (  # noqa: E402
-    setup_databases,
-    setup_test_environment,
-    teardown_databases,
-)
 from django.utils import timezone  # noqa: E402
-
-
-class _NoMigrations(dict):
-    def __contains__(self, item: object) -> bool:
-        return True
-
-    def __getitem__(self, item: str) -> None:
-        return None
 
 
 def _median_ms(work: Callable[[], object], rounds: int) -> float:
@@ -157,14 +145,9 @@ def main() -> None:
     args = parser.parse_args()
     sizes = sorted(int(size) for size in args.sizes.split(","))
 
-    settings.MIGRATION_MODULES = _NoMigrations()
     settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
-    setup_test_environment()
-    old_config = setup_databases(verbosity=0, interactive=False)
-    try:
+    with schema_from_models():
         run(sizes=sizes, rounds=args.rounds)
-    finally:
-        teardown_databases(old_config, verbosity=0)
 
 
 if __name__ == "__main__":

@@ -53,21 +53,11 @@ def child(rows: int) -> None:
     import django
 
     django.setup()
+    from _schema import schema_from_models
     from django.conf import settings
-    from django.test.utils import setup_databases, setup_test_environment, teardown_databases
 
-    class NoMigrations(dict):
-        def __contains__(self, item: object) -> bool:
-            return True
-
-        def __getitem__(self, item: str) -> None:
-            return None
-
-    settings.MIGRATION_MODULES = NoMigrations()
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-    setup_test_environment()
-    databases = setup_databases(verbosity=0, interactive=False)
-    try:
+    with schema_from_models():
         from subscriptions.models import Membership, Subscriber
         from substack.services import import_substack
 
@@ -92,8 +82,6 @@ def child(rows: int) -> None:
                 f"{Membership.objects.count()} memberships",
                 flush=True,
             )
-    finally:
-        teardown_databases(databases, verbosity=0)
 
 
 def main() -> None:
