@@ -41,6 +41,10 @@ class ReaderAuthenticationMiddleware(AuthenticationMiddleware):
     is read afresh), else the session is flushed.
     """
 
+    # The per-request memories are context variables set around the call: sync only
+    # (Django adapts it under ASGI).
+    async_capable = False
+
     def __call__(self, request: HttpRequest) -> Any:
         with remembered_for_one_request(), reader_cache.one_request():
             return super().__call__(request)

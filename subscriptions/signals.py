@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db.models.signals import post_delete, post_save
+from django.db.models.signals import post_delete, post_migrate, post_save
 
 from subscriptions import reader_cache
 
@@ -41,6 +41,8 @@ def connect() -> None:
             _access_changed, sender=model, dispatch_uid=f"readers-del-{model.__name__}"
         )
     post_save.connect(_subscriber_saved, sender=Subscriber, dispatch_uid="readers-save-Subscriber")
+    # A data migration writes through historical models, which have no AccessQuerySet.
+    post_migrate.connect(_access_changed, dispatch_uid="readers-migrate")
     user = get_user_model()
     post_save.connect(_user_changed, sender=user, dispatch_uid="readers-save-user")
     post_delete.connect(_user_changed, sender=user, dispatch_uid="readers-del-user")
