@@ -81,8 +81,9 @@ MIDDLEWARE = [
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
-    "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "subscriptions.middleware.ReaderAccessMiddleware",
+    # Django's AuthenticationMiddleware, with the signed-in reader's account and paid
+    # status read from the cache (subscriptions/services/reader_cache.py).
+    "subscriptions.middleware.ReaderAuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "allauth.account.middleware.AccountMiddleware",

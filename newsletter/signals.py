@@ -21,13 +21,14 @@ def _user_saved(*, instance: Any, created: bool, update_fields: Any, **kwargs: A
 def connect() -> None:
     from django.contrib.auth import get_user_model
 
-    from newsletter.models import Article, Author, Comment, Section
+    from newsletter.models import Article, Author, Comment, CommentBan, Section
     from publication.models import Publication
 
     # The reader's own change of name (set_display_name) and the admin's, on Users.
     post_save.connect(_user_saved, sender=get_user_model(), dispatch_uid="pages-save-user")
 
-    for model in (Article, Author, Comment, Publication, Section):
+    # A ban made or lifted: pages read who is banned once per generation (comments.py).
+    for model in (Article, Author, Comment, CommentBan, Publication, Section):
         post_save.connect(_invalidate, sender=model, dispatch_uid=f"pages-save-{model.__name__}")
         post_delete.connect(_invalidate, sender=model, dispatch_uid=f"pages-del-{model.__name__}")
     m2m_changed.connect(

@@ -8,7 +8,7 @@ class SubscriptionsConfig(AppConfig):
 
     def ready(self) -> None:
         from config import queue
-        from subscriptions import stripe_client, tasks
+        from subscriptions import signals, stripe_client, tasks
         from subscriptions.services import accounts, plans
 
         # Connects the email provider's bounce/complaint signal receiver.
@@ -21,5 +21,7 @@ class SubscriptionsConfig(AppConfig):
         checks.register(provider_events.check_settings, checks.Tags.security)
         # Stripe on and nothing to buy: said at migrate time and on the Plans list.
         checks.register(plans.check_offer, checks.Tags.database)
+        # A write to a membership, plan, subscriber or user renews the readers' records.
+        signals.connect()
         # Its parts of a reader's export and erasure (subscriptions/reader_data.py).
         accounts.register_reader_data_parts()

@@ -9,6 +9,47 @@ from django.db import models
 from django.db.models import Q
 
 
+class AccessQuerySet(models.QuerySet):
+    """Bulk writes to rows the paid rule reads renew every reader's cached record
+    (`subscriptions.services.reader_cache`); saves and deletes of one row do so through
+    `subscriptions.signals`. `relevant` names the fields whose `update()` can change a
+    reader's access (None: every field)."""
+
+    relevant: frozenset[str] | None = None
+
+    def update(self, **kwargs: Any) -> int:
+        count = super().update(**kwargs)
+        if self.relevant is None or self.relevant & kwargs.keys():
+            _access_changed()
+        return count
+
+    def delete(self) -> tuple[int, dict[str, int]]:
+        deleted = super().delete()
+        _access_changed()
+        return deleted
+
+    def bulk_create(self, *args: Any, **kwargs: Any) -> list[Any]:
+        created = super().bulk_create(*args, **kwargs)
+        _access_changed()
+        return created
+
+    def bulk_update(self, *args: Any, **kwargs: Any) -> int:
+        count = super().bulk_update(*args, **kwargs)
+        _access_changed()
+        return count
+
+
+class SubscriberQuerySet(AccessQuerySet):
+    # The paid rule reads a subscriber only through its link to an account.
+    relevant = frozenset({"user", "user_id"})
+
+
+def _access_changed() -> None:
+    from subscriptions import reader_cache
+
+    reader_cache.access_changed()
+
+
 class Subscriber(models.Model):
     class Status(models.TextChoices):
         PENDING = "pending", "Pending confirmation"
@@ -54,6 +95,8 @@ class Subscriber(models.Model):
     )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+
+    objects = SubscriberQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at"]
@@ -126,6 +169,8 @@ class Plan(models.Model):
         "substack), so their subscriptions count as paid here. Not offered until made "
         "active; `sync_stripe_plans` leaves its price alone.",
     )
+
+    objects = AccessQuerySet.as_manager()
 
     class Meta:
         ordering = ["position", "amount"]
@@ -238,6 +283,8 @@ class Membership(models.Model):
     )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+
+    objects = AccessQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at"]

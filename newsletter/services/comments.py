@@ -53,6 +53,8 @@ THREAD_PAGE_SIZE = 50
 DISPLAY_NAME_MAX_LENGTH = 60
 FALLBACK_DISPLAY_NAME = "A reader"
 LINK_REL = "nofollow ugc noopener"
+# The shared fragment of who is banned from commenting (`banned_user_ids`).
+BANS_FRAGMENT = "comment-bans"
 
 logger = logging.getLogger(__name__)
 
@@ -96,7 +98,7 @@ def comment_access(
         return CommentAccess.CLOSED
     if user is None or not user.is_authenticated:
         return CommentAccess.SIGN_IN
-    if CommentBan.objects.filter(user_id=user.pk).exists():
+    if user.pk in banned_user_ids():
         return CommentAccess.BANNED
     if getattr(user, "is_staff", False):
         return CommentAccess.ALLOWED
@@ -109,7 +111,18 @@ def comment_access(
     return CommentAccess.ALLOWED
 
 
+def banned_user_ids() -> frozenset[Any]:
+    """Who may not comment, read once per generation of the page cache (every ban made
+    or lifted starts a new one, `newsletter.signals`): a page need not ask per reader."""
+    return shared_fragment(
+        BANS_FRAGMENT, lambda: frozenset(CommentBan.objects.values_list("user_id", flat=True))
+    )
+
+
 def _require_access(*, user: AbstractBaseUser, article: Article) -> None:
+    # A write asks the database itself, not the shared copy pages read.
+    if CommentBan.objects.filter(user_id=user.pk).exists():
+        raise CommentNotAllowed("You can no longer comment on this publication.")
     access = comment_access(user=user, article=article)
     if access is CommentAccess.ALLOWED:
         return

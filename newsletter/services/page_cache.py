@@ -66,6 +66,10 @@ _PERSONAL_COOKIES = {settings.SESSION_COOKIE_NAME, "messages"}
 _request_generation: ContextVar[list[int] | None] = ContextVar(
     "page_cache_request_generation", default=None
 )
+# Fragments read ahead in this request (`prefetch_fragments`), by key, each used once.
+_request_fragments: ContextVar[dict[str, Any] | None] = ContextVar(
+    "page_cache_request_fragments", default=None
+)
 
 
 def invalidate_pages() -> None:
@@ -98,9 +102,11 @@ def one_generation_per_request() -> Iterator[None]:
     generation is forgotten and read again.
     """
     token = _request_generation.set([])
+    fragments = _request_fragments.set({})
     try:
         yield
     finally:
+        _request_fragments.reset(fragments)
         _request_generation.reset(token)
 
 
@@ -123,6 +129,9 @@ def _forget_request_generation() -> None:
     memo = _request_generation.get()
     if memo is not None:
         memo.clear()
+    fragments = _request_fragments.get()
+    if fragments is not None:
+        fragments.clear()
 
 
 def _first_generation() -> int:
@@ -145,11 +154,26 @@ def shared_fragment(name: str, build: Callable[[], T]) -> T:
     decided for each request.
     """
     key = fragment_key(name)
-    value = read(key)
+    fragments = _request_fragments.get()
+    value = fragments.pop(key, None) if fragments else None
+    if value is None:
+        value = read(key)
     if value is None:
         value = build()
         cache.set(key, value, PAGE_CACHE_SECONDS)
     return value  # type: ignore[return-value]
+
+
+def prefetch_fragments(names: Iterable[str]) -> None:
+    """Read these shared fragments in one cache round trip, for the `shared_fragment`
+    calls of this request that follow (within `one_generation_per_request`; outside,
+    nothing is read ahead). A fragment read ahead is of the request's generation, and
+    a change made within the request forgets it, as it forgets the generation."""
+    fragments = _request_fragments.get()
+    if fragments is None:
+        return
+    keys = [fragment_key(name) for name in names]
+    fragments.update(_read_many(keys))
 
 
 def fragment_key(name: str) -> str:

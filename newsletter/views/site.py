@@ -21,7 +21,11 @@ from newsletter.services.access import can_read_full_article
 from newsletter.services.attribution import ref_query
 from newsletter.services.body_images import render_body
 from newsletter.services.content import excerpt, free_body, full_body
-from newsletter.services.page_cache import cache_anonymous_page, shared_fragment
+from newsletter.services.page_cache import (
+    cache_anonymous_page,
+    prefetch_fragments,
+    shared_fragment,
+)
 from newsletter.services.page_parameters import discussion_page_number
 from newsletter.views import reader_shell
 
@@ -76,6 +80,10 @@ def author(request: HttpRequest, slug: str) -> HttpResponse:
 @require_safe
 @cache_anonymous_page(reads=("cpage", "order"))
 def article(request: HttpRequest, slug: str) -> HttpResponse:
+    if request.user.is_authenticated:
+        # What a signed-in reader's page (its shell, `reader_shell`) needs of the shared
+        # fragments, in one cache read instead of three.
+        prefetch_fragments([f"article:{slug}", "publication", comment_service.BANS_FRAGMENT])
     # The same row for every reader (what each may read of it is decided below): read
     # once per generation of the page cache, which every change to an article renews.
     article = shared_fragment(f"article:{slug}", lambda: selectors.get_published_article(slug=slug))

@@ -9,12 +9,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
+from subscriptions import reader_cache
 from subscriptions.models import Membership, Plan, Subscriber
 
 if TYPE_CHECKING:
@@ -134,10 +135,30 @@ def user_is_paid(*, user: AbstractBaseUser | AnonymousUser | None) -> bool:
     if memo is None:
         return _user_is_paid(user_pk=user.pk)
     if user.pk not in memo:
-        memo[user.pk] = _user_is_paid(user_pk=user.pk)
+        # The signed-in reader's own status comes with their record, read with their
+        # User row (`reader_cache`); anyone else's is asked of the database.
+        remembered = reader_cache.remembered_paid(user_id=user.pk)
+        memo[user.pk] = _user_is_paid(user_pk=user.pk) if remembered is None else remembered
     return memo[user.pk]
 
 
 def _user_is_paid(*, user_pk: Any) -> bool:
     """One query: a membership granting access, of the subscriber linked to this user."""
     return access_granting_memberships().filter(subscriber__user_id=user_pk).exists()
+
+
+def paid_status(*, user_pk: Any, now: datetime) -> tuple[bool, datetime | None]:
+    """Whether this user is paid at `now`, and the first moment after it at which the
+    rule could answer otherwise with no row changed (None: never), for a cached answer
+    (`subscriptions.reader_cache`) to be used only until then."""
+    paid = access_granting_memberships(now=now).filter(subscriber__user_id=user_pk).exists()
+    # Each moment at which one of the rule's comparisons with `now` turns: a comp or
+    # gift's expiry and start, the end of a past-due grace (the seat's group's too).
+    moments: list[datetime] = []
+    rows = Membership.objects.filter(subscriber__user_id=user_pk).values_list(
+        "expires_at", "starts_at", "current_period_start", "group__current_period_start"
+    )
+    for expires_at, starts_at, period_start, group_period_start in rows:
+        moments += [m for m in (expires_at, starts_at) if m is not None]
+        moments += [p + PAST_DUE_GRACE for p in (period_start, group_period_start) if p]
+    return paid, min((m for m in moments if m > now), default=None)

@@ -1,0 +1,201 @@
+"""A signed-in reader's account row and paid status, read from the cache on their pages.
+
+Who calls it: `subscriptions.middleware.ReaderAuthenticationMiddleware` (who the
+request's reader is, with `subscriptions.services.access.paid_status` to build a
+record), `subscriptions.services.access.user_is_paid` (whether they are paid, within a
+request), and the writes that change either (`subscriptions.signals`,
+`subscriptions.models.AccessQuerySet`). It sits beside the models, not among the
+services, because the models' querysets call it.
+
+Every signed-in page needs the reader's User row (who they are, their name, whether their
+session is still valid) and whether they are paid: two queries, and planning the paid
+rule's query cost more than the rest of a shell-served article page put together. Both change
+rarely next to how often pages are read, so they are kept together under one key per
+reader (`Record`), and a record is used only while all of these hold:
+
+- it was built in the current *access generation*. Every write to a row the paid rule
+  reads (a membership, a plan, a subscriber's link to an account) starts a new one, for
+  every reader at once: saves and deletes through signals, and the querysets' `update()`,
+  `delete()`, `bulk_create()` and `bulk_update()` through `AccessQuerySet`, so no code
+  that writes those rows through the ORM can forget to. Like the page cache's
+  generation it is renewed now and again when the change commits, so a record built
+  from the rows of before the commit is never used after it.
+- the clock has not reached a moment at which the paid rule would answer otherwise by
+  time alone (`valid_until`: a comp or gift membership's expiry or start, the end of a
+  past-due membership's grace), worked out from the reader's memberships when the record
+  is built.
+- their own version is the one it was built in: each save or delete of their User row
+  (a changed password, name or `is_active`, a login) renews it, now and on commit, so a
+  record is never used after the row changed, however the requests interleave.
+
+Records also lapse after `RECORD_SECONDS`, a bound on memory rather than on correctness.
+Outside a request (tasks, emails, the admin's lists) nothing here is used: those ask
+the database.
+"""
+
+from __future__ import annotations
+
+import pickle
+import time
+import zlib
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from django.core.cache import cache
+from django.db import transaction
+from django.utils import timezone
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import AbstractBaseUser
+
+ACCESS_GENERATION_KEY = "readers:access-generation"
+# In every record's key: a deploy that changes what a record holds reads none of before.
+RECORD_FORMAT = 1
+RECORD_SECONDS = 300
+# What reading back a stored record raises when the code that stored it differs (see
+# `newsletter.services.page_cache._UNREADABLE`): a miss, never a 500.
+_UNREADABLE = (
+    LookupError,
+    AttributeError,
+    ImportError,
+    TypeError,
+    ValueError,
+    EOFError,
+    pickle.UnpicklingError,
+    zlib.error,
+)
+
+
+@dataclass(frozen=True)
+class Record:
+    # The access generation and the reader's own version it was built in.
+    versions: tuple[int, int]
+    user: AbstractBaseUser
+    paid: bool
+    # When the paid rule could first answer otherwise with no row changed; None: never.
+    valid_until: datetime | None
+
+    def usable(self, *, versions: tuple[Any, Any], now: datetime) -> bool:
+        return self.versions == versions and (self.valid_until is None or now < self.valid_until)
+
+
+# The records read in this request, by user id (`one_request`): the user and their paid
+# status then come from one cache read.
+_records_this_request: ContextVar[dict[Any, Record] | None] = ContextVar(
+    "reader_records_this_request", default=None
+)
+
+
+@contextmanager
+def one_request() -> Iterator[None]:
+    token = _records_this_request.set({})
+    try:
+        yield
+    finally:
+        _records_this_request.reset(token)
+
+
+def record_key(user_id: Any) -> str:
+    return f"readers{RECORD_FORMAT}:{user_id}"
+
+
+def _version_key(user_id: Any) -> str:
+    return f"readers:version:{user_id}"
+
+
+def access_changed() -> None:
+    """Some reader's paid status may have changed: no record built before is used again.
+
+    Now, and once more when the change commits: until then other processes still read
+    the old rows, and a record one of them builds meanwhile must not outlive the commit.
+    """
+    _renew(ACCESS_GENERATION_KEY)
+    transaction.on_commit(lambda: _renew(ACCESS_GENERATION_KEY))
+
+
+def user_changed(*, user_id: Any) -> None:
+    """The reader's User row changed or went: their record is not used again (now and
+    when the change commits, as `access_changed`)."""
+    _renew(_version_key(user_id))
+    transaction.on_commit(lambda: _renew(_version_key(user_id)))
+
+
+def _renew(key: str) -> None:
+    memo = _records_this_request.get()
+    if memo is not None:
+        memo.clear()
+    try:
+        cache.incr(key)
+    except ValueError:
+        # None stored (new, or evicted): start from the clock, never from a number a
+        # record still stored may carry.
+        cache.set(key, time.time_ns(), timeout=None)
+
+
+def signed_in_user(
+    *,
+    user_id: Any,
+    load: Callable[[], AbstractBaseUser | None],
+    paid_status: Callable[..., tuple[bool, datetime | None]],
+) -> AbstractBaseUser | None:
+    """The reader's User, from their record when it is usable, else from `load()` (the
+    authentication backend's own `get_user`) and `paid_status(user_pk=, now=)` (whether
+    they are paid, and until when by the clock alone:
+    `subscriptions.services.access.paid_status`), with a new record stored.
+
+    The versions are read before the rows a new record is built from: a change that
+    commits in between renews them again, so that record is never used.
+    """
+    keys = [ACCESS_GENERATION_KEY, _version_key(user_id), record_key(user_id)]
+    values = _read_many(keys)
+    versions = (values.get(keys[0]), values.get(keys[1]))
+    record = values.get(keys[2])
+    now = timezone.now()
+    if isinstance(record, Record) and record.usable(versions=versions, now=now):
+        _remember(user_id, record)
+        return record.user
+    if None in versions:
+        for key in keys[:2]:
+            cache.add(key, time.time_ns(), timeout=None)
+        stored = cache.get_many(keys[:2])
+        versions = (stored.get(keys[0]), stored.get(keys[1]))
+    user = load()
+    if user is None:
+        return None
+    generation, own_version = versions
+    if generation is None or own_version is None:  # a cache that keeps nothing
+        return user
+    paid, valid_until = paid_status(user_pk=user.pk, now=now)
+    record = Record(
+        versions=(int(generation), int(own_version)), user=user, paid=paid, valid_until=valid_until
+    )
+    # Pickled now, before the request gives the object any state of its own.
+    cache.set(keys[2], record, RECORD_SECONDS)
+    _remember(user_id, record)
+    return user
+
+
+def _remember(user_id: Any, record: Record) -> None:
+    memo = _records_this_request.get()
+    if memo is not None:
+        memo[user_id] = record
+
+
+def remembered_paid(*, user_id: Any) -> bool | None:
+    """Whether the reader is paid, from the record read in this request; None: not read."""
+    memo = _records_this_request.get()
+    record = memo.get(user_id) if memo is not None else None
+    return record.paid if record is not None else None
+
+
+def _read_many(keys: list[str]) -> dict[str, Any]:
+    """`cache.get_many`, with a record that cannot be read back left out."""
+    try:
+        return cache.get_many(keys)
+    except _UNREADABLE:
+        cache.delete(keys[-1])
+        return cache.get_many(keys[:-1])
