@@ -8,7 +8,8 @@ a capturing SMTP server, the Stripe stand-in) on a database of its own
 (`bench_broadside_load`, created, migrated and dropped here) and prints:
 
 1. requests/second for the home page, an article page and a signed-in paid reader's
-   page of a paid article with a discussion (30 comments, 10 replies), each as a ratio
+   page of a paid article with a discussion (30 comments, 10 replies; its cookies are
+   the session and the CSRF cookie the page set, as a browser sends), each as a ratio
    to a static file served by the same gunicorn, measured again in each round (wrk
    when installed, else a small threaded client), and the median of the rounds;
 2. a burst of concurrent signups from many loopback addresses (127.0.0.x) plus one
@@ -39,6 +40,7 @@ import urllib.request
 from collections import Counter
 from contextlib import ExitStack
 from http.client import HTTPConnection
+from http.cookies import SimpleCookie
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -266,6 +268,14 @@ def measure_pages(
     ) as response:
         full = response.read().decode().count("Shipping through the strait") >= 20
         check(full, "the paid reader is signed in and gets the whole article")
+        # The CSRF cookie the page sets (for its comment form), sent back as a browser
+        # does on every later visit: without it each request would mint a new secret.
+        jar = SimpleCookie()
+        for header in response.headers.get_all("Set-Cookie") or []:
+            jar.load(header)
+    if "csrftoken" in jar:
+        session += f"; csrftoken={jar['csrftoken'].value}"
+    check("csrftoken" in jar, "the paid reader's page sets the CSRF cookie a browser keeps")
     pages = ("home", "article", "paid, signed in")
     ratios: dict[str, list[float]] = {name: [] for name in pages}
     # Each round measures the static file again, just before the pages it is the
