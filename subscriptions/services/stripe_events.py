@@ -102,9 +102,13 @@ def receive_webhook(*, payload: bytes, signature_header: str | None) -> Received
     # byte order mark (RFC 8259), and the text stored is then exactly the JSON parsed.
     text = payload.decode("utf-8")
     try:
-        data = json.loads(text)
+        data = json.loads(text, parse_constant=_not_json)
     except ValueError as exc:
         raise WebhookRejected("Malformed JSON.") from exc
+    if ("\\ud" in text or "\\uD" in text) and _has_lone_surrogate(data):
+        # Python reads "\ud800" alone; PostgreSQL's jsonb refuses it (an error every
+        # time Stripe retried): not text at all, so refused here.
+        raise WebhookRejected("Malformed JSON: an unpaired surrogate escape.")
     if "\\u0000" in text:
         # PostgreSQL's jsonb cannot hold U+0000; a signed event with one in a free-text
         # field (a customer's name, say) is stored without it rather than refused forever.
@@ -138,6 +142,19 @@ def receive_webhook(*, payload: bytes, signature_header: str | None) -> Received
         }
     )
     return Received(stripe_id=stripe_id, pk=pk)
+
+
+def _not_json(constant: str) -> Any:
+    """NaN and Infinity: Python's extension, not JSON, and refused by PostgreSQL's jsonb."""
+    raise ValueError(f"{constant} is not JSON")
+
+
+def _has_lone_surrogate(data: Any) -> bool:
+    try:
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def _without_nul(value: Any) -> Any:
