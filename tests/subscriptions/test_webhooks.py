@@ -8,6 +8,7 @@ from datetime import timedelta
 
 import pytest
 from django.core import mail
+from django.db import connection, connections
 from django.utils import timezone
 
 from subscriptions.models import Membership, StripeEvent, Subscriber
@@ -435,3 +436,78 @@ def test_a_delivery_to_a_host_not_allowed_is_refused(stripe_api, stripe_webhooks
 
     assert response.status_code == 400
     assert StripeEvent.objects.count() == 0
+
+
+# --- A kept connection: the INSERT is its own health check ---------------------------------
+
+
+def _a_new_request_on_the_kept_connection() -> None:
+    """What request_started does (the test client leaves it out): the connection kept
+    from the last request is due its health check (CONN_HEALTH_CHECKS)."""
+    connection.ensure_connection()
+    connection.close_if_unusable_or_obsolete()
+    assert connection.connection is not None
+
+
+def _deliver(client, body: str):
+    return client.post(
+        WEBHOOK_URL,
+        data=body,
+        content_type="application/json",
+        HTTP_STRIPE_SIGNATURE=signature_for(body),
+    )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_delivery_on_a_kept_connection_sends_no_health_check_before_its_insert(
+    stripe_api, client, monkeypatch
+):
+    checks: list[str] = []
+    is_usable = connection.is_usable
+    monkeypatch.setattr(connection, "is_usable", lambda: checks.append("SELECT 1") or is_usable())
+    bodies = [subscription_event_body(stripe_api) for _ in range(3)]
+
+    for body in [*bodies, bodies[0]]:
+        _a_new_request_on_the_kept_connection()
+        assert _deliver(client, body).status_code == 200
+
+    assert checks == []
+    assert StripeEvent.objects.count() == 3
+
+
+@pytest.mark.skipif(
+    connection.vendor != "postgresql", reason="a SQLite file has no connection to lose"
+)
+@pytest.mark.django_db(transaction=True)
+def test_a_kept_connection_the_database_closed_is_replaced_and_the_delivery_stored(
+    stripe_api, client
+):
+    first, second = subscription_event_body(stripe_api), subscription_event_body(stripe_api)
+    _a_new_request_on_the_kept_connection()
+    assert _deliver(client, first).status_code == 200
+    _terminate(connection.connection.info.backend_pid)
+
+    _a_new_request_on_the_kept_connection()
+    response = _deliver(client, second)
+
+    assert response.status_code == 200
+    assert response.json() == {"received": True, "duplicate": False}
+    assert sorted(StripeEvent.objects.values_list("stripe_id", flat=True)) == sorted(
+        json.loads(body)["id"] for body in (first, second)
+    )
+
+
+def _terminate(backend_pid: int) -> None:
+    """The database ends that connection (as a restart or an idle timeout would)."""
+    other = connections.create_connection("default")
+    try:
+        with other.cursor() as cursor:
+            cursor.execute("SELECT pg_terminate_backend(%s)", [backend_pid])
+            for _ in range(100):
+                cursor.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", [backend_pid])
+                if cursor.fetchone() is None:
+                    return
+                time.sleep(0.02)
+        raise AssertionError("the connection was not terminated")
+    finally:
+        other.close()
