@@ -5,10 +5,16 @@ It acts only in the test runs mutmut starts, never in `make test`:
 - Hypothesis runs derandomized, without its example database and without deadlines
   (the "mutmut" profile): a verdict then depends on the mutant alone, not on the
   examples an earlier run happened to save in mutants/.hypothesis (which two runs side
-  by side would also write at once), nor on how busy the machine is.
+  by side would also write at once), nor on how busy the machine is. It does not shrink
+  a failing example either: the first one kills the mutant.
 - A mutant's run does not set its test database up again when a run of this `mutmut
   run` already did (each slot keeps its database, `--reuse-db`): the tables exist, and
   mutmut mutates no model, so only the connection is pointed at it.
+- A mutant's time limit is mutmut's CPU limit (twice its wall-clock one, in CPU
+  seconds), not its wall clock: on a busy machine (or with a second child beside it)
+  a mutant whose tests all pass ran out of wall time and counted as a timeout, that is
+  as killed. mutmut's wall-clock signal is let through only after three times its
+  wall-clock time (a mutant blocked without using CPU still ends).
 - A mutant's tests run fastest first (their times in mutmut's stats), so with `-x` a
   killed mutant stops at its cheapest failing test; the order is the same every run.
 
@@ -22,6 +28,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import signal
 import time
 
 import pytest
@@ -139,13 +146,45 @@ def _reuse_the_slot_database() -> None:
     BaseDatabaseCreation.create_test_db = create_test_db  # type: ignore[method-assign]
 
 
+def _time_out_on_cpu_not_on_the_wall_clock() -> None:
+    """mutmut sends SIGXCPU at the CPU limit it set (RLIMIT_CPU) and after half of it
+    in wall-clock seconds. The first ends the run at once; the second only sets an alarm
+    for twice the time the run has taken so far, which ends it then if it is still on."""
+    soft, _hard = resource.getrlimit(resource.RLIMIT_CPU)
+    if soft == resource.RLIM_INFINITY:
+        return
+    started = time.monotonic()
+
+    def time_out(signum: int, frame: object) -> None:
+        signal.signal(signal.SIGXCPU, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGXCPU)  # the exit mutmut counts as a timeout
+
+    def on_sigxcpu(signum: int, frame: object) -> None:
+        if _cpu() >= soft - 1:
+            time_out(signum, frame)
+        elif not signal.getitimer(signal.ITIMER_REAL)[0]:
+            signal.signal(signal.SIGALRM, time_out)
+            signal.setitimer(signal.ITIMER_REAL, 2 * (time.monotonic() - started))
+
+    signal.signal(signal.SIGXCPU, on_sigxcpu)
+
+
 def pytest_configure(config: pytest.Config) -> None:
     if _is_a_mutant(os.environ.get("MUTANT_UNDER_TEST", "")):
         _reuse_the_slot_database()
+        _time_out_on_cpu_not_on_the_wall_clock()
 
-    from hypothesis import settings
+    from hypothesis import Phase, settings
 
-    settings.register_profile("mutmut", derandomize=True, database=None, deadline=None)
+    # No shrinking: the first failing example already kills the mutant, and shrinking
+    # it can take longer than mutmut's timeout (a mutant then counts as "timeout").
+    settings.register_profile(
+        "mutmut",
+        derandomize=True,
+        database=None,
+        deadline=None,
+        phases=[Phase.explicit, Phase.generate],
+    )
     settings.load_profile("mutmut")
     path = os.environ.get("MUTATE_TIMINGS")
     if path:
