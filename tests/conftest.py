@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fcntl
 import os
 import re
 
@@ -10,6 +9,7 @@ import pytest
 from django.core.cache import cache
 
 from config.celery import app as celery_app
+from tests import slots as test_slots
 
 
 @pytest.fixture(autouse=True)
@@ -81,34 +81,39 @@ def editor_client(client):
     return client
 
 
-@pytest.fixture(scope="session")
-def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix):
-    """With TEST_DATABASE_SLOTS=N, each test run takes one of N test databases.
+def pytest_configure(config: pytest.Config) -> None:
+    """With TEST_DATABASE_SLOTS=N, each test run takes one of N slots (tests/slots.py).
 
-    `make mutate` starts test runs side by side (one per mutant); each one locks a free
-    slot for as long as it lives and keeps that slot's database between runs
-    (`--reuse-db`), so no two runs ever share a database and none pays for creating one.
+    `make mutate` starts test runs side by side (one per mutant), each forked from a
+    process that has imported the tests; each run takes its own slot here, at its
+    start, so no two runs ever share a test database or a Redis database.
     """
     slots = int(os.environ.get("TEST_DATABASE_SLOTS", "0"))
-    if not slots:
+    if not slots or config.option.collectonly:
         return
+    try:
+        test_slots.take(_base_test_database_name(), slots)
+    except RuntimeError as error:
+        raise pytest.UsageError(str(error)) from error
+
+
+def _base_test_database_name() -> str:
     from django.conf import settings
 
     database = settings.DATABASES["default"]
-    test = database.setdefault("TEST", {})
-    # A run forked from one that took a slot inherits its name: start from the base.
-    name = re.sub(r"_slot\d+$", "", test.get("NAME") or f"test_{database['NAME']}")
-    for slot in range(slots):
-        lock = open(f"/tmp/{name}.slot{slot}.lock", "w")  # noqa: SIM115 (held until exit)
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            lock.close()
-            continue
-        _held_slot_locks.append(lock)
-        test["NAME"] = f"{name}_slot{slot}"
+    # A run forked from one that took a slot may inherit its name: start from the base.
+    return re.sub(
+        r"_slot\d+$", "", database.get("TEST", {}).get("NAME") or f"test_{database['NAME']}"
+    )
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix):
+    """The test database of this run's slot, kept between runs (`--reuse-db`), so none
+    pays for creating one."""
+    if not int(os.environ.get("TEST_DATABASE_SLOTS", "0")):
         return
-    pytest.fail(f"All {slots} test database slots are in use (TEST_DATABASE_SLOTS).")
+    from django.conf import settings
 
-
-_held_slot_locks: list = []
+    test = settings.DATABASES["default"].setdefault("TEST", {})
+    test["NAME"] = f"{_base_test_database_name()}_slot{test_slots.current()}"

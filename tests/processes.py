@@ -99,8 +99,20 @@ TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379").rstr
 
 
 def redis_database_url(db: int) -> str:
-    """The URL of database `db` on the tests' Redis server."""
-    return f"{TEST_REDIS_URL}/{db}"
+    """The URL of database `db` (4 to 7) on the tests' Redis server.
+
+    Runs side by side in slots (tests/slots.py) each get four databases of their own:
+    slot 1 has 8 to 11, slot 2 12 to 15, slot 3 0 to 3 (slot 0 and a run without slots
+    keep 4 to 7). Called when a test needs the URL, never at import: mutmut imports the
+    tests once, before each run takes its slot.
+    """
+    from tests import slots
+
+    assert 4 <= db <= 7, f"the tests' Redis databases are 4 to 7, not {db}"
+    slot = slots.current()
+    if slot > 3:
+        raise RuntimeError("Redis has databases for 4 slots (TEST_DATABASE_SLOTS) at most.")
+    return f"{TEST_REDIS_URL}/{(db + 4 * slot) % 16}"
 
 
 def redis_available(url: str = TEST_REDIS_URL) -> bool:

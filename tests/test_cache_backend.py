@@ -10,15 +10,13 @@ from django.core.cache import caches
 
 from tests import processes
 
-REDIS_URL = processes.redis_database_url(4)
-
 
 @pytest.fixture
 def redis_cache(settings):
     settings.CACHES = {
         "default": {
             "BACKEND": "config.cache.SharedClientRedisCache",
-            "LOCATION": REDIS_URL,
+            "LOCATION": processes.redis_database_url(4),
             "KEY_PREFIX": "test-cache-backend",
         }
     }

@@ -60,6 +60,8 @@ def main() -> int:
                 counts["other"] += 1
                 survivors.append(name)
         scored = counts["killed"] + counts["survived"] + counts["no tests"] + counts["other"]
+        if not scored and not counts["equivalent"]:
+            continue  # not in this run (MUTANTS)
         if counts["not checked"]:
             print(f"{module}: {counts['not checked']} mutants not checked yet", file=sys.stderr)
         rows.append((module, counts, scored, survivors))

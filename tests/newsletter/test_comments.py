@@ -30,8 +30,6 @@ from tests.html import element
 
 pytestmark = pytest.mark.django_db
 
-REDIS_URL = processes.redis_database_url(6)
-
 
 @pytest.fixture
 def article():
@@ -457,7 +455,7 @@ def redis_cache(settings):
     settings.CACHES = {
         "default": {
             "BACKEND": "config.cache.SharedClientRedisCache",
-            "LOCATION": REDIS_URL,
+            "LOCATION": processes.redis_database_url(6),
             "KEY_PREFIX": "test-comments",
         }
     }
@@ -476,7 +474,7 @@ def test_the_rate_limit_holds_in_redis_and_the_window_expires(reader, article, r
 
     # Counting kept the expiry the first comment set, so the window does close.
     key = f"comments:rate:{reader.pk}"
-    server = redis.Redis.from_url(REDIS_URL)
+    server = redis.Redis.from_url(processes.redis_database_url(6))
     seconds_left = server.ttl(redis_cache.make_and_validate_key(key))
     assert 0 < seconds_left <= comment_service.RATE_LIMIT_WINDOW.total_seconds()
 

@@ -1,0 +1,203 @@
+"""The pytest plugin `make mutate` loads (`-p tests.mutation.plugin` in [tool.mutmut]).
+
+It acts only in the test runs mutmut starts, never in `make test`:
+
+- Hypothesis runs derandomized, without its example database and without deadlines
+  (the "mutmut" profile): a verdict then depends on the mutant alone, not on the
+  examples an earlier run happened to save in mutants/.hypothesis (which two runs side
+  by side would also write at once), nor on how busy the machine is. It does not shrink
+  a failing example either: the first one kills the mutant.
+- A mutant's run does not set its test database up again when a run of this `mutmut
+  run` already did (each slot keeps its database, `--reuse-db`): the tables exist, and
+  mutmut mutates no model, so only the connection is pointed at it.
+- A mutant's time limit is mutmut's CPU limit (twice its wall-clock one, in CPU
+  seconds), not its wall clock: on a busy machine (or with a second child beside it)
+  a mutant whose tests all pass ran out of wall time and counted as a timeout, that is
+  as killed. mutmut's wall-clock signal is let through only after three times its
+  wall-clock time (a mutant blocked without using CPU still ends).
+- A mutant's tests run fastest first (their times in mutmut's stats), so with `-x` a
+  killed mutant stops at its cheapest failing test; the order is the same every run.
+
+With MUTATE_TIMINGS=<file>, each test run appends one JSON line to that file: the
+mutant, the exit status, and where the run's CPU and wall time went (collection, the
+test database, the tests). `python -m tests.mutation.timings <file>` sums them up.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import signal
+import time
+
+import pytest
+
+
+def _cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+class _Timings:
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.start_cpu = _cpu()
+        self.start_wall = time.monotonic()
+        self.marks: dict[str, float] = {}
+        self.database_cpu = 0.0
+        self.tests = 0
+        self.test_cpu = 0.0
+        self.first_failure: str | None = None
+
+    def mark(self, name: str) -> None:
+        self.marks[name] = round(_cpu() - self.start_cpu, 4)
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_fixture_setup(self, fixturedef, request):
+        if fixturedef.argname != "django_db_setup":
+            return (yield)
+        before = _cpu()
+        try:
+            return (yield)
+        finally:
+            self.database_cpu += _cpu() - before
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_protocol(self, item, nextitem):
+        before = _cpu()
+        try:
+            return (yield)
+        finally:
+            self.tests += 1
+            self.test_cpu += _cpu() - before
+
+    def pytest_runtest_logreport(self, report) -> None:
+        if report.failed and self.first_failure is None:
+            self.first_failure = report.nodeid
+
+    def pytest_collection_finish(self, session) -> None:
+        self.mark("collected")
+
+    def pytest_sessionfinish(self, session, exitstatus) -> None:
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        line = {
+            "mutant": os.environ.get("MUTANT_UNDER_TEST", ""),
+            "pid": os.getpid(),
+            "exit": int(exitstatus),
+            "tests": self.tests,
+            "cpu": round(_cpu() - self.start_cpu, 4),
+            # A mutant's run is a forked process: its CPU time counts from the fork,
+            # so this is what it spent before pytest configured (argument parsing,
+            # plugins), and the total what it spent in all.
+            "startup_cpu": round(self.start_cpu, 4),
+            "total_cpu": round(_cpu(), 4),
+            "children_cpu": round(children.ru_utime + children.ru_stime, 4),
+            "wall": round(time.monotonic() - self.start_wall, 4),
+            "collection_cpu": self.marks.get("collected"),
+            "database_cpu": round(self.database_cpu, 4),
+            "tests_cpu": round(self.test_cpu - self.database_cpu, 4),
+            "first_failure": self.first_failure,
+            "load": os.getloadavg()[0],
+        }
+        with open(self.path, "a") as out:
+            out.write(json.dumps(line) + "\n")
+
+
+def _is_a_mutant(name: str) -> bool:
+    # mutmut's other runs: "stats", "fail" (the forced failure), "" (the clean run).
+    return "__mutmut_" in name
+
+
+def _reuse_the_slot_database() -> None:
+    """A mutant's run skips the migrate and post-migrate work of `create_test_db` when a
+    run forked from the same process (mutmut's fork server) set this database up.
+
+    The marker names that process: a later `mutmut run`, whose code may differ, sets the
+    database up once again (which creates any table a new model needs).
+    """
+    from django.conf import settings
+    from django.db.backends.base.creation import BaseDatabaseCreation
+
+    full_setup = BaseDatabaseCreation.create_test_db
+
+    def create_test_db(self, verbosity=1, autoclobber=False, serialize=True, keepdb=False):
+        name = self._get_test_db_name()
+        marker = f"/tmp/{name}.schema"
+        made_by = f"{os.getppid()}\n"
+        try:
+            with open(marker) as existing:
+                current = keepdb and existing.read() == made_by
+        except FileNotFoundError:
+            current = False
+        if not current:
+            name = full_setup(self, verbosity, autoclobber, serialize, keepdb)
+            with open(marker, "w") as out:
+                out.write(made_by)
+            return name
+        self.connection.close()
+        settings.DATABASES[self.connection.alias]["NAME"] = name
+        self.connection.settings_dict["NAME"] = name
+        if serialize:
+            self.connection._test_serialized_contents = self.serialize_db_to_string()
+        self.connection.ensure_connection()
+        return name
+
+    BaseDatabaseCreation.create_test_db = create_test_db  # type: ignore[method-assign]
+
+
+def _time_out_on_cpu_not_on_the_wall_clock() -> None:
+    """mutmut sends SIGXCPU at the CPU limit it set (RLIMIT_CPU) and after half of it
+    in wall-clock seconds. The first ends the run at once; the second only sets an alarm
+    for twice the time the run has taken so far, which ends it then if it is still on."""
+    soft, _hard = resource.getrlimit(resource.RLIMIT_CPU)
+    if soft == resource.RLIM_INFINITY:
+        return
+    started = time.monotonic()
+
+    def time_out(signum: int, frame: object) -> None:
+        signal.signal(signal.SIGXCPU, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGXCPU)  # the exit mutmut counts as a timeout
+
+    def on_sigxcpu(signum: int, frame: object) -> None:
+        if _cpu() >= soft - 1:
+            time_out(signum, frame)
+        elif not signal.getitimer(signal.ITIMER_REAL)[0]:
+            signal.signal(signal.SIGALRM, time_out)
+            signal.setitimer(signal.ITIMER_REAL, 2 * (time.monotonic() - started))
+
+    signal.signal(signal.SIGXCPU, on_sigxcpu)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if _is_a_mutant(os.environ.get("MUTANT_UNDER_TEST", "")):
+        _reuse_the_slot_database()
+        _time_out_on_cpu_not_on_the_wall_clock()
+
+    from hypothesis import Phase, settings
+
+    # No shrinking: the first failing example already kills the mutant, and shrinking
+    # it can take longer than mutmut's timeout (a mutant then counts as "timeout").
+    settings.register_profile(
+        "mutmut",
+        derandomize=True,
+        database=None,
+        deadline=None,
+        phases=[Phase.explicit, Phase.generate],
+    )
+    settings.load_profile("mutmut")
+    path = os.environ.get("MUTATE_TIMINGS")
+    if path:
+        config.pluginmanager.register(_Timings(path), "mutate-timings")
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    if not _is_a_mutant(os.environ.get("MUTANT_UNDER_TEST", "")):
+        return
+    from mutmut.state import state
+
+    durations = state().duration_by_test
+    if durations:
+        # Stable: tests of equal (or unknown) time keep pytest's order.
+        items.sort(key=lambda item: durations.get(item.nodeid, 0.0))
