@@ -109,8 +109,9 @@ pytest: $(STAMP) chromium browser-checks
 test: lint typecheck pytest
 
 # Mutation testing, not part of `make test`: mutmut changes one thing at a time in the
-# modules of MUTATE_MODULES (the issue's list; MUTATE_MONEY=1 adds gifts, groups, offers,
-# revenue and trials, which [tool.mutmut] in pyproject.toml also mutates) and runs only
+# modules of MUTATE_MODULES (those that guard money, privacy and delivery; MUTATE_MONEY=1
+# adds gifts, groups, offers, revenue and trials, which [tool.mutmut] in pyproject.toml
+# also mutates) and runs only
 # the tests that reach it; the score table says how many changes the tests caught.
 # MUTANTS='subscriptions.services.access.*' runs the mutants of one module only.
 # One mutant's tests per core side by side (MUTATE_CHILDREN, at most 4): each test run
