@@ -24,12 +24,14 @@ from django.contrib.auth import get_user_model
 from django.core.cache import caches
 from django.core.cache.backends.filebased import FileBasedCache
 from django.core.cache.backends.locmem import LocMemCache
+from django.db import transaction
 from django.test import Client, override_settings
 from django.utils import timezone
 
 from newsletter.models import Comment
 from subscriptions import reader_cache
 from subscriptions.models import Membership
+from subscriptions.services.access import paid_status
 from subscriptions.services.memberships import expire_memberships
 from tests.factories import MembershipFactory, SubscriberFactory, UserFactory
 from tests.subscriptions.test_reader_cache import (  # noqa: F401  (fixtures)
@@ -221,3 +223,106 @@ def test_neither_a_reader_s_record_nor_a_comment_thread_puts_a_password_hash_or_
         assert user.password.encode() not in stored
     for commenter in commenters:
         assert commenter.email.encode() not in stored
+
+
+def test_a_reader_changes_their_password_from_a_page_served_by_their_record(article, any_cache):
+    """The record's User has no password hash; the form's check of the old one reads it
+    from the database, and the reader's other sessions end."""
+    user = UserFactory(username="pat")
+    user.set_password("the old long passphrase")
+    user.save()
+    client, other = Client(), Client()
+    for session in (client, other):
+        assert session.login(username="pat", password="the old long passphrase")
+    for session in (client, other, client):  # both records built, then one read
+        assert session.get("/account/").status_code == 200
+
+    wrong = client.post(
+        "/accounts/password/change/",
+        {
+            "oldpassword": "not it at all",
+            "password1": "a new passphrase 42",
+            "password2": "a new passphrase 42",
+        },
+    )
+    assert wrong.status_code == 200  # the form again, with its error
+    assert User.objects.get(pk=user.pk).check_password("the old long passphrase")
+
+    right = client.post(
+        "/accounts/password/change/",
+        {
+            "oldpassword": "the old long passphrase",
+            "password1": "a new passphrase 42",
+            "password2": "a new passphrase 42",
+        },
+    )
+    assert right.status_code == 302
+    assert User.objects.get(pk=user.pk).check_password("a new passphrase 42")
+    assert client.get("/account/").status_code == 200  # this session kept
+    assert other.get("/account/").status_code == 302  # the other one signed out
+
+
+def test_a_session_signed_under_a_fallback_secret_is_kept_and_one_under_a_dropped_secret_ends(
+    article, any_cache, settings
+):
+    settings.SECRET_KEY = "the old secret, long enough for a test " * 2
+    settings.SECRET_KEY_FALLBACKS = []
+    rotated, _ = reader("rotated")
+    dropped, _ = reader("dropped")
+    kept, _ = reader("kept")
+    assert all(reads_paid_text(c) for c in (rotated, dropped, kept))  # records stored
+
+    old_secret = settings.SECRET_KEY
+    settings.SECRET_KEY = "the new secret, long enough for a test " * 2
+    settings.SECRET_KEY_FALLBACKS = [old_secret]
+    assert reads_paid_text(rotated)  # verified by the fallback, re-signed under the new one
+    settings.SECRET_KEY_FALLBACKS = []
+
+    assert reads_paid_text(rotated)
+    assert not reads_paid_text(dropped)
+    kept.force_login(get_user_model().objects.get(username="kept"))
+    assert reads_paid_text(kept)
+
+
+def test_a_record_built_inside_a_transaction_that_rolls_back_is_not_kept(article, any_cache):
+    user = UserFactory(username="roll")
+    subscriber = SubscriberFactory(user=user, email=user.email)
+    client = Client()
+    client.force_login(user)
+    assert not reads_paid_text(client)
+
+    with contextlib.suppress(RuntimeError), transaction.atomic():
+        MembershipFactory(subscriber=subscriber)
+        # request.user first read here, by code that writes first and reads it after.
+        with reader_cache.one_request():
+            reader_cache.signed_in_user(
+                user_id=user.pk, load=lambda: User.objects.get(pk=user.pk), paid_status=paid_status
+            )
+        raise RuntimeError("the payment provider said no: roll back")
+
+    assert not Membership.objects.filter(subscriber=subscriber).exists()
+    assert not reads_paid_text(client)
+
+
+# --- Writes the signals do not see ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"is_active": False}, {"is_staff": False}, {"password": "!unusable"}],
+    ids=["deactivated", "demoted", "password"],
+)
+def test_a_user_row_changed_by_update_shows_on_the_next_page_once_user_changed_is_called(
+    article, any_cache, change
+):
+    staff = UserFactory(username="ed", is_staff=True)
+    changed, other = Client(), Client()
+    changed.force_login(staff)
+    other.force_login(UserFactory(username="jo", is_staff=True))
+    assert reads_paid_text(changed) and reads_paid_text(other)  # staff read everything
+
+    User.objects.filter(pk=staff.pk).update(**change)
+    reader_cache.user_changed(user_id=staff.pk)
+
+    assert not reads_paid_text(changed)
+    assert reads_paid_text(other)
