@@ -26,9 +26,23 @@ reader (`Record`), and a record is used only while all of these hold:
   is built.
 - their own version is the one it was built in: each save or delete of their User row
   (a changed password, name or `is_active`, a login) renews it, now and on commit, so a
-  record is never used after the row changed, however the requests interleave.
+  record is never used after the row changed, however the requests interleave. A
+  `User.objects...update()` sends no signal (the User model is Django's own, with no
+  queryset of ours): call `user_changed(user_id=...)` after one.
+- SECRET_KEY and SECRET_KEY_FALLBACKS are those it was built under.
 
-Records also lapse after `RECORD_SECONDS`, a bound on memory rather than on correctness.
+To renew is to write a new random value, never to increment: the file cache's `incr`
+is a read then a write, and two at once could bring back a number a stale record
+carries. A value that is missing (new, lapsed, evicted) is written afresh, random too,
+so it matches no record either. A renewal that fails (the cache unreachable) is logged
+and the write that asked for it goes on: if the cache comes back with what it held, a
+record built before may be used until it lapses, `RECORD_SECONDS` after it was built.
+No record is stored from inside `transaction.atomic` (what it read may roll back).
+
+A record holds the User row without its password hash (deferred: read from the
+database if something asks, as the password change form does) and the session hashes
+made from it, which is what the middleware checks a session against.
+
 Outside a request (tasks, emails, the admin's lists) nothing here is used: those ask
 the database.
 """
