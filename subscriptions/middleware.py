@@ -81,14 +81,17 @@ def _get_user(request: HttpRequest) -> Any:
         user = backend.get_user(user_id)
     if hasattr(user, "get_session_auth_hash"):
         session_hash = request.session.get(HASH_SESSION_KEY) or ""
-        session_auth_hash = user.get_session_auth_hash()
+        # From the reader's record when it was read (the User in it has no password
+        # hash to make them from), else from the row.
+        hashes = reader_cache.remembered_session_auth_hashes(user_id=user.pk)
+        session_auth_hash = hashes[0] if hashes else user.get_session_auth_hash()
+        fallbacks = hashes[1:] if hashes else user.get_session_auth_fallback_hash()
         verified = bool(session_hash) and constant_time_compare(session_hash, session_auth_hash)
         if not verified:
             # The current secret does not verify the session: try the fallback secrets,
             # as Django does.
             if session_hash and any(
-                constant_time_compare(session_hash, fallback)
-                for fallback in user.get_session_auth_fallback_hash()
+                constant_time_compare(session_hash, fallback) for fallback in fallbacks
             ):
                 request.session.cycle_key()
                 request.session[HASH_SESSION_KEY] = session_auth_hash

@@ -478,6 +478,24 @@ def thread_page_of(*, comment: Comment, user: AbstractBaseUser | AnonymousUser |
     return earlier.count() // THREAD_PAGE_SIZE + 1
 
 
+# What a thread shows of a commenter (`display_name`): the rows are shared by every
+# reader through the cache (`shared_fragment`), so no password hash or address goes in.
+_COMMENTER_FIELDS = (
+    "user__id",
+    "user__first_name",
+    "user__last_name",
+    "user__is_staff",
+    "user__author__id",
+    "user__author__user",
+    "user__author__display_name",
+)
+
+
+def _with_commenters(comments: QuerySet[Comment]) -> QuerySet[Comment]:
+    own = [field.name for field in Comment._meta.concrete_fields]
+    return comments.select_related("user", "user__author").only(*own, *_COMMENTER_FIELDS)
+
+
 @dataclass(frozen=True)
 class _ThreadRows:
     count: int
@@ -491,19 +509,19 @@ def _thread_rows(*, article_id: int, viewer_is_staff: bool, order: Order, page: 
     sort = ("created_at", "pk") if order is Order.OLDEST else ("-created_at", "-pk")
     offset = (page - 1) * THREAD_PAGE_SIZE
     top_level = list(
-        _shown_threads(article_id=article_id, viewer_is_staff=viewer_is_staff)
-        .select_related("user", "user__author")
-        .order_by(*sort)[offset : offset + THREAD_PAGE_SIZE + 1]
+        _with_commenters(
+            _shown_threads(article_id=article_id, viewer_is_staff=viewer_is_staff)
+        ).order_by(*sort)[offset : offset + THREAD_PAGE_SIZE + 1]
     )
     replies = []
     if top_level:
         replies = list(
-            Comment.objects.filter(
-                parent_id__in=[c.pk for c in top_level[:THREAD_PAGE_SIZE]],
-                status__in=shown_statuses,
-            )
-            .select_related("user", "user__author")
-            .order_by("created_at", "pk")
+            _with_commenters(
+                Comment.objects.filter(
+                    parent_id__in=[c.pk for c in top_level[:THREAD_PAGE_SIZE]],
+                    status__in=shown_statuses,
+                )
+            ).order_by("created_at", "pk")
         )
     return _ThreadRows(count=count, top_level=top_level, replies=replies)
 
