@@ -182,3 +182,48 @@ def test_a_paid_only_send_skips_only_the_reader_whose_access_ended():
         rows["unsubscribed"].pk: (Delivery.Status.SKIPPED, "The reader is unsubscribed."),
     }
     assert email_send.deliveries.get(pk=rows["lapsed"].pk).segment == Delivery.Segment.PAID
+
+
+def test_paid_access_is_judged_at_the_claims_own_time():
+    """A claim made for a later moment (`now`) treats a membership that has ended by then
+    as ended, and one that has not as still paid."""
+    email_send = make_send()
+    now = sending.database_now()
+    ends_soon = MembershipFactory(
+        kind=Membership.Kind.COMP, plan=None, expires_at=now + timedelta(hours=1)
+    ).subscriber
+    ends_later = MembershipFactory(
+        kind=Membership.Kind.COMP, plan=None, expires_at=now + timedelta(hours=3)
+    ).subscriber
+    rows = {
+        "ends_soon": deliver(email_send, ends_soon, Delivery.Segment.PAID),
+        "ends_later": deliver(email_send, ends_later, Delivery.Segment.PAID),
+    }
+
+    _, claimed, _ = sending.claim_chunk(email_send_id=email_send.pk, now=now + timedelta(hours=2))
+
+    assert {d.pk: d.segment for d in claimed} == {
+        rows["ends_soon"].pk: Delivery.Segment.FREE,
+        rows["ends_later"].pk: Delivery.Segment.PAID,
+    }
+
+
+def test_claims_are_timed_by_the_database_clock_not_the_workers(monkeypatch):
+    """A worker whose own clock runs an hour behind still claims at the database's time,
+    so the sweeper (on another machine) does not take its lease for an old one."""
+    from django.db import connection
+
+    email_send = make_send()
+    row = deliver(email_send, SubscriberFactory())
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT statement_timestamp()")
+        before = cursor.fetchone()[0]
+    real_now = timezone.now
+    monkeypatch.setattr(timezone, "now", lambda: real_now() - timedelta(hours=1))
+
+    claim, _, _ = sending.claim_chunk(email_send_id=email_send.pk)
+
+    monkeypatch.undo()
+    row.refresh_from_db()
+    assert before <= claim.at < before + timedelta(minutes=5)
+    assert row.claimed_at == claim.at
