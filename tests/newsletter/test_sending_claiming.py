@@ -101,12 +101,27 @@ def test_the_chunk_size_defaults_to_the_setting(settings):
 )
 def test_nothing_is_claimed_from_a_send_that_is_not_sending(status):
     email_send = make_send(status=status)
-    deliver(email_send, SubscriberFactory())
+    busy = make_send()  # another send, sending at the same time
+    reader = SubscriberFactory()
+    deliver(email_send, reader)
+    deliver(busy, reader)
 
     _, claimed, skipped = sending.claim_chunk(email_send_id=email_send.pk)
 
     assert (claimed, skipped) == ([], 0)
     assert set(email_send.deliveries.values_list("status", flat=True)) == {"pending"}
+    assert set(busy.deliveries.values_list("status", flat=True)) == {"pending"}
+
+
+def test_a_send_with_nothing_due_gives_nothing_and_skips_nothing():
+    email_send = make_send()
+    later, done = SubscriberFactory.create_batch(2)
+    deliver(email_send, later, next_attempt_at=timezone.now() + timedelta(minutes=5))
+    deliver(email_send, done, status=Delivery.Status.SENT)
+
+    _, claimed, skipped = sending.claim_chunk(email_send_id=email_send.pk)
+
+    assert (claimed, skipped) == ([], 0)
 
 
 def test_readers_who_left_since_publishing_are_skipped_each_with_their_reason():
