@@ -195,6 +195,59 @@ def test_two_workers_claiming_at_once_never_get_the_same_delivery():
         assert set(send.deliveries.values_list("attempts", flat=True)) == {1}
 
 
+def test_a_worker_claiming_while_another_claim_is_in_progress_passes_its_rows_by():
+    """Rows another worker's claim has locked and not yet committed are passed by (SKIP
+    LOCKED): the second worker takes the next ones at once instead of waiting."""
+    from django.db import transaction
+
+    readers = Subscriber.objects.bulk_create(
+        Subscriber(email=f"patient{n}@example.com", status=Subscriber.Status.ACTIVE)
+        for n in range(10)
+    )
+    article = ArticleFactory(status=Article.Status.PUBLISHED, published_at=timezone.now())
+    send = EmailSend.objects.create(
+        article=article, audience=Article.EmailAudience.EVERYONE, status=EmailSend.Status.SENDING
+    )
+    Delivery.objects.bulk_create(Delivery(send=send, subscriber=r) for r in readers)
+    ids = list(send.deliveries.order_by("id").values_list("pk", flat=True))
+    held, release = threading.Event(), threading.Event()
+    results: dict[str, Any] = {}
+
+    def first_worker() -> None:
+        # Where a claim stands between its SELECT ... FOR UPDATE and its commit.
+        try:
+            with transaction.atomic():
+                list(Delivery.objects.filter(pk__in=ids[:4]).select_for_update())
+                held.set()
+                release.wait(timeout=60)
+        finally:
+            connections.close_all()
+
+    def second_worker() -> None:
+        try:
+            results["second"] = claim_chunk(email_send_id=send.pk, size=4)
+        finally:
+            connections.close_all()
+
+    first = threading.Thread(target=first_worker)
+    first.start()
+    try:
+        assert held.wait(timeout=30), "the first worker never locked its rows"
+        second = threading.Thread(target=second_worker)
+        second.start()
+        wait_until_blocked_or_done(second)
+        blocked = second.is_alive()
+    finally:
+        release.set()
+        first.join(timeout=60)
+    second.join(timeout=60)
+
+    assert not blocked, "the second worker waited for the first one's commit"
+    assert claimed_ids(results["second"]) == set(ids[4:8])
+    claimed = send.deliveries.filter(status=Delivery.Status.CLAIMED)
+    assert set(claimed.values_list("pk", flat=True)) == set(ids[4:8])
+
+
 def test_two_workers_sending_one_send_at_once_email_each_reader_once(settings):
     """Not only the claims: the whole chunk task, handing over to a real SMTP server with
     each worker's sent-marks committed by its own helper connection."""

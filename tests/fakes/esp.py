@@ -9,8 +9,10 @@
                        # message, after the provider's merge (Mailgun's %recipient.x%)
     fake.calls         # API calls answered, with how many recipients each
     fake.fail_calls(503, times=1)   # answer the next call(s) as a whole with this status
+    fake.fail_calls(502, body=b"<html>...", content_type="text/html")  # ... and this body
     fake.reject("a@example.com")    # Postmark: ErrorCode 406 (inactive) for this address;
                                     # Mailgun: the whole call is refused with 400
+    postmark.errors["b@example.com"] = (405, "Not allowed to send")  # any other ErrorCode
 
 `latency` (seconds) is added to every answer: a provider's API is tens of
 milliseconds away. `keep_copies=False` (benchmarks) only counts.
@@ -53,20 +55,30 @@ class _FakeESP(LocalHTTPServer):
         self.calls: list[int] = []
         self.accepted = 0
         self.rejected: set[str] = set()
-        self._failures: list[int] = []
+        self._failures: list[tuple[int, bytes | None, str]] = []
         # Each call's request headers (the API token), and each message's stream.
         self.request_headers: list[dict[str, str]] = []
         self.message_streams: list[str | None] = []
         # Postmark: addresses it calls invalid (ErrorCode 300), and how many of the last
         # messages of each batch it leaves without an answer.
         self.invalid: set[str] = set()
+        self.errors: dict[str, tuple[int, str]] = {}
         self.unanswered = 0
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
 
-    def fail_calls(self, status: int, *, times: int = 1) -> None:
+    def fail_calls(
+        self,
+        status: int,
+        *,
+        times: int = 1,
+        body: bytes | None = None,
+        content_type: str = "application/json",
+    ) -> None:
+        """Answer the next `times` calls with `status` and `body` (by default the
+        provider's JSON error object, "Try later")."""
         with self._lock:
-            self._failures += [status] * times
+            self._failures += [(status, body, content_type)] * times
 
     def reject(self, address: str) -> None:
         self.rejected.add(address.lower())
@@ -75,7 +87,7 @@ class _FakeESP(LocalHTTPServer):
         with self._lock:
             return [c.to for c in self.copies]
 
-    def _next_failure(self) -> int | None:
+    def _next_failure(self) -> tuple[int, bytes | None, str] | None:
         with self._lock:
             return self._failures.pop(0) if self._failures else None
 
@@ -110,15 +122,18 @@ class _FakeESP(LocalHTTPServer):
                 if fake.latency:
                     time.sleep(fake.latency)
                 failure = fake._next_failure()
+                content_type = "application/json"
                 if failure is not None:
-                    status, answer = failure, {"ErrorCode": failure, "Message": "Try later"}
+                    status, data, content_type = failure
+                    if data is None:
+                        data = json.dumps({"ErrorCode": status, "Message": "Try later"}).encode()
                 else:
                     status, answer = fake.answer(
                         self.path, self.headers.get("Content-Type", ""), body
                     )
-                data = json.dumps(answer).encode()
+                    data = json.dumps(answer).encode()
                 self.send_response(status)
-                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
@@ -154,6 +169,10 @@ class FakePostmark(_FakeESP):
             address = _addr_spec(to)
             if address.lower() in self.invalid:
                 answers.append({"ErrorCode": 300, "Message": "Invalid 'To' address."})
+                continue
+            if address.lower() in self.errors:
+                code, text = self.errors[address.lower()]
+                answers.append({"ErrorCode": code, "Message": text})
                 continue
             if address.lower() in self.rejected:
                 answers.append(

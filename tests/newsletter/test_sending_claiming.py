@@ -101,12 +101,27 @@ def test_the_chunk_size_defaults_to_the_setting(settings):
 )
 def test_nothing_is_claimed_from_a_send_that_is_not_sending(status):
     email_send = make_send(status=status)
-    deliver(email_send, SubscriberFactory())
+    busy = make_send()  # another send, sending at the same time
+    reader = SubscriberFactory()
+    deliver(email_send, reader)
+    deliver(busy, reader)
 
     _, claimed, skipped = sending.claim_chunk(email_send_id=email_send.pk)
 
     assert (claimed, skipped) == ([], 0)
     assert set(email_send.deliveries.values_list("status", flat=True)) == {"pending"}
+    assert set(busy.deliveries.values_list("status", flat=True)) == {"pending"}
+
+
+def test_a_send_with_nothing_due_gives_nothing_and_skips_nothing():
+    email_send = make_send()
+    later, done = SubscriberFactory.create_batch(2)
+    deliver(email_send, later, next_attempt_at=timezone.now() + timedelta(minutes=5))
+    deliver(email_send, done, status=Delivery.Status.SENT)
+
+    _, claimed, skipped = sending.claim_chunk(email_send_id=email_send.pk)
+
+    assert (claimed, skipped) == ([], 0)
 
 
 def test_readers_who_left_since_publishing_are_skipped_each_with_their_reason():
@@ -182,3 +197,48 @@ def test_a_paid_only_send_skips_only_the_reader_whose_access_ended():
         rows["unsubscribed"].pk: (Delivery.Status.SKIPPED, "The reader is unsubscribed."),
     }
     assert email_send.deliveries.get(pk=rows["lapsed"].pk).segment == Delivery.Segment.PAID
+
+
+def test_paid_access_is_judged_at_the_claims_own_time():
+    """A claim made for a later moment (`now`) treats a membership that has ended by then
+    as ended, and one that has not as still paid."""
+    email_send = make_send()
+    now = sending.database_now()
+    ends_soon = MembershipFactory(
+        kind=Membership.Kind.COMP, plan=None, expires_at=now + timedelta(hours=1)
+    ).subscriber
+    ends_later = MembershipFactory(
+        kind=Membership.Kind.COMP, plan=None, expires_at=now + timedelta(hours=3)
+    ).subscriber
+    rows = {
+        "ends_soon": deliver(email_send, ends_soon, Delivery.Segment.PAID),
+        "ends_later": deliver(email_send, ends_later, Delivery.Segment.PAID),
+    }
+
+    _, claimed, _ = sending.claim_chunk(email_send_id=email_send.pk, now=now + timedelta(hours=2))
+
+    assert {d.pk: d.segment for d in claimed} == {
+        rows["ends_soon"].pk: Delivery.Segment.FREE,
+        rows["ends_later"].pk: Delivery.Segment.PAID,
+    }
+
+
+def test_claims_are_timed_by_the_database_clock_not_the_workers(monkeypatch):
+    """A worker whose own clock runs an hour behind still claims at the database's time,
+    so the sweeper (on another machine) does not take its lease for an old one."""
+    from django.db import connection
+
+    email_send = make_send()
+    row = deliver(email_send, SubscriberFactory())
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT statement_timestamp()")
+        before = cursor.fetchone()[0]
+    real_now = timezone.now
+    monkeypatch.setattr(timezone, "now", lambda: real_now() - timedelta(hours=1))
+
+    claim, _, _ = sending.claim_chunk(email_send_id=email_send.pk)
+
+    monkeypatch.undo()
+    row.refresh_from_db()
+    assert before <= claim.at < before + timedelta(minutes=5)
+    assert row.claimed_at == claim.at

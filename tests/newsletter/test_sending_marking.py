@@ -149,3 +149,70 @@ def test_the_helper_thread_that_commits_the_marks_ends_cleanly(monkeypatch, sett
     assert result.sent == 3
     assert crashed == []
     assert set(email_send.deliveries.values_list("status", flat=True)) == {"sent"}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_mark_that_arrives_while_the_lease_is_being_renewed_is_committed_with_the_rest(
+    settings,
+):
+    """The helper thread renews the lease when its wait for marks runs out; a mark that
+    arrives during that renewal is committed, and so is every mark after it.
+
+    Another connection holds the claimed rows locked, so the renewal waits, for as long as
+    the test needs, in the instant between the empty wait and the stop check."""
+    import threading
+    import time
+
+    from django.db import connection, connections, transaction
+
+    settings.EMAIL_CLAIM_TIMEOUT = 1  # a renewal every 0.2 s
+    readers = SubscriberFactory.create_batch(3)
+    article = ArticleFactory(status=Article.Status.PUBLISHED, published_at=timezone.now())
+    email_send = EmailSend.objects.create(
+        article=article, audience=Article.EmailAudience.EVERYONE, status=EmailSend.Status.SENDING
+    )
+    Delivery.objects.bulk_create(Delivery(send=email_send, subscriber=r) for r in readers)
+    claim, deliveries, _ = sending.claim_chunk(email_send_id=email_send.pk)
+    first, second, untouched = deliveries
+    locked, release = threading.Event(), threading.Event()
+
+    def hold_the_rows() -> None:
+        try:
+            with transaction.atomic():
+                list(Delivery.objects.select_for_update().filter(send=email_send))
+                locked.set()
+                release.wait(timeout=60)
+        finally:
+            connections.close_all()
+
+    holder = threading.Thread(target=hold_the_rows)
+    holder.start()
+    try:
+        assert locked.wait(timeout=30)
+        keeper = marking._ClaimKeeper(claim=claim, pks=[d.pk for d in deliveries])
+        deadline = time.monotonic() + 30
+        renewing = False
+        while not renewing and time.monotonic() < deadline:
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT count(*) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                )
+                renewing = cursor.fetchone()[0] > 0
+            time.sleep(0.02)
+        assert renewing, "the helper thread never renewed the lease"
+        keeper.mark(pk=first.pk, provider_message_id="<first@example.com>")
+    finally:
+        release.set()
+        holder.join(timeout=60)
+    keeper.mark(pk=second.pk, provider_message_id="<second@example.com>")
+
+    assert keeper.finish() == 2
+    rows = dict(email_send.deliveries.values_list("pk", "provider_message_id"))
+    assert rows == {
+        first.pk: "<first@example.com>",
+        second.pk: "<second@example.com>",
+        untouched.pk: "",
+    }
+    statuses = dict(email_send.deliveries.values_list("pk", "status"))
+    assert statuses[untouched.pk] == Delivery.Status.CLAIMED

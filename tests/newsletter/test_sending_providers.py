@@ -1,6 +1,7 @@
 """A chunk through a provider's batch API (Mailgun, Postmark), against local stand-ins
 of their HTTP APIs (tests/fakes/esp.py) driven by the real anymail backends."""
 
+import json
 from datetime import timedelta
 from urllib.parse import urlsplit
 
@@ -299,3 +300,132 @@ def test_each_reader_postmark_refuses_is_failed_or_retried_by_its_own_answer(set
     sent = email_send.deliveries.filter(status=Delivery.Status.SENT)
     assert {d.subscriber_id for d in sent} == {readers[0].pk, readers[2].pk, readers[4].pk}
     assert all(d.provider_message_id.startswith("postmark-") for d in sent)
+
+
+@pytest.mark.parametrize(
+    ("status", "kept"),
+    [
+        (429, Delivery.Status.PENDING),  # throttled: tried again later
+        (500, Delivery.Status.PENDING),  # the provider's own failure
+        (503, Delivery.Status.PENDING),
+        (400, Delivery.Status.FAILED),  # the call itself is wrong: trying again won't help
+        (422, Delivery.Status.FAILED),
+        (499, Delivery.Status.FAILED),
+    ],
+)
+def test_a_call_refused_as_a_whole_is_retried_only_for_throttling_or_the_providers_fault(
+    status, kept, settings
+):
+    readers = SubscriberFactory.create_batch(3)
+    with FakePostmark() as postmark:
+        postmark_settings(settings, postmark)
+        postmark.fail_calls(status)
+        email_send = start(ArticleFactory())
+
+        sending.send_chunk(email_send_id=email_send.pk)
+
+    rows = {d.subscriber_id: (d.status, d.last_error) for d in email_send.deliveries.all()}
+    answer = f'{{"ErrorCode": {status}, "Message": "Try later"}}'
+    assert rows == {r.pk: (kept, f"Postmark: HTTP {status} {answer}") for r in readers}
+
+
+def closed_port() -> int:
+    """A local port nothing listens on."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_a_provider_that_cannot_be_reached_has_the_calls_readers_tried_again_later(settings):
+    readers = SubscriberFactory.create_batch(3)
+    url = f"http://127.0.0.1:{closed_port()}/"
+    settings.EMAIL_BACKEND = "anymail.backends.postmark.EmailBackend"
+    settings.ANYMAIL = {"POSTMARK_SERVER_TOKEN": "t", "POSTMARK_API_URL": url}
+    settings.EMAIL_SEND_CONNECTIONS = 1
+    email_send = start(ArticleFactory())
+
+    result = sending.send_chunk(email_send_id=email_send.pk)
+
+    assert (result.sent, result.failed, result.retrying) == (0, 0, 3)
+    rows = list(email_send.deliveries.values_list("subscriber_id", "status", "last_error"))
+    assert {(pk, status) for pk, status, _ in rows} == {
+        (r.pk, Delivery.Status.PENDING) for r in readers
+    }
+    (error,) = {error for _, _, error in rows}
+    # No answer to quote: the exception's own text, its first 200 characters.
+    prefix = "Postmark: AnymailRequestsAPIError: "
+    assert error.startswith(f"{prefix}Error posting to {url}email/batch")
+    assert len(error) == len(prefix) + 200
+
+
+LONG_HTML = (
+    b"<html><body>" + b"502 Bad Gateway, the upstream is restarting. " * 10 + b"</body></html>"
+)
+LONG_JSON = json.dumps({"ErrorCode": 502, "Message": "Upstream restarting; " * 20})
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "detail"),
+    [
+        (LONG_HTML, "text/html", LONG_HTML.decode()[:200]),
+        (LONG_JSON.encode(), "application/json", LONG_JSON[:200]),
+    ],
+)
+def test_a_refused_calls_error_quotes_the_first_200_characters_of_the_answer(
+    body, content_type, detail, settings
+):
+    SubscriberFactory.create_batch(2)
+    with FakePostmark() as postmark:
+        postmark_settings(settings, postmark)
+        postmark.fail_calls(502, body=body, content_type=content_type)
+        email_send = start(ArticleFactory())
+
+        result = sending.send_chunk(email_send_id=email_send.pk)
+
+    assert result.retrying == 2
+    errors = set(email_send.deliveries.values_list("last_error", flat=True))
+    assert errors == {f"Postmark: HTTP 502 {detail}"}
+
+
+def test_an_answer_that_is_neither_answers_nor_an_error_fails_the_calls_readers(settings):
+    """Postmark's batch endpoint answers a list (one answer per message) or one error
+    object; anything else is no sign the messages went out, nor that they did not."""
+    readers = SubscriberFactory.create_batch(2)
+    with FakePostmark() as postmark:
+        postmark_settings(settings, postmark)
+        postmark.fail_calls(200, body=b'"Queued"')
+        email_send = start(ArticleFactory())
+
+        result = sending.send_chunk(email_send_id=email_send.pk)
+
+    assert (result.sent, result.failed, result.retrying) == (0, 2, 0)
+    rows = {d.subscriber_id: (d.status, d.last_error) for d in email_send.deliveries.all()}
+    assert rows == {r.pk: (Delivery.Status.FAILED, 'Postmark: HTTP 200 "Queued"') for r in readers}
+
+
+def test_a_message_postmark_answers_with_another_error_code_is_tried_again_later(settings):
+    """Only 406 (inactive) and 300 (invalid address) fail a reader for good; another
+    error in a message's answer (here: the account ran out of credits) is retried."""
+    readers = SubscriberFactory.create_batch(4)
+    with FakePostmark() as postmark:
+        postmark_settings(settings, postmark)
+        postmark.errors[readers[1].email] = (405, "Not allowed to send: out of credits.")
+        postmark.invalid.add(readers[2].email)
+        email_send = start(ArticleFactory())
+
+        result = sending.send_chunk(email_send_id=email_send.pk)
+
+    assert (result.sent, result.failed, result.retrying) == (2, 1, 1)
+    rows = {
+        d.subscriber_id: (d.status, d.last_error)
+        for d in email_send.deliveries.exclude(status=Delivery.Status.SENT)
+    }
+    assert rows == {
+        readers[1].pk: (
+            Delivery.Status.PENDING,
+            "Postmark 405: Not allowed to send: out of credits.",
+        ),
+        readers[2].pk: (Delivery.Status.FAILED, "Postmark 300: Invalid 'To' address."),
+    }
