@@ -399,6 +399,36 @@ def test_no_payment_failed_email_goes_to_an_address_that_bounced_or_complained(
     assert Membership.objects.get().status == Membership.Status.PAST_DUE
 
 
+def test_a_payment_failure_reported_once_the_subscription_is_in_a_trial_again_sends_no_email(
+    stripe_api, reader, plan, stripe_webhooks
+):
+    """The editor granted a trial after the renewal failed (Stripe then has the
+    subscription `trialing`): nothing is left for the reader to fix. Another reader whose
+    renewal failed and stays past due is still told."""
+    other = SubscriberFactory(email="other@example.com")
+    other_customer = stripe_api.add_customer(email=other.email)
+    Subscriber.objects.filter(pk=other.pk).update(stripe_customer_id=other_customer["id"])
+    other_subscription = stripe_api.add_subscription(
+        customer=other_customer["id"], price=plan.stripe_price_id
+    )
+    subscription = subscribe(stripe_api, reader, plan)
+    for created in (subscription, other_subscription):
+        stripe_webhooks.deliver("customer.subscription.created", created)
+    failed = stripe_api.fail_invoice(subscription["id"])
+    other_failed = stripe_api.fail_invoice(other_subscription["id"])
+    stripe_api.update_subscription(subscription["id"], status="trialing")
+
+    for invoice in (failed, other_failed):
+        stripe_webhooks.deliver("invoice.payment_failed", invoice)
+
+    assert [message.to for message in mail.outbox] == [["other@example.com"]]
+    statuses = dict(Membership.objects.values_list("subscriber__email", "status"))
+    assert statuses == {
+        "reader@example.com": Membership.Status.TRIALING,
+        "other@example.com": Membership.Status.PAST_DUE,
+    }
+
+
 def test_a_failed_invoice_without_a_subscription_or_for_a_donation_sends_nothing(
     stripe_api, reader, plan, stripe_webhooks
 ):
