@@ -284,6 +284,31 @@ def test_a_paused_subscription_ends_access_and_resuming_it_gives_it_back(
     assert StripeEvent.objects.filter(processed_at__isnull=True).count() == 0
 
 
+def test_a_subscription_set_to_cancel_on_a_date_is_marked_as_ending_and_another_is_not(
+    stripe_api, reader, plan, stripe_webhooks
+):
+    """Stripe's newer way to cancel later sets `cancel_at` (a date) and leaves
+    `cancel_at_period_end` false; either way the membership is known to be ending."""
+    other = SubscriberFactory(email="other@example.com")
+    other_customer = stripe_api.add_customer(email=other.email)
+    Subscriber.objects.filter(pk=other.pk).update(stripe_customer_id=other_customer["id"])
+    ending = subscribe(stripe_api, reader, plan)
+    going_on = stripe_api.add_subscription(
+        customer=other_customer["id"], price=plan.stripe_price_id
+    )
+    ends_at = int(timezone.now().timestamp()) + 10 * 86400
+    ending = stripe_api.update_subscription(
+        ending["id"], cancel_at=ends_at, cancel_at_period_end=False
+    )
+
+    for subscription in (ending, going_on):
+        stripe_webhooks.deliver("customer.subscription.updated", subscription)
+
+    marked = dict(Membership.objects.values_list("stripe_subscription_id", "cancel_at_period_end"))
+    assert marked == {ending["id"]: True, going_on["id"]: False}
+    assert access.subscriber_is_paid(subscriber=reader)  # paid for until that date
+
+
 @pytest.mark.parametrize("status", ["trialing", "past_due"])
 def test_a_trial_or_a_past_due_renewal_counts_as_paid_for_and_confirms_a_pending_reader(
     stripe_api, plan, status, stripe_webhooks
