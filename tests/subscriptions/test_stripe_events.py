@@ -354,6 +354,66 @@ def test_a_subscription_nobody_paid_for_leaves_a_pending_reader_pending(
     assert not access.subscriber_is_paid(subscriber=pending)
 
 
+def test_a_status_we_do_not_know_or_none_counts_as_incomplete_and_gives_no_access(
+    stripe_api, plan, stripe_webhooks
+):
+    """A status Stripe adds one day (or a snapshot without one) is not taken as paid."""
+    statuses = {"new@example.com": "some_future_status", "none@example.com": None}
+    statuses["paying@example.com"] = "active"
+    for email, status in statuses.items():
+        SubscriberFactory(email=email)
+        customer = stripe_api.add_customer(email=email)
+        subscription = stripe_api.add_subscription(
+            customer=customer["id"], price=plan.stripe_price_id
+        )
+        subscription = stripe_api.update_subscription(subscription["id"], status=status)
+        stripe_webhooks.deliver("customer.subscription.created", subscription)
+
+    mirrored = dict(Membership.objects.values_list("subscriber__email", "status"))
+    assert mirrored == {
+        "new@example.com": Membership.Status.INCOMPLETE,
+        "none@example.com": Membership.Status.INCOMPLETE,
+        "paying@example.com": Membership.Status.ACTIVE,
+    }
+    paid = {s.email for s in Subscriber.objects.all() if access.subscriber_is_paid(subscriber=s)}
+    assert paid == {"paying@example.com"}
+
+
+def test_a_canceled_subscription_ends_when_stripe_ended_it_else_when_it_was_canceled(
+    stripe_api, plan, settings, stripe_webhooks
+):
+    """The membership's end (for churn) is Stripe's `ended_at`, else its `canceled_at`,
+    else the time of the state that told us; each reader's own."""
+    settings.STRIPE_SECRET_KEY = ""  # the events' snapshots, exactly as written here
+    told_at = int(timezone.now().timestamp())
+    canceled_on, ended_on = told_at - 5 * 86400, told_at - 86400
+    ends = {
+        "ended@example.com": {"canceled_at": canceled_on, "ended_at": ended_on},
+        "canceled@example.com": {"canceled_at": canceled_on, "ended_at": None},
+        "silent@example.com": {"canceled_at": None, "ended_at": None},
+    }
+    for email, times in ends.items():
+        reader = SubscriberFactory(email=email)
+        customer = stripe_api.add_customer(email=email)
+        Subscriber.objects.filter(pk=reader.pk).update(stripe_customer_id=customer["id"])
+        subscription = stripe_api.add_subscription(
+            customer=customer["id"], price=plan.stripe_price_id
+        )
+        canceled = dict(subscription, status="canceled", **times)
+        stripe_webhooks.deliver("customer.subscription.deleted", canceled, created=told_at)
+
+    ended = {
+        m.subscriber.email: int(m.canceled_at.timestamp())
+        for m in Membership.objects.select_related("subscriber")
+    }
+    assert ended == {
+        "ended@example.com": ended_on,
+        "canceled@example.com": canceled_on,
+        "silent@example.com": told_at,
+    }
+    assert set(Membership.objects.values_list("status", flat=True)) == {"canceled"}
+
+
 def test_an_async_payment_that_succeeds_later_gives_the_reader_their_membership(
     stripe_api, plan, stripe_webhooks
 ):
