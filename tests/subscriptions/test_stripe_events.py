@@ -919,3 +919,116 @@ def test_an_old_shape_invoice_marked_as_monthly_support_is_a_donation(
 
     assert not Membership.objects.exists()
     assert Donation.objects.get().stripe_subscription_id == support["id"]
+
+
+# --- The discount mirrored for the revenue figures ---------------------------------------------
+
+
+def test_each_reader_s_discount_is_mirrored_as_stripe_describes_it(
+    stripe_api, plan, settings, stripe_webhooks
+):
+    """Percent or amount off, until the discount's end; a once-only coupon lasts the
+    period it was applied in (the current one, or a past one when applied before it
+    began); the coupon where API versions before 2025-09-30 put it, too."""
+    settings.STRIPE_SECRET_KEY = ""  # the events' snapshots, exactly as written here
+    day = 86400
+    told_at = int(timezone.now().timestamp())
+    period_start, period_end = told_at - 10 * day, told_at + 20 * day
+
+    def discount(coupon, *, start=period_start, end=None, old_shape=False):
+        placed = {"coupon": coupon} if old_shape else {"source": {"coupon": coupon}}
+        return {"id": stripe_api.new_id("di"), "start": start, "end": end, **placed}
+
+    discounts = {
+        "percent@example.com": [
+            discount({"percent_off": 25.0, "duration": "repeating"}, end=told_at + 60 * day)
+        ],
+        "amount@example.com": [discount({"amount_off": 300, "duration": "forever"})],
+        "once-now@example.com": [
+            discount({"percent_off": 50.0, "duration": "once"}, start=period_start + 60)
+        ],
+        "once-before@example.com": [
+            discount({"amount_off": 500, "duration": "once"}, start=period_start - 2 * day)
+        ],
+        "old-shape@example.com": [
+            discount({"amount_off": 200, "duration": "forever"}, old_shape=True)
+        ],
+        # Applied at checkout, moments before the period began: this period's.
+        "once-at-checkout@example.com": [
+            discount({"amount_off": 100, "duration": "once"}, start=period_start - 30 * 60)
+        ],
+        "once-90-minutes-before@example.com": [
+            discount({"amount_off": 100, "duration": "once"}, start=period_start - 90 * 60)
+        ],
+        # Only the first coupon Stripe gives in full counts.
+        "several@example.com": [
+            {
+                "id": "di_unexpanded",
+                "start": period_start,
+                "end": None,
+                "source": {"coupon": "co_1"},
+            },
+            discount({"percent_off": 10.0, "duration": "forever"}),
+            discount({"amount_off": 100, "duration": "forever"}),
+        ],
+        "none@example.com": [],
+    }
+    for email, given in discounts.items():
+        reader = SubscriberFactory(email=email)
+        customer = stripe_api.add_customer(email=email)
+        Subscriber.objects.filter(pk=reader.pk).update(stripe_customer_id=customer["id"])
+        subscription = stripe_api.add_subscription(
+            customer=customer["id"], price=plan.stripe_price_id
+        )
+        for item in subscription["items"]["data"]:
+            item["current_period_start"], item["current_period_end"] = period_start, period_end
+        snapshot = dict(subscription, discounts=given)
+        stripe_webhooks.deliver("customer.subscription.updated", snapshot, created=told_at)
+
+    def seconds(moment):
+        return int(moment.timestamp()) if moment else None
+
+    mirrored = {
+        m.subscriber.email: (
+            m.discount_percent_off,
+            m.discount_amount_off,
+            seconds(m.discount_ends_at),
+        )
+        for m in Membership.objects.select_related("subscriber")
+    }
+    assert mirrored == {
+        "percent@example.com": (25.0, None, told_at + 60 * day),
+        "amount@example.com": (None, 300, None),
+        "once-now@example.com": (50.0, None, period_end),
+        "once-before@example.com": (None, 500, period_start),
+        "old-shape@example.com": (None, 200, None),
+        "once-at-checkout@example.com": (None, 100, period_end),
+        "once-90-minutes-before@example.com": (None, 100, period_start),
+        "several@example.com": (10.0, None, None),
+        "none@example.com": (None, None, None),
+    }
+
+
+def test_a_snapshot_naming_discounts_by_id_keeps_what_we_knew_and_an_empty_list_clears_it(
+    stripe_api, reader, plan, settings, stripe_webhooks
+):
+    """Event snapshots list discounts as bare ids; only an expanded list (or an empty
+    one) says what the discount is now."""
+    settings.STRIPE_SECRET_KEY = ""
+    told_at = int(timezone.now().timestamp())
+    subscription = subscribe(stripe_api, reader, plan)
+    ends = told_at + 90 * 86400
+    coupon = {"amount_off": 400, "duration": "repeating"}
+    expanded = [{"id": "di_1", "start": told_at, "end": ends, "source": {"coupon": coupon}}]
+
+    def deliver(discounts, at):
+        snapshot = dict(subscription, discounts=discounts)
+        stripe_webhooks.deliver("customer.subscription.updated", snapshot, created=at)
+        m = Membership.objects.get()
+        until = int(m.discount_ends_at.timestamp()) if m.discount_ends_at else None
+        return m.discount_percent_off, m.discount_amount_off, until
+
+    assert deliver(expanded, told_at) == (None, 400, ends)
+    assert deliver(["di_1"], told_at + 1) == (None, 400, ends)
+    assert deliver(None, told_at + 2) == (None, 400, ends)
+    assert deliver([], told_at + 3) == (None, None, None)
