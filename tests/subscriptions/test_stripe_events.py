@@ -9,7 +9,7 @@ import pytest
 from django.core import mail
 from django.utils import timezone
 
-from subscriptions.models import Membership, StripeEvent, Subscriber
+from subscriptions.models import Membership, Offer, StripeEvent, Subscriber
 from subscriptions.services import access, stripe_events
 from tests.factories import PlanFactory, SubscriberFactory
 from tests.subscriptions.stripe_support import signature_for
@@ -1032,3 +1032,47 @@ def test_a_snapshot_naming_discounts_by_id_keeps_what_we_knew_and_an_empty_list_
     assert deliver(["di_1"], told_at + 1) == (None, 400, ends)
     assert deliver(None, told_at + 2) == (None, 400, ends)
     assert deliver([], told_at + 3) == (None, None, None)
+
+
+def test_seats_trial_end_and_offer_are_mirrored_and_kept_when_a_later_state_leaves_them_out(
+    stripe_api, reader, plan, settings, stripe_webhooks
+):
+    """A group's seats as Stripe counts them (at least one: an item without a quantity,
+    or with none left, is the payer's own); the trial's end and the offer the reader
+    came with stay known when a later state does not repeat them, and a second offer
+    named later does not replace the first."""
+    settings.STRIPE_SECRET_KEY = ""  # the snapshots below, exactly as written
+    told_at = int(timezone.now().timestamp())
+    trial_end = told_at + 7 * 86400
+    spring, summer = (
+        Offer.objects.create(code=code, name=code.title(), percent_off=10)
+        for code in ("SPRING", "SUMMER")
+    )
+    subscription = subscribe(stripe_api, reader, plan)
+    item = subscription["items"]["data"][0]
+
+    def deliver(*, at, quantity, metadata, trial):
+        snapshot = dict(
+            subscription,
+            metadata=metadata,
+            trial_end=trial,
+            items={"data": [dict(item, quantity=quantity)]},
+        )
+        stripe_webhooks.deliver("customer.subscription.updated", snapshot, created=at)
+        m = Membership.objects.get()
+        return m.quantity, int(m.trial_end.timestamp()) if m.trial_end else None, m.offer_id
+
+    first = {"offer_id": str(spring.pk)}
+    assert deliver(at=told_at, quantity=4, metadata=first, trial=trial_end) == (
+        4,
+        trial_end,
+        spring.pk,
+    )
+    later = {"offer_id": str(summer.pk)}
+    assert deliver(at=told_at + 1, quantity=None, metadata=later, trial=None) == (
+        1,
+        trial_end,
+        spring.pk,
+    )
+    assert deliver(at=told_at + 2, quantity=0, metadata={}, trial=None) == (1, trial_end, spring.pk)
+    assert Subscriber.objects.get(email="bystander@example.com").memberships.count() == 0
