@@ -901,6 +901,29 @@ def test_a_payment_link_checkout_goes_to_the_address_typed_at_checkout(
     assert not Subscriber.objects.filter(email="card.holder@example.com").exists()
 
 
+def test_a_checkout_by_a_stripe_customer_we_know_goes_to_that_customer_s_reader(
+    stripe_api, plan, stripe_webhooks
+):
+    """No reader named in our metadata (a Payment Link), but the paying customer is one
+    a reader of ours already has: the membership is that reader's, not the owner's of
+    the address typed at Checkout."""
+    from tests.subscriptions.test_webhooks import paid_through_a_payment_link
+
+    typed = SubscriberFactory(email="typed@example.com")
+    price = stripe_api.get("price", plan.stripe_price_id)
+    completed = paid_through_a_payment_link(stripe_api, price, email="card.holder@example.com")
+    holder = SubscriberFactory(email="holder@example.com", stripe_customer_id=completed["customer"])
+    session = stripe_api._store.get("checkout.session", completed["id"])
+    session["customer_details"] = {"email": "typed@example.com", "name": None}
+
+    stripe_webhooks.deliver(
+        "checkout.session.completed", stripe_api.get("checkout.session", completed["id"])
+    )
+
+    assert Membership.objects.get().subscriber == holder
+    assert not typed.memberships.exists()
+
+
 def test_an_old_shape_invoice_marked_as_monthly_support_is_a_donation(
     stripe_api, reader, plan, stripe_webhooks
 ):
