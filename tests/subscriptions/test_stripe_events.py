@@ -648,14 +648,28 @@ def test_an_invoice_of_no_subscription_changes_no_membership(stripe_api, reader,
     assert not stripe_api.requests_to("GET", "/v1/subscriptions/")
 
 
+@pytest.mark.parametrize("kind", ["invoice.paid", "invoice.payment_failed", "checkout"])
 def test_without_an_api_key_an_event_that_is_no_subscription_snapshot_fails_clearly(
-    stripe_api, reader, plan, settings, stripe_webhooks
+    stripe_api, reader, plan, settings, stripe_webhooks, kind
 ):
+    """An invoice or a Checkout Session is no subscription to mirror: with Stripe not
+    to be asked, the event fails saying why."""
+    from tests.subscriptions.test_webhooks import paid_through_a_payment_link
+
     subscription = subscribe(stripe_api, reader, plan)
-    invoice = stripe_api.renew_subscription(subscription["id"])
+    if kind == "checkout":
+        price = stripe_api.get("price", plan.stripe_price_id)
+        kind, obj = (
+            "checkout.session.completed",
+            paid_through_a_payment_link(stripe_api, price, email=reader.email),
+        )
+    elif kind == "invoice.paid":
+        obj = stripe_api.renew_subscription(subscription["id"])
+    else:
+        obj = stripe_api.fail_invoice(subscription["id"])
     settings.STRIPE_SECRET_KEY = ""
 
-    stripe_webhooks.deliver("invoice.paid", invoice)
+    stripe_webhooks.deliver(kind, obj)
 
     event = StripeEvent.objects.get()
     assert event.processed_at is None
