@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from subscriptions.models import Membership, Offer, StripeEvent, Subscriber
 from subscriptions.services import access, stripe_events
-from tests.factories import PlanFactory, SubscriberFactory
+from tests.factories import MembershipFactory, PlanFactory, SubscriberFactory
 from tests.subscriptions.stripe_support import signature_for
 
 pytestmark = pytest.mark.django_db
@@ -708,6 +708,23 @@ def test_a_known_membership_keeps_its_reader_whatever_the_subscription_metadata_
     assert other.stripe_customer_id is None
     # Nor is the reader the metadata names confirmed by a payment that is not theirs.
     assert other.status == Subscriber.Status.PENDING
+
+
+def test_a_new_subscription_goes_to_its_payer_while_others_hold_granted_memberships(
+    stripe_api, reader, plan, stripe_webhooks
+):
+    """Comp and gift memberships have no Stripe subscription: none of them is taken
+    for the subscription being applied."""
+    bystander = Subscriber.objects.get(email="bystander@example.com")
+    comp = MembershipFactory(
+        subscriber=bystander, kind=Membership.Kind.COMP, stripe_subscription_id=None
+    )
+    subscription = subscribe(stripe_api, reader, plan)
+
+    stripe_webhooks.deliver("customer.subscription.created", subscription)
+
+    assert Membership.objects.get(stripe_subscription_id=subscription["id"]).subscriber == reader
+    assert list(bystander.memberships.all()) == [comp]
 
 
 def test_our_metadata_names_the_reader_of_a_new_subscription_before_the_customer_does(
