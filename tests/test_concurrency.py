@@ -110,6 +110,60 @@ def test_a_stripe_event_the_task_and_the_sweeper_process_at_once_is_applied_once
         assert reader.memberships.count() == 1
 
 
+def test_two_drainers_at_once_attempt_each_stripe_event_once(stripe_api):
+    """Two workers polling the outbox at the same moment (an overlapping poll, a second
+    worker): each due event is attempted by one of them, once, and Stripe is asked once
+    per event; an event not due yet (a retry waiting out its backoff) is left alone."""
+    from subscriptions.services import stripe_outbox
+
+    price = stripe_api.add_price(unit_amount=800)
+    PlanFactory(stripe_price_id=price["id"])
+    for n in range(ROUNDS):
+        due, subscriptions = [], []
+        for reader in range(3):
+            customer = stripe_api.add_customer(email=f"drained{n}.{reader}@example.com")
+            subscription = stripe_api.add_subscription(customer=customer["id"], price=price["id"])
+            subscriptions.append(subscription)
+            for kind in ("created", "updated"):
+                event = stripe_api.event(f"customer.subscription.{kind}", subscription)
+                due.append(
+                    StripeEvent.objects.create(
+                        stripe_id=event["id"],
+                        type=event["type"],
+                        created=timezone.now(),
+                        payload=event,
+                        object_id=subscription["id"],
+                        next_attempt_at=timezone.now() - timedelta(seconds=1),
+                    )
+                )
+        later = stripe_api.event("customer.subscription.created", subscriptions[0])
+        not_yet = StripeEvent.objects.create(
+            stripe_id=later["id"],
+            type=later["type"],
+            created=timezone.now(),
+            payload=later,
+            object_id=subscriptions[0]["id"],
+            next_attempt_at=timezone.now() + timedelta(hours=1),
+        )
+        reads_before = {
+            s["id"]: len(stripe_api.requests_to("GET", f"/v1/subscriptions/{s['id']}"))
+            for s in subscriptions
+        }
+
+        first, second = at_once(stripe_outbox.drain, stripe_outbox.drain)
+
+        assert first + second == len(due), f"round {n}: an event was attempted twice"
+        for event in due:
+            event.refresh_from_db()
+            assert (event.processed_at is not None, event.attempts) == (True, 1)
+        for s in subscriptions:
+            reads = len(stripe_api.requests_to("GET", f"/v1/subscriptions/{s['id']}"))
+            assert reads - reads_before[s["id"]] == 2, "one read per event"
+            assert Membership.objects.filter(stripe_subscription_id=s["id"]).count() == 1
+        not_yet.refresh_from_db()
+        assert (not_yet.processed_at, not_yet.attempts) == (None, 0)
+
+
 def test_two_events_about_one_subscription_at_once_leave_the_newer_state_in_place(stripe_api):
     """Each worker re-reads the subscription from Stripe. Locked on the subscription, the
     second reads only after the first has written, so an older answer that was slow to

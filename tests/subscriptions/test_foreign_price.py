@@ -8,7 +8,7 @@ import pytest
 from subscriptions.models import Membership, Plan, Subscriber
 from subscriptions.services.access import paid_subscribers, subscriber_is_paid
 from subscriptions.services.billing import sync_stripe_plans
-from tests.factories import PlanFactory
+from tests.factories import PlanFactory, SubscriberFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -99,3 +99,56 @@ def test_moving_a_subscription_onto_a_foreign_price_ends_its_access(
     membership.refresh_from_db()
     assert membership.foreign_price is True
     assert not subscriber_is_paid(subscriber=membership.subscriber)
+
+
+def test_an_earlier_price_counts_as_our_plan_only_when_it_names_the_plan_and_its_product(
+    stripe_api, stripe_webhooks, our_plan, settings
+):
+    """What a price says about itself decides, as an event's snapshot carries it: our
+    plan's id in its metadata and our plan's product (by id, or expanded). Another
+    product naming our plan, a plan id that is no number, a price without a product or
+    metadata, or a bare price id we do not know, is a foreign price."""
+    settings.STRIPE_SECRET_KEY = ""  # the snapshots below, exactly as written
+    product, plan_id = our_plan.stripe_product_id, str(our_plan.pk)
+    unsynced = PlanFactory(name="Yearly", stripe_price_id=None, stripe_product_id="")
+    prices = {
+        "earlier@example.com": {"product": product, "metadata": {"plan_id": plan_id}},
+        "expanded@example.com": {"product": {"id": product}, "metadata": {"plan_id": plan_id}},
+        "elsewhere@example.com": {"product": "prod_other", "metadata": {"plan_id": plan_id}},
+        "not-a-number@example.com": {"product": product, "metadata": {"plan_id": "one"}},
+        "no-product@example.com": {"product": None, "metadata": {"plan_id": plan_id}},
+        "unsynced@example.com": {"product": "", "metadata": {"plan_id": str(unsynced.pk)}},
+        "no-metadata@example.com": {"product": product},
+    }
+    expected = {}
+    for n, (email, price) in enumerate(prices.items()):
+        customer = stripe_api.add_customer(email=email)
+        SubscriberFactory(email=email, stripe_customer_id=customer["id"])
+        subscription = stripe_api.add_subscription(
+            customer=customer["id"], price=our_plan.stripe_price_id
+        )
+        price_id = f"price_earlier_{n}"
+        subscription["items"]["data"][0]["price"] = {"id": price_id, "unit_amount": 700, **price}
+        stripe_webhooks.deliver("customer.subscription.updated", subscription)
+        ours = email in ("earlier@example.com", "expanded@example.com")
+        expected[email] = (our_plan.pk if ours else None, not ours, price_id)
+    customer = stripe_api.add_customer(email="bare@example.com")
+    SubscriberFactory(email="bare@example.com", stripe_customer_id=customer["id"])
+    subscription = stripe_api.add_subscription(
+        customer=customer["id"], price=our_plan.stripe_price_id
+    )
+    subscription["items"]["data"][0]["price"] = "price_unknown"
+    stripe_webhooks.deliver("customer.subscription.updated", subscription)
+    expected["bare@example.com"] = (None, True, "price_unknown")
+
+    mirrored = {
+        m.subscriber.email: (m.plan_id, m.foreign_price, m.stripe_price_id)
+        for m in Membership.objects.select_related("subscriber")
+    }
+    assert mirrored == expected
+    paid = {
+        m.subscriber.email
+        for m in Membership.objects.all()
+        if subscriber_is_paid(subscriber=m.subscriber)
+    }
+    assert paid == {"earlier@example.com", "expanded@example.com"}

@@ -9,9 +9,9 @@ import pytest
 from django.core import mail
 from django.utils import timezone
 
-from subscriptions.models import Membership, StripeEvent, Subscriber
+from subscriptions.models import Membership, Offer, StripeEvent, Subscriber
 from subscriptions.services import access, stripe_events
-from tests.factories import PlanFactory, SubscriberFactory
+from tests.factories import MembershipFactory, PlanFactory, SubscriberFactory
 from tests.subscriptions.stripe_support import signature_for
 
 pytestmark = pytest.mark.django_db
@@ -284,6 +284,31 @@ def test_a_paused_subscription_ends_access_and_resuming_it_gives_it_back(
     assert StripeEvent.objects.filter(processed_at__isnull=True).count() == 0
 
 
+def test_a_subscription_set_to_cancel_on_a_date_is_marked_as_ending_and_another_is_not(
+    stripe_api, reader, plan, stripe_webhooks
+):
+    """Stripe's newer way to cancel later sets `cancel_at` (a date) and leaves
+    `cancel_at_period_end` false; either way the membership is known to be ending."""
+    other = SubscriberFactory(email="other@example.com")
+    other_customer = stripe_api.add_customer(email=other.email)
+    Subscriber.objects.filter(pk=other.pk).update(stripe_customer_id=other_customer["id"])
+    ending = subscribe(stripe_api, reader, plan)
+    going_on = stripe_api.add_subscription(
+        customer=other_customer["id"], price=plan.stripe_price_id
+    )
+    ends_at = int(timezone.now().timestamp()) + 10 * 86400
+    ending = stripe_api.update_subscription(
+        ending["id"], cancel_at=ends_at, cancel_at_period_end=False
+    )
+
+    for subscription in (ending, going_on):
+        stripe_webhooks.deliver("customer.subscription.updated", subscription)
+
+    marked = dict(Membership.objects.values_list("stripe_subscription_id", "cancel_at_period_end"))
+    assert marked == {ending["id"]: True, going_on["id"]: False}
+    assert access.subscriber_is_paid(subscriber=reader)  # paid for until that date
+
+
 @pytest.mark.parametrize("status", ["trialing", "past_due"])
 def test_a_trial_or_a_past_due_renewal_counts_as_paid_for_and_confirms_a_pending_reader(
     stripe_api, plan, status, stripe_webhooks
@@ -327,6 +352,66 @@ def test_a_subscription_nobody_paid_for_leaves_a_pending_reader_pending(
     pending.refresh_from_db()
     assert pending.status == Subscriber.Status.PENDING
     assert not access.subscriber_is_paid(subscriber=pending)
+
+
+def test_a_status_we_do_not_know_or_none_counts_as_incomplete_and_gives_no_access(
+    stripe_api, plan, stripe_webhooks
+):
+    """A status Stripe adds one day (or a snapshot without one) is not taken as paid."""
+    statuses = {"new@example.com": "some_future_status", "none@example.com": None}
+    statuses["paying@example.com"] = "active"
+    for email, status in statuses.items():
+        SubscriberFactory(email=email)
+        customer = stripe_api.add_customer(email=email)
+        subscription = stripe_api.add_subscription(
+            customer=customer["id"], price=plan.stripe_price_id
+        )
+        subscription = stripe_api.update_subscription(subscription["id"], status=status)
+        stripe_webhooks.deliver("customer.subscription.created", subscription)
+
+    mirrored = dict(Membership.objects.values_list("subscriber__email", "status"))
+    assert mirrored == {
+        "new@example.com": Membership.Status.INCOMPLETE,
+        "none@example.com": Membership.Status.INCOMPLETE,
+        "paying@example.com": Membership.Status.ACTIVE,
+    }
+    paid = {s.email for s in Subscriber.objects.all() if access.subscriber_is_paid(subscriber=s)}
+    assert paid == {"paying@example.com"}
+
+
+def test_a_canceled_subscription_ends_when_stripe_ended_it_else_when_it_was_canceled(
+    stripe_api, plan, settings, stripe_webhooks
+):
+    """The membership's end (for churn) is Stripe's `ended_at`, else its `canceled_at`,
+    else the time of the state that told us; each reader's own."""
+    settings.STRIPE_SECRET_KEY = ""  # the events' snapshots, exactly as written here
+    told_at = int(timezone.now().timestamp())
+    canceled_on, ended_on = told_at - 5 * 86400, told_at - 86400
+    ends = {
+        "ended@example.com": {"canceled_at": canceled_on, "ended_at": ended_on},
+        "canceled@example.com": {"canceled_at": canceled_on, "ended_at": None},
+        "silent@example.com": {"canceled_at": None, "ended_at": None},
+    }
+    for email, times in ends.items():
+        reader = SubscriberFactory(email=email)
+        customer = stripe_api.add_customer(email=email)
+        Subscriber.objects.filter(pk=reader.pk).update(stripe_customer_id=customer["id"])
+        subscription = stripe_api.add_subscription(
+            customer=customer["id"], price=plan.stripe_price_id
+        )
+        canceled = dict(subscription, status="canceled", **times)
+        stripe_webhooks.deliver("customer.subscription.deleted", canceled, created=told_at)
+
+    ended = {
+        m.subscriber.email: int(m.canceled_at.timestamp())
+        for m in Membership.objects.select_related("subscriber")
+    }
+    assert ended == {
+        "ended@example.com": ended_on,
+        "canceled@example.com": canceled_on,
+        "silent@example.com": told_at,
+    }
+    assert set(Membership.objects.values_list("status", flat=True)) == {"canceled"}
 
 
 def test_an_async_payment_that_succeeds_later_gives_the_reader_their_membership(
@@ -397,6 +482,36 @@ def test_no_payment_failed_email_goes_to_an_address_that_bounced_or_complained(
 
     assert mail.outbox == []
     assert Membership.objects.get().status == Membership.Status.PAST_DUE
+
+
+def test_a_payment_failure_reported_once_the_subscription_is_in_a_trial_again_sends_no_email(
+    stripe_api, reader, plan, stripe_webhooks
+):
+    """The editor granted a trial after the renewal failed (Stripe then has the
+    subscription `trialing`): nothing is left for the reader to fix. Another reader whose
+    renewal failed and stays past due is still told."""
+    other = SubscriberFactory(email="other@example.com")
+    other_customer = stripe_api.add_customer(email=other.email)
+    Subscriber.objects.filter(pk=other.pk).update(stripe_customer_id=other_customer["id"])
+    other_subscription = stripe_api.add_subscription(
+        customer=other_customer["id"], price=plan.stripe_price_id
+    )
+    subscription = subscribe(stripe_api, reader, plan)
+    for created in (subscription, other_subscription):
+        stripe_webhooks.deliver("customer.subscription.created", created)
+    failed = stripe_api.fail_invoice(subscription["id"])
+    other_failed = stripe_api.fail_invoice(other_subscription["id"])
+    stripe_api.update_subscription(subscription["id"], status="trialing")
+
+    for invoice in (failed, other_failed):
+        stripe_webhooks.deliver("invoice.payment_failed", invoice)
+
+    assert [message.to for message in mail.outbox] == [["other@example.com"]]
+    statuses = dict(Membership.objects.values_list("subscriber__email", "status"))
+    assert statuses == {
+        "reader@example.com": Membership.Status.TRIALING,
+        "other@example.com": Membership.Status.PAST_DUE,
+    }
 
 
 def test_a_failed_invoice_without_a_subscription_or_for_a_donation_sends_nothing(
@@ -533,18 +648,32 @@ def test_an_invoice_of_no_subscription_changes_no_membership(stripe_api, reader,
     assert not stripe_api.requests_to("GET", "/v1/subscriptions/")
 
 
+@pytest.mark.parametrize("kind", ["invoice.paid", "invoice.payment_failed", "checkout"])
 def test_without_an_api_key_an_event_that_is_no_subscription_snapshot_fails_clearly(
-    stripe_api, reader, plan, settings, stripe_webhooks
+    stripe_api, reader, plan, settings, stripe_webhooks, kind
 ):
+    """An invoice or a Checkout Session is no subscription to mirror: with Stripe not
+    to be asked, the event fails saying why."""
+    from tests.subscriptions.test_webhooks import paid_through_a_payment_link
+
     subscription = subscribe(stripe_api, reader, plan)
-    invoice = stripe_api.renew_subscription(subscription["id"])
+    if kind == "checkout":
+        price = stripe_api.get("price", plan.stripe_price_id)
+        kind, obj = (
+            "checkout.session.completed",
+            paid_through_a_payment_link(stripe_api, price, email=reader.email),
+        )
+    elif kind == "invoice.paid":
+        obj = stripe_api.renew_subscription(subscription["id"])
+    else:
+        obj = stripe_api.fail_invoice(subscription["id"])
     settings.STRIPE_SECRET_KEY = ""
 
-    stripe_webhooks.deliver("invoice.paid", invoice)
+    stripe_webhooks.deliver(kind, obj)
 
     event = StripeEvent.objects.get()
     assert event.processed_at is None
-    assert "STRIPE_SECRET_KEY is not set" in event.error
+    assert event.error.split(": ", 1)[1] == "STRIPE_SECRET_KEY is not set; cannot re-read Stripe."
     assert not Membership.objects.exists()
 
 
@@ -565,7 +694,7 @@ def test_a_customer_without_an_email_cannot_be_matched_and_the_event_fails_clear
 def test_a_known_membership_keeps_its_reader_whatever_the_subscription_metadata_says(
     stripe_api, reader, plan, stripe_webhooks
 ):
-    other = SubscriberFactory(email="other@example.com")
+    other = SubscriberFactory(email="other@example.com", status=Subscriber.Status.PENDING)
     subscription = subscribe(stripe_api, reader, plan)
     stripe_webhooks.deliver("customer.subscription.created", subscription)
     renamed = stripe_api.update_subscription(
@@ -577,6 +706,25 @@ def test_a_known_membership_keeps_its_reader_whatever_the_subscription_metadata_
     assert Membership.objects.get().subscriber == reader
     other.refresh_from_db()
     assert other.stripe_customer_id is None
+    # Nor is the reader the metadata names confirmed by a payment that is not theirs.
+    assert other.status == Subscriber.Status.PENDING
+
+
+def test_a_new_subscription_goes_to_its_payer_while_others_hold_granted_memberships(
+    stripe_api, reader, plan, stripe_webhooks
+):
+    """Comp and gift memberships have no Stripe subscription: none of them is taken
+    for the subscription being applied."""
+    bystander = Subscriber.objects.get(email="bystander@example.com")
+    comp = MembershipFactory(
+        subscriber=bystander, kind=Membership.Kind.COMP, stripe_subscription_id=None
+    )
+    subscription = subscribe(stripe_api, reader, plan)
+
+    stripe_webhooks.deliver("customer.subscription.created", subscription)
+
+    assert Membership.objects.get(stripe_subscription_id=subscription["id"]).subscriber == reader
+    assert list(bystander.memberships.all()) == [comp]
 
 
 def test_our_metadata_names_the_reader_of_a_new_subscription_before_the_customer_does(
@@ -786,6 +934,29 @@ def test_a_payment_link_checkout_goes_to_the_address_typed_at_checkout(
     assert not Subscriber.objects.filter(email="card.holder@example.com").exists()
 
 
+def test_a_checkout_by_a_stripe_customer_we_know_goes_to_that_customer_s_reader(
+    stripe_api, plan, stripe_webhooks
+):
+    """No reader named in our metadata (a Payment Link), but the paying customer is one
+    a reader of ours already has: the membership is that reader's, not the owner's of
+    the address typed at Checkout."""
+    from tests.subscriptions.test_webhooks import paid_through_a_payment_link
+
+    typed = SubscriberFactory(email="typed@example.com")
+    price = stripe_api.get("price", plan.stripe_price_id)
+    completed = paid_through_a_payment_link(stripe_api, price, email="card.holder@example.com")
+    holder = SubscriberFactory(email="holder@example.com", stripe_customer_id=completed["customer"])
+    session = stripe_api._store.get("checkout.session", completed["id"])
+    session["customer_details"] = {"email": "typed@example.com", "name": None}
+
+    stripe_webhooks.deliver(
+        "checkout.session.completed", stripe_api.get("checkout.session", completed["id"])
+    )
+
+    assert Membership.objects.get().subscriber == holder
+    assert not typed.memberships.exists()
+
+
 def test_an_old_shape_invoice_marked_as_monthly_support_is_a_donation(
     stripe_api, reader, plan, stripe_webhooks
 ):
@@ -804,3 +975,160 @@ def test_an_old_shape_invoice_marked_as_monthly_support_is_a_donation(
 
     assert not Membership.objects.exists()
     assert Donation.objects.get().stripe_subscription_id == support["id"]
+
+
+# --- The discount mirrored for the revenue figures ---------------------------------------------
+
+
+def test_each_reader_s_discount_is_mirrored_as_stripe_describes_it(
+    stripe_api, plan, settings, stripe_webhooks
+):
+    """Percent or amount off, until the discount's end; a once-only coupon lasts the
+    period it was applied in (the current one, or a past one when applied before it
+    began); the coupon where API versions before 2025-09-30 put it, too."""
+    settings.STRIPE_SECRET_KEY = ""  # the events' snapshots, exactly as written here
+    day = 86400
+    told_at = int(timezone.now().timestamp())
+    period_start, period_end = told_at - 10 * day, told_at + 20 * day
+
+    def discount(coupon, *, start=period_start, end=None, old_shape=False):
+        placed = {"coupon": coupon} if old_shape else {"source": {"coupon": coupon}}
+        return {"id": stripe_api.new_id("di"), "start": start, "end": end, **placed}
+
+    discounts = {
+        "percent@example.com": [
+            discount({"percent_off": 25.0, "duration": "repeating"}, end=told_at + 60 * day)
+        ],
+        "amount@example.com": [discount({"amount_off": 300, "duration": "forever"})],
+        "once-now@example.com": [
+            discount({"percent_off": 50.0, "duration": "once"}, start=period_start + 60)
+        ],
+        "once-before@example.com": [
+            discount({"amount_off": 500, "duration": "once"}, start=period_start - 2 * day)
+        ],
+        "old-shape@example.com": [
+            discount({"amount_off": 200, "duration": "forever"}, old_shape=True)
+        ],
+        # Applied at checkout, moments before the period began: this period's.
+        "once-at-checkout@example.com": [
+            discount({"amount_off": 100, "duration": "once"}, start=period_start - 30 * 60)
+        ],
+        "once-90-minutes-before@example.com": [
+            discount({"amount_off": 100, "duration": "once"}, start=period_start - 90 * 60)
+        ],
+        # Only the first coupon Stripe gives in full counts.
+        "several@example.com": [
+            {
+                "id": "di_unexpanded",
+                "start": period_start,
+                "end": None,
+                "source": {"coupon": "co_1"},
+            },
+            discount({"percent_off": 10.0, "duration": "forever"}),
+            discount({"amount_off": 100, "duration": "forever"}),
+        ],
+        "none@example.com": [],
+    }
+    for email, given in discounts.items():
+        reader = SubscriberFactory(email=email)
+        customer = stripe_api.add_customer(email=email)
+        Subscriber.objects.filter(pk=reader.pk).update(stripe_customer_id=customer["id"])
+        subscription = stripe_api.add_subscription(
+            customer=customer["id"], price=plan.stripe_price_id
+        )
+        for item in subscription["items"]["data"]:
+            item["current_period_start"], item["current_period_end"] = period_start, period_end
+        snapshot = dict(subscription, discounts=given)
+        stripe_webhooks.deliver("customer.subscription.updated", snapshot, created=told_at)
+
+    def seconds(moment):
+        return int(moment.timestamp()) if moment else None
+
+    mirrored = {
+        m.subscriber.email: (
+            m.discount_percent_off,
+            m.discount_amount_off,
+            seconds(m.discount_ends_at),
+        )
+        for m in Membership.objects.select_related("subscriber")
+    }
+    assert mirrored == {
+        "percent@example.com": (25.0, None, told_at + 60 * day),
+        "amount@example.com": (None, 300, None),
+        "once-now@example.com": (50.0, None, period_end),
+        "once-before@example.com": (None, 500, period_start),
+        "old-shape@example.com": (None, 200, None),
+        "once-at-checkout@example.com": (None, 100, period_end),
+        "once-90-minutes-before@example.com": (None, 100, period_start),
+        "several@example.com": (10.0, None, None),
+        "none@example.com": (None, None, None),
+    }
+
+
+def test_a_snapshot_naming_discounts_by_id_keeps_what_we_knew_and_an_empty_list_clears_it(
+    stripe_api, reader, plan, settings, stripe_webhooks
+):
+    """Event snapshots list discounts as bare ids; only an expanded list (or an empty
+    one) says what the discount is now."""
+    settings.STRIPE_SECRET_KEY = ""
+    told_at = int(timezone.now().timestamp())
+    subscription = subscribe(stripe_api, reader, plan)
+    ends = told_at + 90 * 86400
+    coupon = {"amount_off": 400, "duration": "repeating"}
+    expanded = [{"id": "di_1", "start": told_at, "end": ends, "source": {"coupon": coupon}}]
+
+    def deliver(discounts, at):
+        snapshot = dict(subscription, discounts=discounts)
+        stripe_webhooks.deliver("customer.subscription.updated", snapshot, created=at)
+        m = Membership.objects.get()
+        until = int(m.discount_ends_at.timestamp()) if m.discount_ends_at else None
+        return m.discount_percent_off, m.discount_amount_off, until
+
+    assert deliver(expanded, told_at) == (None, 400, ends)
+    assert deliver(["di_1"], told_at + 1) == (None, 400, ends)
+    assert deliver(None, told_at + 2) == (None, 400, ends)
+    assert deliver([], told_at + 3) == (None, None, None)
+
+
+def test_seats_trial_end_and_offer_are_mirrored_and_kept_when_a_later_state_leaves_them_out(
+    stripe_api, reader, plan, settings, stripe_webhooks
+):
+    """A group's seats as Stripe counts them (at least one: an item without a quantity,
+    or with none left, is the payer's own); the trial's end and the offer the reader
+    came with stay known when a later state does not repeat them, and a second offer
+    named later does not replace the first."""
+    settings.STRIPE_SECRET_KEY = ""  # the snapshots below, exactly as written
+    told_at = int(timezone.now().timestamp())
+    trial_end = told_at + 7 * 86400
+    spring, summer = (
+        Offer.objects.create(code=code, name=code.title(), percent_off=10)
+        for code in ("SPRING", "SUMMER")
+    )
+    subscription = subscribe(stripe_api, reader, plan)
+    item = subscription["items"]["data"][0]
+
+    def deliver(*, at, quantity, metadata, trial):
+        snapshot = dict(
+            subscription,
+            metadata=metadata,
+            trial_end=trial,
+            items={"data": [dict(item, quantity=quantity)]},
+        )
+        stripe_webhooks.deliver("customer.subscription.updated", snapshot, created=at)
+        m = Membership.objects.get()
+        return m.quantity, int(m.trial_end.timestamp()) if m.trial_end else None, m.offer_id
+
+    first = {"offer_id": str(spring.pk)}
+    assert deliver(at=told_at, quantity=4, metadata=first, trial=trial_end) == (
+        4,
+        trial_end,
+        spring.pk,
+    )
+    later = {"offer_id": str(summer.pk)}
+    assert deliver(at=told_at + 1, quantity=None, metadata=later, trial=None) == (
+        1,
+        trial_end,
+        spring.pk,
+    )
+    assert deliver(at=told_at + 2, quantity=0, metadata={}, trial=None) == (1, trial_end, spring.pk)
+    assert Subscriber.objects.get(email="bystander@example.com").memberships.count() == 0

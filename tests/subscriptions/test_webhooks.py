@@ -366,6 +366,30 @@ def test_a_late_update_from_the_same_second_does_not_bring_a_deleted_subscriptio
     assert not access.subscriber_is_paid(subscriber=subscriber)
 
 
+def test_without_an_api_key_a_change_from_the_same_second_applies_and_an_older_one_does_not(
+    stripe_api, reader_with_subscription, settings, stripe_webhooks
+):
+    """Snapshots carry whole-second times: a change made the second the subscription
+    began still reaches the membership, while one from a second before it is stale."""
+    subscriber, subscription = reader_with_subscription
+    settings.STRIPE_SECRET_KEY = ""
+    now = int(time.time())
+    ending = dict(subscription, cancel_at_period_end=True)
+
+    stripe_webhooks.send(
+        stripe_api.event("customer.subscription.created", subscription, created=now)
+    )
+    stripe_webhooks.send(stripe_api.event("customer.subscription.updated", ending, created=now))
+    membership = Membership.objects.get(stripe_subscription_id=subscription["id"])
+    assert (membership.subscriber, membership.cancel_at_period_end) == (subscriber, True)
+
+    stale = dict(subscription, cancel_at_period_end=False)
+    stripe_webhooks.send(stripe_api.event("customer.subscription.updated", stale, created=now - 1))
+    membership.refresh_from_db()
+    assert membership.cancel_at_period_end is True
+    assert StripeEvent.objects.filter(processed_at__isnull=True).count() == 0
+
+
 def test_an_unpaid_subscription_from_an_unknown_address_makes_no_reader_until_it_is_paid(
     stripe_api, stripe_webhooks
 ):
