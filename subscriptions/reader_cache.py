@@ -68,6 +68,8 @@ from django.core.cache import cache
 from django.db import connection, transaction
 from django.utils import timezone
 
+from config import generations
+
 if TYPE_CHECKING:
     from django.contrib.auth.models import AbstractBaseUser
 
@@ -236,11 +238,21 @@ def signed_in_user(
     commits in between renews them again, so that record is never used.
     """
     keys = [ACCESS_GENERATION_KEY, _version_key(user_id), record_key(user_id)]
-    values = _read_many(keys)
     secrets_in_use = _secrets_in_use()
+    # The process keeps the record it last read or built (`config.generations.memo`):
+    # then only the versions are read, and it is used only if it was built in them.
+    record = generations.memo.get(keys[2])
+    values = _read_many(keys if record is None else keys[:2])
     versions = (values.get(keys[0]), values.get(keys[1]), secrets_in_use)
-    record = values.get(keys[2])
     now = timezone.now()
+    if isinstance(record, Record) and not record.usable(versions=versions, now=now):
+        values = _read_many(keys)  # the stored one may be newer than the process's
+        versions = (values.get(keys[0]), values.get(keys[1]), secrets_in_use)
+        record = None
+    if record is None:
+        record = values.get(keys[2])
+        if isinstance(record, Record) and record.usable(versions=versions, now=now):
+            generations.memo.put(keys[2], record)
     if isinstance(record, Record) and record.usable(versions=versions, now=now):
         _remember(user_id, record)
         return record.user
@@ -267,6 +279,7 @@ def signed_in_user(
     if not _in_a_transaction():
         # Pickled now, before the request gives the object any state of its own.
         cache.set(keys[2], record, RECORD_SECONDS)
+        generations.memo.put(keys[2], record)
     _remember(user_id, record)
     return user
 
@@ -293,9 +306,10 @@ def remembered_paid(*, user_id: Any) -> bool | None:
 
 
 def _read_many(keys: list[str]) -> dict[str, Any]:
-    """`cache.get_many`, with a record that cannot be read back left out."""
+    """`cache.get_many` (with the keys the request reads ahead, `config.generations`),
+    with a record that cannot be read back left out."""
     try:
-        return cache.get_many(keys)
+        return generations.read_many(keys)
     except _UNREADABLE:
         cache.delete(keys[-1])
-        return cache.get_many(keys[:-1])
+        return generations.read_many(keys[:-1])

@@ -8,6 +8,7 @@ import re
 import pytest
 from django.core.cache import cache
 
+from config import generations
 from config.celery import app as celery_app
 from tests import slots as test_slots
 
@@ -22,10 +23,14 @@ def _isolated_settings(settings, tmp_path):
         "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
     }
     cache.clear()
+    # The process's memo of generation-keyed values mirrors the cache: emptied with it
+    # (a test's clock may be frozen, so a generation started from it could recur).
+    generations.memo.clear()
     celery_app.conf.task_always_eager = True
     celery_app.conf.task_eager_propagates = True
     yield
     cache.clear()
+    generations.memo.clear()
 
 
 @pytest.fixture

@@ -60,3 +60,21 @@ def test_reader_pages_have_no_inline_style_or_script(client):
         html = client.get(path).content.decode()
         assert " style=" not in html, path
         assert "<script" not in html, path
+
+
+def test_the_admin_s_and_a_reader_page_s_policies_stay_apart_once_each_is_kept(editor_client):
+    PublishedArticleFactory(slug="the-article")
+    for _ in range(2):  # the second time, both policies are the kept ones
+        admin = _policy(editor_client.get("/admin/newsletter/article/add/"))
+        reader = _policy(editor_client.get("/p/the-article/"))
+        assert admin["script-src"] == ["'self'", "'unsafe-inline'"]
+        assert reader["script-src"] == ["'self'"]
+
+
+def test_a_changed_policy_setting_shows_at_once(client, settings):
+    PublishedArticleFactory(slug="the-article")
+    assert _policy(client.get("/p/the-article/"))["img-src"] == ["'self'", "https:", "data:"]
+    settings.CONTENT_SECURITY_POLICY = {
+        "DIRECTIVES": {**settings.CONTENT_SECURITY_POLICY["DIRECTIVES"], "img-src": ["'self'"]}
+    }
+    assert _policy(client.get("/p/the-article/?order=newest"))["img-src"] == ["'self'"]

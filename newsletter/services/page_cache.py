@@ -41,6 +41,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.utils.cache import set_response_etag
 from django.utils.http import http_date
 
+from config import generations
 from newsletter.services.page_parameters import Order, discussion_page_number, parse_page_number
 
 logger = logging.getLogger(__name__)
@@ -104,7 +105,10 @@ def one_generation_per_request() -> Iterator[None]:
     token = _request_generation.set([])
     fragments = _request_fragments.set({})
     try:
-        yield
+        # The generation rides along with the request's first read of several keys
+        # (a signed-in reader's record, `subscriptions.reader_cache`).
+        with generations.one_request(ahead=[_GENERATION_KEY]):
+            yield
     finally:
         _request_fragments.reset(fragments)
         _request_generation.reset(token)
@@ -114,6 +118,10 @@ def _current_generation() -> int:
     memo = _request_generation.get()
     if memo:
         return memo[0]
+    ahead = generations.read_ahead(_GENERATION_KEY)
+    if isinstance(ahead, int):
+        _remember_generation(ahead)
+        return ahead
     generation = int(cache.get_or_set(_GENERATION_KEY, _first_generation, timeout=None) or 0)
     _remember_generation(generation)
     return generation
@@ -126,6 +134,7 @@ def _remember_generation(generation: int) -> None:
 
 
 def _forget_request_generation() -> None:
+    generations.forget_read_ahead()
     memo = _request_generation.get()
     if memo is not None:
         memo.clear()
@@ -176,10 +185,19 @@ def prefetch_fragments(names: Iterable[str]) -> None:
     fragments.update(_read_many(keys))
 
 
+_FRAGMENT_PREFIX = f"fragments{FRAGMENT_FORMAT}:"
+
+
 def fragment_key(name: str) -> str:
     """The cache key of the shared fragment `name` in the current generation, for a
     fragment stored only on some conditions (`newsletter.views.reader_shell`)."""
-    return f"fragments{FRAGMENT_FORMAT}:{_current_generation()}:{name}"
+    return f"{_FRAGMENT_PREFIX}{_current_generation()}:{name}"
+
+
+def _of_a_generation(key: str) -> bool:
+    """A fragment's or shell's key: it names the generation this request read, so what
+    it holds never changes and the process may keep it (`config.generations.memo`)."""
+    return key.startswith(_FRAGMENT_PREFIX)
 
 
 # What reading back a stored value raises when the code that stored it differs from
@@ -204,23 +222,46 @@ def read(key: str) -> object | None:
     """The value stored under `key`, or None if there is none or it cannot be read back
     (see `_UNREADABLE`): a miss, so the caller builds and stores it again, never a 500.
 
-    Every read of a fragment, a shell or a page goes through here or `_read_many`.
+    Every read of a fragment, a shell or a page goes through here or `_read_many`;
+    a fragment's or a shell's is answered from the process's memo when it holds it.
     """
+    kept = _of_a_generation(key)
+    if kept:
+        value = generations.memo.get(key)
+        if value is not None:
+            return value
     try:
-        return cache.get(key)
+        value = cache.get(key)
     except _UNREADABLE as error:
         logger.warning("Cached %s cannot be read back (%r): treated as a miss", key, error)
         cache.delete(key)
         return None
+    if kept:
+        generations.memo.put(key, value)
+    return value
 
 
 def _read_many(keys: list[str]) -> dict[str, Any]:
-    """`cache.get_many`, with a value that cannot be read back left out (as `read`)."""
+    """`cache.get_many`, with a value that cannot be read back left out (as `read`), and
+    the fragments the process's memo holds not asked for."""
+    values: dict[str, Any] = {}
+    for key in keys:
+        if _of_a_generation(key):
+            value = generations.memo.get(key)
+            if value is not None:
+                values[key] = value
+    missing = [key for key in keys if key not in values]
+    if not missing:
+        return values
     try:
-        return cache.get_many(keys)
+        read_now = cache.get_many(missing)
     except _UNREADABLE:
-        values = {key: read(key) for key in keys}
-        return {key: value for key, value in values.items() if value is not None}
+        read_now = {key: read(key) for key in missing}
+        read_now = {key: value for key, value in read_now.items() if value is not None}
+    for key, value in read_now.items():
+        if _of_a_generation(key):
+            generations.memo.put(key, value)
+    return {**values, **read_now}
 
 
 def page_parameters(request: HttpRequest, *, reads: frozenset[str]) -> list[tuple[str, str]]:
