@@ -307,11 +307,13 @@ def running_stack(
 ) -> Iterator[Stack]:
     """gunicorn and a celery worker on an existing, migrated database.
 
-    Static files are collected while both processes boot (only pages, not /healthz,
-    need the manifest), and the stack is handed over once all three are done. A caller
-    that has collected them already says `static_collected=True`: collecting again
-    while gunicorn boots would race whitenoise's scan of STATIC_ROOT, since the
-    manifest storage deletes each hashed file before it writes it again.
+    Static files are collected while the celery worker boots, and gunicorn starts once
+    they are written: whitenoise scans STATIC_ROOT as gunicorn loads the app, and a file
+    half-written at that moment was served short (a 200 with 0 bytes) for the stack's
+    whole life. The stack is handed over once all three are done. A caller that has
+    collected them already says `static_collected=True`: collecting again would race
+    the same scan, since the manifest storage deletes each hashed file before it writes
+    it again.
     """
     workdir.mkdir(parents=True, exist_ok=True)
     sock = bind_loopback()
@@ -329,17 +331,17 @@ def running_stack(
     stack = Stack(site_url=site_url, env=env, workdir=workdir)
     collectstatic = None if static_collected else spawn_collectstatic(env=env, workdir=workdir)
     try:
-        web = spawn_gunicorn(
-            env=env, sock=sock, workdir=workdir, workers=web_workers, threads=web_threads
-        )
-        stack.processes.append(web)
-        sock.close()  # gunicorn holds its own copy
         if with_worker:
             worker = spawn_celery_worker(env=env, workdir=workdir, concurrency=worker_concurrency)
             stack.processes.append(worker)
         try:
             if collectstatic is not None:
                 wait_for_exit(collectstatic)
+            web = spawn_gunicorn(
+                env=env, sock=sock, workdir=workdir, workers=web_workers, threads=web_threads
+            )
+            stack.processes.append(web)
+            sock.close()  # gunicorn holds its own copy
             wait_for_gunicorn(web, site_url)
             if with_worker:
                 wait_for_celery_worker(worker)
