@@ -10,8 +10,8 @@ a capturing SMTP server, the Stripe stand-in) on a database of its own
 1. requests/second for the home page, an article page and a signed-in paid reader's
    page of a paid article with a discussion (30 comments, 10 replies; its cookies are
    the session and the CSRF cookie the page set, as a browser sends), each as a ratio
-   to a static file served by the same gunicorn, measured again in each round (wrk
-   when installed, else a small threaded client), and the median of the rounds;
+   to a static file served by the same gunicorn, measured again just before each page
+   (wrk when installed, else a small threaded client), and the median of the rounds;
 2. a burst of concurrent signups from many loopback addresses (127.0.0.x) plus one
    address that goes over its limit: status codes, 5xx count, duplicate subscribers,
    confirmation emails per address, 429s where the limit says and nowhere else;
@@ -278,31 +278,35 @@ def measure_pages(
     check("csrftoken" in jar, "the paid reader's page sets the CSRF cookie a browser keeps")
     pages = ("home", "article", "paid, signed in")
     ratios: dict[str, list[float]] = {name: [] for name in pages}
-    # Each round measures the static file again, just before the pages it is the
-    # reference of: on a machine shared with other work the rates drift within minutes.
+    # Each page is measured right after the static file it is a ratio to: on a machine
+    # shared with other work (or a noisy virtual one) the rates drift within seconds, so
+    # a reference taken a whole round earlier says little.
+    targets = {
+        "home": ("/", ""),
+        "article": (paths["article_path"], ""),
+        "paid, signed in": (paths["paid_path"], session),
+    }
     for number in range(1, rounds + 1):
         print(f"  round {number}")
-        results = {}
-        for name, path, cookie in (
-            ("static file", static_path, ""),
-            ("home", "/", ""),
-            ("article", paths["article_path"], ""),
-            ("paid, signed in", paths["paid_path"], session),
-        ):
-            rate, total, bad = tool(
-                f"{site_url}{path}",
-                duration=duration,
-                connections=connections,
-                threads=2,
-                cookie=cookie,
-            )
-            results[name] = rate
-            print(f"    {name:<16} {path:<41} {rate:9.1f} req/s  ({total} requests, {bad} errors)")
-            check(bad == 0, f"{name}: every response was 2xx/3xx")
-        for name in pages:
+        for name, (path, cookie) in targets.items():
+            results = {}
+            for label, url_path, sent in (("static file", static_path, ""), (name, path, cookie)):
+                rate, total, bad = tool(
+                    f"{site_url}{url_path}",
+                    duration=duration,
+                    connections=connections,
+                    threads=2,
+                    cookie=sent,
+                )
+                results[label] = rate
+                print(
+                    f"    {label:<16} {url_path:<41} {rate:9.1f} req/s  "
+                    f"({total} requests, {bad} errors)"
+                )
+                check(bad == 0, f"{label}: every response was 2xx/3xx")
             ratios[name].append(results[name] / results["static file"])
         print(
-            "    ratios to the static file: "
+            "    ratios to the static file measured just before each: "
             + ", ".join(f"{name} {ratios[name][-1]:.3f}" for name in pages)
         )
     for name in pages:
