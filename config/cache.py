@@ -10,6 +10,8 @@ ones in a forked process).
 
 from __future__ import annotations
 
+import pickle
+import zlib
 from typing import Any
 
 from django.core.cache.backends.redis import RedisCache, RedisCacheClient
@@ -34,3 +36,21 @@ class SharedClientRedisCache(RedisCache):
     def __init__(self, server: str, params: dict[str, Any]) -> None:
         super().__init__(server, params)
         self._class = SharedClientRedisCacheClient
+
+
+# What reading back a stored value raises when the code that stored it differs from
+# the code reading it (a deploy, or the old and the new code side by side during a
+# rolling one): a model that moved apps (LookupError), a class or module that moved or
+# went (AttributeError, ImportError), a model rebuilt from fields it no longer has
+# (TypeError), a truncated or foreign value (UnpicklingError, EOFError, ValueError,
+# zlib.error from the file cache).
+UNREADABLE = (
+    LookupError,
+    AttributeError,
+    ImportError,
+    TypeError,
+    ValueError,
+    EOFError,
+    pickle.UnpicklingError,
+    zlib.error,
+)

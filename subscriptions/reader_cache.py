@@ -52,9 +52,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import logging
-import pickle
 import secrets
-import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -69,6 +67,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from config import generations
+from config.cache import UNREADABLE
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import AbstractBaseUser
@@ -85,18 +84,6 @@ VERSION_SECONDS = 7 * 24 * 3600
 # The User fields a record leaves out: read from the database only if something asks
 # for them (the password change form's check of the old password does).
 LEFT_OUT_OF_RECORDS = ("password",)
-# What reading back a stored record raises when the code that stored it differs (see
-# `newsletter.services.page_cache._UNREADABLE`): a miss, never a 500.
-_UNREADABLE = (
-    LookupError,
-    AttributeError,
-    ImportError,
-    TypeError,
-    ValueError,
-    EOFError,
-    pickle.UnpicklingError,
-    zlib.error,
-)
 
 
 @dataclass(frozen=True)
@@ -310,6 +297,6 @@ def _read_many(keys: list[str]) -> dict[str, Any]:
     with a record that cannot be read back left out."""
     try:
         return generations.read_many(keys)
-    except _UNREADABLE:
+    except UNREADABLE:
         cache.delete(keys[-1])
         return generations.read_many(keys[:-1])

@@ -23,9 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import pickle
 import time
-import zlib
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -42,6 +40,7 @@ from django.utils.cache import set_response_etag
 from django.utils.http import http_date
 
 from config import generations
+from config.cache import UNREADABLE
 from newsletter.services.page_parameters import Order, discussion_page_number, parse_page_number
 
 logger = logging.getLogger(__name__)
@@ -200,27 +199,10 @@ def _of_a_generation(key: str) -> bool:
     return key.startswith(_FRAGMENT_PREFIX)
 
 
-# What reading back a stored value raises when the code that stored it differs from
-# the code reading it (a deploy, or the old and the new code side by side during a
-# rolling one): a model that moved apps (LookupError), a class or module that moved or
-# went (AttributeError, ImportError), a model rebuilt from fields it no longer has
-# (TypeError), a truncated or foreign value (UnpicklingError, EOFError, ValueError,
-# zlib.error from the file cache).
-_UNREADABLE = (
-    LookupError,
-    AttributeError,
-    ImportError,
-    TypeError,
-    ValueError,
-    EOFError,
-    pickle.UnpicklingError,
-    zlib.error,
-)
-
-
 def read(key: str) -> object | None:
     """The value stored under `key`, or None if there is none or it cannot be read back
-    (see `_UNREADABLE`): a miss, so the caller builds and stores it again, never a 500.
+    (`config.cache.UNREADABLE`): a miss, so the caller builds and stores it again, never
+    a 500.
 
     Every read of a fragment, a shell or a page goes through here or `_read_many`;
     a fragment's or a shell's is answered from the process's memo when it holds it.
@@ -232,7 +214,7 @@ def read(key: str) -> object | None:
             return value
     try:
         value = cache.get(key)
-    except _UNREADABLE as error:
+    except UNREADABLE as error:
         logger.warning("Cached %s cannot be read back (%r): treated as a miss", key, error)
         cache.delete(key)
         return None
@@ -255,7 +237,7 @@ def _read_many(keys: list[str]) -> dict[str, Any]:
         return values
     try:
         read_now = cache.get_many(missing)
-    except _UNREADABLE:
+    except UNREADABLE:
         read_now = {key: read(key) for key in missing}
         read_now = {key: value for key, value in read_now.items() if value is not None}
     for key, value in read_now.items():
