@@ -21,8 +21,9 @@ from django.contrib.auth.middleware import AuthenticationMiddleware, auser
 from django.contrib.auth.models import AnonymousUser
 from django.http import HttpRequest, HttpResponseBase
 from django.urls import reverse
+from django.utils.cache import patch_cache_control
 from django.utils.crypto import constant_time_compare
-from django.utils.functional import SimpleLazyObject
+from django.utils.functional import SimpleLazyObject, empty
 
 from subscriptions import reader_cache
 from subscriptions.services.access import paid_status, remembered_for_one_request
@@ -47,12 +48,27 @@ class ReaderAuthenticationMiddleware(AuthenticationMiddleware):
 
     def __call__(self, request: HttpRequest) -> Any:
         with remembered_for_one_request(), reader_cache.one_request():
-            return super().__call__(request)
+            response = super().__call__(request)
+        if isinstance(response, HttpResponseBase):  # always: sync only (above)
+            _private_if_signed_in(request, response)
+        return response
 
     def process_request(self, request: HttpRequest) -> None:
         super().process_request(request)  # the session middleware's check, request.auser
         request.user = SimpleLazyObject(lambda: _cached_user(request))  # type: ignore[assignment]
         request.auser = partial(auser, request)
+
+
+def _private_if_signed_in(request: HttpRequest, response: HttpResponseBase) -> None:
+    """A page built for a signed-in reader (their account pages, allauth's address
+    pages) is `private, no-cache` unless its view said otherwise: no shared cache keeps
+    it, and a browser asks again before showing it. Only if the request looked at who
+    is signed in: a page that never did shows nothing of theirs."""
+    user = getattr(request, "user", None)
+    if not isinstance(user, SimpleLazyObject) or user._wrapped is empty:
+        return
+    if user.is_authenticated and not response.has_header("Cache-Control"):
+        patch_cache_control(response, private=True, no_cache=True)
 
 
 def _cached_user(request: HttpRequest) -> Any:

@@ -152,6 +152,23 @@ def test_the_account_page_needs_a_signed_in_reader(client):
         assert response["Location"].startswith("/accounts/login/")
 
 
+def test_pages_showing_a_signed_in_reader_s_address_are_kept_by_no_shared_cache(client, reader):
+    client.force_login(reader.user)
+    for path in ["/account/", "/account/name/", "/account/delete/", "/accounts/email/"]:
+        response = client.get(path)
+        assert response.status_code == 200, path
+        directives = {d.strip() for d in response["Cache-Control"].split(",")}
+        assert {"private", "no-cache"} <= directives, (path, response["Cache-Control"])
+    # A view's own choice stands: the export says no-store.
+    assert "no-store" in client.get("/account/export/")["Cache-Control"]
+
+
+def test_a_signed_out_visitor_s_answers_are_not_marked_private_by_it(client):
+    response = client.get("/account/")  # looks at who is signed in: nobody
+    assert response.status_code == 302
+    assert not response.has_header("Cache-Control")
+
+
 def test_the_reader_turns_the_newsletter_off_and_on(client, reader):
     client.force_login(reader.user)
     assert b"Turn the newsletter off" in client.get("/account/").content
