@@ -1132,3 +1132,26 @@ def test_seats_trial_end_and_offer_are_mirrored_and_kept_when_a_later_state_leav
     )
     assert deliver(at=told_at + 2, quantity=0, metadata={}, trial=None) == (1, trial_end, spring.pk)
     assert Subscriber.objects.get(email="bystander@example.com").memberships.count() == 0
+
+
+def test_a_failed_attempt_is_logged_as_an_error_naming_its_event_with_the_traceback(
+    stripe_api, caplog
+):
+    failing, applied = (
+        StripeEvent.objects.create(
+            stripe_id=f"evt_{name}",
+            type="customer.subscription.updated" if name == "fails" else "unknown.type",
+            created=timezone.now(),
+            payload={"data": {"object": {"id": "sub_missing", "object": "subscription"}}},
+        )
+        for name in ("fails", "applies")
+    )
+    with caplog.at_level("INFO", logger="subscriptions.services.stripe_events"):
+        assert stripe_events.process_event(event_id=failing.pk) is False
+        assert stripe_events.process_event(event_id=applied.pk) is True
+
+    records = [r for r in caplog.records if r.name == "subscriptions.services.stripe_events"]
+    assert [(r.levelname, r.getMessage()) for r in records] == [
+        ("ERROR", f"Processing Stripe event {failing.pk} failed")
+    ]
+    assert records[0].exc_info and "No such subscription" in str(records[0].exc_info[1])
