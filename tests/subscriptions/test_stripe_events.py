@@ -1155,3 +1155,35 @@ def test_a_failed_attempt_is_logged_as_an_error_naming_its_event_with_the_traceb
         ("ERROR", f"Processing Stripe event {failing.pk} failed")
     ]
     assert records[0].exc_info and "No such subscription" in str(records[0].exc_info[1])
+
+
+def test_a_pending_reader_confirmed_by_a_subscription_keeps_the_consent_on_record_else_stripe(
+    stripe_api, plan, stripe_webhooks
+):
+    """A pending reader whose subscription Stripe reports paid is confirmed: the consent
+    they gave (a signup form's) stays on record, and one with none on record has
+    consented by paying through Stripe."""
+    signed_up = SubscriberFactory(
+        email="signed.up@example.com",
+        status=Subscriber.Status.PENDING,
+        consent_source="signup form",
+    )
+    unrecorded = SubscriberFactory(
+        email="unrecorded@example.com", status=Subscriber.Status.PENDING, consent_source=""
+    )
+    for reader in (signed_up, unrecorded):
+        customer = stripe_api.add_customer(email=reader.email)
+        Subscriber.objects.filter(pk=reader.pk).update(stripe_customer_id=customer["id"])
+        subscription = stripe_api.add_subscription(
+            customer=customer["id"], price=plan.stripe_price_id
+        )
+        stripe_webhooks.deliver("customer.subscription.created", subscription)
+
+    confirmed = {
+        s.email: (s.status, s.consent_source)
+        for s in Subscriber.objects.filter(pk__in=[signed_up.pk, unrecorded.pk])
+    }
+    assert confirmed == {
+        "signed.up@example.com": (Subscriber.Status.ACTIVE, "signup form"),
+        "unrecorded@example.com": (Subscriber.Status.ACTIVE, "stripe"),
+    }
