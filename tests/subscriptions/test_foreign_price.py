@@ -152,3 +152,24 @@ def test_an_earlier_price_counts_as_our_plan_only_when_it_names_the_plan_and_its
         if subscriber_is_paid(subscriber=m.subscriber)
     }
     assert paid == {"earlier@example.com", "expanded@example.com"}
+
+
+def test_an_earlier_price_is_the_plan_it_names_only_with_that_plan_s_own_product():
+    """Two plans, each with its product: a price naming one plan under the other's
+    product, or naming no plan of ours under our product, is none of our plans; one
+    naming a plan under its own product is that plan, whichever of the two it is."""
+    from subscriptions.services.memberships import plan_for_price
+
+    monthly = PlanFactory(name="Monthly", stripe_product_id="prod_monthly")
+    yearly = PlanFactory(name="Yearly", interval="year", stripe_product_id="prod_yearly")
+    missing = str(max(monthly.pk, yearly.pk) + 1)
+
+    def plan(plan_id: str, product: str) -> Plan | None:
+        price = {"id": "price_earlier", "product": product, "metadata": {"plan_id": plan_id}}
+        return plan_for_price({"items": {"data": [{"price": price}]}})
+
+    assert plan(str(monthly.pk), "prod_monthly") == monthly
+    assert plan(str(yearly.pk), "prod_yearly") == yearly
+    assert plan(str(monthly.pk), "prod_yearly") is None
+    assert plan(str(yearly.pk), "prod_monthly") is None
+    assert plan(missing, "prod_monthly") is None

@@ -1132,3 +1132,58 @@ def test_seats_trial_end_and_offer_are_mirrored_and_kept_when_a_later_state_leav
     )
     assert deliver(at=told_at + 2, quantity=0, metadata={}, trial=None) == (1, trial_end, spring.pk)
     assert Subscriber.objects.get(email="bystander@example.com").memberships.count() == 0
+
+
+def test_a_failed_attempt_is_logged_as_an_error_naming_its_event_with_the_traceback(
+    stripe_api, caplog
+):
+    failing, applied = (
+        StripeEvent.objects.create(
+            stripe_id=f"evt_{name}",
+            type="customer.subscription.updated" if name == "fails" else "unknown.type",
+            created=timezone.now(),
+            payload={"data": {"object": {"id": "sub_missing", "object": "subscription"}}},
+        )
+        for name in ("fails", "applies")
+    )
+    with caplog.at_level("INFO", logger="subscriptions.services.stripe_events"):
+        assert stripe_events.process_event(event_id=failing.pk) is False
+        assert stripe_events.process_event(event_id=applied.pk) is True
+
+    records = [r for r in caplog.records if r.name == "subscriptions.services.stripe_events"]
+    assert [(r.levelname, r.getMessage()) for r in records] == [
+        ("ERROR", f"Processing Stripe event {failing.pk} failed")
+    ]
+    assert records[0].exc_info and "No such subscription" in str(records[0].exc_info[1])
+
+
+def test_a_pending_reader_confirmed_by_a_subscription_keeps_the_consent_on_record_else_stripe(
+    stripe_api, plan, stripe_webhooks
+):
+    """A pending reader whose subscription Stripe reports paid is confirmed: the consent
+    they gave (a signup form's) stays on record, and one with none on record has
+    consented by paying through Stripe."""
+    signed_up = SubscriberFactory(
+        email="signed.up@example.com",
+        status=Subscriber.Status.PENDING,
+        consent_source="signup form",
+    )
+    unrecorded = SubscriberFactory(
+        email="unrecorded@example.com", status=Subscriber.Status.PENDING, consent_source=""
+    )
+    for reader in (signed_up, unrecorded):
+        customer = stripe_api.add_customer(email=reader.email)
+        Subscriber.objects.filter(pk=reader.pk).update(stripe_customer_id=customer["id"])
+        subscription = stripe_api.add_subscription(
+            customer=customer["id"], price=plan.stripe_price_id
+        )
+        stripe_webhooks.deliver("customer.subscription.created", subscription)
+
+    confirmed = {
+        s.email: (s.status, s.consent_source)
+        for s in Subscriber.objects.filter(pk__in=[signed_up.pk, unrecorded.pk])
+    }
+    assert confirmed == {
+        "signed.up@example.com": (Subscriber.Status.ACTIVE, "signup form"),
+        "unrecorded@example.com": (Subscriber.Status.ACTIVE, "stripe"),
+    }

@@ -535,3 +535,30 @@ def _terminate(backend_pid: int) -> None:
         raise AssertionError("the connection was not terminated")
     finally:
         other.close()
+
+
+def test_each_refused_delivery_is_answered_with_what_was_wrong_with_it(stripe_webhooks):
+    """Stripe's dashboard shows the answer's body: each kind of refusal says its own
+    reason, in words, and stores nothing."""
+    event = '{"id": "evt_1", "object": "event", "type": "t", "data": {}, "created": %s}'
+    deliveries = {
+        "truncated": ('{"id": "evt_1", ', "Malformed JSON."),
+        "a lone surrogate": (
+            event % '1900000000, "name": "\\ud800"',
+            "Malformed JSON: an unpaired surrogate escape.",
+        ),
+        "no event": ('["not", "an", "event"]', "Not a Stripe event."),
+        "out of range": (
+            event % "1000000000000",
+            "Not a Stripe event: its creation time is out of range.",
+        ),
+    }
+    answers = {
+        name: stripe_webhooks.post(body, signature=signature_for(body)).json()
+        for name, (body, _reason) in deliveries.items()
+    }
+    assert answers == {name: {"error": reason} for name, (_body, reason) in deliveries.items()}
+    unsigned = stripe_webhooks.post(deliveries["no event"][0], signature="t=1,v1=00").json()
+    assert unsigned["error"].startswith("Invalid signature: ")
+    assert len(unsigned["error"]) > len("Invalid signature: ")
+    assert StripeEvent.objects.count() == 0
