@@ -135,7 +135,7 @@ mutate: export TEST_DATABASE_SLOTS ?= $(MUTATE_CHILDREN)
 mutate: MUTANTS ?= $(MUTATE_MODULES) $(if $(MUTATE_MONEY),$(MUTATE_MONEY_MODULES))
 mutate: $(STAMP)
 	rm -rf mutants
-	nice $(BIN)/mutmut run --max-children $(MUTATE_CHILDREN) $(foreach m,$(MUTANTS),'$(m)')
+	PATH="$(abspath $(BIN)):$$PATH" nice $(BIN)/mutmut run --max-children $(MUTATE_CHILDREN) $(foreach m,$(MUTANTS),'$(m)')
 	$(BIN)/python -m tests.mutation.score -v
 
 clean:

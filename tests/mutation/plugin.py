@@ -15,8 +15,13 @@ It acts only in the test runs mutmut starts, never in `make test`:
   a mutant whose tests all pass ran out of wall time and counted as a timeout, that is
   as killed. mutmut's wall-clock signal is let through only after three times its
   wall-clock time (a mutant blocked without using CPU still ends).
-- A mutant's tests run fastest first (their times in mutmut's stats), so with `-x` a
-  killed mutant stops at its cheapest failing test; the order is the same every run.
+- A mutant's tests run killers first, then fastest first (their times in mutmut's
+  stats): the tests that already killed another mutant of the same function in this
+  `mutmut run` (most kills first), then those that killed one of the same module. With
+  `-x` a killed mutant stops at its first failing test, and the test that failed for
+  one mutant of a function usually fails for the next: mutmut runs a function's mutants
+  one after another. Each first failure is added to KILLERS. The order changes only how
+  soon a mutant dies, never whether: each test runs in a transaction of its own.
 
 With MUTATE_TIMINGS=<file>, each test run appends one JSON line to that file: the
 mutant, the exit status, and where the run's CPU and wall time went (collection, the
@@ -30,6 +35,7 @@ import os
 import resource
 import signal
 import time
+from collections import Counter
 
 import pytest
 
@@ -109,6 +115,56 @@ def _is_a_mutant(name: str) -> bool:
     return "__mutmut_" in name
 
 
+# One line per killed mutant, "<function>\t<the test that failed first>", in mutants/
+# (the runs' working directory), so one `make mutate`'s record: it starts afresh.
+KILLERS = "mutmut-killers.txt"
+
+
+def _function_of(mutant: str) -> str:
+    """`pkg.module.x_f__mutmut_3` -> `pkg.module.x_f` (a method's name keeps its class)."""
+    return mutant.rsplit("__mutmut_", 1)[0]
+
+
+def _module_of(function: str) -> str:
+    return function.rsplit(".", 1)[0]
+
+
+class _RecordTheKiller:
+    def __init__(self, mutant: str) -> None:
+        self.function = _function_of(mutant)
+        self.recorded = False
+
+    def pytest_runtest_logreport(self, report) -> None:
+        if report.failed and not self.recorded:
+            self.recorded = True
+            # One short write with O_APPEND: two runs side by side never interleave it.
+            line = f"{self.function}\t{report.nodeid}\n".encode()
+            fd = os.open(KILLERS, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                os.write(fd, line)
+            finally:
+                os.close(fd)
+
+
+def _kills(function: str) -> tuple[Counter[str], Counter[str]]:
+    """How many mutants each test killed first, of this function and of its module."""
+    of_function: Counter[str] = Counter()
+    of_module: Counter[str] = Counter()
+    try:
+        with open(KILLERS) as record:
+            lines = record.read().splitlines()
+    except FileNotFoundError:
+        return of_function, of_module
+    module = _module_of(function)
+    for line in lines:
+        killed, _tab, nodeid = line.partition("\t")
+        if killed == function:
+            of_function[nodeid] += 1
+        if _module_of(killed) == module:
+            of_module[nodeid] += 1
+    return of_function, of_module
+
+
 def _reuse_the_slot_database() -> None:
     """A mutant's run skips the migrate and post-migrate work of `create_test_db` when a
     run forked from the same process (mutmut's fork server) set this database up.
@@ -170,9 +226,11 @@ def _time_out_on_cpu_not_on_the_wall_clock() -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    if _is_a_mutant(os.environ.get("MUTANT_UNDER_TEST", "")):
+    mutant = os.environ.get("MUTANT_UNDER_TEST", "")
+    if _is_a_mutant(mutant):
         _reuse_the_slot_database()
         _time_out_on_cpu_not_on_the_wall_clock()
+        config.pluginmanager.register(_RecordTheKiller(mutant), "mutate-killer")
 
     from hypothesis import Phase, settings
 
@@ -193,11 +251,18 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    if not _is_a_mutant(os.environ.get("MUTANT_UNDER_TEST", "")):
+    mutant = os.environ.get("MUTANT_UNDER_TEST", "")
+    if not _is_a_mutant(mutant):
         return
     from mutmut.state import state
 
     durations = state().duration_by_test
-    if durations:
-        # Stable: tests of equal (or unknown) time keep pytest's order.
-        items.sort(key=lambda item: durations.get(item.nodeid, 0.0))
+    of_function, of_module = _kills(_function_of(mutant))
+    # Stable: tests of equal (or unknown) time and kills keep pytest's order.
+    items.sort(
+        key=lambda item: (
+            -of_function[item.nodeid],
+            -of_module[item.nodeid],
+            durations.get(item.nodeid, 0.0),
+        )
+    )

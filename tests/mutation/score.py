@@ -2,7 +2,9 @@
 
 Reads the results mutmut left in mutants/ and counts, per mutated module, the mutants
 the tests killed (a timeout counts as killed: the change made the code hang), the ones
-that survived, and the ones no test reached. Mutants listed in tests/mutation/survivors.md as
+mypy rejected before any test ran (`type_check_command` in pyproject.toml: such a
+mutant fails `make test`'s type check), the ones that survived, and the ones no test
+reached. Mutants listed in tests/mutation/survivors.md as
 equivalent (they cannot change what the code does; each entry says why) are left out
 of the score.
 """
@@ -16,7 +18,8 @@ from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-KILLED = {1, 3, 24, -24, 36, 152, 255, 37}
+TYPE_CHECKED = {37}
+KILLED = {1, 3, 24, -24, 36, 152, 255} | TYPE_CHECKED
 SURVIVED = {0}
 NO_TESTS = {5, 33}
 
@@ -50,6 +53,8 @@ def main() -> int:
                 counts["not checked"] += 1
             elif code in KILLED:
                 counts["killed"] += 1
+                if code in TYPE_CHECKED:
+                    counts["by mypy"] += 1
             elif code in SURVIVED:
                 counts["survived"] += 1
                 survivors.append(name)
@@ -65,14 +70,24 @@ def main() -> int:
         if counts["not checked"]:
             print(f"{module}: {counts['not checked']} mutants not checked yet", file=sys.stderr)
         rows.append((module, counts, scored, survivors))
-    print("| module | mutants | killed | survived | equivalent | score |")
-    print("|---|---|---|---|---|---|")
+    print("| module | mutants | killed | of which by mypy | survived | equivalent | score |")
+    print("|---|---|---|---|---|---|---|")
     for module, counts, scored, _survivors in rows:
         score = f"{100 * counts['killed'] / scored:.1f}%" if scored else "-"
         left = counts["survived"] + counts["no tests"] + counts["other"]
         print(
-            f"| `{module}` | {scored + counts['equivalent']} | {counts['killed']} | {left} "
+            f"| `{module}` | {scored + counts['equivalent']} | {counts['killed']} "
+            f"| {counts['by mypy']} | {left} "
             f"| {counts['equivalent']} | {score} |"
+        )
+    if len(rows) > 1:
+        total: Counter[str] = sum((counts for _m, counts, _s, _v in rows), Counter())
+        scored = sum(scored for _m, _c, scored, _v in rows)
+        left = total["survived"] + total["no tests"] + total["other"]
+        score = f"{100 * total['killed'] / scored:.1f}%" if scored else "-"
+        print(
+            f"| all | {scored + total['equivalent']} | {total['killed']} | {total['by mypy']} "
+            f"| {left} | {total['equivalent']} | {score} |"
         )
     if "-v" in sys.argv:
         for module, _counts, _scored, survivors in rows:

@@ -33,7 +33,7 @@ def items(*nodeids: str) -> list:
 
 
 def test_a_mutants_tests_run_fastest_first_and_unknown_ones_keep_their_place(
-    monkeypatch, stats_durations
+    monkeypatch, stats_durations, killers
 ):
     monkeypatch.setenv("MUTANT_UNDER_TEST", "newsletter.services.content.x_f__mutmut_3")
     collected = items("t.py::slow", "t.py::new_a", "t.py::fast", "t.py::middle", "t.py::new_b")
@@ -45,6 +45,46 @@ def test_a_mutants_tests_run_fastest_first_and_unknown_ones_keep_their_place(
         "t.py::middle",
         "t.py::slow",
     ]
+
+
+@pytest.fixture
+def killers(tmp_path, monkeypatch):
+    """The record of first failures a run keeps in its working directory (mutants/)."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path / plugin.KILLERS
+
+
+def test_tests_that_killed_this_functions_mutants_run_first_then_its_modules(
+    monkeypatch, stats_durations, killers
+):
+    killers.write_text(
+        "newsletter.services.content.x_f\tt.py::slow\n"
+        "newsletter.services.content.x_f\tt.py::middle\n"
+        "newsletter.services.content.x_f\tt.py::slow\n"
+        "newsletter.services.content.x_g\tt.py::new_b\n"
+        "newsletter.services.access.x_f\tt.py::new_a\n"  # another module's: no say
+    )
+    monkeypatch.setenv("MUTANT_UNDER_TEST", "newsletter.services.content.x_f__mutmut_7")
+    collected = items("t.py::new_a", "t.py::fast", "t.py::middle", "t.py::new_b", "t.py::slow")
+    plugin.pytest_collection_modifyitems(collected)
+    assert [item.nodeid for item in collected] == [
+        "t.py::slow",  # killed two of x_f's mutants
+        "t.py::middle",  # killed one
+        "t.py::new_b",  # killed a mutant of x_g, in the same module
+        "t.py::new_a",
+        "t.py::fast",
+    ]
+
+
+def test_a_mutants_first_failing_test_is_added_to_the_record_once(killers):
+    recorder = plugin._RecordTheKiller("subscriptions.services.tokens.xǁSignerǁsign__mutmut_12")
+    for nodeid, failed in (("t.py::passes", False), ("t.py::fails", True), ("t.py::too", True)):
+        recorder.pytest_runtest_logreport(SimpleNamespace(nodeid=nodeid, failed=failed))
+    assert killers.read_text() == "subscriptions.services.tokens.xǁSignerǁsign\tt.py::fails\n"
+    assert plugin._kills("subscriptions.services.tokens.xǁSignerǁsign") == (
+        {"t.py::fails": 1},
+        {"t.py::fails": 1},
+    )
 
 
 @pytest.mark.parametrize("run", ["stats", "", "fail"])

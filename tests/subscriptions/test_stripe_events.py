@@ -7,6 +7,7 @@ import json
 
 import pytest
 from django.core import mail
+from django.db import OperationalError, connection
 from django.utils import timezone
 
 from subscriptions.models import Membership, Offer, StripeEvent, Subscriber
@@ -1187,3 +1188,49 @@ def test_a_pending_reader_confirmed_by_a_subscription_keeps_the_consent_on_recor
         "signed.up@example.com": (Subscriber.Status.ACTIVE, "signup form"),
         "unrecorded@example.com": (Subscriber.Status.ACTIVE, "stripe"),
     }
+
+
+def test_a_database_failure_while_applying_an_event_is_logged_and_recorded_as_an_attempt(
+    caplog,
+):
+    """When the database itself fails mid-event (here: the statement that marks it
+    processed), the error is logged naming the event, with the traceback, and the failed
+    attempt is recorded, so the sweeper tries the event again later."""
+    event, bystander = (
+        StripeEvent.objects.create(
+            stripe_id=f"evt_{name}",
+            type="unknown.type",
+            created=timezone.now(),
+            payload={"data": {"object": {"id": "x", "object": "subscription"}}},
+        )
+        for name in ("db_fails", "bystander")
+    )
+    failures = []
+
+    def fail_the_first_update(execute, sql, params, many, context):
+        if sql.lstrip().upper().startswith("UPDATE") and not failures:
+            failures.append(sql)
+            raise OperationalError("server closed the connection unexpectedly")
+        return execute(sql, params, many, context)
+
+    with (
+        caplog.at_level("INFO", logger="subscriptions.services.stripe_events"),
+        connection.execute_wrapper(fail_the_first_update),
+    ):
+        assert stripe_events.process_event(event_id=event.pk) is False
+
+    assert failures, "the marking statement never ran"
+    records = [r for r in caplog.records if r.name == "subscriptions.services.stripe_events"]
+    assert [(r.levelname, r.getMessage()) for r in records] == [
+        ("ERROR", f"Processing Stripe event {event.pk} failed")
+    ]
+    assert records[0].exc_info and isinstance(records[0].exc_info[1], OperationalError)
+    event.refresh_from_db()
+    assert event.processed_at is None
+    assert event.attempts == 1
+    assert event.error == (
+        "django.db.utils.OperationalError: server closed the connection unexpectedly"
+    )
+    assert event.next_attempt_at is not None
+    bystander.refresh_from_db()
+    assert (bystander.attempts, bystander.error, bystander.processed_at) == (0, "", None)
