@@ -23,6 +23,11 @@ It acts only in the test runs mutmut starts, never in `make test`:
   one after another. Each first failure is added to KILLERS. The order changes only how
   soon a mutant dies, never whether: each test runs in a transaction of its own.
 
+- A mutant survivors.md lists as equivalent, with the fingerprint it has now (the
+  change someone judged unable to alter behaviour, in an unchanged function), ends its
+  run at once as surviving, without running its tests (tests/mutation/equivalents.py):
+  nothing a test does can kill it, and such survivors cost the most, each running every
+  test that reaches its function. MUTATE_RECHECK=1 runs them all again.
 - mutmut's clean pass (the tests of the chosen mutants, on the unchanged code) runs
   only the tests its stats pass did not already pass: that pass ran every test on the
   same code a moment earlier, in the same `mutmut run`, which stops when one fails.
@@ -43,6 +48,7 @@ import resource
 import signal
 import time
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -147,6 +153,15 @@ def _passed_in_this_runs_stats_pass() -> set[str]:
     except (FileNotFoundError, ValueError):
         return set()
     return set(passed) if made_by == str(os.getppid()) else set()
+
+
+def _a_listed_equivalent_unchanged(mutant: str) -> bool:
+    if not _is_a_mutant(mutant) or os.environ.get("MUTATE_RECHECK"):
+        return False
+    from tests.mutation import equivalents
+
+    # The run's working directory is mutants/, the tree mutmut wrote.
+    return equivalents.unchanged(mutant, Path.cwd(), equivalents.listed())
 
 
 def _function_of(mutant: str) -> str:
@@ -256,6 +271,8 @@ def _time_out_on_cpu_not_on_the_wall_clock() -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     mutant = os.environ.get("MUTANT_UNDER_TEST", "")
+    if _a_listed_equivalent_unchanged(mutant):
+        pytest.exit(f"{mutant} is a listed equivalent, unchanged", returncode=0)
     if _is_a_mutant(mutant):
         _reuse_the_slot_database()
         _time_out_on_cpu_not_on_the_wall_clock()
