@@ -23,6 +23,18 @@ It acts only in the test runs mutmut starts, never in `make test`:
   one after another. Each first failure is added to KILLERS. The order changes only how
   soon a mutant dies, never whether: each test runs in a transaction of its own.
 
+- A mutant survivors.md lists as equivalent, with the fingerprint it has now (the
+  change someone judged unable to alter behaviour, in an unchanged function), ends its
+  run at once as surviving, without running its tests (tests/mutation/equivalents.py):
+  nothing a test does can kill it, and such survivors cost the most, each running every
+  test that reaches its function. MUTATE_RECHECK=1 runs them all again.
+- mutmut's clean pass (the tests of the chosen mutants, on the unchanged code) runs
+  only the tests its stats pass did not already pass: that pass ran every test on the
+  same code a moment earlier, in the same `mutmut run`, which stops when one fails.
+  The stats pass writes the tests it passed to STATS_PASSED, naming the process both
+  passes are forked from; the clean pass keeps at least one test (mutmut counts a run
+  of none as a failure). A run that reused earlier stats runs its clean pass in full.
+
 With MUTATE_TIMINGS=<file>, each test run appends one JSON line to that file: the
 mutant, the exit status, and where the run's CPU and wall time went (collection, the
 test database, the tests). `python -m tests.mutation.timings <file>` sums them up.
@@ -36,6 +48,7 @@ import resource
 import signal
 import time
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -118,6 +131,37 @@ def _is_a_mutant(name: str) -> bool:
 # One line per killed mutant, "<function>\t<the test that failed first>", in mutants/
 # (the runs' working directory), so one `make mutate`'s record: it starts afresh.
 KILLERS = "mutmut-killers.txt"
+
+
+# The tests the stats pass passed, after a first line naming the process it (and the
+# clean pass after it) is forked from: mutmut's own.
+STATS_PASSED = "mutmut-stats-passed.txt"
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if os.environ.get("MUTANT_UNDER_TEST") != "stats" or exitstatus != 0:
+        return
+    with open(STATS_PASSED, "w") as out:
+        out.write(f"{os.getppid()}\n")
+        out.writelines(f"{item.nodeid}\n" for item in session.items)
+
+
+def _passed_in_this_runs_stats_pass() -> set[str]:
+    try:
+        with open(STATS_PASSED) as record:
+            made_by, *passed = record.read().splitlines()
+    except (FileNotFoundError, ValueError):
+        return set()
+    return set(passed) if made_by == str(os.getppid()) else set()
+
+
+def _a_listed_equivalent_unchanged(mutant: str) -> bool:
+    if not _is_a_mutant(mutant) or os.environ.get("MUTATE_RECHECK"):
+        return False
+    from tests.mutation import equivalents
+
+    # The run's working directory is mutants/, the tree mutmut wrote.
+    return equivalents.unchanged(mutant, Path.cwd(), equivalents.listed())
 
 
 def _function_of(mutant: str) -> str:
@@ -227,6 +271,8 @@ def _time_out_on_cpu_not_on_the_wall_clock() -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     mutant = os.environ.get("MUTANT_UNDER_TEST", "")
+    if _a_listed_equivalent_unchanged(mutant):
+        pytest.exit(f"{mutant} is a listed equivalent, unchanged", returncode=0)
     if _is_a_mutant(mutant):
         _reuse_the_slot_database()
         _time_out_on_cpu_not_on_the_wall_clock()
@@ -250,8 +296,10 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 @pytest.hookimpl(trylast=True)
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     mutant = os.environ.get("MUTANT_UNDER_TEST", "")
+    if mutant == "":
+        _leave_out_what_the_stats_pass_passed(config, items)
     if not _is_a_mutant(mutant):
         return
     from mutmut.state import state
@@ -266,3 +314,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             durations.get(item.nodeid, 0.0),
         )
     )
+
+
+def _leave_out_what_the_stats_pass_passed(config: pytest.Config, items: list[pytest.Item]) -> None:
+    passed = _passed_in_this_runs_stats_pass()
+    if not passed:
+        return
+    kept = [item for item in items if item.nodeid not in passed] or items[:1]
+    keep = {id(item) for item in kept}
+    left_out = [item for item in items if id(item) not in keep]
+    if left_out:
+        config.hook.pytest_deselected(items=left_out)
+        items[:] = kept

@@ -37,7 +37,7 @@ def test_a_mutants_tests_run_fastest_first_and_unknown_ones_keep_their_place(
 ):
     monkeypatch.setenv("MUTANT_UNDER_TEST", "newsletter.services.content.x_f__mutmut_3")
     collected = items("t.py::slow", "t.py::new_a", "t.py::fast", "t.py::middle", "t.py::new_b")
-    plugin.pytest_collection_modifyitems(collected)
+    plugin.pytest_collection_modifyitems(config=None, items=collected)
     assert [item.nodeid for item in collected] == [
         "t.py::new_a",
         "t.py::new_b",
@@ -66,7 +66,7 @@ def test_tests_that_killed_this_functions_mutants_run_first_then_its_modules(
     )
     monkeypatch.setenv("MUTANT_UNDER_TEST", "newsletter.services.content.x_f__mutmut_7")
     collected = items("t.py::new_a", "t.py::fast", "t.py::middle", "t.py::new_b", "t.py::slow")
-    plugin.pytest_collection_modifyitems(collected)
+    plugin.pytest_collection_modifyitems(config=None, items=collected)
     assert [item.nodeid for item in collected] == [
         "t.py::slow",  # killed two of x_f's mutants
         "t.py::middle",  # killed one
@@ -88,10 +88,10 @@ def test_a_mutants_first_failing_test_is_added_to_the_record_once(killers):
 
 
 @pytest.mark.parametrize("run", ["stats", "", "fail"])
-def test_mutmuts_other_runs_keep_pytests_order(monkeypatch, stats_durations, run):
+def test_mutmuts_other_runs_keep_pytests_order(monkeypatch, stats_durations, killers, run):
     monkeypatch.setenv("MUTANT_UNDER_TEST", run)
     collected = items("t.py::slow", "t.py::fast", "t.py::middle")
-    plugin.pytest_collection_modifyitems(collected)
+    plugin.pytest_collection_modifyitems(config=None, items=collected)
     assert [item.nodeid for item in collected] == ["t.py::slow", "t.py::fast", "t.py::middle"]
 
 
@@ -162,3 +162,64 @@ def test_a_run_that_reaches_the_cpu_limit_times_out_at_once():
     written, exit_code = run_in_a_child(1, spinning)
     assert written == ""
     assert exit_code == -signal.SIGXCPU
+
+
+class _Hooks:
+    def __init__(self) -> None:
+        self.deselected: list = []
+
+    def pytest_deselected(self, items) -> None:
+        self.deselected += [item.nodeid for item in items]
+
+
+def a_config():
+    hooks = _Hooks()
+    return SimpleNamespace(hook=hooks), hooks
+
+
+def finish_the_stats_pass(monkeypatch, exitstatus, *nodeids):
+    monkeypatch.setenv("MUTANT_UNDER_TEST", "stats")
+    plugin.pytest_sessionfinish(SimpleNamespace(items=items(*nodeids)), exitstatus)
+
+
+def test_the_clean_pass_runs_only_what_the_same_runs_stats_pass_did_not_pass(monkeypatch, killers):
+    finish_the_stats_pass(monkeypatch, 0, "t.py::a", "t.py::b")
+    monkeypatch.setenv("MUTANT_UNDER_TEST", "")
+    config, hooks = a_config()
+    collected = items("t.py::a", "t.py::new", "t.py::b")
+    plugin.pytest_collection_modifyitems(config=config, items=collected)
+    assert [item.nodeid for item in collected] == ["t.py::new"]
+    assert hooks.deselected == ["t.py::a", "t.py::b"]
+
+
+def test_a_clean_pass_whose_every_test_passed_in_the_stats_pass_still_runs_one(
+    monkeypatch, killers
+):
+    finish_the_stats_pass(monkeypatch, 0, "t.py::a", "t.py::b")
+    monkeypatch.setenv("MUTANT_UNDER_TEST", "")
+    config, hooks = a_config()
+    collected = items("t.py::b", "t.py::a")
+    plugin.pytest_collection_modifyitems(config=config, items=collected)
+    assert [item.nodeid for item in collected] == ["t.py::b"]
+    assert hooks.deselected == ["t.py::a"]
+
+
+def test_a_failed_stats_pass_or_another_runs_leaves_the_clean_pass_whole(monkeypatch, killers):
+    finish_the_stats_pass(monkeypatch, 1, "t.py::a")
+    assert not killers.with_name(plugin.STATS_PASSED).exists()
+    finish_the_stats_pass(monkeypatch, 0, "t.py::a")
+    monkeypatch.setattr(os, "getppid", lambda: 1)  # a clean pass forked from elsewhere
+    monkeypatch.setenv("MUTANT_UNDER_TEST", "")
+    config, hooks = a_config()
+    collected = items("t.py::a", "t.py::b")
+    plugin.pytest_collection_modifyitems(config=config, items=collected)
+    assert [item.nodeid for item in collected] == ["t.py::a", "t.py::b"]
+    assert hooks.deselected == []
+
+
+def test_a_mutants_run_is_never_shortened_by_the_stats_record(monkeypatch, killers):
+    finish_the_stats_pass(monkeypatch, 0, "t.py::a", "t.py::b")
+    monkeypatch.setenv("MUTANT_UNDER_TEST", "newsletter.services.content.x_f__mutmut_1")
+    collected = items("t.py::a", "t.py::b")
+    plugin.pytest_collection_modifyitems(config=None, items=collected)
+    assert sorted(item.nodeid for item in collected) == ["t.py::a", "t.py::b"]
