@@ -5,10 +5,16 @@ from __future__ import annotations
 import html
 from html.parser import HTMLParser
 
+import html5lib
 from hypothesis import given
 from hypothesis import strategies as st
 
-from newsletter.services.content import EMBED_SRC_RE, FOOTNOTE_ID_RE, sanitize_body
+from newsletter.services.content import (
+    EMBED_SRC_RE,
+    FOOTNOTE_ID_RE,
+    embeds_as_links,
+    sanitize_body,
+)
 
 
 class _Ids(HTMLParser):
@@ -107,3 +113,78 @@ def test_an_iframe_survives_only_with_an_allowed_players_address(src):
     assert frames in ([], [{"src": src}])
     assert bool(frames) == bool(EMBED_SRC_RE.fullmatch(src))
     assert cleaned.startswith("<p>x</p>")
+
+
+# --- Players in mail (embeds_as_links) --------------------------------------------------
+
+XHTML = "{http://www.w3.org/1999/xhtml}"
+YOUTUBE = "https://www.youtube-nocookie.com/embed/dQw4w9WgXcQ"
+WATCH = "https://www.youtube.com/watch?v=dQw4w9WgXcQ"
+
+
+def body_of(markup: str):
+    """The <body> element html5lib builds from this markup, as a mail client's parser would."""
+    return html5lib.parse(f"<!doctype html><body>{markup}").find(f"{XHTML}body")
+
+
+def test_in_mail_a_youtube_player_becomes_its_thumbnail_and_a_link_to_the_video():
+    mailed = embeds_as_links(html=sanitize_body(html=f'<iframe src="{YOUTUBE}"></iframe>'))
+    assert "<iframe" not in mailed
+    [paragraph] = list(body_of(mailed))
+    thumbnail_link, line_break, text_link = list(paragraph)
+    assert (thumbnail_link.tag, thumbnail_link.attrib) == (f"{XHTML}a", {"href": WATCH})
+    [thumbnail] = list(thumbnail_link)
+    assert thumbnail.tag == f"{XHTML}img"
+    assert thumbnail.attrib == {
+        "src": "https://i.ytimg.com/vi/dQw4w9WgXcQ/hqdefault.jpg",
+        "alt": "Watch the video on YouTube",
+        "width": "480",
+        "height": "360",
+    }
+    assert (line_break.tag, line_break.tail) == (f"{XHTML}br", None)
+    assert (text_link.tag, text_link.attrib) == (f"{XHTML}a", {"href": WATCH})
+    assert text_link.text == "Watch the video on YouTube"
+
+
+def test_in_mail_the_markup_around_a_player_is_kept_as_it_came():
+    """Character references stay references, escaped text stays text (never markup), and
+    self-closing tags stay: only the iframe is replaced."""
+    around = (
+        "<p>It&#39;s here &#x2014; &lt;script&gt;alert(1)&lt;/script&gt; &amp; more<br/>"
+        '<img src="https://example.com/a.png" alt="A" /></p>'
+    )
+    mailed = embeds_as_links(html=f'{around}<iframe src="{YOUTUBE}"></iframe><p>After</p>')
+    parsed = body_of(mailed)
+    assert parsed.find(f".//{XHTML}script") is None
+    first, _player, after = list(parsed)
+    assert "".join(first.itertext()) == "It's here \u2014 <script>alert(1)</script> & more"
+    assert [child.tag for child in first] == [f"{XHTML}br", f"{XHTML}img"]
+    assert first[1].attrib == {"src": "https://example.com/a.png", "alt": "A"}
+    assert "".join(after.itertext()) == "After"
+    assert mailed.startswith(around)
+    assert mailed.endswith("</p><p>After</p>")
+
+
+def test_in_mail_whatever_an_iframe_holds_goes_with_it():
+    """A player's own content (a fallback text) is no part of the link, and an iframe
+    without an allowed player's address (none at all, or another host's) leaves no trace."""
+    mailed = embeds_as_links(
+        html=f'<p>Before</p><iframe src="{YOUTUBE}"><p>Your mail cannot play this.</p></iframe>'
+        '<iframe width="300"></iframe><iframe src="https://example.com/x">Elsewhere</iframe>'
+        "<p>After</p>"
+    )
+    before, player, after = list(body_of(mailed))
+    assert "".join(before.itertext()) == "Before"
+    assert "".join(player.itertext()) == "Watch the video on YouTube"
+    assert "".join(after.itertext()) == "After"
+    assert "cannot play" not in mailed and "Elsewhere" not in mailed
+
+
+def test_in_mail_a_vimeo_player_becomes_a_link_to_the_video():
+    mailed = embeds_as_links(
+        html='<iframe src="https://player.vimeo.com/video/76979871?dnt=1"></iframe>'
+    )
+    [paragraph] = list(body_of(mailed))
+    [link] = list(paragraph)
+    assert link.attrib == {"href": "https://vimeo.com/76979871"}
+    assert link.text == "Watch the video on Vimeo"

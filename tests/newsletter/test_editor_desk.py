@@ -306,6 +306,16 @@ def test_footnotes_are_numbered_in_order_and_linked_both_ways(notes):
         assert (paragraph.text or "").strip() == " ".join(note.split())
 
 
+def test_the_markup_around_a_note_is_kept_as_it_was_written():
+    """Only the note's marker changes: tags with their attributes, character references,
+    escaped text and self-closing tags come out as they went in."""
+    before = '<p class="lede">It&#39;s &lt;b&gt;true&lt;/b&gt; &#x2014; <a href="https://example.com/a">so</a>'
+    after = '<br/><img src="https://example.com/a.png" alt="A" /></p><h2>Next</h2>'
+    rendered = render_footnotes(html=f'{before}<sup data-note="A source">x</sup>{after}')
+    marker = '<sup><a id="fnref-1" href="#fn-1" aria-label="Note 1">1</a></sup>'
+    assert rendered.startswith(f'{before}{marker}{after}<div class="footnotes">')
+
+
 def test_a_free_reader_gets_only_the_notes_before_the_paywall():
     article = PublishedArticleFactory(
         visibility=Article.Visibility.PAID,

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import re
+import types
 
 import pytest
 from django.db import connection
+from django.http import HttpResponse
 from django.test.utils import CaptureQueriesContext
+from django.urls import path
 
+from config import urls as config_urls
 from newsletter.models import Article
 from newsletter.services.comments import hide_comments
 from newsletter.services.content import PAYWALL_MARKER
+from newsletter.services.page_cache import cache_anonymous_page
 from newsletter.services.publishing import publish_article
 from publication.models import Publication
 from tests.factories import (
@@ -394,3 +399,53 @@ def test_a_signed_in_article_page_reads_the_generation_from_the_cache_once(paid_
     assert response.status_code == 200
     assert "Paid." in response.content.decode()
     assert len(reads) == 1
+
+
+# --- A view marked cacheable --------------------------------------------------------------
+
+
+def test_a_view_that_would_read_a_parameter_the_cache_cannot_key_is_refused_at_once():
+    with pytest.raises(ValueError, match=re.escape("reads ['q', 'utm_source']")):
+        cache_anonymous_page(reads=["page", "utm_source", "q"])
+
+
+class StackBelowThePageCache:
+    """Stands for every middleware after the page cache: counts the requests it sees."""
+
+    requests: list[str] = []
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        self.requests.append(request.get_full_path())
+        return self.get_response(request)
+
+
+def test_a_hit_is_answered_before_the_rest_of_the_stack_and_spelled_as_the_miss(client, settings):
+    """The copies of a view marked cacheable (here, marked while the test runs) are served
+    by the middleware: the stack below it sees only the render, keyed by `?page=`."""
+
+    @cache_anonymous_page(reads=["page"])
+    def listing(request):
+        return HttpResponse(f"Page {request.GET.get('page', '1')}")
+
+    urls = types.ModuleType("listing_urls")
+    urls.urlpatterns = [path("listing/", listing), *config_urls.urlpatterns]
+    settings.ROOT_URLCONF = urls
+    below = settings.MIDDLEWARE.index("newsletter.middleware.PageCacheMiddleware") + 1
+    settings.MIDDLEWARE = [
+        *settings.MIDDLEWARE[:below],
+        f"{__name__}.StackBelowThePageCache",
+        *settings.MIDDLEWARE[below:],
+    ]
+    StackBelowThePageCache.requests = []
+
+    miss = client.get("/listing/?page=2&utm_source=mail")
+    hit = client.get("/listing/?utm_source=other&page=02")
+
+    assert (miss["X-Page-Cache"], hit["X-Page-Cache"]) == ("miss", "hit")
+    assert hit.content == miss.content == b"Page 2"
+    assert StackBelowThePageCache.requests == ["/listing/?page=2&utm_source=mail"]
+    # Header names are case-insensitive, yet an operator's `curl -si | grep` is not.
+    assert ("X-Page-Cache", "hit") in list(hit.items())

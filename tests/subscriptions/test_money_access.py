@@ -155,6 +155,21 @@ def test_founding_members_are_marked_on_their_comments_when_the_publication_want
     assert marks() == {reader.pk: False, founder.pk: True, lapsed.pk: False}
 
 
+def test_only_the_founding_members_asked_about_are_named():
+    founding_plan = PlanFactory(kind=Plan.Kind.FOUNDING, interval="year", amount=20000)
+    founders = [UserFactory() for _ in range(3)]
+    for founder in founders:
+        MembershipFactory(subscriber=SubscriberFactory(user=founder), plan=founding_plan)
+    paid_reader = UserFactory()
+    MembershipFactory(subscriber=SubscriberFactory(user=paid_reader))
+    first, second, third = (founder.pk for founder in founders)
+
+    asked = {first, third, paid_reader.pk}
+    assert access.founding_member_user_ids(user_ids=asked) == {first, third}
+    assert access.founding_member_user_ids(user_ids={second}) == {second}
+    assert access.founding_member_user_ids(user_ids={paid_reader.pk}) == set()
+
+
 def test_the_editor_creates_an_offer_in_the_admin_and_stripe_gets_it(editor_client, stripe_api):
     response = editor_client.post(
         "/admin/subscriptions/offer/add/",

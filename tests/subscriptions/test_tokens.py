@@ -14,6 +14,7 @@ from subscriptions.services.tokens import (
     confirmation_url,
     make_confirmation_token,
     make_unsubscribe_token,
+    read_confirmation_source,
     read_confirmation_token,
     read_unsubscribe_token,
     unsubscribe_url,
@@ -86,6 +87,23 @@ def test_a_signed_value_that_is_not_a_number_is_refused_as_an_unsubscribe_link()
     forged = signing.Signer(salt="broadside.subscriptions.unsubscribe").sign("not-a-number")
     with pytest.raises(InvalidToken, match=r"^This unsubscribe link is not valid\.$"):
         read_unsubscribe_token(token=forged)
+
+
+@pytest.mark.parametrize(("source", "credited"), [(7, 7), ("7", None), (7.5, None), ([7], None)])
+def test_a_confirmation_link_credits_an_article_only_when_it_names_one_by_number(source, credited):
+    """Only a whole number is an article's id: anything else signed into the link
+    credits no article."""
+    signed = signing.dumps(
+        {"s": 1, "e": "reader@example.com", "a": source}, salt="broadside.subscriptions.confirm"
+    )
+    assert read_confirmation_source(token=signed) == credited
+
+
+def test_a_confirmation_link_made_without_a_source_credits_no_article():
+    made = make_confirmation_token(subscriber_id=1, email="reader@example.com")
+    assert read_confirmation_source(token=made) is None
+    made = make_confirmation_token(subscriber_id=1, email="reader@example.com", source_article_id=7)
+    assert read_confirmation_source(token=made) == 7
 
 
 def test_the_links_are_absolute_on_the_site_and_carry_their_readers_token(settings):
