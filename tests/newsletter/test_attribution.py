@@ -17,7 +17,7 @@ from newsletter.services.email_rendering import render_article_email
 from publication.models import Publication
 from subscriptions.models import Donation, Membership, Subscriber
 from subscriptions.services.attribution import source_for_ref
-from subscriptions.services.tokens import make_unsubscribe_token
+from subscriptions.services.tokens import make_unsubscribe_token, read_confirmation_source
 from tests.factories import ArticleFactory, PlanFactory, PublishedArticleFactory, UserFactory
 from tests.subscriptions.stripe_support import StripeWebhooks
 
@@ -218,6 +218,18 @@ def _signup(client, capture, email: str, ref: str = "") -> str:
     match = re.search(r"http://testserver(/subscribe/confirm/[^/\s]+/)", mail.outbox[0].body)
     assert match, mail.outbox[0].body
     return match.group(1)
+
+
+def test_a_new_address_is_credited_at_once_and_only_a_known_ones_link_carries_the_article(
+    client, article, django_capture_on_commit_callbacks
+):
+    capture = django_capture_on_commit_callbacks
+    first = _signup(client, capture, "fresh@example.com", ref="the-straits")
+
+    assert Subscriber.objects.get().source_article_id == article.pk
+    assert read_confirmation_source(token=first.rstrip("/").rsplit("/", 1)[-1]) is None
+    again = _signup(client, capture, "fresh@example.com", ref="the-straits")
+    assert read_confirmation_source(token=again.rstrip("/").rsplit("/", 1)[-1]) == article.pk
 
 
 def test_the_last_signup_naming_an_article_is_credited_when_its_link_is_followed(

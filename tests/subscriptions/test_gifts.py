@@ -139,6 +139,7 @@ def test_a_gift_bought_today_for_next_week_is_emailed_next_week_and_redeemed_onc
         memberships.expire_memberships(now=membership.expires_at - timedelta(days=3))
     (invitation,) = mail.outbox
     assert invitation.subject == "Your gift subscription ends soon"
+    assert "We hope you enjoyed it. To keep reading every article, subscribe:" in invitation.body
     assert "http://testserver/upgrade/" in invitation.body
     memberships.expire_memberships(now=membership.expires_at + timedelta(minutes=1))
     membership.refresh_from_db()

@@ -139,3 +139,70 @@ def test_expiry_is_stamped_with_the_run_time(django_capture_on_commit_callbacks)
     # Exactly at its end a membership is over.
     at_the_end = membership(K.COMP, days=1)
     assert expire_memberships(now=at_the_end.expires_at)["expired"] == 1
+
+
+def also(of: Membership, kind=K.COMP, status=S.ACTIVE, days=3.0, **fields) -> Membership:
+    """Another membership of the same reader."""
+    stripe = kind == K.STRIPE
+    return MembershipFactory(
+        subscriber=of.subscriber,
+        kind=kind,
+        status=status,
+        **({} if stripe else {"plan": None, "stripe_subscription_id": None}),
+        expires_at=timezone.now() + timedelta(days=days) if days is not None else None,
+        **fields,
+    )
+
+
+def test_no_reminder_goes_to_a_reader_whom_another_granted_membership_carries_on(
+    django_capture_on_commit_callbacks,
+):
+    # Access runs on past the end: an endless comp, or a gift that ends later.
+    endless = membership(K.GIFT, days=3, email="endless@example.com")
+    also(endless, K.COMP, days=None)
+    later = membership(K.COMP, days=3, email="later@example.com")
+    also(later, K.GIFT, days=30)
+    # Two ending this week: only the one that ends last is reminded.
+    first = membership(K.COMP, days=2, email="twice@example.com")
+    last = also(first, K.COMP, days=5)
+    # Nothing runs on: a revoked comp, a Stripe subscription on a price that grants
+    # nothing, another reader's endless comp.
+    revoked = membership(K.COMP, days=3, email="revoked@example.com")
+    also(revoked, K.COMP, status=S.CANCELED, days=None)
+    foreign = membership(K.COMP, days=3, email="foreign@example.com")
+    also(foreign, K.STRIPE, days=None, plan=None, foreign_price=True)
+    membership(K.COMP, days=3, email="alone@example.com")
+
+    assert run(django_capture_on_commit_callbacks)["reminded"] == 4
+
+    assert sorted(message.to[0] for message in mail.outbox) == [
+        "alone@example.com",
+        "foreign@example.com",
+        "revoked@example.com",
+        "twice@example.com",
+    ]
+    (twice,) = [message for message in mail.outbox if message.to == ["twice@example.com"]]
+    assert f"ends on {last.expires_at.strftime('%-d %B %Y')}." in twice.body
+    # Those carried on are passed by for good, not looked at again every day.
+    due = Membership.objects.filter(expires_at__lte=timezone.now() + timedelta(days=7))
+    assert not due.filter(reminder_sent_at__isnull=True).exists()
+
+
+def test_without_plans_on_sale_the_reminder_offers_no_link_to_upgrade(
+    django_capture_on_commit_callbacks,
+):
+    from subscriptions.services.plans import upgrades_open
+
+    assert not upgrades_open()
+    membership(K.COMP, days=3)
+    run(django_capture_on_commit_callbacks)
+
+    (message,) = mail.outbox
+    assert "After that you will still get the free articles, but not the paid ones.\n" in (
+        message.body
+    )
+    assert "choose a plan" not in message.body
+    html = message.alternatives[0][0]
+    assert "To keep reading everything" not in html
+    assert "Keep my paid access" not in html
+    assert 'class="url"' not in html

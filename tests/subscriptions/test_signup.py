@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from subscriptions.models import Subscriber, Suppression
 from subscriptions.services.addresses import email_hash
+from subscriptions.services.signup import CONFIRMATION_RESEND_INTERVAL, subscribe
 from subscriptions.services.tokens import make_confirmation_token
 from subscriptions.views import signup as signup_views
 from tests.factories import SubscriberFactory
@@ -141,6 +142,22 @@ def test_repeated_signups_create_no_duplicate_and_send_one_confirmation_per_few_
 
     assert Subscriber.objects.count() == 1
     assert len(mail.outbox) == 2
+
+
+def test_a_signup_exactly_the_resend_interval_after_the_last_confirmation_gets_another(
+    monkeypatch, django_capture_on_commit_callbacks
+):
+    sent = timezone.now()
+    for moment, emails in [
+        (sent, 1),
+        (sent + CONFIRMATION_RESEND_INTERVAL - timedelta(microseconds=1), 1),
+        (sent + CONFIRMATION_RESEND_INTERVAL, 2),
+    ]:
+        monkeypatch.setattr(timezone, "now", lambda moment=moment: moment)
+        with django_capture_on_commit_callbacks(execute=True):
+            subscribe(email="punctual@example.com", ip=None, source="/subscribe/")
+        assert len(mail.outbox) == emails
+    assert Subscriber.objects.get().confirmation_sent_at == sent + CONFIRMATION_RESEND_INTERVAL
 
 
 def test_new_pending_and_active_addresses_get_the_same_answer(

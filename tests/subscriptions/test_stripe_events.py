@@ -127,6 +127,21 @@ def test_a_well_formed_event_is_stored_with_its_fields_and_due_for_the_safety_ne
     assert StripeEvent.objects.count() == 1
 
 
+def test_an_escaped_character_beyond_the_basic_plane_is_stored_as_that_character(stripe_api):
+    event = good_event()
+    event["data"]["object"]["name"] = "Zoë 😀"
+    body = json.dumps(event)  # ASCII only: the emoji as the escaped pair \ud83d\ude00
+    assert "\\ud83d\\ude00" in body
+
+    received = stripe_events.receive_webhook(
+        payload=body.encode(), signature_header=signature_for(body)
+    )
+
+    assert received.created is True
+    stored = StripeEvent.objects.get()
+    assert stored.payload["data"]["object"]["name"] == "Zoë 😀"
+
+
 # --- Processing: once, and only once --------------------------------------------------------
 
 
@@ -617,6 +632,24 @@ def test_a_dispute_of_a_donation_names_the_donor(stripe_api, stripe_webhooks, se
     (message,) = mail.outbox
     assert message.subject == "A payment of $25.00 is disputed"
     assert "It is the donation from donor@example.com made on" in message.body
+
+
+def test_a_failed_attempt_keeps_only_the_failure_not_the_flag_its_handler_had_set(
+    stripe_api, stripe_webhooks
+):
+    from tests.factories import StaffUserFactory
+
+    StaffUserFactory(email="editor@example.com")
+    dispute = {"id": "du_4", "object": "dispute", "amount": "a lot", "currency": "usd"}
+
+    stripe_webhooks.deliver("charge.dispute.created", dispute)
+
+    event = StripeEvent.objects.get()
+    assert (event.processed_at, event.attempts) == (None, 1)
+    assert event.error.startswith("ValueError: ")
+    # The savepoint undid the handler's work; the flag is set when the event is applied.
+    assert event.needs_attention is False
+    assert mail.outbox == []
 
 
 # --- Finding the reader and the subscription ---------------------------------------------------
@@ -1234,3 +1267,33 @@ def test_a_database_failure_while_applying_an_event_is_logged_and_recorded_as_an
     assert event.next_attempt_at is not None
     bystander.refresh_from_db()
     assert (bystander.attempts, bystander.error, bystander.processed_at) == (0, "", None)
+
+
+def test_a_database_failure_on_an_event_another_worker_applied_meanwhile_is_not_counted():
+    """The failed attempt is recorded in a new transaction; if another worker applied the
+    event in between, the event stays applied with no failure on record."""
+    event = StripeEvent.objects.create(
+        stripe_id="evt_applied_meanwhile",
+        type="unknown.type",
+        created=timezone.now(),
+        payload={"data": {"object": {"id": "x", "object": "subscription"}}},
+    )
+    applied_at = timezone.now()
+    steps = []
+
+    def fail_then_let_another_worker_apply_it(execute, sql, params, many, context):
+        statement = sql.lstrip().upper()
+        if not steps and statement.startswith("UPDATE"):
+            steps.append("failed")
+            raise OperationalError("server closed the connection unexpectedly")
+        if steps == ["failed"] and statement.startswith("SELECT"):
+            steps.append("applied by another worker")
+            StripeEvent.objects.filter(pk=event.pk).update(processed_at=applied_at, attempts=1)
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(fail_then_let_another_worker_apply_it):
+        assert stripe_events.process_event(event_id=event.pk) is False
+
+    assert steps == ["failed", "applied by another worker"]
+    event.refresh_from_db()
+    assert (event.processed_at, event.attempts, event.error) == (applied_at, 1, "")

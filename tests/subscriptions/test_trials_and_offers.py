@@ -126,6 +126,23 @@ def test_a_trial_reminder_for_a_subscription_no_longer_in_trial_sends_nothing(
     assert Membership.objects.get(stripe_subscription_id=subscription["id"]).status == "active"
 
 
+def test_without_an_api_key_the_trial_warning_is_applied_from_its_snapshot(
+    client, stripe_api, stripe_webhooks, trial_plan, settings
+):
+    signed_in(client, "offline@example.com")
+    subscription = pay(stripe_api, stripe_webhooks, checkout(client, {"plan": trial_plan.pk}))
+    mail.outbox.clear()
+    settings.STRIPE_SECRET_KEY = ""
+
+    stripe_webhooks.deliver("customer.subscription.trial_will_end", subscription)
+
+    event = StripeEvent.objects.get(type="customer.subscription.trial_will_end")
+    assert (event.processed_at is not None, event.error) == (True, "")
+    (reminder,) = mail.outbox
+    assert reminder.to == ["offline@example.com"]
+    assert reminder.subject == "Your free trial ends soon"
+
+
 # --- Offers ------------------------------------------------------------------------
 
 
@@ -300,6 +317,34 @@ def test_a_promotion_code_deactivated_in_stripe_ends_the_offer(
     other.refresh_from_db()
     assert offer.active is False
     assert other.active is True
+
+
+def test_a_promotion_code_event_is_applied_as_stripe_has_the_code_now(
+    stripe_api, stripe_webhooks, monthly
+):
+    offer = make_offer(kind=Offer.Kind.PERCENT, percent_off=10)
+    still_active = stripe_api.get("promotion_code", offer.stripe_promotion_code_id)
+    stripe_api.set_promotion_code(offer.stripe_promotion_code_id, active=False)
+
+    # The event's snapshot is older than the deactivation: Stripe's current state wins.
+    stripe_webhooks.deliver("promotion_code.updated", still_active)
+
+    offer.refresh_from_db()
+    assert offer.active is False
+
+
+def test_without_an_api_key_a_promotion_code_event_is_applied_from_its_snapshot(
+    stripe_api, stripe_webhooks, monthly, settings
+):
+    offer = make_offer(kind=Offer.Kind.PERCENT, percent_off=10)
+    deactivated = stripe_api.set_promotion_code(offer.stripe_promotion_code_id, active=False)
+    settings.STRIPE_SECRET_KEY = ""
+
+    stripe_webhooks.deliver("promotion_code.updated", deactivated)
+
+    assert StripeEvent.objects.get(type="promotion_code.updated").processed_at is not None
+    offer.refresh_from_db()
+    assert offer.active is False
 
 
 # --- Founding members --------------------------------------------------------------
