@@ -89,9 +89,7 @@ class ReaderAccountAdapter(DefaultAccountAdapter):
             link_reader_account(user=user, email=user.email)
 
 
-def address_proven(
-    *, request: HttpRequest | None, email_address: EmailAddress, **kwargs: Any
-) -> None:
+def address_proven(*, request: HttpRequest, email_address: EmailAddress, **kwargs: Any) -> None:
     """allauth's `email_confirmed`: the owner proved an address, which finishes an account
     signup (`link_reader_account(signup=True)`).
 
@@ -102,14 +100,11 @@ def address_proven(
     sign-in code) or signed in to that account. An editor marking the address verified
     in the admin vouches for it, which is not the reader's consent.
     """
-    actor = getattr(request, "user", None)
-    if actor is not None and actor.is_authenticated and actor.pk != email_address.user_id:
+    actor = request.user
+    if actor.is_authenticated and actor.pk != email_address.user_id:
         return
     link_reader_account(
-        user=email_address.user,
-        email=email_address.email,
-        signup=True,
-        ip=client_ip(request) if request is not None else None,
+        user=email_address.user, email=email_address.email, signup=True, ip=client_ip(request)
     )
 
 

@@ -201,6 +201,56 @@ def test_an_account_signup_finished_by_a_sign_in_code_makes_the_reader_a_subscri
     assert Subscriber.objects.count() == len(other_readers) + 1
 
 
+@pytest.mark.parametrize("account_first", [True, False], ids=["account-first", "form-first"])
+def test_a_reader_who_finished_neither_the_subscribe_form_nor_the_account_signup_is_confirmed(
+    other_readers, account_first
+):
+    def sign_up() -> None:
+        Client().post("/accounts/signup/", {"email": "late@example.com"})
+
+    def subscribe() -> None:
+        response = Client().post("/subscribe/", {"email": "late@example.com", "website": ""})
+        assert response.status_code == 200
+
+    for step in (sign_up, subscribe) if account_first else (subscribe, sign_up):
+        step()
+    account = get_user_model().objects.get(email="late@example.com")
+    before = _as_stored(other_readers)
+    [pending] = _as_stored(Subscriber.objects.filter(email="late@example.com"))
+    assert pending["status"] == Subscriber.Status.PENDING
+
+    later = Client()
+    sign_in_by_code(later, "late@example.com")
+
+    assert later.session["_auth_user_id"] == str(account.pk)
+    assert get_user_model().objects.filter(email="late@example.com").count() == 1
+    subscriber = Subscriber.objects.get(email="late@example.com")
+    assert subscriber.user == account
+    assert subscriber.status == Subscriber.Status.ACTIVE
+    assert subscriber.confirmed_at is not None
+    # The consent is the one given on the subscribe form.
+    assert subscriber.consent_at == pending["consent_at"]
+    assert subscriber.consent_source == pending["consent_source"]
+    assert _as_stored(other_readers) == before
+
+
+def test_an_unproved_address_on_an_account_with_a_proved_one_is_no_unfinished_signup(
+    other_readers,
+):
+    editor = UserFactory(email="editor@example.com")
+    EmailAddress.objects.create(user=editor, email=editor.email, verified=True, primary=True)
+    EmailAddress.objects.create(user=editor, email="late@example.com", verified=False)
+    pending = SubscriberFactory(email="late@example.com", status=Subscriber.Status.PENDING)
+
+    Client().post("/accounts/login/code/", {"email": "late@example.com"})
+
+    pending.refresh_from_db()
+    # The pending subscriber gets an account of its own, as it would without the address.
+    assert pending.user is not None
+    assert pending.user != editor
+    assert not EmailAddress.objects.filter(user=pending.user, verified=True).exists()
+
+
 def test_a_pending_subscriber_an_unfinished_signup_s_sign_in_code_proves_is_confirmed(
     other_readers,
 ):
