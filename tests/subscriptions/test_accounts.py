@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import re
+from datetime import timedelta
 
 import pytest
 from allauth.account.models import EmailAddress
@@ -190,7 +191,7 @@ def test_an_account_signup_finished_by_a_sign_in_code_makes_the_reader_a_subscri
     assert subscriber.consent_ip == "127.0.0.1"
     assert subscriber.consent_at is not None
     assert subscriber.confirmed_at == subscriber.consent_at
-    assert timezone.now() - subscriber.consent_at < timezone.timedelta(minutes=1)
+    assert timezone.now() - subscriber.consent_at < timedelta(minutes=1)
     assert _as_stored(other_readers) == before
 
     later.post("/accounts/logout/")
