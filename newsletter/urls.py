@@ -26,5 +26,6 @@ urlpatterns = [
         name="sitemap",
     ),
     path("robots.txt", site.robots_txt, name="robots"),
+    path("favicon.ico", site.favicon, name="favicon"),
     path("healthz", site.healthz, name="healthz"),
 ]

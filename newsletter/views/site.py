@@ -7,7 +7,13 @@ from typing import Any
 from django.conf import settings
 from django.db import connection
 from django.db.models import QuerySet
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.http import (
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponsePermanentRedirect,
+    JsonResponse,
+)
 from django.shortcuts import get_object_or_404, render
 from django.template import loader
 from django.utils.cache import patch_cache_control, patch_vary_headers
@@ -159,6 +165,15 @@ def _article_text(*, article: Article, full: bool) -> tuple[str, str]:
 @require_safe
 def robots_txt(request: HttpRequest) -> HttpResponse:
     return render(request, "robots.txt", {"site_url": settings.SITE_URL}, content_type="text/plain")
+
+
+@require_safe
+def favicon(request: HttpRequest) -> HttpResponsePermanentRedirect:
+    """Browsers ask for /favicon.ico wherever a page names no icon (the admin's, a
+    feed): to the static file, by its unhashed name, which stays the same when the icon
+    is replaced (a hashed one would stay pinned in browsers by the permanent redirect).
+    The site's own pages link the hashed one (`base.html`)."""
+    return HttpResponsePermanentRedirect(f"{settings.STATIC_URL}favicon.ico")
 
 
 def healthz(request: HttpRequest) -> JsonResponse:

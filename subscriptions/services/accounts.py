@@ -113,6 +113,16 @@ def ensure_reader_account(*, subscriber: Subscriber, verified: bool = True) -> A
     return user
 
 
+def _unfinished_signups() -> QuerySet[EmailAddress]:
+    """The addresses of accounts that signed up and never proved one (nor have a
+    subscriber): not an unproved address on an account that has a proved one (one an
+    editor typed in the admin, say), whose owner is someone else."""
+    proved = EmailAddress.objects.filter(user_id=OuterRef("user_id"), verified=True)
+    return EmailAddress.objects.filter(verified=False, user__subscriber__isnull=True).exclude(
+        Exists(proved)
+    )
+
+
 def prepare_sign_in(*, email: str) -> None:
     """Before a sign-in code is sent: a subscriber without an account gets one.
 
@@ -120,13 +130,20 @@ def prepare_sign_in(*, email: str) -> None:
     signed up, or started a payment, without confirming yet) gets an account whose
     address allauth verifies when the code is entered: the code proves the mailbox, and
     a reader whose address a stranger typed at /upgrade/ can still sign in and pay.
+
+    Unless an account signup for the address is waiting for its code: then the sign-in
+    code goes to that account, and the address it proves there links and confirms the
+    pending subscriber, as the signup's own code would have (`link_reader_account`). A
+    second account would take the subscriber and leave the reader signed in without it.
     """
     email = normalized_or_none(email) or ""
     subscriber = Subscriber.objects.filter(email=email, user__isnull=True).first()
-    if subscriber is not None:
-        ensure_reader_account(
-            subscriber=subscriber, verified=subscriber.status != Subscriber.Status.PENDING
-        )
+    if subscriber is None:
+        return
+    if subscriber.status != Subscriber.Status.PENDING:
+        ensure_reader_account(subscriber=subscriber)
+    elif not _unfinished_signups().filter(email=email).exists():
+        ensure_reader_account(subscriber=subscriber, verified=False)
 
 
 def link_reader_account(

@@ -1,4 +1,4 @@
-"""The reader site: lists, article pages, feed, sitemap, robots.txt, error pages."""
+"""The reader site: lists, article pages, feed, sitemap, robots.txt, the icon, error pages."""
 
 from __future__ import annotations
 
@@ -6,11 +6,13 @@ import xml.etree.ElementTree as ET
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from django.contrib.staticfiles import finders
 from django.core.files.base import ContentFile
 from django.db import connection
 from django.test import RequestFactory
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
+from PIL import Image
 
 from newsletter.selectors import ARTICLES_PER_PAGE
 from newsletter.views.site import server_error
@@ -189,6 +191,24 @@ def test_robots_txt_points_to_the_sitemap_and_keeps_crawlers_out_of_private_page
     assert "Sitemap: https://news.example.com/sitemap.xml" in body
     assert "Disallow: /admin/" in body
     assert "Disallow: /account/" in body
+
+
+def test_the_favicon_browsers_ask_for_redirects_to_the_site_icon_without_a_query(
+    client, django_assert_num_queries
+):
+    with django_assert_num_queries(0):
+        response = client.get("/favicon.ico")
+
+    assert response.status_code == 301
+    assert response["Location"] == "/static/favicon.ico"
+    with Image.open(finders.find("favicon.ico")) as icon:
+        assert icon.format == "ICO"
+        assert {(16, 16), (32, 32)} <= set(icon.info["sizes"])
+
+
+def test_the_site_s_pages_link_the_icon_by_its_static_address(client):
+    html = client.get("/").content.decode()
+    assert '<link rel="icon" href="/static/favicon.ico">' in html
 
 
 def test_an_unknown_address_gets_the_friendly_404_page(client):

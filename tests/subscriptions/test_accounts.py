@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import re
+from datetime import timedelta
 
 import pytest
 from allauth.account.models import EmailAddress
@@ -143,6 +144,216 @@ def test_signing_up_for_an_account_verifies_by_code_and_makes_a_linked_subscribe
     assert subscriber.status == Subscriber.Status.ACTIVE
     assert subscriber.user == get_user_model().objects.get(email="fresh@example.com")
     assert subscriber.consent_source == "account signup"
+
+
+# --- A signup finished by a sign-in code ------------------------------------------------
+
+
+@pytest.fixture
+def other_readers():
+    """Readers besides the one under test, in every state, to catch a change to the wrong row."""
+    linked = UserFactory(email="linked@example.com")
+    EmailAddress.objects.create(user=linked, email=linked.email, verified=True, primary=True)
+    return [
+        SubscriberFactory(email="linked@example.com", user=linked),
+        SubscriberFactory(email="active@example.com"),
+        SubscriberFactory(email="pending@example.com", status=Subscriber.Status.PENDING),
+        SubscriberFactory(email="gone@example.com", status=Subscriber.Status.UNSUBSCRIBED),
+    ]
+
+
+def _as_stored(subscribers):
+    return [
+        Subscriber.objects.filter(pk=s.pk)
+        .values("email", "status", "user_id", "consent_at", "consent_source", "confirmed_at")
+        .get()
+        for s in subscribers
+    ]
+
+
+def test_an_account_signup_finished_by_a_sign_in_code_makes_the_reader_a_subscriber_once(
+    other_readers,
+):
+    before = _as_stored(other_readers)
+    Client().post("/accounts/signup/", {"email": "late@example.com"})  # the code is never entered
+    account = get_user_model().objects.get(email="late@example.com")
+    assert not Subscriber.objects.filter(email="late@example.com").exists()
+
+    later = Client()
+    sign_in_by_code(later, "late@example.com")
+
+    assert later.session["_auth_user_id"] == str(account.pk)
+    assert EmailAddress.objects.get(user=account, email="late@example.com").verified
+    subscriber = Subscriber.objects.get(email="late@example.com")
+    assert subscriber.user == account
+    assert subscriber.status == Subscriber.Status.ACTIVE
+    assert subscriber.consent_source == "account signup"
+    assert subscriber.consent_ip == "127.0.0.1"
+    assert subscriber.consent_at is not None
+    assert subscriber.confirmed_at == subscriber.consent_at
+    assert timezone.now() - subscriber.consent_at < timedelta(minutes=1)
+    assert _as_stored(other_readers) == before
+
+    later.post("/accounts/logout/")
+    sign_in_by_code(Client(), "late@example.com")
+
+    assert Subscriber.objects.filter(email="late@example.com").count() == 1
+    assert Subscriber.objects.get(email="late@example.com").consent_at == subscriber.consent_at
+    assert Subscriber.objects.count() == len(other_readers) + 1
+
+
+@pytest.mark.parametrize("account_first", [True, False], ids=["account-first", "form-first"])
+def test_a_reader_who_finished_neither_the_subscribe_form_nor_the_account_signup_is_confirmed(
+    other_readers, account_first
+):
+    def sign_up() -> None:
+        Client().post("/accounts/signup/", {"email": "late@example.com"})
+
+    def subscribe() -> None:
+        response = Client().post("/subscribe/", {"email": "late@example.com", "website": ""})
+        assert response.status_code == 200
+
+    for step in (sign_up, subscribe) if account_first else (subscribe, sign_up):
+        step()
+    account = get_user_model().objects.get(email="late@example.com")
+    before = _as_stored(other_readers)
+    [pending] = _as_stored(Subscriber.objects.filter(email="late@example.com"))
+    assert pending["status"] == Subscriber.Status.PENDING
+
+    later = Client()
+    sign_in_by_code(later, "late@example.com")
+
+    assert later.session["_auth_user_id"] == str(account.pk)
+    assert get_user_model().objects.filter(email="late@example.com").count() == 1
+    subscriber = Subscriber.objects.get(email="late@example.com")
+    assert subscriber.user == account
+    assert subscriber.status == Subscriber.Status.ACTIVE
+    assert subscriber.confirmed_at is not None
+    # The consent is the one given on the subscribe form.
+    assert subscriber.consent_at == pending["consent_at"]
+    assert subscriber.consent_source == pending["consent_source"]
+    assert _as_stored(other_readers) == before
+
+
+def test_an_unproved_address_on_an_account_with_a_proved_one_is_no_unfinished_signup(
+    other_readers,
+):
+    editor = UserFactory(email="editor@example.com")
+    EmailAddress.objects.create(user=editor, email=editor.email, verified=True, primary=True)
+    EmailAddress.objects.create(user=editor, email="late@example.com", verified=False)
+    pending = SubscriberFactory(email="late@example.com", status=Subscriber.Status.PENDING)
+
+    Client().post("/accounts/login/code/", {"email": "late@example.com"})
+
+    pending.refresh_from_db()
+    # The pending subscriber gets an account of its own, as it would without the address.
+    assert pending.user is not None
+    assert pending.user != editor
+    assert not EmailAddress.objects.filter(user=pending.user, verified=True).exists()
+
+
+def test_a_pending_subscriber_an_unfinished_signup_s_sign_in_code_proves_is_confirmed(
+    other_readers,
+):
+    before = _as_stored(other_readers)
+    Client().post("/accounts/signup/", {"email": "late@example.com"})
+    account = get_user_model().objects.get(email="late@example.com")
+    later = Client()
+    mail.outbox.clear()
+    later.post("/accounts/login/code/", {"email": "late@example.com"})
+    # While the code is on its way, the reader fills in the subscribe form too.
+    pending = SubscriberFactory(
+        email="late@example.com",
+        status=Subscriber.Status.PENDING,
+        confirmed_at=None,
+        consent_source="signup form",
+    )
+
+    code = CODE_RE.search(mail.outbox[-1].body)
+    assert code, mail.outbox[-1].body
+    later.post("/accounts/login/code/confirm/", {"code": code.group(1)})
+
+    pending.refresh_from_db()
+    assert later.session["_auth_user_id"] == str(account.pk)
+    assert pending.user == account
+    assert pending.status == Subscriber.Status.ACTIVE
+    assert pending.confirmed_at is not None
+    assert pending.consent_source == "signup form"  # the consent they gave there
+    assert Subscriber.objects.filter(email="late@example.com").count() == 1
+    assert _as_stored(other_readers) == before
+
+
+def test_a_reader_who_turned_the_newsletter_off_long_ago_is_not_resubscribed_by_signing_in(
+    other_readers,
+):
+    user = UserFactory(email="quiet@example.com")
+    EmailAddress.objects.create(user=user, email=user.email, verified=True, primary=True)
+    quiet = SubscriberFactory(
+        email="quiet@example.com", user=user, status=Subscriber.Status.UNSUBSCRIBED
+    )
+    before = _as_stored([quiet, *other_readers])
+
+    client = Client()
+    sign_in_by_code(client, "quiet@example.com")
+
+    assert client.session["_auth_user_id"] == str(user.pk)
+    assert _as_stored([quiet, *other_readers]) == before
+
+
+def test_signing_in_by_code_to_a_verified_account_without_a_subscriber_subscribes_nobody(
+    other_readers,
+):
+    editor = UserFactory(email="editor.only@example.com")
+    EmailAddress.objects.create(user=editor, email=editor.email, verified=True, primary=True)
+
+    client = Client()
+    sign_in_by_code(client, "editor.only@example.com")
+
+    assert client.session["_auth_user_id"] == str(editor.pk)
+    assert not Subscriber.objects.filter(email="editor.only@example.com").exists()
+    assert Subscriber.objects.count() == len(other_readers)
+
+
+def test_a_stranger_s_open_signup_gets_no_way_in_once_the_owner_signs_in_by_code(other_readers):
+    stranger = Client()
+    stranger.post("/accounts/signup/", {"email": "owner@example.com"})
+    account = get_user_model().objects.get(email="owner@example.com")
+    assert stranger.get("/accounts/confirm-email/").status_code == 200  # waiting for the code
+
+    owner = Client()
+    sign_in_by_code(owner, "owner@example.com")
+    assert Subscriber.objects.get(email="owner@example.com").user == account
+
+    # The stranger's signup is still open in their browser, waiting for the code.
+    stranger.get("/accounts/confirm-email/")
+    stranger.post("/accounts/confirm-email/", {"action": "resend"})
+    stranger.post("/accounts/confirm-email/", {"code": "AAAA-AAAA"})
+    stranger.post("/accounts/confirm-email/", {"action": "change", "email": "mine@example.com"})
+    stranger.get("/accounts/login/")
+    stranger.get("/account/")
+
+    assert "_auth_user_id" not in stranger.session
+    assert not EmailAddress.objects.filter(email="mine@example.com").exists()
+    assert get_user_model().objects.get(pk=account.pk).email == "owner@example.com"
+
+
+def test_an_editor_marking_a_signup_s_address_verified_gives_no_newsletter_consent(
+    client, other_readers
+):
+    Client().post("/accounts/signup/", {"email": "late@example.com"})
+    address = EmailAddress.objects.get(email="late@example.com")
+    editor = UserFactory(username="chief", is_staff=True, is_superuser=True)
+    client.force_login(editor)
+
+    response = client.post(
+        "/admin/account/emailaddress/",
+        {"action": "make_verified", "_selected_action": [address.pk]},
+    )
+
+    assert response.status_code == 302
+    address.refresh_from_db()
+    assert address.verified
+    assert not Subscriber.objects.filter(email="late@example.com").exists()
 
 
 def test_the_account_page_needs_a_signed_in_reader(client):
