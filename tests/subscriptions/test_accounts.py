@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from newsletter.models import Comment, CommentBan, Delivery, EmailSend
 from subscriptions.models import Donation, Membership, StripeEvent, Subscriber, Suppression
-from subscriptions.services.addresses import email_hash
+from subscriptions.services.addresses import email_hash, suppress
 from subscriptions.services.imports import import_subscribers_csv
 from substack.services import import_substack
 from tests.factories import (
@@ -354,6 +354,77 @@ def test_an_editor_marking_a_signup_s_address_verified_gives_no_newsletter_conse
     address.refresh_from_db()
     assert address.verified
     assert not Subscriber.objects.filter(email="late@example.com").exists()
+
+
+# Anyone can start an account signup for any address, so an unfinished one is no one's
+# consent: only its owner entering the signup's own code is.
+
+
+def test_a_stranger_s_subscribe_form_and_signup_are_not_confirmed_by_the_owner_signing_in(
+    other_readers,
+):
+    stranger = Client()
+    stranger.post("/subscribe/", {"email": "target@example.com", "website": ""})
+    stranger.post("/accounts/signup/", {"email": "target@example.com"})
+    before = _as_stored(other_readers)
+
+    owner = Client()
+    sign_in_by_code(owner, "target@example.com")
+
+    subscriber = Subscriber.objects.get(email="target@example.com")
+    assert owner.session["_auth_user_id"] == str(subscriber.user_id)
+    # As for a pending subscriber with no signup: signing in is no opt-in.
+    assert subscriber.status == Subscriber.Status.PENDING
+    assert subscriber.confirmed_at is None
+    assert _as_stored(other_readers) == before
+
+
+def test_a_reader_who_deleted_their_account_is_not_put_back_by_a_stranger_s_signup(
+    other_readers,
+):
+    suppress(email="gone.for.good@example.com", reason="account deleted")
+    Client().post("/accounts/signup/", {"email": "gone.for.good@example.com"})
+
+    owner = Client()
+    sign_in_by_code(owner, "gone.for.good@example.com")
+
+    assert "_auth_user_id" in owner.session
+    assert not Subscriber.objects.filter(email="gone.for.good@example.com").exists()
+    assert Suppression.objects.filter(email_hash=email_hash("gone.for.good@example.com")).exists()
+    assert Subscriber.objects.count() == len(other_readers)
+
+
+def test_one_reader_across_signup_subscribe_form_and_sign_in_in_any_spelling(other_readers):
+    Client().post("/accounts/signup/", {"email": "Late@Bücher.DE"})
+    Client().post("/subscribe/", {"email": "LATE@xn--bcher-kva.de", "website": ""})
+
+    owner = Client()
+    sign_in_by_code(owner, "late@BÜCHER.de")
+
+    [account] = get_user_model().objects.filter(email="late@xn--bcher-kva.de")
+    assert owner.session["_auth_user_id"] == str(account.pk)
+    assert Subscriber.objects.get(email="late@xn--bcher-kva.de").user == account
+    assert EmailAddress.objects.filter(email__contains="late@").count() == 1
+
+
+def test_signups_for_a_plus_address_or_a_look_alike_domain_are_not_the_reader_s(
+    other_readers,
+):
+    Client().post("/accounts/signup/", {"email": "late+news@example.com"})
+    Client().post("/accounts/signup/", {"email": "late@exampl\u0435.com"})  # Cyrillic e
+    others = set(
+        EmailAddress.objects.filter(email__startswith="late").values_list("user_id", flat=True)
+    )
+    pending = SubscriberFactory(email="late@example.com", status=Subscriber.Status.PENDING)
+
+    owner = Client()
+    sign_in_by_code(owner, "late@example.com")
+
+    pending.refresh_from_db()
+    assert pending.user_id not in others
+    assert owner.session["_auth_user_id"] == str(pending.user_id)
+    assert len(others) == 2
+    assert not EmailAddress.objects.filter(user_id__in=others, verified=True).exists()
 
 
 def test_the_account_page_needs_a_signed_in_reader(client):
