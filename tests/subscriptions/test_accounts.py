@@ -171,39 +171,34 @@ def _as_stored(subscribers):
     ]
 
 
-def test_an_account_signup_finished_by_a_sign_in_code_makes_the_reader_a_subscriber_once(
+def test_an_account_signup_finished_by_a_sign_in_code_signs_in_and_turns_the_newsletter_on_later(
     other_readers,
 ):
     before = _as_stored(other_readers)
     Client().post("/accounts/signup/", {"email": "late@example.com"})  # the code is never entered
     account = get_user_model().objects.get(email="late@example.com")
-    assert not Subscriber.objects.filter(email="late@example.com").exists()
 
     later = Client()
     sign_in_by_code(later, "late@example.com")
 
     assert later.session["_auth_user_id"] == str(account.pk)
     assert EmailAddress.objects.get(user=account, email="late@example.com").verified
+    # Whoever started the signup may not own the address: signing in is no opt-in.
+    assert not Subscriber.objects.filter(email="late@example.com").exists()
+    assert _as_stored(other_readers) == before
+
+    later.post("/account/newsletter/", {"enabled": "1"})
+
     subscriber = Subscriber.objects.get(email="late@example.com")
     assert subscriber.user == account
     assert subscriber.status == Subscriber.Status.ACTIVE
-    assert subscriber.consent_source == "account signup"
     assert subscriber.consent_ip == "127.0.0.1"
-    assert subscriber.consent_at is not None
-    assert subscriber.confirmed_at == subscriber.consent_at
     assert timezone.now() - subscriber.consent_at < timedelta(minutes=1)
-    assert _as_stored(other_readers) == before
-
-    later.post("/accounts/logout/")
-    sign_in_by_code(Client(), "late@example.com")
-
-    assert Subscriber.objects.filter(email="late@example.com").count() == 1
-    assert Subscriber.objects.get(email="late@example.com").consent_at == subscriber.consent_at
     assert Subscriber.objects.count() == len(other_readers) + 1
 
 
 @pytest.mark.parametrize("account_first", [True, False], ids=["account-first", "form-first"])
-def test_a_reader_who_finished_neither_the_subscribe_form_nor_the_account_signup_is_confirmed(
+def test_a_reader_who_finished_neither_the_subscribe_form_nor_the_account_signup_is_linked(
     other_readers, account_first
 ):
     def sign_up() -> None:
@@ -227,9 +222,9 @@ def test_a_reader_who_finished_neither_the_subscribe_form_nor_the_account_signup
     assert get_user_model().objects.filter(email="late@example.com").count() == 1
     subscriber = Subscriber.objects.get(email="late@example.com")
     assert subscriber.user == account
-    assert subscriber.status == Subscriber.Status.ACTIVE
-    assert subscriber.confirmed_at is not None
-    # The consent is the one given on the subscribe form.
+    # The confirmation link is still the opt-in: signing in is none.
+    assert subscriber.status == Subscriber.Status.PENDING
+    assert subscriber.confirmed_at is None
     assert subscriber.consent_at == pending["consent_at"]
     assert subscriber.consent_source == pending["consent_source"]
     assert _as_stored(other_readers) == before
@@ -252,7 +247,7 @@ def test_an_unproved_address_on_an_account_with_a_proved_one_is_no_unfinished_si
     assert not EmailAddress.objects.filter(user=pending.user, verified=True).exists()
 
 
-def test_a_pending_subscriber_an_unfinished_signup_s_sign_in_code_proves_is_confirmed(
+def test_a_pending_subscriber_an_unfinished_signup_s_sign_in_code_proves_is_linked_to_it(
     other_readers,
 ):
     before = _as_stored(other_readers)
@@ -276,9 +271,9 @@ def test_a_pending_subscriber_an_unfinished_signup_s_sign_in_code_proves_is_conf
     pending.refresh_from_db()
     assert later.session["_auth_user_id"] == str(account.pk)
     assert pending.user == account
-    assert pending.status == Subscriber.Status.ACTIVE
-    assert pending.confirmed_at is not None
-    assert pending.consent_source == "signup form"  # the consent they gave there
+    assert pending.status == Subscriber.Status.PENDING
+    assert pending.confirmed_at is None
+    assert pending.consent_source == "signup form"
     assert Subscriber.objects.filter(email="late@example.com").count() == 1
     assert _as_stored(other_readers) == before
 
@@ -322,7 +317,7 @@ def test_a_stranger_s_open_signup_gets_no_way_in_once_the_owner_signs_in_by_code
 
     owner = Client()
     sign_in_by_code(owner, "owner@example.com")
-    assert Subscriber.objects.get(email="owner@example.com").user == account
+    assert owner.session["_auth_user_id"] == str(account.pk)
 
     # The stranger's signup is still open in their browser, waiting for the code.
     stranger.get("/accounts/confirm-email/")
