@@ -1,8 +1,7 @@
 """django-allauth customisation, in one place.
 
 Readers sign in by an emailed code. Every reader account is tied to the subscriber
-with the same address: when the address is verified (signup, or a sign-in code that
-finishes an unfinished signup: `address_proven`), when they sign in, and
+with the same address: when the address is verified (signup), when they sign in, and
 before a sign-in code is sent to a subscriber who has no account yet
 (`ReaderRequestLoginCodeForm`), so confirmed and imported readers sign in straight away.
 """
@@ -83,29 +82,31 @@ class ReaderAccountAdapter(DefaultAccountAdapter):
             publication=publication,
         )
 
+    def confirm_email(self, request: HttpRequest, email_address: EmailAddress) -> bool:
+        """The code (or link) sent to verify an address, entered where it was asked for:
+        the signup's opt-in (`link_reader_account(signup=True)`).
+
+        Not allauth's `email_confirmed` signal, which a sign-in code also sends when it
+        proves the address of an account whose signup was never finished: anyone can
+        start a signup for any address, so that signup is nobody's consent, and the
+        owner who signs in only asked to sign in (`login` links them to their
+        subscriber, which stays as it was). Nor an editor marking the address verified
+        in the admin, which vouches for it without the reader.
+        """
+        confirmed = super().confirm_email(request, email_address)
+        if confirmed:
+            link_reader_account(
+                user=email_address.user,
+                email=email_address.email,
+                signup=True,
+                ip=client_ip(request),
+            )
+        return confirmed
+
     def login(self, request: HttpRequest, user: Any) -> None:
         super().login(request, user)
         if getattr(user, "email", ""):
             link_reader_account(user=user, email=user.email)
-
-
-def address_proven(*, request: HttpRequest, email_address: EmailAddress, **kwargs: Any) -> None:
-    """allauth's `email_confirmed`: the owner proved an address, which finishes an account
-    signup (`link_reader_account(signup=True)`).
-
-    A signal rather than the adapter's `confirm_email`, which allauth calls only for the
-    code (or link) sent to verify an address: a sign-in code that proves the address of
-    an account whose signup was never finished verifies it without the adapter, and is
-    the same proof. Only the owner's proof counts as the opt-in: signed out (signup,
-    sign-in code) or signed in to that account. An editor marking the address verified
-    in the admin vouches for it, which is not the reader's consent.
-    """
-    actor = request.user
-    if actor.is_authenticated and actor.pk != email_address.user_id:
-        return
-    link_reader_account(
-        user=email_address.user, email=email_address.email, signup=True, ip=client_ip(request)
-    )
 
 
 class ReaderRequestLoginCodeForm(RequestLoginCodeForm):

@@ -7,10 +7,8 @@ class SubscriptionsConfig(AppConfig):
     verbose_name = "Readers and money"
 
     def ready(self) -> None:
-        from allauth.account.signals import email_confirmed
-
         from config import queue
-        from subscriptions import adapters, signals, stripe_client, tasks
+        from subscriptions import signals, stripe_client, tasks
         from subscriptions.services import accounts, plans
 
         # Connects the email provider's bounce/complaint signal receiver.
@@ -25,7 +23,5 @@ class SubscriptionsConfig(AppConfig):
         checks.register(plans.check_offer, checks.Tags.database)
         # A write to a membership, plan, subscriber or user renews the readers' records.
         signals.connect()
-        # A verified address finishes an account signup (subscriptions/adapters.py).
-        email_confirmed.connect(adapters.address_proven, dispatch_uid="address-proven")
         # Its parts of a reader's export and erasure (subscriptions/reader_data.py).
         accounts.register_reader_data_parts()

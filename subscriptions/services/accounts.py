@@ -132,9 +132,10 @@ def prepare_sign_in(*, email: str) -> None:
     a reader whose address a stranger typed at /upgrade/ can still sign in and pay.
 
     Unless an account signup for the address is waiting for its code: then the sign-in
-    code goes to that account, and the address it proves there links and confirms the
-    pending subscriber, as the signup's own code would have (`link_reader_account`). A
-    second account would take the subscriber and leave the reader signed in without it.
+    code goes to that account, which signing in links to the pending subscriber
+    (`link_reader_account`); a second account would take the subscriber and leave the
+    reader signed in without it. The subscriber stays pending: whoever started that
+    signup may not own the address, so it is no opt-in, and signing in is none either.
     """
     email = normalized_or_none(email) or ""
     subscriber = Subscriber.objects.filter(email=email, user__isnull=True).first()

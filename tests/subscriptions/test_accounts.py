@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from newsletter.models import Comment, CommentBan, Delivery, EmailSend
 from subscriptions.models import Donation, Membership, StripeEvent, Subscriber, Suppression
-from subscriptions.services.addresses import email_hash
+from subscriptions.services.addresses import email_hash, suppress
 from subscriptions.services.imports import import_subscribers_csv
 from substack.services import import_substack
 from tests.factories import (
@@ -171,39 +171,34 @@ def _as_stored(subscribers):
     ]
 
 
-def test_an_account_signup_finished_by_a_sign_in_code_makes_the_reader_a_subscriber_once(
+def test_an_account_signup_finished_by_a_sign_in_code_signs_in_and_turns_the_newsletter_on_later(
     other_readers,
 ):
     before = _as_stored(other_readers)
     Client().post("/accounts/signup/", {"email": "late@example.com"})  # the code is never entered
     account = get_user_model().objects.get(email="late@example.com")
-    assert not Subscriber.objects.filter(email="late@example.com").exists()
 
     later = Client()
     sign_in_by_code(later, "late@example.com")
 
     assert later.session["_auth_user_id"] == str(account.pk)
     assert EmailAddress.objects.get(user=account, email="late@example.com").verified
+    # Whoever started the signup may not own the address: signing in is no opt-in.
+    assert not Subscriber.objects.filter(email="late@example.com").exists()
+    assert _as_stored(other_readers) == before
+
+    later.post("/account/newsletter/", {"enabled": "1"})
+
     subscriber = Subscriber.objects.get(email="late@example.com")
     assert subscriber.user == account
     assert subscriber.status == Subscriber.Status.ACTIVE
-    assert subscriber.consent_source == "account signup"
     assert subscriber.consent_ip == "127.0.0.1"
-    assert subscriber.consent_at is not None
-    assert subscriber.confirmed_at == subscriber.consent_at
     assert timezone.now() - subscriber.consent_at < timedelta(minutes=1)
-    assert _as_stored(other_readers) == before
-
-    later.post("/accounts/logout/")
-    sign_in_by_code(Client(), "late@example.com")
-
-    assert Subscriber.objects.filter(email="late@example.com").count() == 1
-    assert Subscriber.objects.get(email="late@example.com").consent_at == subscriber.consent_at
     assert Subscriber.objects.count() == len(other_readers) + 1
 
 
 @pytest.mark.parametrize("account_first", [True, False], ids=["account-first", "form-first"])
-def test_a_reader_who_finished_neither_the_subscribe_form_nor_the_account_signup_is_confirmed(
+def test_a_reader_who_finished_neither_the_subscribe_form_nor_the_account_signup_is_linked(
     other_readers, account_first
 ):
     def sign_up() -> None:
@@ -227,9 +222,9 @@ def test_a_reader_who_finished_neither_the_subscribe_form_nor_the_account_signup
     assert get_user_model().objects.filter(email="late@example.com").count() == 1
     subscriber = Subscriber.objects.get(email="late@example.com")
     assert subscriber.user == account
-    assert subscriber.status == Subscriber.Status.ACTIVE
-    assert subscriber.confirmed_at is not None
-    # The consent is the one given on the subscribe form.
+    # The confirmation link is still the opt-in: signing in is none.
+    assert subscriber.status == Subscriber.Status.PENDING
+    assert subscriber.confirmed_at is None
     assert subscriber.consent_at == pending["consent_at"]
     assert subscriber.consent_source == pending["consent_source"]
     assert _as_stored(other_readers) == before
@@ -252,7 +247,7 @@ def test_an_unproved_address_on_an_account_with_a_proved_one_is_no_unfinished_si
     assert not EmailAddress.objects.filter(user=pending.user, verified=True).exists()
 
 
-def test_a_pending_subscriber_an_unfinished_signup_s_sign_in_code_proves_is_confirmed(
+def test_a_pending_subscriber_an_unfinished_signup_s_sign_in_code_proves_is_linked_to_it(
     other_readers,
 ):
     before = _as_stored(other_readers)
@@ -276,9 +271,9 @@ def test_a_pending_subscriber_an_unfinished_signup_s_sign_in_code_proves_is_conf
     pending.refresh_from_db()
     assert later.session["_auth_user_id"] == str(account.pk)
     assert pending.user == account
-    assert pending.status == Subscriber.Status.ACTIVE
-    assert pending.confirmed_at is not None
-    assert pending.consent_source == "signup form"  # the consent they gave there
+    assert pending.status == Subscriber.Status.PENDING
+    assert pending.confirmed_at is None
+    assert pending.consent_source == "signup form"
     assert Subscriber.objects.filter(email="late@example.com").count() == 1
     assert _as_stored(other_readers) == before
 
@@ -322,7 +317,7 @@ def test_a_stranger_s_open_signup_gets_no_way_in_once_the_owner_signs_in_by_code
 
     owner = Client()
     sign_in_by_code(owner, "owner@example.com")
-    assert Subscriber.objects.get(email="owner@example.com").user == account
+    assert owner.session["_auth_user_id"] == str(account.pk)
 
     # The stranger's signup is still open in their browser, waiting for the code.
     stranger.get("/accounts/confirm-email/")
@@ -354,6 +349,77 @@ def test_an_editor_marking_a_signup_s_address_verified_gives_no_newsletter_conse
     address.refresh_from_db()
     assert address.verified
     assert not Subscriber.objects.filter(email="late@example.com").exists()
+
+
+# Anyone can start an account signup for any address, so an unfinished one is no one's
+# consent: only its owner entering the signup's own code is.
+
+
+def test_a_stranger_s_subscribe_form_and_signup_are_not_confirmed_by_the_owner_signing_in(
+    other_readers,
+):
+    stranger = Client()
+    stranger.post("/subscribe/", {"email": "target@example.com", "website": ""})
+    stranger.post("/accounts/signup/", {"email": "target@example.com"})
+    before = _as_stored(other_readers)
+
+    owner = Client()
+    sign_in_by_code(owner, "target@example.com")
+
+    subscriber = Subscriber.objects.get(email="target@example.com")
+    assert owner.session["_auth_user_id"] == str(subscriber.user_id)
+    # As for a pending subscriber with no signup: signing in is no opt-in.
+    assert subscriber.status == Subscriber.Status.PENDING
+    assert subscriber.confirmed_at is None
+    assert _as_stored(other_readers) == before
+
+
+def test_a_reader_who_deleted_their_account_is_not_put_back_by_a_stranger_s_signup(
+    other_readers,
+):
+    suppress(email="gone.for.good@example.com", reason="account deleted")
+    Client().post("/accounts/signup/", {"email": "gone.for.good@example.com"})
+
+    owner = Client()
+    sign_in_by_code(owner, "gone.for.good@example.com")
+
+    assert "_auth_user_id" in owner.session
+    assert not Subscriber.objects.filter(email="gone.for.good@example.com").exists()
+    assert Suppression.objects.filter(email_hash=email_hash("gone.for.good@example.com")).exists()
+    assert Subscriber.objects.count() == len(other_readers)
+
+
+def test_one_reader_across_signup_subscribe_form_and_sign_in_in_any_spelling(other_readers):
+    Client().post("/accounts/signup/", {"email": "Late@Bücher.DE"})
+    Client().post("/subscribe/", {"email": "LATE@xn--bcher-kva.de", "website": ""})
+
+    owner = Client()
+    sign_in_by_code(owner, "late@BÜCHER.de")
+
+    [account] = get_user_model().objects.filter(email="late@xn--bcher-kva.de")
+    assert owner.session["_auth_user_id"] == str(account.pk)
+    assert Subscriber.objects.get(email="late@xn--bcher-kva.de").user == account
+    assert EmailAddress.objects.filter(email__contains="late@").count() == 1
+
+
+def test_signups_for_a_plus_address_or_a_look_alike_domain_are_not_the_reader_s(
+    other_readers,
+):
+    Client().post("/accounts/signup/", {"email": "late+news@example.com"})
+    Client().post("/accounts/signup/", {"email": "late@exampl\u0435.com"})  # Cyrillic e
+    others = set(
+        EmailAddress.objects.filter(email__startswith="late").values_list("user_id", flat=True)
+    )
+    pending = SubscriberFactory(email="late@example.com", status=Subscriber.Status.PENDING)
+
+    owner = Client()
+    sign_in_by_code(owner, "late@example.com")
+
+    pending.refresh_from_db()
+    assert pending.user_id not in others
+    assert owner.session["_auth_user_id"] == str(pending.user_id)
+    assert len(others) == 2
+    assert not EmailAddress.objects.filter(user_id__in=others, verified=True).exists()
 
 
 def test_the_account_page_needs_a_signed_in_reader(client):
