@@ -111,15 +111,16 @@ test: lint typecheck pytest
 # Mutation testing, not part of `make test`: mutmut changes one thing at a time in the
 # modules of MUTATE_MODULES (those that guard money, privacy and delivery; MUTATE_MONEY=1
 # adds gifts, groups, offers, revenue and trials, which [tool.mutmut] in pyproject.toml
-# also mutates) and runs only
-# the tests that reach it; the score table says how many changes the tests caught.
+# also mutates) and runs only the tests that reach it, after mypy has rejected the
+# mutants it can; the score table says how many changes were caught.
 # MUTANTS='subscriptions.services.access.*' runs the mutants of one module only.
-# One mutant's tests per core side by side (MUTATE_CHILDREN, at most 4): each test run
-# takes a slot of its own (TEST_DATABASE_SLOTS, tests/slots.py), so its own test
-# database and Redis databases; tests/mutation/plugin.py keeps verdicts independent of
-# run order and load. MUTATE_TIMINGS=<file> records where each run's time goes
-# (python -m tests.mutation.timings <file>). Some 130 CPU minutes for the default
-# modules, about an hour on 2 free cores (README, "Running time"); not part of make test.
+# MUTATE_CHILDREN mutants' test runs side by side (twice the cores, at most 4: the tests
+# wait on locks, threads and sockets much of the time): each takes a slot of its own
+# (TEST_DATABASE_SLOTS, tests/slots.py), so its own test database and Redis databases;
+# tests/mutation/plugin.py keeps verdicts independent of run order and load. Listed
+# equivalent mutants that are unchanged are not run (MUTATE_RECHECK=1 runs them).
+# MUTATE_TIMINGS=<file> records where each run's time goes
+# (python -m tests.mutation.timings <file>). README: "Tests that bite".
 MUTATE_MODULES := subscriptions.services.access.* newsletter.services.access.* \
 	newsletter.services.content.* newsletter.services.page_cache.* \
 	subscriptions.services.tokens.* subscriptions.services.unsubscribe.* \
@@ -130,7 +131,7 @@ MUTATE_MONEY_MODULES := subscriptions.services.gifts.* subscriptions.services.gr
 	subscriptions.services.offers.* subscriptions.services.revenue.* \
 	subscriptions.services.trials.*
 mutate: export DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/broadside
-mutate: MUTATE_CHILDREN ?= $(shell n=$$(nproc 2>/dev/null || echo 2); echo $$(( n < 4 ? n : 4 )))
+mutate: MUTATE_CHILDREN ?= $(shell n=$$(nproc 2>/dev/null || echo 2); echo $$(( 2 * n < 4 ? 2 * n : 4 )))
 mutate: export TEST_DATABASE_SLOTS ?= $(MUTATE_CHILDREN)
 mutate: MUTANTS ?= $(MUTATE_MODULES) $(if $(MUTATE_MONEY),$(MUTATE_MONEY_MODULES))
 mutate: $(STAMP)
