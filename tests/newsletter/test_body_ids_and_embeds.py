@@ -188,3 +188,13 @@ def test_in_mail_a_vimeo_player_becomes_a_link_to_the_video():
     [link] = list(paragraph)
     assert link.attrib == {"href": "https://vimeo.com/76979871"}
     assert link.text == "Watch the video on Vimeo"
+
+
+def test_a_player_s_size_is_kept_up_to_four_digits_and_dropped_past():
+    cleaned = sanitize_body(
+        html='<iframe src="https://www.youtube-nocookie.com/embed/dQw4w9WgXcQ" width="1920" '
+        'height="10800"></iframe>'
+    )
+    assert frames_in(cleaned) == [
+        {"src": "https://www.youtube-nocookie.com/embed/dQw4w9WgXcQ", "width": "1920"}
+    ]

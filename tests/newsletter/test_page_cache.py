@@ -449,3 +449,89 @@ def test_a_hit_is_answered_before_the_rest_of_the_stack_and_spelled_as_the_miss(
     assert StackBelowThePageCache.requests == ["/listing/?page=2&utm_source=mail"]
     # Header names are case-insensitive, yet an operator's `curl -si | grep` is not.
     assert ("X-Page-Cache", "hit") in list(hit.items())
+
+
+# --- What a stored copy holds, and for how long ---------------------------------------------
+
+
+def test_a_copy_gets_the_body_s_etag_and_a_last_modified_spelled_as_browsers_read_them(rf):
+    import hashlib
+
+    view, calls = decorated_view(lambda request: HttpResponse("The same page for everyone"))
+    miss = view(anonymous_request(rf))
+    hit = view(anonymous_request(rf))
+
+    body_hash = f'"{hashlib.md5(b"The same page for everyone", usedforsecurity=False).hexdigest()}"'
+    assert (miss["X-Page-Cache"], hit["X-Page-Cache"]) == ("miss", "hit")
+    assert miss["ETag"] == hit["ETag"] == body_hash
+    assert miss["Last-Modified"] == hit["Last-Modified"]
+    for response in (miss, hit):
+        assert {"ETag", "Last-Modified", "X-Page-Cache"} <= {name for name, _ in response.items()}
+    assert calls == ["GET"]
+
+
+def test_a_copy_keeps_the_validators_its_view_set(rf):
+    def answer(request):
+        response = HttpResponse("A feed that knows when it last changed")
+        response["ETag"] = '"edition-7"'
+        response["Last-Modified"] = "Wed, 01 Jan 2020 08:00:00 GMT"
+        return response
+
+    view, _ = decorated_view(answer)
+    for response in (view(anonymous_request(rf)), view(anonymous_request(rf))):
+        assert response["ETag"] == '"edition-7"'
+        assert response["Last-Modified"] == "Wed, 01 Jan 2020 08:00:00 GMT"
+
+
+def test_a_stored_copy_holds_no_hit_or_miss_of_its_own_and_lives_page_cache_seconds(rf):
+    import time
+
+    from django.core.cache import cache
+
+    from newsletter.services.page_cache import PAGE_CACHE_SECONDS, lookup
+
+    view, _ = decorated_view(lambda request: HttpResponse("Kept a minute"))
+    view(anonymous_request(rf))
+    slot, page = lookup(anonymous_request(rf), frozenset())
+
+    assert page is not None
+    assert "x-page-cache" not in {name.lower() for name, _ in page.headers}
+    expires_in = cache._expire_info[cache.make_key(slot.key)] - time.time()  # type: ignore[attr-defined]
+    assert PAGE_CACHE_SECONDS - 5 < expires_in <= PAGE_CACHE_SECONDS
+
+
+def test_each_list_page_number_is_a_copy_of_its_own(rf):
+    from newsletter.services.page_cache import cache_anonymous_page
+
+    @cache_anonymous_page(reads=["page"])
+    def listing(request):
+        return HttpResponse(f"Page {request.GET.get('page', '1')}")
+
+    for number in ("2", "3", "2", "3"):
+        response = listing(anonymous_request(rf, path=f"/listing/?page={number}"))
+        assert response.content == f"Page {number}".encode()
+    assert response["X-Page-Cache"] == "hit"
+
+
+def test_a_view_called_without_the_authentication_middleware_stores_its_copy(rf):
+    view, calls = decorated_view(lambda request: HttpResponse("No user on this request"))
+
+    assert view(rf.get("/a-page/"))["X-Page-Cache"] == "miss"
+    assert view(rf.get("/a-page/"))["X-Page-Cache"] == "hit"
+    assert calls == ["GET"]
+
+
+def test_the_feed_s_copy_says_when_its_articles_last_changed_not_when_it_was_stored(client):
+    from datetime import UTC, datetime
+
+    from django.utils.http import http_date
+
+    changed = datetime(2020, 1, 1, 8, 0, tzinfo=UTC)
+    PublishedArticleFactory(published_at=changed)
+    Article.objects.update(updated_at=changed)
+
+    miss = client.get("/feed/")
+    hit = client.get("/feed/")
+
+    assert (miss["X-Page-Cache"], hit["X-Page-Cache"]) == ("miss", "hit")
+    assert miss["Last-Modified"] == hit["Last-Modified"] == http_date(changed.timestamp())
