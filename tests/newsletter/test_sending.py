@@ -956,3 +956,53 @@ def test_through_a_backend_without_smtp_each_message_carries_the_sends_id():
         [message] = [m for m in mail.outbox if m.to == [reader.email]]
         assert message.extra_headers["Message-ID"] == ids[reader.email]
         assert ids[reader.email].startswith(f"<broadside.{email_send.pk}.{reader.pk}.")
+
+
+def test_a_connection_lost_at_ehlo_with_no_message_is_named_in_the_outage(readers, smtp_server):
+    email_send = publish_article(article=ArticleFactory()).email_send
+    mark_sending(email_send)
+
+    def connections():
+        from django.core.mail import get_connection
+
+        connection = get_connection()
+        original_open = connection.open
+
+        def open_then_lose_at_ehlo():
+            opened = original_open()
+
+            def reset():
+                raise ConnectionResetError  # no text, as some TLS layers raise it
+
+            connection.connection.ehlo_or_helo_if_needed = reset
+            return opened
+
+        connection.open = open_then_lose_at_ehlo
+        return connection
+
+    result = sending.send_chunk(email_send_id=email_send.pk, connection_factory=connections)
+
+    assert (result.sent, result.retrying, result.released) == (0, 0, 3)
+    assert result.outage == "ConnectionResetError"
+    assert smtp_server.connections == 2  # reconnected once, then gave up
+
+
+def test_an_address_the_server_cannot_take_fails_alone_and_the_rest_of_the_chunk_goes_out(
+    smtp_server,
+):
+    # The server offers pipelining but not SMTPUTF8: this local part cannot be sent there.
+    # (Signing up refuses such an address; this row was written by hand in the database.)
+    unsendable = Subscriber.objects.create(
+        email="jürgen@example.com", status=Subscriber.Status.ACTIVE, confirmed_at=timezone.now()
+    )
+    others = SubscriberFactory.create_batch(2)
+    email_send = publish_article(article=ArticleFactory()).email_send
+    mark_sending(email_send)
+
+    result = sending.send_chunk(email_send_id=email_send.pk)
+
+    assert (result.sent, result.released) == (2, 0)
+    assert sorted(smtp_server.recipients()) == sorted(r.email for r in others)
+    tried = Delivery.objects.get(send=email_send, subscriber=unsendable)
+    assert tried.status != Delivery.Status.SENT
+    assert "SMTPUTF8" in tried.last_error

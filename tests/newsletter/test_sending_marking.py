@@ -1,7 +1,12 @@
 """What a worker writes back at the end of a chunk: only about the deliveries it still
 holds, never about those the sweeper or another worker has taken since."""
 
+import threading
+import time
+
 import pytest
+from django.db import DatabaseError
+from django.db.backends.signals import connection_created
 from django.utils import timezone
 
 from newsletter.models import Article, Delivery, EmailSend
@@ -216,3 +221,80 @@ def test_a_mark_that_arrives_while_the_lease_is_being_renewed_is_committed_with_
     }
     statuses = dict(email_send.deliveries.values_list("pk", "status"))
     assert statuses[untouched.pk] == Delivery.Status.CLAIMED
+
+
+def test_a_thread_waiting_for_room_in_the_crash_window_gives_up_once_the_claim_is_lost(
+    claimed, settings
+):
+    settings.EMAIL_SEND_MARK_BATCH = 2
+    settings.EMAIL_CLAIM_TIMEOUT = 0.2  # held for half of it without a renewal
+    claim, deliveries = claimed
+    keeper = marking._ClaimKeeper(claim=claim, pks=[d.pk for d in deliveries])
+    assert keeper.reserve()
+    assert keeper.reserve()  # the window is full
+    deadline = time.monotonic() + 5
+    while keeper.holds_claim() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not keeper.holds_claim()
+    answers = []
+    waiting = threading.Thread(target=lambda: answers.append(keeper.reserve()), daemon=True)
+    try:
+        waiting.start()
+        # Room comes free only later: the deliveries may already be another worker's.
+        time.sleep(0.5)
+        keeper.unreserve()
+        waiting.join(timeout=5)
+
+        assert answers == [False]
+    finally:
+        keeper.unreserve(3)  # lets a thread still waiting finish
+        waiting.join(timeout=5)
+
+
+def test_a_batch_of_sent_marks_that_cannot_be_written_is_logged_with_its_error(
+    claimed, monkeypatch, caplog
+):
+    claim, deliveries = claimed
+    keeper = marking._ClaimKeeper(claim=claim, pks=[d.pk for d in deliveries])
+    error = DatabaseError("could not extend file: No space left on device")
+
+    def disk_full(marks, *, token, relaxed=False):
+        raise error
+
+    monkeypatch.setattr(marking, "_mark_sent_batch", disk_full)
+    assert keeper.reserve()
+    keeper.mark(pk=deliveries[0].pk, provider_message_id="<m@x>")
+    with caplog.at_level("ERROR", logger="newsletter.services.sending.marking"):
+        keeper.serve(0.01)
+
+    failed = [(r.levelname, r.getMessage(), r.exc_info[1]) for r in caplog.records]
+    assert failed == [("ERROR", "A batch of sent-marks could not be written.", error)]
+    assert not keeper.holds_claim()  # nothing more could be recorded either: stop sending
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_helper_threads_sent_marks_commit_without_waiting_for_the_wal_flush(claimed):
+    claim, deliveries = claimed
+    statements = []
+
+    def record(execute, sql, params, many, context):
+        statements.append(sql)
+        return execute(sql, params, many, context)
+
+    def watch(sender, connection, **kwargs):
+        if threading.current_thread() is not threading.main_thread():
+            connection.execute_wrappers.append(record)
+
+    connection_created.connect(watch)
+    try:
+        keeper = marking._ClaimKeeper(claim=claim, pks=[d.pk for d in deliveries])
+        assert not keeper.inline
+        assert keeper.reserve()
+        keeper.mark(pk=deliveries[0].pk, provider_message_id="<m@x>")
+        assert keeper.finish() == 1
+    finally:
+        connection_created.disconnect(watch)
+
+    marks = [sql for sql in statements if sql.startswith("UPDATE") and "sent_at" in sql]
+    assert len(marks) == 1
+    assert "set_config('synchronous_commit', 'off', true)" in marks[0]
