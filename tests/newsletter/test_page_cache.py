@@ -170,6 +170,8 @@ def test_query_parameters_the_page_does_not_read_share_its_copy_so_they_cannot_f
     assert client.get(url)["X-Page-Cache"] == "miss"
     assert client.get(f"{url}?utm_source=newsletter")["X-Page-Cache"] == "hit"
     assert client.get(f"{url}?made-up=1&other=2")["X-Page-Cache"] == "hit"
+    # `p` keys the sitemap's copies; an article does not read it.
+    assert client.get(f"{url}?p=2")["X-Page-Cache"] == "hit"
     assert client.get(f"{url}?order=newest")["X-Page-Cache"] == "miss"
     assert client.get(f"{url}?order=newest&utm_source=x")["X-Page-Cache"] == "hit"
 
@@ -510,6 +512,19 @@ def test_each_list_page_number_is_a_copy_of_its_own(rf):
     for number in ("2", "3", "2", "3"):
         response = listing(anonymous_request(rf, path=f"/listing/?page={number}"))
         assert response.content == f"Page {number}".encode()
+    assert response["X-Page-Cache"] == "hit"
+
+
+def test_each_sitemap_page_number_is_a_copy_of_its_own(rf):
+    from newsletter.services.page_cache import cache_anonymous_page
+
+    @cache_anonymous_page(reads=["p"])
+    def sitemap_page(request):
+        return HttpResponse(f"Sitemap page {request.GET.get('p', '1')}")
+
+    for number in ("2", "3", "2", "3"):
+        response = sitemap_page(anonymous_request(rf, path=f"/sitemap.xml?p={number}"))
+        assert response.content == f"Sitemap page {number}".encode()
     assert response["X-Page-Cache"] == "hit"
 
 

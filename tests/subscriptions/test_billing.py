@@ -8,7 +8,9 @@ from datetime import timedelta
 import pytest
 from django.core import mail
 from django.core.management import call_command
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from subscriptions.models import Membership, Plan, Subscriber
@@ -102,6 +104,31 @@ def test_a_new_visitor_gives_an_email_and_stripe_makes_the_customer_at_payment(
             subscriber.pk
         )
     assert mail.outbox == []
+
+
+def test_a_free_reader_who_upgrades_is_found_among_the_others_and_not_added_again(
+    client, stripe_api, plans
+):
+    """Trying to add a known address again would fail on its unique constraint: an
+    error in the database's log for every upgrade by a reader we already have."""
+    monthly, _ = plans
+    SubscriberFactory(email="before@example.com")
+    reader = SubscriberFactory(email="free.reader@example.com", status=Subscriber.Status.ACTIVE)
+    SubscriberFactory(email="after@example.com")
+
+    with CaptureQueriesContext(connection) as queries:
+        response = client.post(
+            "/upgrade/", {"plan": monthly.pk, "email": "Free.Reader@Example.com"}
+        )
+
+    assert response.status_code == 303
+    [request] = checkout_requests(stripe_api)
+    assert request.params["subscription_data"]["metadata"]["subscriber_id"] == str(reader.pk)
+    assert Subscriber.objects.count() == 3
+    inserts = [
+        q["sql"] for q in queries if q["sql"].startswith('INSERT INTO "subscriptions_subscriber"')
+    ]
+    assert inserts == []
 
 
 def test_an_anonymous_visitor_using_an_address_with_billing_must_sign_in(client, stripe_api, plans):

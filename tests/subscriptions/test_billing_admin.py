@@ -135,6 +135,24 @@ def test_the_revenue_summary_counts_members_mrr_donations_and_churn():
     assert summary.churn_rate_this_month == 1.0  # the only member at the month's start left
 
 
+def test_the_revenue_summary_of_an_earlier_day_bills_a_past_due_member_in_grace_that_day():
+    now = timezone.now()
+    monthly = PlanFactory(amount=800, interval=Plan.Interval.MONTH)
+    MembershipFactory(plan=monthly)
+    MembershipFactory(
+        plan=monthly,
+        status=Membership.Status.PAST_DUE,
+        current_period_start=now - access.PAST_DUE_GRACE - timedelta(days=2),
+    )
+    three_days_ago = now - timedelta(days=3)  # six days into the unpaid period: in grace
+
+    then = revenue.revenue_summary(now=three_days_ago)
+    today = revenue.revenue_summary(now=now)
+
+    assert (then.paying_members, then.mrr) == (2, {"usd": 1600})
+    assert (today.paying_members, today.mrr) == (1, {"usd": 800})
+
+
 def test_the_membership_admin_shows_the_revenue_summary(editor_client):
     paying = MembershipFactory(plan=PlanFactory(amount=800))
     ended = MembershipFactory(status=Membership.Status.CANCELED, canceled_at=timezone.now())
