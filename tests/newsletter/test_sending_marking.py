@@ -6,6 +6,7 @@ import time
 
 import pytest
 from django.db import DatabaseError
+from django.db import connection as db_connection
 from django.db.backends.signals import connection_created
 from django.utils import timezone
 
@@ -298,3 +299,105 @@ def test_the_helper_threads_sent_marks_commit_without_waiting_for_the_wal_flush(
     marks = [sql for sql in statements if sql.startswith("UPDATE") and "sent_at" in sql]
     assert len(marks) == 1
     assert "set_config('synchronous_commit', 'off', true)" in marks[0]
+
+
+def _sent_mark_statements(run):
+    statements = []
+
+    def record(execute, sql, params, many, context):
+        statements.append(sql)
+        return execute(sql, params, many, context)
+
+    with db_connection.execute_wrapper(record):
+        run()
+    return [sql for sql in statements if sql.startswith("UPDATE") and "sent_at" in sql]
+
+
+def test_sent_marks_written_inside_a_transaction_wait_for_the_flush_as_usual(claimed):
+    claim, deliveries = claimed
+    keeper = marking._ClaimKeeper(claim=claim, pks=[d.pk for d in deliveries])
+    assert keeper.inline
+    assert keeper.reserve()
+    keeper.mark(pk=deliveries[0].pk, provider_message_id="<m@x>")
+
+    marks = _sent_mark_statements(keeper.finish)
+
+    assert len(marks) == 1
+    assert "synchronous_commit" not in marks[0]
+
+
+def test_a_provider_message_id_longer_than_the_column_is_cut_to_fit(claimed):
+    claim, deliveries = claimed
+    keeper = marking._ClaimKeeper(claim=claim, pks=[d.pk for d in deliveries])
+    long_id = "<" + "m" * 310 + "@x>"
+    assert keeper.reserve()
+    keeper.mark(pk=deliveries[0].pk, provider_message_id=long_id)
+
+    assert keeper.finish() == 1
+    row = Delivery.objects.get(pk=deliveries[0].pk)
+    assert row.status == Delivery.Status.SENT
+    assert row.provider_message_id == long_id[:300]
+
+
+def test_marks_another_worker_took_over_are_counted_as_lost_across_batches(claimed, caplog):
+    claim, deliveries = claimed
+    keeper = marking._ClaimKeeper(claim=claim, pks=[d.pk for d in deliveries])
+    first, second, third, _ = deliveries
+    Delivery.objects.filter(pk__in=[first.pk, second.pk]).update(claim_token=claim.token + 1)
+    for delivery in (first, second, third):
+        assert keeper.reserve()
+        keeper.mark(pk=delivery.pk, provider_message_id="<m@x>")
+        keeper.serve(0.01)  # each mark is its own batch
+
+    with caplog.at_level("ERROR", logger="newsletter.services.sending.marking"):
+        assert keeper.finish() == 1
+
+    assert [r.getMessage()[:60] for r in caplog.records] == [
+        "2 messages were accepted by the mail server but could not be"
+    ]
+
+
+def test_all_marks_written_log_no_lost_messages(claimed, caplog):
+    claim, deliveries = claimed
+    keeper = marking._ClaimKeeper(claim=claim, pks=[d.pk for d in deliveries])
+    for delivery in deliveries[:2]:
+        assert keeper.reserve()
+        keeper.mark(pk=delivery.pk, provider_message_id="<m@x>")
+
+    with caplog.at_level("ERROR", logger="newsletter.services.sending.marking"):
+        assert keeper.finish() == 2
+
+    assert caplog.records == []
+
+
+def test_marks_of_a_batch_that_cannot_be_written_are_all_counted_as_lost(
+    claimed, monkeypatch, caplog
+):
+    claim, deliveries = claimed
+    keeper = marking._ClaimKeeper(claim=claim, pks=[d.pk for d in deliveries])
+
+    def disk_full(marks, *, token, relaxed=False):
+        raise DatabaseError("could not extend file: No space left on device")
+
+    monkeypatch.setattr(marking, "_mark_sent_batch", disk_full)
+    for delivery in deliveries[:2]:
+        assert keeper.reserve()
+        keeper.mark(pk=delivery.pk, provider_message_id="<m@x>")
+
+    with caplog.at_level("ERROR", logger="newsletter.services.sending.marking"):
+        assert keeper.finish() == 0
+
+    assert caplog.records[-1].getMessage().startswith("2 messages were accepted")
+
+
+def test_a_message_the_server_refused_frees_exactly_its_one_place_in_the_crash_window(
+    claimed, settings
+):
+    claim, deliveries = claimed
+    settings.EMAIL_SEND_MARK_BATCH = 1
+    keeper = marking._ClaimKeeper(claim=claim, pks=[d.pk for d in deliveries])
+    settings.EMAIL_CLAIM_TIMEOUT = 0.4  # a full window gives up once the lease is old
+    assert keeper.reserve()
+    keeper.unreserve()
+    assert keeper.reserve()
+    assert not keeper.reserve()
