@@ -75,3 +75,12 @@ def test_an_unlinked_reader_is_linked_to_the_customer_who_paid():
 
     assert reader.stripe_customer_id == "cus_new"
     assert Subscriber.objects.get(pk=reader.pk).stripe_customer_id == "cus_new"
+
+
+def test_an_empty_customer_id_links_nobody():
+    """An empty id would take the unique column's one empty value from the next reader."""
+    reader = SubscriberFactory(stripe_customer_id=None)
+
+    link_stripe_customer(subscriber=reader, customer_id="")
+
+    assert Subscriber.objects.get(pk=reader.pk).stripe_customer_id is None
