@@ -8,7 +8,7 @@ from datetime import timedelta
 
 import pytest
 from django.core import mail
-from django.db import connection, connections
+from django.db import InterfaceError, OperationalError, connection, connections
 from django.utils import timezone
 
 from subscriptions.models import Membership, StripeEvent, Subscriber
@@ -519,6 +519,31 @@ def test_a_kept_connection_the_database_closed_is_replaced_and_the_delivery_stor
     assert sorted(StripeEvent.objects.values_list("stripe_id", flat=True)) == sorted(
         json.loads(body)["id"] for body in (first, second)
     )
+
+
+@pytest.mark.skipif(
+    connection.vendor != "postgresql", reason="a SQLite file has no connection to lose"
+)
+@pytest.mark.django_db(transaction=True)
+def test_without_health_checks_a_kept_connection_the_database_closed_fails_as_in_django(
+    stripe_api, client
+):
+    """CONN_HEALTH_CHECKS off: the INSERT is not retried on a new connection (Django would
+    not have checked the connection either); the error reaches the view and Stripe retries."""
+    first, second = subscription_event_body(stripe_api), subscription_event_body(stripe_api)
+    _a_new_request_on_the_kept_connection()
+    assert _deliver(client, first).status_code == 200
+    connection.health_check_enabled = False  # a new connection reads the setting again
+    _terminate(connection.connection.info.backend_pid)
+
+    _a_new_request_on_the_kept_connection()
+    with pytest.raises((InterfaceError, OperationalError)):
+        _deliver(client, second)
+
+    connection.close()
+    assert list(StripeEvent.objects.values_list("stripe_id", flat=True)) == [
+        json.loads(first)["id"]
+    ]
 
 
 def _terminate(backend_pid: int) -> None:
