@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 from types import SimpleNamespace
 
 import pytest
@@ -105,3 +106,22 @@ def test_a_listed_mutant_runs_no_test_only_while_its_fingerprint_matches(tree, m
     equivalents.SURVIVORS.write_text(f"- `{name}`: equivalent, never fingerprinted\n")
     assert not plugin._a_listed_equivalent_unchanged(name)
     assert not plugin._a_listed_equivalent_unchanged("app.services.content.x_f__mutmut_9")
+
+
+def test_a_fingerprint_hashes_exactly_the_source_ast_gives_for_the_function(tmp_path):
+    source = (
+        'def x_f__mutmut_1(a): return "…é" + a  # one line\n'
+        "\n"
+        "class Page:\n"
+        "    def xǁPageǁrender__mutmut_2(self):\n"
+        '        title = "naïve — ☃"\n'
+        '        return f"{title}…"\n'
+    )
+    path = tmp_path / "content.py"
+    path.write_text(source)
+    equivalents._functions.cache_clear()
+    nodes = [n for n in ast.walk(ast.parse(source)) if isinstance(n, ast.FunctionDef)]
+    assert equivalents._functions(path) == {
+        node.name: ast.get_source_segment(source, node) for node in nodes
+    }
+    equivalents._functions.cache_clear()
