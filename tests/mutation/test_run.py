@@ -1,0 +1,92 @@
+"""`make mutate` finds the mutant mypy rejects as mutmut itself would, only faster."""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+
+import libcst as cst
+import pytest
+from mutmut.mutation.file_mutation import MutatedMethodsCollector, mutate_file_contents
+from mutmut.type_checking import TypeCheckingError
+
+from tests.mutation import run
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@cache
+def _mutated(module: str) -> str:
+    source = (ROOT / module).read_text(encoding="utf-8")
+    return mutate_file_contents(module, source).code
+
+
+def _by_libcst(path: Path, code: str) -> list[tuple[str, int, int]]:
+    visitor = MutatedMethodsCollector(path)
+    cst.MetadataWrapper(cst.parse_module(code)).visit(visitor)
+    return [
+        (m.function_name, m.line_number_start, m.line_number_end) for m in visitor.found_mutants
+    ]
+
+
+@pytest.mark.parametrize(
+    "module",
+    [
+        # module-level functions, a dataclass, properties
+        "newsletter/services/sending/progress.py",
+        # methods of a class, one of them a staticmethod (its decorator is not its first line)
+        "newsletter/services/sending/marking.py",
+    ],
+)
+def test_the_mutant_functions_and_their_lines_are_those_mutmuts_libcst_visitor_finds(module):
+    code = _mutated(module)
+    path = Path(module)
+
+    found = [
+        (m.function_name, m.line_number_start, m.line_number_end)
+        for m in run.mutated_functions(path, code)
+    ]
+
+    assert len(found) > 50
+    assert found == _by_libcst(path, code)
+
+
+@pytest.fixture
+def mutants(tmp_path, monkeypatch):
+    """A project whose mutants/ holds the mutated progress module, and a stand-in for
+    mypy that reports the errors a test gives it."""
+    module = Path("newsletter/services/sending/progress.py")
+    target = tmp_path / "mutants" / module
+    target.parent.mkdir(parents=True)
+    code = _mutated(str(module))
+    target.write_text(code, encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    reported: list[TypeCheckingError] = []
+    monkeypatch.setattr(run, "run_type_checker", lambda command: reported)
+    return target.resolve(), code, reported
+
+
+def test_each_reported_line_names_the_mutant_whose_function_holds_it(mutants):
+    target, code, reported = mutants
+    functions = run.mutated_functions(target, code)
+    second, last = functions[1], functions[-1]
+    reported += [
+        TypeCheckingError(target, second.line_number_end, "second"),
+        TypeCheckingError(target, last.line_number_start, "last"),
+    ]
+
+    caught = run.caught_by_the_type_checker()
+
+    module = "newsletter.services.sending.progress"
+    assert set(caught) == {f"{module}.{second.function_name}", f"{module}.{last.function_name}"}
+    assert caught[f"{module}.{last.function_name}"].error.error_description == "last"
+
+
+def test_a_report_outside_every_mutant_function_stops_the_run(mutants):
+    target, code, reported = mutants
+    lines = code.splitlines()
+    imports_line = next(n for n, line in enumerate(lines, 1) if line.startswith("from "))
+    reported.append(TypeCheckingError(target, imports_line, "an error in unchanged code"))
+
+    with pytest.raises(RuntimeError, match="outside every mutant function"):
+        run.caught_by_the_type_checker()
