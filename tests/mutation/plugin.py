@@ -330,6 +330,19 @@ class _TimeLimits:
         finally:
             self.end_test()
 
+    @pytest.hookimpl(wrapper=True)
+    def pytest_fixture_setup(self, fixturedef, request):
+        """The test database's setup (the full one, in a slot's first run) is the run's,
+        not the first test's: that test's limits start again after it."""
+        if fixturedef.argname != "django_db_setup" or self.test is None:
+            return (yield)
+        test = self.test
+        self.end_test()
+        try:
+            return (yield)
+        finally:
+            self.start_test(test)
+
     def _arm(self) -> None:
         deadlines = [d for d in (self.run_deadline, self.test_deadline) if d is not None]
         if not deadlines:

@@ -240,6 +240,29 @@ def test_a_tests_limit_ends_with_it_and_the_runs_own_deadline_still_holds(short_
     assert exit_code == -signal.SIGXCPU
 
 
+def test_the_test_databases_setup_does_not_count_against_the_first_tests_limits(
+    short_allowances,
+):
+    short_allowances(cpu=0.3, wall=1.0)
+
+    def tests(write, limits):
+        limits.start_test("t.py::first")
+        setup = limits.pytest_fixture_setup(SimpleNamespace(argname="django_db_setup"), None)
+        next(setup)
+        spin(0.6)  # the full setup of a slot's first run: past the test's CPU limit
+        time.sleep(1.2)  # and past its wall-clock one
+        with pytest.raises(StopIteration):
+            setup.send(None)
+        spin(0.1)
+        write("the test went on; ")
+        spin(5)
+        write("spun past its limit")
+
+    written, exit_code = run_in_a_child(60, tests)
+    assert written == "the test went on; "
+    assert exit_code == -signal.SIGXCPU
+
+
 def test_a_run_that_times_out_marks_its_test_database_to_be_emptied(
     tmp_path, monkeypatch, short_allowances
 ):
