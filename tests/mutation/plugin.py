@@ -34,6 +34,8 @@ It acts only in the test runs mutmut starts, never in `make test`:
   The stats pass writes the tests it passed to STATS_PASSED, naming the process both
   passes are forked from; the clean pass keeps at least one test (mutmut counts a run
   of none as a failure). A run that reused earlier stats runs its clean pass in full.
+  A stats pass run in parts (tests/mutation/run.py) writes a record per part, joined
+  once every part has passed.
 
 With MUTATE_TIMINGS=<file>, each test run appends one JSON line to that file: the
 mutant, the exit status, and where the run's CPU and wall time went (collection, the
@@ -146,12 +148,35 @@ KILLERS = "mutmut-killers.txt"
 STATS_PASSED = "mutmut-stats-passed.txt"
 
 
+# Set in each process of a stats pass run in parts: its number.
+STATS_PART = "MUTATE_STATS_PART"
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if os.environ.get("MUTANT_UNDER_TEST") != "stats" or exitstatus != 0:
         return
-    with open(STATS_PASSED, "w") as out:
+    part = os.environ.get(STATS_PART)
+    with open(STATS_PASSED if part is None else f"{STATS_PASSED}.{part}", "w") as out:
         out.write(f"{os.getppid()}\n")
         out.writelines(f"{item.nodeid}\n" for item in session.items)
+
+
+def join_the_stats_parts_passed(parts: int) -> None:
+    """STATS_PASSED from the record of each of the parts the stats pass ran in, written
+    only if every part passed (wrote its record) and was forked from this process."""
+    passed: list[str] = []
+    for part in range(parts):
+        try:
+            with open(f"{STATS_PASSED}.{part}") as record:
+                made_by, *tests = record.read().splitlines()
+        except (FileNotFoundError, ValueError):
+            return
+        if made_by != str(os.getpid()):
+            return
+        passed += tests
+    with open(STATS_PASSED, "w") as out:
+        out.write(f"{os.getpid()}\n")
+        out.writelines(f"{nodeid}\n" for nodeid in passed)
 
 
 def _passed_in_this_runs_stats_pass() -> set[str]:

@@ -15,22 +15,33 @@ It is mutmut's own command line with two parts made faster and nothing else chan
   it ends), which also copied the memory they sit in: the fork server now freezes them
   once its warm-up is done. A frozen object is only never freed, and a mutant's process
   lives for one run.
+- mutmut's stats pass (every test once, to learn which tests reach which function and
+  how long each takes) runs in one process: almost five minutes here, half of it spent
+  waiting on locks, sockets and threads. It now runs in MUTATE_STATS_PARTS processes
+  side by side (default: one per core), each on its share of the test files (shared
+  out by size), each with its own test database slot; what they learnt is merged just
+  as mutmut merges its one process's.
 """
 
 from __future__ import annotations
 
 import ast
 import gc
+import json
+import os
 from collections import defaultdict
 from pathlib import Path
 
 import mutmut.__main__ as mutmut_main
 from mutmut.configuration import config
+from mutmut.models.results import StatsResult
 from mutmut.mutation.file_mutation import FailedTypeCheckMutant, MutatedMethodLocation
 from mutmut.runners.harness import PytestRunner
+from mutmut.state import state
 from mutmut.type_checking import TypeCheckingError, run_type_checker
 from mutmut.utils.file_utils import change_cwd
 from mutmut.utils.format_utils import get_mutant_name, is_mutated_method_name
+from mutmut.workers.isolation import ForkServerRunner
 
 
 def mutated_functions(path: Path, source: str) -> list[MutatedMethodLocation]:
@@ -114,9 +125,115 @@ def warm_up_then_freeze(self: PytestRunner) -> None:
     gc.freeze()
 
 
+def test_files(selection: list[str], ignored: list[str]) -> list[str]:
+    """The test files under the selected paths (pytest's `test_*.py`), less the ignored
+    ones (a file, or everything under a directory)."""
+    found: set[str] = set()
+    for path in map(Path, selection):
+        candidates = [path] if path.is_file() else path.rglob("test_*.py")
+        found |= {str(file) for file in candidates}
+    return sorted(
+        file
+        for file in found
+        if not any(
+            file == ignore or file.startswith(ignore.rstrip("/") + "/") for ignore in ignored
+        )
+    )
+
+
+def shared_out(files: list[str], parts: int, size=os.path.getsize) -> list[list[str]]:
+    """`files` in `parts` groups of about the same size (each file, largest first, to
+    the lightest group so far); each group in the files' own order, empty ones left out."""
+    groups: list[list[str]] = [[] for _ in range(max(parts, 1))]
+    weights = [0] * len(groups)
+    for file in sorted(files, key=lambda f: (-size(f), f)):
+        lightest = weights.index(min(weights))
+        groups[lightest].append(file)
+        weights[lightest] += size(file)
+    return [sorted(group) for group in groups if group]
+
+
+def _ignored(cli_args: list[str]) -> list[str]:
+    return [arg.removeprefix("--ignore=") for arg in cli_args if arg.startswith("--ignore=")]
+
+
+_collect_stats = ForkServerRunner.collect_stats
+
+
+def collect_stats_in_parts(self: ForkServerRunner, tests: object) -> int:
+    """mutmut's stats pass, in parts side by side (see the module's docstring)."""
+    from tests.mutation import plugin  # imports pytest: not before mutmut's own children do
+
+    parts = int(os.environ.get("MUTATE_STATS_PARTS") or os.cpu_count() or 1)
+    if tests or parts < 2:  # a run that adds new tests to earlier stats: mutmut's own
+        return _collect_stats(self, tests)  # type: ignore[arg-type]
+    with change_cwd(Path("mutants")):
+        groups = shared_out(
+            test_files(
+                config().pytest_add_cli_args_test_selection, _ignored(config().pytest_add_cli_args)
+            ),
+            parts,
+        )
+    children = [_start_stats_part(self, number, group) for number, group in enumerate(groups)]
+    results = [_finish_stats_part(pid, read_end) for pid, read_end in children]
+    for result in results:
+        for function, reaching in result.tests_by_mangled_function_name.items():
+            state().tests_by_mangled_function_name[function] |= reaching
+        state().duration_by_test.update(result.duration_by_test)
+        for function, callees in result.function_dependencies.items():
+            state().function_dependencies[function] = callees
+    state().stats_time = sum(result.stats_time for result in results)
+    with change_cwd(Path("mutants")):
+        plugin.join_the_stats_parts_passed(len(groups))
+    return next((result.exit_code for result in results if result.exit_code), 0)
+
+
+def _start_stats_part(runner: ForkServerRunner, number: int, files: list[str]) -> tuple[int, int]:
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover (the child: its result goes to the pipe)
+        os.close(read_end)
+        status = 1
+        try:
+            from tests.mutation import plugin
+
+            os.environ[plugin.STATS_PART] = str(number)
+            child = runner.test_runner_class(**runner.test_runner_args)
+            exit_code = child.run_stats(tests=files)
+            result = StatsResult(
+                exit_code=exit_code,
+                tests_by_mangled_function_name=dict(state().tests_by_mangled_function_name),
+                duration_by_test=dict(state().duration_by_test),
+                stats_time=state().stats_time or 0.0,
+                function_dependencies=dict(state().function_dependencies),
+            )
+            with os.fdopen(write_end, "w") as out:
+                json.dump(result.to_dict(), out)
+            status = 0
+        finally:
+            os._exit(status)
+    os.close(write_end)
+    return pid, read_end
+
+
+def _finish_stats_part(pid: int, read_end: int) -> StatsResult:
+    # Read before waiting: a result larger than the pipe's buffer holds the child until
+    # it is read.
+    with os.fdopen(read_end) as result:
+        try:
+            data = json.load(result)
+        except ValueError:  # nothing written: the child failed
+            data = None
+    _pid, status = os.waitpid(pid, 0)
+    if data is None or os.waitstatus_to_exitcode(status) != 0:
+        raise ChildProcessError(f"a part of the stats pass ended with status {status}")
+    return StatsResult.from_dict(data)
+
+
 def main() -> None:
     mutmut_main.filter_mutants_with_type_checker = caught_by_the_type_checker
     PytestRunner.warm_up = warm_up_then_freeze  # type: ignore[method-assign]
+    ForkServerRunner.collect_stats = collect_stats_in_parts  # type: ignore[method-assign]
     mutmut_main.cli()
 
 

@@ -111,13 +111,17 @@ def test_hypothesis_runs_the_same_examples_every_time_with_nothing_saved(monkeyp
     assert hypothesis_settings.default.derandomize is derandomized_before
 
 
-def run_in_a_child(cpu_limit: int, body, durations=None) -> tuple[str, int]:
+def run_in_a_child(cpu_limit: int, body, durations=None, markers=()) -> tuple[str, int]:
     """What a forked child wrote, and how it ended, given mutmut's CPU limit, the tests'
-    times in the stats pass and `body` (called with `write` and the child's limits)."""
+    times in the stats pass, its test database markers and `body` (called with `write`
+    and the child's limits). A timing-out child leaves no MUTATE_TIMINGS line and marks
+    no database of the run this test is part of (under `make mutate`)."""
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover (the child)
         os.close(read_end)
+        plugin._TIMINGS.clear()
+        plugin._SLOT_MARKERS = list(markers)
         resource.setrlimit(resource.RLIMIT_CPU, (cpu_limit, cpu_limit + 1))
         limits = plugin._TimeLimits(durations or {})
         limits.install()
@@ -269,13 +273,12 @@ def test_a_run_that_times_out_marks_its_test_database_to_be_emptied(
     short_allowances(cpu=0.2)
     marker = tmp_path / "test_broadside_slot1.schema"
     marker.write_text("4242\n")
-    monkeypatch.setattr(plugin, "_SLOT_MARKERS", [str(marker)])
 
     def stuck(write, limits):
         limits.start_test("t.py::stuck")
         spin(60)
 
-    _written, exit_code = run_in_a_child(60, stuck)
+    _written, exit_code = run_in_a_child(60, stuck, markers=[str(marker)])
     assert exit_code == -signal.SIGXCPU
     assert marker.read_text() != "4242\n"
 
@@ -339,3 +342,20 @@ def test_a_mutants_run_is_never_shortened_by_the_stats_record(monkeypatch, kille
     collected = items("t.py::a", "t.py::b")
     plugin.pytest_collection_modifyitems(config=None, items=collected)
     assert sorted(item.nodeid for item in collected) == ["t.py::a", "t.py::b"]
+
+
+def test_a_stats_pass_in_parts_leaves_one_record_once_every_part_has_passed(monkeypatch, killers):
+    monkeypatch.setenv(plugin.STATS_PART, "0")
+    finish_the_stats_pass(monkeypatch, 0, "t.py::a")
+    monkeypatch.setenv(plugin.STATS_PART, "1")
+    finish_the_stats_pass(monkeypatch, 1, "t.py::b")  # failed: writes nothing
+    parent = os.getppid  # what the parts name: the process that forked them
+    monkeypatch.setattr(os, "getpid", parent)
+
+    plugin.join_the_stats_parts_passed(2)
+    assert not killers.with_name(plugin.STATS_PASSED).exists()
+
+    finish_the_stats_pass(monkeypatch, 0, "t.py::b", "t.py::c")
+    plugin.join_the_stats_parts_passed(2)
+    record = killers.with_name(plugin.STATS_PASSED).read_text().splitlines()
+    assert record == [str(parent()), "t.py::a", "t.py::b", "t.py::c"]

@@ -90,3 +90,36 @@ def test_a_report_outside_every_mutant_function_stops_the_run(mutants):
 
     with pytest.raises(RuntimeError, match="outside every mutant function"):
         run.caught_by_the_type_checker()
+
+
+def test_the_stats_pass_is_shared_out_by_file_less_the_ignored_ones(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for name, size in {
+        "tests/test_big.py": 900,
+        "tests/a/test_one.py": 500,
+        "tests/a/test_two.py": 400,
+        "tests/a/helpers.py": 5000,  # not a test file
+        "tests/mutation/test_plugin.py": 300,  # ignored with its directory
+        "tests/test_deploy.py": 100,  # ignored by name
+        "tests/b/test_three.py": 200,
+    }.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("x" * size)
+
+    files = run.test_files(
+        ["tests"],
+        run._ignored(["-m", "x", "--ignore=tests/mutation", "--ignore=tests/test_deploy.py"]),
+    )
+
+    assert files == [
+        "tests/a/test_one.py",
+        "tests/a/test_two.py",
+        "tests/b/test_three.py",
+        "tests/test_big.py",
+    ]
+    assert run.shared_out(files, 2) == [
+        ["tests/b/test_three.py", "tests/test_big.py"],  # 900, then 200 on a tie
+        ["tests/a/test_one.py", "tests/a/test_two.py"],  # 500 + 400
+    ]
+    assert run.shared_out(files, 1) == [files]
+    assert run.shared_out(files[:1], 4) == [files[:1]]  # no empty parts
