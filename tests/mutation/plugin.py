@@ -419,7 +419,8 @@ def pytest_configure(config: pytest.Config) -> None:
     path = os.environ.get("MUTATE_TIMINGS")
     if path:
         timings = _Timings(path)
-        _TIMINGS.append(timings)
+        # Only this run's: the fork server's own session (its warm-up) made one too.
+        _TIMINGS[:] = [timings]
         config.pluginmanager.register(timings, "mutate-timings")
 
 
