@@ -37,6 +37,14 @@ It acts only in the test runs mutmut starts, never in `make test`:
   A stats pass run in parts (tests/mutation/run.py) writes a record per part, joined
   once every part has passed.
 
+- The stats pass also records, with coverage.py, which test ran each line of the
+  mutated modules (a coverage context per test, in LINES.<part>). From that,
+  tests/mutation/run.py names for each mutant the tests that ran the statement it
+  changes (LINE_TESTS), and a mutant's run leaves out the other tests that reach its
+  function: a test that never runs the changed statement runs exactly as it does on
+  the original code, so it cannot kill the mutant. A mutant whose statement no test
+  ran (a default argument, evaluated when the module is imported) runs them all.
+
 With MUTATE_TIMINGS=<file>, each test run appends one JSON line to that file: the
 mutant, the exit status, and where the run's CPU and wall time went (collection, the
 test database, the tests). `python -m tests.mutation.timings <file>` sums them up.
@@ -177,6 +185,41 @@ def join_the_stats_parts_passed(parts: int) -> None:
     with open(STATS_PASSED, "w") as out:
         out.write(f"{os.getpid()}\n")
         out.writelines(f"{nodeid}\n" for nodeid in passed)
+
+
+# The stats pass's record of which test ran which line: a coverage.py data file per part.
+LINES = "mutmut-lines"
+
+# For each mutant, the tests that ran the statement it changes (tests/mutation/run.py
+# fills it in mutmut's fork server, so every mutant's run inherits it).
+LINE_TESTS: dict[str, frozenset[str]] = {}
+
+
+class _RecordLines:
+    """Coverage of the mutated modules only, with the running test as the context."""
+
+    def __init__(self, part: str) -> None:
+        from coverage import Coverage
+        from mutmut.configuration import config
+
+        self.coverage = Coverage(
+            data_file=f"{LINES}.{part}",
+            include=[os.path.abspath(pattern) for pattern in config().only_mutate],
+            config_file=False,
+        )
+        self.coverage.start()
+
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_runtest_protocol(self, item, nextitem):
+        self.coverage.switch_context(item.nodeid)
+        try:
+            return (yield)
+        finally:
+            self.coverage.switch_context("")
+
+    def pytest_sessionfinish(self, session, exitstatus) -> None:
+        self.coverage.stop()
+        self.coverage.save()
 
 
 def _passed_in_this_runs_stats_pass() -> set[str]:
@@ -395,6 +438,9 @@ def pytest_configure(config: pytest.Config) -> None:
     mutant = os.environ.get("MUTANT_UNDER_TEST", "")
     if _a_listed_equivalent_unchanged(mutant):
         pytest.exit(f"{mutant} is a listed equivalent, unchanged", returncode=0)
+    if mutant == "stats":
+        lines = _RecordLines(os.environ.get(STATS_PART, "all"))
+        config.pluginmanager.register(lines, "mutate-lines")
     if _is_a_mutant(mutant):
         _reuse_the_slot_database()
         from mutmut.state import state
@@ -433,6 +479,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         return
     from mutmut.state import state
 
+    _leave_out_tests_that_never_ran_the_changed_statement(config, mutant, items)
     durations = state().duration_by_test
     of_function, of_module = _kills(_function_of(mutant))
     # Stable: tests of equal (or unknown) time and kills keep pytest's order.
@@ -443,6 +490,21 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             durations.get(item.nodeid, 0.0),
         )
     )
+
+
+def _leave_out_tests_that_never_ran_the_changed_statement(
+    config: pytest.Config, mutant: str, items: list[pytest.Item]
+) -> None:
+    ran_it = LINE_TESTS.get(mutant)
+    if not ran_it:
+        return
+    kept = [item for item in items if item.nodeid in ran_it]
+    if not kept:
+        return
+    left_out = [item for item in items if item.nodeid not in ran_it]
+    if left_out:
+        config.hook.pytest_deselected(items=left_out)
+        items[:] = kept
 
 
 def _leave_out_what_the_stats_pass_passed(config: pytest.Config, items: list[pytest.Item]) -> None:

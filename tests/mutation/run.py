@@ -21,11 +21,16 @@ It is mutmut's own command line with two parts made faster and nothing else chan
   side by side (default: one per core), each on its share of the test files (shared
   out by size), each with its own test database slot; what they learnt is merged just
   as mutmut merges its one process's.
+- From the stats pass's record of which test ran which line (tests/mutation/plugin.py),
+  each mutant's tests are narrowed to those that ran the statement it changes
+  (`line_tests`): written to LINE_TESTS_FILE after the stats pass, loaded by the fork
+  server after its warm-up.
 """
 
 from __future__ import annotations
 
 import ast
+import difflib
 import gc
 import json
 import os
@@ -116,11 +121,129 @@ def caught_by_the_type_checker() -> dict[str, FailedTypeCheckMutant]:
         return caught
 
 
+# In mutants/: for each mutant, the tests that ran the statement it changes.
+LINE_TESTS_FILE = "mutmut-line-tests.json"
+
+
+def statement_spans(function: ast.FunctionDef | ast.AsyncFunctionDef) -> list[set[int]]:
+    """The lines of each statement of `function`: a simple statement whole, a compound
+    one (`if`, `for`, `with`, ...) its header down to its body, a nested function or
+    class its def line."""
+    spans = []
+    for node in ast.walk(function):
+        if not isinstance(node, ast.stmt) or node is function:
+            continue
+        body = getattr(node, "body", None)
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            last = node.lineno
+        elif isinstance(body, list) and body:
+            last = body[0].lineno - 1
+        else:
+            last = node.end_lineno or node.lineno
+        spans.append(set(range(node.lineno, last + 1)))
+    return spans
+
+
+def _original_functions(tree: ast.Module) -> dict[str, ast.FunctionDef | ast.AsyncFunctionDef]:
+    """mutmut's copies of the original functions (`..._mutmut_orig`), by that name."""
+    found = {}
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name.endswith(
+            "__mutmut_orig"
+        ):
+            found[node.name] = node
+    return found
+
+
+def changed_lines(
+    lines: list[str], mutant: MutatedMethodLocation, original: MutatedMethodLocation
+) -> set[int]:
+    """The lines, in the file, of the original function that `mutant` changes (the line
+    after which it adds, where it only adds)."""
+    mutant_lines = lines[mutant.line_number_start - 1 : mutant.line_number_end]
+    original_lines = lines[original.line_number_start - 1 : original.line_number_end]
+    # Each def line names its own function: compare the rest of it.
+    mutant_lines[0] = mutant_lines[0].replace(mutant.function_name, original.function_name, 1)
+    changed: set[int] = set()
+    matcher = difflib.SequenceMatcher(a=original_lines, b=mutant_lines, autojunk=False)
+    for tag, i1, i2, _j1, _j2 in matcher.get_opcodes():
+        if tag != "equal":
+            first = original.line_number_start + i1
+            changed |= set(range(first, max(original.line_number_start + i2, first + 1)))
+    return changed
+
+
+def line_tests(source: str, path: Path, lines_run_by: dict[int, set[str]]) -> dict[str, list[str]]:
+    """For each mutant of the file mutmut wrote at `path`, the tests that ran a line of
+    a statement it changes in the original function (`lines_run_by`: line -> tests).
+    A mutant whose statements no test ran is left out: it runs every test that reaches
+    its function."""
+    functions = mutated_functions(path, source)
+    originals = {
+        f.function_name.removesuffix("__mutmut_orig"): f
+        for f in functions
+        if f.function_name.endswith("__mutmut_orig")
+    }
+    nodes = _original_functions(ast.parse(source))
+    spans = {
+        base: statement_spans(nodes[original.function_name])
+        for base, original in originals.items()
+        if original.function_name in nodes
+    }
+    lines = source.splitlines()
+    relative = path.relative_to(Path(".").absolute())
+    found: dict[str, list[str]] = {}
+    for function in functions:
+        base, _, number = function.function_name.rpartition("__mutmut_")
+        if not number.isdigit() or base not in spans:
+            continue
+        changed = changed_lines(lines, function, originals[base])
+        statements = set(changed)
+        for span in spans[base]:
+            if span & changed:
+                statements |= span
+        tests: set[str] = set()
+        for line in statements:
+            tests |= lines_run_by.get(line, set())
+        tests.discard("")  # the import's own context: not a test
+        if tests:
+            found[get_mutant_name(relative, function.function_name)] = sorted(tests)
+    return found
+
+
+def write_line_tests(parts: int) -> None:
+    """LINE_TESTS_FILE from the stats pass's coverage data files (in mutants/)."""
+    from coverage import CoverageData
+
+    from tests.mutation import plugin
+
+    lines_run_by: dict[str, dict[int, set[str]]] = defaultdict(lambda: defaultdict(set))
+    for part in range(parts):
+        data = CoverageData(basename=f"{plugin.LINES}.{part}")
+        data.read()
+        for filename in data.measured_files():
+            for line, contexts in data.contexts_by_lineno(filename).items():
+                lines_run_by[filename][line] |= set(contexts)
+    found: dict[str, list[str]] = {}
+    for filename, by_line in lines_run_by.items():
+        path = Path(filename)
+        found |= line_tests(path.read_text(encoding="utf-8"), path, by_line)
+    with open(LINE_TESTS_FILE, "w") as out:
+        json.dump(found, out)
+
+
 _warm_up = PytestRunner.warm_up
 
 
 def warm_up_then_freeze(self: PytestRunner) -> None:
     _warm_up(self)
+    from tests.mutation import plugin
+
+    try:
+        with open(Path("mutants") / LINE_TESTS_FILE) as record:
+            plugin.LINE_TESTS.update({m: frozenset(t) for m, t in json.load(record).items()})
+    except FileNotFoundError:  # stats reused from an earlier run: whole functions
+        pass
     gc.collect()
     gc.freeze()
 
@@ -185,6 +308,7 @@ def collect_stats_in_parts(self: ForkServerRunner, tests: object) -> int:
     state().stats_time = sum(result.stats_time for result in results)
     with change_cwd(Path("mutants")):
         plugin.join_the_stats_parts_passed(len(groups))
+        write_line_tests(len(groups))
     return next((result.exit_code for result in results if result.exit_code), 0)
 
 

@@ -123,3 +123,56 @@ def test_the_stats_pass_is_shared_out_by_file_less_the_ignored_ones(tmp_path, mo
     ]
     assert run.shared_out(files, 1) == [files]
     assert run.shared_out(files[:1], 4) == [files[:1]]  # no empty parts
+
+
+@pytest.fixture
+def marking(tmp_path, monkeypatch):
+    """The mutated sending/marking.py in a mutants/-like tree, with its functions."""
+    module = "newsletter/services/sending/marking.py"
+    target = tmp_path / module
+    target.parent.mkdir(parents=True)
+    code = _mutated(module)
+    target.write_text(code, encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    functions = run.mutated_functions(target.resolve(), code)
+    originals = {
+        f.function_name.removesuffix("__mutmut_orig"): f
+        for f in functions
+        if f.function_name.endswith("__mutmut_orig")
+    }
+    return target.resolve(), code, functions, originals
+
+
+def test_a_mutant_runs_the_tests_that_ran_a_line_of_each_statement_it_changes(marking):
+    target, code, functions, originals = marking
+    # Each line of the original functions was run by a test of its own.
+    lines_run_by = {
+        n: {f"t.py::line_{n}"}
+        for f in originals.values()
+        for n in range(f.line_number_start + 1, f.line_number_end + 1)
+    }
+
+    found = run.line_tests(code, target, lines_run_by)
+
+    lines = code.splitlines()
+    spread = 0
+    for f in functions:
+        base, _, number = f.function_name.rpartition("__mutmut_")
+        name = f"newsletter.services.sending.marking.{f.function_name}"
+        if not number.isdigit():
+            continue
+        original = originals[base]
+        changed = run.changed_lines(lines, f, original)
+        ran = {int(t.removeprefix("t.py::line_")) for t in found.get(name, [])}
+        assert changed - {original.line_number_start} <= ran  # every changed line's test
+        assert all(original.line_number_start < n <= original.line_number_end for n in ran)
+        spread += len(ran - changed) > 0  # and the rest of a multi-line statement's
+    assert spread > 10
+
+
+def test_a_mutant_of_a_line_no_test_ran_is_not_narrowed(marking):
+    target, code, _functions, originals = marking
+    # Only the module's import ran these functions' def lines (the "" context).
+    lines_run_by = {f.line_number_start: {""} for f in originals.values()}
+
+    assert run.line_tests(code, target, lines_run_by) == {}
