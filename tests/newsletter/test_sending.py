@@ -1083,3 +1083,45 @@ def test_a_worker_keeps_at_most_eight_renders_of_its_sends(monkeypatch):
             held.append(len(handover._render_cache))
 
     assert held == [1, 2, 3, 4, 5, 6, 7, 8, 1, 2, 3, 4]
+
+
+def test_a_chunks_refusals_are_each_counted_recorded_and_logged(smtp_server, caplog):
+    refused = SubscriberFactory.create_batch(6)
+    rejected = SubscriberFactory()  # the message, not the reader: failed, not bounced
+    accepted = SubscriberFactory()
+    for reader in refused:
+        smtp_server.refuse(reader.email, code=550, text="5.1.1 No such user")
+    smtp_server.refuse(rejected.email, code=554, text="5.7.1 Message rejected as spam")
+    email_send = publish_article(article=ArticleFactory()).email_send
+    mark_sending(email_send)
+    # Two of them were tried before and wait for their retry; another reader has left
+    # since the send began (skipped at claim time).
+    Delivery.objects.filter(send=email_send, subscriber__in=[refused[0], rejected]).update(
+        attempts=1, next_attempt_at=timezone.now() - timedelta(minutes=1)
+    )
+    gone = SubscriberFactory()
+    Delivery.objects.create(send=email_send, subscriber=gone, segment=Delivery.Segment.FREE)
+    Subscriber.objects.filter(pk=gone.pk).update(status=Subscriber.Status.UNSUBSCRIBED)
+
+    with caplog.at_level("WARNING", logger="newsletter.services.sending.marking"):
+        result = sending.send_chunk(email_send_id=email_send.pk)
+
+    assert (result.claimed, result.skipped) == (9, 1)
+    assert (result.sent, result.failed, result.bounced) == (1, 7, 6)
+    email_send.refresh_from_db()
+    assert (email_send.sent_count, email_send.failed_count) == (1, 7)
+    failed = Delivery.objects.filter(send=email_send, subscriber__in=[*refused, rejected])
+    assert {(d.status, d.next_attempt_at) for d in failed} == {(Delivery.Status.FAILED, None)}
+    assert Delivery.objects.get(send=email_send, subscriber=accepted).status == Delivery.Status.SENT
+    [logged] = [r for r in caplog.records if r.msg.startswith("Send chunk had")]
+    assert logged.msg == "Send chunk had %d failed deliveries: %s"
+    count, first_five = logged.args
+    assert count == 7
+    assert len(first_five) == 5
+    assert {entry.split(": ", 1)[1] for entry in first_five} <= {
+        "550 5.1.1 No such user",
+        "554 5.7.1 Message rejected as spam",
+    }
+    assert {entry.split(": ", 1)[0] for entry in first_five} < {
+        r.email for r in [*refused, rejected]
+    }
