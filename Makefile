@@ -136,7 +136,7 @@ mutate: export TEST_DATABASE_SLOTS ?= $(MUTATE_CHILDREN)
 mutate: MUTANTS ?= $(MUTATE_MODULES) $(if $(MUTATE_MONEY),$(MUTATE_MONEY_MODULES))
 mutate: $(STAMP)
 	rm -rf mutants
-	PATH="$(abspath $(BIN)):$$PATH" nice $(BIN)/mutmut run --max-children $(MUTATE_CHILDREN) $(foreach m,$(MUTANTS),'$(m)')
+	PATH="$(abspath $(BIN)):$$PATH" nice $(BIN)/python -m tests.mutation.run run --max-children $(MUTATE_CHILDREN) $(foreach m,$(MUTANTS),'$(m)')
 	$(BIN)/python -m tests.mutation.score -v
 
 clean:

@@ -111,15 +111,21 @@ def test_hypothesis_runs_the_same_examples_every_time_with_nothing_saved(monkeyp
     assert hypothesis_settings.default.derandomize is derandomized_before
 
 
-def run_in_a_child(cpu_limit: int, body) -> tuple[str, int]:
-    """What a forked child wrote, and how it ended, given mutmut's CPU limit and `body`."""
+def run_in_a_child(cpu_limit: int, body, durations=None, markers=()) -> tuple[str, int]:
+    """What a forked child wrote, and how it ended, given mutmut's CPU limit, the tests'
+    times in the stats pass, its test database markers and `body` (called with `write`
+    and the child's limits). A timing-out child leaves no MUTATE_TIMINGS line and marks
+    no database of the run this test is part of (under `make mutate`)."""
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover (the child)
         os.close(read_end)
+        plugin._TIMINGS.clear()
+        plugin._SLOT_MARKERS = list(markers)
         resource.setrlimit(resource.RLIMIT_CPU, (cpu_limit, cpu_limit + 1))
-        plugin._time_out_on_cpu_not_on_the_wall_clock()
-        body(lambda text: os.write(write_end, text.encode()))
+        limits = plugin._TimeLimits(durations or {})
+        limits.install()
+        body(lambda text: os.write(write_end, text.encode()), limits)
         os._exit(0)
     os.close(write_end)
     with os.fdopen(read_end) as out:
@@ -129,7 +135,7 @@ def run_in_a_child(cpu_limit: int, body) -> tuple[str, int]:
 
 
 def test_mutmuts_wall_clock_signal_does_not_end_a_run_that_is_only_slow():
-    def slow(write):
+    def slow(write, limits):
         time.sleep(0.3)
         os.kill(os.getpid(), signal.SIGXCPU)  # what mutmut sends at its wall-clock limit
         time.sleep(0.2)
@@ -141,7 +147,7 @@ def test_mutmuts_wall_clock_signal_does_not_end_a_run_that_is_only_slow():
 
 
 def test_a_run_still_going_long_after_the_wall_clock_signal_times_out():
-    def blocked(write):
+    def blocked(write, limits):
         time.sleep(0.3)
         os.kill(os.getpid(), signal.SIGXCPU)
         started = time.monotonic()
@@ -154,7 +160,7 @@ def test_a_run_still_going_long_after_the_wall_clock_signal_times_out():
 
 
 def test_a_run_that_reaches_the_cpu_limit_times_out_at_once():
-    def spinning(write):
+    def spinning(write, limits):
         while plugin._cpu() < 10:
             pass
         write("spun for ten CPU seconds")
@@ -162,6 +168,119 @@ def test_a_run_that_reaches_the_cpu_limit_times_out_at_once():
     written, exit_code = run_in_a_child(1, spinning)
     assert written == ""
     assert exit_code == -signal.SIGXCPU
+
+
+def spin(seconds: float) -> None:
+    until = plugin._cpu() + seconds
+    while plugin._cpu() < until:
+        pass
+
+
+@pytest.fixture
+def short_allowances(monkeypatch):
+    """Per-test limits of a second or less beyond the stats pass's times; the other
+    kind of limit of a test is left at a minute, so that a busy machine cannot end it."""
+
+    def allow(cpu: float = 60.0, wall: float = 60.0) -> None:
+        monkeypatch.setattr(plugin, "TEST_CPU_FACTOR", 2.0)
+        monkeypatch.setattr(plugin, "TEST_CPU_ALLOWANCE", cpu)
+        monkeypatch.setattr(plugin, "TEST_WALL_FACTOR", 2.0)
+        monkeypatch.setattr(plugin, "TEST_WALL_ALLOWANCE", wall)
+
+    return allow
+
+
+def test_a_test_that_spins_past_its_own_share_of_cpu_times_out_long_before_the_runs_limit(
+    short_allowances,
+):
+    short_allowances(cpu=0.3)
+
+    def tests(write, limits):
+        limits.start_test("t.py::usual")  # 0.2 s in the stats pass: may take 0.7
+        spin(0.5)
+        limits.end_test()
+        write("usual passed; ")
+        limits.start_test("t.py::looping")
+        spin(5)
+        write("looped for five seconds")
+
+    written, exit_code = run_in_a_child(60, tests, {"t.py::usual": 0.2, "t.py::looping": 0.2})
+    assert written == "usual passed; "
+    assert exit_code == -signal.SIGXCPU
+
+
+def test_a_test_blocked_past_its_own_share_of_the_wall_clock_times_out(short_allowances):
+    short_allowances(wall=1.0)
+
+    def tests(write, limits):
+        limits.start_test("t.py::waiting")  # 0.1 s in the stats pass: may wait 1.2
+        time.sleep(0.2)
+        limits.end_test()
+        write("a short wait passed; ")
+        limits.start_test("t.py::waiting")
+        time.sleep(5)
+        write("waited five seconds")
+
+    written, exit_code = run_in_a_child(60, tests, {"t.py::waiting": 0.1})
+    assert written == "a short wait passed; "
+    assert exit_code == -signal.SIGXCPU
+
+
+def test_a_tests_limit_ends_with_it_and_the_runs_own_deadline_still_holds(short_allowances):
+    short_allowances(wall=0.5)
+
+    def tests(write, limits):
+        time.sleep(0.3)
+        os.kill(os.getpid(), signal.SIGXCPU)  # mutmut's wall-clock signal: ends at 0.9 s
+        limits.start_test("t.py::quick")
+        limits.end_test()
+        time.sleep(0.3)
+        write("still running; ")
+        time.sleep(5)
+        write("past the run's deadline")
+
+    written, exit_code = run_in_a_child(60, tests, {"t.py::quick": 0.1})
+    assert written == "still running; "
+    assert exit_code == -signal.SIGXCPU
+
+
+def test_the_test_databases_setup_does_not_count_against_the_first_tests_limits(
+    short_allowances,
+):
+    short_allowances(cpu=0.3, wall=1.0)
+
+    def tests(write, limits):
+        limits.start_test("t.py::first")
+        setup = limits.pytest_fixture_setup(SimpleNamespace(argname="django_db_setup"), None)
+        next(setup)
+        spin(0.6)  # the full setup of a slot's first run: past the test's CPU limit
+        time.sleep(1.2)  # and past its wall-clock one
+        with pytest.raises(StopIteration):
+            setup.send(None)
+        spin(0.1)
+        write("the test went on; ")
+        spin(5)
+        write("spun past its limit")
+
+    written, exit_code = run_in_a_child(60, tests)
+    assert written == "the test went on; "
+    assert exit_code == -signal.SIGXCPU
+
+
+def test_a_run_that_times_out_marks_its_test_database_to_be_emptied(
+    tmp_path, monkeypatch, short_allowances
+):
+    short_allowances(cpu=0.2)
+    marker = tmp_path / "test_broadside_slot1.schema"
+    marker.write_text("4242\n")
+
+    def stuck(write, limits):
+        limits.start_test("t.py::stuck")
+        spin(60)
+
+    _written, exit_code = run_in_a_child(60, stuck, markers=[str(marker)])
+    assert exit_code == -signal.SIGXCPU
+    assert marker.read_text() != "4242\n"
 
 
 class _Hooks:
@@ -223,3 +342,20 @@ def test_a_mutants_run_is_never_shortened_by_the_stats_record(monkeypatch, kille
     collected = items("t.py::a", "t.py::b")
     plugin.pytest_collection_modifyitems(config=None, items=collected)
     assert sorted(item.nodeid for item in collected) == ["t.py::a", "t.py::b"]
+
+
+def test_a_stats_pass_in_parts_leaves_one_record_once_every_part_has_passed(monkeypatch, killers):
+    monkeypatch.setenv(plugin.STATS_PART, "0")
+    finish_the_stats_pass(monkeypatch, 0, "t.py::a")
+    monkeypatch.setenv(plugin.STATS_PART, "1")
+    finish_the_stats_pass(monkeypatch, 1, "t.py::b")  # failed: writes nothing
+    parent = os.getppid  # what the parts name: the process that forked them
+    monkeypatch.setattr(os, "getpid", parent)
+
+    plugin.join_the_stats_parts_passed(2)
+    assert not killers.with_name(plugin.STATS_PASSED).exists()
+
+    finish_the_stats_pass(monkeypatch, 0, "t.py::b", "t.py::c")
+    plugin.join_the_stats_parts_passed(2)
+    record = killers.with_name(plugin.STATS_PASSED).read_text().splitlines()
+    assert record == [str(parent()), "t.py::a", "t.py::b", "t.py::c"]

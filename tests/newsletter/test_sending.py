@@ -4,13 +4,16 @@ from datetime import timedelta
 
 import pytest
 from django.core import mail
+from django.core.exceptions import ImproperlyConfigured
+from django.core.mail.backends import locmem
 from django.utils import timezone
 
 from newsletter import tasks
 from newsletter.models import Article, Delivery, EmailSend
 from newsletter.services import sending
 from newsletter.services.publishing import publish_article
-from newsletter.services.sending import marking, refusals
+from newsletter.services.sending import handover, marking, refusals
+from publication.models import Publication
 from subscriptions.models import Membership, Subscriber
 from tests.factories import ArticleFactory, MembershipFactory, SubscriberFactory
 from tests.fakes.smtp import FakeSMTPServer
@@ -1006,3 +1009,119 @@ def test_an_address_the_server_cannot_take_fails_alone_and_the_rest_of_the_chunk
     tried = Delivery.objects.get(send=email_send, subscriber=unsendable)
     assert tried.status != Delivery.Status.SENT
     assert "SMTPUTF8" in tried.last_error
+
+
+def test_a_backend_that_cannot_be_built_is_an_outage_named_by_its_error(readers):
+    email_send = publish_article(article=ArticleFactory()).email_send
+    mark_sending(email_send)
+
+    def cannot_be_built():
+        raise ImproperlyConfigured("EMAIL_HOST names no mail server")
+
+    result = sending.send_chunk(email_send_id=email_send.pk, connection_factory=cannot_be_built)
+
+    assert (result.sent, result.retrying, result.released) == (0, 0, 3)
+    assert result.outage == "ImproperlyConfigured: EMAIL_HOST names no mail server"
+
+
+class _DropsEveryMessageAndCannotClose(locmem.EmailBackend):
+    """A backend that loses the connection on each message and then fails to close it:
+    an error the sending code foresees nowhere."""
+
+    def send_messages(self, messages):
+        raise ConnectionResetError("reset by peer")
+
+    def close(self):
+        raise RuntimeError("the socket was already gone")
+
+
+def test_a_connection_failing_in_an_unforeseen_way_is_logged_and_named_in_the_outage(
+    readers, caplog
+):
+    email_send = publish_article(article=ArticleFactory()).email_send
+    mark_sending(email_send)
+
+    with caplog.at_level("ERROR", logger="newsletter.services.sending.handover"):
+        result = sending.send_chunk(
+            email_send_id=email_send.pk, connection_factory=_DropsEveryMessageAndCannotClose
+        )
+
+    assert result.outage == "RuntimeError: the socket was already gone"
+    assert (result.sent, result.retrying + result.released) == (0, 3)
+    [logged] = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert logged.getMessage() == "A sending connection failed."
+    assert logged.exc_info[0] is RuntimeError
+
+
+def test_a_publication_edited_between_two_chunks_of_a_send_shows_in_the_later_chunk():
+    SubscriberFactory.create_batch(3)  # one segment: each chunk renders the same variant
+    email_send = publish_article(article=ArticleFactory()).email_send
+    mark_sending(email_send)
+    assert sending.send_chunk(email_send_id=email_send.pk, size=1).sent == 1
+    publication = Publication.load()
+    publication.name = "The Renamed Dispatch"
+    publication.save()
+
+    assert sending.send_chunk(email_send_id=email_send.pk, size=10).sent == 2
+
+    lists = [message.extra_headers["List-Id"] for message in mail.outbox]
+    assert lists == [
+        "Broadside <broadside.localhost>",
+        "The Renamed Dispatch <the-renamed-dispatch.localhost>",
+        "The Renamed Dispatch <the-renamed-dispatch.localhost>",
+    ]
+
+
+def test_a_worker_keeps_at_most_eight_renders_of_its_sends(monkeypatch):
+    monkeypatch.setattr(handover, "_render_cache", {})
+    publication = Publication.load()
+    sends = [publish_article(article=ArticleFactory()).email_send for _ in range(3)]
+    held = []
+    for email_send in sends:
+        for variant in (("free", False), ("free", True), ("paid", False), ("paid", True)):
+            handover._rendered(email_send=email_send, variant=variant, publication=publication)
+            held.append(len(handover._render_cache))
+
+    assert held == [1, 2, 3, 4, 5, 6, 7, 8, 1, 2, 3, 4]
+
+
+def test_a_chunks_refusals_are_each_counted_recorded_and_logged(smtp_server, caplog):
+    refused = SubscriberFactory.create_batch(6)
+    rejected = SubscriberFactory()  # the message, not the reader: failed, not bounced
+    accepted = SubscriberFactory()
+    for reader in refused:
+        smtp_server.refuse(reader.email, code=550, text="5.1.1 No such user")
+    smtp_server.refuse(rejected.email, code=554, text="5.7.1 Message rejected as spam")
+    email_send = publish_article(article=ArticleFactory()).email_send
+    mark_sending(email_send)
+    # Two of them were tried before and wait for their retry; another reader has left
+    # since the send began (skipped at claim time).
+    Delivery.objects.filter(send=email_send, subscriber__in=[refused[0], rejected]).update(
+        attempts=1, next_attempt_at=timezone.now() - timedelta(minutes=1)
+    )
+    gone = SubscriberFactory()
+    Delivery.objects.create(send=email_send, subscriber=gone, segment=Delivery.Segment.FREE)
+    Subscriber.objects.filter(pk=gone.pk).update(status=Subscriber.Status.UNSUBSCRIBED)
+
+    with caplog.at_level("WARNING", logger="newsletter.services.sending.marking"):
+        result = sending.send_chunk(email_send_id=email_send.pk)
+
+    assert (result.claimed, result.skipped) == (9, 1)
+    assert (result.sent, result.failed, result.bounced) == (1, 7, 6)
+    email_send.refresh_from_db()
+    assert (email_send.sent_count, email_send.failed_count) == (1, 7)
+    failed = Delivery.objects.filter(send=email_send, subscriber__in=[*refused, rejected])
+    assert {(d.status, d.next_attempt_at) for d in failed} == {(Delivery.Status.FAILED, None)}
+    assert Delivery.objects.get(send=email_send, subscriber=accepted).status == Delivery.Status.SENT
+    [logged] = [r for r in caplog.records if r.msg.startswith("Send chunk had")]
+    assert logged.msg == "Send chunk had %d failed deliveries: %s"
+    count, first_five = logged.args
+    assert count == 7
+    assert len(first_five) == 5
+    assert {entry.split(": ", 1)[1] for entry in first_five} <= {
+        "550 5.1.1 No such user",
+        "554 5.7.1 Message rejected as spam",
+    }
+    assert {entry.split(": ", 1)[0] for entry in first_five} < {
+        r.email for r in [*refused, rejected]
+    }

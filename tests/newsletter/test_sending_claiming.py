@@ -4,6 +4,7 @@ writes on them; readers re-checked at claim time, each by their own state."""
 from datetime import timedelta
 
 import pytest
+from django.db import connection
 from django.utils import timezone
 
 from newsletter.models import Article, Delivery, EmailSend
@@ -23,6 +24,21 @@ def deliver(email_send, subscriber, segment=Delivery.Segment.FREE, **fields):
     return Delivery.objects.create(
         send=email_send, subscriber=subscriber, segment=segment, **fields
     )
+
+
+def test_a_claimed_chunk_is_oldest_first_even_when_the_database_reads_it_in_storage_order():
+    email_send = make_send()
+    rows = [deliver(email_send, reader) for reader in SubscriberFactory.create_batch(4)]
+    # An update writes a row's new version at the end of the table.
+    Delivery.objects.filter(pk=rows[0].pk).update(last_error="touched")
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":  # what a fresh table's plan does: no index
+            cursor.execute("SET LOCAL enable_indexscan = off")
+            cursor.execute("SET LOCAL enable_bitmapscan = off")
+
+    _, claimed, _ = sending.claim_chunk(email_send_id=email_send.pk, size=4)
+
+    assert [d.pk for d in claimed] == [row.pk for row in rows]
 
 
 def test_a_claim_takes_the_oldest_due_deliveries_of_that_send_up_to_its_size(settings):

@@ -71,7 +71,9 @@ def claim_chunk(
         if not ids:
             return claim, [], 0
         rows = list(
-            Delivery.objects.filter(pk__in=ids).values_list(
+            Delivery.objects.filter(pk__in=ids)
+            .order_by("pk")  # oldest first (a sequential scan reads them in storage order)
+            .values_list(
                 "pk",
                 "segment",
                 "subscriber_id",
