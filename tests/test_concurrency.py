@@ -339,7 +339,10 @@ def test_two_workers_sending_one_send_at_once_email_each_reader_once(settings):
             )
 
             assert first.sent + second.sent == len(readers), f"round {n}"
-            assert sorted([first.claimed, second.claimed]) == [30, 60]
+            # Both scan the same rows with SKIP LOCKED: how they split them depends on
+            # how their scans interleave, but together they take each once.
+            assert first.claimed + second.claimed == len(readers), f"round {n}"
+            assert max(first.claimed, second.claimed) <= 60
             received = server.recipients()
             assert sorted(received) == sorted(r.email for r in readers), "a reader got two"
             assert set(send.deliveries.values_list("status", flat=True)) == {"sent"}
