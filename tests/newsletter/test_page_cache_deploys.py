@@ -6,6 +6,7 @@ code does not read the old code's fragments at all."""
 from __future__ import annotations
 
 import pickle
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -151,3 +152,36 @@ def test_the_fragments_of_the_code_before_publication_moved_apps_are_never_read(
 
         assert "The Meridian Letter" in html
         assert "The Name Before The Deploy" not in html
+
+
+def test_a_value_that_cannot_be_read_back_is_logged_and_removed(caplog):
+    key = page_cache.fragment_key("navigation")
+    caches["default"].set(key, UNREADABLE["a truncated pickle"], page_cache.PAGE_CACHE_SECONDS)
+    generations.memo.clear()
+
+    with caplog.at_level("WARNING", logger="newsletter.services.page_cache"):
+        assert page_cache.read(key) is None
+
+    [logged] = caplog.records
+    assert logged.levelname == "WARNING"
+    assert logged.getMessage().startswith(f"Cached {key} cannot be read back (")
+    assert logged.getMessage().endswith("): treated as a miss")
+    assert repr(logged.args[1]) in logged.getMessage() and logged.args[1] is not None
+    assert caches["default"].get(key) is None  # removed: the next read is a plain miss
+
+
+def test_a_shared_fragment_is_built_again_once_its_time_in_the_cache_is_up(monkeypatch):
+    monkeypatch.setattr(page_cache, "PAGE_CACHE_SECONDS", 1)
+    built = []
+
+    def build():
+        built.append(len(built))
+        return f"navigation {len(built)}"
+
+    assert page_cache.shared_fragment("navigation", build) == "navigation 1"
+    generations.memo.clear()
+    assert page_cache.shared_fragment("navigation", build) == "navigation 1"
+    time.sleep(1.2)
+    generations.memo.clear()
+
+    assert page_cache.shared_fragment("navigation", build) == "navigation 2"

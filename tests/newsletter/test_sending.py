@@ -1,4 +1,5 @@
 import smtplib
+import threading
 import time
 from datetime import timedelta
 
@@ -120,11 +121,14 @@ def test_publishing_twice_never_creates_a_second_send(readers):
 
 
 def test_a_send_to_an_empty_list_is_finished_at_once():
+    before = timezone.now()
     email_send = publish_article(article=ArticleFactory()).email_send
 
     assert email_send is not None
+    email_send.refresh_from_db()
     assert email_send.recipient_count == 0
     assert email_send.status == EmailSend.Status.SENT
+    assert before <= email_send.finished_at <= timezone.now()
 
 
 def test_publishing_emails_every_eligible_reader_once_and_finishes_the_send(
@@ -1011,17 +1015,48 @@ def test_an_address_the_server_cannot_take_fails_alone_and_the_rest_of_the_chunk
     assert "SMTPUTF8" in tried.last_error
 
 
-def test_a_backend_that_cannot_be_built_is_an_outage_named_by_its_error(readers):
+def test_a_backend_that_cannot_be_built_is_an_outage_named_by_its_error(readers, caplog):
     email_send = publish_article(article=ArticleFactory()).email_send
     mark_sending(email_send)
 
     def cannot_be_built():
         raise ImproperlyConfigured("EMAIL_HOST names no mail server")
 
-    result = sending.send_chunk(email_send_id=email_send.pk, connection_factory=cannot_be_built)
+    with caplog.at_level("WARNING", logger="newsletter.services.sending.handover"):
+        result = sending.send_chunk(email_send_id=email_send.pk, connection_factory=cannot_be_built)
 
     assert (result.sent, result.retrying, result.released) == (0, 0, 3)
     assert result.outage == "ImproperlyConfigured: EMAIL_HOST names no mail server"
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
+        (
+            "WARNING",
+            f"Send {email_send.pk}: the mail server cannot be used (ImproperlyConfigured: "
+            "EMAIL_HOST names no mail server); 3 deliveries wait, untried, for the next chunk.",
+        )
+    ]
+
+
+def test_each_connection_of_a_chunk_sends_from_a_daemon_thread_named_by_its_number(settings):
+    settings.EMAIL_SEND_CONNECTIONS = 3
+    SubscriberFactory.create_batch(41)  # three connections' worth (one per 20 readers)
+    email_send = publish_article(article=ArticleFactory()).email_send
+    mark_sending(email_send)
+    threads = []
+
+    def connection():
+        threads.append(threading.current_thread())
+        return locmem.EmailBackend()
+
+    result = sending.send_chunk(email_send_id=email_send.pk, connection_factory=connection)
+
+    assert result.sent == 41
+    assert sorted(t.name for t in threads) == [
+        "send-connection-0",
+        "send-connection-1",
+        "send-connection-2",
+    ]
+    # Daemons: a worker told to stop is never held up by a connection that hangs.
+    assert all(t.daemon for t in threads)
 
 
 class _DropsEveryMessageAndCannotClose(locmem.EmailBackend):
@@ -1051,6 +1086,29 @@ def test_a_connection_failing_in_an_unforeseen_way_is_logged_and_named_in_the_ou
     [logged] = [r for r in caplog.records if r.levelname == "ERROR"]
     assert logged.getMessage() == "A sending connection failed."
     assert logged.exc_info[0] is RuntimeError
+
+
+def test_a_connection_that_cannot_be_closed_is_logged_for_debugging_only(readers, caplog):
+    email_send = publish_article(article=ArticleFactory()).email_send
+    mark_sending(email_send)
+
+    class CannotClose(locmem.EmailBackend):
+        def close(self):
+            raise OSError("the socket was already gone")
+
+    with caplog.at_level("DEBUG", logger="newsletter.services.sending.handover"):
+        result = sending.send_chunk(email_send_id=email_send.pk, connection_factory=CannotClose)
+
+    assert (result.sent, result.outage) == (3, "")
+    logged = [
+        (r.levelname, r.getMessage(), r.exc_info and r.exc_info[1])
+        for r in caplog.records
+        if r.name == "newsletter.services.sending.handover"
+    ]
+    assert [(level, message) for level, message, _ in logged] == [
+        ("DEBUG", "Closing a sending connection failed.")
+    ]
+    assert str(logged[0][2]) == "the socket was already gone"
 
 
 def test_a_publication_edited_between_two_chunks_of_a_send_shows_in_the_later_chunk():

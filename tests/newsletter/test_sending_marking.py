@@ -3,6 +3,7 @@ holds, never about those the sweeper or another worker has taken since."""
 
 import threading
 import time
+from datetime import timedelta
 
 import pytest
 from django.db import DatabaseError
@@ -352,8 +353,13 @@ def test_marks_another_worker_took_over_are_counted_as_lost_across_batches(claim
     with caplog.at_level("ERROR", logger="newsletter.services.sending.marking"):
         assert keeper.finish() == 1
 
-    assert [r.getMessage()[:60] for r in caplog.records] == [
-        "2 messages were accepted by the mail server but could not be"
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
+        (
+            "ERROR",
+            "2 messages were accepted by the mail server but could not be recorded as sent "
+            "(another worker had claimed them again, or the database stayed unreachable); "
+            "those readers may get the email twice.",
+        )
     ]
 
 
@@ -401,3 +407,289 @@ def test_a_message_the_server_refused_frees_exactly_its_one_place_in_the_crash_w
     keeper.unreserve()
     assert keeper.reserve()
     assert not keeper.reserve()
+
+
+class _Clock:
+    """Stands in for the `time` module in marking.py: a monotonic clock that moves only
+    when told to, or by the seconds `sleep` is asked for (each recorded)."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+        self.slept: list[float] = []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+def test_a_write_whose_connection_dropped_is_tried_again_backing_off_until_its_time_is_up(
+    monkeypatch, caplog
+):
+    from django.db import OperationalError
+
+    clock = _Clock()
+    monkeypatch.setattr(marking, "time", clock)
+    tries = []
+
+    def write():
+        tries.append(clock.now)
+        raise OperationalError("server closed the connection unexpectedly")
+
+    with (
+        caplog.at_level("WARNING", logger="newsletter.services.sending.marking"),
+        pytest.raises(OperationalError),
+    ):
+        marking._reconnecting(write, retry_for=10.0)
+
+    # Doubling from 50 ms up to 2 s; given up once the next wait would end past 10 s.
+    assert clock.slept == pytest.approx([0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 2.0, 2.0, 2.0])
+    assert len(tries) == 10
+    assert clock.now - 1000.0 == pytest.approx(9.15)
+    assert {(r.levelname, r.getMessage()) for r in caplog.records} == {
+        (
+            "WARNING",
+            "Database connection lost (server closed the connection unexpectedly); writing again.",
+        )
+    }
+    assert len(caplog.records) == 9
+
+
+def test_a_write_that_succeeds_once_the_database_is_back_returns_its_answer(monkeypatch):
+    from django.db import InterfaceError
+
+    clock = _Clock()
+    monkeypatch.setattr(marking, "time", clock)
+    tries = []
+
+    def write():
+        tries.append(clock.now)
+        if len(tries) == 1:
+            raise InterfaceError("connection already closed")
+        return 7
+
+    assert marking._reconnecting(write, retry_for=1.0) == 7
+    assert clock.slept == [0.05]
+
+
+def test_a_write_is_tried_again_while_the_wait_ends_exactly_at_its_deadline(monkeypatch):
+    from django.db import OperationalError
+
+    clock = _Clock(now=0.0)
+    monkeypatch.setattr(marking, "time", clock)
+    tries = []
+
+    def write():
+        tries.append(clock.now)
+        raise OperationalError("the database system is starting up")
+
+    with pytest.raises(OperationalError):
+        # The second wait (100 ms after the first 50) ends on the deadline itself.
+        marking._reconnecting(write, retry_for=0.05 + 0.1)
+
+    assert clock.slept == [0.05, 0.1]
+    assert len(tries) == 3
+
+
+def test_the_claim_is_held_until_half_the_lease_has_passed_since_the_last_renewal(
+    claimed, monkeypatch, settings
+):
+    claim, deliveries = claimed
+    settings.EMAIL_CLAIM_TIMEOUT = 10.0
+    clock = _Clock()
+    monkeypatch.setattr(marking, "time", clock)
+    keeper = marking._ClaimKeeper(claim=claim, pks=[d.pk for d in deliveries])
+
+    clock.now = 1004.99
+    assert keeper.holds_claim()
+    clock.now = 1005.0
+    assert not keeper.holds_claim()
+
+
+def test_the_lease_is_renewed_every_fifth_of_its_length(claimed, monkeypatch, settings):
+    claim, deliveries = claimed
+    settings.EMAIL_CLAIM_TIMEOUT = 10.0
+    clock = _Clock()
+    monkeypatch.setattr(marking, "time", clock)
+    keeper = marking._ClaimKeeper(claim=claim, pks=[d.pk for d in deliveries])
+
+    clock.now = 1001.9
+    keeper.serve(0)  # not due yet
+    clock.now = 1002.0
+    keeper.serve(0)  # due: renewed now, so held until five seconds from here
+
+    clock.now = 1006.99
+    assert keeper.holds_claim()
+    clock.now = 1007.0
+    assert not keeper.holds_claim()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_outside_a_transaction_one_daemon_thread_named_claim_keeper_commits_the_marks():
+    others = set(threading.enumerate())
+
+    keeper = marking._ClaimKeeper(claim=sending.Claim(token=1, at=timezone.now()), pks=[])
+
+    assert not keeper.inline
+    [thread] = set(threading.enumerate()) - others
+    assert thread.name == "claim-keeper"
+    # A daemon: a worker that is shutting down is never held up by it.
+    assert thread.daemon
+    assert keeper.finish() == 0
+    assert not thread.is_alive()
+
+
+def test_marks_are_committed_in_batches_of_at_most_the_batch_size(claimed, settings):
+    claim, deliveries = claimed
+
+    def sent():
+        return Delivery.objects.filter(status=Delivery.Status.SENT).count()
+
+    settings.EMAIL_SEND_MARK_BATCH = 2
+    keeper = marking._ClaimKeeper(claim=claim, pks=[d.pk for d in deliveries])
+    for delivery in deliveries[:3]:
+        keeper.mark_many([(delivery.pk, f"<{delivery.pk}@x>")])
+
+    assert len(_sent_mark_statements(lambda: keeper.serve(0.01))) == 1
+    assert sent() == 2  # the first two; the third waits for the next batch
+    assert len(_sent_mark_statements(lambda: keeper.serve(0.01))) == 1
+    assert sent() == 3
+
+    assert keeper.finish() == 3
+
+
+def test_a_batch_size_of_one_commits_each_mark_on_its_own(claimed, settings):
+    claim, deliveries = claimed
+    settings.EMAIL_SEND_MARK_BATCH = 1
+    keeper = marking._ClaimKeeper(claim=claim, pks=[d.pk for d in deliveries])
+    for delivery in deliveries[:2]:
+        keeper.mark_many([(delivery.pk, f"<{delivery.pk}@x>")])
+
+    keeper.serve(0.01)
+
+    assert Delivery.objects.filter(status=Delivery.Status.SENT).count() == 1
+    assert keeper.finish() == 2
+
+
+def test_a_batch_does_not_wait_for_marks_that_come_after_its_linger(claimed, settings):
+    claim, deliveries = claimed
+    settings.EMAIL_SEND_MARK_INTERVAL = 0.0
+    keeper = marking._ClaimKeeper(claim=claim, pks=[d.pk for d in deliveries])
+    first, second = deliveries[:2]
+    keeper.mark_many([(first.pk, "<1@x>")])
+    late = threading.Timer(0.3, keeper.mark_many, args=([(second.pk, "<2@x>")],))
+    late.start()
+    try:
+        keeper.serve(0)
+        assert set(Delivery.objects.filter(status=Delivery.Status.SENT)) == {
+            Delivery.objects.get(pk=first.pk)
+        }
+    finally:
+        late.join()
+    assert keeper.finish() == 2
+
+
+def test_a_refusal_is_not_recorded_on_a_row_the_sweeper_has_handed_back(claimed):
+    from newsletter.services.sending.refusals import PERMANENT
+
+    claim, deliveries = claimed
+    swept, mine = deliveries[:2]
+    # The lease ran out: the sweeper made it pending again (the token stays until the
+    # next claim), so its outcome is no longer this worker's to write.
+    Delivery.objects.filter(pk=swept.pk).update(status=Delivery.Status.PENDING)
+    result = marking.ChunkResult()
+
+    marking._record_failures(
+        [(swept, PERMANENT, "550 5.7.1 Rejected"), (mine, PERMANENT, "550 5.7.1 Rejected")],
+        token=claim.token,
+        result=result,
+    )
+
+    assert result.failed == 1
+    rows = dict(Delivery.objects.filter(pk__in=[swept.pk, mine.pk]).values_list("pk", "status"))
+    assert rows == {swept.pk: Delivery.Status.PENDING, mine.pk: Delivery.Status.FAILED}
+    assert Delivery.objects.get(pk=swept.pk).last_error == ""
+
+
+def test_a_bounce_says_the_reader_is_now_marked_bounced_only_when_this_one_marked_them(
+    claimed,
+):
+    from newsletter.services.sending.refusals import BOUNCED
+    from subscriptions.models import Subscriber
+
+    claim, deliveries = claimed
+    first, again = deliveries[:2]
+    # The same mailbox bounced on another send already: that reader is bounced before
+    # this chunk records its refusal.
+    Subscriber.objects.filter(pk=again.subscriber_id).update(status=Subscriber.Status.BOUNCED)
+    result = marking.ChunkResult()
+
+    marking._record_failures(
+        [(first, BOUNCED, "550 5.1.1 No such user"), (again, BOUNCED, "550 5.1.1 No such user")],
+        token=claim.token,
+        result=result,
+    )
+
+    assert (result.failed, result.bounced) == (2, 1)
+    errors = dict(
+        Delivery.objects.filter(pk__in=[first.pk, again.pk]).values_list("pk", "last_error")
+    )
+    assert errors == {
+        first.pk: "550 5.1.1 No such user (the reader is now marked bounced)",
+        again.pk: "550 5.1.1 No such user",
+    }
+
+
+def test_a_chunks_outcome_moves_the_sends_last_activity_on(claimed):
+    _, deliveries = claimed
+    email_send = EmailSend.objects.get(deliveries__pk=deliveries[0].pk)
+    long_ago = timezone.now() - timedelta(hours=3)
+    EmailSend.objects.filter(pk=email_send.pk).update(last_activity_at=long_ago)
+
+    marking._record_chunk(email_send_id=email_send.pk, result=marking.ChunkResult(sent=1))
+
+    email_send.refresh_from_db()
+    assert email_send.last_activity_at > long_ago + timedelta(hours=2)
+    assert email_send.sent_count == 1
+
+
+def test_a_batch_lingers_for_marks_that_come_within_the_interval(claimed, settings):
+    claim, deliveries = claimed
+    settings.EMAIL_SEND_MARK_INTERVAL = 1.0
+    keeper = marking._ClaimKeeper(claim=claim, pks=[d.pk for d in deliveries])
+    first, second = deliveries[:2]
+    keeper.mark_many([(first.pk, "<1@x>")])
+    soon = threading.Timer(0.1, keeper.mark_many, args=([(second.pk, "<2@x>")],))
+    soon.start()
+    try:
+        statements = _sent_mark_statements(lambda: keeper.serve(0))
+    finally:
+        soon.join()
+
+    assert len(statements) == 1  # one batch, both marks
+    assert Delivery.objects.filter(status=Delivery.Status.SENT).count() == 2
+    assert keeper.finish() == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_claim_keeper_with_nothing_to_write_waits_without_spinning(settings):
+    import resource
+
+    settings.EMAIL_CLAIM_TIMEOUT = 2.5  # a renewal every half second
+    keeper = marking._ClaimKeeper(claim=sending.Claim(token=1, at=timezone.now()), pks=[])
+
+    def cpu():
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return usage.ru_utime + usage.ru_stime
+
+    try:
+        before = cpu()
+        time.sleep(1.0)
+        used = cpu() - before
+    finally:
+        keeper.finish()
+
+    # Blocked on its queue between renewals: a spinning thread would use the second.
+    assert used < 0.5

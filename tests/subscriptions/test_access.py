@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AnonymousUser
 from django.utils import timezone
 
@@ -17,6 +18,7 @@ from newsletter.services.access import can_read_full_article
 from subscriptions.models import Membership
 from subscriptions.services.access import (
     paid_subscribers,
+    remembered_for_one_request,
     subscriber_for_user,
     subscriber_is_paid,
     subscriber_is_paying,
@@ -32,6 +34,7 @@ from tests.factories import (
 pytestmark = pytest.mark.django_db
 
 K, S = Membership.Kind, Membership.Status
+User = get_user_model()
 
 
 def reader_with(**membership):
@@ -71,6 +74,30 @@ def test_an_anonymous_visitor_is_never_a_reader_even_when_a_paid_subscriber_has_
         assert subscriber_for_user(user=visitor) is None
         assert user_is_paid(user=visitor) is False
         assert can_read_full_article(user=visitor, article=paid_article) is False
+
+
+def test_a_user_not_yet_saved_is_never_paid_even_when_a_paid_subscriber_has_no_account(
+    paid_subscriber_without_an_account,
+):
+    unsaved = User(username="not-saved", email="not.saved@example.com")
+    assert unsaved.is_authenticated  # every User object is; only its missing pk tells
+
+    assert user_is_paid(user=unsaved) is False
+    with remembered_for_one_request():
+        assert user_is_paid(user=unsaved) is False
+
+
+def test_within_a_request_a_reader_not_read_with_the_page_is_asked_of_the_database(
+    paid_subscriber_without_an_account,
+):
+    unpaid, _ = reader_with(status=S.CANCELED)
+    paid, _ = reader_with()
+
+    with remembered_for_one_request():
+        # Neither is the signed-in reader of this request (no record read for them).
+        assert user_is_paid(user=unpaid) is False
+        assert user_is_paid(user=paid) is True
+        assert user_is_paid(user=unpaid) is False
 
 
 def test_a_signed_in_reader_is_the_subscriber_of_their_own_account_and_nobody_elses():
@@ -166,3 +193,45 @@ def test_the_past_due_grace_is_for_stripe_subscriptions_only():
     _, granted = reader_with(**comp(status=S.PAST_DUE, current_period_start=now))
     assert set(paid_subscribers(now=now)) == {stripe}
     assert subscriber_is_paid(subscriber=granted) is False
+
+
+def test_paid_status_answers_for_the_moment_asked_about_and_says_when_it_next_changes():
+    from subscriptions.services.access import paid_status
+
+    now = timezone.now()
+    user, subscriber = reader_with(**comp(status=S.ACTIVE, expires_at=now + timedelta(days=1)))
+    MembershipFactory(
+        subscriber=subscriber, **gift(status=S.ACTIVE, expires_at=now + timedelta(days=2))
+    )
+
+    # The first of the two ends is when the answer may change, whichever row holds it.
+    assert paid_status(user_pk=user.pk, now=now) == (True, now + timedelta(days=1))
+    # Asked about a moment after both have ended: not paid then, and never again.
+    later = now + timedelta(days=3)
+    assert paid_status(user_pk=user.pk, now=later) == (False, None)
+    # At the very moment one ends, that end is no longer ahead.
+    assert paid_status(user_pk=user.pk, now=now + timedelta(days=1)) == (
+        True,
+        now + timedelta(days=2),
+    )
+
+
+def test_a_seat_an_editor_turned_into_a_comp_ends_with_its_expiry_though_the_group_pays():
+    from subscriptions.models import Plan
+    from tests.factories import PlanFactory
+
+    plan = PlanFactory(name="Newsroom", kind=Plan.Kind.GROUP)
+    group = MembershipFactory(plan=plan, quantity=3)  # the buyer's paid Stripe subscription
+    user = UserFactory()
+    reader = SubscriberFactory(email=user.email, user=user)
+    seat = MembershipFactory(
+        subscriber=reader, plan=plan, kind=K.GROUP, group=group, stripe_subscription_id=None
+    )
+    assert user_is_paid(user=user) is True
+
+    # In the admin: made complimentary until yesterday; it still names its group.
+    seat.kind = K.COMP
+    seat.expires_at = timezone.now() - timedelta(days=1)
+    seat.save()
+
+    assert user_is_paid(user=user) is False

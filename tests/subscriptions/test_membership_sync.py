@@ -221,3 +221,16 @@ def test_the_first_discount_with_its_coupon_expanded_is_the_one_mirrored():
         _discounted("sub_discounted", period_start=period_start, discounts=bare_then_expanded)
     )
     assert (membership.discount_amount_off, membership.discount_percent_off) == (500, None)
+
+
+def test_stripes_timestamps_are_read_as_utc_whatever_the_machines_time_zone():
+    from datetime import UTC, datetime
+
+    from subscriptions.services.memberships import from_timestamp
+
+    moment = from_timestamp(1_700_000_000)
+
+    assert moment == datetime(2023, 11, 14, 22, 13, 20, tzinfo=UTC)
+    assert moment.utcoffset() == timedelta(0)
+    assert from_timestamp(None) is None
+    assert from_timestamp(0) is None  # Stripe's "not set"
