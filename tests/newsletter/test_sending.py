@@ -1183,3 +1183,23 @@ def test_a_chunks_refusals_are_each_counted_recorded_and_logged(smtp_server, cap
     assert {entry.split(": ", 1)[0] for entry in first_five} < {
         r.email for r in [*refused, rejected]
     }
+
+
+def test_inline_the_chunks_own_thread_keeps_renewing_the_lease_while_a_message_is_slow(
+    readers, settings
+):
+    # A claim is held for 0.6 s after each renewal, renewed every 0.24 s; each message
+    # takes 0.8 s to hand over. Inside a transaction the chunk's own thread renews
+    # between its short waits for marks, so the whole chunk goes out.
+    settings.EMAIL_CLAIM_TIMEOUT = 1.2
+    email_send = publish_article(article=ArticleFactory()).email_send
+    mark_sending(email_send)
+
+    class Slow(locmem.EmailBackend):
+        def send_messages(self, messages):
+            time.sleep(0.8)
+            return super().send_messages(messages)
+
+    result = sending.send_chunk(email_send_id=email_send.pk, connection_factory=Slow)
+
+    assert (result.sent, result.released) == (3, 0)
